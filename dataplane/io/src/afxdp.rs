@@ -1,0 +1,600 @@
+//! The AF_XDP backend: one socket on one interface queue, its UMEM, and the four rings.
+//!
+//! Frames never leave the UMEM: a received packet is a frame the XDP program redirected here;
+//! it is processed in place and transmitted from the same frame with fresh headers, or
+//! returned to the fill ring. Frames are owned by exactly one of: the fill ring, the RX ring,
+//! a [`Packet`], the free list, the TX ring, the completion ring. [`Packet`] is not `Clone`,
+//! which is what makes the raw frame access below sound.
+//!
+//! This module and [`crate::udp`] hold all of the crate's `unsafe` code.
+#![expect(unsafe_code, reason = "UMEM frame and ring access through xsk-rs")]
+
+use std::{
+    collections::HashMap,
+    ffi::CString,
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    num::NonZeroU32,
+    os::fd::{AsRawFd, RawFd},
+    time::{Duration, Instant},
+};
+
+use xsk_rs::{
+    CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem,
+    config::{BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
+};
+
+use crate::{FrameId, IoError, IoStats, Packet, PacketIo, netlink, wire};
+
+/// How the socket binds to the queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BindMode {
+    /// Zero-copy if the driver offers it, else copy.
+    #[default]
+    Auto,
+    /// Copy mode (the kernel copies frames into the UMEM). veth only offers this.
+    Copy,
+    /// Zero-copy; fails where the driver lacks it.
+    ZeroCopy,
+}
+
+/// Settings of one AF_XDP socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AfXdpConfig {
+    /// Interface name.
+    pub interface: String,
+    /// Receive/transmit queue index.
+    pub queue: u32,
+    /// PhantomBand UDP port (ours, and the one the XDP program steers).
+    pub port: u16,
+    /// Exact UDP payload length of a PhantomBand packet.
+    pub packet_len: u16,
+    /// Frames in the UMEM (each 2048 bytes).
+    pub frame_count: u32,
+    /// Size of each of the four rings (a power of two).
+    pub ring_size: u32,
+    /// Copy or zero-copy.
+    pub bind: BindMode,
+}
+
+impl AfXdpConfig {
+    /// Defaults for `interface` queue `queue`: the default port and packet length, 4096 frames,
+    /// rings of 2048.
+    pub fn new(interface: impl Into<String>, queue: u32) -> Self {
+        Self {
+            interface: interface.into(),
+            queue,
+            port: crate::DEFAULT_PORT,
+            packet_len: crate::DEFAULT_PACKET_LEN,
+            frame_count: 4096,
+            ring_size: 2048,
+            bind: BindMode::Auto,
+        }
+    }
+}
+
+const FRAME_SIZE: u32 = 2048;
+/// How long a busy queue is retried: the kernel releases a just-closed socket's queue lazily.
+const BUSY_RETRY: Duration = Duration::from_secs(2);
+/// Minimum interval between neighbour lookups for one peer that has no entry yet.
+const NEIGHBOUR_RETRY: Duration = Duration::from_millis(200);
+
+/// One AF_XDP socket with its own UMEM. Register [`fd`](Self::fd) in the XDP program's
+/// XSKMAP ([`crate::xdp::XdpProgram::register`]) to receive.
+#[derive(Debug)]
+pub struct AfXdpIo {
+    umem: Umem,
+    fill: FillQueue,
+    comp: CompQueue,
+    tx: TxQueue,
+    rx: RxQueue,
+    /// The descriptor of every frame, by `FrameId`; updated on receive.
+    frames: Vec<FrameDesc>,
+    /// Frames owned by nobody, ready for the fill ring or `alloc`.
+    free: Vec<FrameId>,
+    /// Frames currently in the fill ring.
+    in_fill: u32,
+    /// Frames queued for transmission and not yet completed.
+    in_tx: u32,
+    scratch: Vec<FrameDesc>,
+    fill_target: u32,
+    interface: String,
+    ifindex: u32,
+    queue: u32,
+    port: u16,
+    packet_len: usize,
+    mac: [u8; 6],
+    v4: Option<Ipv4Addr>,
+    v6: Option<Ipv6Addr>,
+    neighbours: HashMap<IpAddr, [u8; 6]>,
+    neighbour_misses: HashMap<IpAddr, Instant>,
+    stats: IoStats,
+}
+
+fn errno_of(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    e.source()
+        .and_then(|s| s.downcast_ref::<io::Error>())
+        .and_then(io::Error::raw_os_error)
+}
+
+/// The index of `name` in the calling thread's network namespace.
+pub fn ifindex(name: &str) -> Result<u32, IoError> {
+    let c = CString::new(name).map_err(|_| IoError::NoSuchInterface(name.to_owned()))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        return Err(IoError::NoSuchInterface(name.to_owned()));
+    }
+    Ok(index)
+}
+
+impl AfXdpIo {
+    /// Creates the UMEM and binds a socket to `config.interface` queue `config.queue` without
+    /// loading any XDP program (ours is attached separately). Fails with a typed error naming
+    /// the interface or queue when it does not exist or is busy.
+    pub fn open(config: &AfXdpConfig) -> Result<Self, IoError> {
+        let interface = config.interface.clone();
+        let queue = config.queue;
+        let af = |detail: String| IoError::AfXdp {
+            interface: interface.clone(),
+            queue,
+            detail,
+        };
+        let ifindex = ifindex(&interface)?;
+        let ring = QueueSize::new(config.ring_size).map_err(|e| af(format!("ring size: {e}")))?;
+        let umem_config = UmemConfig::builder()
+            .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| af(format!("frame size: {e}")))?)
+            .fill_queue_size(ring)
+            .comp_queue_size(ring)
+            .build()
+            .map_err(|e| af(format!("UMEM config: {e}")))?;
+        let frame_count = NonZeroU32::new(config.frame_count.max(2 * config.ring_size))
+            .ok_or_else(|| af("frame count must be positive".into()))?;
+        let (umem, frames) =
+            Umem::new(umem_config, frame_count, false).map_err(|e| af(format!("UMEM: {e}")))?;
+
+        let mut bind = BindFlags::XDP_USE_NEED_WAKEUP;
+        match config.bind {
+            BindMode::Auto => {}
+            BindMode::Copy => bind |= BindFlags::XDP_COPY,
+            BindMode::ZeroCopy => bind |= BindFlags::XDP_ZEROCOPY,
+        }
+        let socket_config = SocketConfig::builder()
+            .rx_queue_size(ring)
+            .tx_queue_size(ring)
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .bind_flags(bind)
+            .build();
+        let if_name: Interface = interface
+            .parse()
+            .map_err(|_| IoError::NoSuchInterface(interface.clone()))?;
+
+        let started = Instant::now();
+        let (tx, rx, rings) = loop {
+            // SAFETY: the UMEM is new and not shared with any other socket, so the
+            // shared-UMEM precondition of `Socket::new` does not apply.
+            match unsafe { Socket::new(socket_config, &umem, &if_name, queue) } {
+                Ok(socket) => break socket,
+                Err(e) => match errno_of(&e) {
+                    Some(libc::EBUSY) if started.elapsed() < BUSY_RETRY => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Some(libc::EBUSY) => {
+                        return Err(IoError::QueueBusy {
+                            interface: interface.clone(),
+                            queue,
+                        });
+                    }
+                    Some(libc::EINVAL) => {
+                        return Err(IoError::NoSuchQueue {
+                            interface: interface.clone(),
+                            queue,
+                        });
+                    }
+                    Some(libc::ENODEV) => return Err(IoError::NoSuchInterface(interface.clone())),
+                    _ => return Err(af(format!("socket: {e}"))),
+                },
+            }
+        };
+        let (fill, comp) = rings.ok_or_else(|| af("UMEM rings were not handed over".into()))?;
+
+        let mac = netlink::link_mac(ifindex)?;
+        let addrs = netlink::link_addrs(ifindex)?;
+        let v4 = addrs.iter().find_map(|a| match a {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        });
+        let v6 = addrs.iter().find_map(|a| match a {
+            IpAddr::V6(v6) => Some(*v6),
+            IpAddr::V4(_) => None,
+        });
+
+        let scratch = vec![frames[0]; config.ring_size as usize];
+        let free = (0..frames.len() as u32).rev().map(FrameId).collect();
+        let mut io = Self {
+            umem,
+            fill,
+            comp,
+            tx,
+            rx,
+            frames,
+            free,
+            in_fill: 0,
+            in_tx: 0,
+            scratch,
+            fill_target: config.ring_size,
+            interface,
+            ifindex,
+            queue,
+            port: config.port,
+            packet_len: usize::from(config.packet_len),
+            mac,
+            v4,
+            v6,
+            neighbours: HashMap::new(),
+            neighbour_misses: HashMap::new(),
+            stats: IoStats::default(),
+        };
+        io.refill();
+        Ok(io)
+    }
+
+    /// The socket's file descriptor, for the XSKMAP.
+    pub fn fd(&self) -> RawFd {
+        self.rx.fd().as_raw_fd()
+    }
+
+    /// The queue this socket is bound to.
+    pub fn queue(&self) -> u32 {
+        self.queue
+    }
+
+    /// The interface this socket is bound to.
+    pub fn interface(&self) -> &str {
+        &self.interface
+    }
+
+    /// Our MAC address on the interface.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// Looks up (and if needed asks the kernel to resolve) the next-hop MAC of `peer`,
+    /// waiting up to `timeout`. Call at setup for each known neighbour so that the first
+    /// packets are not dropped as `tx_dropped_no_neighbour`.
+    pub fn resolve_peer(&mut self, peer: IpAddr, timeout: Duration) -> Result<[u8; 6], IoError> {
+        let local = self.local_ip_for(peer).ok_or(IoError::NoLocalAddress {
+            interface: self.interface.clone(),
+            family: if peer.is_ipv4() { "IPv4" } else { "IPv6" },
+        })?;
+        let mac = netlink::resolve(&self.interface, self.ifindex, local, peer, timeout)?;
+        self.neighbours.insert(peer, mac);
+        Ok(mac)
+    }
+
+    /// Kernel statistics of the socket (ring-full drops and invalid descriptors).
+    pub fn kernel_stats(&self) -> Result<xsk_rs::socket::XdpStatistics, IoError> {
+        self.rx
+            .fd()
+            .xdp_statistics()
+            .map_err(|source| IoError::Sys {
+                call: "XDP_STATISTICS",
+                source,
+            })
+    }
+
+    fn local_ip_for(&self, peer: IpAddr) -> Option<IpAddr> {
+        match peer {
+            IpAddr::V4(_) => self.v4.map(IpAddr::V4),
+            IpAddr::V6(_) => self.v6.map(IpAddr::V6),
+        }
+    }
+
+    /// The next-hop MAC for `peer` from the cache, else from the neighbour table (at most once
+    /// per [`NEIGHBOUR_RETRY`] per peer, triggering resolution when absent).
+    fn next_hop(&mut self, peer: IpAddr) -> Option<[u8; 6]> {
+        if let Some(mac) = self.neighbours.get(&peer) {
+            return Some(*mac);
+        }
+        let now = Instant::now();
+        if let Some(last) = self.neighbour_misses.get(&peer)
+            && now.duration_since(*last) < NEIGHBOUR_RETRY
+        {
+            return None;
+        }
+        self.neighbour_misses.insert(peer, now);
+        match netlink::neighbour(self.ifindex, peer) {
+            Ok(Some(mac)) => {
+                self.neighbour_misses.remove(&peer);
+                self.neighbours.insert(peer, mac);
+                Some(mac)
+            }
+            _ => {
+                if let Some(local) = self.local_ip_for(peer) {
+                    let _ = netlink::trigger_resolution(local, peer);
+                }
+                None
+            }
+        }
+    }
+
+    /// Tops the fill ring up from the free list.
+    fn refill(&mut self) {
+        let want = self.fill_target.saturating_sub(self.in_fill) as usize;
+        let n = want.min(self.free.len()).min(self.scratch.len());
+        if n == 0 {
+            return;
+        }
+        let start = self.free.len() - n;
+        for (slot, id) in self.scratch.iter_mut().zip(&self.free[start..]) {
+            *slot = self.frames[id.0 as usize];
+        }
+        // SAFETY: every descriptor is one of this UMEM's frames, taken from the free list, so
+        // no `Packet` or ring holds it; the kernel owns them from here until the RX ring.
+        let produced = unsafe { self.fill.produce(&self.scratch[..n]) };
+        self.free.truncate(self.free.len() - produced);
+        self.in_fill += produced as u32;
+        if produced > 0 && self.fill.needs_wakeup() {
+            let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
+        }
+    }
+
+    fn frame_index(&self, desc: &FrameDesc) -> Option<usize> {
+        let index = desc.addr() / FRAME_SIZE as usize;
+        (index < self.frames.len()).then_some(index)
+    }
+
+    /// The data segment of frame `index` from its start to the end of the frame, writable.
+    fn segment_mut(&mut self, index: usize) -> &mut [u8] {
+        let desc = &mut self.frames[index];
+        // SAFETY: `desc` is one of this UMEM's frames and is owned by user space (a `Packet`
+        // or the free list: callers only pass such frames), so neither the kernel nor another
+        // reference accesses it.
+        let mut data = unsafe { self.umem.data_mut(desc) };
+        data.cursor().set_pos(usize::MAX); // clamped to the segment's capacity
+        let segment = data.contents_mut();
+        let (ptr, len) = (segment.as_mut_ptr(), segment.len());
+        // SAFETY: `ptr..ptr+len` is the live slice just obtained, inside the UMEM mapping that
+        // `self.umem` keeps mapped for as long as `self` lives. The returned slice borrows
+        // `self` mutably, so no other access to the frame can happen while it is alive.
+        unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+    }
+
+    /// Writes headers for `peer` in front of the payload, moving the payload if the header
+    /// length changes; returns the frame length, or `None` when the packet cannot go.
+    fn prepare_tx(&mut self, packet: &Packet) -> Result<usize, SendFailure> {
+        let peer_ip = packet.peer.ip();
+        let local = self.local_ip_for(peer_ip).ok_or(SendFailure::Invalid)?;
+        let dst_mac = self.next_hop(peer_ip).ok_or(SendFailure::NoNeighbour)?;
+        let route = wire::Route {
+            src_mac: self.mac,
+            dst_mac,
+            src: SocketAddr::new(local, self.port),
+            dst: packet.peer,
+        };
+        let header = wire::header_len(peer_ip.is_ipv6());
+        let (offset, len) = (usize::from(packet.offset), usize::from(packet.len));
+        let segment = self.segment_mut(packet.frame.0 as usize);
+        if offset + len > segment.len() || header + len > segment.len() {
+            return Err(SendFailure::Invalid);
+        }
+        if offset != header {
+            segment.copy_within(offset..offset + len, header);
+        }
+        wire::build(segment, &route, len).map_err(|_| SendFailure::Invalid)
+    }
+
+    fn drain_completions(&mut self) -> usize {
+        let n = self.in_tx.min(self.scratch.len() as u32) as usize;
+        if n == 0 {
+            return 0;
+        }
+        // SAFETY: the completion ring only returns descriptors of frames we put in the TX
+        // ring, all of this UMEM; they become user-owned again here.
+        let done = unsafe { self.comp.consume(&mut self.scratch[..n]) };
+        for i in 0..done {
+            let desc = self.scratch[i];
+            if let Some(index) = self.frame_index(&desc) {
+                self.free.push(FrameId(index as u32));
+            }
+        }
+        self.in_tx -= done as u32;
+        done
+    }
+
+    fn kick_tx(&mut self) -> Result<(), IoError> {
+        if self.in_tx > 0 && self.tx.needs_wakeup() {
+            match self.tx.wakeup() {
+                Ok(()) => {}
+                // The ring is full or the driver is busy: try again on the next call.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS)
+                    ) => {}
+                Err(source) => {
+                    return Err(IoError::Sys {
+                        call: "AF_XDP tx wakeup",
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum SendFailure {
+    NoNeighbour,
+    Invalid,
+}
+
+impl PacketIo for AfXdpIo {
+    fn recv(
+        &mut self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<usize, IoError> {
+        self.refill();
+        let max = max.min(self.scratch.len());
+        // SAFETY: the RX ring hands over frames of this UMEM that the kernel filled; they are
+        // user-owned from here and recorded in `self.frames` below.
+        let mut n = unsafe { self.rx.consume(&mut self.scratch[..max]) };
+        if n == 0 && !timeout.is_zero() {
+            let ms = i32::try_from(timeout.as_millis())
+                .unwrap_or(i32::MAX)
+                .max(1);
+            let ready = self.rx.poll(ms).map_err(|source| IoError::Sys {
+                call: "poll",
+                source,
+            })?;
+            if ready {
+                // SAFETY: as above.
+                n = unsafe { self.rx.consume(&mut self.scratch[..max]) };
+            }
+        }
+        self.in_fill = self.in_fill.saturating_sub(n as u32);
+        let mut accepted = 0;
+        for i in 0..n {
+            let desc = self.scratch[i];
+            let Some(index) = self.frame_index(&desc) else {
+                self.stats.rx_dropped_malformed += 1;
+                continue;
+            };
+            self.frames[index] = desc;
+            // SAFETY: the frame was just handed over by the RX ring and is user-owned.
+            let data = unsafe { self.umem.data(&self.frames[index]) }.contents();
+            match wire::parse(data, self.port, self.packet_len) {
+                Ok(d) => {
+                    out.push(Packet {
+                        frame: FrameId(index as u32),
+                        offset: d.payload_offset as u16,
+                        len: d.payload_len as u16,
+                        peer: d.src,
+                    });
+                    accepted += 1;
+                }
+                Err(_) => {
+                    self.stats.rx_dropped_malformed += 1;
+                    self.free.push(FrameId(index as u32));
+                }
+            }
+        }
+        self.stats.rx_packets += accepted as u64;
+        self.refill();
+        Ok(accepted)
+    }
+
+    fn send(&mut self, batch: &mut Vec<Packet>) -> Result<usize, IoError> {
+        self.drain_completions();
+        let room = self.tx.nb_free(batch.len() as u32) as usize;
+        let take = room.min(batch.len()).min(self.scratch.len());
+        let mut ready = 0;
+        let mut unsent = Vec::new();
+        for packet in batch.drain(..take) {
+            match self.prepare_tx(&packet) {
+                Ok(frame_len) => {
+                    let index = packet.frame.0 as usize;
+                    // SAFETY: the frame is user-owned (it belongs to `packet`).
+                    let mut data = unsafe { self.umem.data_mut(&mut self.frames[index]) };
+                    data.cursor().set_pos(frame_len);
+                    self.scratch[ready] = self.frames[index];
+                    ready += 1;
+                }
+                Err(SendFailure::NoNeighbour) => {
+                    self.stats.tx_dropped_no_neighbour += 1;
+                    unsent.push(packet);
+                }
+                Err(SendFailure::Invalid) => {
+                    self.stats.tx_dropped_invalid += 1;
+                    unsent.push(packet);
+                }
+            }
+        }
+        self.release(&mut unsent);
+        // SAFETY: each descriptor names a user-owned frame of this UMEM with its length set;
+        // ownership passes to the kernel until the completion ring returns it.
+        let produced = unsafe { self.tx.produce(&self.scratch[..ready]) };
+        // `nb_free` reserved room for all of them, so this cannot fall short; if it ever did,
+        // the frames are returned rather than lost.
+        for i in produced..ready {
+            if let Some(index) = self.frame_index(&self.scratch[i]) {
+                self.free.push(FrameId(index as u32));
+                self.stats.tx_dropped_invalid += 1;
+            }
+        }
+        self.in_tx += produced as u32;
+        self.stats.tx_packets += produced as u64;
+        self.kick_tx()?;
+        Ok(produced)
+    }
+
+    fn release(&mut self, packets: &mut Vec<Packet>) {
+        self.free.extend(packets.drain(..).map(|p| p.frame));
+    }
+
+    fn alloc(&mut self, peer: SocketAddr) -> Option<Packet> {
+        let Some(frame) = self.free.pop() else {
+            self.stats.alloc_failures += 1;
+            return None;
+        };
+        // Make the descriptor span the whole segment so `payload` sees what gets written.
+        let _ = self.segment_mut(frame.0 as usize);
+        let header = wire::header_len(peer.is_ipv6());
+        Some(Packet {
+            frame,
+            offset: header as u16,
+            len: 0,
+            peer,
+        })
+    }
+
+    fn capacity(&self) -> usize {
+        FRAME_SIZE as usize - 256 - wire::MAX_HEADER_LEN
+    }
+
+    fn set_len(&self, packet: &mut Packet, len: usize) {
+        packet.len = len.min(self.capacity()) as u16;
+    }
+
+    fn payload(&self, packet: &Packet) -> &[u8] {
+        let Some(desc) = self.frames.get(packet.frame.0 as usize) else {
+            return &[];
+        };
+        // SAFETY: the frame belongs to `packet`, so it is user-owned; the data segment extends
+        // from the descriptor to the frame end and `get` bounds the slice.
+        let data = unsafe { self.umem.data(desc) }.contents();
+        let start = usize::from(packet.offset);
+        data.get(start..start + usize::from(packet.len))
+            .unwrap_or(&[])
+    }
+
+    fn payload_mut(&mut self, packet: &Packet) -> &mut [u8] {
+        let start = usize::from(packet.offset);
+        let end = start + usize::from(packet.len);
+        let segment = self.segment_mut(packet.frame.0 as usize);
+        let end = end.min(segment.len());
+        &mut segment[start.min(end)..end]
+    }
+
+    fn poll_completions(&mut self) -> Result<usize, IoError> {
+        let done = self.drain_completions();
+        self.kick_tx()?;
+        self.refill();
+        Ok(done)
+    }
+
+    fn stats(&self) -> IoStats {
+        self.stats
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        match (self.v4, self.v6) {
+            (Some(v4), _) => SocketAddr::new(v4.into(), self.port),
+            (None, Some(v6)) => SocketAddr::new(v6.into(), self.port),
+            (None, None) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), self.port),
+        }
+    }
+}
