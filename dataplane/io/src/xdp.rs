@@ -59,10 +59,19 @@ fn refused(interface: &str, e: impl std::fmt::Display) -> IoError {
     // Verifier logs run to many lines; the first says what failed.
     let text = e.to_string();
     let first = text.lines().next().unwrap_or("unknown error").to_owned();
-    IoError::XdpRefused {
-        interface: interface.to_owned(),
-        detail: first,
+    IoError::XdpRefused { interface: interface.to_owned(), detail: first }
+}
+
+/// Like [`refused`], with the error's sources appended (aya puts the errno in a source).
+fn refused_by(interface: &str, e: &(dyn std::error::Error + 'static)) -> IoError {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
     }
+    refused(interface, text)
 }
 
 impl XdpProgram {
@@ -73,13 +82,14 @@ impl XdpProgram {
             .override_global(PORT_GLOBAL, &port, true)
             .override_global(PACKET_LEN_GLOBAL, &packet_len, true)
             .load(OBJECT)
-            .map_err(|e| refused("-", e))?;
+            
+            .map_err(|e| refused_by("-", &e))?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or_else(|| refused("-", "program missing from the object"))?
             .try_into()
             .map_err(|e| refused("-", e))?;
-        program.load().map_err(|e| refused("-", e))?;
+        program.load().map_err(|e| refused_by("-", &e))?;
         Ok(Self {
             ebpf,
             interface: None,
@@ -109,7 +119,13 @@ impl XdpProgram {
             Err(e) if errno(&e) == Some(libc::EBUSY) || errno(&e) == Some(libc::EEXIST) => {
                 Err(IoError::XdpBusy(interface.to_owned()))
             }
-            Err(e) => Err(refused(interface, e)),
+            Err(e) if errno(&e) == Some(libc::EOPNOTSUPP) && mode == XdpMode::Driver => {
+                Err(refused(
+                    interface,
+                    "the driver has no native XDP (use xdp_mode = \"generic\" to run without it)",
+                ))
+            }
+            Err(e) => Err(refused_by(interface, &e)),
         }
     }
 
@@ -182,7 +198,7 @@ impl XdpProgram {
             .map_err(|e| refused("-", e))?;
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
-        let result = program.test_run(opts).map_err(|e| refused("-", e))?;
+        let result = program.test_run(opts).map_err(|e| refused_by("-", &e))?;
         Ok(result.return_value)
     }
 }
