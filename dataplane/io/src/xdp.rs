@@ -59,7 +59,10 @@ fn refused(interface: &str, e: impl std::fmt::Display) -> IoError {
     // Verifier logs run to many lines; the first says what failed.
     let text = e.to_string();
     let first = text.lines().next().unwrap_or("unknown error").to_owned();
-    IoError::XdpRefused { interface: interface.to_owned(), detail: first }
+    IoError::XdpRefused {
+        interface: interface.to_owned(),
+        detail: first,
+    }
 }
 
 /// Like [`refused`], with the error's sources appended (aya puts the errno in a source).
@@ -82,7 +85,6 @@ impl XdpProgram {
             .override_global(PORT_GLOBAL, &port, true)
             .override_global(PACKET_LEN_GLOBAL, &packet_len, true)
             .load(OBJECT)
-            
             .map_err(|e| refused_by("-", &e))?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)

@@ -128,7 +128,7 @@ fn receive_10000_identical(bed: &TwoNode, socket: &mut AfXdpIo) {
                         }
                         thread::yield_now();
                     }
-                    let (sock, to) = if seq % 2 == 0 {
+                    let (sock, to) = if seq.is_multiple_of(2) {
                         (&v4, targets[0])
                     } else {
                         (&v6, targets[1])
@@ -153,7 +153,7 @@ fn receive_10000_identical(bed: &TwoNode, socket: &mut AfXdpIo) {
                     payload(seq, LEN).as_slice(),
                     "datagram {seq} differs"
                 );
-                let from_ip = if seq % 2 == 0 {
+                let from_ip = if seq.is_multiple_of(2) {
                     IpAddr::from(bed.link.b_v4)
                 } else {
                     b_v6(bed)

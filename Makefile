@@ -1,0 +1,35 @@
+# PhantomBand: the two commands are `make demo` (the main job) and `make test` (everything CI
+# runs). Both install what they need first (deploy/setup.sh, idempotent; Debian 12, root).
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+EBPF_DIR := ebpf/pb-xdp
+AARCH64 := aarch64-unknown-linux-musl
+AARCH64_ENV := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER=qemu-aarch64 \
+	CC_aarch64_unknown_linux_musl=clang \
+	CFLAGS_aarch64_unknown_linux_musl=--target=aarch64-linux-musl
+
+.PHONY: setup demo test lint test-host test-aarch64
+
+setup:
+	@deploy/setup.sh
+
+# The main job: pb-perf io over a veth pair in two namespaces it creates and removes.
+demo: setup
+	cargo build --release --locked -p pb-perf
+	target/release/pb-perf io $(PERF_ARGS)
+
+test: setup lint test-host test-aarch64
+
+lint:
+	cargo fmt --all -- --check
+	cd $(EBPF_DIR) && cargo fmt -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cd $(EBPF_DIR) && cargo clippy --release --locked --target bpfel-unknown-none -Z build-std=core -- -D warnings
+
+test-host:
+	cargo test --workspace --locked
+
+# The no_std common crate under qemu-aarch64: proves the ARM cross recipe later crates use.
+test-aarch64:
+	$(AARCH64_ENV) cargo test --locked -p pb-xdp-common --target $(AARCH64)
