@@ -1,1 +1,94 @@
-fn main() {}
+//! `pb-perf`: PhantomBand's benchmark harness. Each subcommand measures one thing and runs
+//! its baseline in the same process run, side by side, so ratios hold on a noisy machine.
+//! Prints a table, or one JSON object per line with `--json`; progress goes to stderr.
+//!
+//! Subcommands so far: `io` (packet I/O backends over veth). Later issues add `sphinx`,
+//! `relay`, `e2e`, `testnet`.
+#![forbid(unsafe_code)]
+
+mod io_bench;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "pb-perf", version, about = "PhantomBand benchmark harness")]
+struct Cli {
+    /// One JSON object per line instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Received and forwarded packets per second on one core through each I/O backend, over
+    /// a veth pair in two network namespaces created for the run (needs root).
+    Io {
+        /// Measured seconds per backend and mode.
+        #[arg(long, default_value_t = 3.0, value_parser = seconds)]
+        seconds: f64,
+        /// Seconds of load before each measurement starts.
+        #[arg(long, default_value_t = 0.5, value_parser = seconds)]
+        warmup: f64,
+        /// Packets per receive call.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        batch: u16,
+        /// UDP payload bytes of each packet.
+        #[arg(long, default_value_t = pb_io::DEFAULT_PACKET_LEN,
+              value_parser = clap::value_parser!(u16).range(i64::from(pb_io::config::MIN_PACKET_LEN)..=i64::from(pb_io::config::MAX_PACKET_LEN)))]
+        packet_len: u16,
+        /// Backends to measure (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values = ["af_xdp", "udp"])]
+        backend: Vec<io_bench::Backend>,
+    },
+}
+
+fn seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if (0.0..=600.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is outside 0-600 seconds"))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pb-perf: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let rows = match &cli.command {
+        Command::Io {
+            seconds,
+            warmup,
+            batch,
+            packet_len,
+            backend,
+        } => io_bench::run(&io_bench::IoArgs {
+            seconds: *seconds,
+            warmup: *warmup,
+            batch: usize::from(*batch),
+            packet_len: *packet_len,
+            backends: backend.clone(),
+        })?,
+    };
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        report::write_json(&mut out, &rows)
+    } else {
+        report::write_table(&mut out, &rows)
+    }
+}

@@ -1,0 +1,81 @@
+//! `pb-perf io` end to end, briefly: it creates its namespaces, measures both backends in
+//! both modes, prints one JSON line per figure, and removes the namespaces. Checks the
+//! harness works, not how fast anything is. Needs root; skips without it (fails with
+//! `CI=true`).
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use std::process::Command;
+
+#[test]
+fn pb_perf_io_reports_every_backend_and_cleans_up() {
+    if !pb_testbed::require_privileged("pb_perf_io_reports_every_backend_and_cleans_up") {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_pb-perf"))
+        .args(["--json", "io", "--seconds", "0.3", "--warmup", "0.1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "pb-perf io failed: {stderr}");
+    assert!(stderr.contains("[4/4]"), "progress on stderr: {stderr}");
+
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut seen = Vec::new();
+    for row in &rows {
+        let bench = row["bench"].as_str().unwrap();
+        let imp = row["impl"].as_str().unwrap();
+        let value = row["value"].as_f64().unwrap();
+        assert!(value > 0.0, "{bench} {imp} measured nothing: {row}");
+        assert!(row["unit"].as_str().unwrap().starts_with("pkt/"), "{row}");
+        assert_eq!(row["params"]["packet_len"], 1452, "{row}");
+        seen.push(format!("{bench}/{imp}"));
+    }
+    for bench in ["io.rx", "io.rx_per_cpu", "io.forward", "io.forward_per_cpu"] {
+        for imp in ["af_xdp", "udp"] {
+            assert!(
+                seen.contains(&format!("{bench}/{imp}")),
+                "{bench}/{imp} missing from {stdout}"
+            );
+        }
+    }
+
+    let namespaces = String::from_utf8(
+        Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        !namespaces.contains("-perf-"),
+        "pb-perf left namespaces behind: {namespaces}"
+    );
+}
+
+#[test]
+fn pb_perf_rejects_bad_arguments_in_one_line() {
+    for args in [
+        &["io", "--seconds", "-1"][..],
+        &["io", "--backend", "dpdk"],
+        &["io", "--packet-len", "9000"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pb-perf"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} accepted");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: clap's usage error code"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
