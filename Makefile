@@ -9,7 +9,7 @@ AARCH64_ENV := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
 	CC_aarch64_unknown_linux_musl=clang \
 	CFLAGS_aarch64_unknown_linux_musl=--target=aarch64-linux-musl
 
-.PHONY: setup demo test lint test-host test-aarch64
+.PHONY: setup demo test test-steps lint test-host test-aarch64
 
 setup:
 	@deploy/setup.sh
@@ -19,7 +19,15 @@ demo: setup
 	cargo build --release --locked -p pb-perf
 	target/release/pb-perf io $(PERF_ARGS)
 
-test: setup lint test-host test-aarch64
+# Runs every step, then closes with one line adding up all the cargo test results.
+test: setup
+	@mkdir -p target
+	@set -o pipefail; $(MAKE) --no-print-directory test-steps 2>&1 | tee target/test.log; \
+	status=$$?; \
+	awk '/^test result:/ { p += $$4; f += $$6; i += $$8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' target/test.log; \
+	exit $$status
+
+test-steps: lint test-host test-aarch64
 
 lint:
 	cargo fmt --all -- --check

@@ -301,6 +301,18 @@ fn run_one(
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
     let target = SocketAddr::new(IpAddr::V4(bed.link.a_v4), PORT);
     thread::scope(|scope| {
+        let wait_ready = |failure: &mut Option<anyhow::Error>| {
+            if failure.is_some() {
+                return;
+            }
+            match ready_rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => *failure = Some(e),
+                Err(_) => *failure = Some(anyhow!("a benchmark thread did not start within 30 s")),
+            }
+        };
+        let mut failure = None;
+        // The backend first, so that the generator's first packet already finds its socket.
         let rut = {
             let (phase, ready) = (&phase, ready_tx.clone());
             let ns = &bed.a;
@@ -309,6 +321,7 @@ fn run_one(
                 backend_under_test(ns, &interface, backend, mode, args, rut_cpu, phase, ready)
             })
         };
+        wait_ready(&mut failure);
         let generator = {
             let (phase, ready) = (&phase, ready_tx.clone());
             let ns = &bed.b;
@@ -316,21 +329,7 @@ fn run_one(
             scope.spawn(move || generate(ns, &interface, target, args, gen_cpu, phase, ready))
         };
         drop(ready_tx);
-        let mut ready = 0;
-        let mut failure = None;
-        while ready < 2 {
-            match ready_rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(Ok(())) => ready += 1,
-                Ok(Err(e)) => {
-                    failure = Some(e);
-                    break;
-                }
-                Err(_) => {
-                    failure = Some(anyhow!("a benchmark thread did not start within 30 s"));
-                    break;
-                }
-            }
-        }
+        wait_ready(&mut failure);
         if failure.is_none() {
             thread::sleep(Duration::from_secs_f64(args.warmup));
             phase.store(MEASURE, Ordering::Relaxed);

@@ -24,7 +24,7 @@ use xsk_rs::{
     config::{BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
 };
 
-use crate::{FrameId, IoError, IoStats, Packet, PacketIo, netlink, wire};
+use crate::{FrameId, IoError, IoStats, Owner, Packet, PacketIo, netlink, wire};
 
 /// How the socket binds to the queue.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -78,11 +78,20 @@ const FRAME_SIZE: u32 = 2048;
 const BUSY_RETRY: Duration = Duration::from_secs(2);
 /// Minimum interval between neighbour lookups for one peer that has no entry yet.
 const NEIGHBOUR_RETRY: Duration = Duration::from_millis(200);
+/// How long a cached next-hop MAC is used before the kernel's table is read again.
+const NEIGHBOUR_TTL: Duration = Duration::from_secs(30);
+/// Most peers remembered as unresolved; the memory is forgotten wholesale past this.
+const MAX_NEIGHBOUR_MISSES: usize = 1024;
+/// Most wake-ups one kick makes: copy mode sends at most 32 frames per wake-up.
+const MAX_KICKS: usize = 64;
+/// Bytes the kernel reserves in front of every received frame (XDP_PACKET_HEADROOM).
+const XDP_PACKET_HEADROOM: usize = 256;
 
 /// One AF_XDP socket with its own UMEM. Register [`fd`](Self::fd) in the XDP program's
 /// XSKMAP ([`crate::xdp::XdpProgram::register`]) to receive.
 #[derive(Debug)]
 pub struct AfXdpIo {
+    owner: Owner,
     umem: Umem,
     fill: FillQueue,
     comp: CompQueue,
@@ -106,7 +115,8 @@ pub struct AfXdpIo {
     mac: [u8; 6],
     v4: Option<Ipv4Addr>,
     v6: Option<Ipv6Addr>,
-    neighbours: HashMap<IpAddr, [u8; 6]>,
+    /// Next-hop MACs and when they were read from the kernel.
+    neighbours: HashMap<IpAddr, ([u8; 6], Instant)>,
     neighbour_misses: HashMap<IpAddr, Instant>,
     stats: IoStats,
 }
@@ -185,7 +195,8 @@ impl AfXdpIo {
                             queue,
                         });
                     }
-                    Some(libc::EINVAL) => {
+                    // Queue 0 always exists, so EINVAL there is about the settings.
+                    Some(libc::EINVAL) if queue > 0 => {
                         return Err(IoError::NoSuchQueue {
                             interface: interface.clone(),
                             queue,
@@ -212,6 +223,7 @@ impl AfXdpIo {
         let scratch = vec![frames[0]; config.ring_size as usize];
         let free = (0..frames.len() as u32).rev().map(FrameId).collect();
         let mut io = Self {
+            owner: Owner::new(),
             umem,
             fill,
             comp,
@@ -268,7 +280,7 @@ impl AfXdpIo {
             family: if peer.is_ipv4() { "IPv4" } else { "IPv6" },
         })?;
         let mac = netlink::resolve(&self.interface, self.ifindex, local, peer, timeout)?;
-        self.neighbours.insert(peer, mac);
+        self.neighbours.insert(peer, (mac, Instant::now()));
         Ok(mac)
     }
 
@@ -290,32 +302,53 @@ impl AfXdpIo {
         }
     }
 
-    /// The next-hop MAC for `peer` from the cache, else from the neighbour table (at most once
-    /// per [`NEIGHBOUR_RETRY`] per peer, triggering resolution when absent).
+    /// The next-hop MAC for `peer` (its gateway's when routed): from the cache while fresh,
+    /// else from the kernel's routing and neighbour tables (at most once per [`NEIGHBOUR_RETRY`] per unresolved peer, triggering
+    /// resolution when absent). A stale cached MAC is used until the table answers again.
     fn next_hop(&mut self, peer: IpAddr) -> Option<[u8; 6]> {
-        if let Some(mac) = self.neighbours.get(&peer) {
-            return Some(*mac);
-        }
         let now = Instant::now();
+        let cached = self.neighbours.get(&peer).copied();
+        if let Some((mac, read_at)) = cached
+            && now.duration_since(read_at) < NEIGHBOUR_TTL
+        {
+            return Some(mac);
+        }
         if let Some(last) = self.neighbour_misses.get(&peer)
             && now.duration_since(*last) < NEIGHBOUR_RETRY
         {
-            return None;
+            return cached.map(|(mac, _)| mac);
         }
-        self.neighbour_misses.insert(peer, now);
-        match netlink::neighbour(self.ifindex, peer) {
+        let lookup = match netlink::next_hop_ip(self.ifindex, peer) {
+            Ok(Some(hop)) => netlink::neighbour(self.ifindex, hop),
+            // Routed out of another interface, or no route: this socket cannot reach it.
+            Ok(None) | Err(_) => Ok(None),
+        };
+        match lookup {
             Ok(Some(mac)) => {
                 self.neighbour_misses.remove(&peer);
-                self.neighbours.insert(peer, mac);
+                self.neighbours.insert(peer, (mac, now));
                 Some(mac)
             }
             _ => {
+                if self.neighbour_misses.len() >= MAX_NEIGHBOUR_MISSES {
+                    self.neighbour_misses.clear();
+                }
+                self.neighbour_misses.insert(peer, now);
                 if let Some(local) = self.local_ip_for(peer) {
                     let _ = netlink::trigger_resolution(local, peer);
                 }
-                None
+                cached.map(|(mac, _)| mac)
             }
         }
+    }
+
+    /// Whether `packet` holds one of this socket's frames (counting it when not).
+    fn owns(&mut self, packet: &Packet) -> bool {
+        let ours = packet.owner == self.owner && (packet.frame.0 as usize) < self.frames.len();
+        if !ours {
+            self.stats.foreign_packets += 1;
+        }
+        ours
     }
 
     /// Tops the fill ring up from the free list.
@@ -345,11 +378,13 @@ impl AfXdpIo {
     }
 
     /// The data segment of frame `index` from its start to the end of the frame, writable.
-    fn segment_mut(&mut self, index: usize) -> &mut [u8] {
-        let desc = &mut self.frames[index];
+    /// Also makes the descriptor's length span the whole segment, so `payload` sees what
+    /// gets written. `None` for an index outside the UMEM.
+    fn segment_mut(&mut self, index: usize) -> Option<&mut [u8]> {
+        let desc = self.frames.get_mut(index)?;
         // SAFETY: `desc` is one of this UMEM's frames and is owned by user space (a `Packet`
-        // or the free list: callers only pass such frames), so neither the kernel nor another
-        // reference accesses it.
+        // of this socket or the free list: callers only pass such frames), so neither the
+        // kernel nor another reference accesses it.
         let mut data = unsafe { self.umem.data_mut(desc) };
         data.cursor().set_pos(usize::MAX); // clamped to the segment's capacity
         let segment = data.contents_mut();
@@ -357,11 +392,11 @@ impl AfXdpIo {
         // SAFETY: `ptr..ptr+len` is the live slice just obtained, inside the UMEM mapping that
         // `self.umem` keeps mapped for as long as `self` lives. The returned slice borrows
         // `self` mutably, so no other access to the frame can happen while it is alive.
-        unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+        Some(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
     }
 
     /// Writes headers for `peer` in front of the payload, moving the payload if the header
-    /// length changes; returns the frame length, or `None` when the packet cannot go.
+    /// length changes; returns the frame length.
     fn prepare_tx(&mut self, packet: &Packet) -> Result<usize, SendFailure> {
         let peer_ip = packet.peer.ip();
         let local = self.local_ip_for(peer_ip).ok_or(SendFailure::Invalid)?;
@@ -374,7 +409,9 @@ impl AfXdpIo {
         };
         let header = wire::header_len(peer_ip.is_ipv6());
         let (offset, len) = (usize::from(packet.offset), usize::from(packet.len));
-        let segment = self.segment_mut(packet.frame.0 as usize);
+        let segment = self
+            .segment_mut(packet.frame.0 as usize)
+            .ok_or(SendFailure::Invalid)?;
         if offset + len > segment.len() || header + len > segment.len() {
             return Err(SendFailure::Invalid);
         }
@@ -402,16 +439,20 @@ impl AfXdpIo {
         done
     }
 
+    /// Wakes the kernel to transmit what is in the TX ring. Copy mode sends at most 32 frames
+    /// per wake-up, so this repeats while the ring still holds frames (up to [`MAX_KICKS`]).
     fn kick_tx(&mut self) -> Result<(), IoError> {
-        if self.in_tx > 0 && self.tx.needs_wakeup() {
+        let ring = self.scratch.len() as u32;
+        for _ in 0..MAX_KICKS {
+            if self.in_tx == 0 || !self.tx.needs_wakeup() || self.tx.nb_free(ring) >= ring {
+                break;
+            }
             match self.tx.wakeup() {
                 Ok(()) => {}
-                // The ring is full or the driver is busy: try again on the next call.
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS)
-                    ) => {}
+                // Copy mode: the per-call budget ran out with frames left; wake it again.
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+                // The device is busy: the rest waits for the next kick.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOBUFS)) => break,
                 Err(source) => {
                     return Err(IoError::Sys {
                         call: "AF_XDP tx wakeup",
@@ -469,6 +510,7 @@ impl PacketIo for AfXdpIo {
             match wire::parse(data, self.port, self.packet_len) {
                 Ok(d) => {
                     out.push(Packet {
+                        owner: self.owner,
                         frame: FrameId(index as u32),
                         offset: d.payload_offset as u16,
                         len: d.payload_len as u16,
@@ -492,8 +534,10 @@ impl PacketIo for AfXdpIo {
         let room = self.tx.nb_free(batch.len() as u32) as usize;
         let take = room.min(batch.len()).min(self.scratch.len());
         let mut ready = 0;
-        let mut unsent = Vec::new();
         for packet in batch.drain(..take) {
+            if !self.owns(&packet) {
+                continue;
+            }
             match self.prepare_tx(&packet) {
                 Ok(frame_len) => {
                     let index = packet.frame.0 as usize;
@@ -503,17 +547,15 @@ impl PacketIo for AfXdpIo {
                     self.scratch[ready] = self.frames[index];
                     ready += 1;
                 }
-                Err(SendFailure::NoNeighbour) => {
-                    self.stats.tx_dropped_no_neighbour += 1;
-                    unsent.push(packet);
-                }
-                Err(SendFailure::Invalid) => {
-                    self.stats.tx_dropped_invalid += 1;
-                    unsent.push(packet);
+                Err(failure) => {
+                    match failure {
+                        SendFailure::NoNeighbour => self.stats.tx_dropped_no_neighbour += 1,
+                        SendFailure::Invalid => self.stats.tx_dropped_invalid += 1,
+                    }
+                    self.free.push(packet.frame);
                 }
             }
         }
-        self.release(&mut unsent);
         // SAFETY: each descriptor names a user-owned frame of this UMEM with its length set;
         // ownership passes to the kernel until the completion ring returns it.
         let produced = unsafe { self.tx.produce(&self.scratch[..ready]) };
@@ -527,12 +569,18 @@ impl PacketIo for AfXdpIo {
         }
         self.in_tx += produced as u32;
         self.stats.tx_packets += produced as u64;
-        self.kick_tx()?;
+        // The frames are queued whatever the wake-up says: a failing wake-up resurfaces from
+        // `poll_completions`, and the count must reach the caller.
+        let _ = self.kick_tx();
         Ok(produced)
     }
 
     fn release(&mut self, packets: &mut Vec<Packet>) {
-        self.free.extend(packets.drain(..).map(|p| p.frame));
+        for packet in packets.drain(..) {
+            if self.owns(&packet) {
+                self.free.push(packet.frame);
+            }
+        }
     }
 
     fn alloc(&mut self, peer: SocketAddr) -> Option<Packet> {
@@ -544,6 +592,7 @@ impl PacketIo for AfXdpIo {
         let _ = self.segment_mut(frame.0 as usize);
         let header = wire::header_len(peer.is_ipv6());
         Some(Packet {
+            owner: self.owner,
             frame,
             offset: header as u16,
             len: 0,
@@ -552,19 +601,30 @@ impl PacketIo for AfXdpIo {
     }
 
     fn capacity(&self) -> usize {
-        FRAME_SIZE as usize - 256 - wire::MAX_HEADER_LEN
+        FRAME_SIZE as usize - XDP_PACKET_HEADROOM - wire::MAX_HEADER_LEN
     }
 
-    fn set_len(&self, packet: &mut Packet, len: usize) {
-        packet.len = len.min(self.capacity()) as u16;
+    fn set_len(&mut self, packet: &mut Packet, len: usize) {
+        if !self.owns(packet) {
+            return;
+        }
+        let offset = usize::from(packet.offset);
+        let room = self
+            .segment_mut(packet.frame.0 as usize)
+            .map_or(0, |s| s.len().saturating_sub(offset));
+        packet.len = len.min(room).min(usize::from(u16::MAX)) as u16;
     }
 
     fn payload(&self, packet: &Packet) -> &[u8] {
+        if packet.owner != self.owner {
+            return &[];
+        }
         let Some(desc) = self.frames.get(packet.frame.0 as usize) else {
             return &[];
         };
-        // SAFETY: the frame belongs to `packet`, so it is user-owned; the data segment extends
-        // from the descriptor to the frame end and `get` bounds the slice.
+        // SAFETY: the frame belongs to `packet` (checked above), so it is user-owned. The
+        // slice spans the descriptor's length: the received frame, or the whole segment once
+        // `alloc`, `set_len` or `payload_mut` touched it; `get` bounds the payload within it.
         let data = unsafe { self.umem.data(desc) }.contents();
         let start = usize::from(packet.offset);
         data.get(start..start + usize::from(packet.len))
@@ -572,11 +632,18 @@ impl PacketIo for AfXdpIo {
     }
 
     fn payload_mut(&mut self, packet: &Packet) -> &mut [u8] {
+        if !self.owns(packet) {
+            return &mut [];
+        }
         let start = usize::from(packet.offset);
         let end = start + usize::from(packet.len);
-        let segment = self.segment_mut(packet.frame.0 as usize);
-        let end = end.min(segment.len());
-        &mut segment[start.min(end)..end]
+        match self.segment_mut(packet.frame.0 as usize) {
+            Some(segment) => {
+                let end = end.min(segment.len());
+                &mut segment[start.min(end)..end]
+            }
+            None => &mut [],
+        }
     }
 
     fn poll_completions(&mut self) -> Result<usize, IoError> {

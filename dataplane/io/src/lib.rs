@@ -39,8 +39,13 @@ pub struct FrameId(pub(crate) u32);
 /// A `Packet` owns its frame: it is not `Clone`, and the frame returns to the backend's pool
 /// only through [`PacketIo::send`] (after transmission) or [`PacketIo::release`]. A `Packet`
 /// dropped without either keeps its frame out of the pool until the backend is dropped.
+///
+/// A `Packet` also remembers which backend instance holds its frame; handing it to another
+/// instance (say, the socket of another queue) is refused: its payload reads as empty and
+/// `send`/`release` count it as `foreign_packets` instead of touching their own frames.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Packet {
+    pub(crate) owner: Owner,
     pub(crate) frame: FrameId,
     /// Offset of the payload within the frame.
     pub(crate) offset: u16,
@@ -67,6 +72,18 @@ impl Packet {
     }
 }
 
+/// Identity of one backend instance, so that packets find their way back to the right pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Owner(u32);
+
+impl Owner {
+    /// A fresh identity, distinct from every other in this process.
+    pub(crate) fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        Self(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// Counters every backend keeps; all monotonic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IoStats {
@@ -81,8 +98,10 @@ pub struct IoStats {
     /// Packets dropped on send because their destination has the wrong address family or
     /// their payload does not fit the frame.
     pub tx_dropped_invalid: u64,
-    /// Times [`PacketIo::alloc`] found no free frame.
+    /// Times [`PacketIo::alloc`] or a receive found no free frame.
     pub alloc_failures: u64,
+    /// Packets handed to this backend that belong to another one (a caller bug): ignored.
+    pub foreign_packets: u64,
 }
 
 /// Errors of the I/O layer. Each says what was being done and the likely cause.
@@ -197,8 +216,10 @@ pub trait PacketIo {
     /// Largest payload a packet can carry.
     fn capacity(&self) -> usize;
 
-    /// Sets a packet's payload length (at most [`capacity`](Self::capacity); larger is clamped).
-    fn set_len(&self, packet: &mut Packet, len: usize);
+    /// Sets a packet's payload length, clamped to what its frame holds after the payload's
+    /// offset (at least [`capacity`](Self::capacity) for a packet from
+    /// [`alloc`](Self::alloc)).
+    fn set_len(&mut self, packet: &mut Packet, len: usize);
 
     /// The payload bytes of a packet.
     fn payload(&self, packet: &Packet) -> &[u8];

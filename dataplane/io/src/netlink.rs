@@ -13,10 +13,11 @@ use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::{
-    RouteNetlinkMessage,
+    AddressFamily, RouteNetlinkMessage,
     address::{AddressAttribute, AddressMessage, AddressScope},
     link::{LinkAttribute, LinkMessage},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
+    route::{RouteAddress, RouteAttribute, RouteMessage},
 };
 use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_ROUTE};
 
@@ -34,6 +35,16 @@ fn dump(
     what: &'static str,
     request: RouteNetlinkMessage,
 ) -> Result<Vec<RouteNetlinkMessage>, IoError> {
+    query(what, request, true)
+}
+
+/// Sends one request and collects the replies: up to the end-of-dump marker for a dump, the
+/// first reply datagram otherwise.
+fn query(
+    what: &'static str,
+    request: RouteNetlinkMessage,
+    is_dump: bool,
+) -> Result<Vec<RouteNetlinkMessage>, IoError> {
     let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| nl_err(what, e))?;
     socket.bind_auto().map_err(|e| nl_err(what, e))?;
     socket
@@ -41,7 +52,11 @@ fn dump(
         .map_err(|e| nl_err(what, e))?;
 
     let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_DUMP | NLM_F_REQUEST;
+    header.flags = if is_dump {
+        NLM_F_DUMP | NLM_F_REQUEST
+    } else {
+        NLM_F_REQUEST
+    };
     let mut msg = NetlinkMessage::new(header, NetlinkPayload::from(request));
     msg.finalize();
     let mut buf = vec![0u8; msg.header.length as usize];
@@ -55,22 +70,89 @@ fn dump(
             .recv(&mut &mut rx[..], 0)
             .map_err(|e| nl_err(what, e))?;
         let mut offset = 0;
-        while offset < size {
-            let reply: NetlinkMessage<RouteNetlinkMessage> =
-                NetlinkMessage::deserialize(&rx[offset..size]).map_err(|e| nl_err(what, e))?;
-            let len = reply.header.length as usize;
-            match reply.payload {
-                NetlinkPayload::Done(_) => return Ok(out),
-                NetlinkPayload::Error(e) => return Err(nl_err(what, format!("{e:?}"))),
-                NetlinkPayload::InnerMessage(inner) => out.push(inner),
-                _ => {}
+        while offset + 4 <= size {
+            // The length is the header's first field; it lets us step over a message that
+            // does not parse instead of abandoning the whole dump.
+            let len =
+                u32::from_ne_bytes([rx[offset], rx[offset + 1], rx[offset + 2], rx[offset + 3]])
+                    as usize;
+            if len < 16 || offset + len > size {
+                return Err(nl_err(what, "malformed netlink message length"));
             }
-            if len == 0 {
-                return Err(nl_err(what, "zero-length netlink message"));
+            if let Ok(reply) =
+                NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rx[offset..offset + len])
+            {
+                match reply.payload {
+                    NetlinkPayload::Done(_) => return Ok(out),
+                    NetlinkPayload::Error(e) => return Err(nl_err(what, format!("{e:?}"))),
+                    NetlinkPayload::InnerMessage(inner) => out.push(inner),
+                    _ => {}
+                }
             }
-            offset += len;
+            // Messages are 4-byte aligned (NLMSG_ALIGN).
+            offset += (len + 3) & !3;
+        }
+        if !is_dump {
+            return Ok(out);
         }
     }
+}
+
+/// Where the kernel would send a packet for `dst`: the interface and, for a peer that is not
+/// on a connected subnet, the gateway whose MAC the frame must carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NextHop {
+    /// Outgoing interface index.
+    pub ifindex: u32,
+    /// The gateway, or `None` when `dst` is on-link.
+    pub gateway: Option<IpAddr>,
+}
+
+/// Asks the kernel's routing table (RTM_GETROUTE) how `dst` is reached.
+pub fn route(dst: IpAddr) -> Result<NextHop, IoError> {
+    const WHAT: &str = "route lookup";
+    let mut request = RouteMessage::default();
+    let (family, prefix, address) = match dst {
+        IpAddr::V4(a) => (AddressFamily::Inet, 32, RouteAddress::Inet(a)),
+        IpAddr::V6(a) => (AddressFamily::Inet6, 128, RouteAddress::Inet6(a)),
+    };
+    request.header.address_family = family;
+    request.header.destination_prefix_length = prefix;
+    request
+        .attributes
+        .push(RouteAttribute::Destination(address));
+    for msg in query(WHAT, RouteNetlinkMessage::GetRoute(request), false)? {
+        let RouteNetlinkMessage::NewRoute(route) = msg else {
+            continue;
+        };
+        let mut hop = NextHop {
+            ifindex: 0,
+            gateway: None,
+        };
+        for attr in route.attributes {
+            match attr {
+                RouteAttribute::Oif(index) => hop.ifindex = index,
+                RouteAttribute::Gateway(RouteAddress::Inet(a)) => hop.gateway = Some(IpAddr::V4(a)),
+                RouteAttribute::Gateway(RouteAddress::Inet6(a)) => {
+                    hop.gateway = Some(IpAddr::V6(a))
+                }
+                _ => {}
+            }
+        }
+        return Ok(hop);
+    }
+    Err(nl_err(WHAT, "no route in the reply"))
+}
+
+/// The address whose MAC a frame to `peer` leaving `ifindex` must carry: the gateway of the
+/// route to `peer`, or `peer` itself when it is on-link. `None` when the kernel routes `peer`
+/// out of another interface.
+pub fn next_hop_ip(ifindex: u32, peer: IpAddr) -> Result<Option<IpAddr>, IoError> {
+    let hop = route(peer)?;
+    if hop.ifindex != ifindex {
+        return Ok(None);
+    }
+    Ok(Some(hop.gateway.unwrap_or(peer)))
 }
 
 /// The MAC address of interface `ifindex`.
@@ -175,7 +257,8 @@ pub fn trigger_resolution(local: IpAddr, peer: IpAddr) -> Result<(), IoError> {
     Ok(())
 }
 
-/// Resolves `peer`'s MAC on `ifindex`, triggering resolution and waiting up to `timeout`.
+/// Resolves the next-hop MAC for `peer` on `ifindex` (the gateway's when `peer` is routed),
+/// triggering resolution and waiting up to `timeout`.
 pub fn resolve(
     interface: &str,
     ifindex: u32,
@@ -185,8 +268,14 @@ pub fn resolve(
 ) -> Result<[u8; 6], IoError> {
     let start = Instant::now();
     let mut next_probe = start;
+    let hop = next_hop_ip(ifindex, peer)?.ok_or_else(|| {
+        nl_err(
+            "route lookup",
+            format!("the kernel routes the peer out of another interface than {interface:?}"),
+        )
+    })?;
     loop {
-        if let Some(mac) = neighbour(ifindex, peer)? {
+        if let Some(mac) = neighbour(ifindex, hop)? {
             return Ok(mac);
         }
         let now = Instant::now();

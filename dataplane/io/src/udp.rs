@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{FrameId, IoError, IoStats, Packet, PacketIo};
+use crate::{FrameId, IoError, IoStats, Owner, Packet, PacketIo};
 
 const FRAME_SIZE: usize = 2048;
 /// The most packets one system call moves.
@@ -68,8 +68,11 @@ impl std::fmt::Debug for Scratch {
 /// A UDP socket with a frame pool, implementing [`PacketIo`].
 #[derive(Debug)]
 pub struct UdpIo {
+    owner: Owner,
     socket: UdpSocket,
     pool: Vec<u8>,
+    /// Frames in the pool.
+    frames: usize,
     free: Vec<FrameId>,
     scratch: Scratch,
     packet_len: usize,
@@ -104,6 +107,8 @@ impl UdpIo {
             frames: Vec::with_capacity(MAX_BATCH),
         };
         Ok(Self {
+            owner: Owner::new(),
+            frames: frames as usize,
             socket,
             pool: vec![0; frames as usize * FRAME_SIZE],
             free: (0..frames).rev().map(FrameId).collect(),
@@ -114,8 +119,26 @@ impl UdpIo {
         })
     }
 
-    fn frame_ptr(&mut self, id: FrameId) -> *mut u8 {
-        self.pool[id.0 as usize * FRAME_SIZE..][..FRAME_SIZE].as_mut_ptr()
+    /// Whether `packet` holds one of this backend's frames (counting it when not).
+    fn owns(&mut self, packet: &Packet) -> bool {
+        let ours = packet.owner == self.owner && (packet.frame.0 as usize) < self.frames;
+        if !ours {
+            self.stats.foreign_packets += 1;
+        }
+        ours
+    }
+
+    /// Byte range of `packet`'s payload in the pool, if it lies inside its frame.
+    fn payload_range(&self, packet: &Packet) -> Option<std::ops::Range<usize>> {
+        if packet.owner != self.owner || packet.frame.0 as usize >= self.frames {
+            return None;
+        }
+        let (offset, len) = (usize::from(packet.offset), usize::from(packet.len));
+        if offset + len > FRAME_SIZE {
+            return None;
+        }
+        let start = packet.frame.0 as usize * FRAME_SIZE + offset;
+        Some(start..start + len)
     }
 
     fn wait_readable(&self, timeout: Duration) -> Result<bool, IoError> {
@@ -142,36 +165,51 @@ impl UdpIo {
         Ok(rc > 0)
     }
 
-    fn recv_once(&mut self, out: &mut Vec<Packet>, max: usize) -> Result<usize, IoError> {
-        let n = max.min(MAX_BATCH).min(self.free.len());
-        if n == 0 {
-            self.stats.alloc_failures += 1;
-            return Ok(0);
-        }
-        self.scratch.frames.clear();
-        for i in 0..n {
-            let Some(id) = self.free.pop() else { break };
-            self.scratch.frames.push(id);
-            let base = self.frame_ptr(id);
-            self.scratch.iovecs[i] = libc::iovec {
-                iov_base: base.cast(),
-                iov_len: FRAME_SIZE,
+    /// Points the first `n` headers at `iovecs[i]` and `names[i]`. Raw pointers are derived
+    /// once from each vector, after every safe write to it, so none is invalidated before the
+    /// system call reads it.
+    fn link_headers(&mut self, n: usize, namelens: Option<&[libc::socklen_t]>) {
+        let iovecs = self.scratch.iovecs.as_mut_ptr();
+        let names = self.scratch.names.as_mut_ptr();
+        for (i, h) in self.scratch.headers[..n].iter_mut().enumerate() {
+            h.msg_hdr.msg_name = names.wrapping_add(i).cast();
+            h.msg_hdr.msg_namelen = match namelens {
+                Some(lens) => lens[i],
+                None => mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
             };
-            let name: *mut libc::sockaddr_storage = &mut self.scratch.names[i];
-            let iov: *mut libc::iovec = &mut self.scratch.iovecs[i];
-            let h = &mut self.scratch.headers[i];
-            h.msg_hdr.msg_name = name.cast();
-            h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iov = iovecs.wrapping_add(i);
             h.msg_hdr.msg_iovlen = 1;
             h.msg_hdr.msg_control = std::ptr::null_mut();
             h.msg_hdr.msg_controllen = 0;
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
+    }
+
+    fn recv_once(&mut self, out: &mut Vec<Packet>, max: usize) -> Result<usize, IoError> {
+        let n = max.min(MAX_BATCH).min(self.free.len());
+        if n == 0 {
+            if max > 0 {
+                self.stats.alloc_failures += 1;
+            }
+            return Ok(0);
+        }
+        self.scratch.frames.clear();
+        let pool = self.pool.as_mut_ptr();
+        for i in 0..n {
+            let Some(id) = self.free.pop() else { break };
+            self.scratch.frames.push(id);
+            // In bounds: `id` < frames and the pool holds `frames * FRAME_SIZE` bytes.
+            let base = pool.wrapping_add(id.0 as usize * FRAME_SIZE);
+            self.scratch.iovecs[i] = libc::iovec {
+                iov_base: base.cast(),
+                iov_len: FRAME_SIZE,
+            };
+        }
+        self.link_headers(n, None);
         // SAFETY: the first `n` headers point at `n` distinct free frames of `self.pool`
         // (FRAME_SIZE bytes each) and at `n` sockaddr_storage slots, all owned by `self` and
-        // not otherwise borrowed during the call.
+        // not otherwise accessed during the call.
         let rc = unsafe {
             libc::recvmmsg(
                 self.socket.as_raw_fd(),
@@ -181,7 +219,7 @@ impl UdpIo {
                 std::ptr::null_mut(),
             )
         };
-        let got = if rc < 0 {
+        if rc < 0 {
             let e = io::Error::last_os_error();
             self.free.append(&mut self.scratch.frames);
             return match e.kind() {
@@ -191,9 +229,8 @@ impl UdpIo {
                     source: e,
                 }),
             };
-        } else {
-            rc as usize
-        };
+        }
+        let got = rc as usize;
         let mut accepted = 0;
         for i in 0..n {
             let id = self.scratch.frames[i];
@@ -204,10 +241,10 @@ impl UdpIo {
             let h = &self.scratch.headers[i];
             let len = h.msg_len as usize;
             let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            let peer = sockaddr_to_std(&self.scratch.names[i]);
-            match peer {
+            match sockaddr_to_std(&self.scratch.names[i]) {
                 Some(peer) if len == self.packet_len && !truncated => {
                     out.push(Packet {
+                        owner: self.owner,
                         frame: id,
                         offset: 0,
                         len: len as u16,
@@ -235,7 +272,7 @@ impl PacketIo for UdpIo {
         timeout: Duration,
     ) -> Result<usize, IoError> {
         let n = self.recv_once(out, max)?;
-        if n > 0 || timeout.is_zero() || !self.wait_readable(timeout)? {
+        if n > 0 || timeout.is_zero() || self.free.is_empty() || !self.wait_readable(timeout)? {
             return Ok(n);
         }
         self.recv_once(out, max)
@@ -243,31 +280,36 @@ impl PacketIo for UdpIo {
 
     fn send(&mut self, batch: &mut Vec<Packet>) -> Result<usize, IoError> {
         let mut sent_total = 0;
+        let mut namelens = [0 as libc::socklen_t; MAX_BATCH];
         while !batch.is_empty() {
-            let n = batch.len().min(MAX_BATCH);
-            for (i, packet) in batch[..n].iter().enumerate() {
-                let base = self.pool[packet.frame.0 as usize * FRAME_SIZE..]
-                    [usize::from(packet.offset)..]
-                    .as_mut_ptr();
-                self.scratch.iovecs[i] = libc::iovec {
-                    iov_base: base.cast(),
-                    iov_len: usize::from(packet.len),
-                };
-                let namelen = std_to_sockaddr(&packet.peer, &mut self.scratch.names[i]);
-                let name: *mut libc::sockaddr_storage = &mut self.scratch.names[i];
-                let iov: *mut libc::iovec = &mut self.scratch.iovecs[i];
-                let h = &mut self.scratch.headers[i];
-                h.msg_hdr.msg_name = name.cast();
-                h.msg_hdr.msg_namelen = namelen;
-                h.msg_hdr.msg_iov = iov;
-                h.msg_hdr.msg_iovlen = 1;
-                h.msg_hdr.msg_control = std::ptr::null_mut();
-                h.msg_hdr.msg_controllen = 0;
-                h.msg_hdr.msg_flags = 0;
+            // Packets that are not ours, or whose payload is out of bounds, never reach the
+            // system call.
+            let front = &batch[0];
+            if self.payload_range(front).is_none() {
+                let packet = batch.remove(0);
+                if self.owns(&packet) {
+                    self.stats.tx_dropped_invalid += 1;
+                    self.free.push(packet.frame);
+                }
+                continue;
             }
-            // SAFETY: the first `n` headers point at the payloads of `n` packets in
-            // `self.pool` (bounds checked by the slicing above) and at their addresses, all
-            // owned by `self` and unchanged during the call.
+            let mut n = 0;
+            let pool = self.pool.as_mut_ptr();
+            while n < batch.len().min(MAX_BATCH) {
+                let Some(range) = self.payload_range(&batch[n]) else {
+                    break;
+                };
+                self.scratch.iovecs[n] = libc::iovec {
+                    iov_base: pool.wrapping_add(range.start).cast(),
+                    iov_len: range.len(),
+                };
+                namelens[n] = std_to_sockaddr(&batch[n].peer, &mut self.scratch.names[n]);
+                n += 1;
+            }
+            self.link_headers(n, Some(&namelens[..n]));
+            // SAFETY: the first `n` headers point at the payloads of `n` packets of this
+            // backend, inside `self.pool` (checked by `payload_range`), and at their addresses;
+            // all owned by `self` and unchanged during the call.
             let rc = unsafe {
                 libc::sendmmsg(
                     self.socket.as_raw_fd(),
@@ -284,8 +326,8 @@ impl PacketIo for UdpIo {
                         // The first packet cannot go (unreachable, wrong family, ...): drop it
                         // and carry on with the rest.
                         self.stats.tx_dropped_invalid += 1;
-                        let mut dropped: Vec<Packet> = batch.drain(..1).collect();
-                        self.release(&mut dropped);
+                        let packet = batch.remove(0);
+                        self.free.push(packet.frame);
                         continue;
                     }
                 }
@@ -302,12 +344,17 @@ impl PacketIo for UdpIo {
     }
 
     fn release(&mut self, packets: &mut Vec<Packet>) {
-        self.free.extend(packets.drain(..).map(|p| p.frame));
+        for packet in packets.drain(..) {
+            if self.owns(&packet) {
+                self.free.push(packet.frame);
+            }
+        }
     }
 
     fn alloc(&mut self, peer: SocketAddr) -> Option<Packet> {
         match self.free.pop() {
             Some(frame) => Some(Packet {
+                owner: self.owner,
                 frame,
                 offset: 0,
                 len: 0,
@@ -324,23 +371,27 @@ impl PacketIo for UdpIo {
         FRAME_SIZE
     }
 
-    fn set_len(&self, packet: &mut Packet, len: usize) {
-        packet.len = len.min(FRAME_SIZE) as u16;
+    fn set_len(&mut self, packet: &mut Packet, len: usize) {
+        if self.owns(packet) {
+            let room = FRAME_SIZE.saturating_sub(usize::from(packet.offset));
+            packet.len = len.min(room) as u16;
+        }
     }
 
     fn payload(&self, packet: &Packet) -> &[u8] {
-        let start = packet.frame.0 as usize * FRAME_SIZE + usize::from(packet.offset);
-        self.pool
-            .get(start..start + usize::from(packet.len))
-            .unwrap_or(&[])
+        match self.payload_range(packet) {
+            Some(range) => &self.pool[range],
+            None => &[],
+        }
     }
 
     fn payload_mut(&mut self, packet: &Packet) -> &mut [u8] {
-        let start = packet.frame.0 as usize * FRAME_SIZE + usize::from(packet.offset);
-        let end = start + usize::from(packet.len);
-        match self.pool.get_mut(start..end) {
-            Some(s) => s,
-            None => &mut [],
+        match self.payload_range(packet) {
+            Some(range) => &mut self.pool[range],
+            None => {
+                self.stats.foreign_packets += u64::from(packet.owner != self.owner);
+                &mut []
+            }
         }
     }
 
@@ -499,5 +550,25 @@ mod tests {
         assert_eq!(b.stats().rx_dropped_malformed, 2);
         b.release(&mut got);
         assert_eq!(b.free.len(), 4096);
+    }
+
+    /// A packet handed to a backend that does not own its frame is refused, not taken.
+    #[test]
+    fn foreign_packets_are_refused() {
+        let config = UdpConfig::new("127.0.0.1:0".parse().unwrap());
+        let mut a = UdpIo::open(&config).unwrap();
+        let mut b = UdpIo::open(&config).unwrap();
+        let mut p = a.alloc(b.local_addr()).unwrap();
+        a.set_len(&mut p, 100);
+        a.payload_mut(&p).fill(7);
+        assert!(b.payload(&p).is_empty());
+        assert!(b.payload_mut(&p).is_empty());
+        let free_before = b.free.len();
+        let mut batch = vec![p];
+        assert_eq!(b.send(&mut batch).unwrap(), 0);
+        assert!(batch.is_empty());
+        assert_eq!(b.free.len(), free_before, "b must not adopt a's frame");
+        assert_eq!(b.stats().foreign_packets, 2);
+        assert_eq!(b.stats().tx_packets, 0);
     }
 }

@@ -276,7 +276,9 @@ fn fold(mut sum: u32) -> u16 {
 /// from a veth peer may carry an unfinished checksum, so the receive path does not call this;
 /// tests do.
 pub fn udp_checksum_ok(frame: &[u8], dgram: &Datagram) -> bool {
-    let udp_offset = dgram.payload_offset - UdpHdr::LEN;
+    let Some(udp_offset) = dgram.payload_offset.checked_sub(UdpHdr::LEN) else {
+        return false;
+    };
     let end = dgram.payload_offset + dgram.payload_len;
     let Some(segment) = frame.get(udp_offset..end) else {
         return false;

@@ -2,7 +2,9 @@
 //! it to an interface, registers AF_XDP sockets in its XSKMAP and reads its counters.
 //!
 //! The attachment is a kernel `bpf_link` owned by [`XdpProgram`]: dropping it, or the
-//! process exiting for any reason, detaches the program. Nothing is pinned.
+//! process exiting for any reason, detaches the program. Nothing is pinned. (On kernels older
+//! than 5.9, without XDP links, aya falls back to a netlink attachment, which `Drop` removes
+//! but a crashed process would leave behind.)
 
 use aya::{
     Ebpf, EbpfLoader,

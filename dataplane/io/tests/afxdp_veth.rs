@@ -88,6 +88,16 @@ fn afxdp_receives_transmits_and_leaves_other_traffic_alone() {
     transmit_reaches_ordinary_sockets(&bed, &mut socket, bed.link.b_v4.into());
     transmit_reaches_ordinary_sockets(&bed, &mut socket, b_v6(&bed));
 
+    // A peer behind a gateway: frames must carry the gateway's MAC, found through the route.
+    let gateway = bed.link.b_v4.to_string();
+    bed.a
+        .run(&["route", "add", "198.19.0.0/24", "via", &gateway])
+        .unwrap();
+    bed.b
+        .run(&["addr", "add", "198.19.0.5/32", "dev", "lo"])
+        .unwrap();
+    transmit_reaches_ordinary_sockets(&bed, &mut socket, "198.19.0.5".parse().unwrap());
+
     drop(socket);
     drop(program);
     assert!(!xdp_attached(&bed), "dropping the program detaches it");
