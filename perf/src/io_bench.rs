@@ -83,6 +83,14 @@ const WARMUP: u8 = 0;
 const MEASURE: u8 = 1;
 const STOP: u8 = 2;
 
+/// Packets the AF_XDP path dropped over the whole run (warm-up included): by the XDP program
+/// (`xdp`) and by the kernel at the socket (`socket`: RX ring full or no fill-ring frame).
+#[derive(Clone, Copy, Debug, Default)]
+struct Drops {
+    xdp: u64,
+    socket: u64,
+}
+
 /// Counts taken by one thread at the start and end of the measured window.
 #[derive(Clone, Copy, Debug, Default)]
 struct Window {
@@ -234,7 +242,7 @@ fn measurements(
     args: &IoArgs,
     rut: &Side,
     generator: &Side,
-    drops: u64,
+    drops: Drops,
 ) -> Vec<Measurement> {
     let cpu = rut.cpu_secs();
     let util = if rut.secs() > 0.0 {
@@ -265,7 +273,8 @@ fn measurements(
         }
     };
     if backend == Backend::AfXdp {
-        params.insert("xdp_drops".into(), Value::from(drops));
+        params.insert("xdp_drops".into(), Value::from(drops.xdp));
+        params.insert("xsk_drops".into(), Value::from(drops.socket));
     }
     let pps = rate(count, rut.secs());
     let per_cpu = if cpu > 0.0 { count as f64 / cpu } else { 0.0 };
@@ -296,7 +305,7 @@ fn run_one(
     args: &IoArgs,
     gen_cpu: usize,
     rut_cpu: usize,
-) -> anyhow::Result<(Side, Side, u64)> {
+) -> anyhow::Result<(Side, Side, Drops)> {
     let phase = AtomicU8::new(WARMUP);
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
     let target = SocketAddr::new(IpAddr::V4(bed.link.a_v4), PORT);
@@ -363,7 +372,7 @@ fn backend_under_test(
     cpu: usize,
     phase: &AtomicU8,
     ready: mpsc::Sender<anyhow::Result<()>>,
-) -> anyhow::Result<(Side, u64)> {
+) -> anyhow::Result<(Side, Drops)> {
     let setup = || -> anyhow::Result<_> {
         pb_testbed::pin_to_cpu(cpu)?;
         let guard = ns.enter()?;
@@ -398,9 +407,17 @@ fn backend_under_test(
                     });
                     let kernel = io
                         .kernel_stats()
-                        .map(|s| s.rx_dropped() + s.rx_ring_full())
+                        .map(|s| s.rx_dropped() + s.rx_ring_full() + s.rx_fill_ring_empty_descs())
                         .unwrap_or(0);
-                    side.map(|s| (s, drops.unwrap_or(0) + kernel))
+                    side.map(|s| {
+                        (
+                            s,
+                            Drops {
+                                xdp: drops.unwrap_or(0),
+                                socket: kernel,
+                            },
+                        )
+                    })
                 }
                 Err(e) => {
                     let _ = ready.send(Err(anyhow!("{e:#}")));
@@ -415,7 +432,9 @@ fn backend_under_test(
             ));
             config.packet_len = args.packet_len;
             match UdpIo::open(&config) {
-                Ok(mut io) => serve(&mut io, mode, args.batch, phase, ready).map(|s| (s, 0)),
+                Ok(mut io) => {
+                    serve(&mut io, mode, args.batch, phase, ready).map(|s| (s, Drops::default()))
+                }
                 Err(e) => {
                     let _ = ready.send(Err(anyhow!("{e}")));
                     Err(e.into())

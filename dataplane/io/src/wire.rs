@@ -248,20 +248,32 @@ fn udp_checksum(pseudo: u32, udp: &UdpHdr, payload: &[u8]) -> [u8; 2] {
     }
 }
 
-/// One's-complement sum of big-endian 16-bit words, carried in a u32 (folded periodically so
-/// it cannot overflow for any frame size).
-fn sum_bytes(mut sum: u32, bytes: &[u8]) -> u32 {
-    let mut chunks = bytes.chunks_exact(2);
-    for pair in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
-        if sum > 0xffff_0000 {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
+/// One's-complement sum of big-endian 16-bit words, added to `sum` and returned folded to at
+/// most 17 bits, so the result can be passed on as the `sum` of the next call. An odd final
+/// byte is padded with zero (only the last call of a checksum may have odd length).
+///
+/// Adds 64 bits at a time: the one's-complement sum of 32-bit words folds to the same 16-bit
+/// sum as that of their 16-bit halves, and a u64 accumulator cannot overflow for any frame.
+fn sum_bytes(sum: u32, bytes: &[u8]) -> u32 {
+    let mut acc = u64::from(sum);
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_be_bytes(word);
+        acc += (word >> 32) + (word & 0xffff_ffff);
     }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
+    let mut tail = chunks.remainder().chunks_exact(2);
+    for pair in &mut tail {
+        acc += u64::from(u16::from_be_bytes([pair[0], pair[1]]));
     }
-    sum
+    if let [last] = tail.remainder() {
+        acc += u64::from(*last) << 8;
+    }
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u32
 }
 
 /// Folds carries and complements.
@@ -345,6 +357,32 @@ mod tests {
             assert_eq!(d.payload_len, 1452);
             assert!(udp_checksum_ok(&frame, &d));
         }
+    }
+
+    /// The plain definition: 16-bit big-endian words, end-around carry.
+    fn naive_sum(bytes: &[u8]) -> u16 {
+        let mut sum = 0u32;
+        for pair in bytes.chunks(2) {
+            let word = u32::from(pair[0]) << 8 | u32::from(*pair.get(1).unwrap_or(&0));
+            sum += word;
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    }
+
+    #[test]
+    fn wide_sum_equals_the_definition() {
+        let mut bytes = Vec::new();
+        for len in 0..300usize {
+            bytes.push((len * 151 + 7) as u8);
+            let fast = fold(sum_bytes(0, &bytes));
+            assert_eq!(fast, !naive_sum(&bytes), "length {}", bytes.len());
+        }
+        let ones = vec![0xffu8; 4000];
+        assert_eq!(fold(sum_bytes(0, &ones)), !naive_sum(&ones));
+        // Chained calls, as the UDP checksum makes them.
+        let (a, b) = bytes.split_at(100);
+        assert_eq!(fold(sum_bytes(sum_bytes(0, a), b)), !naive_sum(&bytes));
     }
 
     #[test]
