@@ -129,6 +129,25 @@ fn missing_interface_is_named() {
 }
 
 #[test]
+fn kernel_refusal_is_one_line() {
+    if !pb_testbed::require_privileged("kernel_refusal_is_one_line") {
+        return;
+    }
+    // Loopback has no native (driver) XDP: the kernel refuses the attachment.
+    let ns = Netns::create("clil").unwrap();
+    let path = config_file("lo.toml", "interface = \"lo\"\nxdp_mode = \"native\"\n");
+    assert_one_line_error(
+        &run_check(Some(&ns), &path),
+        &["refused", "\"lo\"", "no native XDP"],
+    );
+    assert!(
+        !ns.run(&["link", "show", "dev", "lo"])
+            .unwrap()
+            .contains("xdp")
+    );
+}
+
+#[test]
 fn busy_queue_and_busy_interface_are_named_and_nothing_stays_attached() {
     if !pb_testbed::require_privileged("busy_queue_and_busy_interface_are_named") {
         return;
