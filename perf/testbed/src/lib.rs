@@ -36,7 +36,7 @@ mod netns;
 mod sys;
 mod veth;
 
-use std::sync::OnceLock;
+use std::{io::Write as _, sync::OnceLock};
 
 pub use cmd::run_checked;
 pub use cpu::{allowed_cpus, cpu_count, pin_to_cpu};
@@ -95,7 +95,12 @@ fn skip_or_fail(test_name: &str, reason: &str, in_ci: bool) -> bool {
              but it is not available here: {reason}"
         );
     }
-    eprintln!("skipping {test_name}: {reason} (needs root for network namespaces and XDP)");
+    // Straight to the stderr handle rather than `eprintln!`, which the test harness captures
+    // and hides for passing tests: a skip must be visible in a plain `cargo test`.
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "skipping {test_name}: {reason} (needs root for network namespaces and XDP)"
+    );
     false
 }
 
