@@ -1,0 +1,247 @@
+//! The primitives under PB-Sphinx: per-hop key derivation (blake3), the header stream
+//! (ChaCha20), the header MAC (keyed blake3, compared in constant time), the wide-block
+//! payload cipher (Lioness over ChaCha20 and keyed blake3) and X25519.
+//!
+//! Every secret lives in a type that zeroizes itself on drop.
+
+use chacha20::{
+    ChaCha20,
+    cipher::{KeyIvInit, StreamCipher},
+};
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::format::{BETA_LEN, BLOCK_LEN, MAC_LEN, PREFIX_LEN};
+
+/// blake3 derive-key context of the per-hop key schedule.
+pub(crate) const CONTEXT_HOP_KEYS: &str = "PhantomBand PB-Sphinx v1 hop keys";
+/// blake3 derive-key context of the randomness a packet is made from.
+pub(crate) const CONTEXT_PACKET_RANDOMNESS: &str = "PhantomBand PB-Sphinx v1 packet randomness";
+
+/// The X25519 base point's u-coordinate.
+pub(crate) const BASEPOINT: [u8; 32] = {
+    let mut b = [0u8; 32];
+    b[0] = 9;
+    b
+};
+
+/// A replay tag: 16 bytes derived from the hop's shared secret, unique per packet and hop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReplayTag(pub [u8; 16]);
+
+/// Lioness keys: four 32-byte subkeys.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub(crate) struct LionessKeys(pub(crate) [[u8; 32]; 4]);
+
+/// blake3 derive-key context of a SURB's payload key schedule.
+pub(crate) const CONTEXT_SURB_PAYLOAD: &str = "PhantomBand PB-Sphinx v1 SURB payload keys";
+
+impl LionessKeys {
+    /// The four subkeys expanded from one 32-byte key.
+    pub(crate) fn expand(key: &[u8; 32]) -> Self {
+        let mut out = [0u8; 128];
+        let mut hasher = blake3::Hasher::new_derive_key(CONTEXT_SURB_PAYLOAD);
+        hasher.update(key);
+        hasher.finalize_xof().fill(&mut out);
+        let keys = LionessKeys(core::array::from_fn(|i| {
+            let mut k = [0u8; 32];
+            k.copy_from_slice(&out[i * 32..i * 32 + 32]);
+            k
+        }));
+        out.zeroize();
+        keys
+    }
+}
+
+/// Everything one hop derives from its shared secret.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub(crate) struct HopKeys {
+    pub(crate) mac: [u8; 32],
+    pub(crate) stream: [u8; 32],
+    pub(crate) payload: LionessKeys,
+    pub(crate) blinding: [u8; 32],
+    #[zeroize(skip)]
+    pub(crate) tag: ReplayTag,
+}
+
+impl HopKeys {
+    /// Derives the keys from the shared secret `s` (one blake3 XOF read of 256 bytes).
+    pub(crate) fn derive(shared: &[u8; 32]) -> Self {
+        let mut out = [0u8; 256];
+        let mut hasher = blake3::Hasher::new_derive_key(CONTEXT_HOP_KEYS);
+        hasher.update(shared);
+        hasher.finalize_xof().fill(&mut out);
+        let take = |at: usize| -> [u8; 32] {
+            let mut k = [0u8; 32];
+            k.copy_from_slice(&out[at..at + 32]);
+            k
+        };
+        let mut tag = [0u8; 16];
+        tag.copy_from_slice(&out[224..240]);
+        let keys = HopKeys {
+            mac: take(0),
+            stream: take(32),
+            payload: LionessKeys([take(64), take(96), take(128), take(160)]),
+            blinding: take(192),
+            tag: ReplayTag(tag),
+        };
+        out.zeroize();
+        keys
+    }
+}
+
+/// The header MAC over the prefix (version, epoch) and β.
+pub(crate) fn header_mac(key: &[u8; 32], prefix: &[u8], beta: &[u8]) -> [u8; MAC_LEN] {
+    debug_assert_eq!(prefix.len(), PREFIX_LEN);
+    let mut hasher = blake3::Hasher::new_keyed(key);
+    hasher.update(prefix);
+    hasher.update(beta);
+    let mut mac = [0u8; MAC_LEN];
+    mac.copy_from_slice(&hasher.finalize().as_bytes()[..MAC_LEN]);
+    mac
+}
+
+/// Constant-time equality of two MACs.
+pub(crate) fn mac_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
+
+/// The header stream ρ: ChaCha20 keystream under `key`, nonce zero, of β plus one block.
+pub(crate) fn header_stream(key: &[u8; 32]) -> [u8; BETA_LEN + BLOCK_LEN] {
+    let mut stream = [0u8; BETA_LEN + BLOCK_LEN];
+    xor_stream(key, &mut stream);
+    stream
+}
+
+/// XORs the ChaCha20 keystream (nonce zero) under `key` into `data`.
+pub(crate) fn xor_stream(key: &[u8; 32], data: &mut [u8]) {
+    let mut cipher = ChaCha20::new(key.into(), &[0u8; 12].into());
+    cipher.apply_keystream(data);
+}
+
+/// Lioness split: the left part is one key long.
+const LEFT: usize = 32;
+
+fn xor_key(a: &[u8], b: &[u8; 32]) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    for i in 0..32 {
+        k[i] = a[i] ^ b[i];
+    }
+    k
+}
+
+fn keyed_hash_into(key: &[u8; 32], data: &[u8], left: &mut [u8]) {
+    let h = blake3::keyed_hash(key, data);
+    for (l, h) in left.iter_mut().zip(h.as_bytes()) {
+        *l ^= h;
+    }
+}
+
+/// Lioness encryption in place: any change to the ciphertext turns the whole decryption into
+/// noise, so a tagged payload cannot be recognised downstream.
+pub(crate) fn lioness_encrypt(keys: &LionessKeys, block: &mut [u8]) {
+    let (left, right) = block.split_at_mut(LEFT);
+    let mut k = xor_key(left, &keys.0[0]);
+    xor_stream(&k, right);
+    keyed_hash_into(&keys.0[1], right, left);
+    k = xor_key(left, &keys.0[2]);
+    xor_stream(&k, right);
+    keyed_hash_into(&keys.0[3], right, left);
+    k.zeroize();
+}
+
+/// Lioness decryption in place (the inverse of [`lioness_encrypt`]).
+pub(crate) fn lioness_decrypt(keys: &LionessKeys, block: &mut [u8]) {
+    let (left, right) = block.split_at_mut(LEFT);
+    keyed_hash_into(&keys.0[3], right, left);
+    let mut k = xor_key(left, &keys.0[2]);
+    xor_stream(&k, right);
+    keyed_hash_into(&keys.0[1], right, left);
+    k = xor_key(left, &keys.0[0]);
+    xor_stream(&k, right);
+    k.zeroize();
+}
+
+/// X25519 scalar multiplication (the scalar is clamped, as RFC 7748 specifies).
+pub(crate) fn x25519(scalar: &[u8; 32], point: &[u8; 32]) -> [u8; 32] {
+    x25519_dalek::x25519(*scalar, *point)
+}
+
+/// Deterministic randomness for building one packet, expanded from a caller's 32-byte seed.
+/// The caller draws the seed from a CSPRNG; tests use fixed seeds for vectors.
+#[derive(ZeroizeOnDrop)]
+pub(crate) struct SeedStream {
+    #[zeroize(skip)]
+    reader: blake3::OutputReader,
+}
+
+impl SeedStream {
+    pub(crate) fn new(seed: &[u8; 32]) -> Self {
+        let mut hasher = blake3::Hasher::new_derive_key(CONTEXT_PACKET_RANDOMNESS);
+        hasher.update(seed);
+        Self {
+            reader: hasher.finalize_xof(),
+        }
+    }
+
+    pub(crate) fn fill(&mut self, out: &mut [u8]) {
+        self.reader.fill(out);
+    }
+
+    pub(crate) fn key(&mut self) -> [u8; 32] {
+        let mut k = [0u8; 32];
+        self.fill(&mut k);
+        k
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lioness_round_trips_and_diffuses() {
+        let keys = LionessKeys([[1; 32], [2; 32], [3; 32], [4; 32]]);
+        let plain: Vec<u8> = (0..1199).map(|i| i as u8).collect();
+        let mut block = plain.clone();
+        lioness_encrypt(&keys, &mut block);
+        assert_ne!(block, plain);
+        let mut flipped = block.clone();
+        lioness_decrypt(&keys, &mut block);
+        assert_eq!(block, plain);
+        // One flipped ciphertext bit changes about half of every part of the plaintext.
+        flipped[700] ^= 1;
+        lioness_decrypt(&keys, &mut flipped);
+        let differing = flipped.iter().zip(&plain).filter(|(a, b)| a != b).count();
+        assert!(differing > 1100, "only {differing} bytes changed");
+        assert_ne!(flipped[..16], plain[..16]);
+    }
+
+    #[test]
+    fn hop_keys_are_distinct() {
+        let k = HopKeys::derive(&[5; 32]);
+        let all = [
+            k.mac,
+            k.stream,
+            k.payload.0[0],
+            k.payload.0[1],
+            k.payload.0[2],
+            k.payload.0[3],
+            k.blinding,
+        ];
+        for i in 0..all.len() {
+            for j in i + 1..all.len() {
+                assert_ne!(all[i], all[j]);
+            }
+        }
+        assert_ne!(HopKeys::derive(&[6; 32]).tag, k.tag);
+    }
+
+    #[test]
+    fn x25519_blinding_commutes() {
+        // Client side: b·(x·P); relay side: x·(b·P). Sphinx relies on this.
+        let (x, b) = ([0x11; 32], [0x22; 32]);
+        let p = x25519(&[0x33; 32], &BASEPOINT);
+        assert_eq!(x25519(&b, &x25519(&x, &p)), x25519(&x, &x25519(&b, &p)));
+    }
+}

@@ -1,0 +1,33 @@
+//! PB-Sphinx: the fixed-size packet every PhantomBand link carries (docs/spec/packet-format.md).
+//!
+//! What it does: builds packets for a route of up to five relays ([`create_packet`]) and
+//! single-use reply blocks ([`create_surb`], [`Surb::into_reply`], [`SurbSecrets::open_reply`]);
+//! processes a packet at a relay in place on the caller's buffer ([`process`],
+//! [`process_batch`]) with a typed result: forward to the next relay, deliver, or drop with a
+//! reason. Header MACs are compared in constant time; secrets are zeroized on drop; nothing
+//! allocates per processed packet; no input panics.
+//!
+//! What it does not: I/O, clocks or OS randomness (randomness comes in as a seed), delaying,
+//! and a relay-grade replay filter (it defines the [`ReplayFilter`] trait; the dataplane
+//! provides a bounded lock-free one). SIMD batch X25519 is not in yet: [`process_batch`]
+//! runs the portable path on every target.
+#![forbid(unsafe_code)]
+
+mod create;
+mod crypto;
+mod format;
+mod process;
+
+pub use create::{
+    CreateError, Hop, SURB_LEN, Surb, SurbError, SurbSecrets, create_packet, create_surb,
+};
+pub use crypto::ReplayTag;
+pub use format::{
+    ALPHA_AT, BETA_AT, BETA_LEN, BLOCK_LEN, DelayMs, EPOCH_AT, Epoch, GAMMA_AT, HEADER_LEN,
+    MAC_LEN, MAX_HOPS, MESSAGE_LEN, MailboxId, NodeId, PACKET_LEN, PAYLOAD_AT, PAYLOAD_LEN,
+    PAYLOAD_TAG_LEN, SurbId, VERSION,
+};
+pub use process::{
+    DropReason, EpochKey, MemoryReplayFilter, NodeKeys, Processed, ReplayFilter, message,
+    payload_mut, process, process_batch,
+};

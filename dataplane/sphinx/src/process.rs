@@ -1,0 +1,332 @@
+//! Processing a packet at a relay, in place on the receive buffer: check, unwrap one layer,
+//! and say what to do with it. No allocation, no panic on any input.
+
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::{
+    crypto::{self, HopKeys, ReplayTag},
+    format::{
+        ALPHA_AT, BETA_AT, BETA_LEN, BLOCK_LEN, Command, DelayMs, EPOCH_AT, Epoch, GAMMA_AT,
+        MAC_LEN, MailboxId, NodeId, PACKET_LEN, PAYLOAD_AT, PAYLOAD_TAG_LEN, PREFIX_LEN, SurbId,
+        VERSION, VERSION_AT,
+    },
+};
+
+/// A relay's Sphinx secret key for one epoch.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct EpochKey {
+    #[zeroize(skip)]
+    epoch: Epoch,
+    secret: [u8; 32],
+}
+
+impl core::fmt::Debug for EpochKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("EpochKey")
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EpochKey {
+    /// A key for `epoch` from 32 secret bytes (drawn from a CSPRNG by the caller).
+    pub fn from_secret(epoch: Epoch, secret: [u8; 32]) -> Self {
+        Self { epoch, secret }
+    }
+
+    /// The epoch it is for.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The X25519 public key clients route with.
+    pub fn public_key(&self) -> [u8; 32] {
+        crypto::x25519(&self.secret, &crypto::BASEPOINT)
+    }
+}
+
+/// The keys a relay processes with: the current epoch's, and during the overlap after a
+/// rotation the previous epoch's. The caller drops `previous` when the overlap ends.
+#[derive(Clone, Debug)]
+pub struct NodeKeys {
+    /// The current epoch's key.
+    pub current: EpochKey,
+    /// The previous epoch's key, while packets made under it are still accepted.
+    pub previous: Option<EpochKey>,
+}
+
+impl NodeKeys {
+    fn for_epoch(&self, epoch: Epoch) -> Result<&EpochKey, DropReason> {
+        if epoch == self.current.epoch {
+            return Ok(&self.current);
+        }
+        if let Some(previous) = &self.previous
+            && previous.epoch == epoch
+        {
+            return Ok(previous);
+        }
+        if epoch < self.current.epoch {
+            Err(DropReason::PastEpoch)
+        } else {
+            Err(DropReason::FutureEpoch)
+        }
+    }
+}
+
+/// Why a packet was dropped. `Copy`, so hot paths can count it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum DropReason {
+    /// The buffer is not exactly one packet long.
+    #[error("wrong packet length")]
+    WrongLength,
+    /// The version byte is not one this relay speaks.
+    #[error("unknown version")]
+    UnknownVersion,
+    /// Made under an epoch whose key is gone (older than the overlap).
+    #[error("past epoch")]
+    PastEpoch,
+    /// Made under an epoch this relay has no key for yet.
+    #[error("future epoch")]
+    FutureEpoch,
+    /// α is a low-order point: the shared secret would be zero.
+    #[error("invalid group element")]
+    InvalidElement,
+    /// The header MAC does not verify: tampered, or not for this relay.
+    #[error("header MAC mismatch")]
+    BadMac,
+    /// This packet (its shared secret) was seen before in this epoch.
+    #[error("replay")]
+    Replay,
+    /// The decrypted routing command is not a valid one.
+    #[error("malformed routing command")]
+    BadCommand,
+    /// The final hop found the payload's zero tag broken: it was modified on the way.
+    #[error("payload tampered")]
+    PayloadTampered,
+}
+
+impl DropReason {
+    /// Every reason, for counters.
+    pub const ALL: [DropReason; 9] = [
+        DropReason::WrongLength,
+        DropReason::UnknownVersion,
+        DropReason::PastEpoch,
+        DropReason::FutureEpoch,
+        DropReason::InvalidElement,
+        DropReason::BadMac,
+        DropReason::Replay,
+        DropReason::BadCommand,
+        DropReason::PayloadTampered,
+    ];
+}
+
+/// What to do with a processed packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Processed {
+    /// Send the rewritten buffer (same length) to `next` after `delay`.
+    Forward {
+        /// Next relay.
+        next: NodeId,
+        /// How long to hold it.
+        delay: DelayMs,
+        /// The packet's replay tag at this hop.
+        tag: ReplayTag,
+    },
+    /// Deliver the payload's message area (bytes [`PAYLOAD_AT`]+16 ..) to `mailbox`.
+    Deliver {
+        /// Destination mailbox or exit service.
+        mailbox: MailboxId,
+        /// How long to hold it.
+        delay: DelayMs,
+        /// The packet's replay tag at this hop.
+        tag: ReplayTag,
+    },
+    /// Deliver a SURB reply: the payload is opaque here, its owner opens it.
+    DeliverReply {
+        /// The SURB creator's mailbox.
+        mailbox: MailboxId,
+        /// Which SURB it answers.
+        surb: SurbId,
+        /// How long to hold it.
+        delay: DelayMs,
+        /// The packet's replay tag at this hop.
+        tag: ReplayTag,
+    },
+}
+
+/// Remembers the replay tags of one relay's packets, per epoch. The relay dataplane provides
+/// a lock-free, bounded one; [`MemoryReplayFilter`] serves tests and clients.
+pub trait ReplayFilter {
+    /// Records `tag` for `epoch`; returns `true` if it was already there (a replay).
+    fn check_and_insert(&mut self, epoch: Epoch, tag: &ReplayTag) -> bool;
+}
+
+/// An unbounded in-memory replay filter (a hash set per epoch). For tests and clients, not for
+/// relays, whose filter must be bounded.
+#[derive(Debug, Default)]
+pub struct MemoryReplayFilter {
+    seen: std::collections::HashSet<(Epoch, [u8; 16])>,
+}
+
+impl ReplayFilter for MemoryReplayFilter {
+    fn check_and_insert(&mut self, epoch: Epoch, tag: &ReplayTag) -> bool {
+        !self.seen.insert((epoch, tag.0))
+    }
+}
+
+/// The header fields read before any cryptography: checks length, version and epoch.
+fn precheck<'k>(
+    packet: &[u8],
+    keys: &'k NodeKeys,
+) -> Result<(Epoch, &'k EpochKey, [u8; 32]), DropReason> {
+    if packet.len() != PACKET_LEN {
+        return Err(DropReason::WrongLength);
+    }
+    if packet[VERSION_AT] != VERSION {
+        return Err(DropReason::UnknownVersion);
+    }
+    let epoch = Epoch(u32::from_be_bytes([
+        packet[EPOCH_AT],
+        packet[EPOCH_AT + 1],
+        packet[EPOCH_AT + 2],
+        packet[EPOCH_AT + 3],
+    ]));
+    let key = keys.for_epoch(epoch)?;
+    let mut alpha = [0u8; 32];
+    alpha.copy_from_slice(&packet[ALPHA_AT..BETA_AT]);
+    Ok((epoch, key, alpha))
+}
+
+/// Processes one packet in place with this relay's `keys`, consulting and updating `replay`.
+///
+/// On `Forward` the buffer holds the packet for the next hop (same length); on the deliver
+/// variants its payload area holds the plaintext (for `Deliver`) or the still-wrapped reply
+/// (for `DeliverReply`). On a drop the buffer's contents are unspecified.
+pub fn process(
+    packet: &mut [u8],
+    keys: &NodeKeys,
+    replay: &mut impl ReplayFilter,
+) -> Result<Processed, DropReason> {
+    let (epoch, key, alpha) = precheck(packet, keys)?;
+    let mut shared = crypto::x25519(&key.secret, &alpha);
+    let result = finish(packet, epoch, &alpha, &shared, replay);
+    shared.zeroize();
+    result
+}
+
+/// Processes a batch, with results identical to calling [`process`] on each packet in order.
+/// The X25519 work of the whole batch is done first, together (the part SIMD backends speed
+/// up); today every target uses the portable path.
+pub fn process_batch(
+    packets: &mut [&mut [u8]],
+    keys: &NodeKeys,
+    replay: &mut impl ReplayFilter,
+    results: &mut [Result<Processed, DropReason>],
+) {
+    const CHUNK: usize = 32;
+    let count = packets.len().min(results.len());
+    let mut start = 0;
+    while start < count {
+        let end = (start + CHUNK).min(count);
+        let mut shared = [[0u8; 32]; CHUNK];
+        let mut pre: [Option<(Epoch, [u8; 32])>; CHUNK] = [None; CHUNK];
+        // Phase 1: header checks and the shared secrets of the chunk.
+        for i in start..end {
+            match precheck(packets[i], keys) {
+                Ok((epoch, key, alpha)) => {
+                    shared[i - start] = crypto::x25519(&key.secret, &alpha);
+                    pre[i - start] = Some((epoch, alpha));
+                }
+                Err(reason) => results[i] = Err(reason),
+            }
+        }
+        // Phase 2: MAC, replay, unwrap, in packet order (replays inside one batch included).
+        for i in start..end {
+            if let Some((epoch, alpha)) = pre[i - start] {
+                results[i] = finish(packets[i], epoch, &alpha, &shared[i - start], replay);
+            }
+        }
+        shared.zeroize();
+        start = end;
+    }
+}
+
+/// Everything after the shared secret.
+fn finish(
+    packet: &mut [u8],
+    epoch: Epoch,
+    alpha: &[u8; 32],
+    shared: &[u8; 32],
+    replay: &mut impl ReplayFilter,
+) -> Result<Processed, DropReason> {
+    if shared == &[0u8; 32] {
+        return Err(DropReason::InvalidElement);
+    }
+    let keys = HopKeys::derive(shared);
+    let expected = crypto::header_mac(&keys.mac, &packet[..PREFIX_LEN], &packet[BETA_AT..GAMMA_AT]);
+    if !crypto::mac_eq(&expected, &packet[GAMMA_AT..GAMMA_AT + MAC_LEN]) {
+        return Err(DropReason::BadMac);
+    }
+    if replay.check_and_insert(epoch, &keys.tag) {
+        return Err(DropReason::Replay);
+    }
+
+    // β ⊕ ρ, with one zero block appended: this hop's command, then the next β.
+    let stream = crypto::header_stream(&keys.stream);
+    let mut block = [0u8; BLOCK_LEN];
+    for (i, b) in block.iter_mut().enumerate() {
+        *b = packet[BETA_AT + i] ^ stream[i];
+    }
+    let beta = &mut packet[BETA_AT..GAMMA_AT];
+    for i in 0..BETA_LEN - BLOCK_LEN {
+        beta[i] = beta[i + BLOCK_LEN] ^ stream[i + BLOCK_LEN];
+    }
+    beta[BETA_LEN - BLOCK_LEN..].copy_from_slice(&stream[BETA_LEN..]);
+    crypto::lioness_decrypt(&keys.payload, &mut packet[PAYLOAD_AT..]);
+
+    let tag = keys.tag;
+    match Command::decode(&block).ok_or(DropReason::BadCommand)? {
+        Command::Forward { next, delay, mac } => {
+            let blinded = crypto::x25519(&keys.blinding, alpha);
+            packet[ALPHA_AT..BETA_AT].copy_from_slice(&blinded);
+            packet[GAMMA_AT..GAMMA_AT + MAC_LEN].copy_from_slice(&mac);
+            Ok(Processed::Forward { next, delay, tag })
+        }
+        Command::Deliver { mailbox, delay } => {
+            if !crypto::mac_eq(
+                &packet[PAYLOAD_AT..PAYLOAD_AT + PAYLOAD_TAG_LEN],
+                &[0u8; PAYLOAD_TAG_LEN],
+            ) {
+                return Err(DropReason::PayloadTampered);
+            }
+            Ok(Processed::Deliver {
+                mailbox,
+                delay,
+                tag,
+            })
+        }
+        Command::DeliverReply {
+            mailbox,
+            surb,
+            delay,
+        } => Ok(Processed::DeliverReply {
+            mailbox,
+            surb,
+            delay,
+            tag,
+        }),
+    }
+}
+
+/// The message area of a delivered packet's payload.
+pub fn message(packet: &[u8]) -> &[u8] {
+    packet.get(PAYLOAD_AT + PAYLOAD_TAG_LEN..).unwrap_or(&[])
+}
+
+/// The payload area of a packet (what a SURB's owner opens).
+pub fn payload_mut(packet: &mut [u8]) -> &mut [u8] {
+    match packet.get_mut(PAYLOAD_AT..) {
+        Some(p) => p,
+        None => &mut [],
+    }
+}

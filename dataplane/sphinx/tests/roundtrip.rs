@@ -1,0 +1,228 @@
+//! Round trips through 1 to 5 relays, SURB replies, replays and epochs.
+#![expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
+
+mod common;
+
+use common::*;
+use pb_sphinx::*;
+
+/// Walks `packet` through `relays` in order, checking each hop's routing, and returns the
+/// final hop's result.
+fn walk(packet: &mut [u8; PACKET_LEN], relays: &[Relay], route: &[Hop]) -> Processed {
+    let mut replay = MemoryReplayFilter::default();
+    for (i, relay) in relays.iter().enumerate() {
+        let result =
+            process(packet, &relay.keys, &mut replay).unwrap_or_else(|e| panic!("hop {i}: {e}"));
+        assert_eq!(packet.len(), PACKET_LEN);
+        if i + 1 < relays.len() {
+            match result {
+                Processed::Forward { next, delay, .. } => {
+                    assert_eq!(next, relays[i + 1].id, "hop {i} next");
+                    assert_eq!(delay, route[i].delay, "hop {i} delay");
+                }
+                other => panic!("hop {i}: expected forward, got {other:?}"),
+            }
+        } else {
+            return result;
+        }
+    }
+    unreachable!("routes are not empty")
+}
+
+#[test]
+fn packets_reach_their_mailbox_through_1_to_5_hops() {
+    for hops in 1..=MAX_HOPS {
+        let relays = relays(hops);
+        let route = route(&relays);
+        let msg = test_message(MESSAGE_LEN - hops, hops as u8);
+        let mut packet = [0u8; PACKET_LEN];
+        let first =
+            create_packet(&mut packet, EPOCH, &route, MAILBOX, &msg, &[hops as u8; 32]).unwrap();
+        assert_eq!(first, relays[0].id);
+        match walk(&mut packet, &relays, &route) {
+            Processed::Deliver { mailbox, delay, .. } => {
+                assert_eq!(mailbox, MAILBOX);
+                assert_eq!(delay, route[hops - 1].delay);
+                assert_eq!(
+                    &message(&packet)[..msg.len()],
+                    msg.as_slice(),
+                    "{hops} hops"
+                );
+                assert!(message(&packet)[msg.len()..].iter().all(|&b| b == 0));
+            }
+            other => panic!("{hops} hops: expected deliver, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn surb_replies_reach_their_creator_through_1_to_5_hops() {
+    for hops in 1..=MAX_HOPS {
+        let relays = relays(hops);
+        let route = route(&relays);
+        let id = SurbId([hops as u8; 16]);
+        let (surb, secrets) =
+            create_surb(EPOCH, &route, MAILBOX, id, &[0x70 + hops as u8; 32]).unwrap();
+        // The SURB travels as bytes to the exit.
+        let surb = Surb::from_bytes(&surb.to_bytes()).unwrap();
+        let reply = test_message(700, 3);
+        let mut packet = [0u8; PACKET_LEN];
+        assert_eq!(surb.into_reply(&mut packet, &reply).unwrap(), relays[0].id);
+        match walk(&mut packet, &relays, &route) {
+            Processed::DeliverReply { mailbox, surb, .. } => {
+                assert_eq!((mailbox, surb), (MAILBOX, id));
+                assert_eq!(secrets.id(), id);
+                let opened = secrets.open_reply(payload_mut(&mut packet)).unwrap();
+                assert_eq!(&opened[..reply.len()], reply.as_slice());
+            }
+            other => panic!("{hops} hops: expected a reply, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_tampered_reply_does_not_open() {
+    let relays = relays(3);
+    let route = route(&relays);
+    let (surb, secrets) = create_surb(EPOCH, &route, MAILBOX, SurbId([1; 16]), &[9; 32]).unwrap();
+    let mut packet = [0u8; PACKET_LEN];
+    surb.into_reply(&mut packet, b"hello").unwrap();
+    packet[PAYLOAD_AT + 500] ^= 0x01;
+    walk(&mut packet, &relays, &route);
+    assert_eq!(
+        secrets.open_reply(payload_mut(&mut packet)).unwrap_err(),
+        SurbError::Tampered
+    );
+}
+
+#[test]
+fn a_replayed_packet_is_reported_as_a_replay() {
+    let relays = relays(2);
+    let route = route(&relays);
+    let mut packet = [0u8; PACKET_LEN];
+    create_packet(&mut packet, EPOCH, &route, MAILBOX, b"once", &[1; 32]).unwrap();
+    let mut copy = packet;
+    let mut replay = MemoryReplayFilter::default();
+    assert!(matches!(
+        process(&mut packet, &relays[0].keys, &mut replay),
+        Ok(Processed::Forward { .. })
+    ));
+    assert_eq!(
+        process(&mut copy, &relays[0].keys, &mut replay),
+        Err(DropReason::Replay)
+    );
+}
+
+#[test]
+fn epochs_past_the_overlap_are_dropped_with_that_reason() {
+    let old = relay(1, Epoch(9));
+    let mut rotated = relay(1, Epoch(10));
+    let route_old = route(std::slice::from_ref(&old));
+    let mut packet = [0u8; PACKET_LEN];
+    create_packet(
+        &mut packet,
+        Epoch(9),
+        &route_old,
+        MAILBOX,
+        b"late",
+        &[2; 32],
+    )
+    .unwrap();
+
+    // During the overlap the previous key still works.
+    rotated.keys.previous = Some(old.keys.current.clone());
+    let mut p = packet;
+    assert!(matches!(
+        process(&mut p, &rotated.keys, &mut MemoryReplayFilter::default()),
+        Ok(Processed::Deliver { .. })
+    ));
+
+    // After it, the same packet is a past-epoch drop.
+    rotated.keys.previous = None;
+    let mut p = packet;
+    assert_eq!(
+        process(&mut p, &rotated.keys, &mut MemoryReplayFilter::default()),
+        Err(DropReason::PastEpoch)
+    );
+
+    // A packet for an epoch not yet started is a future-epoch drop.
+    let future = relay(1, Epoch(11));
+    let mut p = [0u8; PACKET_LEN];
+    create_packet(
+        &mut p,
+        Epoch(11),
+        &route(std::slice::from_ref(&future)),
+        MAILBOX,
+        b"early",
+        &[3; 32],
+    )
+    .unwrap();
+    assert_eq!(
+        process(&mut p, &rotated.keys, &mut MemoryReplayFilter::default()),
+        Err(DropReason::FutureEpoch)
+    );
+}
+
+#[test]
+fn malformed_buffers_are_typed_drops() {
+    let r = relay(1, EPOCH);
+    let mut filter = MemoryReplayFilter::default();
+    assert_eq!(
+        process(&mut [0u8; 10], &r.keys, &mut filter),
+        Err(DropReason::WrongLength)
+    );
+    assert_eq!(
+        process(&mut [0u8; PACKET_LEN + 1], &r.keys, &mut filter),
+        Err(DropReason::WrongLength)
+    );
+    let mut zero = [0u8; PACKET_LEN];
+    assert_eq!(
+        process(&mut zero, &r.keys, &mut filter),
+        Err(DropReason::UnknownVersion)
+    );
+    // Right version and epoch, α = 0 (low order).
+    zero[0] = VERSION;
+    zero[EPOCH_AT..EPOCH_AT + 4].copy_from_slice(&EPOCH.0.to_be_bytes());
+    assert_eq!(
+        process(&mut zero, &r.keys, &mut filter),
+        Err(DropReason::InvalidElement)
+    );
+    // Random α: the MAC fails.
+    zero[ALPHA_AT] = 9;
+    assert_eq!(
+        process(&mut zero, &r.keys, &mut filter),
+        Err(DropReason::BadMac)
+    );
+}
+
+#[test]
+fn creation_rejects_bad_routes_and_long_messages() {
+    let relays = relays(MAX_HOPS + 1);
+    let route = route(&relays);
+    let mut packet = [0u8; PACKET_LEN];
+    assert_eq!(
+        create_packet(&mut packet, EPOCH, &[], MAILBOX, b"", &[0; 32]),
+        Err(CreateError::BadRouteLength(0))
+    );
+    assert_eq!(
+        create_packet(&mut packet, EPOCH, &route, MAILBOX, b"", &[0; 32]),
+        Err(CreateError::BadRouteLength(MAX_HOPS + 1))
+    );
+    assert_eq!(
+        create_packet(
+            &mut packet,
+            EPOCH,
+            &route[..1],
+            MAILBOX,
+            &[0; MESSAGE_LEN + 1],
+            &[0; 32]
+        ),
+        Err(CreateError::MessageTooLong(MESSAGE_LEN + 1))
+    );
+    let mut bad = route[..1].to_vec();
+    bad[0].public_key = [0; 32];
+    assert_eq!(
+        create_packet(&mut packet, EPOCH, &bad, MAILBOX, b"", &[0; 32]),
+        Err(CreateError::BadPublicKey(0))
+    );
+}
