@@ -1,6 +1,6 @@
 //! The test vectors in docs/spec/packet-format.md, recomputed and compared byte for byte.
 //! Set PB_PRINT_VECTORS=1 to print the block (to refresh the spec after a deliberate change).
-#![expect(clippy::unwrap_used, reason = "tests")]
+#![expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
 use pb_sphinx::*;
 
