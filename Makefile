@@ -3,13 +3,16 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 EBPF_DIR := ebpf/pb-xdp
+FUZZ_DIR := dataplane/sphinx/fuzz
+# Seconds each fuzz target runs in `make test` (longer runs: make fuzz FUZZ_SECONDS=600).
+FUZZ_SECONDS ?= 15
 AARCH64 := aarch64-unknown-linux-musl
 AARCH64_ENV := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
 	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER=qemu-aarch64 \
 	CC_aarch64_unknown_linux_musl=clang \
 	CFLAGS_aarch64_unknown_linux_musl=--target=aarch64-linux-musl
 
-.PHONY: setup demo test test-steps lint test-host test-aarch64
+.PHONY: setup demo test test-steps lint test-host test-aarch64 fuzz
 
 setup:
 	@deploy/setup.sh
@@ -27,11 +30,12 @@ test: setup
 	awk '/^test result:/ { p += $$4; f += $$6; i += $$8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' target/test.log; \
 	exit $$status
 
-test-steps: lint test-host test-aarch64
+test-steps: lint test-host test-aarch64 fuzz
 
 lint:
 	cargo fmt --all -- --check
 	cd $(EBPF_DIR) && cargo fmt -- --check
+	cd $(FUZZ_DIR) && cargo fmt -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cd $(EBPF_DIR) && cargo clippy --release --locked --target bpfel-unknown-none -Z build-std=core -- -D warnings
 
@@ -41,3 +45,13 @@ test-host:
 # The no_std common crate under qemu-aarch64: proves the ARM cross recipe later crates use.
 test-aarch64:
 	$(AARCH64_ENV) cargo test --locked -p pb-xdp-common --target $(AARCH64)
+
+# Every fuzz target for FUZZ_SECONDS from the committed seed corpus; new inputs go to a
+# scratch directory so the tree stays clean. A crash fails the run (artifacts/ keeps it).
+fuzz:
+	@set -o pipefail; for t in process surb; do \
+	  mkdir -p target/fuzz-corpus/$$t; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
+	  (cd $(FUZZ_DIR) && cargo fuzz run $$t ../../../target/fuzz-corpus/$$t corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -4) || exit 1; \
+	done

@@ -78,6 +78,13 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want_stamp" ] || ! bpf-linker --version 
   echo "$want_stamp" > "$stamp"
 fi
 
+# --- cargo-fuzz (the test command runs every fuzz target briefly) ---------------------------
+cargo_fuzz_version=0.13.2
+if ! cargo fuzz --version 2>/dev/null | grep -q "$cargo_fuzz_version"; then
+  say "installing cargo-fuzz $cargo_fuzz_version"
+  cargo +"$host_tc" install cargo-fuzz --version "$cargo_fuzz_version" --locked --force
+fi
+
 # --- kernel facilities the tests use -------------------------------------------------------
 mountpoint -q /sys/fs/bpf 2>/dev/null || mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
 ip netns list >/dev/null || die "network namespaces unavailable (ip netns list failed)"

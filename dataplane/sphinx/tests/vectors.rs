@@ -92,3 +92,54 @@ fn spec_vector_1_matches() {
         "docs/spec/packet-format.md vector 1 differs from the code"
     );
 }
+
+/// With PB_WRITE_CORPUS=DIR, writes the fuzz seed corpus: valid packets for relay 1 (three
+/// routes) under DIR/process and serialized SURBs under DIR/surb.
+#[test]
+fn write_fuzz_corpus_when_asked() {
+    let Ok(dir) = std::env::var("PB_WRITE_CORPUS") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::create_dir_all(dir.join("process")).unwrap();
+    std::fs::create_dir_all(dir.join("surb")).unwrap();
+    let epoch = Epoch(1000);
+    let hops: Vec<Hop> = (1..=3u8)
+        .map(|i| Hop {
+            node: NodeId([i; 16]),
+            public_key: EpochKey::from_secret(epoch, [i; 32]).public_key(),
+            delay: DelayMs(7),
+        })
+        .collect();
+    for n in 1..=3 {
+        let mut packet = [0u8; PACKET_LEN];
+        create_packet(
+            &mut packet,
+            epoch,
+            &hops[..n],
+            MailboxId([0xab; 16]),
+            b"corpus",
+            &[n as u8; 32],
+        )
+        .unwrap();
+        std::fs::write(dir.join("process").join(format!("valid-{n}-hops")), packet).unwrap();
+        std::fs::write(
+            dir.join("process").join(format!("short-{n}")),
+            &packet[..PACKET_LEN - 1],
+        )
+        .unwrap();
+        let (surb, _) = create_surb(
+            epoch,
+            &hops[..n],
+            MailboxId([0xcd; 16]),
+            SurbId([n as u8; 16]),
+            &[0x80 + n as u8; 32],
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("surb").join(format!("surb-{n}-hops")),
+            surb.to_bytes(),
+        )
+        .unwrap();
+    }
+}
