@@ -2,12 +2,13 @@
 //! its baseline in the same process run, side by side, so ratios hold on a noisy machine.
 //! Prints a table, or one JSON object per line with `--json`; progress goes to stderr.
 //!
-//! Subcommands so far: `io` (packet I/O backends over veth). Later issues add `sphinx`,
-//! `relay`, `e2e`, `testnet`.
+//! Subcommands so far: `io` (packet I/O backends over veth) and `sphinx` (PB-Sphinx against
+//! Nym's sphinx-packet). Later issues add `relay`, `e2e`, `testnet`.
 #![forbid(unsafe_code)]
 
 mod io_bench;
 mod report;
+mod sphinx_bench;
 
 use std::process::ExitCode;
 
@@ -44,6 +45,21 @@ enum Command {
         /// Backends to measure (comma-separated).
         #[arg(long, value_delimiter = ',', default_values = ["af_xdp", "udp"])]
         backend: Vec<io_bench::Backend>,
+    },
+    /// PB-Sphinx unwrap per batch size and creation per second on one core, side by side with
+    /// Nym's sphinx-packet crate (same route length, closest packet size).
+    Sphinx {
+        /// Seconds per measurement, run as 5 rounds interleaved with the other measurements
+        /// (the median round is reported).
+        #[arg(long, default_value_t = 5.0, value_parser = seconds)]
+        seconds: f64,
+        /// Route length (1-5).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=5))]
+        hops: u8,
+        /// Batch sizes for PB-Sphinx unwrap (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values = ["1", "8", "16", "32"],
+              value_parser = clap::value_parser!(u16).range(1..=256))]
+        batch: Vec<u16>,
     },
 }
 
@@ -83,6 +99,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             batch: usize::from(*batch),
             packet_len: *packet_len,
             backends: backend.clone(),
+        })?,
+        Command::Sphinx {
+            seconds,
+            hops,
+            batch,
+        } => sphinx_bench::run(&sphinx_bench::SphinxArgs {
+            seconds: *seconds,
+            hops: usize::from(*hops),
+            batches: batch.iter().map(|b| usize::from(*b)).collect(),
         })?,
     };
     let mut out = std::io::stdout().lock();

@@ -79,3 +79,35 @@ fn pb_perf_rejects_bad_arguments_in_one_line() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn pb_perf_sphinx_reports_both_implementations() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pb-perf"))
+        .args(["--json", "sphinx", "--seconds", "0.05", "--batch", "1,8"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "pb-perf sphinx failed: {stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |bench: &str, imp: &str, batch: Option<u64>| {
+        rows.iter().any(|r| {
+            r["bench"] == bench
+                && r["impl"] == imp
+                && r["value"].as_f64().unwrap() > 0.0
+                && batch.is_none_or(|b| r["params"]["batch"] == b)
+        })
+    };
+    for batch in [1, 8] {
+        assert!(
+            find("sphinx.unwrap", "phantomband", Some(batch)),
+            "batch {batch} missing: {stdout}"
+        );
+    }
+    assert!(find("sphinx.unwrap", "nym-sphinx", Some(1)), "{stdout}");
+    assert!(find("sphinx.create", "phantomband", None), "{stdout}");
+    assert!(find("sphinx.create", "nym-sphinx", None), "{stdout}");
+}

@@ -1,0 +1,319 @@
+//! `pb-perf sphinx`: PB-Sphinx unwrap (per batch size) and creation per second on one pinned
+//! core, side by side in the same run with Nym's `sphinx-packet` crate on equal settings:
+//! the same route length, packets of the closest size, the same CPU.
+//!
+//! Both sides process distinct valid packets for the first hop; each PB-Sphinx iteration
+//! copies the packet into a work buffer and unwraps it in place, each Nym iteration parses
+//! the bytes and processes them (its API). Replay checking is left out on both sides (Nym's
+//! `process` does none; PhantomBand's relay filter is the dataplane's).
+
+use std::{
+    hint::black_box,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow};
+use pb_sphinx::{
+    DelayMs, DropReason, Epoch, EpochKey, Hop, MailboxId, NodeId, NodeKeys, PACKET_LEN, Processed,
+    ReplayFilter, ReplayTag, create_packet, process, process_batch,
+};
+use serde_json::{Map, Value};
+use sphinx_packet::{
+    SphinxPacket,
+    constants::{DESTINATION_ADDRESS_LENGTH, IDENTIFIER_LENGTH, NODE_ADDRESS_LENGTH},
+    header::{HEADER_SIZE, delays},
+    packet::builder::SphinxPacketBuilder,
+    route::{Destination, DestinationAddressBytes, Node, NodeAddressBytes},
+};
+use x25519_dalek::{PublicKey, StaticSecret};
+
+use crate::report::Measurement;
+
+/// Settings of one `pb-perf sphinx` run.
+#[derive(Clone, Debug)]
+pub struct SphinxArgs {
+    /// Seconds each measurement runs.
+    pub seconds: f64,
+    /// Route length.
+    pub hops: usize,
+    /// Batch sizes for PB-Sphinx unwrap.
+    pub batches: Vec<usize>,
+}
+
+/// Distinct packets cycled through, so no two consecutive unwraps see the same bytes.
+const DISTINCT: usize = 256;
+
+/// Accepts everything: replay filtering is not what is measured.
+struct NoReplayFilter;
+
+impl ReplayFilter for NoReplayFilter {
+    fn check_and_insert(&mut self, _: Epoch, _: &ReplayTag) -> bool {
+        false
+    }
+}
+
+/// One measurement: `step(i)` performs `per_call` operations on its `i`-th call.
+struct Bench<'a> {
+    bench: &'static str,
+    implementation: &'static str,
+    params: Vec<(&'static str, Value)>,
+    per_call: usize,
+    step: Box<dyn FnMut(usize) + 'a>,
+    rates: Vec<f64>,
+    calls: usize,
+}
+
+/// Rounds each measurement is split into. Rounds of all measurements alternate, so a slow
+/// spell of a shared VM hits every implementation alike; the median round is reported.
+const ROUNDS: usize = 5;
+
+impl Bench<'_> {
+    /// Runs one round of `seconds` and records its rate.
+    fn round(&mut self, seconds: f64) {
+        for _ in 0..2 {
+            (self.step)(self.calls);
+            self.calls += 1;
+        }
+        let budget = Duration::from_secs_f64(seconds);
+        let start = Instant::now();
+        let mut calls = 0usize;
+        while start.elapsed() < budget {
+            for _ in 0..4 {
+                (self.step)(self.calls);
+                self.calls += 1;
+                calls += 1;
+            }
+        }
+        self.rates
+            .push((calls * self.per_call) as f64 / start.elapsed().as_secs_f64());
+    }
+
+    fn median(&self) -> f64 {
+        let mut r = self.rates.clone();
+        r.sort_by(f64::total_cmp);
+        r.get(r.len() / 2).copied().unwrap_or(0.0)
+    }
+}
+
+fn row(bench: &str, imp: &str, params: &[(&str, Value)], value: f64, unit: &str) -> Measurement {
+    let mut map = Map::new();
+    for (k, v) in params {
+        map.insert((*k).into(), v.clone());
+    }
+    Measurement {
+        bench: bench.into(),
+        implementation: imp.into(),
+        params: map,
+        value: value.round(),
+        unit: unit.into(),
+    }
+}
+
+/// Runs every measurement and returns them.
+pub fn run(args: &SphinxArgs) -> anyhow::Result<Vec<Measurement>> {
+    if !(1..=pb_sphinx::MAX_HOPS).contains(&args.hops) {
+        return Err(anyhow!("--hops must be 1 to {}", pb_sphinx::MAX_HOPS));
+    }
+    let cpu = pb_testbed::allowed_cpus()
+        .ok()
+        .and_then(|c| c.last().copied())
+        .unwrap_or(0);
+    pb_testbed::pin_to_cpu(cpu).context("pinning to one core")?;
+    let mut rows = Vec::new();
+
+    // --- PhantomBand ---
+    let epoch = Epoch(1);
+    let keys: Vec<NodeKeys> = (0..args.hops)
+        .map(|i| {
+            let secret: [u8; 32] = std::array::from_fn(|j| (i * 31 + j * 7 + 1) as u8);
+            NodeKeys {
+                current: EpochKey::from_secret(epoch, secret),
+                previous: None,
+            }
+        })
+        .collect();
+    let route: Vec<Hop> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Hop {
+            node: NodeId([i as u8; 16]),
+            public_key: k.current.public_key(),
+            delay: DelayMs(10),
+        })
+        .collect();
+    let message = [13u8; 16];
+    let mailbox = MailboxId([3; 16]);
+    let mut packets = vec![[0u8; PACKET_LEN]; DISTINCT];
+    for (i, p) in packets.iter_mut().enumerate() {
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        create_packet(p, epoch, &route, mailbox, &message, &seed).map_err(|e| anyhow!("{e}"))?;
+    }
+    let hops_v = Value::from(args.hops);
+    let len_v = Value::from(PACKET_LEN);
+    let failures = std::cell::Cell::new(0usize);
+
+    // --- Nym's sphinx-packet, on equal settings ---
+    let nym_keys: Vec<(StaticSecret, PublicKey)> = (0..args.hops)
+        .map(|_| {
+            let sk = StaticSecret::random();
+            let pk = PublicKey::from(&sk);
+            (sk, pk)
+        })
+        .collect();
+    let nym_route: Vec<Node> = nym_keys
+        .iter()
+        .enumerate()
+        .map(|(i, (_, pk))| {
+            Node::new(
+                NodeAddressBytes::from_bytes([i as u8; NODE_ADDRESS_LENGTH]),
+                *pk,
+            )
+        })
+        .collect();
+    let nym_delays = delays::generate_from_average_duration(args.hops, Duration::from_millis(10));
+    let destination = Destination::new(
+        DestinationAddressBytes::from_bytes([3; DESTINATION_ADDRESS_LENGTH]),
+        [4; IDENTIFIER_LENGTH],
+    );
+    // The closest packet size: header plus payload making 1452 bytes.
+    let builder = SphinxPacketBuilder::new().with_payload_size(PACKET_LEN - HEADER_SIZE);
+    let nym_packets: Vec<Vec<u8>> = (0..DISTINCT)
+        .map(|_| {
+            builder
+                .build_packet(message, &nym_route, &destination, &nym_delays)
+                .map(|p| p.to_bytes())
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow!("nym sphinx-packet: {e:?}"))?;
+    let nym_len = Value::from(nym_packets[0].len());
+
+    let mut benches: Vec<Bench<'_>> = Vec::new();
+    for &batch in &args.batches {
+        let mut work = vec![[0u8; PACKET_LEN]; batch];
+        let mut results = vec![Err(DropReason::WrongLength); batch];
+        let (packets, keys, failures) = (&packets, &keys[0], &failures);
+        benches.push(Bench {
+            bench: "sphinx.unwrap",
+            implementation: "phantomband",
+            params: vec![
+                ("batch", batch.into()),
+                ("hops", hops_v.clone()),
+                ("packet_len", len_v.clone()),
+            ],
+            per_call: batch,
+            step: Box::new(move |call| {
+                for (j, w) in work.iter_mut().enumerate() {
+                    *w = packets[(call * batch + j) % DISTINCT];
+                }
+                if batch == 1 {
+                    results[0] = process(&mut work[0], keys, &mut NoReplayFilter);
+                } else {
+                    let mut refs: Vec<&mut [u8]> =
+                        work.iter_mut().map(|w| w.as_mut_slice()).collect();
+                    process_batch(&mut refs, keys, &mut NoReplayFilter, &mut results);
+                }
+                let bad = results
+                    .iter()
+                    .filter(|r| {
+                        !matches!(
+                            r,
+                            Ok(Processed::Forward { .. }) | Ok(Processed::Deliver { .. })
+                        )
+                    })
+                    .count();
+                failures.set(failures.get() + bad);
+                black_box(&work);
+            }),
+            rates: Vec::new(),
+            calls: 0,
+        });
+    }
+    {
+        let mut out = [0u8; PACKET_LEN];
+        let route = &route;
+        benches.push(Bench {
+            bench: "sphinx.create",
+            implementation: "phantomband",
+            params: vec![("hops", hops_v.clone()), ("packet_len", len_v.clone())],
+            per_call: 1,
+            step: Box::new(move |call| {
+                let mut seed = [7u8; 32];
+                seed[..8].copy_from_slice(&(call as u64).to_le_bytes());
+                let _ = black_box(create_packet(
+                    &mut out, epoch, route, mailbox, &message, &seed,
+                ));
+            }),
+            rates: Vec::new(),
+            calls: 0,
+        });
+    }
+    {
+        let (nym_packets, secret, failures) = (&nym_packets, &nym_keys[0].0, &failures);
+        benches.push(Bench {
+            bench: "sphinx.unwrap",
+            implementation: "nym-sphinx",
+            params: vec![
+                ("batch", 1.into()),
+                ("hops", hops_v.clone()),
+                ("packet_len", nym_len.clone()),
+            ],
+            per_call: 1,
+            step: Box::new(move |call| {
+                match SphinxPacket::from_bytes(&nym_packets[call % DISTINCT])
+                    .and_then(|p| p.process(secret))
+                {
+                    Ok(processed) => {
+                        black_box(processed);
+                    }
+                    Err(_) => failures.set(failures.get() + 1),
+                }
+            }),
+            rates: Vec::new(),
+            calls: 0,
+        });
+    }
+    {
+        let (builder, nym_route, destination, nym_delays) =
+            (&builder, &nym_route, &destination, &nym_delays);
+        benches.push(Bench {
+            bench: "sphinx.create",
+            implementation: "nym-sphinx",
+            params: vec![("hops", hops_v.clone()), ("packet_len", nym_len.clone())],
+            per_call: 1,
+            step: Box::new(move |_| {
+                let _ =
+                    black_box(builder.build_packet(message, nym_route, destination, nym_delays));
+            }),
+            rates: Vec::new(),
+            calls: 0,
+        });
+    }
+
+    let round_seconds = args.seconds / ROUNDS as f64;
+    for round in 1..=ROUNDS {
+        eprintln!(
+            "pb-perf sphinx: round {round}/{ROUNDS}: {} measurements of {round_seconds:.2}s on cpu {cpu}",
+            benches.len()
+        );
+        for bench in &mut benches {
+            bench.round(round_seconds);
+        }
+    }
+    if failures.get() > 0 {
+        return Err(anyhow!(
+            "{} unwraps failed during the benchmark",
+            failures.get()
+        ));
+    }
+    for b in &benches {
+        rows.push(row(
+            b.bench,
+            b.implementation,
+            &b.params,
+            b.median(),
+            "pkt/s",
+        ));
+    }
+    Ok(rows)
+}
