@@ -6,7 +6,7 @@
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::{
-    crypto::{self, BASEPOINT, HopKeys, LionessKeys, SeedStream},
+    crypto::{self, HopKeys, LionessKeys, SeedStream},
     format::{
         ALPHA_AT, BETA_AT, BETA_LEN, BLOCK_LEN, Command, DelayMs, EPOCH_AT, Epoch, GAMMA_AT,
         HEADER_LEN, MAC_LEN, MAX_HOPS, MESSAGE_LEN, MailboxId, NodeId, PACKET_LEN, PAYLOAD_AT,
@@ -62,18 +62,18 @@ fn build_header(
 
     // Shared secrets: s_i = b_{i-1}···b_0·x·pk_i; α_0 = x·G, α_{i+1} = b_i·α_i.
     let mut x = rng.key();
-    let alpha0 = crypto::x25519(&x, &BASEPOINT);
+    let alpha0 = crypto::x25519_base(&x);
     let mut keys: [Option<HopKeys>; MAX_HOPS] = Default::default();
     let mut blindings = [[0u8; 32]; MAX_HOPS];
     for (i, hop) in route.iter().enumerate() {
         let mut s = crypto::x25519(&x, &hop.public_key);
         for b in &blindings[..i] {
-            s = crypto::x25519(b, &s);
+            s = s.and_then(|s| crypto::x25519(b, &s));
         }
-        if s == [0u8; 32] {
+        let Some(mut s) = s.filter(|s| s != &[0u8; 32]) else {
             x.zeroize();
             return Err(CreateError::BadPublicKey(i));
-        }
+        };
         let k = HopKeys::derive(&s);
         s.zeroize();
         blindings[i] = k.blinding;

@@ -1,6 +1,7 @@
 //! Processing a packet at a relay, in place on the receive buffer: check, unwrap one layer,
 //! and say what to do with it. No allocation, no panic on any input.
 
+use curve25519_dalek::edwards::EdwardsPoint;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::{
@@ -41,7 +42,7 @@ impl EpochKey {
 
     /// The X25519 public key clients route with.
     pub fn public_key(&self) -> [u8; 32] {
-        crypto::x25519(&self.secret, &crypto::BASEPOINT)
+        crypto::x25519_base(&self.secret)
     }
 }
 
@@ -88,7 +89,7 @@ pub enum DropReason {
     /// Made under an epoch this relay has no key for yet.
     #[error("future epoch")]
     FutureEpoch,
-    /// α is a low-order point: the shared secret would be zero.
+    /// α is not a point on Curve25519, or a low-order one (the shared secret would be zero).
     #[error("invalid group element")]
     InvalidElement,
     /// The header MAC does not verify: tampered, or not for this relay.
@@ -208,8 +209,9 @@ pub fn process(
     replay: &mut impl ReplayFilter,
 ) -> Result<Processed, DropReason> {
     let (epoch, key, alpha) = precheck(packet, keys)?;
-    let mut shared = crypto::x25519(&key.secret, &alpha);
-    let result = finish(packet, epoch, &alpha, &shared, replay);
+    let point = crypto::decode_point(&alpha).ok_or(DropReason::InvalidElement)?;
+    let mut shared = crypto::mul(&point, &key.secret);
+    let result = finish(packet, epoch, &point, &shared, replay);
     shared.zeroize();
     result
 }
@@ -229,21 +231,24 @@ pub fn process_batch(
     while start < count {
         let end = (start + CHUNK).min(count);
         let mut shared = [[0u8; 32]; CHUNK];
-        let mut pre: [Option<(Epoch, [u8; 32])>; CHUNK] = [None; CHUNK];
+        let mut pre: [Option<(Epoch, EdwardsPoint)>; CHUNK] = [None; CHUNK];
         // Phase 1: header checks and the shared secrets of the chunk.
         for i in start..end {
             match precheck(packets[i], keys) {
-                Ok((epoch, key, alpha)) => {
-                    shared[i - start] = crypto::x25519(&key.secret, &alpha);
-                    pre[i - start] = Some((epoch, alpha));
-                }
+                Ok((epoch, key, alpha)) => match crypto::decode_point(&alpha) {
+                    Some(point) => {
+                        shared[i - start] = crypto::mul(&point, &key.secret);
+                        pre[i - start] = Some((epoch, point));
+                    }
+                    None => results[i] = Err(DropReason::InvalidElement),
+                },
                 Err(reason) => results[i] = Err(reason),
             }
         }
         // Phase 2: MAC, replay, unwrap, in packet order (replays inside one batch included).
         for i in start..end {
-            if let Some((epoch, alpha)) = pre[i - start] {
-                results[i] = finish(packets[i], epoch, &alpha, &shared[i - start], replay);
+            if let Some((epoch, point)) = pre[i - start] {
+                results[i] = finish(packets[i], epoch, &point, &shared[i - start], replay);
             }
         }
         shared.zeroize();
@@ -255,7 +260,7 @@ pub fn process_batch(
 fn finish(
     packet: &mut [u8],
     epoch: Epoch,
-    alpha: &[u8; 32],
+    alpha: &EdwardsPoint,
     shared: &[u8; 32],
     replay: &mut impl ReplayFilter,
 ) -> Result<Processed, DropReason> {
@@ -287,7 +292,7 @@ fn finish(
     let tag = keys.tag;
     match Command::decode(&block).ok_or(DropReason::BadCommand)? {
         Command::Forward { next, delay, mac } => {
-            let blinded = crypto::x25519(&keys.blinding, alpha);
+            let blinded = crypto::mul(alpha, &keys.blinding);
             packet[ALPHA_AT..BETA_AT].copy_from_slice(&blinded);
             packet[GAMMA_AT..GAMMA_AT + MAC_LEN].copy_from_slice(&mac);
             Ok(Processed::Forward { next, delay, tag })

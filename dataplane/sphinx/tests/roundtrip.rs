@@ -226,3 +226,18 @@ fn creation_rejects_bad_routes_and_long_messages() {
         Err(CreateError::BadPublicKey(0))
     );
 }
+
+/// Every single-bit change of the header, tried exhaustively, is dropped by the first hop.
+#[test]
+fn every_header_bit_flip_is_dropped_at_the_first_hop() {
+    let relays = relays(3);
+    let route = route(&relays);
+    let mut packet = [0u8; PACKET_LEN];
+    create_packet(&mut packet, EPOCH, &route, MAILBOX, b"exhaustive", &[5; 32]).unwrap();
+    for bit in 0..HEADER_LEN * 8 {
+        let mut p = packet;
+        p[bit / 8] ^= 1 << (bit % 8);
+        let result = process(&mut p, &relays[0].keys, &mut MemoryReplayFilter::default());
+        assert!(result.is_err(), "header bit {bit} flipped and still processed: {result:?}");
+    }
+}
