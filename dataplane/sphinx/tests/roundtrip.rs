@@ -238,6 +238,9 @@ fn every_header_bit_flip_is_dropped_at_the_first_hop() {
         let mut p = packet;
         p[bit / 8] ^= 1 << (bit % 8);
         let result = process(&mut p, &relays[0].keys, &mut MemoryReplayFilter::default());
-        assert!(result.is_err(), "header bit {bit} flipped and still processed: {result:?}");
+        assert!(
+            result.is_err(),
+            "header bit {bit} flipped and still processed: {result:?}"
+        );
     }
 }
