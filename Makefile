@@ -42,9 +42,11 @@ lint:
 test-host:
 	cargo test --workspace --locked
 
-# The no_std common crate under qemu-aarch64: proves the ARM cross recipe later crates use.
+# ARM phones run client-lite: the crates it shares with relays, as static aarch64-musl test
+# binaries under qemu-aarch64 (the spec's vectors must come out the same on ARM).
 test-aarch64:
 	$(AARCH64_ENV) cargo test --locked -p pb-xdp-common --target $(AARCH64)
+	$(AARCH64_ENV) cargo test --locked -p pb-sphinx --target $(AARCH64) --lib --test roundtrip --test vectors
 
 # Every fuzz target for FUZZ_SECONDS from the committed seed corpus; new inputs go to a
 # scratch directory so the tree stays clean. A crash fails the run (artifacts/ keeps it).
