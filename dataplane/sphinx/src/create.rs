@@ -3,7 +3,7 @@
 //! All randomness comes from a 32-byte seed the caller draws from a CSPRNG, so creation is
 //! deterministic for tests and vectors and does no I/O.
 
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::{
     crypto::{self, HopKeys, LionessKeys, SeedStream},
@@ -60,26 +60,31 @@ fn build_header(
     header[VERSION_AT] = VERSION;
     header[EPOCH_AT..ALPHA_AT].copy_from_slice(&epoch.0.to_be_bytes());
 
-    // Shared secrets: s_i = b_{i-1}···b_0·x·pk_i; α_0 = x·G, α_{i+1} = b_i·α_i.
-    let mut x = rng.key();
-    let alpha0 = crypto::x25519_base(&x);
+    // Shared secrets s_i = b_{i-1}···b_0·x·P_i; group elements α_0 = x·G, α_{i+1} = b_i·α_i.
+    // Every secret intermediate lives in a `Zeroizing` so no copy outlives this function.
+    let x = Zeroizing::new(rng.key());
+    let mut alphas = [[0u8; 32]; MAX_HOPS];
+    alphas[0] = crypto::x25519_base(&x);
     let mut keys: [Option<HopKeys>; MAX_HOPS] = Default::default();
-    let mut blindings = [[0u8; 32]; MAX_HOPS];
+    let mut blindings = Zeroizing::new([[0u8; 32]; MAX_HOPS]);
     for (i, hop) in route.iter().enumerate() {
-        let mut s = crypto::x25519(&x, &hop.public_key);
+        let mut s = Zeroizing::new(
+            crypto::x25519(&x, &hop.public_key).ok_or(CreateError::BadPublicKey(i))?,
+        );
         for b in &blindings[..i] {
-            s = s.and_then(|s| crypto::x25519(b, &s));
+            *s = crypto::x25519(b, &s).ok_or(CreateError::BadPublicKey(i))?;
         }
-        let Some(mut s) = s.filter(|s| s != &[0u8; 32]) else {
-            x.zeroize();
+        if *s == [0u8; 32] {
             return Err(CreateError::BadPublicKey(i));
-        };
+        }
         let k = HopKeys::derive(&s);
-        s.zeroize();
         blindings[i] = k.blinding;
+        if i + 1 < n {
+            alphas[i + 1] =
+                crypto::x25519(&k.blinding, &alphas[i]).ok_or(CreateError::BadPublicKey(i))?;
+        }
         keys[i] = Some(k);
     }
-    x.zeroize();
     let keys: [&HopKeys; MAX_HOPS] = {
         let mut out = [None; MAX_HOPS];
         for (slot, k) in out.iter_mut().zip(keys.iter()) {
@@ -90,15 +95,17 @@ fn build_header(
         out.map(|k| k.unwrap_or(first))
     };
 
-    // Header streams and the filler (the tail the hops' decryption appends).
-    let streams: [[u8; BETA_LEN + BLOCK_LEN]; MAX_HOPS] = core::array::from_fn(|i| {
-        if i < n {
-            crypto::header_stream(&keys[i].stream)
-        } else {
-            [0; BETA_LEN + BLOCK_LEN]
-        }
-    });
-    let mut filler = [0u8; BETA_LEN];
+    // Header streams and the filler (the tail the hops' decryption appends). Keystream and
+    // filler are secret: with β_0 they would reveal the route.
+    let streams: Zeroizing<[[u8; BETA_LEN + BLOCK_LEN]; MAX_HOPS]> =
+        Zeroizing::new(core::array::from_fn(|i| {
+            if i < n {
+                crypto::header_stream(&keys[i].stream)
+            } else {
+                [0; BETA_LEN + BLOCK_LEN]
+            }
+        }));
+    let mut filler = Zeroizing::new([0u8; BETA_LEN]);
     for i in 0..n - 1 {
         // φ_{i+1} = (φ_i || 0^R) ⊕ ρ_i[B − i·R .. B + R]
         let len = (i + 1) * BLOCK_LEN;
@@ -109,12 +116,9 @@ fn build_header(
     }
 
     // The last hop's β: its command, random padding, then the filler.
-    let prefix: [u8; PREFIX_LEN] = {
-        let mut p = [0u8; PREFIX_LEN];
-        p.copy_from_slice(&header[..PREFIX_LEN]);
-        p
-    };
-    let mut beta = [0u8; BETA_LEN];
+    let mut prefix = [0u8; PREFIX_LEN];
+    prefix.copy_from_slice(&header[..PREFIX_LEN]);
+    let mut beta = Zeroizing::new([0u8; BETA_LEN]);
     let plain_len = BETA_LEN - (n - 1) * BLOCK_LEN;
     beta[..BLOCK_LEN].copy_from_slice(&last.encode());
     rng.fill(&mut beta[BLOCK_LEN..plain_len]);
@@ -125,7 +129,7 @@ fn build_header(
         *b ^= s;
     }
     beta[plain_len..].copy_from_slice(&filler[..(n - 1) * BLOCK_LEN]);
-    let mut gamma = crypto::header_mac(&keys[n - 1].mac, &prefix, &beta);
+    let mut gamma = crypto::header_mac(&keys[n - 1].mac, &prefix, &alphas[n - 1], &*beta);
 
     for i in (0..n - 1).rev() {
         let command = Command::Forward {
@@ -133,18 +137,18 @@ fn build_header(
             delay: route[i].delay,
             mac: gamma,
         };
-        let mut next = [0u8; BETA_LEN];
+        let mut next = Zeroizing::new([0u8; BETA_LEN]);
         next[..BLOCK_LEN].copy_from_slice(&command.encode());
         next[BLOCK_LEN..].copy_from_slice(&beta[..BETA_LEN - BLOCK_LEN]);
         for (b, s) in next.iter_mut().zip(&streams[i][..BETA_LEN]) {
             *b ^= s;
         }
         beta = next;
-        gamma = crypto::header_mac(&keys[i].mac, &prefix, &beta);
+        gamma = crypto::header_mac(&keys[i].mac, &prefix, &alphas[i], &*beta);
     }
 
-    header[ALPHA_AT..BETA_AT].copy_from_slice(&alpha0);
-    header[BETA_AT..GAMMA_AT].copy_from_slice(&beta);
+    header[ALPHA_AT..BETA_AT].copy_from_slice(&alphas[0]);
+    header[BETA_AT..GAMMA_AT].copy_from_slice(&*beta);
     header[GAMMA_AT..GAMMA_AT + MAC_LEN].copy_from_slice(&gamma);
     let hop_payload_keys = core::array::from_fn(|i| (i < n).then(|| keys[i].payload.clone()));
     Ok(Built {
@@ -270,8 +274,8 @@ pub fn create_surb(
         },
         &mut rng,
     )?;
-    let key = rng.key();
-    let mut hop_keys = [[[0u8; 32]; 4]; MAX_HOPS];
+    let key = Zeroizing::new(rng.key());
+    let mut hop_keys = Zeroizing::new([[[0u8; 32]; 4]; MAX_HOPS]);
     for (slot, keys) in hop_keys.iter_mut().zip(&built.hop_payload_keys) {
         if let Some(keys) = keys {
             *slot = keys.0;
@@ -280,21 +284,22 @@ pub fn create_surb(
     let surb = Surb {
         first_hop: route[0].node,
         header: built.header,
-        key,
+        key: *key,
     };
     let secrets = SurbSecrets {
         id,
-        key,
-        hop_keys,
+        key: *key,
+        hop_keys: *hop_keys,
         hops: route.len(),
     };
     Ok((surb, secrets))
 }
 
 impl Surb {
-    /// Serializes the SURB: first hop (16), header, key (32).
-    pub fn to_bytes(&self) -> [u8; SURB_LEN] {
-        let mut out = [0u8; SURB_LEN];
+    /// Serializes the SURB: first hop (16), header, key (32). The bytes hold the reply key, so
+    /// they are zeroized when dropped.
+    pub fn to_bytes(&self) -> Zeroizing<[u8; SURB_LEN]> {
+        let mut out = Zeroizing::new([0u8; SURB_LEN]);
         out[..16].copy_from_slice(&self.first_hop.0);
         out[16..16 + HEADER_LEN].copy_from_slice(&self.header);
         out[16 + HEADER_LEN..].copy_from_slice(&self.key);

@@ -36,7 +36,10 @@ impl LionessKeys {
         let mut out = [0u8; 128];
         let mut hasher = blake3::Hasher::new_derive_key(CONTEXT_SURB_PAYLOAD);
         hasher.update(key);
-        hasher.finalize_xof().fill(&mut out);
+        let mut reader = hasher.finalize_xof();
+        reader.fill(&mut out);
+        reader.zeroize();
+        hasher.zeroize();
         let keys = LionessKeys(core::array::from_fn(|i| {
             let mut k = [0u8; 32];
             k.copy_from_slice(&out[i * 32..i * 32 + 32]);
@@ -64,7 +67,11 @@ impl HopKeys {
         let mut out = [0u8; 256];
         let mut hasher = blake3::Hasher::new_derive_key(CONTEXT_HOP_KEYS);
         hasher.update(shared);
-        hasher.finalize_xof().fill(&mut out);
+        let mut reader = hasher.finalize_xof();
+        reader.fill(&mut out);
+        // The hasher's buffer and the reader's block hold the shared secret.
+        reader.zeroize();
+        hasher.zeroize();
         let take = |at: usize| -> [u8; 32] {
             let mut k = [0u8; 32];
             k.copy_from_slice(&out[at..at + 32]);
@@ -84,14 +91,25 @@ impl HopKeys {
     }
 }
 
-/// The header MAC over the prefix (version, epoch) and β.
-pub(crate) fn header_mac(key: &[u8; 32], prefix: &[u8], beta: &[u8]) -> [u8; MAC_LEN] {
+/// The header MAC over the prefix (version, epoch), α and β, truncated to 16 bytes. Covering
+/// α makes every encoding of the group element other than the sender's a MAC failure, so α
+/// is not malleable (X25519 maps α and α plus a small-order point to the same secret).
+pub(crate) fn header_mac(
+    key: &[u8; 32],
+    prefix: &[u8],
+    alpha: &[u8],
+    beta: &[u8],
+) -> [u8; MAC_LEN] {
     debug_assert_eq!(prefix.len(), PREFIX_LEN);
     let mut hasher = blake3::Hasher::new_keyed(key);
     hasher.update(prefix);
+    hasher.update(alpha);
     hasher.update(beta);
+    let mut full = *hasher.finalize().as_bytes();
+    hasher.zeroize();
     let mut mac = [0u8; MAC_LEN];
-    mac.copy_from_slice(&hasher.finalize().as_bytes()[..MAC_LEN]);
+    mac.copy_from_slice(&full[..MAC_LEN]);
+    full.zeroize();
     mac
 }
 
@@ -125,10 +143,14 @@ fn xor_key(a: &[u8], b: &[u8; 32]) -> [u8; 32] {
 }
 
 fn keyed_hash_into(key: &[u8; 32], data: &[u8], left: &mut [u8]) {
-    let h = blake3::keyed_hash(key, data);
-    for (l, h) in left.iter_mut().zip(h.as_bytes()) {
+    let mut hasher = blake3::Hasher::new_keyed(key);
+    hasher.update(data);
+    let mut h = *hasher.finalize().as_bytes();
+    hasher.zeroize();
+    for (l, h) in left.iter_mut().zip(&h) {
         *l ^= h;
     }
+    h.zeroize();
 }
 
 /// Lioness encryption in place: any change to the ciphertext turns the whole decryption into
@@ -202,20 +224,25 @@ pub(crate) fn x25519_base(scalar: &[u8; 32]) -> [u8; 32] {
 }
 
 /// Deterministic randomness for building one packet, expanded from a caller's 32-byte seed.
-/// The caller draws the seed from a CSPRNG; tests use fixed seeds for vectors.
-#[derive(ZeroizeOnDrop)]
+/// The caller draws the seed from a CSPRNG; tests use fixed seeds for vectors. The reader's
+/// state determines everything drawn from it, so it is zeroized on drop.
 pub(crate) struct SeedStream {
-    #[zeroize(skip)]
     reader: blake3::OutputReader,
+}
+
+impl Drop for SeedStream {
+    fn drop(&mut self) {
+        self.reader.zeroize();
+    }
 }
 
 impl SeedStream {
     pub(crate) fn new(seed: &[u8; 32]) -> Self {
         let mut hasher = blake3::Hasher::new_derive_key(CONTEXT_PACKET_RANDOMNESS);
         hasher.update(seed);
-        Self {
-            reader: hasher.finalize_xof(),
-        }
+        let reader = hasher.finalize_xof();
+        hasher.zeroize();
+        Self { reader }
     }
 
     pub(crate) fn fill(&mut self, out: &mut [u8]) {

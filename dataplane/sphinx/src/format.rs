@@ -179,5 +179,9 @@ mod tests {
         let mut reserved = cmds[0].encode();
         reserved[39] = 1;
         assert_eq!(Command::decode(&reserved), None);
+        // A deliver block must have a zero MAC field.
+        let mut deliver = cmds[1].encode();
+        deliver[30] = 1;
+        assert_eq!(Command::decode(&deliver), None);
     }
 }

@@ -2,7 +2,7 @@
 //! and say what to do with it. No allocation, no panic on any input.
 
 use curve25519_dalek::edwards::EdwardsPoint;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::{
     crypto::{self, HopKeys, ReplayTag},
@@ -217,6 +217,8 @@ pub fn process(
 }
 
 /// Processes a batch, with results identical to calling [`process`] on each packet in order.
+/// `results[i]` receives packet `i`'s result; only the first `min(packets.len(),
+/// results.len())` packets are processed, so pass slices of equal length.
 /// The X25519 work of the whole batch is done first, together (the part SIMD backends speed
 /// up); today every target uses the portable path.
 pub fn process_batch(
@@ -226,6 +228,7 @@ pub fn process_batch(
     results: &mut [Result<Processed, DropReason>],
 ) {
     const CHUNK: usize = 32;
+    debug_assert_eq!(packets.len(), results.len(), "one result slot per packet");
     let count = packets.len().min(results.len());
     let mut start = 0;
     while start < count {
@@ -268,7 +271,12 @@ fn finish(
         return Err(DropReason::InvalidElement);
     }
     let keys = HopKeys::derive(shared);
-    let expected = crypto::header_mac(&keys.mac, &packet[..PREFIX_LEN], &packet[BETA_AT..GAMMA_AT]);
+    let expected = crypto::header_mac(
+        &keys.mac,
+        &packet[..PREFIX_LEN],
+        &packet[ALPHA_AT..BETA_AT],
+        &packet[BETA_AT..GAMMA_AT],
+    );
     if !crypto::mac_eq(&expected, &packet[GAMMA_AT..GAMMA_AT + MAC_LEN]) {
         return Err(DropReason::BadMac);
     }
@@ -277,7 +285,8 @@ fn finish(
     }
 
     // β ⊕ ρ, with one zero block appended: this hop's command, then the next β.
-    let stream = crypto::header_stream(&keys.stream);
+    // The keystream links this packet's input and output β: it must not outlive the call.
+    let stream = Zeroizing::new(crypto::header_stream(&keys.stream));
     let mut block = [0u8; BLOCK_LEN];
     for (i, b) in block.iter_mut().enumerate() {
         *b = packet[BETA_AT + i] ^ stream[i];

@@ -64,7 +64,7 @@ fn surb_replies_reach_their_creator_through_1_to_5_hops() {
         let (surb, secrets) =
             create_surb(EPOCH, &route, MAILBOX, id, &[0x70 + hops as u8; 32]).unwrap();
         // The SURB travels as bytes to the exit.
-        let surb = Surb::from_bytes(&surb.to_bytes()).unwrap();
+        let surb = Surb::from_bytes(&surb.to_bytes()[..]).unwrap();
         let reply = test_message(700, 3);
         let mut packet = [0u8; PACKET_LEN];
         assert_eq!(surb.into_reply(&mut packet, &reply).unwrap(), relays[0].id);
@@ -242,5 +242,144 @@ fn every_header_bit_flip_is_dropped_at_the_first_hop() {
             result.is_err(),
             "header bit {bit} flipped and still processed: {result:?}"
         );
+    }
+}
+
+/// α plus any small-order point gives the same X25519 secret; the MAC over α refuses it.
+#[test]
+fn alpha_plus_small_order_point_is_refused() {
+    use curve25519_dalek::{constants::EIGHT_TORSION, montgomery::MontgomeryPoint};
+    let relays = relays(2);
+    let route = route(&relays);
+    let mut packet = [0u8; PACKET_LEN];
+    create_packet(&mut packet, EPOCH, &route, MAILBOX, b"torsion", &[6; 32]).unwrap();
+    let mut alpha = [0u8; 32];
+    alpha.copy_from_slice(&packet[ALPHA_AT..BETA_AT]);
+    let point = MontgomeryPoint(alpha).to_edwards(0).unwrap();
+    let mut tried = 0;
+    for torsion in &EIGHT_TORSION[1..] {
+        let other = (point + torsion).to_montgomery().to_bytes();
+        if other == alpha {
+            continue; // (x, y) and (−x, y) share a u-coordinate
+        }
+        tried += 1;
+        let mut p = packet;
+        p[ALPHA_AT..BETA_AT].copy_from_slice(&other);
+        let result = process(&mut p, &relays[0].keys, &mut MemoryReplayFilter::default());
+        assert!(
+            matches!(
+                result,
+                Err(DropReason::BadMac) | Err(DropReason::InvalidElement)
+            ),
+            "α + torsion accepted: {result:?}"
+        );
+    }
+    assert!(tried >= 3, "only {tried} distinct encodings tried");
+    // The untouched packet still goes through.
+    assert!(
+        process(
+            &mut packet,
+            &relays[0].keys,
+            &mut MemoryReplayFilter::default()
+        )
+        .is_ok()
+    );
+}
+
+/// Small-order and off-curve α values are invalid elements, not crashes or MAC checks.
+#[test]
+fn small_order_and_twist_alphas_are_invalid_elements() {
+    let r = relay(1, EPOCH);
+    let mut p_minus_1 = [0xff; 32];
+    p_minus_1[0] = 0xec;
+    p_minus_1[31] = 0x7f;
+    let mut one = [0u8; 32];
+    one[0] = 1;
+    for alpha in [[0u8; 32], one, p_minus_1] {
+        let mut packet = [0u8; PACKET_LEN];
+        packet[0] = VERSION;
+        packet[EPOCH_AT..EPOCH_AT + 4].copy_from_slice(&EPOCH.0.to_be_bytes());
+        packet[ALPHA_AT..BETA_AT].copy_from_slice(&alpha);
+        let result = process(&mut packet, &r.keys, &mut MemoryReplayFilter::default());
+        assert_eq!(result, Err(DropReason::InvalidElement), "α = {alpha:02x?}");
+    }
+}
+
+/// The last hop cannot tell the route length: its β padding is random, not zeros.
+#[test]
+fn last_hop_padding_is_random() {
+    let relays = relays(1);
+    let route = route(&relays);
+    let mut seen = Vec::new();
+    for seed in [1u8, 2] {
+        let mut packet = [0u8; PACKET_LEN];
+        create_packet(&mut packet, EPOCH, &route, MAILBOX, b"pad", &[seed; 32]).unwrap();
+        assert!(matches!(
+            process(
+                &mut packet,
+                &relays[0].keys,
+                &mut MemoryReplayFilter::default()
+            ),
+            Ok(Processed::Deliver { .. })
+        ));
+        // After the last hop, β begins with the 160 plaintext padding bytes of a 1-hop route.
+        let padding = packet[BETA_AT..BETA_AT + 160].to_vec();
+        assert!(
+            padding.iter().filter(|&&b| b == 0).count() < 16,
+            "padding looks like zeros"
+        );
+        seen.push(padding);
+    }
+    assert_ne!(seen[0], seen[1]);
+}
+
+/// The MAC covers the epoch field even when two epochs share a key.
+#[test]
+fn mac_covers_the_epoch() {
+    let secret = [0x33; 32];
+    let old = EpochKey::from_secret(Epoch(10), secret);
+    let keys = NodeKeys {
+        current: EpochKey::from_secret(Epoch(11), secret),
+        previous: Some(old.clone()),
+    };
+    let hop = Hop {
+        node: NodeId([1; 16]),
+        public_key: old.public_key(),
+        delay: DelayMs(0),
+    };
+    let mut packet = [0u8; PACKET_LEN];
+    create_packet(&mut packet, Epoch(10), &[hop], MAILBOX, b"epoch", &[8; 32]).unwrap();
+    let mut moved = packet;
+    moved[EPOCH_AT..EPOCH_AT + 4].copy_from_slice(&11u32.to_be_bytes());
+    assert_eq!(
+        process(&mut moved, &keys, &mut MemoryReplayFilter::default()),
+        Err(DropReason::BadMac)
+    );
+    assert!(process(&mut packet, &keys, &mut MemoryReplayFilter::default()).is_ok());
+}
+
+/// A SURB used twice makes the second reply a replay at the first hop.
+#[test]
+fn a_reused_surb_is_a_replay() {
+    let relays = relays(2);
+    let route = route(&relays);
+    let (surb, _secrets) = create_surb(EPOCH, &route, MAILBOX, SurbId([4; 16]), &[10; 32]).unwrap();
+    let bytes = surb.to_bytes();
+    let mut filter = MemoryReplayFilter::default();
+    for (i, reply) in [&b"first"[..], &b"second"[..]].iter().enumerate() {
+        let mut packet = [0u8; PACKET_LEN];
+        Surb::from_bytes(&bytes[..])
+            .unwrap()
+            .into_reply(&mut packet, reply)
+            .unwrap();
+        let result = process(&mut packet, &relays[0].keys, &mut filter);
+        if i == 0 {
+            assert!(
+                matches!(result, Ok(Processed::Forward { .. })),
+                "{result:?}"
+            );
+        } else {
+            assert_eq!(result, Err(DropReason::Replay));
+        }
     }
 }

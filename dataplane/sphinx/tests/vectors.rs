@@ -10,34 +10,54 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Renders vector 1: three relays, a delivered packet, and what each hop sees.
-fn vector_1() -> String {
+fn relays(epoch: Epoch, count: u8, out: &mut String) -> (Vec<NodeKeys>, Vec<Hop>) {
+    let mut keys = Vec::new();
+    let mut route = Vec::new();
+    for i in 1..=count {
+        let key = EpochKey::from_secret(epoch, [i; 32]);
+        *out += &format!("relay {i} id: {}\n", hex(&[i; 16]));
+        *out += &format!("relay {i} secret: {}\n", hex(&[i; 32]));
+        *out += &format!("relay {i} public: {}\n", hex(&key.public_key()));
+        route.push(Hop {
+            node: NodeId([i; 16]),
+            public_key: key.public_key(),
+            delay: DelayMs(100 * u32::from(i)),
+        });
+        keys.push(NodeKeys {
+            current: key,
+            previous: None,
+        });
+    }
+    (keys, route)
+}
+
+/// Walks `packet` through the relays, rendering each hop's replay tag and output hash.
+fn walk(packet: &mut [u8; PACKET_LEN], keys: &[NodeKeys], out: &mut String) -> Processed {
+    let mut filter = MemoryReplayFilter::default();
+    let mut last = None;
+    for (i, keys) in keys.iter().enumerate() {
+        let result = process(packet, keys, &mut filter).unwrap();
+        let tag = match result {
+            Processed::Forward { tag, .. }
+            | Processed::Deliver { tag, .. }
+            | Processed::DeliverReply { tag, .. } => tag,
+        };
+        *out += &format!("hop {} replay tag: {}\n", i + 1, hex(&tag.0));
+        *out += &format!(
+            "hop {} output blake3: {}\n",
+            i + 1,
+            blake3::hash(packet).to_hex()
+        );
+        last = Some(result);
+    }
+    last.unwrap()
+}
+
+/// A packet vector: `hops` relays, the packet in full or as a hash, what each hop sees.
+fn packet_vector(hops: u8, seed: [u8; 32], full: bool) -> String {
     let epoch = Epoch(1000);
     let mut out = String::new();
-    let mut relays = Vec::new();
-    for i in 1..=3u8 {
-        let key = EpochKey::from_secret(epoch, [i; 32]);
-        out += &format!("relay {i} id: {}\n", hex(&[i; 16]));
-        out += &format!("relay {i} secret: {}\n", hex(&[i; 32]));
-        out += &format!("relay {i} public: {}\n", hex(&key.public_key()));
-        relays.push((
-            NodeId([i; 16]),
-            NodeKeys {
-                current: key,
-                previous: None,
-            },
-        ));
-    }
-    let route: Vec<Hop> = relays
-        .iter()
-        .enumerate()
-        .map(|(i, (id, keys))| Hop {
-            node: *id,
-            public_key: keys.current.public_key(),
-            delay: DelayMs(100 * (i as u32 + 1)),
-        })
-        .collect();
-    let seed = [0x42; 32];
+    let (keys, route) = relays(epoch, hops, &mut out);
     let message = b"PhantomBand PB-Sphinx v1 test vector";
     let mailbox = MailboxId([0xab; 16]);
     out += &format!(
@@ -49,24 +69,44 @@ fn vector_1() -> String {
     );
     let mut packet = [0u8; PACKET_LEN];
     create_packet(&mut packet, epoch, &route, mailbox, message, &seed).unwrap();
-    for (i, chunk) in packet.chunks(64).enumerate() {
-        out += &format!("packet[{:04}]: {}\n", i * 64, hex(chunk));
+    if full {
+        for (i, chunk) in packet.chunks(64).enumerate() {
+            out += &format!("packet[{:04}]: {}\n", i * 64, hex(chunk));
+        }
+    } else {
+        out += &format!("packet blake3: {}\n", blake3::hash(&packet).to_hex());
     }
-    let mut filter = MemoryReplayFilter::default();
-    for (i, (_, keys)) in relays.iter().enumerate() {
-        let result = process(&mut packet, keys, &mut filter).unwrap();
-        let tag = match result {
-            Processed::Forward { tag, .. }
-            | Processed::Deliver { tag, .. }
-            | Processed::DeliverReply { tag, .. } => tag,
-        };
-        out += &format!("hop {} replay tag: {}\n", i + 1, hex(&tag.0));
-        out += &format!(
-            "hop {} output blake3: {}\n",
-            i + 1,
-            blake3::hash(&packet).to_hex()
-        );
+    walk(&mut packet, &keys, &mut out);
+    out
+}
+
+/// A SURB vector: three relays back to a mailbox, the SURB, a reply through it, the opening.
+fn surb_vector() -> String {
+    let epoch = Epoch(1000);
+    let mut out = String::new();
+    let (keys, route) = relays(epoch, 3, &mut out);
+    let seed = [0x53; 32];
+    let id = SurbId([0x5b; 16]);
+    let mailbox = MailboxId([0xcd; 16]);
+    out += &format!(
+        "epoch: {}\nseed: {}\nsurb id: {}\nmailbox: {}\n",
+        epoch.0,
+        hex(&seed),
+        hex(&id.0),
+        hex(&mailbox.0)
+    );
+    let (surb, secrets) = create_surb(epoch, &route, mailbox, id, &seed).unwrap();
+    for (i, chunk) in surb.to_bytes().chunks(64).enumerate() {
+        out += &format!("surb[{:04}]: {}\n", i * 64, hex(chunk));
     }
+    let reply = b"a reply through a single-use reply block";
+    out += &format!("reply: {}\n", hex(reply));
+    let mut packet = [0u8; PACKET_LEN];
+    surb.into_reply(&mut packet, reply).unwrap();
+    out += &format!("reply packet blake3: {}\n", blake3::hash(&packet).to_hex());
+    walk(&mut packet, &keys, &mut out);
+    let opened = secrets.open_reply(payload_mut(&mut packet)).unwrap();
+    out += &format!("opened: {}\n", hex(&opened[..reply.len()]));
     out
 }
 
@@ -81,16 +121,25 @@ fn spec_block(name: &str) -> String {
 }
 
 #[test]
-fn spec_vector_1_matches() {
-    let computed = vector_1();
+fn spec_vectors_match() {
+    let vectors = [
+        ("1", packet_vector(3, [0x42; 32], true)),
+        ("2", packet_vector(1, [0x21; 32], false)),
+        ("3", packet_vector(5, [0x55; 32], false)),
+        ("4", surb_vector()),
+    ];
     if std::env::var("PB_PRINT_VECTORS").is_ok() {
-        println!("{computed}");
+        for (name, computed) in &vectors {
+            println!("```vector {name}\n{computed}```\n");
+        }
     }
-    assert_eq!(
-        spec_block("1"),
-        computed,
-        "docs/spec/packet-format.md vector 1 differs from the code"
-    );
+    for (name, computed) in vectors {
+        assert_eq!(
+            spec_block(name),
+            computed,
+            "docs/spec/packet-format.md vector {name} differs from the code"
+        );
+    }
 }
 
 /// With PB_WRITE_CORPUS=DIR, writes the fuzz seed corpus: valid packets for relay 1 (three
