@@ -27,6 +27,17 @@ pub struct ReplayTag(pub [u8; 16]);
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub(crate) struct LionessKeys(pub(crate) [[u8; 32]; 4]);
 
+/// Fills `out` from blake3 in derive-key mode (`context`, `secret`), then clears the hasher's
+/// buffer and the reader's block, which both hold `secret`.
+fn derive_xof(context: &str, secret: &[u8], out: &mut [u8]) {
+    let mut hasher = blake3::Hasher::new_derive_key(context);
+    hasher.update(secret);
+    let mut reader = hasher.finalize_xof();
+    reader.fill(out);
+    reader.zeroize();
+    hasher.zeroize();
+}
+
 /// blake3 derive-key context of a SURB's payload key schedule.
 pub(crate) const CONTEXT_SURB_PAYLOAD: &str = "PhantomBand PB-Sphinx v1 SURB payload keys";
 
@@ -34,12 +45,7 @@ impl LionessKeys {
     /// The four subkeys expanded from one 32-byte key.
     pub(crate) fn expand(key: &[u8; 32]) -> Self {
         let mut out = [0u8; 128];
-        let mut hasher = blake3::Hasher::new_derive_key(CONTEXT_SURB_PAYLOAD);
-        hasher.update(key);
-        let mut reader = hasher.finalize_xof();
-        reader.fill(&mut out);
-        reader.zeroize();
-        hasher.zeroize();
+        derive_xof(CONTEXT_SURB_PAYLOAD, key, &mut out);
         let keys = LionessKeys(core::array::from_fn(|i| {
             let mut k = [0u8; 32];
             k.copy_from_slice(&out[i * 32..i * 32 + 32]);
@@ -65,13 +71,7 @@ impl HopKeys {
     /// Derives the keys from the shared secret `s` (one blake3 XOF read of 256 bytes).
     pub(crate) fn derive(shared: &[u8; 32]) -> Self {
         let mut out = [0u8; 256];
-        let mut hasher = blake3::Hasher::new_derive_key(CONTEXT_HOP_KEYS);
-        hasher.update(shared);
-        let mut reader = hasher.finalize_xof();
-        reader.fill(&mut out);
-        // The hasher's buffer and the reader's block hold the shared secret.
-        reader.zeroize();
-        hasher.zeroize();
+        derive_xof(CONTEXT_HOP_KEYS, shared, &mut out);
         let take = |at: usize| -> [u8; 32] {
             let mut k = [0u8; 32];
             k.copy_from_slice(&out[at..at + 32]);
