@@ -62,26 +62,29 @@ fn build_header(
 
     // Shared secrets s_i = b_{i-1}···b_0·x·P_i; group elements α_0 = x·G, α_{i+1} = b_i·α_i.
     // Every secret intermediate lives in a `Zeroizing` so no copy outlives this function.
+    // Points stay in Edwards form between multiplications; only their u-coordinates (what
+    // X25519 would output) are hashed or sent.
     let x = Zeroizing::new(rng.key());
+    let mut alpha_point = crypto::base_point_mul(&x);
     let mut alphas = [[0u8; 32]; MAX_HOPS];
-    alphas[0] = crypto::x25519_base(&x);
+    alphas[0] = crypto::u_of(&alpha_point);
     let mut keys: [Option<HopKeys>; MAX_HOPS] = Default::default();
     let mut blindings = Zeroizing::new([[0u8; 32]; MAX_HOPS]);
     for (i, hop) in route.iter().enumerate() {
-        let mut s = Zeroizing::new(
-            crypto::x25519(&x, &hop.public_key).ok_or(CreateError::BadPublicKey(i))?,
-        );
+        let public = crypto::decode_point(&hop.public_key).ok_or(CreateError::BadPublicKey(i))?;
+        let mut point = crypto::point_mul(&public, &x);
         for b in &blindings[..i] {
-            *s = crypto::x25519(b, &s).ok_or(CreateError::BadPublicKey(i))?;
+            point = crypto::point_mul(&point, b);
         }
+        let s = Zeroizing::new(crypto::u_of(&point));
         if *s == [0u8; 32] {
             return Err(CreateError::BadPublicKey(i));
         }
         let k = HopKeys::derive(&s);
         blindings[i] = k.blinding;
         if i + 1 < n {
-            alphas[i + 1] =
-                crypto::x25519(&k.blinding, &alphas[i]).ok_or(CreateError::BadPublicKey(i))?;
+            alpha_point = crypto::point_mul(&alpha_point, &k.blinding);
+            alphas[i + 1] = crypto::u_of(&alpha_point);
         }
         keys[i] = Some(k);
     }

@@ -208,19 +208,34 @@ fn is_canonical(u: &[u8; 32]) -> bool {
 /// fallback; it is about twice as fast as the serial Montgomery ladder and constant-time
 /// either way.
 pub(crate) fn mul(point: &EdwardsPoint, scalar: &[u8; 32]) -> [u8; 32] {
-    point.mul_clamped(*scalar).to_montgomery().to_bytes()
+    u_of(&point_mul(point, scalar))
 }
 
-/// X25519 for a u-coordinate; `None` when it is not on the curve.
+/// `[clamp(scalar)]·P`, kept in Edwards form for further multiplications.
+pub(crate) fn point_mul(point: &EdwardsPoint, scalar: &[u8; 32]) -> EdwardsPoint {
+    point.mul_clamped(*scalar)
+}
+
+/// `[clamp(scalar)]·G` in Edwards form (precomputed tables).
+pub(crate) fn base_point_mul(scalar: &[u8; 32]) -> EdwardsPoint {
+    EdwardsPoint::mul_base_clamped(*scalar)
+}
+
+/// The u-coordinate (X25519 encoding) of a point.
+pub(crate) fn u_of(point: &EdwardsPoint) -> [u8; 32] {
+    point.to_montgomery().to_bytes()
+}
+
+/// X25519 for a u-coordinate; `None` when it is not on the curve. (Tests compare it with
+/// RFC 7748; the packet code works on decoded points.)
+#[cfg(test)]
 pub(crate) fn x25519(scalar: &[u8; 32], u: &[u8; 32]) -> Option<[u8; 32]> {
     decode_point(u).map(|p| mul(&p, scalar))
 }
 
 /// X25519 with the base point (precomputed tables).
 pub(crate) fn x25519_base(scalar: &[u8; 32]) -> [u8; 32] {
-    EdwardsPoint::mul_base_clamped(*scalar)
-        .to_montgomery()
-        .to_bytes()
+    u_of(&base_point_mul(scalar))
 }
 
 /// Deterministic randomness for building one packet, expanded from a caller's 32-byte seed.
