@@ -295,6 +295,14 @@ impl AfXdpIo {
             })
     }
 
+    /// Whether `ip` is this socket's address for its family.
+    fn is_local(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => self.v4 == Some(v4),
+            IpAddr::V6(v6) => self.v6 == Some(v6),
+        }
+    }
+
     fn local_ip_for(&self, peer: IpAddr) -> Option<IpAddr> {
         match peer {
             IpAddr::V4(_) => self.v4.map(IpAddr::V4),
@@ -508,6 +516,10 @@ impl PacketIo for AfXdpIo {
             // SAFETY: the frame was just handed over by the RX ring and is user-owned.
             let data = unsafe { self.umem.data(&self.frames[index]) }.contents();
             match wire::parse(data, self.port, self.packet_len) {
+                Ok(d) if !self.is_local(d.dst.ip()) => {
+                    self.stats.rx_dropped_not_local += 1;
+                    self.free.push(FrameId(index as u32));
+                }
                 Ok(d) => {
                     out.push(Packet {
                         owner: self.owner,

@@ -91,6 +91,9 @@ pub struct IoStats {
     pub rx_packets: u64,
     /// Frames received that were not well-formed PhantomBand datagrams (dropped).
     pub rx_dropped_malformed: u64,
+    /// Datagrams addressed to an IP that is not this interface's (a bridge or promiscuous
+    /// NIC passes such frames up; AF_XDP only): dropped.
+    pub rx_dropped_not_local: u64,
     /// Packets queued to the kernel for transmission.
     pub tx_packets: u64,
     /// Packets dropped on send because no next-hop MAC was known yet (AF_XDP only).

@@ -83,6 +83,7 @@ fn afxdp_receives_transmits_and_leaves_other_traffic_alone() {
     );
 
     ping_still_works(&bed);
+    datagrams_for_other_addresses_are_not_taken(&bed, &mut socket);
     other_ports_reach_the_kernel(&bed);
     wrong_size_is_dropped_and_counted(&bed, &program, &mut socket);
     transmit_reaches_ordinary_sockets(&bed, &mut socket, bed.link.b_v4.into());
@@ -334,4 +335,53 @@ fn transmit_reaches_ordinary_sockets(bed: &TwoNode, socket: &mut AfXdpIo, to_ip:
         );
     });
     assert_eq!(socket.stats().tx_dropped_no_neighbour, 0);
+}
+
+/// A right-size datagram to our MAC but another IP (what a bridge or promiscuous NIC would
+/// pass up) reaches the socket through XDP but is dropped and counted, not handed up.
+fn datagrams_for_other_addresses_are_not_taken(bed: &TwoNode, socket: &mut AfXdpIo) {
+    let other = "198.18.0.77";
+    let mac = bed
+        .link
+        .a_mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    bed.b
+        .run(&[
+            "neigh",
+            "replace",
+            other,
+            "lladdr",
+            &mac,
+            "dev",
+            &bed.link.b_if,
+        ])
+        .unwrap();
+    let before = socket.stats();
+    let to: SocketAddr = format!("{other}:{PORT}").parse().unwrap();
+    bed.b
+        .in_netns(|| {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            for seq in 0..10 {
+                s.send_to(&payload(seq, LEN), to).unwrap();
+            }
+        })
+        .unwrap();
+    let mut batch = Vec::new();
+    let start = Instant::now();
+    while socket.stats().rx_dropped_not_local - before.rx_dropped_not_local < 10
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        socket
+            .recv(&mut batch, 64, Duration::from_millis(50))
+            .unwrap();
+        assert!(batch.is_empty(), "a datagram for {other} was handed up");
+    }
+    assert_eq!(
+        socket.stats().rx_dropped_not_local - before.rx_dropped_not_local,
+        10
+    );
+    assert_eq!(socket.stats().rx_packets, before.rx_packets);
 }
