@@ -160,6 +160,27 @@ fn build_header(
     })
 }
 
+fn check_message(message: &[u8]) -> Result<(), CreateError> {
+    if message.len() > MESSAGE_LEN {
+        return Err(CreateError::MessageTooLong(message.len()));
+    }
+    Ok(())
+}
+
+/// Writes `header` and the plaintext payload (zero tag, `message`, zero padding) into `out` and
+/// returns the payload area, ready for its Lioness layers. `message` fits (checked).
+fn lay_out<'a>(
+    out: &'a mut [u8; PACKET_LEN],
+    header: &[u8; HEADER_LEN],
+    message: &[u8],
+) -> &'a mut [u8] {
+    out.fill(0);
+    out[..HEADER_LEN].copy_from_slice(header);
+    let payload = &mut out[PAYLOAD_AT..];
+    payload[PAYLOAD_TAG_LEN..PAYLOAD_TAG_LEN + message.len()].copy_from_slice(message);
+    payload
+}
+
 /// Builds a packet that travels `route` and is delivered by its last hop to `mailbox`, carrying
 /// `message` (zero-padded to [`MESSAGE_LEN`]). Returns the first hop to send it to.
 pub fn create_packet(
@@ -170,9 +191,7 @@ pub fn create_packet(
     message: &[u8],
     seed: &[u8; 32],
 ) -> Result<NodeId, CreateError> {
-    if message.len() > MESSAGE_LEN {
-        return Err(CreateError::MessageTooLong(message.len()));
-    }
+    check_message(message)?;
     let mut rng = SeedStream::new(seed);
     let last_delay = route.last().map(|h| h.delay).unwrap_or_default();
     let built = build_header(
@@ -184,10 +203,7 @@ pub fn create_packet(
         },
         &mut rng,
     )?;
-    out.fill(0);
-    out[..HEADER_LEN].copy_from_slice(&built.header);
-    let payload = &mut out[PAYLOAD_AT..];
-    payload[PAYLOAD_TAG_LEN..PAYLOAD_TAG_LEN + message.len()].copy_from_slice(message);
+    let payload = lay_out(out, &built.header, message);
     for keys in built.hop_payload_keys.iter().rev().flatten() {
         crypto::lioness_encrypt(keys, payload);
     }
@@ -338,13 +354,8 @@ impl Surb {
         out: &mut [u8; PACKET_LEN],
         message: &[u8],
     ) -> Result<NodeId, CreateError> {
-        if message.len() > MESSAGE_LEN {
-            return Err(CreateError::MessageTooLong(message.len()));
-        }
-        out.fill(0);
-        out[..HEADER_LEN].copy_from_slice(&self.header);
-        let payload = &mut out[PAYLOAD_AT..];
-        payload[PAYLOAD_TAG_LEN..PAYLOAD_TAG_LEN + message.len()].copy_from_slice(message);
+        check_message(message)?;
+        let payload = lay_out(out, &self.header, message);
         crypto::lioness_encrypt(&LionessKeys::expand(&self.key), payload);
         Ok(self.first_hop)
     }
