@@ -47,6 +47,7 @@ test-host:
 test-aarch64:
 	$(AARCH64_ENV) cargo test --locked -p pb-xdp-common --target $(AARCH64)
 	$(AARCH64_ENV) cargo test --locked -p pb-sphinx --target $(AARCH64) --lib --test roundtrip --test vectors
+	$(AARCH64_ENV) cargo test --locked -p pb-lanes --target $(AARCH64)
 
 # Every fuzz target for FUZZ_SECONDS from the committed seed corpus; new inputs go to a
 # scratch directory so the tree stays clean. A crash fails the run (artifacts/ keeps it).

@@ -193,7 +193,7 @@ pub(crate) fn decode_point(u: &[u8; 32]) -> Option<EdwardsPoint> {
 }
 
 /// Whether `u` is the canonical little-endian encoding of a field element (< 2^255 − 19).
-fn is_canonical(u: &[u8; 32]) -> bool {
+pub(crate) fn is_canonical(u: &[u8; 32]) -> bool {
     if u[31] & 0x80 != 0 {
         return false;
     }

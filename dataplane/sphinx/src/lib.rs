@@ -9,8 +9,11 @@
 //!
 //! What it does not: I/O, clocks or OS randomness (randomness comes in as a seed), delaying,
 //! and a relay-grade replay filter (it defines the [`ReplayFilter`] trait; the dataplane
-//! provides a bounded lock-free one). SIMD batch X25519 is not in yet: [`process_batch`]
-//! runs the portable path on every target.
+//! provides a bounded lock-free one).
+//!
+//! [`process_batch`] runs the X25519 work of four packets at a time in AVX2 lanes where the
+//! CPU has them (crate `pb-lanes`, the only PhantomBand crate with SIMD `unsafe`); this crate
+//! itself has no `unsafe`.
 #![forbid(unsafe_code)]
 
 mod create;
