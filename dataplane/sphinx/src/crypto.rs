@@ -12,10 +12,13 @@ use curve25519_dalek::{edwards::EdwardsPoint, montgomery::MontgomeryPoint};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::format::{BETA_LEN, BLOCK_LEN, MAC_LEN, PREFIX_LEN};
+use crate::format::{Format, MAC_LEN, PREFIX_LEN};
 
-/// blake3 derive-key context of the per-hop key schedule.
+/// blake3 derive-key context of the per-hop key schedule (v1).
 pub(crate) const CONTEXT_HOP_KEYS: &str = "PhantomBand PB-Sphinx v1 hop keys";
+/// blake3 derive-key context of the per-hop key schedule (v2), so that no key is shared
+/// between the formats.
+pub(crate) const CONTEXT_HOP_KEYS_V2: &str = "PhantomBand PB-Sphinx v2 hop keys";
 /// blake3 derive-key context of the randomness a packet is made from.
 pub(crate) const CONTEXT_PACKET_RANDOMNESS: &str = "PhantomBand PB-Sphinx v1 packet randomness";
 
@@ -68,10 +71,15 @@ pub(crate) struct HopKeys {
 }
 
 impl HopKeys {
-    /// Derives the keys from the shared secret `s` (one blake3 XOF read of 256 bytes).
-    pub(crate) fn derive(shared: &[u8; 32]) -> Self {
+    /// Derives the keys from the shared secret `s` (one blake3 XOF read of 256 bytes). v2
+    /// has no blinding; its `blinding` bytes are derived but unused.
+    pub(crate) fn derive(format: Format, shared: &[u8; 32]) -> Self {
+        let context = match format {
+            Format::V1 => CONTEXT_HOP_KEYS,
+            Format::V2 => CONTEXT_HOP_KEYS_V2,
+        };
         let mut out = [0u8; 256];
-        derive_xof(CONTEXT_HOP_KEYS, shared, &mut out);
+        derive_xof(context, shared, &mut out);
         let take = |at: usize| -> [u8; 32] {
             let mut k = [0u8; 32];
             k.copy_from_slice(&out[at..at + 32]);
@@ -118,11 +126,11 @@ pub(crate) fn mac_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
-/// The header stream ρ: ChaCha20 keystream under `key`, nonce zero, of β plus one block.
-pub(crate) fn header_stream(key: &[u8; 32]) -> [u8; BETA_LEN + BLOCK_LEN] {
-    let mut stream = [0u8; BETA_LEN + BLOCK_LEN];
-    xor_stream(key, &mut stream);
-    stream
+/// The header stream ρ: ChaCha20 keystream under `key`, nonce zero, filling `out` (β plus one
+/// block of the packet's format).
+pub(crate) fn header_stream(key: &[u8; 32], out: &mut [u8]) {
+    out.fill(0);
+    xor_stream(key, out);
 }
 
 /// XORs the ChaCha20 keystream (nonce zero) under `key` into `data`.
@@ -303,7 +311,7 @@ mod tests {
 
     #[test]
     fn hop_keys_are_distinct() {
-        let k = HopKeys::derive(&[5; 32]);
+        let k = HopKeys::derive(Format::V1, &[5; 32]);
         let all = [
             k.mac,
             k.stream,
@@ -318,7 +326,11 @@ mod tests {
                 assert_ne!(all[i], all[j]);
             }
         }
-        assert_ne!(HopKeys::derive(&[6; 32]).tag, k.tag);
+        assert_ne!(HopKeys::derive(Format::V1, &[6; 32]).tag, k.tag);
+        // The formats never share a key.
+        let v2 = HopKeys::derive(Format::V2, &[5; 32]);
+        assert_ne!(v2.mac, k.mac);
+        assert_ne!(v2.tag, k.tag);
     }
 
     #[test]

@@ -4,18 +4,14 @@
 /// Every packet on every link is exactly this many bytes: the largest UDP payload that fits a
 /// 1500-byte-MTU IPv6 path without fragmentation.
 pub const PACKET_LEN: usize = 1452;
-/// Format version carried in byte 0.
-pub const VERSION: u8 = 1;
 /// The most hops a header can route through.
 pub const MAX_HOPS: usize = 5;
-/// Bytes of one routing command block.
-pub const BLOCK_LEN: usize = 40;
-/// Bytes of the routing information β.
-pub const BETA_LEN: usize = MAX_HOPS * BLOCK_LEN;
 /// Bytes of the header MAC γ.
 pub const MAC_LEN: usize = 16;
 /// Bytes of the group element α (an X25519 u-coordinate).
 pub const ALPHA_LEN: usize = 32;
+/// Bytes of an encoded routing command (the first part of every routing block).
+pub const COMMAND_LEN: usize = 40;
 
 /// Offset of the version byte.
 pub const VERSION_AT: usize = 0;
@@ -25,22 +21,121 @@ pub const EPOCH_AT: usize = 1;
 pub const ALPHA_AT: usize = 5;
 /// Offset of β.
 pub const BETA_AT: usize = ALPHA_AT + ALPHA_LEN;
-/// Offset of γ.
-pub const GAMMA_AT: usize = BETA_AT + BETA_LEN;
-/// Bytes of the header (version, epoch, α, β, γ).
-pub const HEADER_LEN: usize = GAMMA_AT + MAC_LEN;
-/// Offset of the payload δ.
-pub const PAYLOAD_AT: usize = HEADER_LEN;
-/// Bytes of the payload δ.
-pub const PAYLOAD_LEN: usize = PACKET_LEN - HEADER_LEN;
 /// Zero bytes at the front of every plaintext payload; the final hop (or the SURB's owner)
 /// checks them, so any change to the payload anywhere on the path is detected.
 pub const PAYLOAD_TAG_LEN: usize = 16;
-/// The most message bytes one packet carries.
-pub const MESSAGE_LEN: usize = PAYLOAD_LEN - PAYLOAD_TAG_LEN;
+
+/// The two header formats. Both make packets of [`PACKET_LEN`] bytes; byte 0 says which.
+///
+/// - [`Format::V1`], Sphinx proper: one α that each hop blinds, so a hop does two X25519
+///   operations (the shared secret, then the blinded α for the next hop).
+/// - [`Format::V2`], a KEM-style header (as in Outfox): every hop's routing block carries the
+///   next hop's own α, so a hop does one X25519 operation; the price is 32 more bytes of
+///   header per hop and 160 fewer payload bytes.
+///
+/// The version byte is visible on the wire, so a network runs one format: mixing them would
+/// split the anonymity set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// Sphinx with per-hop blinding (version 1).
+    V1,
+    /// KEM-style header, one X25519 per hop (version 2).
+    V2,
+}
+
+impl Format {
+    /// Both formats.
+    pub const ALL: [Format; 2] = [Format::V1, Format::V2];
+
+    /// The version byte.
+    pub const fn version(self) -> u8 {
+        match self {
+            Format::V1 => 1,
+            Format::V2 => 2,
+        }
+    }
+
+    /// The format a version byte names.
+    pub const fn from_version(version: u8) -> Option<Self> {
+        match version {
+            1 => Some(Format::V1),
+            2 => Some(Format::V2),
+            _ => None,
+        }
+    }
+
+    /// Bytes of one routing block: the command, and in v2 the next hop's α.
+    pub const fn block_len(self) -> usize {
+        match self {
+            Format::V1 => COMMAND_LEN,
+            Format::V2 => COMMAND_LEN + ALPHA_LEN,
+        }
+    }
+
+    /// Bytes of the routing information β.
+    pub const fn beta_len(self) -> usize {
+        MAX_HOPS * self.block_len()
+    }
+
+    /// Offset of γ.
+    pub const fn gamma_at(self) -> usize {
+        BETA_AT + self.beta_len()
+    }
+
+    /// Bytes of the header (version, epoch, α, β, γ).
+    pub const fn header_len(self) -> usize {
+        self.gamma_at() + MAC_LEN
+    }
+
+    /// Offset of the payload δ.
+    pub const fn payload_at(self) -> usize {
+        self.header_len()
+    }
+
+    /// Bytes of the payload δ.
+    pub const fn payload_len(self) -> usize {
+        PACKET_LEN - self.header_len()
+    }
+
+    /// The most message bytes one packet carries.
+    pub const fn message_len(self) -> usize {
+        self.payload_len() - PAYLOAD_TAG_LEN
+    }
+
+    /// Bytes of a serialized SURB: first hop (16), header, payload key (32).
+    pub const fn surb_len(self) -> usize {
+        16 + self.header_len() + 32
+    }
+}
+
+/// Version 1's version byte.
+pub const VERSION: u8 = Format::V1.version();
+/// Bytes of one v1 routing command block.
+pub const BLOCK_LEN: usize = Format::V1.block_len();
+/// Bytes of v1's routing information β.
+pub const BETA_LEN: usize = Format::V1.beta_len();
+/// Offset of γ in v1.
+pub const GAMMA_AT: usize = Format::V1.gamma_at();
+/// Bytes of a v1 header.
+pub const HEADER_LEN: usize = Format::V1.header_len();
+/// Offset of the payload in v1.
+pub const PAYLOAD_AT: usize = Format::V1.payload_at();
+/// Bytes of a v1 payload.
+pub const PAYLOAD_LEN: usize = Format::V1.payload_len();
+/// The most message bytes one v1 packet carries.
+pub const MESSAGE_LEN: usize = Format::V1.message_len();
+
+/// The largest routing block of any format (buffers are sized for it).
+pub(crate) const BLOCK_MAX: usize = Format::V2.block_len();
+/// The largest β of any format.
+pub(crate) const BETA_MAX: usize = Format::V2.beta_len();
+/// The largest header of any format.
+pub const HEADER_MAX: usize = Format::V2.header_len();
 
 // A packet always fits one UDP datagram on a 1500-byte-MTU IPv6 path.
 const _: () = assert!(PACKET_LEN <= 1500 - 40 - 8);
+// v2 is the larger header.
+const _: () = assert!(Format::V2.header_len() >= Format::V1.header_len());
 
 /// Bytes of the header prefix (version and epoch) that every hop's MAC also covers.
 pub const PREFIX_LEN: usize = ALPHA_AT;
@@ -91,8 +186,8 @@ pub(crate) enum Command {
 
 impl Command {
     /// The 40-byte block: command, delay (u32 BE), address (16), MAC or SURB id (16), zero (3).
-    pub(crate) fn encode(&self) -> [u8; BLOCK_LEN] {
-        let mut b = [0u8; BLOCK_LEN];
+    pub(crate) fn encode(&self) -> [u8; COMMAND_LEN] {
+        let mut b = [0u8; COMMAND_LEN];
         let (cmd, delay, address, tail) = match *self {
             Command::Forward { next, delay, mac } => (CMD_FORWARD, delay, next.0, mac),
             Command::Deliver { mailbox, delay } => (CMD_DELIVER, delay, mailbox.0, [0; 16]),
@@ -110,7 +205,7 @@ impl Command {
     }
 
     /// Decodes a block; `None` for an unknown command or non-zero reserved bytes.
-    pub(crate) fn decode(b: &[u8; BLOCK_LEN]) -> Option<Self> {
+    pub(crate) fn decode(b: &[u8; COMMAND_LEN]) -> Option<Self> {
         if b[37..] != [0u8; 3] {
             return None;
         }

@@ -1,5 +1,8 @@
 //! PB-Sphinx: the fixed-size packet every PhantomBand link carries (docs/spec/packet-format.md).
 //!
+//! Two header formats ([`Format`]): v1, Sphinx with per-hop blinding (two X25519 per hop),
+//! and v2, a KEM-style header (one X25519 per hop, 160 fewer payload bytes).
+//!
 //! What it does: builds packets for a route of up to five relays ([`create_packet`]) and
 //! single-use reply blocks ([`create_surb`], [`Surb::into_reply`], [`SurbSecrets::open_reply`]);
 //! processes a packet at a relay in place on the caller's buffer ([`process`],
@@ -22,13 +25,14 @@ mod format;
 mod process;
 
 pub use create::{
-    CreateError, Hop, SURB_LEN, Surb, SurbError, SurbSecrets, create_packet, create_surb,
+    CreateError, Hop, SURB_LEN, SURB_MAX, Surb, SurbBytes, SurbError, SurbSecrets, create_packet,
+    create_packet_with, create_surb, create_surb_with,
 };
 pub use crypto::ReplayTag;
 pub use format::{
-    ALPHA_AT, BETA_AT, BETA_LEN, BLOCK_LEN, DelayMs, EPOCH_AT, Epoch, GAMMA_AT, HEADER_LEN,
-    MAC_LEN, MAX_HOPS, MESSAGE_LEN, MailboxId, NodeId, PACKET_LEN, PAYLOAD_AT, PAYLOAD_LEN,
-    PAYLOAD_TAG_LEN, SurbId, VERSION,
+    ALPHA_AT, ALPHA_LEN, BETA_AT, BETA_LEN, BLOCK_LEN, COMMAND_LEN, DelayMs, EPOCH_AT, Epoch,
+    Format, GAMMA_AT, HEADER_LEN, HEADER_MAX, MAC_LEN, MAX_HOPS, MESSAGE_LEN, MailboxId, NodeId,
+    PACKET_LEN, PAYLOAD_AT, PAYLOAD_LEN, PAYLOAD_TAG_LEN, SurbId, VERSION,
 };
 pub use process::{
     DropReason, EpochKey, MemoryReplayFilter, NodeKeys, Processed, ReplayFilter, message,

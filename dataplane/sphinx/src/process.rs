@@ -7,9 +7,9 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 use crate::{
     crypto::{self, HopKeys, ReplayTag},
     format::{
-        ALPHA_AT, BETA_AT, BETA_LEN, BLOCK_LEN, Command, DelayMs, EPOCH_AT, Epoch, GAMMA_AT,
-        MAC_LEN, MailboxId, NodeId, PACKET_LEN, PAYLOAD_AT, PAYLOAD_TAG_LEN, PREFIX_LEN, SurbId,
-        VERSION, VERSION_AT,
+        ALPHA_AT, ALPHA_LEN, BETA_AT, BETA_MAX, BLOCK_MAX, COMMAND_LEN, Command, DelayMs, EPOCH_AT,
+        Epoch, Format, MAC_LEN, MailboxId, NodeId, PACKET_LEN, PAYLOAD_TAG_LEN, PREFIX_LEN, SurbId,
+        VERSION_AT,
     },
 };
 
@@ -175,17 +175,15 @@ impl ReplayFilter for MemoryReplayFilter {
     }
 }
 
+/// What the header says before any cryptography: format, epoch, the key for it, and α.
+type Precheck<'k> = (Format, Epoch, &'k EpochKey, [u8; 32]);
+
 /// The header fields read before any cryptography: checks length, version and epoch.
-fn precheck<'k>(
-    packet: &[u8],
-    keys: &'k NodeKeys,
-) -> Result<(Epoch, &'k EpochKey, [u8; 32]), DropReason> {
+fn precheck<'k>(packet: &[u8], keys: &'k NodeKeys) -> Result<Precheck<'k>, DropReason> {
     if packet.len() != PACKET_LEN {
         return Err(DropReason::WrongLength);
     }
-    if packet[VERSION_AT] != VERSION {
-        return Err(DropReason::UnknownVersion);
-    }
+    let format = Format::from_version(packet[VERSION_AT]).ok_or(DropReason::UnknownVersion)?;
     let epoch = Epoch(u32::from_be_bytes([
         packet[EPOCH_AT],
         packet[EPOCH_AT + 1],
@@ -195,7 +193,7 @@ fn precheck<'k>(
     let key = keys.for_epoch(epoch)?;
     let mut alpha = [0u8; 32];
     alpha.copy_from_slice(&packet[ALPHA_AT..BETA_AT]);
-    Ok((epoch, key, alpha))
+    Ok((format, epoch, key, alpha))
 }
 
 /// Processes one packet in place with this relay's `keys`, consulting and updating `replay`.
@@ -208,14 +206,14 @@ pub fn process(
     keys: &NodeKeys,
     replay: &mut impl ReplayFilter,
 ) -> Result<Processed, DropReason> {
-    let (epoch, key, alpha) = precheck(packet, keys)?;
+    let (format, epoch, key, alpha) = precheck(packet, keys)?;
     let point = crypto::decode_point(&alpha).ok_or(DropReason::InvalidElement)?;
     let mut shared = crypto::mul(&point, &key.secret);
-    let mut blinding = Zeroizing::new([0u8; 32]);
-    let result = finish(packet, epoch, &shared, replay, &mut blinding);
+    let mut blinding = Blinding::default();
+    let result = finish(format, packet, epoch, &shared, replay, &mut blinding);
     shared.zeroize();
-    if let Ok(Processed::Forward { .. }) = result {
-        packet[ALPHA_AT..BETA_AT].copy_from_slice(&crypto::mul(&point, &blinding));
+    if blinding.needed {
+        packet[ALPHA_AT..BETA_AT].copy_from_slice(&crypto::mul(&point, &blinding.scalar));
     }
     result
 }
@@ -270,25 +268,25 @@ fn chunk_portable(
     results: &mut [Result<Processed, DropReason>],
 ) {
     let mut shared = Zeroizing::new([[0u8; 32]; CHUNK]);
-    let mut pre: [Option<(Epoch, EdwardsPoint)>; CHUNK] = [None; CHUNK];
+    let mut pre: [Option<(Format, Epoch, EdwardsPoint)>; CHUNK] = [None; CHUNK];
     for (i, packet) in packets.iter().enumerate() {
         match precheck(packet, keys) {
-            Ok((epoch, key, alpha)) => match crypto::decode_point(&alpha) {
+            Ok((format, epoch, key, alpha)) => match crypto::decode_point(&alpha) {
                 Some(point) => {
                     shared[i] = crypto::mul(&point, &key.secret);
-                    pre[i] = Some((epoch, point));
+                    pre[i] = Some((format, epoch, point));
                 }
                 None => results[i] = Err(DropReason::InvalidElement),
             },
             Err(reason) => results[i] = Err(reason),
         }
     }
-    let mut blinding = Zeroizing::new([0u8; 32]);
+    let mut blinding = Blinding::default();
     for (i, packet) in packets.iter_mut().enumerate() {
-        if let Some((epoch, point)) = pre[i] {
-            results[i] = finish(packet, epoch, &shared[i], replay, &mut blinding);
-            if let Ok(Processed::Forward { .. }) = results[i] {
-                packet[ALPHA_AT..BETA_AT].copy_from_slice(&crypto::mul(&point, &blinding));
+        if let Some((format, epoch, point)) = pre[i] {
+            results[i] = finish(format, packet, epoch, &shared[i], replay, &mut blinding);
+            if blinding.needed {
+                packet[ALPHA_AT..BETA_AT].copy_from_slice(&crypto::mul(&point, &blinding.scalar));
             }
         }
     }
@@ -307,15 +305,15 @@ fn chunk_lanes(
     // Jobs are compacted: job j belongs to packet index[j].
     let mut scalars = Zeroizing::new([[0u8; 32]; CHUNK]);
     let mut alphas = [[0u8; 32]; CHUNK];
-    let mut epochs = [Epoch(0); CHUNK];
+    let mut epochs = [(Format::V1, Epoch(0)); CHUNK];
     let mut index = [0usize; CHUNK];
     let mut jobs = 0;
     for (i, packet) in packets.iter().enumerate() {
         match precheck(packet, keys) {
-            Ok((epoch, key, alpha)) if crypto::is_canonical(&alpha) => {
+            Ok((format, epoch, key, alpha)) if crypto::is_canonical(&alpha) => {
                 scalars[jobs] = key.secret;
                 alphas[jobs] = alpha;
-                epochs[jobs] = epoch;
+                epochs[jobs] = (format, epoch);
                 index[jobs] = i;
                 jobs += 1;
             }
@@ -333,19 +331,20 @@ fn chunk_lanes(
         &mut shared[..jobs],
     );
 
-    // Blinding jobs reuse the scalar slots: forwarded packet f is packet index[forward[f]].
+    // Blinding jobs (v1 only) reuse the scalar slots: job f blinds packet forward[f].
     let mut forward = [0usize; CHUNK];
     let mut forwards = 0;
-    let mut blinding = Zeroizing::new([0u8; 32]);
+    let mut blinding = Blinding::default();
     for j in 0..jobs {
         let i = index[j];
         if !on_curve[j] {
             results[i] = Err(DropReason::InvalidElement);
             continue;
         }
-        results[i] = finish(packets[i], epochs[j], &shared[j], replay, &mut blinding);
-        if let Ok(Processed::Forward { .. }) = results[i] {
-            scalars[forwards] = *blinding;
+        let (format, epoch) = epochs[j];
+        results[i] = finish(format, packets[i], epoch, &shared[j], replay, &mut blinding);
+        if blinding.needed {
+            scalars[forwards] = blinding.scalar;
             alphas[forwards] = alphas[j];
             forward[forwards] = i;
             forwards += 1;
@@ -363,56 +362,82 @@ fn chunk_lanes(
     }
 }
 
-/// Everything after the shared secret, except writing the blinded α: on `Forward`,
-/// `blinding` receives the scalar the caller multiplies α by for the next hop.
+/// The v1 blinding a forwarded packet still needs: α times `scalar` becomes the next α.
+#[derive(Default, Zeroize, ZeroizeOnDrop)]
+struct Blinding {
+    #[zeroize(skip)]
+    needed: bool,
+    scalar: [u8; 32],
+}
+
+/// Everything after the shared secret, except the v1 blinding of α: `blinding` says whether
+/// the caller must blind α and with what.
 fn finish(
+    format: Format,
     packet: &mut [u8],
     epoch: Epoch,
     shared: &[u8; 32],
     replay: &mut impl ReplayFilter,
-    blinding: &mut [u8; 32],
+    blinding: &mut Blinding,
 ) -> Result<Processed, DropReason> {
+    blinding.needed = false;
     if shared == &[0u8; 32] {
         return Err(DropReason::InvalidElement);
     }
-    let keys = HopKeys::derive(shared);
+    let (block_len, beta_len, gamma_at) =
+        (format.block_len(), format.beta_len(), format.gamma_at());
+    let keys = HopKeys::derive(format, shared);
     let expected = crypto::header_mac(
         &keys.mac,
         &packet[..PREFIX_LEN],
         &packet[ALPHA_AT..BETA_AT],
-        &packet[BETA_AT..GAMMA_AT],
+        &packet[BETA_AT..gamma_at],
     );
-    if !crypto::mac_eq(&expected, &packet[GAMMA_AT..GAMMA_AT + MAC_LEN]) {
+    if !crypto::mac_eq(&expected, &packet[gamma_at..gamma_at + MAC_LEN]) {
         return Err(DropReason::BadMac);
     }
     if replay.check_and_insert(epoch, &keys.tag) {
         return Err(DropReason::Replay);
     }
 
-    // β ⊕ ρ, with one zero block appended: this hop's command, then the next β.
+    // β ⊕ ρ, with one zero block appended: this hop's block, then the next β.
     // The keystream links this packet's input and output β: it must not outlive the call.
-    let stream = Zeroizing::new(crypto::header_stream(&keys.stream));
-    let mut block = [0u8; BLOCK_LEN];
-    for (i, b) in block.iter_mut().enumerate() {
+    let mut stream = Zeroizing::new([0u8; BETA_MAX + BLOCK_MAX]);
+    let stream = &mut stream[..beta_len + block_len];
+    crypto::header_stream(&keys.stream, stream);
+    let mut block = Zeroizing::new([0u8; BLOCK_MAX]);
+    for (i, b) in block[..block_len].iter_mut().enumerate() {
         *b = packet[BETA_AT + i] ^ stream[i];
     }
-    let beta = &mut packet[BETA_AT..GAMMA_AT];
-    for i in 0..BETA_LEN - BLOCK_LEN {
-        beta[i] = beta[i + BLOCK_LEN] ^ stream[i + BLOCK_LEN];
+    let beta = &mut packet[BETA_AT..gamma_at];
+    for i in 0..beta_len - block_len {
+        beta[i] = beta[i + block_len] ^ stream[i + block_len];
     }
-    beta[BETA_LEN - BLOCK_LEN..].copy_from_slice(&stream[BETA_LEN..]);
-    crypto::lioness_decrypt(&keys.payload, &mut packet[PAYLOAD_AT..]);
+    beta[beta_len - block_len..].copy_from_slice(&stream[beta_len..]);
+    crypto::lioness_decrypt(&keys.payload, &mut packet[format.payload_at()..]);
 
     let tag = keys.tag;
-    match Command::decode(&block).ok_or(DropReason::BadCommand)? {
+    let mut command = [0u8; COMMAND_LEN];
+    command.copy_from_slice(&block[..COMMAND_LEN]);
+    // v2 blocks carry the next hop's α after the command; a delivering block's must be zero.
+    let next_alpha = &block[COMMAND_LEN..block_len];
+    match Command::decode(&command).ok_or(DropReason::BadCommand)? {
         Command::Forward { next, delay, mac } => {
-            blinding.copy_from_slice(&keys.blinding);
-            packet[GAMMA_AT..GAMMA_AT + MAC_LEN].copy_from_slice(&mac);
+            match format {
+                Format::V1 => {
+                    blinding.scalar.copy_from_slice(&keys.blinding);
+                    blinding.needed = true;
+                }
+                Format::V2 => packet[ALPHA_AT..ALPHA_AT + ALPHA_LEN].copy_from_slice(next_alpha),
+            }
+            packet[gamma_at..gamma_at + MAC_LEN].copy_from_slice(&mac);
             Ok(Processed::Forward { next, delay, tag })
         }
+        _ if next_alpha.iter().any(|&b| b != 0) => Err(DropReason::BadCommand),
         Command::Deliver { mailbox, delay } => {
+            let payload_at = format.payload_at();
             if !crypto::mac_eq(
-                &packet[PAYLOAD_AT..PAYLOAD_AT + PAYLOAD_TAG_LEN],
+                &packet[payload_at..payload_at + PAYLOAD_TAG_LEN],
                 &[0u8; PAYLOAD_TAG_LEN],
             ) {
                 return Err(DropReason::PayloadTampered);
@@ -436,15 +461,24 @@ fn finish(
     }
 }
 
-/// The message area of a delivered packet's payload.
+/// The message area of a delivered packet's payload (empty for an unknown version).
 pub fn message(packet: &[u8]) -> &[u8] {
-    packet.get(PAYLOAD_AT + PAYLOAD_TAG_LEN..).unwrap_or(&[])
+    match payload_at(packet) {
+        Some(at) => packet.get(at + PAYLOAD_TAG_LEN..).unwrap_or(&[]),
+        None => &[],
+    }
 }
 
-/// The payload area of a packet (what a SURB's owner opens).
+/// The payload area of a packet, what a SURB's owner opens (empty for an unknown version).
 pub fn payload_mut(packet: &mut [u8]) -> &mut [u8] {
-    match packet.get_mut(PAYLOAD_AT..) {
+    match payload_at(packet).and_then(|at| packet.get_mut(at..)) {
         Some(p) => p,
         None => &mut [],
     }
+}
+
+/// Where the payload starts, by the packet's version byte.
+fn payload_at(packet: &[u8]) -> Option<usize> {
+    let format = Format::from_version(*packet.get(VERSION_AT)?)?;
+    Some(format.payload_at())
 }

@@ -1,5 +1,5 @@
 //! Property tests: tampering is caught where the spec says, sizes never change, and batch
-//! processing equals one-at-a-time processing.
+//! processing equals one-at-a-time processing; in both formats.
 #![expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
 mod common;
@@ -8,11 +8,12 @@ use common::*;
 use pb_sphinx::*;
 use proptest::prelude::*;
 
-fn packet_for(hops: usize, seed: u8) -> ([u8; PACKET_LEN], Vec<Relay>) {
+fn packet_for(format: Format, hops: usize, seed: u8) -> ([u8; PACKET_LEN], Vec<Relay>) {
     let relays = relays(hops);
     let route = route(&relays);
     let mut packet = [0u8; PACKET_LEN];
-    create_packet(
+    create_packet_with(
+        format,
         &mut packet,
         EPOCH,
         &route,
@@ -24,13 +25,18 @@ fn packet_for(hops: usize, seed: u8) -> ([u8; PACKET_LEN], Vec<Relay>) {
     (packet, relays)
 }
 
+fn any_format() -> impl Strategy<Value = Format> {
+    prop_oneof![Just(Format::V1), Just(Format::V2)]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     /// A flipped header bit is dropped by the first hop that sees it (here, the first).
     #[test]
-    fn header_bit_flips_are_dropped_at_the_first_hop(hops in 1usize..=MAX_HOPS, bit in 0usize..HEADER_LEN * 8, seed in any::<u8>()) {
-        let (mut packet, relays) = packet_for(hops, seed);
+    fn header_bit_flips_are_dropped_at_the_first_hop(format in any_format(), hops in 1usize..=MAX_HOPS, bit in 0usize..HEADER_MAX * 8, seed in any::<u8>()) {
+        let bit = bit % (format.header_len() * 8);
+        let (mut packet, relays) = packet_for(format, hops, seed);
         packet[bit / 8] ^= 1 << (bit % 8);
         let result = process(&mut packet, &relays[0].keys, &mut MemoryReplayFilter::default());
         prop_assert!(result.is_err(), "flip of header bit {bit} passed: {result:?}");
@@ -38,8 +44,9 @@ proptest! {
 
     /// A flipped header bit after the first hop is dropped at the next hop.
     #[test]
-    fn header_bit_flips_in_flight_are_dropped_at_the_next_hop(bit in 0usize..HEADER_LEN * 8, seed in any::<u8>()) {
-        let (mut packet, relays) = packet_for(3, seed);
+    fn header_bit_flips_in_flight_are_dropped_at_the_next_hop(format in any_format(), bit in 0usize..HEADER_MAX * 8, seed in any::<u8>()) {
+        let bit = bit % (format.header_len() * 8);
+        let (mut packet, relays) = packet_for(format, 3, seed);
         let mut filter = MemoryReplayFilter::default();
         let first = process(&mut packet, &relays[0].keys, &mut filter);
         prop_assert!(matches!(first, Ok(Processed::Forward { .. })), "first hop: {:?}", first);
@@ -49,13 +56,14 @@ proptest! {
 
     /// A flipped payload bit anywhere on the path is detected at the final hop.
     #[test]
-    fn payload_bit_flips_are_detected_at_the_final_hop(hops in 1usize..=MAX_HOPS, at_hop in 0usize..MAX_HOPS, bit in 0usize..PAYLOAD_LEN * 8, seed in any::<u8>()) {
+    fn payload_bit_flips_are_detected_at_the_final_hop(format in any_format(), hops in 1usize..=MAX_HOPS, at_hop in 0usize..MAX_HOPS, bit in 0usize..PAYLOAD_LEN * 8, seed in any::<u8>()) {
         let at_hop = at_hop % hops;
-        let (mut packet, relays) = packet_for(hops, seed);
+        let bit = bit % (format.payload_len() * 8);
+        let (mut packet, relays) = packet_for(format, hops, seed);
         let mut filter = MemoryReplayFilter::default();
         for (i, relay) in relays.iter().enumerate() {
             if i == at_hop {
-                packet[PAYLOAD_AT + bit / 8] ^= 1 << (bit % 8);
+                packet[format.payload_at() + bit / 8] ^= 1 << (bit % 8);
             }
             let result = process(&mut packet, &relay.keys, &mut filter);
             if i + 1 < hops {
@@ -68,12 +76,13 @@ proptest! {
 
     /// Every hop sees, and emits, exactly one packet length.
     #[test]
-    fn packets_are_the_same_size_at_every_hop(hops in 1usize..=MAX_HOPS, len in 0usize..=MESSAGE_LEN, seed in any::<u8>()) {
+    fn packets_are_the_same_size_at_every_hop(format in any_format(), hops in 1usize..=MAX_HOPS, len in 0usize..=MESSAGE_LEN, seed in any::<u8>()) {
+        let len = len % (format.message_len() + 1);
         let relays = relays(hops);
         let route = route(&relays);
         let mut packet = vec![0u8; PACKET_LEN];
         let fixed: &mut [u8; PACKET_LEN] = (&mut packet[..]).try_into().unwrap();
-        create_packet(fixed, EPOCH, &route, MAILBOX, &test_message(len, seed), &[seed; 32]).unwrap();
+        create_packet_with(format, fixed, EPOCH, &route, MAILBOX, &test_message(len, seed), &[seed; 32]).unwrap();
         let mut filter = MemoryReplayFilter::default();
         for relay in &relays {
             prop_assert!(process(&mut packet, &relay.keys, &mut filter).is_ok());
@@ -81,7 +90,8 @@ proptest! {
         }
     }
 
-    /// Batch results equal single results, invalid packets and in-batch replays included.
+    /// Batch results equal single results, invalid packets, in-batch replays and both formats
+    /// mixed in one batch included.
     #[test]
     fn batch_equals_single(kinds in proptest::collection::vec(0u8..6, 1..40), seed in any::<u8>()) {
         let relay = relay(1, EPOCH);
@@ -93,7 +103,8 @@ proptest! {
         let mut packets: Vec<Vec<u8>> = Vec::new();
         for (i, kind) in kinds.iter().enumerate() {
             let mut p = [0u8; PACKET_LEN];
-            create_packet(&mut p, EPOCH, &route, MAILBOX, b"batch", &[seed ^ i as u8; 32]).unwrap();
+            let format = if (seed as usize + i).is_multiple_of(3) { Format::V2 } else { Format::V1 };
+            create_packet_with(format, &mut p, EPOCH, &route, MAILBOX, b"batch", &[seed ^ i as u8; 32]).unwrap();
             let mut p = p.to_vec();
             match kind {
                 0 | 1 => {}
@@ -124,7 +135,7 @@ fn relay_for_route() -> Relay {
 #[test]
 fn sanity_the_properties_can_fail() {
     // The tampering property relies on drops; an untouched packet must pass.
-    let (mut packet, relays) = packet_for(2, 1);
+    let (mut packet, relays) = packet_for(Format::V2, 2, 1);
     match process(
         &mut packet,
         &relays[0].keys,

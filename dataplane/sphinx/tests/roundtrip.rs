@@ -1,4 +1,4 @@
-//! Round trips through 1 to 5 relays, SURB replies, replays and epochs.
+//! Round trips through 1 to 5 relays, SURB replies, replays and epochs, in both formats.
 #![expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
 mod common;
@@ -31,13 +31,24 @@ fn walk(packet: &mut [u8; PACKET_LEN], relays: &[Relay], route: &[Hop]) -> Proce
 
 #[test]
 fn packets_reach_their_mailbox_through_1_to_5_hops() {
-    for hops in 1..=MAX_HOPS {
+    for (format, hops) in Format::ALL
+        .into_iter()
+        .flat_map(|f| (1..=MAX_HOPS).map(move |h| (f, h)))
+    {
         let relays = relays(hops);
         let route = route(&relays);
-        let msg = test_message(MESSAGE_LEN - hops, hops as u8);
+        let msg = test_message(format.message_len() - hops, hops as u8);
         let mut packet = [0u8; PACKET_LEN];
-        let first =
-            create_packet(&mut packet, EPOCH, &route, MAILBOX, &msg, &[hops as u8; 32]).unwrap();
+        let first = create_packet_with(
+            format,
+            &mut packet,
+            EPOCH,
+            &route,
+            MAILBOX,
+            &msg,
+            &[hops as u8; 32],
+        )
+        .unwrap();
         assert_eq!(first, relays[0].id);
         match walk(&mut packet, &relays, &route) {
             Processed::Deliver { mailbox, delay, .. } => {
@@ -46,25 +57,31 @@ fn packets_reach_their_mailbox_through_1_to_5_hops() {
                 assert_eq!(
                     &message(&packet)[..msg.len()],
                     msg.as_slice(),
-                    "{hops} hops"
+                    "{format:?} {hops} hops"
                 );
                 assert!(message(&packet)[msg.len()..].iter().all(|&b| b == 0));
             }
-            other => panic!("{hops} hops: expected deliver, got {other:?}"),
+            other => panic!("{format:?} {hops} hops: expected deliver, got {other:?}"),
         }
     }
 }
 
 #[test]
 fn surb_replies_reach_their_creator_through_1_to_5_hops() {
-    for hops in 1..=MAX_HOPS {
+    for (format, hops) in Format::ALL
+        .into_iter()
+        .flat_map(|f| (1..=MAX_HOPS).map(move |h| (f, h)))
+    {
         let relays = relays(hops);
         let route = route(&relays);
         let id = SurbId([hops as u8; 16]);
         let (surb, secrets) =
-            create_surb(EPOCH, &route, MAILBOX, id, &[0x70 + hops as u8; 32]).unwrap();
+            create_surb_with(format, EPOCH, &route, MAILBOX, id, &[0x70 + hops as u8; 32]).unwrap();
         // The SURB travels as bytes to the exit.
-        let surb = Surb::from_bytes(&surb.to_bytes()[..]).unwrap();
+        let bytes = surb.to_bytes();
+        assert_eq!(bytes.len(), format.surb_len());
+        let surb = Surb::from_bytes(&bytes[..]).unwrap();
+        assert_eq!(surb.format(), format);
         let reply = test_message(700, 3);
         let mut packet = [0u8; PACKET_LEN];
         assert_eq!(surb.into_reply(&mut packet, &reply).unwrap(), relays[0].id);
@@ -75,42 +92,56 @@ fn surb_replies_reach_their_creator_through_1_to_5_hops() {
                 let opened = secrets.open_reply(payload_mut(&mut packet)).unwrap();
                 assert_eq!(&opened[..reply.len()], reply.as_slice());
             }
-            other => panic!("{hops} hops: expected a reply, got {other:?}"),
+            other => panic!("{format:?} {hops} hops: expected a reply, got {other:?}"),
         }
     }
 }
 
 #[test]
 fn a_tampered_reply_does_not_open() {
-    let relays = relays(3);
-    let route = route(&relays);
-    let (surb, secrets) = create_surb(EPOCH, &route, MAILBOX, SurbId([1; 16]), &[9; 32]).unwrap();
-    let mut packet = [0u8; PACKET_LEN];
-    surb.into_reply(&mut packet, b"hello").unwrap();
-    packet[PAYLOAD_AT + 500] ^= 0x01;
-    walk(&mut packet, &relays, &route);
-    assert_eq!(
-        secrets.open_reply(payload_mut(&mut packet)).unwrap_err(),
-        SurbError::Tampered
-    );
+    for format in Format::ALL {
+        let relays = relays(3);
+        let route = route(&relays);
+        let (surb, secrets) =
+            create_surb_with(format, EPOCH, &route, MAILBOX, SurbId([1; 16]), &[9; 32]).unwrap();
+        let mut packet = [0u8; PACKET_LEN];
+        surb.into_reply(&mut packet, b"hello").unwrap();
+        packet[format.payload_at() + 500] ^= 0x01;
+        walk(&mut packet, &relays, &route);
+        assert_eq!(
+            secrets.open_reply(payload_mut(&mut packet)).unwrap_err(),
+            SurbError::Tampered
+        );
+    }
 }
 
 #[test]
 fn a_replayed_packet_is_reported_as_a_replay() {
-    let relays = relays(2);
-    let route = route(&relays);
-    let mut packet = [0u8; PACKET_LEN];
-    create_packet(&mut packet, EPOCH, &route, MAILBOX, b"once", &[1; 32]).unwrap();
-    let mut copy = packet;
-    let mut replay = MemoryReplayFilter::default();
-    assert!(matches!(
-        process(&mut packet, &relays[0].keys, &mut replay),
-        Ok(Processed::Forward { .. })
-    ));
-    assert_eq!(
-        process(&mut copy, &relays[0].keys, &mut replay),
-        Err(DropReason::Replay)
-    );
+    for format in Format::ALL {
+        let relays = relays(2);
+        let route = route(&relays);
+        let mut packet = [0u8; PACKET_LEN];
+        create_packet_with(
+            format,
+            &mut packet,
+            EPOCH,
+            &route,
+            MAILBOX,
+            b"once",
+            &[1; 32],
+        )
+        .unwrap();
+        let mut copy = packet;
+        let mut replay = MemoryReplayFilter::default();
+        assert!(matches!(
+            process(&mut packet, &relays[0].keys, &mut replay),
+            Ok(Processed::Forward { .. })
+        ));
+        assert_eq!(
+            process(&mut copy, &relays[0].keys, &mut replay),
+            Err(DropReason::Replay)
+        );
+    }
 }
 
 #[test]
@@ -217,7 +248,20 @@ fn creation_rejects_bad_routes_and_long_messages() {
             &[0; MESSAGE_LEN + 1],
             &[0; 32]
         ),
-        Err(CreateError::MessageTooLong(MESSAGE_LEN + 1))
+        Err(CreateError::MessageTooLong(MESSAGE_LEN + 1, MESSAGE_LEN))
+    );
+    let v2_max = Format::V2.message_len();
+    assert_eq!(
+        create_packet_with(
+            Format::V2,
+            &mut packet,
+            EPOCH,
+            &route[..1],
+            MAILBOX,
+            &vec![0; v2_max + 1],
+            &[0; 32]
+        ),
+        Err(CreateError::MessageTooLong(v2_max + 1, v2_max))
     );
     let mut bad = route[..1].to_vec();
     bad[0].public_key = [0; 32];
@@ -230,29 +274,55 @@ fn creation_rejects_bad_routes_and_long_messages() {
 /// Every single-bit change of the header, tried exhaustively, is dropped by the first hop.
 #[test]
 fn every_header_bit_flip_is_dropped_at_the_first_hop() {
-    let relays = relays(3);
-    let route = route(&relays);
-    let mut packet = [0u8; PACKET_LEN];
-    create_packet(&mut packet, EPOCH, &route, MAILBOX, b"exhaustive", &[5; 32]).unwrap();
-    for bit in 0..HEADER_LEN * 8 {
-        let mut p = packet;
-        p[bit / 8] ^= 1 << (bit % 8);
-        let result = process(&mut p, &relays[0].keys, &mut MemoryReplayFilter::default());
-        assert!(
-            result.is_err(),
-            "header bit {bit} flipped and still processed: {result:?}"
-        );
+    for format in Format::ALL {
+        let relays = relays(3);
+        let route = route(&relays);
+        let mut packet = [0u8; PACKET_LEN];
+        create_packet_with(
+            format,
+            &mut packet,
+            EPOCH,
+            &route,
+            MAILBOX,
+            b"exhaustive",
+            &[5; 32],
+        )
+        .unwrap();
+        for bit in 0..format.header_len() * 8 {
+            let mut p = packet;
+            p[bit / 8] ^= 1 << (bit % 8);
+            let result = process(&mut p, &relays[0].keys, &mut MemoryReplayFilter::default());
+            assert!(
+                result.is_err(),
+                "{format:?} header bit {bit} flipped and still processed: {result:?}"
+            );
+        }
     }
 }
 
 /// α plus any small-order point gives the same X25519 secret; the MAC over α refuses it.
 #[test]
 fn alpha_plus_small_order_point_is_refused() {
+    for format in Format::ALL {
+        alpha_plus_small_order_point_is_refused_in(format);
+    }
+}
+
+fn alpha_plus_small_order_point_is_refused_in(format: Format) {
     use curve25519_dalek::{constants::EIGHT_TORSION, montgomery::MontgomeryPoint};
     let relays = relays(2);
     let route = route(&relays);
     let mut packet = [0u8; PACKET_LEN];
-    create_packet(&mut packet, EPOCH, &route, MAILBOX, b"torsion", &[6; 32]).unwrap();
+    create_packet_with(
+        format,
+        &mut packet,
+        EPOCH,
+        &route,
+        MAILBOX,
+        b"torsion",
+        &[6; 32],
+    )
+    .unwrap();
     let mut alpha = [0u8; 32];
     alpha.copy_from_slice(&packet[ALPHA_AT..BETA_AT]);
     let point = MontgomeryPoint(alpha).to_edwards(0).unwrap();
@@ -295,9 +365,12 @@ fn small_order_and_twist_alphas_are_invalid_elements() {
     p_minus_1[31] = 0x7f;
     let mut one = [0u8; 32];
     one[0] = 1;
-    for alpha in [[0u8; 32], one, p_minus_1] {
+    for (format, alpha) in Format::ALL
+        .into_iter()
+        .flat_map(|f| [[0u8; 32], one, p_minus_1].map(|a| (f, a)))
+    {
         let mut packet = [0u8; PACKET_LEN];
-        packet[0] = VERSION;
+        packet[0] = format.version();
         packet[EPOCH_AT..EPOCH_AT + 4].copy_from_slice(&EPOCH.0.to_be_bytes());
         packet[ALPHA_AT..BETA_AT].copy_from_slice(&alpha);
         let result = process(&mut packet, &r.keys, &mut MemoryReplayFilter::default());
@@ -308,12 +381,27 @@ fn small_order_and_twist_alphas_are_invalid_elements() {
 /// The last hop cannot tell the route length: its β padding is random, not zeros.
 #[test]
 fn last_hop_padding_is_random() {
+    for format in Format::ALL {
+        last_hop_padding_is_random_in(format);
+    }
+}
+
+fn last_hop_padding_is_random_in(format: Format) {
     let relays = relays(1);
     let route = route(&relays);
     let mut seen = Vec::new();
     for seed in [1u8, 2] {
         let mut packet = [0u8; PACKET_LEN];
-        create_packet(&mut packet, EPOCH, &route, MAILBOX, b"pad", &[seed; 32]).unwrap();
+        create_packet_with(
+            format,
+            &mut packet,
+            EPOCH,
+            &route,
+            MAILBOX,
+            b"pad",
+            &[seed; 32],
+        )
+        .unwrap();
         assert!(matches!(
             process(
                 &mut packet,
@@ -322,8 +410,9 @@ fn last_hop_padding_is_random() {
             ),
             Ok(Processed::Deliver { .. })
         ));
-        // After the last hop, β begins with the 160 plaintext padding bytes of a 1-hop route.
-        let padding = packet[BETA_AT..BETA_AT + 160].to_vec();
+        // After the last hop, β begins with the plaintext padding of a 1-hop route.
+        let len = format.beta_len() - format.block_len();
+        let padding = packet[BETA_AT..BETA_AT + len].to_vec();
         assert!(
             padding.iter().filter(|&&b| b == 0).count() < 16,
             "padding looks like zeros"
@@ -361,9 +450,16 @@ fn mac_covers_the_epoch() {
 /// A SURB used twice makes the second reply a replay at the first hop.
 #[test]
 fn a_reused_surb_is_a_replay() {
+    for format in Format::ALL {
+        a_reused_surb_is_a_replay_in(format);
+    }
+}
+
+fn a_reused_surb_is_a_replay_in(format: Format) {
     let relays = relays(2);
     let route = route(&relays);
-    let (surb, _secrets) = create_surb(EPOCH, &route, MAILBOX, SurbId([4; 16]), &[10; 32]).unwrap();
+    let (surb, _secrets) =
+        create_surb_with(format, EPOCH, &route, MAILBOX, SurbId([4; 16]), &[10; 32]).unwrap();
     let bytes = surb.to_bytes();
     let mut filter = MemoryReplayFilter::default();
     for (i, reply) in [&b"first"[..], &b"second"[..]].iter().enumerate() {
@@ -382,4 +478,64 @@ fn a_reused_surb_is_a_replay() {
             assert_eq!(result, Err(DropReason::Replay));
         }
     }
+}
+
+/// The version byte is covered by the MAC (a v2 packet relabelled v1 is refused), and v2
+/// forwards without blinding: the next α is one the sender chose.
+#[test]
+fn v2_specifics() {
+    let relays = relays(1);
+    let route = route(&relays);
+    let mut packet = [0u8; PACKET_LEN];
+    create_packet_with(
+        Format::V2,
+        &mut packet,
+        EPOCH,
+        &route,
+        MAILBOX,
+        b"v2",
+        &[12; 32],
+    )
+    .unwrap();
+    let mut relabelled = packet;
+    relabelled[0] = Format::V1.version(); // byte 0: the version
+    assert_eq!(
+        process(
+            &mut relabelled,
+            &relays[0].keys,
+            &mut MemoryReplayFilter::default()
+        ),
+        Err(DropReason::BadMac)
+    );
+    let relays = common::relays(2);
+    let route = common::route(&relays);
+    let mut packet = [0u8; PACKET_LEN];
+    create_packet_with(
+        Format::V2,
+        &mut packet,
+        EPOCH,
+        &route,
+        MAILBOX,
+        b"v2",
+        &[13; 32],
+    )
+    .unwrap();
+    let before = packet[ALPHA_AT..BETA_AT].to_vec();
+    assert!(matches!(
+        process(
+            &mut packet,
+            &relays[0].keys,
+            &mut MemoryReplayFilter::default()
+        ),
+        Ok(Processed::Forward { .. })
+    ));
+    assert_ne!(packet[ALPHA_AT..BETA_AT].to_vec(), before);
+    assert!(matches!(
+        process(
+            &mut packet,
+            &relays[1].keys,
+            &mut MemoryReplayFilter::default()
+        ),
+        Ok(Processed::Deliver { .. })
+    ));
 }

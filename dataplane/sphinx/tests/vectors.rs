@@ -54,11 +54,14 @@ fn walk(packet: &mut [u8; PACKET_LEN], keys: &[NodeKeys], out: &mut String) -> P
 }
 
 /// A packet vector: `hops` relays, the packet in full or as a hash, what each hop sees.
-fn packet_vector(hops: u8, seed: [u8; 32], full: bool) -> String {
+fn packet_vector(format: Format, hops: u8, seed: [u8; 32], full: bool) -> String {
     let epoch = Epoch(1000);
     let mut out = String::new();
     let (keys, route) = relays(epoch, hops, &mut out);
-    let message = b"PhantomBand PB-Sphinx v1 test vector";
+    let message: &[u8] = match format {
+        Format::V1 => b"PhantomBand PB-Sphinx v1 test vector",
+        Format::V2 => b"PhantomBand PB-Sphinx v2 test vector",
+    };
     let mailbox = MailboxId([0xab; 16]);
     out += &format!(
         "epoch: {}\nseed: {}\nmailbox: {}\nmessage: {}\n",
@@ -68,7 +71,7 @@ fn packet_vector(hops: u8, seed: [u8; 32], full: bool) -> String {
         hex(message)
     );
     let mut packet = [0u8; PACKET_LEN];
-    create_packet(&mut packet, epoch, &route, mailbox, message, &seed).unwrap();
+    create_packet_with(format, &mut packet, epoch, &route, mailbox, message, &seed).unwrap();
     if full {
         for (i, chunk) in packet.chunks(64).enumerate() {
             out += &format!("packet[{:04}]: {}\n", i * 64, hex(chunk));
@@ -81,7 +84,7 @@ fn packet_vector(hops: u8, seed: [u8; 32], full: bool) -> String {
 }
 
 /// A SURB vector: three relays back to a mailbox, the SURB, a reply through it, the opening.
-fn surb_vector() -> String {
+fn surb_vector(format: Format) -> String {
     let epoch = Epoch(1000);
     let mut out = String::new();
     let (keys, route) = relays(epoch, 3, &mut out);
@@ -95,7 +98,7 @@ fn surb_vector() -> String {
         hex(&id.0),
         hex(&mailbox.0)
     );
-    let (surb, secrets) = create_surb(epoch, &route, mailbox, id, &seed).unwrap();
+    let (surb, secrets) = create_surb_with(format, epoch, &route, mailbox, id, &seed).unwrap();
     for (i, chunk) in surb.to_bytes().chunks(64).enumerate() {
         out += &format!("surb[{:04}]: {}\n", i * 64, hex(chunk));
     }
@@ -123,10 +126,13 @@ fn spec_block(name: &str) -> String {
 #[test]
 fn spec_vectors_match() {
     let vectors = [
-        ("1", packet_vector(3, [0x42; 32], true)),
-        ("2", packet_vector(1, [0x21; 32], false)),
-        ("3", packet_vector(5, [0x55; 32], false)),
-        ("4", surb_vector()),
+        ("1", packet_vector(Format::V1, 3, [0x42; 32], true)),
+        ("2", packet_vector(Format::V1, 1, [0x21; 32], false)),
+        ("3", packet_vector(Format::V1, 5, [0x55; 32], false)),
+        ("4", surb_vector(Format::V1)),
+        ("5", packet_vector(Format::V2, 3, [0x42; 32], true)),
+        ("6", packet_vector(Format::V2, 5, [0x55; 32], false)),
+        ("7", surb_vector(Format::V2)),
     ];
     if std::env::var("PB_PRINT_VECTORS").is_ok() {
         for (name, computed) in &vectors {
@@ -142,8 +148,8 @@ fn spec_vectors_match() {
     }
 }
 
-/// With PB_WRITE_CORPUS=DIR, writes the fuzz seed corpus: valid packets for relay 1 (three
-/// routes) under DIR/process and serialized SURBs under DIR/surb.
+/// With PB_WRITE_CORPUS=DIR, writes the fuzz seed corpus: valid packets of both formats for
+/// relay 1 (three routes each) under DIR/process and serialized SURBs under DIR/surb.
 #[test]
 fn write_fuzz_corpus_when_asked() {
     let Ok(dir) = std::env::var("PB_WRITE_CORPUS") else {
@@ -160,9 +166,18 @@ fn write_fuzz_corpus_when_asked() {
             delay: DelayMs(7),
         })
         .collect();
-    for n in 1..=3 {
+    for (format, n) in Format::ALL
+        .into_iter()
+        .flat_map(|f| (1..=3).map(move |n| (f, n)))
+    {
+        // v1 keeps its original file names.
+        let v = match format {
+            Format::V1 => "",
+            Format::V2 => "v2-",
+        };
         let mut packet = [0u8; PACKET_LEN];
-        create_packet(
+        create_packet_with(
+            format,
             &mut packet,
             epoch,
             &hops[..n],
@@ -171,13 +186,18 @@ fn write_fuzz_corpus_when_asked() {
             &[n as u8; 32],
         )
         .unwrap();
-        std::fs::write(dir.join("process").join(format!("valid-{n}-hops")), packet).unwrap();
         std::fs::write(
-            dir.join("process").join(format!("short-{n}")),
+            dir.join("process").join(format!("valid-{v}{n}-hops")),
+            packet,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("process").join(format!("short-{v}{n}")),
             &packet[..PACKET_LEN - 1],
         )
         .unwrap();
-        let (surb, _) = create_surb(
+        let (surb, _) = create_surb_with(
+            format,
             epoch,
             &hops[..n],
             MailboxId([0xcd; 16]),
@@ -186,7 +206,7 @@ fn write_fuzz_corpus_when_asked() {
         )
         .unwrap();
         std::fs::write(
-            dir.join("surb").join(format!("surb-{n}-hops")),
+            dir.join("surb").join(format!("surb-{v}{n}-hops")),
             surb.to_bytes(),
         )
         .unwrap();

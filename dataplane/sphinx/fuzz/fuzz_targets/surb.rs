@@ -5,8 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use pb_sphinx::{
-    DelayMs, Epoch, EpochKey, Hop, MailboxId, MemoryReplayFilter, NodeId, NodeKeys, PACKET_LEN,
-    PAYLOAD_LEN, Surb, SurbId, create_surb, process,
+    DelayMs, Epoch, EpochKey, Format, Hop, MailboxId, MemoryReplayFilter, NodeId, NodeKeys,
+    PACKET_LEN, PAYLOAD_LEN, Surb, SurbId, create_surb_with, process,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -27,18 +27,22 @@ fuzz_target!(|data: &[u8]| {
         public_key: keys.current.public_key(),
         delay: DelayMs(1),
     };
-    if let Ok((_, secrets)) = create_surb(
-        Epoch(1000),
-        &[hop],
-        MailboxId([2; 16]),
-        SurbId([3; 16]),
-        &[4; 32],
-    ) {
-        let mut payload = [0u8; PAYLOAD_LEN];
-        let n = data.len().min(PAYLOAD_LEN);
-        payload[..n].copy_from_slice(&data[..n]);
-        let _ = secrets.open_reply(&mut payload);
-        let mut short = data.to_vec();
-        let _ = secrets.open_reply(&mut short);
+    for format in Format::ALL {
+        if let Ok((_, secrets)) = create_surb_with(
+            format,
+            Epoch(1000),
+            &[hop],
+            MailboxId([2; 16]),
+            SurbId([3; 16]),
+            &[4; 32],
+        ) {
+            let mut payload = [0u8; PAYLOAD_LEN];
+            let payload = &mut payload[..format.payload_len()];
+            let n = data.len().min(payload.len());
+            payload[..n].copy_from_slice(&data[..n]);
+            let _ = secrets.open_reply(payload);
+            let mut short = data.to_vec();
+            let _ = secrets.open_reply(&mut short);
+        }
     }
 });
