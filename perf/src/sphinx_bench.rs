@@ -1,6 +1,8 @@
-//! `pb-perf sphinx`: PB-Sphinx unwrap (per batch size) and creation per second on one pinned
-//! core, side by side in the same run with Nym's `sphinx-packet` crate on equal settings:
-//! the same route length, packets of the closest size, the same CPU.
+//! `pb-perf sphinx`: PB-Sphinx unwrap (per format and batch size) and creation per second on
+//! one pinned core, side by side in the same run with Nym's `sphinx-packet` crate on equal
+//! settings: the same route length, packets of the closest size, the same CPU. Also the
+//! X25519 operation itself, in `pb-lanes` SIMD lanes and on curve25519-dalek's ladder, which
+//! is what bounds the unwrap rate.
 //!
 //! Both sides process distinct valid packets for the first hop; each PB-Sphinx iteration
 //! copies the packet into a work buffer and unwraps it in place, each Nym iteration parses
@@ -14,8 +16,8 @@ use std::{
 
 use anyhow::{Context as _, anyhow};
 use pb_sphinx::{
-    DelayMs, DropReason, Epoch, EpochKey, Hop, MailboxId, NodeId, NodeKeys, PACKET_LEN, Processed,
-    ReplayFilter, ReplayTag, create_packet, process, process_batch,
+    DelayMs, DropReason, Epoch, EpochKey, Format, Hop, MailboxId, NodeId, NodeKeys, PACKET_LEN,
+    Processed, ReplayFilter, ReplayTag, create_packet_with, process, process_batch,
 };
 use serde_json::{Map, Value};
 use sphinx_packet::{
@@ -143,11 +145,16 @@ pub fn run(args: &SphinxArgs) -> anyhow::Result<Vec<Measurement>> {
         .collect();
     let message = [13u8; 16];
     let mailbox = MailboxId([3; 16]);
-    let mut packets = vec![[0u8; PACKET_LEN]; DISTINCT];
-    for (i, p) in packets.iter_mut().enumerate() {
-        let mut seed = [0u8; 32];
-        seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        create_packet(p, epoch, &route, mailbox, &message, &seed).map_err(|e| anyhow!("{e}"))?;
+    let mut formats = Vec::new();
+    for format in Format::ALL {
+        let mut packets = vec![[0u8; PACKET_LEN]; DISTINCT];
+        for (i, p) in packets.iter_mut().enumerate() {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            create_packet_with(format, p, epoch, &route, mailbox, &message, &seed)
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+        formats.push((format, Value::from(format_name(format)), packets));
     }
     let hops_v = Value::from(args.hops);
     let len_v = Value::from(PACKET_LEN);
@@ -188,15 +195,26 @@ pub fn run(args: &SphinxArgs) -> anyhow::Result<Vec<Measurement>> {
         .map_err(|e| anyhow!("nym sphinx-packet: {e:?}"))?;
     let nym_len = Value::from(nym_packets[0].len());
 
+    // The X25519 operation alone: 16 independent (scalar, point) pairs per call, as a batch
+    // of 16 packets needs.
+    let x_scalars: Vec<[u8; 32]> = (0..16u8).map(|i| [i.wrapping_mul(29) | 1; 32]).collect();
+    let x_points: Vec<[u8; 32]> = formats[0].2[..16]
+        .iter()
+        .map(|p| std::array::from_fn(|j| p[pb_sphinx::ALPHA_AT + j]))
+        .collect();
     let mut benches: Vec<Bench<'_>> = Vec::new();
-    for &batch in &args.batches {
+    for ((_, format_v, packets), &batch) in formats
+        .iter()
+        .flat_map(|f| args.batches.iter().map(move |b| (f, b)))
+    {
         let mut work = vec![[0u8; PACKET_LEN]; batch];
         let mut results = vec![Err(DropReason::WrongLength); batch];
-        let (packets, keys, failures) = (&packets, &keys[0], &failures);
+        let (keys, failures) = (&keys[0], &failures);
         benches.push(Bench {
             bench: "sphinx.unwrap",
             implementation: "phantomband",
             params: vec![
+                ("format", format_v.clone()),
                 ("batch", batch.into()),
                 ("hops", hops_v.clone()),
                 ("packet_len", len_v.clone()),
@@ -229,20 +247,44 @@ pub fn run(args: &SphinxArgs) -> anyhow::Result<Vec<Measurement>> {
             calls: 0,
         });
     }
-    {
+    for (format, format_v, _) in &formats {
         let mut out = [0u8; PACKET_LEN];
-        let route = &route;
+        let (route, format) = (&route, *format);
         benches.push(Bench {
             bench: "sphinx.create",
             implementation: "phantomband",
-            params: vec![("hops", hops_v.clone()), ("packet_len", len_v.clone())],
+            params: vec![
+                ("format", format_v.clone()),
+                ("hops", hops_v.clone()),
+                ("packet_len", len_v.clone()),
+            ],
             per_call: 1,
             step: Box::new(move |call| {
                 let mut seed = [7u8; 32];
                 seed[..8].copy_from_slice(&(call as u64).to_le_bytes());
-                let _ = black_box(create_packet(
-                    &mut out, epoch, route, mailbox, &message, &seed,
+                let _ = black_box(create_packet_with(
+                    format, &mut out, epoch, route, mailbox, &message, &seed,
                 ));
+            }),
+            rates: Vec::new(),
+            calls: 0,
+        });
+    }
+    let lanes = pb_lanes::Backend::detect();
+    for (implementation, backend) in [
+        (lanes_name(lanes), lanes),
+        ("dalek-ladder", pb_lanes::Backend::Portable),
+    ] {
+        let (x_scalars, x_points) = (&x_scalars, &x_points);
+        let mut out = vec![[0u8; 32]; 16];
+        benches.push(Bench {
+            bench: "x25519",
+            implementation,
+            params: vec![("batch", 16.into())],
+            per_call: 16,
+            step: Box::new(move |_| {
+                pb_lanes::x25519_many_with(backend, x_scalars, x_points, &mut out);
+                black_box(&out);
             }),
             rates: Vec::new(),
             calls: 0,
@@ -307,13 +349,22 @@ pub fn run(args: &SphinxArgs) -> anyhow::Result<Vec<Measurement>> {
         ));
     }
     for b in &benches {
-        rows.push(row(
-            b.bench,
-            b.implementation,
-            &b.params,
-            b.median(),
-            "pkt/s",
-        ));
+        let unit = if b.bench == "x25519" { "op/s" } else { "pkt/s" };
+        rows.push(row(b.bench, b.implementation, &b.params, b.median(), unit));
     }
     Ok(rows)
+}
+
+fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::V1 => "v1",
+        Format::V2 => "v2",
+    }
+}
+
+fn lanes_name(backend: pb_lanes::Backend) -> &'static str {
+    match backend {
+        pb_lanes::Backend::Avx2x4 => "pb-lanes-avx2x4",
+        pb_lanes::Backend::Portable => "pb-lanes-portable",
+    }
 }

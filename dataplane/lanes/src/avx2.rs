@@ -653,7 +653,11 @@ mod imp {
     #[target_feature(enable = "avx2")]
     fn mul_small(a: &Fe, c: u64) -> Fe {
         let c = splat(c);
-        carry(a.0.map(|limb| _mm256_mul_epu32(limb, c)))
+        let mut h = a.0;
+        for limb in h.iter_mut() {
+            *limb = _mm256_mul_epu32(*limb, c);
+        }
+        carry(h)
     }
 
     /// Swaps a and b in the lanes where `mask` is all ones.
