@@ -9,8 +9,10 @@
 //! a *reduced* element, as [`mul`], [`sq`] and [`mul_small`] return it, has even limbs below
 //! 2^26 and odd limbs below 2^25 + 2^18. [`add`] of two reduced elements and [`sub`] of two
 //! reduced elements (which adds 2p first) stay below 3 * 2^26 (even) and 3 * 2^25 + 2^19
-//! (odd). Multiplication inputs are only ever those: 19 times a limb stays below 2^32 and the
-//! sum of ten products below 2^63.
+//! (odd). Multiplication inputs are only ever those (and, in `curve_chi4`, a reduced element
+//! plus a reduced one plus 1, below 2^27): 19 times a limb stays below 2^32 and the sum of ten
+//! products below 2^63. The headroom under 2^32 is about 12%, so an add or sub result must
+//! never be fed into another add or sub before a multiplication reduces it.
 //!
 //! This is the only module of the crate with `unsafe`: calling `#[target_feature]` functions
 //! from code that was not compiled for AVX2, after checking at run time that the CPU has it.
@@ -749,7 +751,22 @@ mod imp {
         cswap(swap, &mut x2, &mut x3);
         cswap(swap, &mut z2, &mut z3);
         k.zeroize();
-        store(&mul(&x2, &invert(&z2)))
+        let mut result = mul(&x2, &invert(&z2));
+        let out = store(&result);
+        for fe in [&mut x2, &mut z2, &mut x3, &mut z3, &mut result] {
+            wipe(fe);
+        }
+        out
+    }
+
+    /// Overwrites a field element that held secret-dependent values. Best effort: copies the
+    /// compiler made in registers or spill slots are out of reach (as in curve25519-dalek).
+    #[target_feature(enable = "avx2")]
+    fn wipe(fe: &mut Fe) {
+        let zero = Fe([_mm256_setzero_si256(); 10]);
+        // SAFETY: `fe` is a live, aligned, exclusive reference, so writing one `Fe` through
+        // it is valid; the volatile write keeps the compiler from dropping a dead store.
+        unsafe { core::ptr::write_volatile(fe, zero) };
     }
 
     /// The Legendre symbol of u^3 + A u^2 + u for four u: 1, 0 or p - 1, canonical.
@@ -766,7 +783,7 @@ mod imp {
 
     /// Runs `each` over `n` jobs in groups of four, padding the last group with copies of
     /// job 0 whose results are discarded.
-    fn in_fours<const M: usize, T: Copy>(
+    fn in_fours<const M: usize, T: Copy + Zeroize>(
         n: usize,
         inputs: impl Fn(usize) -> [[u8; 32]; M],
         mut each: impl FnMut(&[[[u8; 32]; M]; 4]) -> [T; 4],
@@ -780,12 +797,13 @@ mod imp {
                     *slot = inputs(start + lane);
                 }
             }
-            let results = each(&group);
-            for (lane, r) in results.into_iter().enumerate() {
+            let mut results = each(&group);
+            for (lane, r) in results.iter().enumerate() {
                 if start + lane < n {
-                    output(start + lane, r);
+                    output(start + lane, *r);
                 }
             }
+            results.zeroize();
             for slot in group.iter_mut() {
                 for part in slot.iter_mut() {
                     part.zeroize();
@@ -807,14 +825,13 @@ mod imp {
             out.len(),
             |i| [scalars[i], us[i]],
             |group| {
-                let k = [group[0][0], group[1][0], group[2][0], group[3][0]];
+                let mut k = [group[0][0], group[1][0], group[2][0], group[3][0]];
                 let u = [group[0][1], group[1][1], group[2][1], group[3][1]];
                 // SAFETY: `available()` above checked that this CPU has AVX2, the only
                 // feature `ladder4` is compiled for.
-                let mut r = unsafe { ladder4(&k, &u) };
-                let out = r;
-                r.zeroize();
-                out
+                let r = unsafe { ladder4(&k, &u) };
+                k.zeroize();
+                r
             },
             |i, r| out[i] = r,
         );

@@ -37,6 +37,7 @@ pub(crate) fn limbs_from_bytes(bytes: &[u8; 32]) -> [u64; 10] {
 /// The canonical little-endian encoding (value reduced below p = 2^255 - 19) of limbs as the
 /// lane multiplication leaves them (each at most a little over its width). Constant-time.
 pub(crate) fn limbs_to_bytes(limbs: &[u64; 10]) -> [u8; 32] {
+    use zeroize::Zeroize;
     // Carry each limb down to its width, the top one around (2^255 = 19 mod p), twice, then
     // once more without wrapping: every limb is then within its width except that the top one
     // may reach bit 255, so the value is below 2^255 + 2^230 < 2p.
@@ -79,6 +80,10 @@ pub(crate) fn limbs_to_bytes(limbs: &[u64; 10]) -> [u8; 32] {
         let v = (t[i] & take_t) | (w[i] & !take_t);
         out[8 * i..8 * i + 8].copy_from_slice(&v.to_le_bytes());
     }
+    // The value may be a shared secret.
+    h.zeroize();
+    w.zeroize();
+    t.zeroize();
     out
 }
 
