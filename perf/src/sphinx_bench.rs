@@ -131,6 +131,7 @@ pub fn run(args: &SphinxArgs) -> anyhow::Result<Vec<Measurement>> {
             NodeKeys {
                 current: EpochKey::from_secret(epoch, secret),
                 previous: None,
+                format: None,
             }
         })
         .collect();

@@ -252,7 +252,7 @@ pub fn create_packet_with(
     seed: &[u8; 32],
 ) -> Result<NodeId, CreateError> {
     check_message(format, message)?;
-    let mut rng = SeedStream::new(seed);
+    let mut rng = SeedStream::new(format, seed);
     let last_delay = route.last().map(|h| h.delay).unwrap_or_default();
     let built = build_header(
         format,
@@ -354,6 +354,9 @@ impl SurbSecrets {
 /// Why a SURB could not be parsed or a reply opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SurbError {
+    /// Too short to hold the version byte.
+    #[error("a SURB of {0} bytes is too short to name its format")]
+    TooShort(usize),
     /// Not the length its format's SURB has ([`Format::surb_len`]).
     #[error("a SURB of this format is {1} bytes, got {0}")]
     WrongLength(usize, usize),
@@ -389,7 +392,7 @@ pub fn create_surb_with(
     id: SurbId,
     seed: &[u8; 32],
 ) -> Result<(Surb, SurbSecrets), CreateError> {
-    let mut rng = SeedStream::new(seed);
+    let mut rng = SeedStream::new(format, seed);
     let last_delay = route.last().map(|h| h.delay).unwrap_or_default();
     let built = build_header(
         format,
@@ -449,7 +452,7 @@ impl Surb {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SurbError> {
         let version = *bytes
             .get(16 + VERSION_AT)
-            .ok_or(SurbError::WrongLength(bytes.len(), SURB_LEN))?;
+            .ok_or(SurbError::TooShort(bytes.len()))?;
         let format = Format::from_version(version).ok_or(SurbError::UnknownVersion)?;
         let header_len = format.header_len();
         if bytes.len() != format.surb_len() {

@@ -19,8 +19,10 @@ pub(crate) const CONTEXT_HOP_KEYS: &str = "PhantomBand PB-Sphinx v1 hop keys";
 /// blake3 derive-key context of the per-hop key schedule (v2), so that no key is shared
 /// between the formats.
 pub(crate) const CONTEXT_HOP_KEYS_V2: &str = "PhantomBand PB-Sphinx v2 hop keys";
-/// blake3 derive-key context of the randomness a packet is made from.
+/// blake3 derive-key context of the randomness a v1 packet is made from.
 pub(crate) const CONTEXT_PACKET_RANDOMNESS: &str = "PhantomBand PB-Sphinx v1 packet randomness";
+/// The same for v2, so that one seed never gives related packets in the two formats.
+pub(crate) const CONTEXT_PACKET_RANDOMNESS_V2: &str = "PhantomBand PB-Sphinx v2 packet randomness";
 
 /// A replay tag: 16 bytes derived from the hop's shared secret, unique per packet and hop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -260,8 +262,12 @@ impl Drop for SeedStream {
 }
 
 impl SeedStream {
-    pub(crate) fn new(seed: &[u8; 32]) -> Self {
-        let mut hasher = blake3::Hasher::new_derive_key(CONTEXT_PACKET_RANDOMNESS);
+    pub(crate) fn new(format: Format, seed: &[u8; 32]) -> Self {
+        let context = match format {
+            Format::V1 => CONTEXT_PACKET_RANDOMNESS,
+            Format::V2 => CONTEXT_PACKET_RANDOMNESS_V2,
+        };
+        let mut hasher = blake3::Hasher::new_derive_key(context);
         hasher.update(seed);
         let reader = hasher.finalize_xof();
         hasher.zeroize();

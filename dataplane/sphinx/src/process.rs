@@ -54,6 +54,10 @@ pub struct NodeKeys {
     pub current: EpochKey,
     /// The previous epoch's key, while packets made under it are still accepted.
     pub previous: Option<EpochKey>,
+    /// The network's format. A relay sets it: a network runs one format, and packets of the
+    /// other are dropped as [`DropReason::UnknownVersion`] (a minority format would stand out
+    /// on every link). `None` accepts both (tests, tools).
+    pub format: Option<Format>,
 }
 
 impl NodeKeys {
@@ -183,7 +187,9 @@ fn precheck<'k>(packet: &[u8], keys: &'k NodeKeys) -> Result<Precheck<'k>, DropR
     if packet.len() != PACKET_LEN {
         return Err(DropReason::WrongLength);
     }
-    let format = Format::from_version(packet[VERSION_AT]).ok_or(DropReason::UnknownVersion)?;
+    let format = Format::from_version(packet[VERSION_AT])
+        .filter(|f| keys.format.is_none_or(|only| only == *f))
+        .ok_or(DropReason::UnknownVersion)?;
     let epoch = Epoch(u32::from_be_bytes([
         packet[EPOCH_AT],
         packet[EPOCH_AT + 1],
@@ -231,7 +237,6 @@ pub fn process_batch(
     replay: &mut impl ReplayFilter,
     results: &mut [Result<Processed, DropReason>],
 ) {
-    debug_assert_eq!(packets.len(), results.len(), "one result slot per packet");
     let count = packets.len().min(results.len());
     let lanes = pb_lanes::Backend::detect();
     let mut start = 0;

@@ -93,7 +93,7 @@ proptest! {
     /// Batch results equal single results, invalid packets, in-batch replays and both formats
     /// mixed in one batch included.
     #[test]
-    fn batch_equals_single(kinds in proptest::collection::vec(0u8..6, 1..40), seed in any::<u8>()) {
+    fn batch_equals_single(kinds in proptest::collection::vec(0u8..10, 1..40), seed in any::<u8>()) {
         let relay = relay(1, EPOCH);
         let next = relay_for_route();
         let route = vec![
@@ -111,7 +111,14 @@ proptest! {
                 2 => p[ALPHA_AT + 3] ^= 0x10,                 // bad MAC
                 3 => p.truncate(PACKET_LEN - 1),             // wrong length
                 4 => p[1..5].copy_from_slice(&[0, 0, 0, 1]),  // past epoch
-                _ => if let Some(prev) = packets.last() { p = prev.clone() }, // replay of the previous one
+                5 => if let Some(prev) = packets.last() { p = prev.clone() }, // replay of the previous one
+                6 => p[ALPHA_AT..ALPHA_AT + 32].copy_from_slice(&P_PLUS_9), // non-canonical α
+                7 => p[ALPHA_AT..ALPHA_AT + 32].fill(0),                     // small order
+                8 => p[ALPHA_AT..ALPHA_AT + 32].copy_from_slice(&P_MINUS_1), // on the twist
+                _ => {                                                       // α + torsion
+                    let alpha: [u8; 32] = p[ALPHA_AT..ALPHA_AT + 32].try_into().unwrap();
+                    p[ALPHA_AT..ALPHA_AT + 32].copy_from_slice(&plus_torsion(&alpha));
+                }
             }
             packets.push(p);
         }
@@ -126,6 +133,29 @@ proptest! {
         prop_assert_eq!(&results, &single);
         prop_assert_eq!(batched, singles, "buffers after processing differ");
     }
+}
+
+/// 2^255 - 10 = p + 9: a non-canonical encoding of the base point's u-coordinate.
+const P_PLUS_9: [u8; 32] = {
+    let mut b = [0xff; 32];
+    b[0] = 0xf6;
+    b[31] = 0x7f;
+    b
+};
+
+/// p - 1: a u-coordinate on the twist.
+const P_MINUS_1: [u8; 32] = {
+    let mut b = [0xff; 32];
+    b[0] = 0xec;
+    b[31] = 0x7f;
+    b
+};
+
+/// The u-coordinate of α plus a point of order 8 (X25519 gives the same shared secret).
+fn plus_torsion(alpha: &[u8; 32]) -> [u8; 32] {
+    use curve25519_dalek::{constants::EIGHT_TORSION, montgomery::MontgomeryPoint};
+    let point = MontgomeryPoint(*alpha).to_edwards(0).unwrap();
+    (point + EIGHT_TORSION[1]).to_montgomery().to_bytes()
 }
 
 fn relay_for_route() -> Relay {

@@ -430,6 +430,7 @@ fn mac_covers_the_epoch() {
     let keys = NodeKeys {
         current: EpochKey::from_secret(Epoch(11), secret),
         previous: Some(old.clone()),
+        format: None,
     };
     let hop = Hop {
         node: NodeId([1; 16]),
@@ -538,4 +539,41 @@ fn v2_specifics() {
         ),
         Ok(Processed::Deliver { .. })
     ));
+}
+
+/// A relay set to its network's format drops the other format's packets as an unknown
+/// version, before any cryptography.
+#[test]
+fn a_relay_set_to_one_format_refuses_the_other() {
+    let mut relay = relay(1, EPOCH);
+    let route = route(std::slice::from_ref(&relay));
+    for only in Format::ALL {
+        relay.keys.format = Some(only);
+        for format in Format::ALL {
+            let mut packet = [0u8; PACKET_LEN];
+            create_packet_with(
+                format,
+                &mut packet,
+                EPOCH,
+                &route,
+                MAILBOX,
+                b"one",
+                &[14; 32],
+            )
+            .unwrap();
+            let result = process(&mut packet, &relay.keys, &mut MemoryReplayFilter::default());
+            if format == only {
+                assert!(
+                    matches!(result, Ok(Processed::Deliver { .. })),
+                    "{result:?}"
+                );
+            } else {
+                assert_eq!(
+                    result,
+                    Err(DropReason::UnknownVersion),
+                    "{only:?} got {format:?}"
+                );
+            }
+        }
+    }
 }

@@ -26,6 +26,7 @@ fn relays(epoch: Epoch, count: u8, out: &mut String) -> (Vec<NodeKeys>, Vec<Hop>
         keys.push(NodeKeys {
             current: key,
             previous: None,
+            format: None,
         });
     }
     (keys, route)

@@ -12,6 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let keys = NodeKeys {
         current: EpochKey::from_secret(Epoch(1000), [1; 32]),
         previous: Some(EpochKey::from_secret(Epoch(999), [9; 32])),
+        format: None,
     };
     let mut filter = MemoryReplayFilter::default();
     let mut single = data.to_vec();
@@ -29,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
     );
     assert_eq!(results[0], one, "batch and single disagree");
     if one.is_ok() {
+        assert_eq!(a, single, "batch and single wrote different packets");
         assert_eq!(
             results[1],
             Err(DropReason::Replay),

@@ -13,6 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let keys = NodeKeys {
         current: EpochKey::from_secret(Epoch(1000), [1; 32]),
         previous: None,
+        format: None,
     };
     if let Ok(surb) = Surb::from_bytes(data) {
         let mut packet = [0u8; PACKET_LEN];

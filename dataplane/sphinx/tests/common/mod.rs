@@ -21,6 +21,7 @@ pub fn relay(i: u8, epoch: Epoch) -> Relay {
         keys: NodeKeys {
             current: EpochKey::from_secret(epoch, secret),
             previous: None,
+            format: None,
         },
     }
 }
