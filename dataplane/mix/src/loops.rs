@@ -1,0 +1,253 @@
+//! Loop monitoring: the relay's cover packets are loops, routed through the network and back
+//! to the relay itself. Each carries a token naming it; the monitor records which link each
+//! loop left on and counts, per link, the loops that come back and the ones that do not
+//! within a timeout. A link (or a relay behind it) that drops packets shows up as lost loops.
+//!
+//! Tokens are `id ‖ MAC(id)` under a key only this relay holds, so nobody else can make a
+//! packet that counts as a returned loop (an attacker dropping loops cannot hide it by
+//! forging returns). The monitor tracks a fixed window of recent loops: memory is bounded,
+//! and a loop older than the window counts as lost.
+
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::{ConfigError, Time};
+
+/// Bytes of a loop token (the start of a loop packet's message).
+pub const LOOP_TOKEN_LEN: usize = 8 + 16;
+
+/// Loop counters of one link.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoopStats {
+    /// Loops sent on the link.
+    pub sent: u64,
+    /// Loops that came back in time.
+    pub returned: u64,
+    /// Loops that did not come back within the timeout (or fell out of the window).
+    pub lost: u64,
+}
+
+/// Why a received token was not counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LoopError {
+    /// The token's MAC is wrong: not made by this relay.
+    #[error("loop token does not authenticate")]
+    Forged,
+    /// A genuine token for a loop already counted (returned before, or already lost).
+    #[error("loop already counted")]
+    Stale,
+    /// The link index is not one of this monitor's links.
+    #[error("no such link")]
+    UnknownLink,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    id: u64,
+    link: u32,
+    sent_at: Time,
+    pending: bool,
+}
+
+#[derive(Zeroize, ZeroizeOnDrop)]
+struct TokenKey([u8; 32]);
+
+/// Tracks this relay's loops.
+pub struct LoopMonitor {
+    key: TokenKey,
+    window: Box<[Slot]>,
+    next_id: u64,
+    /// Every loop before this one is settled (returned or lost).
+    oldest: u64,
+    timeout: u64,
+    links: Box<[LoopStats]>,
+    /// Tokens that did not authenticate.
+    pub forged: u64,
+    /// Genuine tokens for loops already counted.
+    pub stale: u64,
+}
+
+impl core::fmt::Debug for LoopMonitor {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("LoopMonitor")
+            .field("links", &self.links)
+            .field("forged", &self.forged)
+            .field("stale", &self.stale)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoopMonitor {
+    /// A monitor for `links` links, remembering the last `window` loops, counting a loop lost
+    /// `timeout` after it was sent. `key` (32 random bytes) authenticates tokens.
+    pub fn new(
+        key: [u8; 32],
+        links: usize,
+        window: usize,
+        timeout: Time,
+    ) -> Result<Self, ConfigError> {
+        if window == 0 || window > 1 << 24 {
+            return Err(ConfigError::Capacity(window, 1 << 24));
+        }
+        if links == 0 || links > 1 << 16 {
+            return Err(ConfigError::Capacity(links, 1 << 16));
+        }
+        Ok(Self {
+            key: TokenKey(key),
+            window: vec![Slot::default(); window].into_boxed_slice(),
+            next_id: 0,
+            oldest: 0,
+            timeout: timeout.0,
+            links: vec![LoopStats::default(); links].into_boxed_slice(),
+            forged: 0,
+            stale: 0,
+        })
+    }
+
+    fn mac(&self, id: u64) -> [u8; 16] {
+        let full = blake3::keyed_hash(&self.key.0, &id.to_le_bytes());
+        let mut mac = [0u8; 16];
+        mac.copy_from_slice(&full.as_bytes()[..16]);
+        mac
+    }
+
+    /// Registers a loop leaving on `link` at `now`; returns the token to carry.
+    pub fn send(&mut self, link: usize, now: Time) -> Result<[u8; LOOP_TOKEN_LEN], LoopError> {
+        if link >= self.links.len() {
+            return Err(LoopError::UnknownLink);
+        }
+        let id = self.next_id;
+        let w = self.window.len() as u64;
+        let slot = &mut self.window[(id % w) as usize];
+        if slot.pending {
+            // Out of the window before its timeout: lost.
+            self.links[slot.link as usize].lost += 1;
+        }
+        *slot = Slot {
+            id,
+            link: link as u32,
+            sent_at: now,
+            pending: true,
+        };
+        self.next_id += 1;
+        self.oldest = self.oldest.max(self.next_id.saturating_sub(w));
+        self.links[link].sent += 1;
+        let mut token = [0u8; LOOP_TOKEN_LEN];
+        token[..8].copy_from_slice(&id.to_le_bytes());
+        token[8..].copy_from_slice(&self.mac(id));
+        Ok(token)
+    }
+
+    /// Counts a loop that came back; `message` starts with its token. Returns the link it left
+    /// on and its round-trip time.
+    pub fn receive(&mut self, message: &[u8], now: Time) -> Result<(usize, u64), LoopError> {
+        let Some(token) = message.get(..LOOP_TOKEN_LEN) else {
+            self.forged += 1;
+            return Err(LoopError::Forged);
+        };
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&token[..8]);
+        let id = u64::from_le_bytes(id);
+        if !bool::from(self.mac(id).ct_eq(&token[8..])) {
+            self.forged += 1;
+            return Err(LoopError::Forged);
+        }
+        let w = self.window.len() as u64;
+        let slot = &mut self.window[(id % w) as usize];
+        if !slot.pending || slot.id != id {
+            self.stale += 1;
+            return Err(LoopError::Stale);
+        }
+        slot.pending = false;
+        let link = slot.link as usize;
+        self.links[link].returned += 1;
+        Ok((link, now.0.saturating_sub(slot.sent_at.0)))
+    }
+
+    /// Counts as lost every pending loop sent more than the timeout before `now`.
+    pub fn expire(&mut self, now: Time) {
+        let w = self.window.len() as u64;
+        while self.oldest < self.next_id {
+            let slot = &mut self.window[(self.oldest % w) as usize];
+            if slot.pending && slot.id == self.oldest {
+                if slot.sent_at.0.saturating_add(self.timeout) > now.0 {
+                    break;
+                }
+                slot.pending = false;
+                self.links[slot.link as usize].lost += 1;
+            }
+            self.oldest += 1;
+        }
+    }
+
+    /// The counters of `link` (zero for an unknown link).
+    pub fn stats(&self, link: usize) -> LoopStats {
+        self.links.get(link).copied().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Time {
+        Time(v * Time::MS)
+    }
+
+    #[test]
+    fn returned_lost_forged_and_stale() {
+        let mut m = LoopMonitor::new([7; 32], 2, 16, ms(100)).expect("monitor");
+        let a = m.send(0, ms(0)).expect("a");
+        let b = m.send(1, ms(1)).expect("b");
+        let c = m.send(1, ms(2)).expect("c");
+        assert_eq!(m.receive(&a, ms(30)), Ok((0, 30 * Time::MS)));
+        assert_eq!(m.receive(&a, ms(31)), Err(LoopError::Stale));
+        let mut forged = b;
+        forged[9] ^= 1;
+        assert_eq!(m.receive(&forged, ms(32)), Err(LoopError::Forged));
+        assert_eq!(m.receive(&b[..10], ms(32)), Err(LoopError::Forged));
+        m.expire(ms(101));
+        assert_eq!(
+            m.stats(1),
+            LoopStats {
+                sent: 2,
+                returned: 0,
+                lost: 1
+            }
+        );
+        m.expire(ms(102));
+        assert_eq!(
+            m.stats(1),
+            LoopStats {
+                sent: 2,
+                returned: 0,
+                lost: 2
+            }
+        );
+        // Too late: already counted lost.
+        assert_eq!(m.receive(&c, ms(103)), Err(LoopError::Stale));
+        assert_eq!(
+            m.stats(0),
+            LoopStats {
+                sent: 1,
+                returned: 1,
+                lost: 0
+            }
+        );
+        assert_eq!((m.forged, m.stale), (2, 2));
+        assert_eq!(m.send(2, ms(0)), Err(LoopError::UnknownLink));
+    }
+
+    #[test]
+    fn the_window_bounds_memory() {
+        let mut m = LoopMonitor::new([1; 32], 1, 4, ms(1_000)).expect("monitor");
+        let first = m.send(0, ms(0)).expect("first");
+        for i in 1..10 {
+            m.send(0, ms(i)).expect("send");
+        }
+        // The first six fell out of the window of four before their timeout.
+        assert_eq!(m.stats(0).lost, 6);
+        assert_eq!(m.receive(&first, ms(20)), Err(LoopError::Stale));
+    }
+}

@@ -1,0 +1,238 @@
+//! One outgoing link: a bounded queue of packets ready to go, and a pacer that gives the link
+//! exactly `rate` transmission slots in every second, whatever the load.
+//!
+//! Slot `k` is at `origin + floor(k * 10^9 / rate)` ns, so every second from the origin holds
+//! exactly `rate` slots and no rounding drift accumulates. At each slot the oldest queued real
+//! packet goes out; if none is queued a cover packet does. An observer of the link therefore
+//! sees one packet per slot, busy or idle. If the caller polls late, the slots it missed are
+//! sent at once (up to `max_burst` of them; older ones are counted as missed, never silently
+//! skipped). Past its capacity the queue refuses packets (counted); it never grows.
+
+use std::collections::VecDeque;
+
+use crate::{ConfigError, Time};
+
+/// What filled a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// A forwarded packet.
+    Real,
+    /// A cover packet.
+    Cover,
+}
+
+/// Counters of one link.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Slots filled with real packets.
+    pub real: u64,
+    /// Slots filled with cover.
+    pub cover: u64,
+    /// Packets refused because the queue was full.
+    pub dropped_full: u64,
+    /// Slots that went unfilled: more than `max_burst` late, or no cover packet to hand.
+    pub missed: u64,
+}
+
+/// A link's queue and pacer, holding the caller's frame handles `T`.
+pub struct Link<T> {
+    queue: VecDeque<T>,
+    capacity: usize,
+    rate: u64,
+    origin: Time,
+    /// Index of the next slot to fill.
+    next_slot: u64,
+    max_burst: u64,
+    /// Counters.
+    pub stats: LinkStats,
+}
+
+impl<T> core::fmt::Debug for Link<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Link")
+            .field("rate", &self.rate)
+            .field("queued", &self.queue.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Link<T> {
+    /// A link sending `rate` packets per second from `origin` on, queueing at most `capacity`
+    /// real packets and catching up at most `max_burst` late slots per poll.
+    pub fn new(
+        rate: u32,
+        capacity: usize,
+        max_burst: u32,
+        origin: Time,
+    ) -> Result<Self, ConfigError> {
+        if rate == 0 {
+            return Err(ConfigError::ZeroRate);
+        }
+        if capacity == 0 || capacity > 1 << 24 {
+            return Err(ConfigError::Capacity(capacity, 1 << 24));
+        }
+        Ok(Self {
+            queue: VecDeque::with_capacity(capacity),
+            capacity,
+            rate: u64::from(rate),
+            origin,
+            next_slot: 0,
+            max_burst: u64::from(max_burst.max(1)),
+            stats: LinkStats::default(),
+        })
+    }
+
+    /// Packets per second.
+    pub fn rate(&self) -> u32 {
+        self.rate as u32
+    }
+
+    /// Real packets waiting for a slot.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The time of slot `k`.
+    fn slot_time(&self, k: u64) -> Time {
+        let offset = u128::from(k) * u128::from(Time::SECOND) / u128::from(self.rate);
+        self.origin.plus(u64::try_from(offset).unwrap_or(u64::MAX))
+    }
+
+    /// The time of the next slot (for a caller that sleeps until then).
+    pub fn next_slot_time(&self) -> Time {
+        self.slot_time(self.next_slot)
+    }
+
+    /// Queues a real packet for the next free slot; gives it back when the queue is full.
+    pub fn push(&mut self, item: T) -> Result<(), T> {
+        if self.queue.len() >= self.capacity {
+            self.stats.dropped_full += 1;
+            return Err(item);
+        }
+        self.queue.push_back(item);
+        Ok(())
+    }
+
+    /// Fills every slot due at or before `now`: `send(packet, kind, slot_time)` for each, real
+    /// packets first-in first-out, `cover()` when none is queued.
+    pub fn poll_transmit(
+        &mut self,
+        now: Time,
+        mut cover: impl FnMut() -> Option<T>,
+        mut send: impl FnMut(T, Sent, Time),
+    ) {
+        if now < self.origin {
+            return;
+        }
+        // Slots due: the number of k with slot_time(k) <= now, i.e. floor((now - origin) *
+        // rate / 10^9) + 1.
+        let elapsed = u128::from(now.0 - self.origin.0);
+        let due = u64::try_from(elapsed * u128::from(self.rate) / u128::from(Time::SECOND) + 1)
+            .unwrap_or(u64::MAX);
+        if due <= self.next_slot {
+            return;
+        }
+        let late = due - self.next_slot;
+        if late > self.max_burst {
+            self.stats.missed += late - self.max_burst;
+            self.next_slot = due - self.max_burst;
+        }
+        while self.next_slot < due {
+            let at = self.slot_time(self.next_slot);
+            self.next_slot += 1;
+            if let Some(item) = self.queue.pop_front() {
+                self.stats.real += 1;
+                send(item, Sent::Real, at);
+            } else if let Some(item) = cover() {
+                self.stats.cover += 1;
+                send(item, Sent::Cover, at);
+            } else {
+                self.stats.missed += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::expect_used, clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exactly_rate_slots_per_second_with_uneven_spacing() {
+        // 3 per second: slots at 0, 333,333,333 and 666,666,666 ns, then 1 s, ...
+        let mut link = Link::new(3, 10, 100, Time(0)).expect("link");
+        let mut times = Vec::new();
+        link.poll_transmit(
+            Time(2 * Time::SECOND - 1),
+            || Some(()),
+            |_, _, at| times.push(at.0),
+        );
+        assert_eq!(
+            times,
+            [
+                0,
+                333_333_333,
+                666_666_666,
+                1_000_000_000,
+                1_333_333_333,
+                1_666_666_666
+            ]
+        );
+    }
+
+    #[test]
+    fn real_first_then_cover_and_a_bounded_queue() {
+        let mut link = Link::new(1000, 2, 10, Time(0)).expect("link");
+        assert!(link.push(1).is_ok());
+        assert!(link.push(2).is_ok());
+        assert_eq!(link.push(3), Err(3));
+        let mut out = Vec::new();
+        link.poll_transmit(
+            Time(3 * Time::MS),
+            || Some(0),
+            |x, kind, _| out.push((x, kind)),
+        );
+        assert_eq!(
+            out,
+            [
+                (1, Sent::Real),
+                (2, Sent::Real),
+                (0, Sent::Cover),
+                (0, Sent::Cover)
+            ]
+        );
+        assert_eq!(
+            link.stats,
+            LinkStats {
+                real: 2,
+                cover: 2,
+                dropped_full: 1,
+                missed: 0
+            }
+        );
+    }
+
+    #[test]
+    fn late_polls_catch_up_to_the_burst_limit_and_count_the_rest() {
+        let mut link = Link::new(1000, 4, 5, Time(0)).expect("link");
+        let mut n = 0;
+        link.poll_transmit(Time(0), || Some(()), |_, _, _| n += 1);
+        assert_eq!(n, 1);
+        // 20 ms late: 20 slots due, 5 sent, 15 missed.
+        link.poll_transmit(Time(20 * Time::MS), || Some(()), |_, _, _| n += 1);
+        assert_eq!(n, 6);
+        assert_eq!(link.stats.missed, 15);
+        assert_eq!(link.next_slot_time(), Time(21 * Time::MS));
+    }
+
+    #[test]
+    fn config_errors() {
+        assert_eq!(
+            Link::<()>::new(0, 1, 1, Time(0)).unwrap_err(),
+            ConfigError::ZeroRate
+        );
+        assert!(Link::<()>::new(1, 0, 1, Time(0)).is_err());
+    }
+}
