@@ -1,5 +1,12 @@
 //! Scalar helpers around the lane arithmetic: radix-2^25.5 limbs in and out of bytes, and the
 //! portable on-curve test.
+#![cfg_attr(
+    not(target_arch = "x86_64"),
+    allow(
+        dead_code,
+        reason = "the limb helpers serve the x86_64 lanes and the unit tests"
+    )
+)]
 
 use curve25519_dalek::montgomery::MontgomeryPoint;
 
