@@ -658,6 +658,36 @@ impl PacketIo for AfXdpIo {
         }
     }
 
+    fn with_payloads_mut(&mut self, packets: &[Packet], f: &mut dyn FnMut(&mut [&mut [u8]])) {
+        for chunk in packets.chunks(crate::MAX_BATCH) {
+            let mut slices: [&mut [u8]; crate::MAX_BATCH] = std::array::from_fn(|_| &mut [][..]);
+            let mut taken = [usize::MAX; crate::MAX_BATCH];
+            for (i, packet) in chunk.iter().enumerate() {
+                let frame = packet.frame.0 as usize;
+                if !self.owns(packet) || taken[..i].contains(&frame) {
+                    continue;
+                }
+                let start = usize::from(packet.offset);
+                let end = start + usize::from(packet.len);
+                let Some(payload) = self
+                    .segment_mut(frame)
+                    .and_then(|segment| segment.get_mut(start..end))
+                else {
+                    continue;
+                };
+                taken[i] = frame;
+                let (ptr, len) = (payload.as_mut_ptr(), payload.len());
+                // SAFETY: `ptr..ptr+len` lies in frame `frame` of the UMEM mapping, which
+                // `self.umem` keeps mapped while `self` is borrowed (for this whole call); the
+                // frame is user-owned (`owns` checked the packet), and `taken` makes sure no
+                // two slices of this chunk come from the same frame, so they are disjoint and
+                // nothing else accesses them until `f` returns.
+                slices[i] = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+            }
+            f(&mut slices[..chunk.len()]);
+        }
+    }
+
     fn poll_completions(&mut self) -> Result<usize, IoError> {
         let done = self.drain_completions();
         self.kick_tx()?;

@@ -187,6 +187,9 @@ pub enum IoError {
     },
 }
 
+/// Most packets [`PacketIo::with_payloads_mut`] hands to its closure at once.
+pub const MAX_BATCH: usize = 64;
+
 /// A batch packet I/O backend. Implementations do no allocation per packet.
 ///
 /// The cycle: [`recv`](Self::recv) fills a batch; each packet is processed in place
@@ -229,6 +232,12 @@ pub trait PacketIo {
 
     /// The payload bytes of a packet, writable in place.
     fn payload_mut(&mut self, packet: &Packet) -> &mut [u8];
+
+    /// Calls `f` with the writable payloads of `packets` at once, in order, in chunks of at
+    /// most [`MAX_BATCH`] (so a batch can be processed in place together, e.g. by
+    /// `pb_sphinx::process_batch`). A packet this backend does not own, or a second packet on
+    /// a frame already handed out, gets an empty slice.
+    fn with_payloads_mut(&mut self, packets: &[Packet], f: &mut dyn FnMut(&mut [&mut [u8]]));
 
     /// Reclaims transmitted frames and kicks the kernel if it waits for us. Call regularly.
     fn poll_completions(&mut self) -> Result<usize, IoError>;

@@ -395,6 +395,40 @@ impl PacketIo for UdpIo {
         }
     }
 
+    fn with_payloads_mut(&mut self, packets: &[Packet], f: &mut dyn FnMut(&mut [&mut [u8]])) {
+        for chunk in packets.chunks(crate::MAX_BATCH) {
+            // (frame, position) sorted by frame, so one pass over the pool's frames hands out
+            // disjoint slices without unsafe code.
+            let mut order = [(usize::MAX, 0usize); crate::MAX_BATCH];
+            let mut ranges = [(0usize, 0usize); crate::MAX_BATCH];
+            for (i, packet) in chunk.iter().enumerate() {
+                order[i].1 = i;
+                if let Some(range) = self.payload_range(packet) {
+                    order[i].0 = packet.frame.0 as usize;
+                    ranges[i] = (usize::from(packet.offset), range.len());
+                } else {
+                    self.stats.foreign_packets += u64::from(packet.owner != self.owner);
+                }
+            }
+            order[..chunk.len()].sort_unstable();
+            let mut slices: [&mut [u8]; crate::MAX_BATCH] = std::array::from_fn(|_| &mut [][..]);
+            let mut frames = self.pool.chunks_exact_mut(FRAME_SIZE);
+            let mut next_frame = 0;
+            for &(frame, position) in &order[..chunk.len()] {
+                if frame == usize::MAX || frame < next_frame {
+                    continue; // not ours, or a frame already handed out
+                }
+                let Some(data) = frames.nth(frame - next_frame) else {
+                    break;
+                };
+                next_frame = frame + 1;
+                let (offset, len) = ranges[position];
+                slices[position] = &mut data[offset..offset + len];
+            }
+            f(&mut slices[..chunk.len()]);
+        }
+    }
+
     fn poll_completions(&mut self) -> Result<usize, IoError> {
         Ok(0)
     }
@@ -550,6 +584,46 @@ mod tests {
         assert_eq!(b.stats().rx_dropped_malformed, 2);
         b.release(&mut got);
         assert_eq!(b.free.len(), 4096);
+    }
+
+    /// A batch's payloads come out together, writable, in packet order; a second packet on
+    /// the same frame and a foreign packet get empty slices.
+    #[test]
+    fn payloads_of_a_batch_at_once() {
+        let config = UdpConfig::new("127.0.0.1:0".parse().unwrap());
+        let mut a = UdpIo::open(&config).unwrap();
+        let mut b = UdpIo::open(&config).unwrap();
+        let peer = b.local_addr();
+        // Frames are handed out from the end of the pool: allocate several so the batch's
+        // frame order differs from packet order.
+        let mut batch: Vec<Packet> = (0..5).map(|_| a.alloc(peer).unwrap()).collect();
+        for (i, p) in batch.iter_mut().enumerate() {
+            a.set_len(p, 10 + i);
+        }
+        batch.swap(0, 3);
+        let duplicate = Packet {
+            owner: batch[1].owner,
+            frame: batch[1].frame,
+            offset: batch[1].offset,
+            len: batch[1].len,
+            peer,
+        };
+        batch.push(duplicate);
+        let mut foreign = b.alloc(peer).unwrap();
+        b.set_len(&mut foreign, 50);
+        batch.push(foreign);
+        let mut lens = Vec::new();
+        a.with_payloads_mut(&batch, &mut |slices| {
+            for (i, s) in slices.iter_mut().enumerate() {
+                lens.push(s.len());
+                s.fill(i as u8 + 1);
+            }
+        });
+        assert_eq!(lens, [13, 11, 12, 10, 14, 0, 0]);
+        for (i, p) in batch[..5].iter().enumerate() {
+            assert!(a.payload(p).iter().all(|&x| x == i as u8 + 1), "packet {i}");
+        }
+        assert!(b.payload(&batch[6]).iter().all(|&x| x == 0));
     }
 
     /// A packet handed to a backend that does not own its frame is refused, not taken.

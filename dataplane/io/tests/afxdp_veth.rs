@@ -172,6 +172,19 @@ fn receive_10000_identical(bed: &TwoNode, socket: &mut AfXdpIo) {
                 assert_eq!(p.peer.ip(), from_ip, "datagram {seq} source");
                 assert!(seen.insert(seq), "datagram {seq} delivered twice");
             }
+            // The batch's payloads, all at once and writable, are the same bytes.
+            let expected: Vec<Vec<u8>> = batch.iter().map(|p| socket.payload(p).to_vec()).collect();
+            let mut via_batch = Vec::new();
+            socket.with_payloads_mut(&batch, &mut |slices| {
+                for s in slices.iter_mut() {
+                    via_batch.push(s.to_vec());
+                    s[0] ^= 0xff;
+                }
+            });
+            assert_eq!(via_batch, expected);
+            for (p, bytes) in batch.iter().zip(&expected) {
+                assert_eq!(socket.payload(p)[0], bytes[0] ^ 0xff, "written in place");
+            }
             received.store(seen.len() as u64, Ordering::Relaxed);
             socket.release(&mut batch);
         }
