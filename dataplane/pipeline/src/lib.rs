@@ -1,0 +1,368 @@
+//! One relay core's packet pipeline over any [`PacketIo`] backend (AF_XDP or UDP):
+//!
+//! ```text
+//! recv batch ─▶ process_batch (in place, SIMD lanes) ─▶ shared replay filter
+//!   ─▶ delay queue (the header's delay) ─▶ the next hop's link (bounded queue)
+//!   ─▶ pacer: every 1/R a due real packet, else a loop cover packet ─▶ send batch
+//! ```
+//!
+//! Packets delivered to this relay go to a [`Sink`] (a gateway's mailboxes, an exit), except
+//! its own returning loops, which the [`LoopMonitor`](pb_mix::LoopMonitor) counts per link.
+//! Frames stay in the backend's pool from receive to transmit; nothing allocates per packet
+//! (cover packets are built into freshly allocated frames of the pool).
+//!
+//! What it does not (yet): spread links over several cores (one pipeline owns all its links
+//! here), build cover on a separate core, or read configuration files; the relay binary
+//! wires those up.
+#![forbid(unsafe_code)]
+
+mod cover;
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+use pb_io::{IoError, Packet, PacketIo};
+use pb_mix::{DelayError, DelayQueue, Link, LinkStats, LoopMonitor, SharedReplayFilter, Time};
+use pb_sphinx::{
+    DelayMs, DropReason, MailboxId, NodeId, NodeKeys, PACKET_LEN, Processed, message, process_batch,
+};
+
+pub use cover::{CoverSource, LoopCover};
+
+/// One outgoing link: the neighbour's node id and UDP endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    /// Its node id, as routing commands name it.
+    pub node: NodeId,
+    /// Where its packets go.
+    pub addr: SocketAddr,
+}
+
+/// Settings of one pipeline.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// The links, one per next-hop neighbour.
+    pub neighbours: Vec<Neighbour>,
+    /// Packets per second on every link.
+    pub link_rate: u32,
+    /// Real packets a link queues before refusing.
+    pub link_queue: usize,
+    /// Late slots a link sends at once before counting the rest as missed.
+    pub max_burst: u32,
+    /// Packets the delay queue holds.
+    pub delay_capacity: usize,
+    /// Longest per-hop delay accepted.
+    pub max_delay: DelayMs,
+    /// Packets received per batch (at most [`pb_io::MAX_BATCH`]).
+    pub batch: usize,
+    /// This relay's loop mailbox: packets delivered to it are its own loops returning.
+    pub loop_mailbox: MailboxId,
+}
+
+/// Where delivered packets go (the role: a gateway's mailboxes, an exit's streams).
+pub trait Sink {
+    /// A packet for `mailbox` arrived with `message` (the delivered message area, or for a
+    /// SURB reply the still-wrapped payload).
+    fn deliver(&mut self, mailbox: MailboxId, reply: bool, message: &[u8]);
+}
+
+/// Why a pipeline could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A mixing structure's setting is out of range.
+    #[error("{what}: {source}")]
+    Config {
+        /// Which setting.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: pb_mix::ConfigError,
+    },
+    /// Two links name the same neighbour.
+    #[error("neighbour {0:?} is listed twice")]
+    DuplicateNeighbour(NodeId),
+    /// The backend failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+/// Counters of one pipeline. Per-link slot counts are in [`Pipeline::link_stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    /// Packets received.
+    pub received: u64,
+    /// Packets unwrapped and queued for their next hop.
+    pub forwarded: u64,
+    /// Packets delivered to the sink.
+    pub delivered: u64,
+    /// Own loops that came back.
+    pub loops_returned: u64,
+    /// Packets dropped by pb-sphinx, by [`DropReason`] (indexed like [`DropReason::ALL`]).
+    pub dropped: [u64; DropReason::ALL.len()],
+    /// Forwarded packets naming a next hop this relay has no link to.
+    pub dropped_no_link: u64,
+    /// Packets the delay queue refused, by reason (full, too long, lagging).
+    pub dropped_delay: [u64; 3],
+    /// Packets a full link queue refused.
+    pub dropped_link_full: u64,
+    /// Cover packets that could not be built (no frame, or the cover source failed).
+    pub cover_failures: u64,
+}
+
+/// A packet held in the delay queue: its frame and the link it leaves on.
+type Held = (Packet, usize);
+
+/// One core's pipeline over backend `I`.
+pub struct Pipeline<'r, I: PacketIo> {
+    io: I,
+    keys: NodeKeys,
+    replay: &'r SharedReplayFilter,
+    delay: DelayQueue<Held>,
+    links: Vec<Link<Packet>>,
+    neighbours: Vec<Neighbour>,
+    link_of: HashMap<NodeId, usize>,
+    loops: LoopMonitor,
+    cover: Box<dyn CoverSource + Send>,
+    sink: Box<dyn Sink + Send>,
+    loop_mailbox: MailboxId,
+    batch: usize,
+    rx: Vec<Packet>,
+    tx: Vec<Packet>,
+    /// Frames on their way back to the pool (reused, so no allocation per turn).
+    spare: Vec<Packet>,
+    results: Vec<Result<Processed, DropReason>>,
+    stats: PipelineStats,
+}
+
+impl<I: PacketIo> core::fmt::Debug for Pipeline<'_, I> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("stats", &self.stats)
+            .field("links", &self.links)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'r, I: PacketIo> Pipeline<'r, I> {
+    /// A pipeline on `io` processing with `keys`, sharing `replay` with the relay's other
+    /// cores, counting its loops in `loops`, starting at `now`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts a relay wires together"
+    )]
+    pub fn new(
+        io: I,
+        config: &PipelineConfig,
+        keys: NodeKeys,
+        replay: &'r SharedReplayFilter,
+        loops: LoopMonitor,
+        cover: Box<dyn CoverSource + Send>,
+        sink: Box<dyn Sink + Send>,
+        now: Time,
+    ) -> Result<Self, PipelineError> {
+        let config_error = |what| move |source| PipelineError::Config { what, source };
+        let delay = DelayQueue::new(config.delay_capacity, config.max_delay, now)
+            .map_err(config_error("delay queue"))?;
+        let mut links = Vec::new();
+        let mut link_of = HashMap::new();
+        for (i, n) in config.neighbours.iter().enumerate() {
+            if link_of.insert(n.node, i).is_some() {
+                return Err(PipelineError::DuplicateNeighbour(n.node));
+            }
+            links.push(
+                Link::new(config.link_rate, config.link_queue, config.max_burst, now)
+                    .map_err(config_error("link"))?,
+            );
+        }
+        let batch = config.batch.clamp(1, pb_io::MAX_BATCH);
+        Ok(Self {
+            io,
+            keys,
+            replay,
+            delay,
+            links,
+            neighbours: config.neighbours.clone(),
+            link_of,
+            loops,
+            cover,
+            sink,
+            loop_mailbox: config.loop_mailbox,
+            batch,
+            rx: Vec::with_capacity(batch),
+            tx: Vec::with_capacity(4 * batch),
+            spare: Vec::with_capacity(4 * batch),
+            results: vec![Err(DropReason::WrongLength); batch],
+            stats: PipelineStats::default(),
+        })
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> PipelineStats {
+        self.stats
+    }
+
+    /// Slot counters of every link, in neighbour order.
+    pub fn link_stats(&self) -> Vec<LinkStats> {
+        self.links.iter().map(|l| l.stats).collect()
+    }
+
+    /// The loop monitor (per-link loop counters).
+    pub fn loops(&self) -> &LoopMonitor {
+        &self.loops
+    }
+
+    /// The backend (its counters).
+    pub fn io(&self) -> &I {
+        &self.io
+    }
+
+    /// Replaces the keys (epoch rotation).
+    pub fn set_keys(&mut self, keys: NodeKeys) {
+        self.keys = keys;
+    }
+
+    /// When the pipeline next has something to do without input: the earliest link slot or
+    /// delay expiry.
+    pub fn next_deadline(&self) -> Option<Time> {
+        let slot = self.links.iter().map(Link::next_slot_time).min();
+        match (slot, self.delay.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// One turn: receive a batch (waiting at most `wait`), unwrap it, release due packets to
+    /// their links, fill due slots, send.
+    pub fn step(&mut self, now: Time, wait: Duration) -> Result<(), IoError> {
+        self.receive(now, wait)?;
+        self.release_due(now);
+        self.transmit(now)?;
+        self.loops.expire(now);
+        Ok(())
+    }
+
+    fn receive(&mut self, now: Time, wait: Duration) -> Result<(), IoError> {
+        self.rx.clear();
+        let got = self.io.recv(&mut self.rx, self.batch, wait)?;
+        if got == 0 {
+            return Ok(());
+        }
+        self.stats.received += got as u64;
+        let (keys, results) = (&self.keys, &mut self.results[..got]);
+        let mut replay = self.replay.handle();
+        self.io.with_payloads_mut(&self.rx, &mut |payloads| {
+            process_batch(payloads, keys, &mut replay, &mut results[..payloads.len()]);
+        });
+        let drop = &mut self.spare;
+        for (packet, result) in self.rx.drain(..).zip(self.results.iter()) {
+            match *result {
+                Ok(Processed::Forward { next, delay, .. }) => {
+                    let Some(&link) = self.link_of.get(&next) else {
+                        self.stats.dropped_no_link += 1;
+                        drop.push(packet);
+                        continue;
+                    };
+                    match self.delay.insert(now, delay, (packet, link)) {
+                        Ok(()) => self.stats.forwarded += 1,
+                        Err((reason, (packet, _))) => {
+                            let index = match reason {
+                                DelayError::Full => 0,
+                                DelayError::TooLong => 1,
+                                DelayError::Lagging => 2,
+                            };
+                            self.stats.dropped_delay[index] += 1;
+                            drop.push(packet);
+                        }
+                    }
+                }
+                Ok(Processed::Deliver { mailbox, .. }) => {
+                    let bytes = message(self.io.payload(&packet));
+                    if mailbox == self.loop_mailbox {
+                        if self.loops.receive(bytes, now).is_ok() {
+                            self.stats.loops_returned += 1;
+                        }
+                    } else {
+                        self.sink.deliver(mailbox, false, bytes);
+                        self.stats.delivered += 1;
+                    }
+                    drop.push(packet);
+                }
+                Ok(Processed::DeliverReply { mailbox, .. }) => {
+                    let payload = pb_sphinx::payload_mut(self.io.payload_mut(&packet));
+                    self.sink.deliver(mailbox, true, payload);
+                    self.stats.delivered += 1;
+                    drop.push(packet);
+                }
+                Err(reason) => {
+                    if let Some(i) = DropReason::ALL.iter().position(|r| *r == reason) {
+                        self.stats.dropped[i] += 1;
+                    }
+                    drop.push(packet);
+                }
+            }
+        }
+        self.io.release(&mut self.spare);
+        Ok(())
+    }
+
+    fn release_due(&mut self, now: Time) {
+        let (links, stats, refused) = (&mut self.links, &mut self.stats, &mut self.spare);
+        self.delay.poll_due(now, |(packet, link)| {
+            if let Err(packet) = links[link].push(packet) {
+                stats.dropped_link_full += 1;
+                refused.push(packet);
+            }
+        });
+        self.io.release(&mut self.spare);
+    }
+
+    fn transmit(&mut self, now: Time) -> Result<(), IoError> {
+        let Self {
+            io,
+            cover,
+            loops,
+            tx,
+            stats,
+            spare,
+            links,
+            neighbours,
+            ..
+        } = self;
+        for (index, link) in links.iter_mut().enumerate() {
+            let peer = neighbours[index].addr;
+            // Cover goes straight into a fresh frame of the pool.
+            let mut make_cover = || {
+                let Some(mut packet) = io.alloc(peer) else {
+                    stats.cover_failures += 1;
+                    return None;
+                };
+                io.set_len(&mut packet, PACKET_LEN);
+                let built = match <&mut [u8; PACKET_LEN]>::try_from(io.payload_mut(&packet)) {
+                    Ok(frame) => cover.fill(index, now, loops, frame),
+                    Err(_) => false,
+                };
+                if built {
+                    Some(packet)
+                } else {
+                    stats.cover_failures += 1;
+                    spare.push(packet);
+                    None
+                }
+            };
+            link.poll_transmit(now, &mut make_cover, |mut packet, _, _| {
+                packet.peer = peer;
+                tx.push(packet);
+            });
+        }
+        io.release(spare);
+        while !self.tx.is_empty() {
+            let before = self.tx.len();
+            self.io.send(&mut self.tx)?;
+            self.io.poll_completions()?;
+            if self.tx.len() == before {
+                // The ring is full: the rest goes next turn (slots keep their order).
+                break;
+            }
+        }
+        Ok(())
+    }
+}
