@@ -33,6 +33,7 @@ mod cmd;
 mod cpu;
 mod error;
 mod netns;
+mod star;
 mod sys;
 mod veth;
 
@@ -42,6 +43,7 @@ pub use cmd::run_checked;
 pub use cpu::{allowed_cpus, cpu_count, pin_to_cpu};
 pub use error::TestbedError;
 pub use netns::{Netns, NetnsGuard, remove_stale_namespaces};
+pub use star::{Star, StarNode, star};
 pub use veth::{Link, PairSpec, TwoNode, interface_mac, two_node, veth_pair, wait_link_up};
 
 /// Capability numbers from `linux/capability.h`.

@@ -1,0 +1,80 @@
+//! A star testbed: `n` node namespaces, each with one veth to a bridge in a switch
+//! namespace, all on 198.18.0.0/24 (node `i` is 198.18.0.`i + 1`). Every node reaches every
+//! other through the bridge, and each has exactly one interface for its XDP program and
+//! AF_XDP socket. A namespace between nodes is also where a test can inject loss (nftables
+//! on the bridge) later.
+
+use std::net::Ipv4Addr;
+
+use crate::{Netns, TestbedError, veth::wait_link_up};
+
+/// One node of a [`Star`].
+#[derive(Debug)]
+pub struct StarNode {
+    /// Its namespace.
+    pub ns: Netns,
+    /// Its interface (the veth end in its namespace).
+    pub ifname: String,
+    /// Its IPv4 address (/24).
+    pub v4: Ipv4Addr,
+}
+
+/// Node namespaces around a bridge; dropping it deletes every namespace (nodes first).
+#[derive(Debug)]
+pub struct Star {
+    /// The nodes, in creation order.
+    pub nodes: Vec<StarNode>,
+    /// The namespace holding the bridge `br0`.
+    pub switch: Netns,
+}
+
+/// Builds a [`Star`] of `n` nodes (at most 250); `tag` names the namespaces (`<tag>-sw`,
+/// `<tag>-0`, …).
+///
+/// # Errors
+///
+/// As [`Netns::create`]; [`TestbedError::Command`] if an `ip` step fails;
+/// [`TestbedError::InvalidSpec`] for `n` out of range.
+pub fn star(tag: &str, n: usize) -> Result<Star, TestbedError> {
+    if n == 0 || n > 250 {
+        return Err(TestbedError::InvalidSpec {
+            reason: format!("a star has 1 to 250 nodes, not {n}"),
+        });
+    }
+    let switch = Netns::create(&format!("{tag}-sw"))?;
+    switch.run(&["link", "add", "br0", "type", "bridge"])?;
+    switch.run(&["link", "set", "br0", "up"])?;
+    let mut star = Star {
+        nodes: Vec::new(),
+        switch,
+    };
+    let pid = std::process::id() % 100_000;
+    for i in 0..n {
+        let ns = Netns::create(&format!("{tag}-{i}"))?;
+        let (node_if, switch_if) = (format!("pb{pid}n{i}"), format!("pb{pid}s{i}"));
+        let v4 = Ipv4Addr::new(198, 18, 0, i as u8 + 1);
+        star.switch.run(&[
+            "link",
+            "add",
+            &switch_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &node_if,
+            "netns",
+            ns.name(),
+        ])?;
+        star.switch
+            .run(&["link", "set", &switch_if, "master", "br0", "up"])?;
+        ns.run(&["addr", "add", &format!("{v4}/24"), "dev", &node_if])?;
+        ns.run(&["link", "set", &node_if, "up"])?;
+        wait_link_up(&ns, &node_if)?;
+        star.nodes.push(StarNode {
+            ns,
+            ifname: node_if,
+            v4,
+        });
+    }
+    Ok(star)
+}
