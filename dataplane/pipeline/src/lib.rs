@@ -26,7 +26,7 @@ use pb_sphinx::{
     DelayMs, DropReason, MailboxId, NodeId, NodeKeys, PACKET_LEN, Processed, message, process_batch,
 };
 
-pub use cover::{CoverSource, LoopCover};
+pub use cover::{COVER_MAILBOX, CoverSource, LoopCover};
 
 /// One outgoing link: the neighbour's node id and UDP endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +96,8 @@ pub struct PipelineStats {
     pub delivered: u64,
     /// Own loops that came back.
     pub loops_returned: u64,
+    /// Link cover from neighbours, received and dropped.
+    pub cover_received: u64,
     /// Packets dropped by pb-sphinx, by [`DropReason`] (indexed like [`DropReason::ALL`]).
     pub dropped: [u64; DropReason::ALL.len()],
     /// Forwarded packets naming a next hop this relay has no link to.
@@ -276,7 +278,9 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
                 }
                 Ok(Processed::Deliver { mailbox, .. }) => {
                     let bytes = message(self.io.payload(&packet));
-                    if mailbox == self.loop_mailbox {
+                    if mailbox == COVER_MAILBOX {
+                        self.stats.cover_received += 1;
+                    } else if mailbox == self.loop_mailbox {
                         if self.loops.receive(bytes, now).is_ok() {
                             self.stats.loops_returned += 1;
                         }

@@ -115,7 +115,14 @@ fn a_ring_of_three_relays_forwards_mixes_and_loops() {
             };
             // Relay i's loops go once around the ring: i+1, i+2, back to i.
             let route = vec![hop(next), hop((i + 2) % 3), hop(i)];
-            let cover = LoopCover::new(FORMAT, EPOCH, vec![route], loop_mailbox(i), [i as u8; 32]);
+            let cover = LoopCover::new(
+                FORMAT,
+                EPOCH,
+                vec![route],
+                loop_mailbox(i),
+                20,
+                [i as u8; 32],
+            );
             let loops =
                 LoopMonitor::new([0x10 + i as u8; 32], 1, 4096, Time(5 * Time::SECOND)).unwrap();
             let sink = Recorder(delivered.clone());
