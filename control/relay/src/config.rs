@@ -1,0 +1,429 @@
+//! The relay's configuration file and the static topology file, parsed into values that
+//! cannot be invalid. A bad value is a [`ConfigError`] naming the field and the reason, in
+//! one line.
+//!
+//! ```toml
+//! topology = "topology.toml"      # the network (see Topology); relative to this file
+//! deliver_to = "127.0.0.1:9000"   # optional: where delivered messages go (UDP)
+//!
+//! [node]
+//! id = "0101…01"                  # 16 bytes, hex
+//! secret = "…"                    # this epoch's Sphinx secret, 32 bytes hex
+//! epoch = 1
+//! format = "v2"                   # the network's packet format: v1 | v2
+//!
+//! [io]
+//! backend = "udp"                 # udp | af_xdp
+//! bind = "198.18.0.1:47470"       # udp: the address to bind
+//! # af_xdp: pb-io's keys (interface, queues = [one queue], port, packet_len, xdp_mode, bind)
+//!
+//! [mix]                           # all optional, defaults shown
+//! link_rate = 100                 # packets per second on every link
+//! loop_rate = 2                   # loops per second per link (the rest of the cover is one hop)
+//! link_queue = 1024
+//! max_burst = 8
+//! delay_capacity = 65536
+//! max_delay_ms = 10000
+//! replay_capacity = 1000000       # packets per epoch
+//! loop_timeout_ms = 5000
+//! batch = 32
+//! ```
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use pb_io::config::IoConfig;
+use pb_sphinx::{DelayMs, Epoch, Format, MAX_HOPS, NodeId};
+use serde::Deserialize;
+
+/// A configuration value that is missing, malformed or out of range.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    /// The offending field (`section.key`, or the file).
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn bad(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Which packet I/O backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A UDP socket on `bind`.
+    Udp {
+        /// Address and port.
+        bind: SocketAddr,
+    },
+    /// XDP + AF_XDP on one interface queue.
+    AfXdp(IoConfig),
+}
+
+/// The mixing settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MixSettings {
+    /// Packets per second on every link.
+    pub link_rate: u32,
+    /// Loops per second per link.
+    pub loop_rate: u32,
+    /// Real packets a link queues.
+    pub link_queue: usize,
+    /// Late slots caught up at once.
+    pub max_burst: u32,
+    /// Packets the delay queue holds.
+    pub delay_capacity: usize,
+    /// Longest per-hop delay.
+    pub max_delay: DelayMs,
+    /// Packets per epoch the replay filter is sized for.
+    pub replay_capacity: usize,
+    /// When a loop counts as lost.
+    pub loop_timeout_ms: u64,
+    /// Packets per receive batch.
+    pub batch: usize,
+}
+
+/// A validated relay configuration.
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    /// This relay's node id.
+    pub node: NodeId,
+    /// Its Sphinx secret for `epoch`.
+    pub secret: [u8; 32],
+    /// The epoch.
+    pub epoch: Epoch,
+    /// The network's packet format.
+    pub format: Format,
+    /// The I/O backend.
+    pub backend: Backend,
+    /// Mixing settings.
+    pub mix: MixSettings,
+    /// Where delivered messages go.
+    pub deliver_to: Option<SocketAddr>,
+    /// The topology file.
+    pub topology: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    topology: Option<String>,
+    deliver_to: Option<String>,
+    node: Option<RawNode>,
+    io: Option<toml::Table>,
+    mix: Option<RawMix>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    id: Option<String>,
+    secret: Option<String>,
+    epoch: Option<u32>,
+    format: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMix {
+    link_rate: Option<u32>,
+    loop_rate: Option<u32>,
+    link_queue: Option<usize>,
+    max_burst: Option<u32>,
+    delay_capacity: Option<usize>,
+    max_delay_ms: Option<u32>,
+    replay_capacity: Option<usize>,
+    loop_timeout_ms: Option<u64>,
+    batch: Option<usize>,
+}
+
+/// Parses `len` bytes of hex.
+pub(crate) fn hex<const N: usize>(field: &str, text: &str) -> Result<[u8; N], ConfigError> {
+    let text = text.trim();
+    if text.len() != 2 * N || !text.is_ascii() {
+        return Err(bad(
+            field,
+            format!("expected {N} bytes as {} hex digits", 2 * N),
+        ));
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
+            .map_err(|_| bad(field, format!("expected {N} bytes as {} hex digits", 2 * N)))?;
+    }
+    Ok(out)
+}
+
+fn required<T>(field: &str, value: Option<T>) -> Result<T, ConfigError> {
+    value.ok_or_else(|| bad(field, "missing"))
+}
+
+fn in_range<T: PartialOrd + core::fmt::Display + Copy>(
+    field: &str,
+    value: Option<T>,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    let v = value.unwrap_or(default);
+    if v < min || v > max {
+        return Err(bad(field, format!("{v} is out of range ({min} to {max})")));
+    }
+    Ok(v)
+}
+
+/// Parses a `parse_error` from toml into a one-line error naming the field when possible.
+fn toml_error(file: &str, error: &toml::de::Error) -> ConfigError {
+    let message = error
+        .message()
+        .lines()
+        .next()
+        .unwrap_or("malformed")
+        .to_owned();
+    bad(file, message)
+}
+
+impl RelayConfig {
+    /// Parses the configuration file text; `dir` resolves a relative topology path.
+    pub fn from_toml(text: &str, dir: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error("config", &e))?;
+        let node = required("node", raw.node)?;
+        let id = hex::<16>("node.id", &required("node.id", node.id)?)?;
+        let secret = hex::<32>("node.secret", &required("node.secret", node.secret)?)?;
+        let epoch = Epoch(required("node.epoch", node.epoch)?);
+        let format = match required("node.format", node.format)?.as_str() {
+            "v1" => Format::V1,
+            "v2" => Format::V2,
+            other => return Err(bad("node.format", format!("{other:?} is not v1 or v2"))),
+        };
+        let mut io = required("io", raw.io)?;
+        let backend = match io.remove("backend").as_ref().and_then(toml::Value::as_str) {
+            Some("udp") => {
+                let bind = required("io.bind", io.remove("bind"))?;
+                if let Some(extra) = io.keys().next() {
+                    return Err(bad(
+                        format!("io.{extra}"),
+                        "unknown field for the udp backend",
+                    ));
+                }
+                let bind = bind.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                    bad("io.bind", "expected an address like \"198.18.0.1:47470\"")
+                })?;
+                Backend::Udp { bind }
+            }
+            Some("af_xdp") => {
+                let text = toml::to_string(&io).map_err(|e| bad("io", e.to_string()))?;
+                let config = IoConfig::from_toml(&text).map_err(|e| bad("io", e.to_string()))?;
+                if config.queues.len() != 1 {
+                    return Err(bad(
+                        "io.queues",
+                        "this relay runs one pipeline: give exactly one queue",
+                    ));
+                }
+                Backend::AfXdp(config)
+            }
+            Some(other) => {
+                return Err(bad("io.backend", format!("{other:?} is not udp or af_xdp")));
+            }
+            None => return Err(bad("io.backend", "missing (udp or af_xdp)")),
+        };
+        let mix = raw.mix.unwrap_or_default();
+        let mix = MixSettings {
+            link_rate: in_range("mix.link_rate", mix.link_rate, 100, 1, 1_000_000)?,
+            loop_rate: in_range("mix.loop_rate", mix.loop_rate, 2, 0, 1_000_000)?,
+            link_queue: in_range("mix.link_queue", mix.link_queue, 1024, 1, 1 << 20)?,
+            max_burst: in_range("mix.max_burst", mix.max_burst, 8, 1, 1 << 16)?,
+            delay_capacity: in_range("mix.delay_capacity", mix.delay_capacity, 65_536, 1, 1 << 24)?,
+            max_delay: DelayMs(in_range(
+                "mix.max_delay_ms",
+                mix.max_delay_ms,
+                10_000,
+                0,
+                600_000,
+            )?),
+            replay_capacity: in_range(
+                "mix.replay_capacity",
+                mix.replay_capacity,
+                1_000_000,
+                1,
+                1 << 31,
+            )?,
+            loop_timeout_ms: in_range(
+                "mix.loop_timeout_ms",
+                mix.loop_timeout_ms,
+                5_000,
+                1,
+                3_600_000,
+            )?,
+            batch: in_range("mix.batch", mix.batch, 32, 1, pb_io::MAX_BATCH)?,
+        };
+        let deliver_to = raw
+            .deliver_to
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| bad("deliver_to", "expected an address like \"127.0.0.1:9000\""))
+            })
+            .transpose()?;
+        let topology = dir.join(required("topology", raw.topology)?);
+        Ok(Self {
+            node: NodeId(id),
+            secret,
+            epoch,
+            format,
+            backend,
+            mix,
+            deliver_to,
+            topology,
+        })
+    }
+}
+
+/// A node's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Entry: holds clients' mailboxes.
+    Gateway,
+    /// A mix in one layer.
+    Mix,
+    /// Exit: hands delivered messages to services.
+    Exit,
+}
+
+/// One node of the static topology.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopologyNode {
+    /// Node id.
+    pub id: NodeId,
+    /// Role.
+    pub role: Role,
+    /// Layer: the gateway layer is 0, then the mix layers, then the exits.
+    pub layer: u32,
+    /// UDP endpoint.
+    pub addr: SocketAddr,
+    /// Sphinx public key for the epoch.
+    pub public_key: [u8; 32],
+}
+
+/// The static topology: layers in a cycle (gateways, mix layers, exits, back to gateways).
+/// Every node links to every node of the next layer; a loop from a node goes once around
+/// the cycle, so the cycle has at most [`MAX_HOPS`] layers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topology {
+    /// The nodes, in file order.
+    pub nodes: Vec<TopologyNode>,
+    /// Number of layers.
+    pub layers: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopology {
+    node: Option<Vec<RawTopologyNode>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopologyNode {
+    id: Option<String>,
+    role: Option<String>,
+    layer: Option<u32>,
+    addr: Option<String>,
+    public_key: Option<String>,
+}
+
+impl Topology {
+    /// Parses a topology file's text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawTopology = toml::from_str(text).map_err(|e| toml_error("topology", &e))?;
+        let raw = required("topology.node", raw.node)?;
+        let mut nodes: Vec<TopologyNode> = Vec::new();
+        for (i, n) in raw.into_iter().enumerate() {
+            let field = |k: &str| format!("topology.node[{i}].{k}");
+            let id = NodeId(hex::<16>(&field("id"), &required(&field("id"), n.id)?)?);
+            if nodes.iter().any(|m| m.id == id) {
+                return Err(bad(field("id"), "listed twice"));
+            }
+            let role = match required(&field("role"), n.role)?.as_str() {
+                "gateway" => Role::Gateway,
+                "mix" => Role::Mix,
+                "exit" => Role::Exit,
+                other => {
+                    return Err(bad(
+                        field("role"),
+                        format!("{other:?} is not gateway, mix or exit"),
+                    ));
+                }
+            };
+            let layer = required(&field("layer"), n.layer)?;
+            let addr = required(&field("addr"), n.addr)?.parse().map_err(|_| {
+                bad(
+                    field("addr"),
+                    "expected an address like \"198.18.0.1:47470\"",
+                )
+            })?;
+            let public_key = hex::<32>(
+                &field("public_key"),
+                &required(&field("public_key"), n.public_key)?,
+            )?;
+            nodes.push(TopologyNode {
+                id,
+                role,
+                layer,
+                addr,
+                public_key,
+            });
+        }
+        let layers = nodes.iter().map(|n| n.layer).max().map_or(0, |l| l + 1);
+        if layers < 2 || layers as usize > MAX_HOPS {
+            return Err(bad(
+                "topology.node",
+                format!("{layers} layers; a cycle needs 2 to {MAX_HOPS}"),
+            ));
+        }
+        for l in 0..layers {
+            if !nodes.iter().any(|n| n.layer == l) {
+                return Err(bad("topology.node", format!("layer {l} has no node")));
+            }
+        }
+        Ok(Self { nodes, layers })
+    }
+
+    /// The node with id `id`.
+    pub fn node(&self, id: NodeId) -> Option<&TopologyNode> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// The nodes `id` links to: every node of the next layer (cyclically).
+    pub fn neighbours(&self, id: NodeId) -> Vec<&TopologyNode> {
+        let Some(me) = self.node(id) else {
+            return Vec::new();
+        };
+        let next = (me.layer + 1) % self.layers;
+        self.nodes.iter().filter(|n| n.layer == next).collect()
+    }
+
+    /// The loop route for the link from `id` to `first`: `first`, then the first node of
+    /// each following layer, back to `id` (one hop per layer).
+    pub fn loop_route<'a>(&'a self, id: NodeId, first: &'a TopologyNode) -> Vec<&'a TopologyNode> {
+        let Some(me) = self.node(id) else {
+            return Vec::new();
+        };
+        let mut route = vec![first];
+        let mut layer = (first.layer + 1) % self.layers;
+        while layer != me.layer {
+            if let Some(n) = self.nodes.iter().find(|n| n.layer == layer) {
+                route.push(n);
+            }
+            layer = (layer + 1) % self.layers;
+        }
+        route.push(me);
+        route
+    }
+}

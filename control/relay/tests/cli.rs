@@ -1,0 +1,166 @@
+//! Bad configuration gets one line on stderr naming the field and the reason, and exit 1;
+//! never a panic. Needs no privileges (the relay stops before touching the network).
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use std::process::Command;
+
+const SECRET: &str = "2020202020202020202020202020202020202020202020202020202020202020";
+
+fn public_key() -> String {
+    let key = pb_sphinx::EpochKey::from_secret(pb_sphinx::Epoch(1), [0x20; 32]).public_key();
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn topology() -> String {
+    let mut t = String::new();
+    for layer in 0..3 {
+        t += &format!(
+            "[[node]]\nid = \"{:032x}\"\nrole = \"mix\"\nlayer = {layer}\naddr = \"127.0.0.1:{}\"\npublic_key = \"{}\"\n\n",
+            layer + 1,
+            47470 + layer,
+            public_key()
+        );
+    }
+    t
+}
+
+fn config(node: &str, io: &str, mix: &str) -> String {
+    format!("topology = \"topology.toml\"\n\n[node]\n{node}\n\n[io]\n{io}\n\n[mix]\n{mix}\n")
+}
+
+const NODE: &str =
+    "id = \"00000000000000000000000000000001\"\nsecret = \"SECRET\"\nepoch = 1\nformat = \"v2\"";
+const IO: &str = "backend = \"udp\"\nbind = \"127.0.0.1:0\"";
+
+/// Runs `pb-relay run` on `config_text` (with the good topology) and returns (exit code,
+/// stderr).
+fn run(name: &str, config_text: &str, topology_text: &str) -> (Option<i32>, String) {
+    let dir = std::env::temp_dir().join(format!("pb-relay-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("relay.toml"),
+        config_text.replace("SECRET", SECRET),
+    )
+    .unwrap();
+    std::fs::write(dir.join("topology.toml"), topology_text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pb-relay"))
+        .args(["run", "--config"])
+        .arg(dir.join("relay.toml"))
+        .args(["--seconds", "0.2", "--stats-interval", "0"])
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_good_config_runs_and_reports() {
+    let (code, stderr) = run("good", &config(NODE, IO, ""), &topology());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.starts_with("pb-relay: node 00000000"), "{stderr}");
+}
+
+#[test]
+fn bad_values_name_their_field_in_one_line() {
+    let cases: Vec<(&str, String, String, &str)> = vec![
+        (
+            "format",
+            config(&NODE.replace("v2", "v9"), IO, ""),
+            topology(),
+            "node.format",
+        ),
+        (
+            "id",
+            config(
+                &NODE.replace("00000000000000000000000000000001", "xyz"),
+                IO,
+                "",
+            ),
+            topology(),
+            "node.id",
+        ),
+        (
+            "secret",
+            config(&NODE.replace("SECRET", "00"), IO, ""),
+            topology(),
+            "node.secret",
+        ),
+        (
+            "backend",
+            config(NODE, "backend = \"dpdk\"", ""),
+            topology(),
+            "io.backend",
+        ),
+        (
+            "bind",
+            config(NODE, "backend = \"udp\"\nbind = \"nowhere\"", ""),
+            topology(),
+            "io.bind",
+        ),
+        (
+            "rate",
+            config(NODE, IO, "link_rate = 0"),
+            topology(),
+            "mix.link_rate",
+        ),
+        (
+            "batch",
+            config(NODE, IO, "batch = 1000"),
+            topology(),
+            "mix.batch",
+        ),
+        (
+            "unknown",
+            config(NODE, IO, "speed = 3"),
+            topology(),
+            "unknown field",
+        ),
+        (
+            "not-in-topology",
+            config(&NODE.replace("01\"", "09\""), IO, ""),
+            topology(),
+            "node.id: not in the topology",
+        ),
+        (
+            "wrong-secret",
+            config(&NODE.replace("SECRET", &"21".repeat(32)), IO, ""),
+            topology(),
+            "node.secret: does not match",
+        ),
+        (
+            "layers",
+            config(NODE, IO, ""),
+            topology().replace("layer = 2", "layer = 7"),
+            "topology.node",
+        ),
+        (
+            "topology-addr",
+            config(NODE, IO, ""),
+            topology().replace("127.0.0.1:47471", "x"),
+            "topology.node[1].addr",
+        ),
+        (
+            "xdp-lo",
+            config(
+                NODE,
+                "backend = \"af_xdp\"\ninterface = \"no-such-if0\"\nqueues = [0]",
+                "",
+            ),
+            topology(),
+            "no-such-if0",
+        ),
+    ];
+    for (name, config_text, topology_text, expected) in cases {
+        let (code, stderr) = run(name, &config_text, &topology_text);
+        assert_eq!(code, Some(1), "{name}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{name}: not one line: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{name}: {stderr:?} does not mention {expected:?}"
+        );
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    }
+}
