@@ -129,16 +129,16 @@ fn rate(count: u64, secs: f64) -> f64 {
 }
 
 /// This thread's CPU time so far, from a schedstat file opened by this thread.
-struct CpuClock(std::fs::File);
+pub(crate) struct CpuClock(std::fs::File);
 
 impl CpuClock {
-    fn for_this_thread() -> anyhow::Result<Self> {
+    pub(crate) fn for_this_thread() -> anyhow::Result<Self> {
         Ok(Self(
             std::fs::File::open("/proc/thread-self/schedstat")
                 .context("opening /proc/thread-self/schedstat")?,
         ))
     }
-    fn now_ns(&mut self) -> u64 {
+    pub(crate) fn now_ns(&mut self) -> u64 {
         let mut text = String::new();
         if self.0.rewind().is_err() || self.0.read_to_string(&mut text).is_err() {
             return 0;

@@ -3,10 +3,12 @@
 //! Prints a table, or one JSON object per line with `--json`; progress goes to stderr.
 //!
 //! Subcommands so far: `io` (packet I/O backends over veth) and `sphinx` (PB-Sphinx against
-//! Nym's sphinx-packet). Later issues add `relay`, `e2e`, `testnet`.
+//! Nym's sphinx-packet) and `relay` (one relay pipeline against the unwrap rate). Later issues
+//! add `e2e` and `testnet`.
 #![forbid(unsafe_code)]
 
 mod io_bench;
+mod relay_bench;
 mod report;
 mod sphinx_bench;
 
@@ -61,6 +63,23 @@ enum Command {
               value_parser = clap::value_parser!(u16).range(1..=256))]
         batch: Vec<u16>,
     },
+    /// Packets forwarded per second through one relay pipeline on one core, over AF_XDP and
+    /// UDP, against the batch-unwrap rate of the same core; latency added by the relay
+    /// (needs root: network namespaces and XDP).
+    Relay {
+        /// Measured seconds per backend (latency runs half as long).
+        #[arg(long, default_value_t = 3.0, value_parser = seconds)]
+        seconds: f64,
+        /// Packets built for the run (each is sent once).
+        #[arg(long, default_value_t = 150_000)]
+        packets: usize,
+        /// Link rate; 0 picks 90% of the measured unwrap rate, so the link stays saturated.
+        #[arg(long, default_value_t = 0)]
+        link_rate: u32,
+        /// Packets the generator keeps in flight in the throughput runs.
+        #[arg(long, default_value_t = 1024)]
+        in_flight: usize,
+    },
 }
 
 fn seconds(s: &str) -> Result<f64, String> {
@@ -108,6 +127,17 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             seconds: *seconds,
             hops: usize::from(*hops),
             batches: batch.iter().map(|b| usize::from(*b)).collect(),
+        })?,
+        Command::Relay {
+            seconds,
+            packets,
+            link_rate,
+            in_flight,
+        } => relay_bench::run(&relay_bench::RelayArgs {
+            seconds: *seconds,
+            packets: *packets,
+            link_rate: *link_rate,
+            in_flight: (*in_flight).max(1),
         })?,
     };
     let mut out = std::io::stdout().lock();

@@ -20,6 +20,7 @@
 //! [mix]                           # all optional, defaults shown
 //! link_rate = 100                 # packets per second on every link
 //! loop_rate = 2                   # loops per second per link (the rest of the cover is one hop)
+//! cover_per_turn = 8              # cover packets built per pipeline turn at most
 //! link_queue = 1024
 //! max_burst = 8
 //! delay_capacity = 65536
@@ -74,6 +75,8 @@ pub struct MixSettings {
     pub link_rate: u32,
     /// Loops per second per link.
     pub loop_rate: u32,
+    /// Cover packets built per pipeline turn at most.
+    pub cover_per_turn: usize,
     /// Real packets a link queues.
     pub link_queue: usize,
     /// Late slots caught up at once.
@@ -135,6 +138,7 @@ struct RawNode {
 struct RawMix {
     link_rate: Option<u32>,
     loop_rate: Option<u32>,
+    cover_per_turn: Option<usize>,
     link_queue: Option<usize>,
     max_burst: Option<u32>,
     delay_capacity: Option<usize>,
@@ -238,6 +242,7 @@ impl RelayConfig {
         let mix = MixSettings {
             link_rate: in_range("mix.link_rate", mix.link_rate, 100, 1, 1_000_000)?,
             loop_rate: in_range("mix.loop_rate", mix.loop_rate, 2, 0, 1_000_000)?,
+            cover_per_turn: in_range("mix.cover_per_turn", mix.cover_per_turn, 8, 1, 1024)?,
             link_queue: in_range("mix.link_queue", mix.link_queue, 1024, 1, 1 << 20)?,
             max_burst: in_range("mix.max_burst", mix.max_burst, 8, 1, 1 << 16)?,
             delay_capacity: in_range("mix.delay_capacity", mix.delay_capacity, 65_536, 1, 1 << 24)?,

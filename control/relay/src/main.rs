@@ -149,6 +149,7 @@ fn run(path: &PathBuf, seconds: Option<f64>, stats_interval: f64) -> anyhow::Res
         max_delay: config.mix.max_delay,
         batch: config.mix.batch,
         loop_mailbox,
+        cover_per_turn: config.mix.cover_per_turn,
     };
     let mut random = [0u8; 64];
     getrandom::fill(&mut random).map_err(|e| anyhow!("OS randomness: {e}"))?;

@@ -56,6 +56,10 @@ pub struct PipelineConfig {
     pub batch: usize,
     /// This relay's loop mailbox: packets delivered to it are its own loops returning.
     pub loop_mailbox: MailboxId,
+    /// Most cover packets built per turn, over all links. Building one costs about as much
+    /// as unwrapping one, so an idle link at a high rate could otherwise keep the core from
+    /// receiving; slots beyond the budget are counted as missed.
+    pub cover_per_turn: usize,
 }
 
 /// Where delivered packets go (the role: a gateway's mailboxes, an exit's streams).
@@ -126,6 +130,7 @@ pub struct Pipeline<'r, I: PacketIo> {
     cover: Box<dyn CoverSource + Send>,
     sink: Box<dyn Sink + Send>,
     loop_mailbox: MailboxId,
+    cover_per_turn: usize,
     batch: usize,
     rx: Vec<Packet>,
     tx: Vec<Packet>,
@@ -188,6 +193,7 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             cover,
             sink,
             loop_mailbox: config.loop_mailbox,
+            cover_per_turn: config.cover_per_turn.max(1),
             batch,
             rx: Vec::with_capacity(batch),
             tx: Vec::with_capacity(4 * batch),
@@ -329,12 +335,18 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             spare,
             links,
             neighbours,
+            cover_per_turn,
             ..
         } = self;
+        let mut budget = *cover_per_turn;
         for (index, link) in links.iter_mut().enumerate() {
             let peer = neighbours[index].addr;
             // Cover goes straight into a fresh frame of the pool.
             let mut make_cover = || {
+                if budget == 0 {
+                    return None;
+                }
+                budget -= 1;
                 let Some(mut packet) = io.alloc(peer) else {
                     stats.cover_failures += 1;
                     return None;

@@ -1,0 +1,587 @@
+//! `pb-perf relay`: packets forwarded per second through one relay pipeline on one pinned
+//! core, over AF_XDP and over UDP, with the batch-unwrap rate of the same core measured in the
+//! same run as the baseline (the bar: forwarding at least 80% of it).
+//!
+//! Two namespaces on a veth pair: the relay in `a`; the generator and the sink in `b`. The
+//! generator sends distinct two-hop PB-Sphinx v2 packets (relay, then the sink) with zero
+//! delay, at most `--in-flight` ahead of the sink; the relay unwraps them, checks replays,
+//! queues them on its one link (pacer at `--link-rate`, so slots are never the limit) and
+//! sends them to the sink, which recognises each forwarded packet by the hash of the bytes
+//! the relay must produce (computed when the packets are built) and records its latency.
+//! Slots the link found empty carry one-hop link cover, counted but not measured.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow};
+use hdrhistogram::Histogram;
+use pb_io::{
+    PacketIo, XdpCounter,
+    afxdp::{AfXdpConfig, AfXdpIo, BindMode},
+    udp::{UdpConfig, UdpIo},
+    xdp::{AttachMode, XdpProgram},
+};
+use pb_mix::{LoopMonitor, SharedReplayFilter, Time};
+use pb_pipeline::{LoopCover, Neighbour, Pipeline, PipelineConfig, Sink};
+use pb_sphinx::{
+    DelayMs, DropReason, Epoch, EpochKey, Format, Hop, MailboxId, MemoryReplayFilter, NodeId,
+    NodeKeys, PACKET_LEN, ReplayFilter, ReplayTag, create_packet_with, process, process_batch,
+};
+use serde_json::{Map, Value};
+
+use crate::{io_bench::CpuClock, report::Measurement};
+
+/// Settings of one `pb-perf relay` run.
+#[derive(Clone, Debug)]
+pub struct RelayArgs {
+    /// Measured seconds per backend (and for the baseline).
+    pub seconds: f64,
+    /// Packets built for the run (each is sent once: replays would be dropped).
+    pub packets: usize,
+    /// Link rate of the relay's one link.
+    pub link_rate: u32,
+    /// Packets the generator keeps in flight.
+    pub in_flight: usize,
+}
+
+const PORT: u16 = 47470;
+const SINK_PORT: u16 = 47471;
+const EPOCH: Epoch = Epoch(1);
+const FORMAT: Format = Format::V2;
+
+fn relay_keys() -> NodeKeys {
+    NodeKeys {
+        current: EpochKey::from_secret(EPOCH, [0x61; 32]),
+        previous: None,
+        format: Some(FORMAT),
+    }
+}
+
+const RELAY: NodeId = NodeId([0x61; 16]);
+const SINK: NodeId = NodeId([0x62; 16]);
+
+/// The run's packets and, for each, the 16-byte hash of what the relay must send on.
+struct Load {
+    packets: Vec<[u8; PACKET_LEN]>,
+    expected: HashMap<[u8; 16], u32>,
+}
+
+/// A packet and the hash of what the relay makes of it.
+type Built = ([u8; PACKET_LEN], [u8; 16]);
+
+fn build_load(count: usize) -> anyhow::Result<Load> {
+    let route = [
+        Hop {
+            node: RELAY,
+            public_key: relay_keys().current.public_key(),
+            delay: DelayMs(0),
+        },
+        Hop {
+            node: SINK,
+            public_key: EpochKey::from_secret(EPOCH, [0x62; 32]).public_key(),
+            delay: DelayMs(0),
+        },
+    ];
+    let threads = pb_testbed::allowed_cpus()
+        .map(|c| c.len())
+        .unwrap_or(1)
+        .max(1);
+    let built = AtomicU64::new(0);
+    let chunks: Vec<anyhow::Result<Vec<Built>>> = thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (route, built) = (&route, &built);
+                s.spawn(move || {
+                    let keys = relay_keys();
+                    let mut out = Vec::new();
+                    let mut i = t;
+                    while i < count {
+                        let mut seed = [0u8; 32];
+                        seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                        let mut packet = [0u8; PACKET_LEN];
+                        create_packet_with(
+                            FORMAT,
+                            &mut packet,
+                            EPOCH,
+                            route,
+                            MailboxId([5; 16]),
+                            &(i as u64).to_le_bytes(),
+                            &seed,
+                        )
+                        .map_err(|e| anyhow!("{e}"))?;
+                        let mut forwarded = packet;
+                        process(&mut forwarded, &keys, &mut MemoryReplayFilter::default())
+                            .map_err(|e| anyhow!("building the load: {e}"))?;
+                        let mut hash = [0u8; 16];
+                        hash.copy_from_slice(&blake3::hash(&forwarded).as_bytes()[..16]);
+                        out.push((packet, hash));
+                        let done = built.fetch_add(1, Ordering::Relaxed) + 1;
+                        if t == 0 && done % 10_000 < threads as u64 {
+                            eprintln!("pb-perf relay: built {done} of {count} packets");
+                        }
+                        i += threads;
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("builder panicked")))
+            })
+            .collect()
+    });
+    let mut packets = Vec::with_capacity(count);
+    let mut expected = HashMap::with_capacity(count);
+    for chunk in chunks {
+        for (packet, hash) in chunk? {
+            expected.insert(hash, packets.len() as u32);
+            packets.push(packet);
+        }
+    }
+    Ok(Load { packets, expected })
+}
+
+/// Accepts everything (the baseline measures unwrap alone, as `pb-perf sphinx` does).
+struct NoReplayFilter;
+
+impl ReplayFilter for NoReplayFilter {
+    fn check_and_insert(&mut self, _: Epoch, _: &ReplayTag) -> bool {
+        false
+    }
+}
+
+/// Batch-32 unwrap of the load's packets on this thread for `seconds`: packets per CPU
+/// second.
+fn baseline(load: &Load, seconds: f64) -> anyhow::Result<f64> {
+    let keys = relay_keys();
+    let mut cpu = CpuClock::for_this_thread()?;
+    let mut work = vec![[0u8; PACKET_LEN]; 32];
+    let mut results = vec![Err(DropReason::WrongLength); 32];
+    let (start, cpu_start) = (Instant::now(), cpu.now_ns());
+    let mut done = 0usize;
+    while start.elapsed().as_secs_f64() < seconds {
+        for (j, w) in work.iter_mut().enumerate() {
+            *w = load.packets[(done + j) % load.packets.len()];
+        }
+        let mut refs: Vec<&mut [u8]> = work.iter_mut().map(|w| w.as_mut_slice()).collect();
+        process_batch(&mut refs, &keys, &mut NoReplayFilter, &mut results);
+        done += 32;
+    }
+    let cpu_secs = (cpu.now_ns() - cpu_start) as f64 / 1e9;
+    Ok(done as f64 / cpu_secs.max(1e-9))
+}
+
+/// Delivered packets are not expected here (the relay only forwards).
+struct Discard;
+
+impl Sink for Discard {
+    fn deliver(&mut self, _: MailboxId, _: bool, _: &[u8]) {}
+}
+
+struct RelayResult {
+    forwarded: u64,
+    cpu_secs: f64,
+    wall_secs: f64,
+    cover: u64,
+    missed: u64,
+    slots: u64,
+    drops: u64,
+}
+
+/// The relay thread: pinned, in namespace `a`, running the pipeline until `stop`, measuring
+/// from `measuring` on.
+#[expect(clippy::too_many_arguments, reason = "one call site")]
+fn relay(
+    bed: &pb_testbed::TwoNode,
+    backend: &str,
+    args: &RelayArgs,
+    cpu: usize,
+    measuring: &AtomicBool,
+    stop: &AtomicBool,
+    ready: &AtomicBool,
+    replay: &SharedReplayFilter,
+) -> anyhow::Result<RelayResult> {
+    pb_testbed::pin_to_cpu(cpu)?;
+    let _inside = bed.a.enter()?;
+    let config = PipelineConfig {
+        neighbours: vec![Neighbour {
+            node: SINK,
+            addr: SocketAddr::new(bed.link.b_v4.into(), SINK_PORT),
+        }],
+        link_rate: args.link_rate,
+        link_queue: 8192,
+        max_burst: 1024,
+        delay_capacity: 1 << 16,
+        max_delay: DelayMs(1000),
+        batch: 32,
+        loop_mailbox: MailboxId([0x71; 16]),
+        cover_per_turn: 4,
+    };
+    let flags = Flags {
+        measuring,
+        stop,
+        ready,
+    };
+    if backend == "af_xdp" {
+        let mut program =
+            XdpProgram::attach_new(&bed.link.a_if, AttachMode::Native, PORT, PACKET_LEN as u16)?;
+        let mut c = AfXdpConfig::new(bed.link.a_if.clone(), 0);
+        c.packet_len = PACKET_LEN as u16;
+        c.bind = BindMode::Copy;
+        let mut io = AfXdpIo::open(&c)?;
+        program.register(0, io.fd())?;
+        io.resolve_peer(IpAddr::V4(bed.link.b_v4), Duration::from_secs(5))
+            .context("resolving the sink's MAC")?;
+        let result = drive(io, &config, replay, &flags);
+        let c = program.counters()?;
+        if c.get(XdpCounter::DropNoSocket) + c.get(XdpCounter::DropWrongSize) > 0 {
+            eprintln!("pb-perf relay: the XDP program dropped packets");
+        }
+        result
+    } else {
+        let mut u = UdpConfig::new(SocketAddr::new(bed.link.a_v4.into(), PORT));
+        u.packet_len = PACKET_LEN as u16;
+        drive(UdpIo::open(&u)?, &config, replay, &flags)
+    }
+}
+
+/// The phase flags the generator sets and the relay reads.
+struct Flags<'a> {
+    measuring: &'a AtomicBool,
+    stop: &'a AtomicBool,
+    ready: &'a AtomicBool,
+}
+
+/// Runs a pipeline on `io` until `stop`, counting from `measuring` on.
+fn drive<I: PacketIo>(
+    io: I,
+    config: &PipelineConfig,
+    replay: &SharedReplayFilter,
+    flags: &Flags<'_>,
+) -> anyhow::Result<RelayResult> {
+    let cover_route = vec![vec![Hop {
+        node: SINK,
+        public_key: EpochKey::from_secret(EPOCH, [0x62; 32]).public_key(),
+        delay: DelayMs(0),
+    }]];
+    let origin = Instant::now();
+    let now = || Time(origin.elapsed().as_nanos() as u64);
+    let mut pipeline = Pipeline::new(
+        io,
+        config,
+        relay_keys(),
+        replay,
+        LoopMonitor::new([1; 32], 1, 16, Time(Time::SECOND)).map_err(|e| anyhow!("{e}"))?,
+        Box::new(LoopCover::new(
+            FORMAT,
+            EPOCH,
+            cover_route,
+            MailboxId([0x71; 16]),
+            0,
+            [2; 32],
+        )),
+        Box::new(Discard),
+        now(),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    let counters = |p: &Pipeline<'_, I>| {
+        let s = p.stats();
+        let l = p.link_stats()[0];
+        let drops = s.dropped.iter().sum::<u64>()
+            + s.dropped_link_full
+            + s.dropped_delay.iter().sum::<u64>();
+        (l.real, l.cover, l.missed, drops)
+    };
+    flags.ready.store(true, Ordering::Release);
+    let mut cpu_clock = CpuClock::for_this_thread()?;
+    while !flags.measuring.load(Ordering::Acquire) && !flags.stop.load(Ordering::Acquire) {
+        pipeline.step(now(), Duration::from_millis(1))?;
+    }
+    let first = counters(&pipeline);
+    let (start, cpu0) = (Instant::now(), cpu_clock.now_ns());
+    while !flags.stop.load(Ordering::Acquire) {
+        pipeline.step(now(), Duration::from_millis(1))?;
+    }
+    let last = counters(&pipeline);
+    Ok(RelayResult {
+        forwarded: last.0 - first.0,
+        cover: last.1 - first.1,
+        missed: last.2 - first.2,
+        slots: (last.0 + last.1 + last.2) - (first.0 + first.1 + first.2),
+        drops: last.3 - first.3,
+        cpu_secs: (cpu_clock.now_ns() - cpu0) as f64 / 1e9,
+        wall_secs: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn row(bench: &str, imp: &str, params: &[(&str, Value)], value: f64, unit: &str) -> Measurement {
+    let mut map = Map::new();
+    for (k, v) in params {
+        map.insert((*k).into(), v.clone());
+    }
+    Measurement {
+        bench: bench.into(),
+        implementation: imp.into(),
+        params: map,
+        value: (value * 100.0).round() / 100.0,
+        unit: unit.into(),
+    }
+}
+
+/// Runs the baseline and both backends; returns the measurements.
+pub fn run(args: &RelayArgs) -> anyhow::Result<Vec<Measurement>> {
+    pb_testbed::privileged().map_err(|reason| {
+        anyhow!("pb-perf relay needs root (network namespaces and XDP): {reason}")
+    })?;
+    let cpus = pb_testbed::allowed_cpus()?;
+    let relay_cpu = *cpus.last().ok_or_else(|| anyhow!("no CPU to run on"))?;
+    let other_cpu = *cpus.first().ok_or_else(|| anyhow!("no CPU to run on"))?;
+    eprintln!("pb-perf relay: building {} packets", args.packets);
+    let load = Arc::new(build_load(args.packets)?);
+    let mut rows = Vec::new();
+    let params = |extra: &[(&'static str, Value)]| {
+        let mut p = vec![("format", Value::from("v2")), ("hops", Value::from(2))];
+        p.extend_from_slice(extra);
+        p
+    };
+
+    // Baseline on the relay's core.
+    let unwrap = thread::scope(|s| {
+        s.spawn(|| {
+            pb_testbed::pin_to_cpu(relay_cpu)?;
+            baseline(&load, args.seconds)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(anyhow!("baseline panicked")))
+    })?;
+    rows.push(row(
+        "relay.unwrap_baseline",
+        "pb-sphinx",
+        &params(&[("batch", 32.into())]),
+        unwrap,
+        "pkt/cpu-s",
+    ));
+
+    // The link runs a little under the baseline, so its queue stays full under load: the
+    // relay then spends its core on forwarding, not on cover for empty slots.
+    let link_rate = if args.link_rate > 0 {
+        args.link_rate
+    } else {
+        ((unwrap * 0.9) as u32).max(100)
+    };
+    let mut next_packet = 0usize;
+    for backend in ["af_xdp", "udp"] {
+        let p = params(&[("link_rate", link_rate.into())]);
+        // Throughput: many packets in flight, the link saturated.
+        let (result, _) = measure(
+            &load,
+            backend,
+            args.in_flight,
+            link_rate,
+            args.seconds,
+            relay_cpu,
+            other_cpu,
+            &mut next_packet,
+        )?;
+        let per_cpu = result.forwarded as f64 / result.cpu_secs.max(1e-9);
+        rows.push(row(
+            "relay.forward",
+            backend,
+            &p,
+            result.forwarded as f64 / result.wall_secs,
+            "pkt/s",
+        ));
+        rows.push(row(
+            "relay.forward_per_cpu",
+            backend,
+            &p,
+            per_cpu,
+            "pkt/cpu-s",
+        ));
+        rows.push(row(
+            "relay.forward_vs_unwrap",
+            backend,
+            &p,
+            per_cpu / unwrap,
+            "ratio",
+        ));
+        rows.push(row(
+            "relay.slots_missed",
+            backend,
+            &p,
+            result.missed as f64 / result.slots.max(1) as f64,
+            "fraction",
+        ));
+        rows.push(row(
+            "relay.slots_cover",
+            backend,
+            &p,
+            result.cover as f64 / result.slots.max(1) as f64,
+            "fraction",
+        ));
+        rows.push(row(
+            "relay.drops",
+            backend,
+            &p,
+            result.drops as f64,
+            "packets",
+        ));
+        // Latency: one packet at a time, so no queueing; what remains is the relay's own
+        // work plus the delay queue's rounding up to the next 1 ms tick (the delay is 0).
+        let (_, histogram) = measure(
+            &load,
+            backend,
+            1,
+            link_rate,
+            (args.seconds / 2.0).max(0.5),
+            relay_cpu,
+            other_cpu,
+            &mut next_packet,
+        )?;
+        for (q, name) in [(50.0, "p50"), (99.0, "p99"), (99.9, "p99.9")] {
+            rows.push(row(
+                &format!("relay.latency_{name}"),
+                backend,
+                &p,
+                histogram.value_at_quantile(q / 100.0) as f64,
+                "us",
+            ));
+        }
+    }
+    Ok(rows)
+}
+
+/// One measurement of `backend`: a fresh testbed and relay, the generator keeping
+/// `in_flight` packets ahead of the sink for `seconds` after a half-second warm-up. Packets
+/// are taken from `next_packet` on (each is used once across the run).
+#[expect(clippy::too_many_arguments, reason = "one call site, twice")]
+fn measure(
+    load: &Load,
+    backend: &str,
+    in_flight: usize,
+    link_rate: u32,
+    seconds: f64,
+    relay_cpu: usize,
+    other_cpu: usize,
+    next_packet: &mut usize,
+) -> anyhow::Result<(RelayResult, Histogram<u64>)> {
+    eprintln!("pb-perf relay: {backend}: {in_flight} in flight, {seconds:.1}s");
+    let bed = pb_testbed::two_node("relay-bench")?;
+    let replay = SharedReplayFilter::new(load.packets.len() * 2).map_err(|e| anyhow!("{e}"))?;
+    replay.prepare(EPOCH);
+    let (measuring, stop, ready) = (
+        AtomicBool::new(false),
+        AtomicBool::new(false),
+        AtomicBool::new(false),
+    );
+    let sent_at: Vec<AtomicU64> = (0..load.packets.len()).map(|_| AtomicU64::new(0)).collect();
+    let received = AtomicU64::new(0);
+    let origin = Instant::now();
+    let args = RelayArgs {
+        seconds,
+        packets: load.packets.len(),
+        link_rate,
+        in_flight,
+    };
+    let outcome = thread::scope(|s| -> anyhow::Result<_> {
+        let relay_thread = s.spawn(|| {
+            relay(
+                &bed, backend, &args, relay_cpu, &measuring, &stop, &ready, &replay,
+            )
+        });
+        let sink_socket = bed
+            .b
+            .in_netns(|| UdpSocket::bind((bed.link.b_v4, SINK_PORT)))??;
+        sink_socket.set_read_timeout(Some(Duration::from_millis(10)))?;
+        let (stop_flag, measuring_flag, received_count, sent_times) =
+            (&stop, &measuring, &received, &sent_at);
+        let sink = s.spawn(move || -> anyhow::Result<Histogram<u64>> {
+            pb_testbed::pin_to_cpu(other_cpu)?;
+            let mut h =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow!("{e}"))?;
+            let mut buf = [0u8; 2048];
+            while !stop_flag.load(Ordering::Acquire) {
+                let Ok(n) = sink_socket.recv(&mut buf) else {
+                    continue;
+                };
+                if n != PACKET_LEN {
+                    continue;
+                }
+                let mut hash = [0u8; 16];
+                hash.copy_from_slice(&blake3::hash(&buf[..n]).as_bytes()[..16]);
+                if let Some(&i) = load.expected.get(&hash) {
+                    received_count.fetch_add(1, Ordering::Relaxed);
+                    let sent = sent_times[i as usize].load(Ordering::Relaxed);
+                    let now = origin.elapsed().as_nanos() as u64;
+                    if measuring_flag.load(Ordering::Relaxed) && sent > 0 {
+                        let _ = h.record((now.saturating_sub(sent) / 1000).max(1));
+                    }
+                }
+            }
+            Ok(h)
+        });
+        let client = bed.b.in_netns(|| UdpSocket::bind((bed.link.b_v4, 0)))??;
+        let target = SocketAddr::new(bed.link.a_v4.into(), PORT);
+        let waiting = Instant::now();
+        while !ready.load(Ordering::Acquire) {
+            if waiting.elapsed() > Duration::from_secs(20) {
+                stop.store(true, Ordering::Release);
+                return Err(anyhow!("the relay did not start"));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let warmup = Instant::now();
+        let mut sent = 0u64;
+        let mut measure_start = None;
+        let mut stalled = Instant::now();
+        while *next_packet < load.packets.len() {
+            if measure_start.is_none() && warmup.elapsed() > Duration::from_millis(500) {
+                measuring.store(true, Ordering::Release);
+                measure_start = Some(Instant::now());
+            }
+            if measure_start.is_some_and(|m| m.elapsed().as_secs_f64() >= seconds) {
+                break;
+            }
+            if sent >= received.load(Ordering::Relaxed) + in_flight as u64 {
+                if stalled.elapsed() > Duration::from_secs(5) {
+                    // Packets lost on the way (a full socket): let the window move on.
+                    received.fetch_add(1, Ordering::Relaxed);
+                    stalled = Instant::now();
+                }
+                thread::yield_now();
+                continue;
+            }
+            stalled = Instant::now();
+            sent_at[*next_packet].store(origin.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            client.send_to(&load.packets[*next_packet], target)?;
+            *next_packet += 1;
+            sent += 1;
+        }
+        if *next_packet >= load.packets.len() {
+            eprintln!(
+                "pb-perf relay: {backend}: ran out of packets; raise --packets for longer runs"
+            );
+        }
+        measuring.store(true, Ordering::Release);
+        thread::sleep(Duration::from_millis(100));
+        stop.store(true, Ordering::Release);
+        let result = relay_thread
+            .join()
+            .map_err(|_| anyhow!("relay panicked"))??;
+        let histogram = sink.join().map_err(|_| anyhow!("sink panicked"))??;
+        Ok((result, histogram))
+    });
+    drop(bed);
+    outcome
+}
