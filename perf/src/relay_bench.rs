@@ -277,20 +277,24 @@ fn drive<I: PacketIo>(
     }]];
     let origin = Instant::now();
     let now = || Time(origin.elapsed().as_nanos() as u64);
+    // Cover is built on the relay's own core, at most `cover_per_turn` per turn: on a
+    // two-core machine a cover thread would take the generator's and sink's core (pb-relay
+    // uses a CoverPool thread, for machines with a core to spare).
+    let cover = LoopCover::new(
+        FORMAT,
+        EPOCH,
+        cover_route,
+        MailboxId([0x71; 16]),
+        0,
+        LoopMonitor::new([1; 32], 1, 16, Time(Time::SECOND)).map_err(|e| anyhow!("{e}"))?,
+        [2; 32],
+    );
     let mut pipeline = Pipeline::new(
         io,
         config,
         relay_keys(),
         replay,
-        LoopMonitor::new([1; 32], 1, 16, Time(Time::SECOND)).map_err(|e| anyhow!("{e}"))?,
-        Box::new(LoopCover::new(
-            FORMAT,
-            EPOCH,
-            cover_route,
-            MailboxId([0x71; 16]),
-            0,
-            [2; 32],
-        )),
+        Box::new(cover),
         Box::new(Discard),
         now(),
     )

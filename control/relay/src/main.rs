@@ -28,7 +28,7 @@ use pb_io::{
     xdp::XdpProgram,
 };
 use pb_mix::{LinkStats, LoopMonitor, SharedReplayFilter, Time};
-use pb_pipeline::{LoopCover, Neighbour, Pipeline, PipelineConfig, Sink};
+use pb_pipeline::{CoverPool, LoopCover, Neighbour, Pipeline, PipelineConfig, Sink};
 use pb_sphinx::{DropReason, EpochKey, Hop, MailboxId, NodeKeys};
 
 #[derive(Parser)]
@@ -171,8 +171,15 @@ fn run(path: &PathBuf, seconds: Option<f64>, stats_interval: f64) -> anyhow::Res
         routes,
         loop_mailbox,
         config.mix.loop_rate,
+        loops,
         cover_key,
     );
+    // Cover is built ahead on a thread of its own, so idle slots cost the pipeline a copy.
+    let origin = Instant::now();
+    let clock: Arc<dyn Fn() -> Time + Send + Sync> =
+        Arc::new(move || Time(origin.elapsed().as_nanos() as u64));
+    let cover = CoverPool::start(cover, neighbours.len(), 64, clock.clone(), Box::new(|| {}))
+        .context("starting the cover builder")?;
     let sink = Forwarder {
         socket: match config.deliver_to {
             Some(to) => Some((
@@ -194,8 +201,7 @@ fn run(path: &PathBuf, seconds: Option<f64>, stats_interval: f64) -> anyhow::Res
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
-    let origin = Instant::now();
-    let now = || Time(origin.elapsed().as_nanos() as u64);
+    let now = || clock();
     let banner = format!(
         "pb-relay: node {} ({:?}, layer {}), {} links at {} pkt/s, format {:?}",
         short(&config.node.0),
@@ -210,7 +216,6 @@ fn run(path: &PathBuf, seconds: Option<f64>, stats_interval: f64) -> anyhow::Res
         config: &pipeline_config,
         keys,
         replay: &replay,
-        loops,
         cover,
         sink,
     };
@@ -258,8 +263,7 @@ struct Parts<'a> {
     config: &'a PipelineConfig,
     keys: NodeKeys,
     replay: &'a SharedReplayFilter,
-    loops: LoopMonitor,
-    cover: LoopCover,
+    cover: CoverPool,
     sink: Forwarder,
 }
 
@@ -277,7 +281,6 @@ fn drive<I: PacketIo>(
         parts.config,
         parts.keys,
         parts.replay,
-        parts.loops,
         Box::new(parts.cover),
         Box::new(parts.sink),
         now(),
@@ -330,7 +333,7 @@ fn drive<I: PacketIo>(
         writeln!(out, "stat {name} {value}")?;
     }
     for (i, l) in pipeline.link_stats().iter().enumerate() {
-        let loops = pipeline.loops().stats(i);
+        let loops = pipeline.loop_stats(i);
         writeln!(
             out,
             "link {i} real {} cover {} missed {} dropped_full {} loops_sent {} loops_returned {} loops_lost {}",

@@ -13,23 +13,37 @@
 //! (seen in the five-relay testnet). Bounding loops keeps their load at `hops × loop_rate`
 //! per link, well under the link rate.
 
-use pb_mix::{LoopMonitor, Time};
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+use crossbeam::queue::ArrayQueue;
+use pb_mix::{LoopMonitor, LoopStats, Time};
 use pb_sphinx::{CreateError, Epoch, Format, Hop, MailboxId, PACKET_LEN, create_packet_with};
 
 /// The mailbox of one-hop link cover: a relay drops (and counts) what is delivered to it.
 pub const COVER_MAILBOX: MailboxId = MailboxId([0; 16]);
 
-/// Builds a cover packet for a link's slot.
+/// Provides cover packets for a link's idle slots and counts the relay's loops.
 pub trait CoverSource {
-    /// Writes a cover packet for link `link` into `out`, registering it with `loops` if it is
-    /// a loop; `false` when none can be built (counted by the pipeline; the slot goes unused).
-    fn fill(
-        &mut self,
-        link: usize,
-        now: Time,
-        loops: &mut LoopMonitor,
-        out: &mut [u8; PACKET_LEN],
-    ) -> bool;
+    /// Writes a cover packet for link `link` into `out`; `false` when none is available
+    /// (the pipeline counts the slot as missed).
+    fn fill(&mut self, link: usize, now: Time, out: &mut [u8; PACKET_LEN]) -> bool;
+
+    /// A message delivered to the relay's loop mailbox: `true` if it is one of its loops,
+    /// now counted as returned.
+    fn loop_returned(&mut self, message: &[u8], now: Time) -> bool;
+
+    /// Counts loops overdue at `now` as lost.
+    fn expire(&mut self, now: Time);
+
+    /// Loop counters of `link`.
+    fn loop_stats(&self, link: usize) -> LoopStats;
 }
 
 /// Loop and link cover: for link `i`, at most `loop_rate` loops a second along `routes[i]`
@@ -55,6 +69,7 @@ pub struct LoopCover {
     pub loops: u64,
     /// Link cover packets built.
     pub link_cover: u64,
+    monitor: LoopMonitor,
 }
 
 impl core::fmt::Debug for LoopCover {
@@ -69,13 +84,15 @@ impl core::fmt::Debug for LoopCover {
 
 impl LoopCover {
     /// Cover in `format` for `epoch`: loops along `routes` (one per link) delivered to
-    /// `mailbox`, at most `loop_rate` per second per link (0: none), link cover otherwise.
+    /// `mailbox`, at most `loop_rate` per second per link (0: none), counted by `monitor`;
+    /// link cover otherwise.
     pub fn new(
         format: Format,
         epoch: Epoch,
         routes: Vec<Vec<Hop>>,
         mailbox: MailboxId,
         loop_rate: u32,
+        monitor: LoopMonitor,
         key: [u8; 32],
     ) -> Self {
         let links = routes.len();
@@ -93,6 +110,7 @@ impl LoopCover {
             last_error: None,
             loops: 0,
             link_cover: 0,
+            monitor,
         }
     }
 
@@ -115,13 +133,19 @@ impl Drop for LoopCover {
 }
 
 impl CoverSource for LoopCover {
-    fn fill(
-        &mut self,
-        link: usize,
-        now: Time,
-        loops: &mut LoopMonitor,
-        out: &mut [u8; PACKET_LEN],
-    ) -> bool {
+    fn loop_returned(&mut self, message: &[u8], now: Time) -> bool {
+        self.monitor.receive(message, now).is_ok()
+    }
+
+    fn expire(&mut self, now: Time) {
+        self.monitor.expire(now);
+    }
+
+    fn loop_stats(&self, link: usize) -> LoopStats {
+        self.monitor.stats(link)
+    }
+
+    fn fill(&mut self, link: usize, now: Time, out: &mut [u8; PACKET_LEN]) -> bool {
         match self.routes.get(link) {
             Some(route) if !route.is_empty() => {}
             _ => return false,
@@ -130,7 +154,7 @@ impl CoverSource for LoopCover {
         let route = &self.routes[link];
         let is_loop = self.loop_interval != u64::MAX && now >= self.next_loop[link];
         let built = if is_loop {
-            let Ok(token) = loops.send(link, now) else {
+            let Ok(token) = self.monitor.send(link, now) else {
                 return false;
             };
             // After a quiet spell, do not burst loops to catch up.
@@ -163,6 +187,139 @@ impl CoverSource for LoopCover {
                 self.last_error = Some(e);
                 false
             }
+        }
+    }
+}
+
+/// Cover built ahead of time on another core: a builder thread keeps a bounded queue of
+/// ready cover packets per link full (from a [`LoopCover`]), and the pipeline's idle slots
+/// take from it, so cover costs the forwarding core a copy instead of a packet creation.
+///
+/// The loop monitor lives with the builder behind a mutex: the builder registers a loop when
+/// it builds it (so a loop's round trip includes its wait in the queue, at most the queue's
+/// depth in slots), and the pipeline takes the lock only for the rare returning loop and for
+/// statistics. The builder also expires overdue loops. Dropping the pool stops the thread.
+pub struct CoverPool {
+    queues: Arc<Vec<ArrayQueue<[u8; PACKET_LEN]>>>,
+    cover: Arc<Mutex<LoopCover>>,
+    stop: Arc<AtomicBool>,
+    builder: Option<thread::JoinHandle<()>>,
+}
+
+impl core::fmt::Debug for CoverPool {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("CoverPool")
+            .field("links", &self.queues.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CoverPool {
+    /// Starts a builder thread for `links` links keeping `depth` packets ready per link,
+    /// reading time from `clock` (the same origin as the pipeline's). `on_start` runs first on
+    /// the builder thread (e.g. to pin it to a core of its own).
+    pub fn start(
+        cover: LoopCover,
+        links: usize,
+        depth: usize,
+        clock: Arc<dyn Fn() -> Time + Send + Sync>,
+        on_start: Box<dyn FnOnce() + Send>,
+    ) -> std::io::Result<Self> {
+        let queues: Arc<Vec<ArrayQueue<[u8; PACKET_LEN]>>> =
+            Arc::new((0..links).map(|_| ArrayQueue::new(depth.max(1))).collect());
+        let cover = Arc::new(Mutex::new(cover));
+        let stop = Arc::new(AtomicBool::new(false));
+        let builder = {
+            let (queues, cover, stop) = (queues.clone(), cover.clone(), stop.clone());
+            thread::Builder::new()
+                .name("pb-cover".into())
+                .spawn(move || {
+                    on_start();
+                    build(&queues, &cover, &stop, clock.as_ref());
+                })?
+        };
+        Ok(Self {
+            queues,
+            cover,
+            stop,
+            builder: Some(builder),
+        })
+    }
+
+    /// Packets ready for `link`.
+    pub fn ready(&self, link: usize) -> usize {
+        self.queues.get(link).map_or(0, ArrayQueue::len)
+    }
+}
+
+/// The builder's loop: top every queue up, then wait a little.
+fn build(
+    queues: &[ArrayQueue<[u8; PACKET_LEN]>],
+    cover: &Mutex<LoopCover>,
+    stop: &AtomicBool,
+    clock: &(dyn Fn() -> Time + Send + Sync),
+) {
+    let mut packet = [0u8; PACKET_LEN];
+    while !stop.load(Ordering::Acquire) {
+        let mut built = false;
+        for (link, queue) in queues.iter().enumerate() {
+            if queue.is_full() {
+                continue;
+            }
+            let now = clock();
+            let ok = match cover.lock() {
+                Ok(mut c) => c.fill(link, now, &mut packet),
+                Err(poisoned) => poisoned.into_inner().fill(link, now, &mut packet),
+            };
+            if ok {
+                let _ = queue.push(packet);
+                built = true;
+            }
+        }
+        if !built {
+            if let Ok(mut c) = cover.lock() {
+                c.expire(clock());
+            }
+            thread::sleep(Duration::from_micros(500));
+        }
+    }
+}
+
+impl Drop for CoverPool {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(builder) = self.builder.take() {
+            let _ = builder.join();
+        }
+    }
+}
+
+impl CoverSource for CoverPool {
+    fn fill(&mut self, link: usize, _now: Time, out: &mut [u8; PACKET_LEN]) -> bool {
+        match self.queues.get(link).and_then(ArrayQueue::pop) {
+            Some(packet) => {
+                *out = packet;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn loop_returned(&mut self, message: &[u8], now: Time) -> bool {
+        match self.cover.lock() {
+            Ok(mut c) => c.loop_returned(message, now),
+            Err(poisoned) => poisoned.into_inner().loop_returned(message, now),
+        }
+    }
+
+    fn expire(&mut self, _now: Time) {
+        // The builder expires loops when it has nothing to build.
+    }
+
+    fn loop_stats(&self, link: usize) -> LoopStats {
+        match self.cover.lock() {
+            Ok(c) => c.loop_stats(link),
+            Err(poisoned) => poisoned.into_inner().loop_stats(link),
         }
     }
 }

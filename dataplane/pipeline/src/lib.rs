@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Packets delivered to this relay go to a [`Sink`] (a gateway's mailboxes, an exit), except
-//! its own returning loops, which the [`LoopMonitor`](pb_mix::LoopMonitor) counts per link.
+//! its own returning loops, which its [`CoverSource`] counts per link.
 //! Frames stay in the backend's pool from receive to transmit; nothing allocates per packet
 //! (cover packets are built into freshly allocated frames of the pool).
 //!
@@ -21,12 +21,12 @@ mod cover;
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use pb_io::{IoError, Packet, PacketIo};
-use pb_mix::{DelayError, DelayQueue, Link, LinkStats, LoopMonitor, SharedReplayFilter, Time};
+use pb_mix::{DelayError, DelayQueue, Link, LinkStats, LoopStats, SharedReplayFilter, Time};
 use pb_sphinx::{
     DelayMs, DropReason, MailboxId, NodeId, NodeKeys, PACKET_LEN, Processed, message, process_batch,
 };
 
-pub use cover::{COVER_MAILBOX, CoverSource, LoopCover};
+pub use cover::{COVER_MAILBOX, CoverPool, CoverSource, LoopCover};
 
 /// One outgoing link: the neighbour's node id and UDP endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,7 +126,6 @@ pub struct Pipeline<'r, I: PacketIo> {
     links: Vec<Link<Packet>>,
     neighbours: Vec<Neighbour>,
     link_of: HashMap<NodeId, usize>,
-    loops: LoopMonitor,
     cover: Box<dyn CoverSource + Send>,
     sink: Box<dyn Sink + Send>,
     loop_mailbox: MailboxId,
@@ -151,17 +150,12 @@ impl<I: PacketIo> core::fmt::Debug for Pipeline<'_, I> {
 
 impl<'r, I: PacketIo> Pipeline<'r, I> {
     /// A pipeline on `io` processing with `keys`, sharing `replay` with the relay's other
-    /// cores, counting its loops in `loops`, starting at `now`.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the parts a relay wires together"
-    )]
+    /// cores, filling idle slots from `cover` (which also counts the loops), starting at `now`.
     pub fn new(
         io: I,
         config: &PipelineConfig,
         keys: NodeKeys,
         replay: &'r SharedReplayFilter,
-        loops: LoopMonitor,
         cover: Box<dyn CoverSource + Send>,
         sink: Box<dyn Sink + Send>,
         now: Time,
@@ -189,7 +183,6 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             links,
             neighbours: config.neighbours.clone(),
             link_of,
-            loops,
             cover,
             sink,
             loop_mailbox: config.loop_mailbox,
@@ -213,9 +206,9 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
         self.links.iter().map(|l| l.stats).collect()
     }
 
-    /// The loop monitor (per-link loop counters).
-    pub fn loops(&self) -> &LoopMonitor {
-        &self.loops
+    /// Loop counters of link `link` (sent, returned, lost).
+    pub fn loop_stats(&self, link: usize) -> LoopStats {
+        self.cover.loop_stats(link)
     }
 
     /// The backend (its counters).
@@ -244,7 +237,7 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
         self.receive(now, wait)?;
         self.release_due(now);
         self.transmit(now)?;
-        self.loops.expire(now);
+        self.cover.expire(now);
         Ok(())
     }
 
@@ -287,7 +280,7 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
                     if mailbox == COVER_MAILBOX {
                         self.stats.cover_received += 1;
                     } else if mailbox == self.loop_mailbox {
-                        if self.loops.receive(bytes, now).is_ok() {
+                        if self.cover.loop_returned(bytes, now) {
                             self.stats.loops_returned += 1;
                         }
                     } else {
@@ -329,7 +322,6 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
         let Self {
             io,
             cover,
-            loops,
             tx,
             stats,
             spare,
@@ -353,7 +345,7 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
                 };
                 io.set_len(&mut packet, PACKET_LEN);
                 let built = match <&mut [u8; PACKET_LEN]>::try_from(io.payload_mut(&packet)) {
-                    Ok(frame) => cover.fill(index, now, loops, frame),
+                    Ok(frame) => cover.fill(index, now, frame),
                     Err(_) => false,
                 };
                 if built {

@@ -116,16 +116,17 @@ fn a_ring_of_three_relays_forwards_mixes_and_loops() {
             };
             // Relay i's loops go once around the ring: i+1, i+2, back to i.
             let route = vec![hop(next), hop((i + 2) % 3), hop(i)];
+            let loops =
+                LoopMonitor::new([0x10 + i as u8; 32], 1, 4096, Time(5 * Time::SECOND)).unwrap();
             let cover = LoopCover::new(
                 FORMAT,
                 EPOCH,
                 vec![route],
                 loop_mailbox(i),
                 20,
+                loops,
                 [i as u8; 32],
             );
-            let loops =
-                LoopMonitor::new([0x10 + i as u8; 32], 1, 4096, Time(5 * Time::SECOND)).unwrap();
             let sink = Recorder(delivered.clone());
             let (stop, filter) = (stop.clone(), &filters[i]);
             handles.push(scope.spawn(move || {
@@ -134,7 +135,6 @@ fn a_ring_of_three_relays_forwards_mixes_and_loops() {
                     &config,
                     keys,
                     filter,
-                    loops,
                     Box::new(cover),
                     Box::new(sink),
                     now(),
@@ -145,7 +145,7 @@ fn a_ring_of_three_relays_forwards_mixes_and_loops() {
                 }
                 Report {
                     stats: pipeline.stats(),
-                    loops_returned: pipeline.loops().stats(0).returned,
+                    loops_returned: pipeline.loop_stats(0).returned,
                     malformed: pipeline.io().stats().rx_dropped_malformed,
                 }
             }));
