@@ -114,6 +114,11 @@ pub struct PipelineStats {
     pub cover_failures: u64,
 }
 
+/// A received batch smaller than this is topped up once after [`TOP_UP_WAIT`].
+const TOP_UP_BELOW: usize = 4;
+/// How long a small batch waits for company (adds at most this to a packet's latency).
+const TOP_UP_WAIT: Duration = Duration::from_micros(150);
+
 /// A packet held in the delay queue: its frame and the link it leaves on.
 type Held = (Packet, usize);
 
@@ -243,7 +248,13 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
 
     fn receive(&mut self, now: Time, wait: Duration) -> Result<(), IoError> {
         self.rx.clear();
-        let got = self.io.recv(&mut self.rx, self.batch, wait)?;
+        let mut got = self.io.recv(&mut self.rx, self.batch, wait)?;
+        if (1..TOP_UP_BELOW).contains(&got) && self.batch >= TOP_UP_BELOW {
+            // The unwrap runs four packets per SIMD group: a lone packet or two would waste
+            // most of one. Give the next few a moment (sleeping, not spinning) to arrive.
+            std::thread::sleep(TOP_UP_WAIT);
+            got += self.io.recv(&mut self.rx, self.batch - got, Duration::ZERO)?;
+        }
         if got == 0 {
             return Ok(());
         }

@@ -327,14 +327,22 @@ fn chunk_lanes(
         }
     }
     let mut on_curve = [false; CHUNK];
-    pb_lanes::on_curve_many_with(lanes, &alphas[..jobs], &mut on_curve[..jobs]);
     let mut shared = Zeroizing::new([[0u8; 32]; CHUNK]);
+    let in_lanes = full_groups(jobs);
+    pb_lanes::on_curve_many_with(lanes, &alphas[..in_lanes], &mut on_curve[..in_lanes]);
     pb_lanes::x25519_many_with(
         lanes,
-        &scalars[..jobs],
-        &alphas[..jobs],
-        &mut shared[..jobs],
+        &scalars[..in_lanes],
+        &alphas[..in_lanes],
+        &mut shared[..in_lanes],
     );
+    // The one or two jobs left over would waste most of a group of four: one at a time.
+    for j in in_lanes..jobs {
+        if let Some(point) = crypto::decode_point(&alphas[j]) {
+            on_curve[j] = true;
+            shared[j] = crypto::mul(&point, &scalars[j]);
+        }
+    }
 
     // Blinding jobs (v1 only) reuse the scalar slots: job f blinds packet forward[f].
     let mut forward = [0usize; CHUNK];
@@ -356,14 +364,31 @@ fn chunk_lanes(
         }
     }
     let mut blinded = [[0u8; 32]; CHUNK];
+    let in_lanes = full_groups(forwards);
     pb_lanes::x25519_many_with(
         lanes,
-        &scalars[..forwards],
-        &alphas[..forwards],
-        &mut blinded[..forwards],
+        &scalars[..in_lanes],
+        &alphas[..in_lanes],
+        &mut blinded[..in_lanes],
     );
+    for f in in_lanes..forwards {
+        // On the curve: checked above for every job that reached `finish`.
+        if let Some(point) = crypto::decode_point(&alphas[f]) {
+            blinded[f] = crypto::mul(&point, &scalars[f]);
+        }
+    }
     for f in 0..forwards {
         packets[forward[f]][ALPHA_AT..BETA_AT].copy_from_slice(&blinded[f]);
+    }
+}
+
+/// How many of `jobs` go to the SIMD lanes: all of them, except one or two left over after
+/// the groups of four (a group of four costs about as much as two operations one at a time,
+/// so a lone job or a pair is cheaper outside the lanes; three still fill a group well).
+fn full_groups(jobs: usize) -> usize {
+    match jobs % 4 {
+        1 | 2 => jobs - jobs % 4,
+        _ => jobs,
     }
 }
 
