@@ -253,7 +253,9 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             // The unwrap runs four packets per SIMD group: a lone packet or two would waste
             // most of one. Give the next few a moment (sleeping, not spinning) to arrive.
             std::thread::sleep(TOP_UP_WAIT);
-            got += self.io.recv(&mut self.rx, self.batch - got, Duration::ZERO)?;
+            got += self
+                .io
+                .recv(&mut self.rx, self.batch - got, Duration::ZERO)?;
         }
         if got == 0 {
             return Ok(());
