@@ -33,11 +33,15 @@ use pb_mix::{LoopMonitor, SharedReplayFilter, Time};
 use pb_pipeline::{LoopCover, Neighbour, Pipeline, PipelineConfig, Sink};
 use pb_sphinx::{
     DelayMs, DropReason, Epoch, EpochKey, Format, Hop, MailboxId, MemoryReplayFilter, NodeId,
-    NodeKeys, PACKET_LEN, ReplayFilter, ReplayTag, create_packet_with, process, process_batch,
+    NodeKeys, PACKET_LEN, create_packet_with, process, process_batch,
 };
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::{io_bench::CpuClock, report::Measurement};
+use crate::{
+    io_bench::CpuClock,
+    report::{self, Measurement},
+    sphinx_bench::NoReplayFilter,
+};
 
 /// Settings of one `pb-perf relay` run.
 #[derive(Clone, Debug)]
@@ -150,15 +154,6 @@ fn build_load(count: usize) -> anyhow::Result<Load> {
         }
     }
     Ok(Load { packets, expected })
-}
-
-/// Accepts everything (the baseline measures unwrap alone, as `pb-perf sphinx` does).
-struct NoReplayFilter;
-
-impl ReplayFilter for NoReplayFilter {
-    fn check_and_insert(&mut self, _: Epoch, _: &ReplayTag) -> bool {
-        false
-    }
 }
 
 /// Batch-32 unwrap of the load's packets on this thread for `seconds`: packets per CPU
@@ -329,18 +324,9 @@ fn drive<I: PacketIo>(
     })
 }
 
+/// A measurement rounded to two decimals (ratios and fractions are small numbers).
 fn row(bench: &str, imp: &str, params: &[(&str, Value)], value: f64, unit: &str) -> Measurement {
-    let mut map = Map::new();
-    for (k, v) in params {
-        map.insert((*k).into(), v.clone());
-    }
-    Measurement {
-        bench: bench.into(),
-        implementation: imp.into(),
-        params: map,
-        value: (value * 100.0).round() / 100.0,
-        unit: unit.into(),
-    }
+    report::row(bench, imp, params, (value * 100.0).round() / 100.0, unit)
 }
 
 /// Runs the baseline and both backends; returns the measurements.

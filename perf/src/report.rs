@@ -23,6 +23,27 @@ pub struct Measurement {
     pub unit: String,
 }
 
+/// A measurement of `bench` for `imp` with `params`, as given (callers round).
+pub fn row(
+    bench: &str,
+    imp: &str,
+    params: &[(&str, Value)],
+    value: f64,
+    unit: &str,
+) -> Measurement {
+    let mut map = Map::new();
+    for (k, v) in params {
+        map.insert((*k).into(), v.clone());
+    }
+    Measurement {
+        bench: bench.into(),
+        implementation: imp.into(),
+        params: map,
+        value,
+        unit: unit.into(),
+    }
+}
+
 /// Writes measurements as JSON lines.
 pub fn write_json(out: &mut impl Write, rows: &[Measurement]) -> anyhow::Result<()> {
     for row in rows {

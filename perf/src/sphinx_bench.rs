@@ -19,7 +19,7 @@ use pb_sphinx::{
     DelayMs, DropReason, Epoch, EpochKey, Format, Hop, MailboxId, NodeId, NodeKeys, PACKET_LEN,
     Processed, ReplayFilter, ReplayTag, create_packet_with, process, process_batch,
 };
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sphinx_packet::{
     SphinxPacket,
     constants::{DESTINATION_ADDRESS_LENGTH, IDENTIFIER_LENGTH, NODE_ADDRESS_LENGTH},
@@ -29,7 +29,7 @@ use sphinx_packet::{
 };
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use crate::report::Measurement;
+use crate::report::{Measurement, row};
 
 /// Settings of one `pb-perf sphinx` run.
 #[derive(Clone, Debug)]
@@ -45,8 +45,9 @@ pub struct SphinxArgs {
 /// Distinct packets cycled through, so no two consecutive unwraps see the same bytes.
 const DISTINCT: usize = 256;
 
-/// Accepts everything: replay filtering is not what is measured.
-struct NoReplayFilter;
+/// Accepts everything: replay filtering is not what is measured (also `pb-perf relay`'s
+/// baseline).
+pub(crate) struct NoReplayFilter;
 
 impl ReplayFilter for NoReplayFilter {
     fn check_and_insert(&mut self, _: Epoch, _: &ReplayTag) -> bool {
@@ -94,20 +95,6 @@ impl Bench<'_> {
         let mut r = self.rates.clone();
         r.sort_by(f64::total_cmp);
         r.get(r.len() / 2).copied().unwrap_or(0.0)
-    }
-}
-
-fn row(bench: &str, imp: &str, params: &[(&str, Value)], value: f64, unit: &str) -> Measurement {
-    let mut map = Map::new();
-    for (k, v) in params {
-        map.insert((*k).into(), v.clone());
-    }
-    Measurement {
-        bench: bench.into(),
-        implementation: imp.into(),
-        params: map,
-        value: value.round(),
-        unit: unit.into(),
     }
 }
 
@@ -351,7 +338,13 @@ pub fn run(args: &SphinxArgs) -> anyhow::Result<Vec<Measurement>> {
     }
     for b in &benches {
         let unit = if b.bench == "x25519" { "op/s" } else { "pkt/s" };
-        rows.push(row(b.bench, b.implementation, &b.params, b.median(), unit));
+        rows.push(row(
+            b.bench,
+            b.implementation,
+            &b.params,
+            b.median().round(),
+            unit,
+        ));
     }
     Ok(rows)
 }

@@ -315,6 +315,8 @@ fn drive<I: PacketIo>(
         ("delivered", s.delivered),
         ("loops_returned", s.loops_returned),
         ("cover_received", s.cover_received),
+        ("replay_filter_full", s.replay_filter_full),
+        ("replay_filter_no_table", s.replay_filter_no_table),
         ("dropped_no_link", s.dropped_no_link),
         ("dropped_delay_full", s.dropped_delay[0]),
         ("dropped_delay_too_long", s.dropped_delay[1]),

@@ -103,7 +103,13 @@ pub struct PipelineStats {
     /// Link cover from neighbours, received and dropped.
     pub cover_received: u64,
     /// Packets dropped by pb-sphinx, by [`DropReason`] (indexed like [`DropReason::ALL`]).
+    /// `Replay` also counts the packets the replay filter could not record, which it refuses
+    /// as if replayed: those are counted again in the two fields below.
     pub dropped: [u64; DropReason::ALL.len()],
+    /// Of the `Replay` drops: the replay filter's table was full around the packet's slot.
+    pub replay_filter_full: u64,
+    /// Of the `Replay` drops: no replay-filter table served the packet's epoch.
+    pub replay_filter_no_table: u64,
     /// Forwarded packets naming a next hop this relay has no link to.
     pub dropped_no_link: u64,
     /// Packets the delay queue refused, by reason (full, too long, lagging).
@@ -266,6 +272,8 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
         self.io.with_payloads_mut(&self.rx, &mut |payloads| {
             process_batch(payloads, keys, &mut replay, &mut results[..payloads.len()]);
         });
+        self.stats.replay_filter_full += replay.stats.full;
+        self.stats.replay_filter_no_table += replay.stats.no_table;
         let drop = &mut self.spare;
         for (packet, result) in self.rx.drain(..).zip(self.results.iter()) {
             match *result {

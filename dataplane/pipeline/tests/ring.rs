@@ -245,6 +245,12 @@ fn a_ring_of_three_relays_forwards_mixes_and_loops() {
         1,
         "{first:?}"
     );
+    // The replay was a replay, not a filter that could not record it.
+    assert_eq!(
+        first.replay_filter_full + first.replay_filter_no_table,
+        0,
+        "{first:?}"
+    );
     assert_eq!(reports[0].malformed, 1);
     for (i, r) in reports.iter().enumerate() {
         assert!(
