@@ -138,6 +138,22 @@ pub fn ifindex(name: &str) -> Result<u32, IoError> {
     Ok(index)
 }
 
+/// How many receive queues `name` has (`/sys/class/net/<name>/queues/rx-*`), or `None` if
+/// sysfs does not say (not mounted for this network namespace). A queue without an AF_XDP
+/// socket loses the PhantomBand packets the NIC hashes to it (the XDP program counts them
+/// as `drop_no_socket`).
+pub fn rx_queue_count(name: &str) -> Option<u32> {
+    if name.contains('/') || name.starts_with('.') {
+        return None;
+    }
+    let entries = std::fs::read_dir(format!("/sys/class/net/{name}/queues")).ok()?;
+    let count = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    u32::try_from(count).ok().filter(|c| *c > 0)
+}
+
 impl AfXdpIo {
     /// Creates the UMEM and binds a socket to `config.interface` queue `config.queue` without
     /// loading any XDP program (ours is attached separately). Fails with a typed error naming

@@ -14,12 +14,13 @@
 //!
 //! Not here: packet formats (Sphinx), mixing, pacing, configuration of whole relays.
 //!
-//! All `unsafe` code lives in the two backend modules that touch UMEM and syscalls
-//! ([`afxdp`], [`udp`]); everything else is safe Rust.
+//! All `unsafe` code lives in the modules that touch UMEM and system calls ([`afxdp`],
+//! [`udp`], [`cpu`]); everything else is safe Rust.
 #![deny(unsafe_code)]
 
 pub mod afxdp;
 pub mod config;
+pub mod cpu;
 pub mod netlink;
 pub mod udp;
 pub mod wire;

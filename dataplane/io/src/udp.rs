@@ -9,7 +9,7 @@
 use std::{
     io, mem,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket},
-    os::fd::AsRawFd,
+    os::fd::{AsRawFd, FromRawFd},
     time::Duration,
 };
 
@@ -30,6 +30,9 @@ pub struct UdpConfig {
     pub frame_count: u32,
     /// Socket receive and send buffer size requested from the kernel, in bytes.
     pub socket_buffer: usize,
+    /// Set `SO_REUSEPORT` before binding, so that several sockets (one per relay core) share
+    /// the address and the kernel spreads incoming flows over them by a hash of the peer.
+    pub reuse_port: bool,
 }
 
 impl UdpConfig {
@@ -40,6 +43,7 @@ impl UdpConfig {
             packet_len: crate::DEFAULT_PACKET_LEN,
             frame_count: 4096,
             socket_buffer: 4 << 20,
+            reuse_port: false,
         }
     }
 }
@@ -87,7 +91,11 @@ fn sys(call: &'static str) -> impl FnOnce(io::Error) -> IoError {
 impl UdpIo {
     /// Binds the socket and allocates the pool.
     pub fn open(config: &UdpConfig) -> Result<Self, IoError> {
-        let socket = UdpSocket::bind(config.bind).map_err(sys("bind"))?;
+        let socket = if config.reuse_port {
+            bind_reuse_port(config.bind)?
+        } else {
+            UdpSocket::bind(config.bind).map_err(sys("bind"))?
+        };
         socket
             .set_nonblocking(true)
             .map_err(sys("set_nonblocking"))?;
@@ -463,6 +471,51 @@ fn set_buffer(socket: &UdpSocket, option: libc::c_int, bytes: usize) -> Result<(
     Ok(())
 }
 
+/// A UDP socket bound to `addr` with `SO_REUSEPORT` set first.
+fn bind_reuse_port(addr: SocketAddr) -> Result<UdpSocket, IoError> {
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain system call; a non-negative result is a new descriptor we own.
+    let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(sys("socket")(io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
+    let socket = unsafe { UdpSocket::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    // SAFETY: `one` is a live c_int and its size is passed; the fd is open.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            (&one as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(sys("setsockopt(SO_REUSEPORT)")(io::Error::last_os_error()));
+    }
+    // SAFETY: all-zero bytes are a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let len = std_to_sockaddr(&addr, &mut storage);
+    // SAFETY: `storage` holds a socket address of `len` bytes, written above.
+    let rc = unsafe {
+        libc::bind(
+            socket.as_raw_fd(),
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    if rc < 0 {
+        return Err(sys("bind")(io::Error::last_os_error()));
+    }
+    Ok(socket)
+}
+
 fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match libc::c_int::from(storage.ss_family) {
         libc::AF_INET => {
@@ -540,6 +593,50 @@ mod tests {
             std_to_sockaddr(&addr, &mut storage);
             assert_eq!(sockaddr_to_std(&storage), Some(addr));
         }
+    }
+
+    /// With `reuse_port` two backends share one address, and every datagram sent to it
+    /// reaches exactly one of them; without it the second bind is refused.
+    #[test]
+    fn reuse_port_shares_the_address() {
+        let mut config = UdpConfig::new("127.0.0.1:0".parse().unwrap());
+        config.packet_len = 64;
+        config.reuse_port = true;
+        let mut a = UdpIo::open(&config).unwrap();
+        config.bind = a.local_addr();
+        let mut b = UdpIo::open(&config).unwrap();
+        assert_eq!(b.local_addr(), a.local_addr());
+        config.reuse_port = false;
+        assert!(matches!(
+            UdpIo::open(&config),
+            Err(IoError::Sys { call: "bind", .. })
+        ));
+        // Many source ports, so that the kernel's hash has flows to spread.
+        let senders: Vec<UdpSocket> = (0..16)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        for (i, s) in senders.iter().enumerate() {
+            s.send_to(&[i as u8; 64], a.local_addr()).unwrap();
+        }
+        let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+        let start = std::time::Instant::now();
+        while got_a.len() + got_b.len() < senders.len() && start.elapsed().as_secs() < 5 {
+            a.recv(&mut got_a, 64, Duration::from_millis(10)).unwrap();
+            b.recv(&mut got_b, 64, Duration::from_millis(10)).unwrap();
+        }
+        let mut firsts: Vec<u8> = got_a
+            .iter()
+            .map(|p| a.payload(p)[0])
+            .chain(got_b.iter().map(|p| b.payload(p)[0]))
+            .collect();
+        firsts.sort_unstable();
+        assert_eq!(
+            firsts,
+            (0..16).collect::<Vec<u8>>(),
+            "each datagram exactly once"
+        );
+        a.release(&mut got_a);
+        b.release(&mut got_b);
     }
 
     /// Two UDP backends on loopback: a batch goes one way byte-identical and wrong-size
