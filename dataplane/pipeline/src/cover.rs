@@ -200,15 +200,30 @@ impl CoverSource for LoopCover {
 /// depth in slots), and the pipeline takes the lock only for the rare returning loop and for
 /// statistics. The builder also expires overdue loops. Dropping the pool stops the thread.
 pub struct CoverPool {
-    queues: Arc<Vec<ArrayQueue<[u8; PACKET_LEN]>>>,
-    cover: Arc<Mutex<LoopCover>>,
+    handle: CoverHandle,
     stop: Arc<AtomicBool>,
     builder: Option<thread::JoinHandle<()>>,
+}
+
+/// One relay core's access to a [`CoverPool`]: ready cover for the links it owns, and the
+/// shared loop monitor for loops that come back on it. Cheap to clone, one per core.
+#[derive(Clone)]
+pub struct CoverHandle {
+    queues: Arc<Vec<ArrayQueue<[u8; PACKET_LEN]>>>,
+    cover: Arc<Mutex<LoopCover>>,
 }
 
 impl core::fmt::Debug for CoverPool {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("CoverPool")
+            .field("links", &self.handle.queues.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl core::fmt::Debug for CoverHandle {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("CoverHandle")
             .field("links", &self.queues.len())
             .finish_non_exhaustive()
     }
@@ -225,22 +240,22 @@ impl CoverPool {
         clock: Arc<dyn Fn() -> Time + Send + Sync>,
         on_start: Box<dyn FnOnce() + Send>,
     ) -> std::io::Result<Self> {
-        let queues: Arc<Vec<ArrayQueue<[u8; PACKET_LEN]>>> =
-            Arc::new((0..links).map(|_| ArrayQueue::new(depth.max(1))).collect());
-        let cover = Arc::new(Mutex::new(cover));
+        let handle = CoverHandle {
+            queues: Arc::new((0..links).map(|_| ArrayQueue::new(depth.max(1))).collect()),
+            cover: Arc::new(Mutex::new(cover)),
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let builder = {
-            let (queues, cover, stop) = (queues.clone(), cover.clone(), stop.clone());
+            let (handle, stop) = (handle.clone(), stop.clone());
             thread::Builder::new()
                 .name("pb-cover".into())
                 .spawn(move || {
                     on_start();
-                    build(&queues, &cover, &stop, clock.as_ref());
+                    build(&handle.queues, &handle.cover, &stop, clock.as_ref());
                 })?
         };
         Ok(Self {
-            queues,
-            cover,
+            handle,
             stop,
             builder: Some(builder),
         })
@@ -248,7 +263,28 @@ impl CoverPool {
 
     /// Packets ready for `link`.
     pub fn ready(&self, link: usize) -> usize {
-        self.queues.get(link).map_or(0, ArrayQueue::len)
+        self.handle.queues.get(link).map_or(0, ArrayQueue::len)
+    }
+
+    /// A handle for one relay core's pipeline; the builder runs as long as the pool lives.
+    pub fn handle(&self) -> CoverHandle {
+        self.handle.clone()
+    }
+
+    /// Builds cover for `epoch` along `routes` from now on (after a key rotation). Packets
+    /// already queued for the previous epoch still go out: the relays keep the previous
+    /// epoch's key through the overlap.
+    pub fn set_routes(&self, epoch: Epoch, routes: Vec<Vec<Hop>>) {
+        self.handle.with_cover(|c| c.set_routes(epoch, routes));
+    }
+}
+
+impl CoverHandle {
+    fn with_cover<T>(&self, f: impl FnOnce(&mut LoopCover) -> T) -> T {
+        match self.cover.lock() {
+            Ok(mut c) => f(&mut c),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
     }
 }
 
@@ -294,7 +330,7 @@ impl Drop for CoverPool {
     }
 }
 
-impl CoverSource for CoverPool {
+impl CoverSource for CoverHandle {
     fn fill(&mut self, link: usize, _now: Time, out: &mut [u8; PACKET_LEN]) -> bool {
         match self.queues.get(link).and_then(ArrayQueue::pop) {
             Some(packet) => {
@@ -306,10 +342,7 @@ impl CoverSource for CoverPool {
     }
 
     fn loop_returned(&mut self, message: &[u8], now: Time) -> bool {
-        match self.cover.lock() {
-            Ok(mut c) => c.loop_returned(message, now),
-            Err(poisoned) => poisoned.into_inner().loop_returned(message, now),
-        }
+        self.with_cover(|c| c.loop_returned(message, now))
     }
 
     fn expire(&mut self, _now: Time) {
@@ -317,9 +350,24 @@ impl CoverSource for CoverPool {
     }
 
     fn loop_stats(&self, link: usize) -> LoopStats {
-        match self.cover.lock() {
-            Ok(c) => c.loop_stats(link),
-            Err(poisoned) => poisoned.into_inner().loop_stats(link),
-        }
+        self.with_cover(|c| c.loop_stats(link))
+    }
+}
+
+impl CoverSource for CoverPool {
+    fn fill(&mut self, link: usize, now: Time, out: &mut [u8; PACKET_LEN]) -> bool {
+        self.handle.fill(link, now, out)
+    }
+
+    fn loop_returned(&mut self, message: &[u8], now: Time) -> bool {
+        self.handle.loop_returned(message, now)
+    }
+
+    fn expire(&mut self, now: Time) {
+        self.handle.expire(now);
+    }
+
+    fn loop_stats(&self, link: usize) -> LoopStats {
+        self.handle.loop_stats(link)
     }
 }

@@ -11,14 +11,17 @@
 //! Frames stay in the backend's pool from receive to transmit; nothing allocates per packet
 //! (cover packets are built into freshly allocated frames of the pool).
 //!
-//! What it does not (yet): spread links over several cores (one pipeline owns all its links
-//! here), build cover on a separate core, or read configuration files; the relay binary
-//! wires those up.
+//! A relay with several cores runs one pipeline per core (per NIC queue or `SO_REUSEPORT`
+//! socket), all sharing one replay filter. Each link is owned by one core, which paces it
+//! and sends on it ([`Pipeline::shard`]); a packet received on another core crosses to the
+//! owner through a bounded lock-free [`Handoff`] once its delay is over. Cover can be built
+//! on a core of its own ([`CoverPool`]). Configuration files are the relay binary's.
 #![forbid(unsafe_code)]
 
 mod cover;
+mod handoff;
 
-use std::{collections::HashMap, net::SocketAddr, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use pb_io::{IoError, Packet, PacketIo};
 use pb_mix::{DelayError, DelayQueue, Link, LinkStats, LoopStats, SharedReplayFilter, Time};
@@ -26,7 +29,8 @@ use pb_sphinx::{
     DelayMs, DropReason, MailboxId, NodeId, NodeKeys, PACKET_LEN, Processed, message, process_batch,
 };
 
-pub use cover::{COVER_MAILBOX, CoverPool, CoverSource, LoopCover};
+pub use cover::{COVER_MAILBOX, CoverHandle, CoverPool, CoverSource, LoopCover};
+pub use handoff::Handoff;
 
 /// One outgoing link: the neighbour's node id and UDP endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +91,9 @@ pub enum PipelineError {
     /// The backend failed.
     #[error(transparent)]
     Io(#[from] IoError),
+    /// A shard's core or link owners do not fit the handoff or the links.
+    #[error("shard: {0}")]
+    Shard(&'static str),
 }
 
 /// Counters of one pipeline. Per-link slot counts are in [`Pipeline::link_stats`].
@@ -118,6 +125,13 @@ pub struct PipelineStats {
     pub dropped_link_full: u64,
     /// Cover packets that could not be built (no frame, or the cover source failed).
     pub cover_failures: u64,
+    /// Packets passed to the core that owns their link.
+    pub handed_off: u64,
+    /// Packets another core passed to this one for a link it owns.
+    pub taken_over: u64,
+    /// Packets that could not cross to their link's core (its inbox full, no buffer free,
+    /// or, on arrival, no frame free).
+    pub dropped_handoff: u64,
 }
 
 /// A received batch smaller than this is topped up once after [`TOP_UP_WAIT`].
@@ -142,6 +156,10 @@ pub struct Pipeline<'r, I: PacketIo> {
     loop_mailbox: MailboxId,
     cover_per_turn: usize,
     batch: usize,
+    /// This pipeline's core and the core owning each link (all 0 for a lone pipeline).
+    core: usize,
+    owner: Vec<usize>,
+    handoff: Option<Arc<Handoff>>,
     rx: Vec<Packet>,
     tx: Vec<Packet>,
     /// Frames on their way back to the pool (reused, so no allocation per turn).
@@ -199,6 +217,9 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             loop_mailbox: config.loop_mailbox,
             cover_per_turn: config.cover_per_turn.max(1),
             batch,
+            core: 0,
+            owner: vec![0; config.neighbours.len()],
+            handoff: None,
             rx: Vec::with_capacity(batch),
             tx: Vec::with_capacity(4 * batch),
             spare: Vec::with_capacity(4 * batch),
@@ -207,12 +228,45 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
         })
     }
 
+    /// Makes this pipeline core `core` of several sharing `handoff`: it paces and sends only
+    /// the links `owner` gives to it (`owner[link]` is the owning core) and passes packets
+    /// for the others to their owners.
+    pub fn shard(
+        mut self,
+        core: usize,
+        owner: Vec<usize>,
+        handoff: Arc<Handoff>,
+    ) -> Result<Self, PipelineError> {
+        if core >= handoff.cores() {
+            return Err(PipelineError::Shard(
+                "core number beyond the handoff's cores",
+            ));
+        }
+        if owner.len() != self.links.len() {
+            return Err(PipelineError::Shard("one owner per link needed"));
+        }
+        if owner.iter().any(|o| *o >= handoff.cores()) {
+            return Err(PipelineError::Shard(
+                "a link's owner is beyond the handoff's cores",
+            ));
+        }
+        self.core = core;
+        self.owner = owner;
+        self.handoff = Some(handoff);
+        Ok(self)
+    }
+
+    /// Whether this pipeline paces and sends on `link`.
+    pub fn owns(&self, link: usize) -> bool {
+        self.owner.get(link) == Some(&self.core)
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> PipelineStats {
         self.stats
     }
 
-    /// Slot counters of every link, in neighbour order.
+    /// Slot counters of every link, in neighbour order (zero for links other cores own).
     pub fn link_stats(&self) -> Vec<LinkStats> {
         self.links.iter().map(|l| l.stats).collect()
     }
@@ -235,7 +289,13 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
     /// When the pipeline next has something to do without input: the earliest link slot or
     /// delay expiry.
     pub fn next_deadline(&self) -> Option<Time> {
-        let slot = self.links.iter().map(Link::next_slot_time).min();
+        let slot = self
+            .links
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.owns(*i))
+            .map(|(_, l)| l.next_slot_time())
+            .min();
         match (slot, self.delay.next_due()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -247,6 +307,7 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
     pub fn step(&mut self, now: Time, wait: Duration) -> Result<(), IoError> {
         self.receive(now, wait)?;
         self.release_due(now);
+        self.take_over();
         self.transmit(now)?;
         self.cover.expire(now);
         Ok(())
@@ -329,13 +390,65 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
     }
 
     fn release_due(&mut self, now: Time) {
-        let (links, stats, refused) = (&mut self.links, &mut self.stats, &mut self.spare);
-        self.delay.poll_due(now, |(packet, link)| {
-            if let Err(packet) = links[link].push(packet) {
-                stats.dropped_link_full += 1;
-                refused.push(packet);
+        let Self {
+            io,
+            links,
+            stats,
+            spare,
+            delay,
+            core,
+            owner,
+            handoff,
+            ..
+        } = self;
+        delay.poll_due(now, |(packet, link)| {
+            if owner[link] == *core {
+                if let Err(packet) = links[link].push(packet) {
+                    stats.dropped_link_full += 1;
+                    spare.push(packet);
+                }
+                return;
             }
+            let crossed = handoff
+                .as_ref()
+                .is_some_and(|h| h.send(owner[link], link, io.payload(&packet)));
+            if crossed {
+                stats.handed_off += 1;
+            } else {
+                stats.dropped_handoff += 1;
+            }
+            spare.push(packet);
         });
+        io.release(spare);
+    }
+
+    /// Moves packets other cores passed to this one into frames of its own, onto their links.
+    fn take_over(&mut self) {
+        let Some(handoff) = &self.handoff else {
+            return;
+        };
+        while let Some(crossing) = handoff.receive(self.core) {
+            let link = crossing.link;
+            match self
+                .neighbours
+                .get(link)
+                .and_then(|n| self.io.alloc(n.addr))
+            {
+                Some(mut packet) => {
+                    self.io.set_len(&mut packet, PACKET_LEN);
+                    self.io
+                        .payload_mut(&packet)
+                        .copy_from_slice(&crossing.bytes[..]);
+                    self.stats.taken_over += 1;
+                    if let Err(packet) = self.links[link].push(packet) {
+                        self.stats.dropped_link_full += 1;
+                        self.spare.push(packet);
+                    }
+                }
+                None => self.stats.dropped_handoff += 1,
+            }
+            handoff.give_back(crossing.bytes);
+        }
         self.io.release(&mut self.spare);
     }
 
@@ -349,10 +462,15 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             links,
             neighbours,
             cover_per_turn,
+            core,
+            owner,
             ..
         } = self;
         let mut budget = *cover_per_turn;
         for (index, link) in links.iter_mut().enumerate() {
+            if owner[index] != *core {
+                continue;
+            }
             let peer = neighbours[index].addr;
             // Cover goes straight into a fresh frame of the pool.
             let mut make_cover = || {

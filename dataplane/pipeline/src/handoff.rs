@@ -1,0 +1,135 @@
+//! Crossing between a relay's cores. Each core's pipeline owns some of the relay's links
+//! (it paces them and sends on them); a packet that another core received and delayed
+//! reaches its link through the owner's bounded inbox here.
+//!
+//! The packet's bytes cross in a buffer from a pool allocated once, since a frame belongs
+//! to the receiving core's UMEM (or socket pool) and cannot be sent from another's: the
+//! sender copies the packet into a free buffer and releases its frame, the owner copies it
+//! into a frame of its own and returns the buffer. Lock-free (crossbeam `ArrayQueue`), no
+//! allocation per packet; a full inbox or an empty buffer pool drops the packet, counted
+//! by the sending core.
+
+use crossbeam::queue::ArrayQueue;
+use pb_sphinx::PACKET_LEN;
+
+/// A packet on its way to the core that owns its link.
+pub(crate) struct Crossing {
+    /// The link (index into the relay's neighbours, the same on every core).
+    pub(crate) link: usize,
+    /// The packet.
+    pub(crate) bytes: Box<[u8; PACKET_LEN]>,
+}
+
+/// The inboxes of a relay's cores and the buffers that cross between them.
+pub struct Handoff {
+    inboxes: Vec<ArrayQueue<Crossing>>,
+    free: ArrayQueue<Box<[u8; PACKET_LEN]>>,
+}
+
+impl core::fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Handoff")
+            .field("cores", &self.inboxes.len())
+            .field("free", &self.free.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handoff {
+    /// Inboxes for `cores` cores holding `depth` packets each, and as many buffers as all
+    /// inboxes together hold (allocated now, never again).
+    pub fn new(cores: usize, depth: usize) -> Self {
+        let (cores, depth) = (cores.max(1), depth.max(1));
+        let free = ArrayQueue::new(cores * depth);
+        for _ in 0..cores * depth {
+            let _ = free.push(Box::new([0u8; PACKET_LEN]));
+        }
+        Self {
+            inboxes: (0..cores).map(|_| ArrayQueue::new(depth)).collect(),
+            free,
+        }
+    }
+
+    /// Number of cores.
+    pub fn cores(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// Which core owns each of `links` links when `cores` cores share them: round robin.
+    pub fn round_robin(links: usize, cores: usize) -> Vec<usize> {
+        (0..links).map(|l| l % cores.max(1)).collect()
+    }
+
+    /// Copies `packet` into a free buffer bound for `link` on core `to`: `false` (nothing
+    /// queued) if no buffer is free, the inbox is full, `to` is no core or `packet` has the
+    /// wrong length.
+    pub(crate) fn send(&self, to: usize, link: usize, packet: &[u8]) -> bool {
+        let (Some(inbox), Ok(packet)) =
+            (self.inboxes.get(to), <&[u8; PACKET_LEN]>::try_from(packet))
+        else {
+            return false;
+        };
+        let Some(mut bytes) = self.free.pop() else {
+            return false;
+        };
+        *bytes = *packet;
+        match inbox.push(Crossing { link, bytes }) {
+            Ok(()) => true,
+            Err(refused) => {
+                self.give_back(refused.bytes);
+                false
+            }
+        }
+    }
+
+    /// The next packet waiting for core `core`.
+    pub(crate) fn receive(&self, core: usize) -> Option<Crossing> {
+        self.inboxes.get(core).and_then(ArrayQueue::pop)
+    }
+
+    /// Returns a buffer to the pool once its packet is copied out.
+    pub(crate) fn give_back(&self, bytes: Box<[u8; PACKET_LEN]>) {
+        // The pool has room for every buffer ever made, so this cannot fail.
+        let _ = self.free.push(bytes);
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packets_cross_in_order_and_buffers_come_back() {
+        let h = Handoff::new(2, 3);
+        for i in 0..3u8 {
+            assert!(h.send(1, usize::from(i), &[i; PACKET_LEN]));
+        }
+        assert!(!h.send(1, 9, &[9; PACKET_LEN]), "the inbox holds 3");
+        assert!(h.receive(0).is_none());
+        for i in 0..3u8 {
+            let c = h.receive(1).unwrap();
+            assert_eq!(
+                (c.link, c.bytes[0], c.bytes[PACKET_LEN - 1]),
+                (usize::from(i), i, i)
+            );
+            h.give_back(c.bytes);
+        }
+        assert_eq!(h.free.len(), 6, "every buffer is back");
+    }
+
+    #[test]
+    fn bad_targets_and_lengths_queue_nothing() {
+        let h = Handoff::new(2, 2);
+        assert!(!h.send(2, 0, &[0; PACKET_LEN]));
+        assert!(!h.send(0, 0, &[0; 100]));
+        assert_eq!(h.free.len(), 4);
+        // With every buffer out (both inboxes full), nothing more crosses.
+        for core in [0, 0, 1, 1] {
+            assert!(h.send(core, 0, &[1; PACKET_LEN]));
+        }
+        assert!(!h.send(0, 0, &[1; PACKET_LEN]));
+        assert_eq!(Handoff::round_robin(5, 2), vec![0, 1, 0, 1, 0]);
+        assert_eq!(Handoff::round_robin(2, 0), vec![0, 0]);
+    }
+}
