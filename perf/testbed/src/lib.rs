@@ -43,7 +43,7 @@ pub use cmd::run_checked;
 pub use cpu::{allowed_cpus, cpu_count, pin_to_cpu};
 pub use error::TestbedError;
 pub use netns::{Netns, NetnsGuard, remove_stale_namespaces};
-pub use star::{Star, StarNode, star};
+pub use star::{Star, StarNode, star, star_with_queues};
 pub use veth::{Link, PairSpec, TwoNode, interface_mac, two_node, veth_pair, wait_link_up};
 
 /// Capability numbers from `linux/capability.h`.

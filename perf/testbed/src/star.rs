@@ -36,9 +36,27 @@ pub struct Star {
 /// As [`Netns::create`]; [`TestbedError::Command`] if an `ip` step fails;
 /// [`TestbedError::InvalidSpec`] for `n` out of range.
 pub fn star(tag: &str, n: usize) -> Result<Star, TestbedError> {
+    star_with_queues(tag, &vec![1; n])
+}
+
+/// As [`star`], with node `i`'s veth pair having `queues[i]` transmit and receive queues
+/// (1 to 16), so that the node can run one AF_XDP socket per queue: the bridge spreads
+/// flows over a node's queues by their hash. (A node that binds fewer sockets than its
+/// interface has queues loses the packets hashed to the others.)
+///
+/// # Errors
+///
+/// As [`star`]; [`TestbedError::InvalidSpec`] for a queue count out of range.
+pub fn star_with_queues(tag: &str, queues: &[u32]) -> Result<Star, TestbedError> {
+    let n = queues.len();
     if n == 0 || n > 250 {
         return Err(TestbedError::InvalidSpec {
             reason: format!("a star has 1 to 250 nodes, not {n}"),
+        });
+    }
+    if let Some(q) = queues.iter().find(|q| !(1..=16).contains(*q)) {
+        return Err(TestbedError::InvalidSpec {
+            reason: format!("a veth has 1 to 16 queues here, not {q}"),
         });
     }
     let switch = Netns::create(&format!("{tag}-sw"))?;
@@ -49,7 +67,8 @@ pub fn star(tag: &str, n: usize) -> Result<Star, TestbedError> {
         switch,
     };
     let pid = std::process::id() % 100_000;
-    for i in 0..n {
+    for (i, queues) in queues.iter().enumerate() {
+        let queues = queues.to_string();
         let ns = Netns::create(&format!("{tag}-{i}"))?;
         let (node_if, switch_if) = (format!("pb{pid}n{i}"), format!("pb{pid}s{i}"));
         let v4 = Ipv4Addr::new(198, 18, 0, i as u8 + 1);
@@ -57,11 +76,19 @@ pub fn star(tag: &str, n: usize) -> Result<Star, TestbedError> {
             "link",
             "add",
             &switch_if,
+            "numtxqueues",
+            &queues,
+            "numrxqueues",
+            &queues,
             "type",
             "veth",
             "peer",
             "name",
             &node_if,
+            "numtxqueues",
+            &queues,
+            "numrxqueues",
+            &queues,
             "netns",
             ns.name(),
         ])?;
