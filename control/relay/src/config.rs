@@ -15,7 +15,10 @@
 //! [io]
 //! backend = "udp"                 # udp | af_xdp
 //! bind = "198.18.0.1:47470"       # udp: the address to bind
-//! # af_xdp: pb-io's keys (interface, queues = [one queue], port, packet_len, xdp_mode, bind)
+//! cores = 1                       # udp: pipelines, one SO_REUSEPORT socket each
+//! # af_xdp: pb-io's keys (interface, queues, port, packet_len, xdp_mode, bind); one
+//! # pipeline core per queue
+//! cpus = [2, 3]                   # optional: pin core i's thread to cpus[i]
 //!
 //! [mix]                           # all optional, defaults shown
 //! link_rate = 100                 # packets per second on every link
@@ -38,6 +41,9 @@ use std::{
 use pb_io::config::IoConfig;
 use pb_sphinx::{DelayMs, Epoch, Format, MAX_HOPS, NodeId};
 use serde::Deserialize;
+
+/// Most pipeline cores one relay runs.
+pub const MAX_CORES: usize = 64;
 
 /// A configuration value that is missing, malformed or out of range.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -106,6 +112,10 @@ pub struct RelayConfig {
     pub format: Format,
     /// The I/O backend.
     pub backend: Backend,
+    /// Pipeline cores: UDP sockets sharing the address, or AF_XDP queues.
+    pub cores: usize,
+    /// The CPU each core's thread is pinned to (empty: not pinned).
+    pub cpus: Vec<usize>,
     /// Mixing settings.
     pub mix: MixSettings,
     /// Where delivered messages go.
@@ -208,9 +218,34 @@ impl RelayConfig {
             other => return Err(bad("node.format", format!("{other:?} is not v1 or v2"))),
         };
         let mut io = required("io", raw.io)?;
+        let cpus = match io.remove("cpus") {
+            None => Vec::new(),
+            Some(value) => value
+                .as_array()
+                .and_then(|a| {
+                    a.iter()
+                        .map(|c| c.as_integer().and_then(|c| usize::try_from(c).ok()))
+                        .collect::<Option<Vec<usize>>>()
+                })
+                .filter(|c| c.iter().all(|c| *c < 1024))
+                .ok_or_else(|| bad("io.cpus", "expected a list of CPU numbers below 1024"))?,
+        };
+        let mut cores = 1;
         let backend = match io.remove("backend").as_ref().and_then(toml::Value::as_str) {
             Some("udp") => {
                 let bind = required("io.bind", io.remove("bind"))?;
+                if let Some(value) = io.remove("cores") {
+                    cores = value
+                        .as_integer()
+                        .and_then(|c| usize::try_from(c).ok())
+                        .filter(|c| (1..=MAX_CORES).contains(c))
+                        .ok_or_else(|| {
+                            bad(
+                                "io.cores",
+                                format!("expected a number from 1 to {MAX_CORES}"),
+                            )
+                        })?;
+                }
                 if let Some(extra) = io.keys().next() {
                     return Err(bad(
                         format!("io.{extra}"),
@@ -225,10 +260,11 @@ impl RelayConfig {
             Some("af_xdp") => {
                 let text = toml::to_string(&io).map_err(|e| bad("io", e.to_string()))?;
                 let config = IoConfig::from_toml(&text).map_err(|e| bad("io", e.to_string()))?;
-                if config.queues.len() != 1 {
+                cores = config.queues.len();
+                if cores > MAX_CORES {
                     return Err(bad(
                         "io.queues",
-                        "this relay runs one pipeline: give exactly one queue",
+                        format!("at most {MAX_CORES} queues (one pipeline core each)"),
                     ));
                 }
                 Backend::AfXdp(config)
@@ -238,6 +274,15 @@ impl RelayConfig {
             }
             None => return Err(bad("io.backend", "missing (udp or af_xdp)")),
         };
+        if !cpus.is_empty() && cpus.len() != cores {
+            return Err(bad(
+                "io.cpus",
+                format!(
+                    "{} CPUs listed for {cores} cores: give one per core",
+                    cpus.len()
+                ),
+            ));
+        }
         let mix = raw.mix.unwrap_or_default();
         let mix = MixSettings {
             link_rate: in_range("mix.link_rate", mix.link_rate, 100, 1, 1_000_000)?,
@@ -283,6 +328,8 @@ impl RelayConfig {
             epoch,
             format,
             backend,
+            cores,
+            cpus,
             mix,
             deliver_to,
             topology,

@@ -1,26 +1,34 @@
-//! `pb-relay run --config relay.toml`: runs one relay pipeline (gateway, mix or exit) over
-//! AF_XDP or UDP from a static topology until SIGINT/SIGTERM or `--seconds`.
+//! `pb-relay run --config relay.toml`: runs a relay (gateway, mix or exit) over AF_XDP or
+//! UDP from a static topology until SIGINT/SIGTERM or `--seconds`, with one pipeline per
+//! core (per AF_XDP queue, or per `SO_REUSEPORT` UDP socket), each owning some of the links.
+//!
+//! SIGHUP re-reads the configuration and topology files to rotate to the next epoch: the new
+//! key becomes current, the old one stays accepted as the previous epoch's until the next
+//! rotation, and the replay filter's table of the epoch before is reused for the new one.
 //!
 //! Output (stdout, one line each, for operators and tests): every `--stats-interval` seconds
 //! `window <k> link <i> sent <n> real <n> cover <n> missed <n>` per link, and at exit
-//! `stat <name> <value>` for every counter. Counters only: never keys, payloads or routes.
+//! `stat <name> <value>` for every counter (summed over cores), then `core <c> …` and
+//! `link <i> …` lines. Counters only: never keys, payloads or routes.
 
 mod config;
 
 use std::{
     io::Write as _,
     net::{SocketAddr, UdpSocket},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, anyhow};
 use clap::{Parser, Subcommand};
 use config::{Backend, RelayConfig, Topology};
+use pb_io::IoStats;
 use pb_io::{
     PacketIo,
     afxdp::{AfXdpConfig, AfXdpIo},
@@ -28,8 +36,10 @@ use pb_io::{
     xdp::XdpProgram,
 };
 use pb_mix::{LinkStats, LoopMonitor, SharedReplayFilter, Time};
-use pb_pipeline::{CoverPool, LoopCover, Neighbour, Pipeline, PipelineConfig, Sink};
-use pb_sphinx::{DropReason, EpochKey, Hop, MailboxId, NodeKeys};
+use pb_pipeline::{
+    CoverPool, Handoff, LoopCover, Neighbour, Pipeline, PipelineConfig, PipelineStats, Sink,
+};
+use pb_sphinx::{DropReason, Epoch, EpochKey, Hop, MailboxId, NodeKeys};
 
 #[derive(Parser)]
 #[command(name = "pb-relay", about = "The PhantomBand relay")]
@@ -76,6 +86,24 @@ struct Forwarder {
     buffer: Vec<u8>,
 }
 
+impl Forwarder {
+    /// A forwarder to `to` (none: delivered messages are dropped).
+    fn new(to: Option<SocketAddr>) -> anyhow::Result<Self> {
+        let socket = match to {
+            Some(to) => Some((
+                UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
+                    .context("deliver_to socket")?,
+                to,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            socket,
+            buffer: Vec::with_capacity(2048),
+        })
+    }
+}
+
 impl Sink for Forwarder {
     fn deliver(&mut self, mailbox: MailboxId, _reply: bool, message: &[u8]) {
         if let Some((socket, to)) = &self.socket {
@@ -95,7 +123,14 @@ fn duration(name: &str, seconds: f64) -> anyhow::Result<Duration> {
         .with_context(|| format!("--{name} must be a number of seconds, at least 0"))
 }
 
-fn run(path: &PathBuf, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result<()> {
+/// The configuration and topology files, parsed and checked against each other.
+struct Loaded {
+    config: RelayConfig,
+    topology: Topology,
+    key: EpochKey,
+}
+
+fn load(path: &Path) -> anyhow::Result<Loaded> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config {}", path.display()))?;
     let dir = path.parent().map(PathBuf::from).unwrap_or_default();
@@ -105,9 +140,6 @@ fn run(path: &PathBuf, seconds: Option<f64>, stats_interval: f64) -> anyhow::Res
         .with_context(|| format!("cannot read topology {}", config.topology.display()))?;
     let topology = Topology::from_toml(&topology_text)
         .with_context(|| format!("topology {}", config.topology.display()))?;
-    let limit = seconds.map(|s| duration("seconds", s)).transpose()?;
-    let interval = duration("stats-interval", stats_interval)?;
-
     let key = EpochKey::from_secret(config.epoch, config.secret);
     let me = topology
         .node(config.node)
@@ -117,31 +149,132 @@ fn run(path: &PathBuf, seconds: Option<f64>, stats_interval: f64) -> anyhow::Res
             "node.secret: does not match this node's public key in the topology"
         ));
     }
-    let hop = |n: &config::TopologyNode| Hop {
-        node: n.id,
-        public_key: n.public_key,
-        delay: pb_sphinx::DelayMs(0),
-    };
-    let neighbours: Vec<&config::TopologyNode> = topology.neighbours(config.node);
-    let routes: Vec<Vec<Hop>> = neighbours
-        .iter()
-        .map(|n| {
-            topology
-                .loop_route(config.node, n)
-                .into_iter()
-                .map(hop)
-                .collect()
-        })
-        .collect();
-    let loop_mailbox = MailboxId(config.node.0.map(|b| !b));
-    let pipeline_config = PipelineConfig {
-        neighbours: neighbours
+    Ok(Loaded {
+        config,
+        topology,
+        key,
+    })
+}
+
+impl Loaded {
+    /// The links: every node of the next layer.
+    fn neighbours(&self) -> Vec<Neighbour> {
+        self.topology
+            .neighbours(self.config.node)
             .iter()
             .map(|n| Neighbour {
                 node: n.id,
                 addr: n.addr,
             })
-            .collect(),
+            .collect()
+    }
+
+    /// One loop route per link, with this epoch's keys.
+    fn routes(&self) -> Vec<Vec<Hop>> {
+        let hop = |n: &config::TopologyNode| Hop {
+            node: n.id,
+            public_key: n.public_key,
+            delay: pb_sphinx::DelayMs(0),
+        };
+        self.topology
+            .neighbours(self.config.node)
+            .iter()
+            .map(|n| {
+                self.topology
+                    .loop_route(self.config.node, n)
+                    .into_iter()
+                    .map(hop)
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// The keys every core processes with; cores pick up a new generation between turns and
+/// say so in `adopted`.
+struct KeyBox {
+    generation: AtomicU64,
+    keys: Mutex<NodeKeys>,
+    /// The generation each core processes with.
+    adopted: Vec<AtomicU64>,
+}
+
+impl KeyBox {
+    /// The keys and their generation (read together under the lock).
+    fn get(&self) -> (u64, NodeKeys) {
+        let keys = self
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (self.generation.load(Ordering::Acquire), keys.clone())
+    }
+
+    /// Replaces the keys; the generation moves on under the same lock.
+    fn set(&self, keys: NodeKeys) {
+        let mut current = self
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *current = keys;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Waits until every core processes with the current generation (or `timeout`).
+    fn wait_adopted(&self, timeout: Duration) -> bool {
+        let start = Instant::now();
+        let want = self.generation.load(Ordering::Acquire);
+        while self
+            .adopted
+            .iter()
+            .any(|a| a.load(Ordering::Acquire) != want)
+        {
+            if start.elapsed() > timeout {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+}
+
+/// What the cores share.
+struct Shared {
+    pipeline: PipelineConfig,
+    keys: KeyBox,
+    replay: SharedReplayFilter,
+    cover: CoverPool,
+    handoff: Arc<Handoff>,
+    owner: Vec<usize>,
+    cpus: Vec<usize>,
+    deliver_to: Option<SocketAddr>,
+    clock: Arc<dyn Fn() -> Time + Send + Sync>,
+    stop: Arc<AtomicBool>,
+    start: Instant,
+    interval: Duration,
+}
+
+/// The running relay's state that a reload may change.
+struct Running {
+    path: PathBuf,
+    epoch: Epoch,
+    key: EpochKey,
+    neighbours: Vec<Neighbour>,
+    format: pb_sphinx::Format,
+}
+
+fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result<()> {
+    let loaded = load(path)?;
+    let limit = seconds.map(|s| duration("seconds", s)).transpose()?;
+    let interval = duration("stats-interval", stats_interval)?;
+    let config = &loaded.config;
+    let me = loaded
+        .topology
+        .node(config.node)
+        .ok_or_else(|| anyhow!("node.id: not in the topology"))?;
+    let neighbours = loaded.neighbours();
+    let loop_mailbox = MailboxId(config.node.0.map(|b| !b));
+    let pipeline = PipelineConfig {
+        neighbours: neighbours.clone(),
         link_rate: config.mix.link_rate,
         link_queue: config.mix.link_queue,
         max_burst: config.mix.max_burst,
@@ -157,6 +290,7 @@ fn run(path: &PathBuf, seconds: Option<f64>, stats_interval: f64) -> anyhow::Res
     let mut loop_key = [0u8; 32];
     cover_key.copy_from_slice(&random[..32]);
     loop_key.copy_from_slice(&random[32..]);
+    zeroize::Zeroize::zeroize(&mut random);
     let replay = SharedReplayFilter::new(config.mix.replay_capacity)?;
     replay.prepare(config.epoch);
     let loops = LoopMonitor::new(
@@ -165,87 +299,126 @@ fn run(path: &PathBuf, seconds: Option<f64>, stats_interval: f64) -> anyhow::Res
         4096,
         Time(config.mix.loop_timeout_ms * Time::MS),
     )?;
+    zeroize::Zeroize::zeroize(&mut loop_key);
     let cover = LoopCover::new(
         config.format,
         config.epoch,
-        routes,
+        loaded.routes(),
         loop_mailbox,
         config.mix.loop_rate,
         loops,
         cover_key,
     );
-    // Cover is built ahead on a thread of its own, so idle slots cost the pipeline a copy.
+    zeroize::Zeroize::zeroize(&mut cover_key);
+    // Cover is built ahead on a thread of its own, so idle slots cost a core a copy.
     let origin = Instant::now();
     let clock: Arc<dyn Fn() -> Time + Send + Sync> =
         Arc::new(move || Time(origin.elapsed().as_nanos() as u64));
     let cover = CoverPool::start(cover, neighbours.len(), 64, clock.clone(), Box::new(|| {}))
         .context("starting the cover builder")?;
-    let sink = Forwarder {
-        socket: match config.deliver_to {
-            Some(to) => Some((
-                UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
-                    .context("deliver_to socket")?,
-                to,
-            )),
-            None => None,
-        },
-        buffer: Vec::with_capacity(2048),
-    };
-    let keys = NodeKeys {
-        current: key,
-        previous: None,
-        format: Some(config.format),
-    };
-
     let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
-    let now = || clock();
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .context("installing signal handlers")?;
+    let cores = config.cores;
+    let shared = Shared {
+        owner: Handoff::round_robin(neighbours.len(), cores),
+        handoff: Arc::new(Handoff::new(cores, config.mix.link_queue.min(4096))),
+        pipeline,
+        keys: KeyBox {
+            generation: AtomicU64::new(0),
+            keys: Mutex::new(NodeKeys {
+                current: loaded.key.clone(),
+                previous: None,
+                format: Some(config.format),
+            }),
+            adopted: (0..cores).map(|_| AtomicU64::new(0)).collect(),
+        },
+        replay,
+        cover,
+        cpus: config.cpus.clone(),
+        deliver_to: config.deliver_to,
+        clock,
+        stop,
+        start: Instant::now(),
+        interval,
+    };
     let banner = format!(
-        "pb-relay: node {} ({:?}, layer {}), {} links at {} pkt/s, format {:?}",
+        "pb-relay: node {} ({:?}, layer {}), {} links at {} pkt/s, format {:?}, {cores} core{}",
         short(&config.node.0),
         me.role,
         me.layer,
         neighbours.len(),
         config.mix.link_rate,
-        config.format
+        config.format,
+        if cores == 1 { "" } else { "s" },
     );
-    let parts = Parts {
+    let mut running = Running {
+        path: path.to_owned(),
+        epoch: config.epoch,
+        key: loaded.key.clone(),
+        neighbours,
+        format: config.format,
+    };
+    let control = Control {
+        limit,
+        reload: &reload,
+        running: &mut running,
         banner,
-        config: &pipeline_config,
-        keys,
-        replay: &replay,
-        cover,
-        sink,
     };
     match &config.backend {
         Backend::Udp { bind } => {
             let mut udp = UdpConfig::new(*bind);
             udp.packet_len = pb_sphinx::PACKET_LEN as u16;
-            let io = UdpIo::open(&udp).with_context(|| format!("binding {bind}"))?;
-            drive(io, parts, &stop, limit, interval, now)
+            udp.reuse_port = cores > 1;
+            let mut ios = Vec::new();
+            for _ in 0..cores {
+                let io = UdpIo::open(&udp).with_context(|| format!("binding {bind}"))?;
+                // Port 0 binds the others to the port the first one got.
+                udp.bind = io.local_addr();
+                ios.push(io);
+            }
+            serve(ios, &shared, control)
         }
         Backend::AfXdp(io_config) => {
             pb_io::afxdp::ifindex(&io_config.interface)?;
+            if let Some(total) = pb_io::afxdp::rx_queue_count(&io_config.interface) {
+                let covered = io_config.queues.iter().filter(|q| **q < total).count();
+                if covered < total as usize {
+                    eprintln!(
+                        "pb-relay: warning: io.queues binds {covered} of the {total} receive queues of {}; packets hashed to the others are dropped (xdp drop_no_socket): list them all, or reduce the queues (ethtool -L)",
+                        io_config.interface
+                    );
+                }
+            }
             let mut program = XdpProgram::attach_new(
                 &io_config.interface,
                 io_config.xdp_mode,
                 io_config.port,
                 io_config.packet_len,
             )?;
-            let mut afxdp = AfXdpConfig::new(io_config.interface.clone(), io_config.queues[0]);
-            afxdp.port = io_config.port;
-            afxdp.packet_len = io_config.packet_len;
-            afxdp.bind = io_config.bind;
-            let mut io = AfXdpIo::open(&afxdp)?;
-            program.register(io_config.queues[0], io.fd())?;
-            for n in &pipeline_config.neighbours {
-                // Learn next-hop MACs before the first slot; a neighbour that is not up yet
-                // is resolved later by the backend (its packets are counted as dropped).
-                let _ = io.resolve_peer(n.addr.ip(), Duration::from_secs(2));
+            let mut ios = Vec::new();
+            for (core, queue) in io_config.queues.iter().enumerate() {
+                let mut afxdp = AfXdpConfig::new(io_config.interface.clone(), *queue);
+                afxdp.port = io_config.port;
+                afxdp.packet_len = io_config.packet_len;
+                afxdp.bind = io_config.bind;
+                let mut io = AfXdpIo::open(&afxdp)?;
+                program.register(*queue, io.fd())?;
+                for (link, n) in shared.pipeline.neighbours.iter().enumerate() {
+                    // Learn the MACs of this core's next hops before the first slot; a
+                    // neighbour that is not up yet is resolved later by the backend (its
+                    // packets are counted as dropped until then).
+                    if shared.owner[link] == core {
+                        let _ = io.resolve_peer(n.addr.ip(), Duration::from_secs(2));
+                    }
+                }
+                ios.push(io);
             }
-            let result = drive(io, parts, &stop, limit, interval, now);
+            let result = serve(ios, &shared, control);
             if let Ok(counters) = program.counters() {
                 for (counter, value) in counters.iter() {
                     println!("stat xdp_{} {value}", counter.name());
@@ -256,44 +429,171 @@ fn run(path: &PathBuf, seconds: Option<f64>, stats_interval: f64) -> anyhow::Res
     }
 }
 
-/// What a pipeline is built from, besides its backend.
-struct Parts<'a> {
-    /// The start-up line, printed once the backend is up.
+/// The main thread's part: when to stop, what to reload, what to announce.
+struct Control<'a> {
+    limit: Option<Duration>,
+    reload: &'a AtomicBool,
+    running: &'a mut Running,
     banner: String,
-    config: &'a PipelineConfig,
-    keys: NodeKeys,
-    replay: &'a SharedReplayFilter,
-    cover: CoverPool,
-    sink: Forwarder,
 }
 
-fn drive<I: PacketIo>(
-    io: I,
-    parts: Parts<'_>,
-    stop: &AtomicBool,
-    limit: Option<Duration>,
-    interval: Duration,
-    now: impl Fn() -> Time,
+/// What one core reports at exit.
+struct CoreReport {
+    stats: PipelineStats,
+    io: IoStats,
+    links: Vec<LinkStats>,
+}
+
+/// Runs one pipeline per backend in `ios` on threads of their own until stopped, then
+/// prints the counters.
+fn serve<I: PacketIo + Send>(
+    ios: Vec<I>,
+    shared: &Shared,
+    control: Control<'_>,
 ) -> anyhow::Result<()> {
-    let start = Instant::now();
+    let cores = ios.len();
+    let (ready, started) = std::sync::mpsc::channel::<()>();
+    let reports: Vec<anyhow::Result<CoreReport>> = thread::scope(|scope| {
+        let handles: Vec<_> = ios
+            .into_iter()
+            .enumerate()
+            .map(|(core, io)| {
+                let ready = ready.clone();
+                thread::Builder::new()
+                    .name(format!("pb-core-{core}"))
+                    .spawn_scoped(scope, move || {
+                        let result = run_core(core, cores, io, shared, ready);
+                        // One core failing stops the relay.
+                        shared.stop.store(true, Ordering::Relaxed);
+                        result
+                    })
+            })
+            .collect();
+        drop(ready);
+        // Announce the relay only once every core is set up (a core that fails to set up
+        // drops its sender without sending).
+        if (0..cores).all(|_| started.recv().is_ok()) {
+            eprintln!("{}", control.banner);
+        }
+        let running = control.running;
+        while !shared.stop.load(Ordering::Relaxed)
+            && control.limit.is_none_or(|l| shared.start.elapsed() < l)
+        {
+            thread::sleep(Duration::from_millis(20));
+            if control.reload.swap(false, Ordering::Relaxed) {
+                match rotate(running, shared) {
+                    Ok(line) => eprintln!("pb-relay: {line}"),
+                    Err(e) => {
+                        let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
+                        eprintln!("pb-relay: reload refused: {}", chain.join(": "));
+                    }
+                }
+            }
+        }
+        shared.stop.store(true, Ordering::Relaxed);
+        handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow!("a pipeline core panicked"))),
+                Err(e) => Err(anyhow!("starting a pipeline core: {e}")),
+            })
+            .collect()
+    });
+    let reports: Vec<CoreReport> = reports.into_iter().collect::<anyhow::Result<_>>()?;
+    print_report(&reports, shared)
+}
+
+/// Rotates to the next epoch from the configuration files: the new key becomes current, the
+/// old one previous; the replay filter's table of the epoch before the old one is reused.
+fn rotate(running: &mut Running, shared: &Shared) -> anyhow::Result<String> {
+    let loaded = load(&running.path)?;
+    let next = Epoch(running.epoch.0.wrapping_add(1));
+    if loaded.config.epoch != next {
+        return Err(anyhow!(
+            "node.epoch: {} is not the next epoch ({}); restart the relay to jump epochs",
+            loaded.config.epoch.0,
+            next.0
+        ));
+    }
+    if loaded.config.format != running.format {
+        return Err(anyhow!("node.format: changing it needs a restart"));
+    }
+    if loaded.neighbours() != running.neighbours {
+        return Err(anyhow!(
+            "topology: this node's links changed; changing them needs a restart"
+        ));
+    }
+    // The table first, so that no core holding the new key finds none for its packets;
+    // a core still on the old keys for a turn drops the new epoch's packets as future.
+    shared.replay.prepare(next);
+    shared.keys.set(NodeKeys {
+        current: loaded.key.clone(),
+        previous: Some(running.key.clone()),
+        format: Some(running.format),
+    });
+    shared.cover.set_routes(next, loaded.routes());
+    // Announce the rotation only once every core processes with the new keys.
+    if !shared.keys.wait_adopted(Duration::from_secs(5)) {
+        return Err(anyhow!(
+            "a pipeline core did not take the new keys within 5 s"
+        ));
+    }
+    let line = format!(
+        "epoch {} is current; epoch {} is accepted until the next rotation",
+        next.0, running.epoch.0
+    );
+    running.epoch = next;
+    running.key = loaded.key;
+    Ok(line)
+}
+
+/// One core: pinned if asked, running its pipeline until the relay stops.
+fn run_core<I: PacketIo>(
+    core: usize,
+    cores: usize,
+    io: I,
+    shared: &Shared,
+    ready: std::sync::mpsc::Sender<()>,
+) -> anyhow::Result<CoreReport> {
+    if let Some(cpu) = shared.cpus.get(core) {
+        pb_io::cpu::pin_current_thread(*cpu).with_context(|| format!("io.cpus: CPU {cpu}"))?;
+    }
+    let now = || (shared.clock)();
+    let (mut generation, keys) = shared.keys.get();
     let mut pipeline = Pipeline::new(
         io,
-        parts.config,
-        parts.keys,
-        parts.replay,
-        Box::new(parts.cover),
-        Box::new(parts.sink),
+        &shared.pipeline,
+        keys,
+        &shared.replay,
+        Box::new(shared.cover.handle()),
+        Box::new(Forwarder::new(shared.deliver_to)?),
         now(),
     )?;
-    eprintln!("{}", parts.banner);
+    if cores > 1 {
+        pipeline = pipeline.shard(core, shared.owner.clone(), shared.handoff.clone())?;
+    }
+    let _ = ready.send(());
+    drop(ready);
     let mut window = 0u64;
     let mut last: Vec<LinkStats> = pipeline.link_stats();
-    let mut out = std::io::stdout().lock();
-    while !stop.load(Ordering::Relaxed) && limit.is_none_or(|l| start.elapsed() < l) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        if shared.keys.generation.load(Ordering::Acquire) != generation {
+            let (g, keys) = shared.keys.get();
+            pipeline.set_keys(keys);
+            generation = g;
+            shared.keys.adopted[core].store(g, Ordering::Release);
+        }
         pipeline.step(now(), Duration::from_millis(1))?;
-        if !interval.is_zero() && start.elapsed() >= interval * (window as u32 + 1) {
+        let interval = shared.interval;
+        if !interval.is_zero() && shared.start.elapsed() >= interval * (window as u32 + 1) {
             let current = pipeline.link_stats();
+            let mut out = std::io::stdout().lock();
             for (i, (c, l)) in current.iter().zip(&last).enumerate() {
+                if !pipeline.owns(i) {
+                    continue;
+                }
                 let (real, cover) = (c.real - l.real, c.cover - l.cover);
                 writeln!(
                     out,
@@ -307,35 +607,66 @@ fn drive<I: PacketIo>(
             window += 1;
         }
     }
-    let s = pipeline.stats();
-    let io = pipeline.io().stats();
+    Ok(CoreReport {
+        stats: pipeline.stats(),
+        io: pipeline.io().stats(),
+        links: pipeline.link_stats(),
+    })
+}
+
+fn print_report(reports: &[CoreReport], shared: &Shared) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let sum = |f: &dyn Fn(&CoreReport) -> u64| reports.iter().map(f).sum::<u64>();
     let mut lines = vec![
-        ("received", s.received),
-        ("forwarded", s.forwarded),
-        ("delivered", s.delivered),
-        ("loops_returned", s.loops_returned),
-        ("cover_received", s.cover_received),
-        ("replay_filter_full", s.replay_filter_full),
-        ("replay_filter_no_table", s.replay_filter_no_table),
-        ("dropped_no_link", s.dropped_no_link),
-        ("dropped_delay_full", s.dropped_delay[0]),
-        ("dropped_delay_too_long", s.dropped_delay[1]),
-        ("dropped_delay_lagging", s.dropped_delay[2]),
-        ("dropped_link_full", s.dropped_link_full),
-        ("cover_failures", s.cover_failures),
-        ("io_rx_packets", io.rx_packets),
-        ("io_rx_dropped_malformed", io.rx_dropped_malformed),
-        ("io_tx_packets", io.tx_packets),
-        ("io_tx_dropped_no_neighbour", io.tx_dropped_no_neighbour),
+        ("received", sum(&|r| r.stats.received)),
+        ("forwarded", sum(&|r| r.stats.forwarded)),
+        ("delivered", sum(&|r| r.stats.delivered)),
+        ("loops_returned", sum(&|r| r.stats.loops_returned)),
+        ("cover_received", sum(&|r| r.stats.cover_received)),
+        ("replay_filter_full", sum(&|r| r.stats.replay_filter_full)),
+        (
+            "replay_filter_no_table",
+            sum(&|r| r.stats.replay_filter_no_table),
+        ),
+        ("dropped_no_link", sum(&|r| r.stats.dropped_no_link)),
+        ("dropped_delay_full", sum(&|r| r.stats.dropped_delay[0])),
+        ("dropped_delay_too_long", sum(&|r| r.stats.dropped_delay[1])),
+        ("dropped_delay_lagging", sum(&|r| r.stats.dropped_delay[2])),
+        ("dropped_link_full", sum(&|r| r.stats.dropped_link_full)),
+        ("dropped_handoff", sum(&|r| r.stats.dropped_handoff)),
+        ("handed_off", sum(&|r| r.stats.handed_off)),
+        ("taken_over", sum(&|r| r.stats.taken_over)),
+        ("cover_failures", sum(&|r| r.stats.cover_failures)),
+        ("io_rx_packets", sum(&|r| r.io.rx_packets)),
+        (
+            "io_rx_dropped_malformed",
+            sum(&|r| r.io.rx_dropped_malformed),
+        ),
+        ("io_tx_packets", sum(&|r| r.io.tx_packets)),
+        (
+            "io_tx_dropped_no_neighbour",
+            sum(&|r| r.io.tx_dropped_no_neighbour),
+        ),
     ];
-    for (reason, count) in DropReason::ALL.iter().zip(s.dropped) {
-        lines.push((drop_name(*reason), count));
+    for (i, reason) in DropReason::ALL.iter().enumerate() {
+        lines.push((drop_name(*reason), sum(&|r| r.stats.dropped[i])));
     }
     for (name, value) in lines {
         writeln!(out, "stat {name} {value}")?;
     }
-    for (i, l) in pipeline.link_stats().iter().enumerate() {
-        let loops = pipeline.loop_stats(i);
+    for (core, r) in reports.iter().enumerate() {
+        let s = &r.stats;
+        writeln!(
+            out,
+            "core {core} received {} forwarded {} handed_off {} taken_over {}",
+            s.received, s.forwarded, s.handed_off, s.taken_over
+        )?;
+    }
+    for i in 0..shared.pipeline.neighbours.len() {
+        let Some(l) = reports.get(shared.owner[i]).and_then(|r| r.links.get(i)) else {
+            continue;
+        };
+        let loops = pb_pipeline::CoverSource::loop_stats(&shared.cover, i);
         writeln!(
             out,
             "link {i} real {} cover {} missed {} dropped_full {} loops_sent {} loops_returned {} loops_lost {}",

@@ -64,6 +64,14 @@ fn a_good_config_runs_and_reports() {
 }
 
 #[test]
+fn several_cores_share_the_address() {
+    let io = format!("{IO}\ncores = 2");
+    let (code, stderr) = run("cores", &config(NODE, &io, ""), &topology());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains(", 2 cores"), "{stderr}");
+}
+
+#[test]
 fn bad_values_name_their_field_in_one_line() {
     let cases: Vec<(&str, String, String, &str)> = vec![
         (
@@ -143,6 +151,42 @@ fn bad_values_name_their_field_in_one_line() {
             "topology.node[1].addr",
         ),
         (
+            "cores",
+            config(NODE, &format!("{IO}\ncores = 0"), ""),
+            topology(),
+            "io.cores",
+        ),
+        (
+            "cores-text",
+            config(NODE, &format!("{IO}\ncores = \"two\""), ""),
+            topology(),
+            "io.cores",
+        ),
+        (
+            "cpus-text",
+            config(NODE, &format!("{IO}\ncpus = [\"a\"]"), ""),
+            topology(),
+            "io.cpus",
+        ),
+        (
+            "cpus-count",
+            config(NODE, &format!("{IO}\ncores = 2\ncpus = [0]"), ""),
+            topology(),
+            "io.cpus: 1 CPUs listed for 2 cores",
+        ),
+        (
+            "cpus-range",
+            config(NODE, &format!("{IO}\ncpus = [5000]"), ""),
+            topology(),
+            "io.cpus",
+        ),
+        (
+            "cpus-offline",
+            config(NODE, &format!("{IO}\ncpus = [1000]"), ""),
+            topology(),
+            "io.cpus: CPU 1000",
+        ),
+        (
             "xdp-lo",
             config(
                 NODE,
@@ -163,4 +207,53 @@ fn bad_values_name_their_field_in_one_line() {
         );
         assert!(!stderr.contains("panicked"), "{name}: {stderr}");
     }
+}
+
+/// An AF_XDP relay that leaves some of its interface's receive queues without a socket says
+/// so at start (packets hashed to them would be lost) and runs on.
+#[test]
+fn unbound_receive_queues_are_warned_about() {
+    if !pb_testbed::require_privileged("unbound_receive_queues_are_warned_about") {
+        return;
+    }
+    let bed = pb_testbed::star_with_queues("relay-cli", &[2]).unwrap();
+    let node = &bed.nodes[0];
+    let dir = std::env::temp_dir().join(format!("pb-relay-cli-{}-queues", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let io = format!(
+        "backend = \"af_xdp\"\ninterface = \"{}\"\nqueues = [0]\nbind = \"copy\"",
+        node.ifname
+    );
+    std::fs::write(
+        dir.join("relay.toml"),
+        config(NODE, &io, "").replace("SECRET", SECRET),
+    )
+    .unwrap();
+    std::fs::write(dir.join("topology.toml"), topology()).unwrap();
+    let out = node
+        .ns
+        .exec(
+            env!("CARGO_BIN_EXE_pb-relay"),
+            [
+                "run",
+                "--config",
+                dir.join("relay.toml").to_str().unwrap(),
+                "--seconds",
+                "0.3",
+                "--stats-interval",
+                "0",
+            ],
+        )
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "warning: io.queues binds 1 of the 2 receive queues of {}",
+            node.ifname
+        )),
+        "{stderr}"
+    );
 }

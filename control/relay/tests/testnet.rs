@@ -1,6 +1,9 @@
 //! A five-relay testnet of real `pb-relay` processes, each in its own network namespace on a
 //! bridge: gateway → three mixes (one per layer) → exit → gateway. Run once over AF_XDP (the
-//! XDP program attached to every relay's interface) and once over the UDP backend.
+//! XDP program attached to every relay's interface) and once over the UDP backend. The
+//! gateway runs two pipeline cores (two AF_XDP queues, or two `SO_REUSEPORT` sockets), and
+//! the client sends from many ports, so that its packets arrive on both cores and those on
+//! the core not owning the gateway's link cross to the other.
 //!
 //! Shows: client packets injected at the gateway arrive at the exit byte-identical, exactly
 //! once; every link sends the same count per one-second window (within 2%) idle and busy;
@@ -22,7 +25,7 @@ use std::{
 use pb_sphinx::{
     DelayMs, Epoch, EpochKey, Format, Hop, MailboxId, NodeId, PACKET_LEN, create_packet_with,
 };
-use pb_testbed::{Star, star};
+use pb_testbed::{Star, star_with_queues};
 
 const EPOCH: Epoch = Epoch(1);
 const FORMAT: Format = Format::V2;
@@ -82,12 +85,17 @@ fn write_files(bed: &Star, backend: &str, dir: &PathBuf) {
     }
     std::fs::write(dir.join("topology.toml"), topology).unwrap();
     for i in 0..RELAYS {
+        // The gateway has two cores, the others one.
+        let (queues, cores) = if i == 0 { ("0, 1", 2) } else { ("0", 1) };
         let io = match backend {
             "af_xdp" => format!(
-                "backend = \"af_xdp\"\ninterface = \"{}\"\nqueues = [0]\nport = {PORT}\npacket_len = {PACKET_LEN}\nxdp_mode = \"native\"\nbind = \"copy\"\n",
+                "backend = \"af_xdp\"\ninterface = \"{}\"\nqueues = [{queues}]\nport = {PORT}\npacket_len = {PACKET_LEN}\nxdp_mode = \"native\"\nbind = \"copy\"\n",
                 bed.nodes[i].ifname
             ),
-            _ => format!("backend = \"udp\"\nbind = \"{}:{PORT}\"\n", bed.nodes[i].v4),
+            _ => format!(
+                "backend = \"udp\"\nbind = \"{}:{PORT}\"\ncores = {cores}\n",
+                bed.nodes[i].v4
+            ),
         };
         let deliver = if i == 4 {
             format!("deliver_to = \"127.0.0.1:{DELIVER_PORT}\"\n")
@@ -118,12 +126,15 @@ struct Output {
     /// (window, link) → packets sent in that window.
     windows: Vec<(u64, u64)>,
     loops_returned: u64,
+    /// Packets received by each core.
+    core_received: Vec<u64>,
 }
 
 fn parse(text: &str) -> Output {
     let mut stats = HashMap::new();
     let mut windows = Vec::new();
     let mut loops_returned = 0;
+    let mut core_received = Vec::new();
     for line in text.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
@@ -133,6 +144,7 @@ fn parse(text: &str) -> Output {
             ["window", w, "link", _, "sent", n, ..] => {
                 windows.push((w.parse().unwrap(), n.parse().unwrap()));
             }
+            ["core", _, "received", n, ..] => core_received.push(n.parse().unwrap()),
             ["link", _, rest @ ..] => {
                 if let Some(pos) = rest.iter().position(|w| *w == "loops_returned") {
                     loops_returned += rest[pos + 1].parse::<u64>().unwrap();
@@ -145,6 +157,7 @@ fn parse(text: &str) -> Output {
         stats,
         windows,
         loops_returned,
+        core_received,
     }
 }
 
@@ -155,7 +168,10 @@ fn testnet(backend: &str) {
     let _serial = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let bed = star(&format!("relay-{}", &backend[..3]), RELAYS + 1).unwrap();
+    // Two queues on the gateway's interface, one on the others'.
+    let mut queues = vec![1; RELAYS + 1];
+    queues[0] = 2;
+    let bed = star_with_queues(&format!("relay-{}", &backend[..3]), &queues).unwrap();
     let dir = std::env::temp_dir().join(format!("pb-relay-test-{}-{backend}", std::process::id()));
     write_files(&bed, backend, &dir);
     let mut relays = Relays {
@@ -197,10 +213,16 @@ fn testnet(backend: &str) {
 
     // Busy: a client on the sixth node sends 300 packets through all five relays, at most
     // 40 in flight; then one malformed datagram, one replay and one wrong-epoch packet.
-    let client = bed.nodes[5]
+    // Many source ports: many flows for the gateway's queues (or sockets) to share.
+    let clients: Vec<UdpSocket> = bed.nodes[5]
         .ns
-        .in_netns(|| UdpSocket::bind("0.0.0.0:0").unwrap())
+        .in_netns(|| {
+            (0..32)
+                .map(|_| UdpSocket::bind("0.0.0.0:0").unwrap())
+                .collect()
+        })
         .unwrap();
+    let client = &clients[0];
     let gateway = SocketAddr::new(bed.nodes[0].v4.into(), PORT);
     let route: Vec<Hop> = (0..RELAYS)
         .map(|i| Hop {
@@ -244,7 +266,9 @@ fn testnet(backend: &str) {
             &n.to_le_bytes().repeat(8).try_into().unwrap(),
         )
         .unwrap();
-        client.send_to(&packet, gateway).unwrap();
+        clients[n as usize % clients.len()]
+            .send_to(&packet, gateway)
+            .unwrap();
         if n == 0 {
             first_packet = packet;
         }
@@ -326,6 +350,16 @@ fn testnet(backend: &str) {
         gw["io_rx_dropped_malformed"]
     };
     assert_eq!(malformed, 1, "{gw:?}");
+    // Both gateway cores received client packets; those on core 1 crossed to core 0, which
+    // owns the gateway's only link, and none was lost on the way.
+    let cores = &outputs[0].core_received;
+    assert!(
+        cores.len() == 2 && cores.iter().all(|n| *n > 0),
+        "{cores:?}"
+    );
+    assert!(gw["handed_off"] > 0, "{gw:?}");
+    assert_eq!(gw["handed_off"], gw["taken_over"], "{gw:?}");
+    assert_eq!(gw["dropped_handoff"], 0, "{gw:?}");
 
     // Constant rate: every full window of every link, idle or busy, within 2% of the rate.
     for (i, out) in outputs.iter().enumerate() {
