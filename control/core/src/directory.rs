@@ -1,0 +1,211 @@
+//! The directory: the verified descriptors a node knows, one per identity, the newest
+//! version of each, bounded in number. Every refusal is counted by reason.
+
+use std::collections::BTreeMap;
+
+use pb_sphinx::Epoch;
+
+use crate::descriptor::{IdentityKey, Invalid, SignedDescriptor};
+
+/// What an offered descriptor did to the directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offered {
+    /// A new identity.
+    New,
+    /// A newer version of a known identity.
+    Updated,
+    /// Exactly the descriptor already held (gossip repeats itself; not an error).
+    Unchanged,
+}
+
+/// Verified descriptors by identity.
+#[derive(Debug)]
+pub struct Directory {
+    entries: BTreeMap<IdentityKey, SignedDescriptor>,
+    capacity: usize,
+    rejected: [u64; Invalid::ALL.len()],
+}
+
+impl Directory {
+    /// An empty directory holding at most `capacity` identities.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            capacity,
+            rejected: [0; Invalid::ALL.len()],
+        }
+    }
+
+    /// Parses, verifies and files `bytes` while `epoch` is current: accepted if it carries
+    /// the key of `epoch` or of the next one, and is newer than the version held.
+    pub fn offer(&mut self, bytes: &[u8], epoch: Epoch) -> Result<Offered, Invalid> {
+        let result = SignedDescriptor::parse(bytes).and_then(|s| self.file(s, epoch));
+        if let Err(reason) = result {
+            self.rejected[reason.index()] += 1;
+        }
+        result
+    }
+
+    /// Files a descriptor already parsed and verified (e.g. this node's own).
+    pub fn offer_signed(
+        &mut self,
+        signed: SignedDescriptor,
+        epoch: Epoch,
+    ) -> Result<Offered, Invalid> {
+        let result = self.file(signed, epoch);
+        if let Err(reason) = result {
+            self.rejected[reason.index()] += 1;
+        }
+        result
+    }
+
+    fn file(&mut self, signed: SignedDescriptor, epoch: Epoch) -> Result<Offered, Invalid> {
+        let d = signed.descriptor();
+        if u64::from(d.epoch.0) + 1 < u64::from(epoch.0) {
+            return Err(Invalid::StaleEpoch);
+        }
+        if u64::from(d.epoch.0) > u64::from(epoch.0) + 1 {
+            return Err(Invalid::FutureEpoch);
+        }
+        match self.entries.get(&d.identity) {
+            Some(held) if held.bytes() == signed.bytes() => Ok(Offered::Unchanged),
+            // An equal version with other contents is as unacceptable as an older one.
+            Some(held) if held.descriptor().version >= d.version => Err(Invalid::OldVersion),
+            Some(_) => {
+                self.entries.insert(d.identity, signed);
+                Ok(Offered::Updated)
+            }
+            None if self.entries.len() >= self.capacity => Err(Invalid::DirectoryFull),
+            None => {
+                self.entries.insert(d.identity, signed);
+                Ok(Offered::New)
+            }
+        }
+    }
+
+    /// Forgets `identity` (membership says it is down); a later, newer descriptor brings it
+    /// back.
+    pub fn remove(&mut self, identity: &IdentityKey) -> Option<SignedDescriptor> {
+        self.entries.remove(identity)
+    }
+
+    /// Drops descriptors that have no key for `epoch` or later (after an epoch change).
+    pub fn expire(&mut self, epoch: Epoch) {
+        self.entries
+            .retain(|_, s| u64::from(s.descriptor().epoch.0) + 1 >= u64::from(epoch.0));
+    }
+
+    /// The descriptor held for `identity`.
+    pub fn get(&self, identity: &IdentityKey) -> Option<&SignedDescriptor> {
+        self.entries.get(identity)
+    }
+
+    /// Every descriptor held, by identity.
+    pub fn iter(&self) -> impl Iterator<Item = &SignedDescriptor> {
+        self.entries.values()
+    }
+
+    /// Number held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Refusals so far for `reason`.
+    pub fn rejected(&self, reason: Invalid) -> u64 {
+        self.rejected[reason.index()]
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use crate::descriptor::{Descriptor, IdentityKeyPair, Role};
+
+    fn signed(pair: &IdentityKeyPair, version: u64, epoch: u32) -> SignedDescriptor {
+        pair.sign(&Descriptor {
+            identity: pair.public(),
+            version,
+            role: Role::Mix,
+            epoch: Epoch(epoch),
+            sphinx_current: [1; 32],
+            sphinx_next: [2; 32],
+            packet_addr: "198.18.0.1:47470".parse().unwrap(),
+            gossip_addr: "198.18.0.1:47471".parse().unwrap(),
+            transports: vec![],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn newer_versions_replace_older_ones_and_replays_are_refused() {
+        let a = IdentityKeyPair::from_seed(&[1; 32]);
+        let mut dir = Directory::new(10);
+        let v1 = signed(&a, 1, 5);
+        let v2 = signed(&a, 2, 5);
+        assert_eq!(dir.offer(v1.bytes(), Epoch(5)), Ok(Offered::New));
+        assert_eq!(dir.offer(v1.bytes(), Epoch(5)), Ok(Offered::Unchanged));
+        assert_eq!(dir.offer(v2.bytes(), Epoch(5)), Ok(Offered::Updated));
+        // The old version again: a replay.
+        assert_eq!(dir.offer(v1.bytes(), Epoch(5)), Err(Invalid::OldVersion));
+        // The same version with other contents: refused too.
+        let mut other = v2.descriptor().clone();
+        other.sphinx_next = [9; 32];
+        let other = a.sign(&other).unwrap();
+        assert_eq!(dir.offer(other.bytes(), Epoch(5)), Err(Invalid::OldVersion));
+        assert_eq!(dir.rejected(Invalid::OldVersion), 2);
+        assert_eq!(dir.get(&a.public()), Some(&v2));
+    }
+
+    #[test]
+    fn epochs_outside_the_window_are_refused_and_expire() {
+        let a = IdentityKeyPair::from_seed(&[1; 32]);
+        let mut dir = Directory::new(10);
+        assert_eq!(
+            dir.offer(signed(&a, 1, 3).bytes(), Epoch(5)),
+            Err(Invalid::StaleEpoch)
+        );
+        assert_eq!(
+            dir.offer(signed(&a, 1, 7).bytes(), Epoch(5)),
+            Err(Invalid::FutureEpoch)
+        );
+        // Epoch 4's descriptor still has the key for 5; epoch 6's is published ahead.
+        assert_eq!(
+            dir.offer(signed(&a, 1, 4).bytes(), Epoch(5)),
+            Ok(Offered::New)
+        );
+        let b = IdentityKeyPair::from_seed(&[2; 32]);
+        assert_eq!(
+            dir.offer(signed(&b, 1, 6).bytes(), Epoch(5)),
+            Ok(Offered::New)
+        );
+        dir.expire(Epoch(6));
+        assert_eq!(dir.len(), 1, "epoch 4's descriptor has no key for 6");
+        assert_eq!(dir.rejected(Invalid::StaleEpoch), 1);
+        assert_eq!(dir.rejected(Invalid::FutureEpoch), 1);
+    }
+
+    #[test]
+    fn bad_bytes_are_counted_and_capacity_is_bounded() {
+        let mut dir = Directory::new(1);
+        assert!(dir.offer(b"nonsense", Epoch(1)).is_err());
+        assert_eq!(dir.rejected(Invalid::Malformed("")), 1);
+        let mut forged = signed(&IdentityKeyPair::from_seed(&[1; 32]), 1, 1)
+            .bytes()
+            .to_vec();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert_eq!(dir.offer(&forged, Epoch(1)), Err(Invalid::BadSignature));
+        let a = signed(&IdentityKeyPair::from_seed(&[1; 32]), 1, 1);
+        let b = signed(&IdentityKeyPair::from_seed(&[2; 32]), 1, 1);
+        assert_eq!(dir.offer(a.bytes(), Epoch(1)), Ok(Offered::New));
+        assert_eq!(dir.offer(b.bytes(), Epoch(1)), Err(Invalid::DirectoryFull));
+        assert!(dir.remove(&a.descriptor().identity).is_some());
+        assert_eq!(dir.offer(b.bytes(), Epoch(1)), Ok(Offered::New));
+    }
+}

@@ -1,0 +1,24 @@
+//! PhantomBand's control core, sans-IO: what relays say about themselves and what every node
+//! concludes from it.
+//!
+//! - [`descriptor`]: node descriptors (identity key, role, current and next epoch Sphinx keys,
+//!   addresses, transports), signed with Ed25519 (ring); parsing checks size, fields and
+//!   signature together, so a [`Descriptor`] in hand is genuine.
+//! - [`Directory`]: the newest verified descriptor per identity, bounded; stale, future,
+//!   replayed-old and forged descriptors are refused and counted by reason.
+//! - [`Topology`]: the stratified layers of an epoch, computed identically by every node from
+//!   the same descriptors and the network seed, with a hash to compare views.
+//!
+//! Not here: sockets, clocks and timers (the relay daemon's mio loop drives this), SWIM
+//! membership, the admin endpoint.
+#![forbid(unsafe_code)]
+
+pub mod descriptor;
+mod directory;
+mod topology;
+
+pub use descriptor::{
+    Descriptor, IdentityKey, IdentityKeyPair, Invalid, Role, SignedDescriptor, Transport,
+};
+pub use directory::{Directory, Offered};
+pub use topology::{LAYERS, MIX_LAYERS, Placed, Topology, TopologyError};

@@ -1,0 +1,265 @@
+//! The stratified topology of one epoch, which every node computes by itself from the same
+//! verified descriptors and gets the same answer: gateways in layer 0, the mixes dealt over
+//! [`MIX_LAYERS`] layers in an order drawn from the epoch's randomness, exits in the last
+//! layer. Its [`hash`](Topology::hash) lets nodes, tests and operators compare views.
+
+use std::net::{IpAddr, SocketAddr};
+
+use pb_sphinx::{Epoch, NodeId};
+
+use crate::descriptor::{Descriptor, IdentityKey, Role};
+
+/// Mix layers between the gateways and the exits.
+pub const MIX_LAYERS: usize = 3;
+/// All layers: gateways, the mix layers, exits.
+pub const LAYERS: usize = MIX_LAYERS + 2;
+
+/// One node's place in a topology.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placed {
+    /// Its node id.
+    pub node: NodeId,
+    /// Its identity.
+    pub identity: IdentityKey,
+    /// Its role.
+    pub role: Role,
+    /// Its layer (0 gateways, 1..=MIX_LAYERS mixes, then exits).
+    pub layer: usize,
+    /// Where its packets go.
+    pub packet_addr: SocketAddr,
+    /// Its Sphinx public key for the topology's epoch.
+    pub sphinx_key: [u8; 32],
+}
+
+/// The layers of one epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topology {
+    epoch: Epoch,
+    layers: Vec<Vec<Placed>>,
+    hash: [u8; 32],
+}
+
+/// Why no topology could be formed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TopologyError {
+    /// A layer would be empty: too few gateways, mixes or exits with a key for the epoch.
+    #[error("layer {layer} has no node with a key for the epoch")]
+    EmptyLayer {
+        /// Which.
+        layer: usize,
+    },
+}
+
+impl Topology {
+    /// The topology of `epoch` over the descriptors that hold a Sphinx key for it, with the
+    /// epoch's randomness drawn from `network_seed` (the network's shared constant).
+    pub fn compute<'a>(
+        network_seed: &[u8; 32],
+        epoch: Epoch,
+        descriptors: impl IntoIterator<Item = &'a Descriptor>,
+    ) -> Result<Self, TopologyError> {
+        let mut layers: Vec<Vec<Placed>> = vec![Vec::new(); LAYERS];
+        let mut mixes: Vec<([u8; 32], Placed)> = Vec::new();
+        let order_key = epoch_key(network_seed, epoch);
+        for d in descriptors {
+            let Some(sphinx_key) = d.sphinx_key(epoch) else {
+                continue;
+            };
+            let placed = Placed {
+                node: d.node_id(),
+                identity: d.identity,
+                role: d.role,
+                layer: 0,
+                packet_addr: d.packet_addr,
+                sphinx_key,
+            };
+            match d.role {
+                Role::Gateway => layers[0].push(placed),
+                Role::Exit => layers[LAYERS - 1].push(Placed {
+                    layer: LAYERS - 1,
+                    ..placed
+                }),
+                Role::Mix => {
+                    let rank = *blake3::keyed_hash(&order_key, &d.identity.0).as_bytes();
+                    mixes.push((rank, placed));
+                }
+            }
+        }
+        // Mixes in the epoch's random order, dealt over the layers in turn: layer sizes
+        // differ by at most one, and nobody picks their own layer.
+        mixes.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.identity.cmp(&b.1.identity)));
+        for (i, (_, placed)) in mixes.into_iter().enumerate() {
+            let layer = 1 + i % MIX_LAYERS;
+            layers[layer].push(Placed { layer, ..placed });
+        }
+        for (layer, nodes) in layers.iter_mut().enumerate() {
+            nodes.sort_by(|a, b| a.node.0.cmp(&b.node.0).then(a.identity.cmp(&b.identity)));
+            if nodes.is_empty() {
+                return Err(TopologyError::EmptyLayer { layer });
+            }
+        }
+        let hash = digest(epoch, &layers);
+        Ok(Self {
+            epoch,
+            layers,
+            hash,
+        })
+    }
+
+    /// The epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The nodes of `layer`, by node id.
+    pub fn layer(&self, layer: usize) -> &[Placed] {
+        self.layers.get(layer).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every node, layer by layer.
+    pub fn nodes(&self) -> impl Iterator<Item = &Placed> {
+        self.layers.iter().flatten()
+    }
+
+    /// The node with id `node`.
+    pub fn find(&self, node: NodeId) -> Option<&Placed> {
+        self.nodes().find(|p| p.node == node)
+    }
+
+    /// The nodes `node` sends to: the whole next layer (exits send to gateways).
+    pub fn next_layer(&self, node: NodeId) -> &[Placed] {
+        match self.find(node) {
+            Some(p) => self.layer((p.layer + 1) % LAYERS),
+            None => &[],
+        }
+    }
+
+    /// A digest of the whole topology: equal hashes, equal topologies.
+    pub fn hash(&self) -> [u8; 32] {
+        self.hash
+    }
+}
+
+/// The key that orders the mixes of `epoch`.
+fn epoch_key(network_seed: &[u8; 32], epoch: Epoch) -> [u8; 32] {
+    let mut material = [0u8; 36];
+    material[..32].copy_from_slice(network_seed);
+    material[32..].copy_from_slice(&epoch.0.to_be_bytes());
+    blake3::derive_key("PhantomBand v1 mix layer order", &material)
+}
+
+fn digest(epoch: Epoch, layers: &[Vec<Placed>]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("PhantomBand v1 topology hash");
+    h.update(&epoch.0.to_be_bytes());
+    for nodes in layers {
+        h.update(&(nodes.len() as u32).to_be_bytes());
+        for p in nodes {
+            h.update(&p.identity.0);
+            h.update(&p.node.0);
+            h.update(&[match p.role {
+                Role::Gateway => 0,
+                Role::Mix => 1,
+                Role::Exit => 2,
+            }]);
+            h.update(&p.sphinx_key);
+            match p.packet_addr.ip() {
+                IpAddr::V4(ip) => h.update(&[4]).update(&ip.octets()),
+                IpAddr::V6(ip) => h.update(&[6]).update(&ip.octets()),
+            };
+            h.update(&p.packet_addr.port().to_be_bytes());
+        }
+    }
+    *h.finalize().as_bytes()
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use crate::descriptor::IdentityKeyPair;
+
+    fn node(i: u8, role: Role, epoch: u32) -> Descriptor {
+        Descriptor {
+            identity: IdentityKeyPair::from_seed(&[i; 32]).public(),
+            version: 1,
+            role,
+            epoch: Epoch(epoch),
+            sphinx_current: [i; 32],
+            sphinx_next: [i ^ 0xff; 32],
+            packet_addr: SocketAddr::new([198, 18, 0, i].into(), 47470),
+            gossip_addr: SocketAddr::new([198, 18, 0, i].into(), 47471),
+            transports: vec![],
+        }
+    }
+
+    fn network(epoch: u32) -> Vec<Descriptor> {
+        let mut nodes = vec![node(1, Role::Gateway, epoch), node(2, Role::Exit, epoch)];
+        nodes.extend((10..19).map(|i| node(i, Role::Mix, epoch)));
+        nodes
+    }
+
+    #[test]
+    fn every_order_of_the_same_descriptors_gives_the_same_topology() {
+        let nodes = network(4);
+        let t = Topology::compute(&[5; 32], Epoch(4), &nodes).unwrap();
+        let mut reversed = nodes.clone();
+        reversed.reverse();
+        assert_eq!(Topology::compute(&[5; 32], Epoch(4), &reversed).unwrap(), t);
+        assert_eq!(t.layer(0).len(), 1);
+        assert_eq!(t.layer(4).len(), 1);
+        for layer in 1..=MIX_LAYERS {
+            assert_eq!(t.layer(layer).len(), 3, "balanced mix layers");
+        }
+        assert_eq!(t.nodes().count(), nodes.len());
+        let gw = t.layer(0)[0].node;
+        assert_eq!(t.next_layer(gw), t.layer(1));
+        assert_eq!(t.next_layer(t.layer(4)[0].node), t.layer(0));
+    }
+
+    #[test]
+    fn the_layers_change_with_the_epoch_and_the_seed() {
+        // Keys for epoch 5 are the descriptors' "next" keys.
+        let nodes = network(4);
+        let a = Topology::compute(&[5; 32], Epoch(4), &nodes).unwrap();
+        let b = Topology::compute(&[5; 32], Epoch(5), &nodes).unwrap();
+        let c = Topology::compute(&[6; 32], Epoch(4), &nodes).unwrap();
+        let layers = |t: &Topology| -> Vec<Vec<NodeId>> {
+            (1..=MIX_LAYERS)
+                .map(|l| t.layer(l).iter().map(|p| p.node).collect())
+                .collect()
+        };
+        assert_ne!(layers(&a), layers(&b));
+        assert_ne!(layers(&a), layers(&c));
+        assert_eq!(b.layer(0)[0].sphinx_key, [1 ^ 0xff; 32]);
+        assert_ne!(a.hash(), b.hash());
+        // Epoch 6: nobody has a key, so no topology.
+        assert_eq!(
+            Topology::compute(&[5; 32], Epoch(6), &nodes),
+            Err(TopologyError::EmptyLayer { layer: 0 })
+        );
+    }
+
+    #[test]
+    fn the_hash_covers_keys_and_addresses() {
+        let nodes = network(4);
+        let t = Topology::compute(&[5; 32], Epoch(4), &nodes).unwrap();
+        let mut moved = nodes.clone();
+        moved[3].packet_addr.set_port(1);
+        let mut rekeyed = nodes.clone();
+        rekeyed[3].sphinx_current = [0; 32];
+        for other in [moved, rekeyed] {
+            assert_ne!(
+                Topology::compute(&[5; 32], Epoch(4), &other)
+                    .unwrap()
+                    .hash(),
+                t.hash()
+            );
+        }
+        let mut too_few = nodes.clone();
+        too_few.truncate(4);
+        assert_eq!(
+            Topology::compute(&[5; 32], Epoch(4), &too_few),
+            Err(TopologyError::EmptyLayer { layer: 3 })
+        );
+    }
+}
