@@ -3,7 +3,9 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 EBPF_DIR := ebpf/pb-xdp
-FUZZ_DIR := dataplane/sphinx/fuzz
+FUZZ_DIRS := dataplane/sphinx/fuzz control/core/fuzz
+# Each fuzz target as <crate folder>:<target>.
+FUZZ_TARGETS := dataplane/sphinx/fuzz:process dataplane/sphinx/fuzz:surb control/core/fuzz:gossip
 # Seconds each fuzz target runs in `make test` (longer runs: make fuzz FUZZ_SECONDS=600).
 FUZZ_SECONDS ?= 15
 AARCH64 := aarch64-unknown-linux-musl
@@ -35,7 +37,7 @@ test-steps: lint test-host test-aarch64 fuzz
 lint:
 	cargo fmt --all -- --check
 	cd $(EBPF_DIR) && cargo fmt -- --check
-	cd $(FUZZ_DIR) && cargo fmt -- --check
+	for d in $(FUZZ_DIRS); do (cd $$d && cargo fmt -- --check) || exit 1; done
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cd $(EBPF_DIR) && cargo clippy --release --locked --target bpfel-unknown-none -Z build-std=core -- -D warnings
 
@@ -52,9 +54,10 @@ test-aarch64:
 # Every fuzz target for FUZZ_SECONDS from the committed seed corpus; new inputs go to a
 # scratch directory so the tree stays clean. A crash fails the run (artifacts/ keeps it).
 fuzz:
-	@set -o pipefail; for t in process surb; do \
+	@set -o pipefail; for dt in $(FUZZ_TARGETS); do \
+	  d=$${dt%%:*}; t=$${dt##*:}; \
 	  mkdir -p target/fuzz-corpus/$$t; \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
-	  (cd $(FUZZ_DIR) && cargo fuzz run $$t ../../../target/fuzz-corpus/$$t corpus/$$t -- \
+	  (cd $$d && cargo fuzz run $$t $(CURDIR)/target/fuzz-corpus/$$t corpus/$$t -- \
 	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -4) || exit 1; \
 	done

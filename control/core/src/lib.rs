@@ -9,16 +9,23 @@
 //! - [`Topology`]: the stratified layers of an epoch, computed identically by every node from
 //!   the same descriptors and the network seed, with a hash to compare views.
 //!
-//! Not here: sockets, clocks and timers (the relay daemon's mio loop drives this), SWIM
-//! membership, the admin endpoint.
+//! - [`Gossip`]: one node's SWIM membership and failure detection (foca) and the spreading
+//!   of descriptors (piggybacked broadcasts plus direct syncs), keeping the topology of the
+//!   live members; [`wire`] is its datagram format.
+//!
+//! Not here: sockets and clocks (the relay daemon's mio loop drives [`Gossip`] with time as
+//! an argument), the admin endpoint.
 #![forbid(unsafe_code)]
 
 pub mod descriptor;
 mod directory;
+mod gossip;
 mod topology;
+pub mod wire;
 
 pub use descriptor::{
     Descriptor, IdentityKey, IdentityKeyPair, Invalid, Role, SignedDescriptor, Transport,
 };
 pub use directory::{Directory, Offered};
+pub use gossip::{Event, Gossip, GossipConfig, GossipError, GossipStats};
 pub use topology::{LAYERS, MIX_LAYERS, Placed, Topology, TopologyError};

@@ -1,0 +1,546 @@
+//! One node's gossip, sans-IO: SWIM membership and failure detection (foca) plus the
+//! spreading of signed descriptors, from which it keeps the epoch's [`Topology`].
+//!
+//! Descriptors travel two ways. As foca custom broadcasts, piggybacked on SWIM traffic (a
+//! new or newer descriptor is passed on a bounded number of times). And, because those are
+//! best-effort, as direct syncs: a node pushes every descriptor it holds to each member that
+//! comes up and, every `resync_every`, to one random member, and re-arms its own. Both paths
+//! end in the same [`Directory`], which verifies and counts.
+//!
+//! The topology uses the descriptors of live members only: a node SWIM declares down leaves
+//! every view within the failure-detection bound. Membership itself is SWIM's and is not
+//! authenticated (see docs/spec/descriptor.md): a forged member without a valid descriptor
+//! never enters a topology.
+//!
+//! Inputs: [`handle_datagram`](Gossip::handle_datagram), [`handle_timeout`](Gossip::handle_timeout);
+//! outputs: [`poll_transmit`](Gossip::poll_transmit), [`poll_timeout`](Gossip::poll_timeout).
+//! Time is a [`Duration`] since any fixed origin the caller chooses.
+
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    net::SocketAddr,
+    num::{NonZeroU8, NonZeroUsize},
+    rc::Rc,
+    time::Duration,
+};
+
+use foca::{BroadcastHandler, Foca, Invalidates, Notification, OwnedNotification, Runtime, Timer};
+use pb_sphinx::Epoch;
+use rand::{RngExt as _, SeedableRng as _, rngs::Xoshiro256PlusPlus};
+
+use crate::{
+    descriptor::{IdentityKey, Invalid, SignedDescriptor},
+    directory::{Directory, Offered},
+    topology::{Topology, TopologyError},
+    wire::{self, KIND_SWIM, KIND_SYNC, MAX_DATAGRAM, Peer, SwimCodec},
+};
+
+/// Gossip settings.
+#[derive(Clone, Debug)]
+pub struct GossipConfig {
+    /// The network's shared seed for the topology's randomness.
+    pub network_seed: [u8; 32],
+    /// Most descriptors held.
+    pub max_descriptors: usize,
+    /// SWIM probe period.
+    pub probe_period: Duration,
+    /// SWIM probe round trip allowance (under `probe_period`).
+    pub probe_rtt: Duration,
+    /// How long a suspect has to refute before it is declared down.
+    pub suspect_to_down_after: Duration,
+    /// Period of the descriptor sync with a random member and of re-arming one's own.
+    pub resync_every: Duration,
+    /// Period of announcing to the seeds while no member is known.
+    pub announce_every: Duration,
+}
+
+impl GossipConfig {
+    /// Defaults for a network with seed `network_seed`: 1 s probes, 4 s to refute, 10 s
+    /// resync, 2 s announce retries, 4096 descriptors.
+    pub fn new(network_seed: [u8; 32]) -> Self {
+        Self {
+            network_seed,
+            max_descriptors: 4096,
+            probe_period: Duration::from_secs(1),
+            probe_rtt: Duration::from_millis(500),
+            suspect_to_down_after: Duration::from_secs(4),
+            resync_every: Duration::from_secs(10),
+            announce_every: Duration::from_secs(2),
+        }
+    }
+
+    /// An upper bound on how long after a node stops every other node has declared it down
+    /// (for tests and operators): a probe must reach it (each member is probed once per
+    /// round of `members` probe periods), the indirect probes fail, the suspicion times out
+    /// and the verdict spreads.
+    pub fn failure_bound(&self, members: usize) -> Duration {
+        self.probe_period * (members as u32 + 2) + self.suspect_to_down_after * 2
+    }
+
+    fn foca(&self) -> foca::Config {
+        let mut c = foca::Config::simple();
+        c.probe_period = self.probe_period;
+        c.probe_rtt = self.probe_rtt;
+        c.suspect_to_down_after = self.suspect_to_down_after;
+        c.num_indirect_probes = NonZeroUsize::MIN.saturating_add(2);
+        c.max_transmissions = NonZeroU8::MIN.saturating_add(9);
+        c.max_packet_size = NonZeroUsize::MIN.saturating_add(MAX_DATAGRAM - 2);
+        // How a partition heals: a node that learns it was declared down rejoins under a
+        // new bump. (foca 2.0 also sends that notice after a refuted suspicion; `Gossip`
+        // drops those stale suspicion timers before foca sees them.)
+        c.notify_down_members = true;
+        c.periodic_gossip = Some(foca::PeriodicParams {
+            frequency: Duration::from_millis(200),
+            num_members: NonZeroUsize::MIN.saturating_add(2),
+        });
+        c.periodic_announce = Some(foca::PeriodicParams {
+            frequency: self.resync_every * 3,
+            num_members: NonZeroUsize::MIN,
+        });
+        // How a partition heals: both sides keep knocking on the members they lost.
+        c.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+            frequency: self.resync_every / 2,
+            num_members: NonZeroUsize::MIN.saturating_add(1),
+        });
+        c.remove_down_after = Some(Duration::from_secs(3600));
+        c
+    }
+}
+
+/// Counters of one gossip node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GossipStats {
+    /// Datagrams received.
+    pub datagrams: u64,
+    /// Datagrams with an unknown kind, too long, or a sync that does not parse.
+    pub malformed: u64,
+    /// SWIM packets foca refused (bad encoding, not for us, from a stale identity...).
+    pub swim_refused: u64,
+    /// Descriptors received (both paths), before verification.
+    pub descriptors_received: u64,
+    /// Descriptors accepted as new or newer.
+    pub descriptors_accepted: u64,
+}
+
+/// What the node learned from the outside since the last poll (for logs and metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A member came up.
+    MemberUp(SocketAddr),
+    /// A member was declared down.
+    MemberDown(SocketAddr),
+}
+
+/// Shared between the node and foca's broadcast handler (foca owns the handler).
+struct Shared {
+    directory: Directory,
+    epoch: Epoch,
+    /// The topology must be recomputed.
+    dirty: bool,
+    stats: GossipStats,
+}
+
+impl Shared {
+    fn offer(&mut self, bytes: &[u8]) -> Result<Offered, Invalid> {
+        self.stats.descriptors_received += 1;
+        let result = self.directory.offer(bytes, self.epoch);
+        if let Ok(Offered::New | Offered::Updated) = result {
+            self.stats.descriptors_accepted += 1;
+            self.dirty = true;
+        }
+        result
+    }
+}
+
+/// The dissemination key of a descriptor: a newer version of the same identity replaces
+/// an older one in the broadcast queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DescriptorKey {
+    identity: IdentityKey,
+    version: u64,
+}
+
+impl Invalidates for DescriptorKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        self.identity == other.identity && self.version >= other.version
+    }
+}
+
+impl DescriptorKey {
+    /// Read from bytes the directory has just accepted (so the fixed fields are there).
+    fn of(bytes: &[u8]) -> Option<Self> {
+        let identity: [u8; 32] = bytes.get(4..36)?.try_into().ok()?;
+        let version: [u8; 8] = bytes.get(36..44)?.try_into().ok()?;
+        Some(Self {
+            identity: IdentityKey(identity),
+            version: u64::from_be_bytes(version),
+        })
+    }
+}
+
+struct Handler(Rc<RefCell<Shared>>);
+
+/// Never returned: a refused item is dropped and counted, not an error for the packet.
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+impl BroadcastHandler<Peer> for Handler {
+    type Key = DescriptorKey;
+    type Error = Never;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        sender: Option<&Peer>,
+    ) -> Result<Option<DescriptorKey>, Never> {
+        let offered = self.0.borrow_mut().offer(data);
+        Ok(match offered {
+            Ok(Offered::New | Offered::Updated) => DescriptorKey::of(data),
+            // Added locally (our own, or one learned by sync): (re-)arm it for gossip.
+            Ok(Offered::Unchanged) if sender.is_none() => DescriptorKey::of(data),
+            _ => None,
+        })
+    }
+}
+
+/// foca's runtime: collects what a call produced.
+#[derive(Default)]
+struct Outbox {
+    sends: Vec<(Peer, Vec<u8>)>,
+    timers: Vec<(Duration, Timer<Peer>)>,
+    notes: Vec<OwnedNotification<Peer>>,
+}
+
+impl Runtime<Peer> for Outbox {
+    fn notify(&mut self, notification: Notification<'_, Peer>) {
+        self.notes.push(notification.to_owned());
+    }
+
+    fn send_to(&mut self, to: Peer, data: &[u8]) {
+        let mut framed = Vec::with_capacity(1 + data.len());
+        framed.push(KIND_SWIM);
+        framed.extend_from_slice(data);
+        self.sends.push((to, framed));
+    }
+
+    fn submit_after(&mut self, event: Timer<Peer>, after: Duration) {
+        self.timers.push((after, event));
+    }
+}
+
+type Swim = Foca<Peer, SwimCodec, Xoshiro256PlusPlus, Handler>;
+
+/// One node's gossip state.
+pub struct Gossip {
+    config: GossipConfig,
+    swim: Swim,
+    shared: Rc<RefCell<Shared>>,
+    own: SignedDescriptor,
+    seeds: Vec<SocketAddr>,
+    out: Outbox,
+    transmit: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// foca's timers by (due, sequence).
+    timers: BTreeMap<(Duration, u64), Timer<Peer>>,
+    sequence: u64,
+    next_resync: Duration,
+    next_announce: Duration,
+    rng: Xoshiro256PlusPlus,
+    topology: Result<Topology, TopologyError>,
+    events: VecDeque<Event>,
+}
+
+impl core::fmt::Debug for Gossip {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Gossip")
+            .field("me", self.swim.identity())
+            .field("members", &self.swim.num_members())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a gossip node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GossipError {
+    /// Its own descriptor was refused (epoch out of range, or the directory is full).
+    #[error("own descriptor refused: {0}")]
+    OwnDescriptor(Invalid),
+}
+
+impl Gossip {
+    /// A node publishing `own` (whose gossip address it listens on) in `epoch`, joining
+    /// through `seeds`, with `bump` larger than on any earlier run of this node (e.g. the
+    /// start time in seconds) and `rng_seed` from the OS (a test's seed in simulations).
+    pub fn new(
+        config: GossipConfig,
+        own: SignedDescriptor,
+        epoch: Epoch,
+        seeds: Vec<SocketAddr>,
+        bump: u32,
+        rng_seed: u64,
+        now: Duration,
+    ) -> Result<Self, GossipError> {
+        let me = Peer {
+            addr: own.descriptor().gossip_addr,
+            bump,
+        };
+        let shared = Rc::new(RefCell::new(Shared {
+            directory: Directory::new(config.max_descriptors),
+            epoch,
+            dirty: true,
+            stats: GossipStats::default(),
+        }));
+        shared
+            .borrow_mut()
+            .directory
+            .offer_signed(own.clone(), epoch)
+            .map_err(GossipError::OwnDescriptor)?;
+        let mut swim = Foca::with_custom_broadcast(
+            me,
+            config.foca(),
+            Xoshiro256PlusPlus::seed_from_u64(rng_seed),
+            SwimCodec,
+            Handler(shared.clone()),
+        );
+        // Queue our own descriptor for dissemination (refused only if oversized, which a
+        // descriptor never is).
+        let _ = swim.add_broadcast(own.bytes());
+        let seeds = seeds.into_iter().filter(|s| *s != me.addr).collect();
+        let mut node = Self {
+            next_resync: now + config.resync_every,
+            next_announce: now,
+            config,
+            swim,
+            shared,
+            own,
+            seeds,
+            out: Outbox::default(),
+            transmit: VecDeque::new(),
+            timers: BTreeMap::new(),
+            sequence: 0,
+            rng: Xoshiro256PlusPlus::seed_from_u64(rng_seed ^ 0x5eed),
+            topology: Err(TopologyError::EmptyLayer { layer: 0 }),
+            events: VecDeque::new(),
+        };
+        node.handle_timeout(now);
+        Ok(node)
+    }
+
+    /// A datagram from `from` arrived at the gossip socket.
+    pub fn handle_datagram(&mut self, now: Duration, _from: SocketAddr, bytes: &[u8]) {
+        self.shared.borrow_mut().stats.datagrams += 1;
+        match bytes.split_first() {
+            _ if bytes.len() > MAX_DATAGRAM => self.malformed(),
+            Some((&KIND_SWIM, packet)) => {
+                let mut out = std::mem::take(&mut self.out);
+                if self.swim.handle_data(packet, &mut out).is_err() {
+                    self.shared.borrow_mut().stats.swim_refused += 1;
+                }
+                self.out = out;
+                self.settle(now);
+            }
+            Some((&KIND_SYNC, body)) => match wire::parse_sync(body) {
+                Ok(items) => {
+                    for item in items {
+                        let offered = self.shared.borrow_mut().offer(item);
+                        if let Ok(Offered::New | Offered::Updated) = offered {
+                            // Pass it on with the SWIM traffic too.
+                            let _ = self.swim.add_broadcast(item);
+                        }
+                    }
+                    self.settle(now);
+                }
+                Err(_) => self.malformed(),
+            },
+            _ => self.malformed(),
+        }
+    }
+
+    fn malformed(&mut self) {
+        self.shared.borrow_mut().stats.malformed += 1;
+    }
+
+    /// Runs what is due at `now`.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let timer = entry.remove();
+            if self.is_stale_suspicion(&timer) {
+                continue;
+            }
+            let mut out = std::mem::take(&mut self.out);
+            // An error here is a stale or disconnected timer; foca has already dropped it.
+            let _ = self.swim.handle_timer(timer, &mut out);
+            self.out = out;
+            self.settle(now);
+        }
+        if now >= self.next_announce {
+            self.next_announce = now + self.config.announce_every;
+            if self.swim.num_members() == 0 {
+                for seed in self.seeds.clone() {
+                    let mut out = std::mem::take(&mut self.out);
+                    // Announce is accepted by whoever holds the address, whatever its bump.
+                    let _ = self.swim.announce(
+                        Peer {
+                            addr: seed,
+                            bump: 0,
+                        },
+                        &mut out,
+                    );
+                    self.out = out;
+                }
+                self.settle(now);
+            }
+        }
+        if now >= self.next_resync {
+            self.next_resync = now + self.config.resync_every;
+            let _ = self.swim.add_broadcast(self.own.bytes());
+            let members: Vec<SocketAddr> = self.swim.iter_members().map(|m| m.id().addr).collect();
+            if !members.is_empty() {
+                let pick = members[self.rng.random_range(0..members.len())];
+                self.push_directory(pick);
+            }
+        }
+    }
+
+    /// A suspicion timer for a member that has refuted it since (its incarnation moved on):
+    /// foca would do nothing with it but tell the healthy member it is down.
+    fn is_stale_suspicion(&self, timer: &Timer<Peer>) -> bool {
+        let Timer::ChangeSuspectToDown {
+            member_id,
+            incarnation,
+            ..
+        } = timer
+        else {
+            return false;
+        };
+        self.swim
+            .iter_membership_state()
+            .any(|m| m.id() == member_id && m.incarnation() != *incarnation)
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) next has something to do.
+    pub fn poll_timeout(&self) -> Duration {
+        let foca = self.timers.keys().next().map(|k| k.0);
+        let own = self.next_resync.min(self.next_announce);
+        foca.map_or(own, |f| f.min(own))
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.transmit.pop_front()
+    }
+
+    /// The next membership event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Files what the last foca call produced.
+    fn settle(&mut self, now: Duration) {
+        for (peer, bytes) in self.out.sends.drain(..) {
+            self.transmit.push_back((peer.addr, bytes));
+        }
+        for (after, timer) in self.out.timers.drain(..) {
+            self.sequence += 1;
+            self.timers.insert((now + after, self.sequence), timer);
+        }
+        let notes: Vec<_> = self.out.notes.drain(..).collect();
+        for note in notes {
+            match note {
+                OwnedNotification::MemberUp(peer) => {
+                    self.shared.borrow_mut().dirty = true;
+                    self.events.push_back(Event::MemberUp(peer.addr));
+                    self.push_directory(peer.addr);
+                }
+                OwnedNotification::MemberDown(peer) => {
+                    self.shared.borrow_mut().dirty = true;
+                    self.events.push_back(Event::MemberDown(peer.addr));
+                }
+                OwnedNotification::Rename(..) | OwnedNotification::Rejoin(_) => {
+                    self.shared.borrow_mut().dirty = true;
+                }
+                // Idle: the announce retries above bring it back. Active, Defunct: nothing.
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends every descriptor held to `to`.
+    fn push_directory(&mut self, to: SocketAddr) {
+        let shared = self.shared.borrow();
+        for datagram in wire::sync_datagrams(shared.directory.iter().map(SignedDescriptor::bytes)) {
+            self.transmit.push_back((to, datagram));
+        }
+    }
+
+    /// Publishes a newer own descriptor (e.g. with the next epoch's key).
+    pub fn publish(&mut self, own: SignedDescriptor) -> Result<(), Invalid> {
+        let bytes = own.bytes().to_vec();
+        match self.shared.borrow_mut().offer(&bytes) {
+            Ok(_) => {}
+            Err(e) => return Err(e),
+        }
+        self.own = own;
+        let _ = self.swim.add_broadcast(&bytes);
+        Ok(())
+    }
+
+    /// Moves to `epoch`: descriptors without a key for it are dropped.
+    pub fn set_epoch(&mut self, epoch: Epoch) {
+        let mut shared = self.shared.borrow_mut();
+        shared.epoch = epoch;
+        shared.directory.expire(epoch);
+        shared.dirty = true;
+    }
+
+    /// Members this node considers alive, itself included.
+    pub fn live_members(&self) -> BTreeSet<SocketAddr> {
+        let mut live: BTreeSet<SocketAddr> =
+            self.swim.iter_members().map(|m| m.id().addr).collect();
+        live.insert(self.swim.identity().addr);
+        live
+    }
+
+    /// The current epoch's topology over the live members' descriptors.
+    pub fn topology(&mut self) -> Result<&Topology, TopologyError> {
+        let dirty = std::mem::replace(&mut self.shared.borrow_mut().dirty, false);
+        if dirty {
+            let live = self.live_members();
+            let shared = self.shared.borrow();
+            let descriptors = shared
+                .directory
+                .iter()
+                .map(SignedDescriptor::descriptor)
+                .filter(|d| live.contains(&d.gossip_addr));
+            self.topology = Topology::compute(&self.config.network_seed, shared.epoch, descriptors);
+        }
+        self.topology.as_ref().map_err(|e| *e)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> GossipStats {
+        self.shared.borrow().stats
+    }
+
+    /// Descriptor refusals for `reason`.
+    pub fn rejected(&self, reason: Invalid) -> u64 {
+        self.shared.borrow().directory.rejected(reason)
+    }
+
+    /// Descriptors held.
+    pub fn descriptors(&self) -> usize {
+        self.shared.borrow().directory.len()
+    }
+
+    /// Leaves the cluster (before shutting down), so that the others know at once.
+    pub fn leave(&mut self, now: Duration) {
+        let mut out = std::mem::take(&mut self.out);
+        let _ = self.swim.leave_cluster(&mut out);
+        self.out = out;
+        self.settle(now);
+    }
+}

@@ -1,0 +1,382 @@
+//! Fifty gossip nodes on a simulated network: a virtual clock, seeded latency and loss, no
+//! sockets. Shows, in one deterministic run:
+//!
+//! - every node reaches the same topology hash, over all fifty, within a bounded time;
+//! - a newer descriptor (a node's next keys) replaces the old one everywhere;
+//! - a stopped node leaves every view within the failure bound;
+//! - a partition (two halves that cannot reach each other) heals once the link is back;
+//! - descriptors with a bad signature, a stale epoch, an oversized field or an old, replayed
+//!   version, and malformed datagrams, are refused and counted, and never enter a topology.
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use pb_control::{
+    Descriptor, Gossip, GossipConfig, IdentityKey, IdentityKeyPair, Invalid, Role,
+    SignedDescriptor, Transport,
+    wire::{KIND_SYNC, MAX_DATAGRAM, sync_datagrams},
+};
+use pb_sphinx::Epoch;
+
+const NODES: usize = 50;
+const EPOCH: Epoch = Epoch(5);
+/// The run's seed; `PB_SIM_SEED` picks another (the test must pass for every seed).
+fn seed() -> u64 {
+    std::env::var("PB_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_0005)
+}
+/// Percent of datagrams lost.
+const LOSS: u64 = 5;
+
+fn addr(i: usize, port: u16) -> SocketAddr {
+    SocketAddr::new(
+        Ipv4Addr::new(198, 18, (i / 200) as u8, (i % 200) as u8 + 1).into(),
+        port,
+    )
+}
+
+fn pair(i: usize) -> IdentityKeyPair {
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+    IdentityKeyPair::from_seed(&seed)
+}
+
+fn role(i: usize) -> Role {
+    match i % 10 {
+        0 => Role::Gateway,
+        9 => Role::Exit,
+        _ => Role::Mix,
+    }
+}
+
+fn descriptor(i: usize, version: u64, epoch: Epoch) -> SignedDescriptor {
+    let p = pair(i);
+    p.sign(&Descriptor {
+        identity: p.public(),
+        version,
+        role: role(i),
+        epoch,
+        sphinx_current: [i as u8; 32],
+        sphinx_next: [version as u8; 32],
+        // A new version moves the packet port, so that the topology hash shows it.
+        packet_addr: addr(i, 47469 + version as u16),
+        gossip_addr: addr(i, 47471),
+        transports: vec![Transport::Udp],
+    })
+    .unwrap()
+}
+
+/// A small deterministic generator for latency and loss (splitmix64).
+struct Dice(u64);
+
+impl Dice {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+struct Net {
+    nodes: Vec<Option<Gossip>>,
+    /// Deliveries by (due, sequence): (to, from, bytes).
+    wire: BTreeMap<(Duration, u64), (SocketAddr, SocketAddr, Vec<u8>)>,
+    sequence: u64,
+    now: Duration,
+    dice: Dice,
+    /// While set, nodes below this index and the others cannot reach each other.
+    partition: Option<usize>,
+    index: BTreeMap<SocketAddr, usize>,
+}
+
+impl Net {
+    fn new() -> Self {
+        let config = GossipConfig::new([0x42; 32]);
+        let seeds: Vec<SocketAddr> = (0..3).map(|i| addr(i, 47471)).collect();
+        let nodes = (0..NODES)
+            .map(|i| {
+                Some(
+                    Gossip::new(
+                        config.clone(),
+                        descriptor(i, 1, EPOCH),
+                        EPOCH,
+                        seeds.clone(),
+                        1,
+                        seed() ^ i as u64,
+                        Duration::ZERO,
+                    )
+                    .unwrap(),
+                )
+            })
+            .collect();
+        let mut net = Self {
+            nodes,
+            wire: BTreeMap::new(),
+            sequence: 0,
+            now: Duration::ZERO,
+            dice: Dice(seed()),
+            partition: None,
+            index: (0..NODES).map(|i| (addr(i, 47471), i)).collect(),
+        };
+        for i in 0..NODES {
+            net.flush(i);
+        }
+        net
+    }
+
+    /// Moves node `i`'s outgoing datagrams onto the wire.
+    fn flush(&mut self, i: usize) {
+        let from = addr(i, 47471);
+        while let Some((to, bytes)) = self.nodes[i].as_mut().and_then(Gossip::poll_transmit) {
+            assert!(bytes.len() <= MAX_DATAGRAM, "an oversized datagram");
+            self.send(from, to, bytes);
+        }
+    }
+
+    fn send(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        // `PB_WRITE_CORPUS=DIR` keeps a sample of real datagrams as fuzzing seeds.
+        if let Ok(dir) = std::env::var("PB_WRITE_CORPUS")
+            && self.sequence.is_multiple_of(97)
+            && self.sequence < 97 * 40
+        {
+            let name = format!("{dir}/datagram-{:04}", self.sequence / 97);
+            std::fs::write(name, &bytes).unwrap();
+        }
+        if self.dice.next() % 100 < LOSS {
+            return;
+        }
+        let latency = Duration::from_micros(500 + self.dice.next() % 20_000);
+        self.sequence += 1;
+        self.wire
+            .insert((self.now + latency, self.sequence), (to, from, bytes));
+    }
+
+    fn blocked(&self, a: usize, b: usize) -> bool {
+        self.partition.is_some_and(|p| (a < p) != (b < p))
+    }
+
+    /// Runs the network until `until`.
+    fn run_until(&mut self, until: Duration) {
+        loop {
+            let next_timer = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| n.as_ref().map(|n| (n.poll_timeout(), i)))
+                .min();
+            let next_delivery = self.wire.keys().next().map(|k| k.0);
+            let due = match (next_timer, next_delivery) {
+                (Some((t, _)), Some(d)) => t.min(d),
+                (Some((t, _)), None) => t,
+                (None, Some(d)) => d,
+                (None, None) => break,
+            };
+            if due > until {
+                break;
+            }
+            self.now = due;
+            if next_delivery == Some(due) {
+                let (_, (to, from, bytes)) = self.wire.pop_first().unwrap();
+                let (Some(&t), Some(&f)) = (self.index.get(&to), self.index.get(&from)) else {
+                    continue; // the attacker's address, or nowhere
+                };
+                if self.blocked(t, f) {
+                    continue;
+                }
+                if let Some(node) = self.nodes[t].as_mut() {
+                    node.handle_datagram(due, from, &bytes);
+                    self.flush(t);
+                }
+            } else if let Some((_, i)) = next_timer {
+                if let Some(node) = self.nodes[i].as_mut() {
+                    node.handle_timeout(due);
+                }
+                self.flush(i);
+            }
+        }
+        self.now = until;
+    }
+
+    /// Each running node's topology hash and node count (None: no topology).
+    fn views(&mut self) -> Vec<Option<([u8; 32], usize)>> {
+        self.nodes
+            .iter_mut()
+            .flatten()
+            .map(|n| n.topology().ok().map(|t| (t.hash(), t.nodes().count())))
+            .collect()
+    }
+
+    /// Runs in one-second steps until every running node has the same topology of `count`
+    /// nodes, or `limit` passes; returns when it happened.
+    fn converge(&mut self, count: usize, limit: Duration) -> Option<Duration> {
+        let start = self.now;
+        while self.now - start <= limit {
+            let views = self.views();
+            let first = views[0];
+            if first.is_some_and(|(_, n)| n == count) && views.iter().all(|v| *v == first) {
+                return Some(self.now - start);
+            }
+            let next = self.now + Duration::from_secs(1);
+            self.run_until(next);
+        }
+        None
+    }
+}
+
+#[test]
+fn fifty_nodes_agree_detect_failures_heal_and_refuse_forgeries() {
+    let config = GossipConfig::new([0x42; 32]);
+    let bound = config.failure_bound(NODES);
+    let mut net = Net::new();
+
+    // 1. Everyone converges on one topology over all fifty.
+    let joined = net.converge(NODES, Duration::from_secs(60));
+    assert!(
+        joined.is_some(),
+        "no agreement within 60 s: {:?}",
+        net.views()
+    );
+    let hashes: BTreeSet<_> = net.views().into_iter().collect();
+    assert_eq!(hashes.len(), 1);
+
+    // 2. Node 7 publishes its next descriptor (new version, new next key): it replaces the
+    // old one everywhere.
+    let before = net.views()[0];
+    net.nodes[7]
+        .as_mut()
+        .unwrap()
+        .publish(descriptor(7, 2, EPOCH))
+        .unwrap();
+    net.flush(7);
+    let spread = net.converge(NODES, Duration::from_secs(60));
+    assert!(spread.is_some(), "{:?}", net.views());
+    let after = net.views()[0];
+    assert_ne!(after, before, "node 7's new port is in every topology");
+
+    // 3. Forgeries and junk, sent to node 5 by an outsider.
+    let attacker = SocketAddr::new(Ipv4Addr::new(203, 0, 113, 9).into(), 4000);
+    let outsider = IdentityKeyPair::from_seed(&[0xee; 32]);
+    let forged = {
+        let d = Descriptor {
+            identity: outsider.public(),
+            version: 1,
+            role: Role::Mix,
+            epoch: EPOCH,
+            sphinx_current: [0xee; 32],
+            sphinx_next: [0xee; 32],
+            packet_addr: attacker,
+            gossip_addr: attacker,
+            transports: vec![],
+        };
+        outsider.sign(&d).unwrap()
+    };
+    let mut bad_signature = forged.bytes().to_vec();
+    *bad_signature.last_mut().unwrap() ^= 1;
+    let stale = {
+        // Two epochs behind: neither of its keys is for the current epoch.
+        let mut d = forged.descriptor().clone();
+        d.epoch = Epoch(EPOCH.0 - 2);
+        outsider.sign(&d).unwrap()
+    };
+    let mut oversized = forged.bytes()[..forged.bytes().len() - 65].to_vec();
+    oversized.push(9);
+    oversized.extend_from_slice(&[0; 9]);
+    oversized.extend_from_slice(&[0; 64]);
+    let replayed = descriptor(7, 1, EPOCH);
+    let mut junk = Vec::new();
+    junk.extend(sync_datagrams([
+        bad_signature.as_slice(),
+        stale.bytes(),
+        oversized.as_slice(),
+        replayed.bytes(),
+    ]));
+    junk.push(vec![KIND_SYNC, 0, 200, 1, 2]); // truncated sync
+    junk.push(vec![9, 9, 9]); // unknown kind
+    junk.push(vec![1, 0xff, 0xff]); // a SWIM packet that does not decode
+    junk.push(vec![KIND_SYNC; MAX_DATAGRAM + 1]); // too long
+    let node5 = net.nodes[5].as_mut().unwrap();
+    // Gossip itself brings old versions (node 7's first descriptor, still travelling):
+    // count what the junk adds.
+    let reasons = [
+        Invalid::BadSignature,
+        Invalid::StaleEpoch,
+        Invalid::Oversized(""),
+        Invalid::OldVersion,
+    ];
+    let before_junk: Vec<u64> = reasons.iter().map(|r| node5.rejected(*r)).collect();
+    let stats_before = node5.stats();
+    for datagram in &junk {
+        node5.handle_datagram(net.now, attacker, datagram);
+    }
+    for (reason, before) in reasons.iter().zip(before_junk) {
+        assert_eq!(node5.rejected(*reason), before + 1, "{reason:?}");
+    }
+    let stats = node5.stats();
+    assert_eq!(stats.malformed - stats_before.malformed, 3, "{stats:?}");
+    assert_eq!(
+        stats.swim_refused - stats_before.swim_refused,
+        1,
+        "{stats:?}"
+    );
+    // A validly signed descriptor of a node SWIM does not know (the outsider's) is held but
+    // never enters a topology: only live members' descriptors do.
+    node5.handle_datagram(net.now, attacker, &sync_datagrams([forged.bytes()])[0]);
+    net.flush(5);
+    net.run_until(net.now + Duration::from_secs(15));
+    for (i, node) in net.nodes.iter_mut().enumerate() {
+        let t = node.as_mut().unwrap().topology().unwrap();
+        assert!(
+            t.nodes().all(|p| p.identity != outsider.public()),
+            "node {i} placed the outsider"
+        );
+        assert_eq!(t.nodes().count(), NODES, "node {i}");
+    }
+    // The replayed old version did not replace the new one anywhere.
+    assert_eq!(net.views()[0], after);
+
+    // 4. A node stops: it leaves every view within the failure bound.
+    let stopped = 13;
+    net.nodes[stopped] = None;
+    let gone = net.converge(NODES - 1, bound);
+    assert!(
+        gone.is_some(),
+        "node {stopped} still in some view after {bound:?}: {:?}",
+        net.views()
+    );
+    for node in net.nodes.iter_mut().flatten() {
+        let t = node.topology().unwrap();
+        let id: IdentityKey = pair(stopped).public();
+        assert!(t.nodes().all(|p| p.identity != id));
+    }
+
+    // 5. A partition: the halves lose each other, then heal.
+    net.partition = Some(NODES / 2);
+    net.run_until(net.now + bound * 2);
+    let views = net.views();
+    let split: BTreeSet<_> = views.iter().collect();
+    assert!(split.len() >= 2, "the partition did not split the views");
+    net.partition = None;
+    let healed = net.converge(NODES - 1, Duration::from_secs(120));
+    assert!(
+        healed.is_some(),
+        "the partition did not heal: {:?}",
+        net.views()
+    );
+
+    println!(
+        "joined in {:?}, new descriptor everywhere in {:?}, stopped node gone in {:?} (bound {:?}), healed in {:?}",
+        joined.unwrap(),
+        spread.unwrap(),
+        gone.unwrap(),
+        bound,
+        healed.unwrap()
+    );
+}
