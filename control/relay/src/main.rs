@@ -533,7 +533,7 @@ fn rotate(running: &mut Running, shared: &Shared) -> anyhow::Result<String> {
         previous: Some(running.key.clone()),
         format: Some(running.format),
     });
-    shared.cover.set_routes(next, loaded.routes());
+    shared.cover.set_routes(next, loaded.routes(), false);
     // Announce the rotation only once every core processes with the new keys.
     if !shared.keys.wait_adopted(Duration::from_secs(5)) {
         return Err(anyhow!(

@@ -104,6 +104,11 @@ impl<T> Link<T> {
         self.slot_time(self.next_slot)
     }
 
+    /// Takes every queued packet out (the link is going away).
+    pub fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.queue.drain(..)
+    }
+
     /// Queues a real packet for the next free slot; gives it back when the queue is full.
     pub fn push(&mut self, item: T) -> Result<(), T> {
         if self.queue.len() >= self.capacity {

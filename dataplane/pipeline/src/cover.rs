@@ -16,7 +16,7 @@
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread,
     time::Duration,
@@ -209,9 +209,14 @@ pub struct CoverPool {
 /// shared loop monitor for loops that come back on it. Cheap to clone, one per core.
 #[derive(Clone)]
 pub struct CoverHandle {
-    queues: Arc<Vec<ArrayQueue<[u8; PACKET_LEN]>>>,
+    queues: Arc<Vec<ArrayQueue<Ready>>>,
     cover: Arc<Mutex<LoopCover>>,
+    /// Moves on with every [`CoverPool::set_routes`]: packets built before are discarded.
+    generation: Arc<AtomicU64>,
 }
+
+/// A cover packet ready for a link, and the routes' generation it was built for.
+type Ready = ([u8; PACKET_LEN], u64);
 
 impl core::fmt::Debug for CoverPool {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -230,7 +235,8 @@ impl core::fmt::Debug for CoverHandle {
 }
 
 impl CoverPool {
-    /// Starts a builder thread for `links` links keeping `depth` packets ready per link,
+    /// Starts a builder thread for up to `links` links (routes may name fewer, and change
+    /// with [`set_routes`](Self::set_routes)) keeping `depth` packets ready per link,
     /// reading time from `clock` (the same origin as the pipeline's). `on_start` runs first on
     /// the builder thread (e.g. to pin it to a core of its own).
     pub fn start(
@@ -243,6 +249,7 @@ impl CoverPool {
         let handle = CoverHandle {
             queues: Arc::new((0..links).map(|_| ArrayQueue::new(depth.max(1))).collect()),
             cover: Arc::new(Mutex::new(cover)),
+            generation: Arc::new(AtomicU64::new(0)),
         };
         let stop = Arc::new(AtomicBool::new(false));
         let builder = {
@@ -251,7 +258,7 @@ impl CoverPool {
                 .name("pb-cover".into())
                 .spawn(move || {
                     on_start();
-                    build(&handle.queues, &handle.cover, &stop, clock.as_ref());
+                    build(&handle, &stop, clock.as_ref());
                 })?
         };
         Ok(Self {
@@ -271,11 +278,17 @@ impl CoverPool {
         self.handle.clone()
     }
 
-    /// Builds cover for `epoch` along `routes` from now on (after a key rotation). Packets
-    /// already queued for the previous epoch still go out: the relays keep the previous
-    /// epoch's key through the overlap.
-    pub fn set_routes(&self, epoch: Epoch, routes: Vec<Vec<Hop>>) {
-        self.handle.with_cover(|c| c.set_routes(epoch, routes));
+    /// Builds cover for `epoch` along `routes` (one per link, at most the pool's links)
+    /// from now on, after a key rotation or a new topology. With `discard`, packets already
+    /// built are dropped (the links changed); without, they still go out (a key rotation:
+    /// relays keep the previous epoch's key through the overlap).
+    pub fn set_routes(&self, epoch: Epoch, routes: Vec<Vec<Hop>>, discard: bool) {
+        self.handle.with_cover(|c| {
+            c.set_routes(epoch, routes);
+            if discard {
+                self.handle.generation.fetch_add(1, Ordering::AcqRel);
+            }
+        });
     }
 }
 
@@ -289,33 +302,29 @@ impl CoverHandle {
 }
 
 /// The builder's loop: top every queue up, then wait a little.
-fn build(
-    queues: &[ArrayQueue<[u8; PACKET_LEN]>],
-    cover: &Mutex<LoopCover>,
-    stop: &AtomicBool,
-    clock: &(dyn Fn() -> Time + Send + Sync),
-) {
+fn build(handle: &CoverHandle, stop: &AtomicBool, clock: &(dyn Fn() -> Time + Send + Sync)) {
     let mut packet = [0u8; PACKET_LEN];
     while !stop.load(Ordering::Acquire) {
         let mut built = false;
-        for (link, queue) in queues.iter().enumerate() {
+        for (link, queue) in handle.queues.iter().enumerate() {
             if queue.is_full() {
                 continue;
             }
             let now = clock();
-            let ok = match cover.lock() {
-                Ok(mut c) => c.fill(link, now, &mut packet),
-                Err(poisoned) => poisoned.into_inner().fill(link, now, &mut packet),
-            };
+            // Read under the lock, so that a packet is tagged with the routes it was built on.
+            let (ok, generation) = handle.with_cover(|c| {
+                (
+                    c.fill(link, now, &mut packet),
+                    handle.generation.load(Ordering::Acquire),
+                )
+            });
             if ok {
-                let _ = queue.push(packet);
+                let _ = queue.push((packet, generation));
                 built = true;
             }
         }
         if !built {
-            if let Ok(mut c) = cover.lock() {
-                c.expire(clock());
-            }
+            handle.with_cover(|c| c.expire(clock()));
             thread::sleep(Duration::from_micros(500));
         }
     }
@@ -332,13 +341,18 @@ impl Drop for CoverPool {
 
 impl CoverSource for CoverHandle {
     fn fill(&mut self, link: usize, _now: Time, out: &mut [u8; PACKET_LEN]) -> bool {
-        match self.queues.get(link).and_then(ArrayQueue::pop) {
-            Some(packet) => {
+        let current = self.generation.load(Ordering::Acquire);
+        let Some(queue) = self.queues.get(link) else {
+            return false;
+        };
+        // Packets built for an earlier set of links are dropped here.
+        while let Some((packet, generation)) = queue.pop() {
+            if generation == current {
                 *out = packet;
-                true
+                return true;
             }
-            None => false,
         }
+        false
     }
 
     fn loop_returned(&mut self, message: &[u8], now: Time) -> bool {

@@ -10,12 +10,13 @@
 //! by the sending core.
 
 use crossbeam::queue::ArrayQueue;
-use pb_sphinx::PACKET_LEN;
+use pb_sphinx::{NodeId, PACKET_LEN};
 
 /// A packet on its way to the core that owns its link.
 pub(crate) struct Crossing {
-    /// The link (index into the relay's neighbours, the same on every core).
-    pub(crate) link: usize,
+    /// The next hop: the link's neighbour (link indices may differ between cores while a
+    /// new topology reaches them one after the other).
+    pub(crate) next: NodeId,
     /// The packet.
     pub(crate) bytes: Box<[u8; PACKET_LEN]>,
 }
@@ -60,10 +61,10 @@ impl Handoff {
         (0..links).map(|l| l % cores.max(1)).collect()
     }
 
-    /// Copies `packet` into a free buffer bound for `link` on core `to`: `false` (nothing
-    /// queued) if no buffer is free, the inbox is full, `to` is no core or `packet` has the
-    /// wrong length.
-    pub(crate) fn send(&self, to: usize, link: usize, packet: &[u8]) -> bool {
+    /// Copies `packet` into a free buffer bound for neighbour `next` on core `to`: `false`
+    /// (nothing queued) if no buffer is free, the inbox is full, `to` is no core or `packet`
+    /// has the wrong length.
+    pub(crate) fn send(&self, to: usize, next: NodeId, packet: &[u8]) -> bool {
         let (Some(inbox), Ok(packet)) =
             (self.inboxes.get(to), <&[u8; PACKET_LEN]>::try_from(packet))
         else {
@@ -73,7 +74,7 @@ impl Handoff {
             return false;
         };
         *bytes = *packet;
-        match inbox.push(Crossing { link, bytes }) {
+        match inbox.push(Crossing { next, bytes }) {
             Ok(()) => true,
             Err(refused) => {
                 self.give_back(refused.bytes);
@@ -103,15 +104,18 @@ mod tests {
     fn packets_cross_in_order_and_buffers_come_back() {
         let h = Handoff::new(2, 3);
         for i in 0..3u8 {
-            assert!(h.send(1, usize::from(i), &[i; PACKET_LEN]));
+            assert!(h.send(1, NodeId([i; 16]), &[i; PACKET_LEN]));
         }
-        assert!(!h.send(1, 9, &[9; PACKET_LEN]), "the inbox holds 3");
+        assert!(
+            !h.send(1, NodeId([9; 16]), &[9; PACKET_LEN]),
+            "the inbox holds 3"
+        );
         assert!(h.receive(0).is_none());
         for i in 0..3u8 {
             let c = h.receive(1).unwrap();
             assert_eq!(
-                (c.link, c.bytes[0], c.bytes[PACKET_LEN - 1]),
-                (usize::from(i), i, i)
+                (c.next, c.bytes[0], c.bytes[PACKET_LEN - 1]),
+                (NodeId([i; 16]), i, i)
             );
             h.give_back(c.bytes);
         }
@@ -121,14 +125,15 @@ mod tests {
     #[test]
     fn bad_targets_and_lengths_queue_nothing() {
         let h = Handoff::new(2, 2);
-        assert!(!h.send(2, 0, &[0; PACKET_LEN]));
-        assert!(!h.send(0, 0, &[0; 100]));
+        let n = NodeId([0; 16]);
+        assert!(!h.send(2, n, &[0; PACKET_LEN]));
+        assert!(!h.send(0, n, &[0; 100]));
         assert_eq!(h.free.len(), 4);
         // With every buffer out (both inboxes full), nothing more crosses.
         for core in [0, 0, 1, 1] {
-            assert!(h.send(core, 0, &[1; PACKET_LEN]));
+            assert!(h.send(core, n, &[1; PACKET_LEN]));
         }
-        assert!(!h.send(0, 0, &[1; PACKET_LEN]));
+        assert!(!h.send(0, n, &[1; PACKET_LEN]));
         assert_eq!(Handoff::round_robin(5, 2), vec![0, 1, 0, 1, 0]);
         assert_eq!(Handoff::round_robin(2, 0), vec![0, 0]);
     }

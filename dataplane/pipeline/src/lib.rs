@@ -117,7 +117,8 @@ pub struct PipelineStats {
     pub replay_filter_full: u64,
     /// Of the `Replay` drops: no replay-filter table served the packet's epoch.
     pub replay_filter_no_table: u64,
-    /// Forwarded packets naming a next hop this relay has no link to.
+    /// Forwarded packets naming a next hop this relay has no link to (on arrival, or when
+    /// their delay ended after the link went away with a new topology).
     pub dropped_no_link: u64,
     /// Packets the delay queue refused, by reason (full, too long, lagging).
     pub dropped_delay: [u64; 3],
@@ -139,8 +140,9 @@ const TOP_UP_BELOW: usize = 4;
 /// How long a small batch waits for company (adds at most this to a packet's latency).
 const TOP_UP_WAIT: Duration = Duration::from_micros(150);
 
-/// A packet held in the delay queue: its frame and the link it leaves on.
-type Held = (Packet, usize);
+/// A packet held in the delay queue: its frame and its next hop (links may change while it
+/// waits).
+type Held = (Packet, NodeId);
 
 /// One core's pipeline over backend `I`.
 pub struct Pipeline<'r, I: PacketIo> {
@@ -156,6 +158,8 @@ pub struct Pipeline<'r, I: PacketIo> {
     loop_mailbox: MailboxId,
     cover_per_turn: usize,
     batch: usize,
+    /// A new link's rate, queue capacity and burst.
+    rate: (u32, usize, u32),
     /// This pipeline's core and the core owning each link (all 0 for a lone pipeline).
     core: usize,
     owner: Vec<usize>,
@@ -217,6 +221,7 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             loop_mailbox: config.loop_mailbox,
             cover_per_turn: config.cover_per_turn.max(1),
             batch,
+            rate: (config.link_rate, config.link_queue, config.max_burst),
             core: 0,
             owner: vec![0; config.neighbours.len()],
             handoff: None,
@@ -339,12 +344,12 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
         for (packet, result) in self.rx.drain(..).zip(self.results.iter()) {
             match *result {
                 Ok(Processed::Forward { next, delay, .. }) => {
-                    let Some(&link) = self.link_of.get(&next) else {
+                    if !self.link_of.contains_key(&next) {
                         self.stats.dropped_no_link += 1;
                         drop.push(packet);
                         continue;
-                    };
-                    match self.delay.insert(now, delay, (packet, link)) {
+                    }
+                    match self.delay.insert(now, delay, (packet, next)) {
                         Ok(()) => self.stats.forwarded += 1,
                         Err((reason, (packet, _))) => {
                             let index = match reason {
@@ -393,6 +398,7 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
         let Self {
             io,
             links,
+            link_of,
             stats,
             spare,
             delay,
@@ -401,7 +407,12 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             handoff,
             ..
         } = self;
-        delay.poll_due(now, |(packet, link)| {
+        delay.poll_due(now, |(packet, next)| {
+            let Some(&link) = link_of.get(&next) else {
+                stats.dropped_no_link += 1;
+                spare.push(packet);
+                return;
+            };
             if owner[link] == *core {
                 if let Err(packet) = links[link].push(packet) {
                     stats.dropped_link_full += 1;
@@ -411,7 +422,7 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             }
             let crossed = handoff
                 .as_ref()
-                .is_some_and(|h| h.send(owner[link], link, io.payload(&packet)));
+                .is_some_and(|h| h.send(owner[link], next, io.payload(&packet)));
             if crossed {
                 stats.handed_off += 1;
             } else {
@@ -428,13 +439,16 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             return;
         };
         while let Some(crossing) = handoff.receive(self.core) {
-            let link = crossing.link;
-            match self
-                .neighbours
-                .get(link)
-                .and_then(|n| self.io.alloc(n.addr))
-            {
-                Some(mut packet) => {
+            // While a new topology reaches the cores one after the other, a packet may come
+            // for a link this core does not (or no longer) own: dropped and counted.
+            let link = self
+                .link_of
+                .get(&crossing.next)
+                .copied()
+                .filter(|l| self.owner[*l] == self.core);
+            let frame = link.and_then(|l| self.io.alloc(self.neighbours[l].addr));
+            match (link, frame) {
+                (Some(link), Some(mut packet)) => {
                     self.io.set_len(&mut packet, PACKET_LEN);
                     self.io
                         .payload_mut(&packet)
@@ -445,11 +459,77 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
                         self.spare.push(packet);
                     }
                 }
-                None => self.stats.dropped_handoff += 1,
+                _ => self.stats.dropped_handoff += 1,
             }
             handoff.give_back(crossing.bytes);
         }
         self.io.release(&mut self.spare);
+    }
+
+    /// Replaces the links with `neighbours` (a new topology), `owner[i]` being the core that
+    /// owns link `i` (all 0 without a handoff). A neighbour that stays keeps its link, pacer
+    /// and queue (its address is updated); a new one gets a new link starting at `now`; the
+    /// packets queued for one that goes are dropped and counted as `dropped_no_link`. Packets
+    /// still in the delay queue go to their next hop's link when due, if it still has one.
+    pub fn set_neighbours(
+        &mut self,
+        neighbours: Vec<Neighbour>,
+        owner: Vec<usize>,
+        now: Time,
+    ) -> Result<(), PipelineError> {
+        let cores = self.handoff.as_ref().map_or(1, |h| h.cores());
+        if owner.len() != neighbours.len() {
+            return Err(PipelineError::Shard("one owner per link needed"));
+        }
+        if owner.iter().any(|o| *o >= cores) {
+            return Err(PipelineError::Shard(
+                "a link's owner is beyond the handoff's cores",
+            ));
+        }
+        let mut link_of = HashMap::new();
+        for (i, n) in neighbours.iter().enumerate() {
+            if link_of.insert(n.node, i).is_some() {
+                return Err(PipelineError::DuplicateNeighbour(n.node));
+            }
+        }
+        let mut old: HashMap<NodeId, Link<Packet>> = self
+            .neighbours
+            .iter()
+            .map(|n| n.node)
+            .zip(self.links.drain(..))
+            .collect();
+        let mut links = Vec::with_capacity(neighbours.len());
+        for n in &neighbours {
+            let link = match old.remove(&n.node) {
+                Some(link) => link,
+                None => {
+                    Link::new(self.rate.0, self.rate.1, self.rate.2, now).map_err(|source| {
+                        PipelineError::Config {
+                            what: "link",
+                            source,
+                        }
+                    })?
+                }
+            };
+            links.push(link);
+        }
+        for (_, mut gone) in old {
+            for packet in gone.drain() {
+                self.stats.dropped_no_link += 1;
+                self.spare.push(packet);
+            }
+        }
+        self.io.release(&mut self.spare);
+        self.links = links;
+        self.link_of = link_of;
+        self.neighbours = neighbours;
+        self.owner = owner;
+        Ok(())
+    }
+
+    /// The links' neighbours, in link order.
+    pub fn neighbours(&self) -> &[Neighbour] {
+        &self.neighbours
     }
 
     fn transmit(&mut self, now: Time) -> Result<(), IoError> {

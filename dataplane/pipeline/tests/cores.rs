@@ -354,3 +354,99 @@ fn keys_rotate_with_an_overlap() {
     assert_eq!(s.dropped[index(DropReason::PastEpoch)], 1, "{s:?}");
     assert_eq!(s.forwarded, 5, "{s:?}");
 }
+
+#[test]
+fn links_follow_a_new_topology() {
+    const EPOCH: Epoch = Epoch(1);
+    let io = UdpIo::open(&UdpConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+    let relay = io.local_addr();
+    let sockets: Vec<UdpSocket> = (0..2)
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s
+        })
+        .collect();
+    let neighbour = |i: usize| Neighbour {
+        node: hop(i as u8 + 1, EPOCH).node,
+        addr: sockets[i].local_addr().unwrap(),
+    };
+    let replay = SharedReplayFilter::new(10_000).unwrap();
+    replay.prepare(EPOCH);
+    let origin = Instant::now();
+    let now = move || Time(origin.elapsed().as_nanos() as u64);
+    let mut pipeline = Pipeline::new(
+        io,
+        &config(vec![neighbour(0)]),
+        keys(key(0, EPOCH), None),
+        &replay,
+        Box::new(NoCover),
+        Box::new(NoSink),
+        now(),
+    )
+    .unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = |next: u8, n: u32, delay: u32| {
+        let mut route = [hop(0, EPOCH), hop(next, EPOCH)];
+        route[0].delay = DelayMs(delay);
+        packet(EPOCH, &route, n)
+    };
+    // Runs the pipeline until it has received `count` more packets and `settle` has passed.
+    let run = |pipeline: &mut Pipeline<'_, UdpIo>, count: u64, settle: Duration| {
+        let target = pipeline.stats().received + count;
+        let start = Instant::now();
+        while pipeline.stats().received < target || start.elapsed() < settle {
+            assert!(start.elapsed() < DEADLINE);
+            pipeline.step(now(), Duration::from_millis(1)).unwrap();
+        }
+        pipeline.stats()
+    };
+
+    // Neighbour 2 is not a link yet.
+    client.send_to(&to(2, 0, 0), relay).unwrap();
+    let s = run(&mut pipeline, 1, Duration::ZERO);
+    assert_eq!(s.dropped_no_link, 1);
+
+    // Now it is; neighbour 1 keeps its link.
+    pipeline
+        .set_neighbours(vec![neighbour(1), neighbour(0)], vec![0, 0], now())
+        .unwrap();
+    assert_eq!(pipeline.neighbours()[0], neighbour(1));
+    client.send_to(&to(2, 1, 0), relay).unwrap();
+    client.send_to(&to(1, 2, 0), relay).unwrap();
+    run(&mut pipeline, 2, Duration::from_millis(50));
+    let mut buf = [0u8; 2048];
+    for (i, n) in [(1, 1u32), (0, 2)] {
+        let len = sockets[i].recv(&mut buf).unwrap();
+        let mut filter = MemoryReplayFilter::default();
+        let result = process(
+            &mut buf[..len],
+            &keys(key(i as u8 + 1, EPOCH), None),
+            &mut filter,
+        );
+        assert!(
+            matches!(result, Ok(Processed::Deliver { .. })),
+            "{result:?}"
+        );
+        assert_eq!(message(&buf[..len]), text(n).as_slice());
+    }
+
+    // A packet for neighbour 1 waits 300 ms; meanwhile neighbour 1 goes away: dropped.
+    client.send_to(&to(1, 3, 300), relay).unwrap();
+    run(&mut pipeline, 1, Duration::ZERO);
+    pipeline
+        .set_neighbours(vec![neighbour(1)], vec![0], now())
+        .unwrap();
+    let s = run(&mut pipeline, 0, Duration::from_millis(500));
+    assert_eq!(s.dropped_no_link, 2, "{s:?}");
+    assert!(
+        pipeline
+            .set_neighbours(vec![neighbour(1), neighbour(1)], vec![0, 0], now())
+            .is_err()
+    );
+    assert!(
+        pipeline
+            .set_neighbours(vec![neighbour(1)], vec![1], now())
+            .is_err()
+    );
+}
