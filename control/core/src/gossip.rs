@@ -505,6 +505,18 @@ impl Gossip {
         live
     }
 
+    /// The live members' descriptors (what a gateway serves to clients).
+    pub fn live_descriptors(&self) -> Vec<SignedDescriptor> {
+        let live = self.live_members();
+        self.shared
+            .borrow()
+            .directory
+            .iter()
+            .filter(|s| live.contains(&s.descriptor().gossip_addr))
+            .cloned()
+            .collect()
+    }
+
     /// The current epoch's topology over the live members' descriptors.
     pub fn topology(&mut self) -> Result<&Topology, TopologyError> {
         let dirty = std::mem::replace(&mut self.shared.borrow_mut().dirty, false);

@@ -20,6 +20,17 @@
 //! # pipeline core per queue
 //! cpus = [2, 3]                   # optional: pin core i's thread to cpus[i]
 //!
+//! [gossip]                        # optional: find the network by gossip instead of the
+//!                                 # topology file (node.id/secret/epoch are then not used)
+//! bind = "198.18.0.1:47471"       # the gossip socket
+//! seeds = ["198.18.0.2:47471"]    # relays to join through
+//! network_seed = "…"              # 32 bytes hex, the same on every relay of the network
+//! identity_file = "identity.key"  # from `pb-relay keygen`; relative to this file
+//! role = "mix"                    # gateway | mix | exit
+//! epoch_seconds = 3600
+//! advertise = "198.18.0.1:47470"  # where packets reach this relay (default: io.bind)
+//! admin = "127.0.0.1:9100"        # optional: health, status, metrics, descriptors (HTTP)
+//!
 //! [mix]                           # all optional, defaults shown
 //! link_rate = 100                 # packets per second on every link
 //! loop_rate = 2                   # loops per second per link (the rest of the cover is one hop)
@@ -38,6 +49,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use pb_control::Role;
 use pb_io::config::IoConfig;
 use pb_sphinx::{DelayMs, Epoch, Format, MAX_HOPS, NodeId};
 use serde::Deserialize;
@@ -120,8 +132,31 @@ pub struct RelayConfig {
     pub mix: MixSettings,
     /// Where delivered messages go.
     pub deliver_to: Option<SocketAddr>,
-    /// The topology file.
+    /// The topology file (static mode).
     pub topology: PathBuf,
+    /// Gossip mode's settings (then `node`, `secret`, `epoch` and `topology` are unused).
+    pub gossip: Option<GossipSettings>,
+}
+
+/// How a relay finds the network by gossip.
+#[derive(Clone, Debug)]
+pub struct GossipSettings {
+    /// The gossip socket's address.
+    pub bind: SocketAddr,
+    /// Relays to join through.
+    pub seeds: Vec<SocketAddr>,
+    /// The network's shared seed.
+    pub network_seed: [u8; 32],
+    /// The identity key file.
+    pub identity_file: PathBuf,
+    /// This relay's role.
+    pub role: Role,
+    /// Epoch length.
+    pub epoch_seconds: u64,
+    /// Where packets reach this relay, as published in its descriptor.
+    pub advertise: SocketAddr,
+    /// The admin endpoint's address.
+    pub admin: Option<SocketAddr>,
 }
 
 #[derive(Deserialize)]
@@ -132,6 +167,34 @@ struct RawConfig {
     node: Option<RawNode>,
     io: Option<toml::Table>,
     mix: Option<RawMix>,
+    gossip: Option<RawGossip>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGossip {
+    bind: Option<String>,
+    seeds: Option<Vec<String>>,
+    network_seed: Option<String>,
+    identity_file: Option<String>,
+    role: Option<String>,
+    epoch_seconds: Option<u64>,
+    advertise: Option<String>,
+    admin: Option<String>,
+}
+
+fn address(field: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse()
+        .map_err(|_| bad(field, "expected an address like \"198.18.0.1:47471\""))
+}
+
+fn role(field: &str, text: &str) -> Result<Role, ConfigError> {
+    match text {
+        "gateway" => Ok(Role::Gateway),
+        "mix" => Ok(Role::Mix),
+        "exit" => Ok(Role::Exit),
+        other => Err(bad(field, format!("{other:?} is not gateway, mix or exit"))),
+    }
 }
 
 #[derive(Deserialize)]
@@ -209,9 +272,29 @@ impl RelayConfig {
     pub fn from_toml(text: &str, dir: &Path) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error("config", &e))?;
         let node = required("node", raw.node)?;
-        let id = hex::<16>("node.id", &required("node.id", node.id)?)?;
-        let secret = hex::<32>("node.secret", &required("node.secret", node.secret)?)?;
-        let epoch = Epoch(required("node.epoch", node.epoch)?);
+        let gossip_mode = raw.gossip.is_some();
+        let (id, secret, epoch) = if gossip_mode {
+            for (field, present) in [
+                ("node.id", node.id.is_some()),
+                ("node.secret", node.secret.is_some()),
+                ("node.epoch", node.epoch.is_some()),
+                ("topology", raw.topology.is_some()),
+            ] {
+                if present {
+                    return Err(bad(
+                        field,
+                        "not used with [gossip] (the identity key names the node; Sphinx keys are made every epoch)",
+                    ));
+                }
+            }
+            ([0; 16], [0; 32], Epoch(0))
+        } else {
+            (
+                hex::<16>("node.id", &required("node.id", node.id)?)?,
+                hex::<32>("node.secret", &required("node.secret", node.secret)?)?,
+                Epoch(required("node.epoch", node.epoch)?),
+            )
+        };
         let format = match required("node.format", node.format)?.as_str() {
             "v1" => Format::V1,
             "v2" => Format::V2,
@@ -321,7 +404,66 @@ impl RelayConfig {
                     .map_err(|_| bad("deliver_to", "expected an address like \"127.0.0.1:9000\""))
             })
             .transpose()?;
-        let topology = dir.join(required("topology", raw.topology)?);
+        let topology = if gossip_mode {
+            PathBuf::new()
+        } else {
+            dir.join(required("topology", raw.topology)?)
+        };
+        let gossip = match raw.gossip {
+            None => None,
+            Some(g) => {
+                let bind = address("gossip.bind", &required("gossip.bind", g.bind)?)?;
+                if bind.port() == 0 || bind.ip().is_unspecified() {
+                    return Err(bad(
+                        "gossip.bind",
+                        "needs an address and a port (both are published in the descriptor)",
+                    ));
+                }
+                let seeds = g
+                    .seeds
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|s| address("gossip.seeds", s))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let network_seed = hex::<32>(
+                    "gossip.network_seed",
+                    &required("gossip.network_seed", g.network_seed)?,
+                )?;
+                let identity_file = dir.join(required("gossip.identity_file", g.identity_file)?);
+                let role = role("gossip.role", &required("gossip.role", g.role)?)?;
+                let epoch_seconds = in_range(
+                    "gossip.epoch_seconds",
+                    g.epoch_seconds,
+                    3600,
+                    5,
+                    7 * 24 * 3600,
+                )?;
+                let advertise = match (g.advertise, &backend) {
+                    (Some(a), _) => address("gossip.advertise", &a)?,
+                    (None, Backend::Udp { bind }) if !bind.ip().is_unspecified() => *bind,
+                    _ => {
+                        return Err(bad(
+                            "gossip.advertise",
+                            "missing: where packets reach this relay (needed unless io.bind names an address)",
+                        ));
+                    }
+                };
+                if advertise.port() == 0 || advertise.ip().is_unspecified() {
+                    return Err(bad("gossip.advertise", "needs an address and a port"));
+                }
+                let admin = g.admin.map(|a| address("gossip.admin", &a)).transpose()?;
+                Some(GossipSettings {
+                    bind,
+                    seeds,
+                    network_seed,
+                    identity_file,
+                    role,
+                    epoch_seconds,
+                    advertise,
+                    admin,
+                })
+            }
+        };
         Ok(Self {
             node: NodeId(id),
             secret,
@@ -333,19 +475,9 @@ impl RelayConfig {
             mix,
             deliver_to,
             topology,
+            gossip,
         })
     }
-}
-
-/// A node's role.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// Entry: holds clients' mailboxes.
-    Gateway,
-    /// A mix in one layer.
-    Mix,
-    /// Exit: hands delivered messages to services.
-    Exit,
 }
 
 /// One node of the static topology.

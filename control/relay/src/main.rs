@@ -12,6 +12,7 @@
 //! `link <i> …` lines. Counters only: never keys, payloads or routes.
 
 mod config;
+mod gossip_mode;
 
 use std::{
     io::Write as _,
@@ -28,6 +29,7 @@ use std::{
 use anyhow::{Context as _, anyhow};
 use clap::{Parser, Subcommand};
 use config::{Backend, RelayConfig, Topology};
+use gossip_mode::GossipDriver;
 use pb_io::IoStats;
 use pb_io::{
     PacketIo,
@@ -62,6 +64,18 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         stats_interval: f64,
     },
+    /// Make a new identity key (gossip mode) and print its public key and node id.
+    Keygen {
+        /// Where to write it (created with mode 0600; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Ask a running relay's admin endpoint for its status.
+    Status {
+        /// The admin endpoint (gossip.admin).
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        admin: SocketAddr,
+    },
 }
 
 fn main() {
@@ -72,6 +86,12 @@ fn main() {
             seconds,
             stats_interval,
         } => run(&config, seconds, stats_interval),
+        Command::Keygen { out } => gossip_mode::keygen(&out).map(|pair| {
+            let public = pair.public();
+            println!("identity {}", hexs(&public.0));
+            println!("node {}", hexs(&public.node_id().0));
+        }),
+        Command::Status { admin } => status(admin),
     };
     if let Err(error) = result {
         let chain: Vec<String> = error.chain().map(ToString::to_string).collect();
@@ -237,10 +257,39 @@ impl KeyBox {
     }
 }
 
+/// The links every core uses; cores pick up a new generation between turns.
+struct LinkBox {
+    generation: AtomicU64,
+    neighbours: Mutex<Vec<Neighbour>>,
+}
+
+impl LinkBox {
+    fn get(&self) -> (u64, Vec<Neighbour>) {
+        let n = self
+            .neighbours
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (self.generation.load(Ordering::Acquire), n.clone())
+    }
+
+    fn set(&self, neighbours: Vec<Neighbour>) {
+        let mut n = self
+            .neighbours
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *n = neighbours;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// What the cores share.
 struct Shared {
     pipeline: PipelineConfig,
     keys: KeyBox,
+    /// The links (gossip mode: they follow the topology).
+    links: LinkBox,
+    /// Each core's counters, refreshed every second (for the admin endpoint).
+    snapshots: Mutex<Vec<Option<CoreReport>>>,
     replay: SharedReplayFilter,
     cover: CoverPool,
     handoff: Arc<Handoff>,
@@ -262,17 +311,74 @@ struct Running {
     format: pb_sphinx::Format,
 }
 
+/// Most links a gossip-mode relay keeps (a layer's size bounds them).
+const MAX_LINKS: usize = 256;
+
+/// How the relay knows the network: a static topology (reloaded on SIGHUP) or gossip.
+enum Mode {
+    Static(Box<Running>),
+    Gossip(Box<GossipDriver>),
+}
+
 fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result<()> {
-    let loaded = load(path)?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+    let config = RelayConfig::from_toml(&text, &dir)
+        .with_context(|| format!("config {}", path.display()))?;
     let limit = seconds.map(|s| duration("seconds", s)).transpose()?;
     let interval = duration("stats-interval", stats_interval)?;
-    let config = &loaded.config;
-    let me = loaded
-        .topology
-        .node(config.node)
-        .ok_or_else(|| anyhow!("node.id: not in the topology"))?;
-    let neighbours = loaded.neighbours();
-    let loop_mailbox = MailboxId(config.node.0.map(|b| !b));
+
+    // What each mode starts from: the node, its keys, its links and their loop routes.
+    let (node, epoch, keys, neighbours, routes, described, mode) = match &config.gossip {
+        None => {
+            let loaded = load(path)?;
+            let me = loaded
+                .topology
+                .node(loaded.config.node)
+                .ok_or_else(|| anyhow!("node.id: not in the topology"))?;
+            let described = format!("{:?}, layer {}", me.role, me.layer);
+            let keys = NodeKeys {
+                current: loaded.key.clone(),
+                previous: None,
+                format: Some(config.format),
+            };
+            let running = Running {
+                path: path.to_owned(),
+                epoch: config.epoch,
+                key: loaded.key.clone(),
+                neighbours: loaded.neighbours(),
+                format: config.format,
+            };
+            (
+                config.node,
+                config.epoch,
+                keys,
+                loaded.neighbours(),
+                loaded.routes(),
+                described,
+                Mode::Static(Box::new(running)),
+            )
+        }
+        Some(settings) => {
+            let driver = GossipDriver::start(settings, config.format)?;
+            let described = format!("{:?}, gossip on {}", settings.role, settings.bind);
+            (
+                driver.node_id(),
+                driver.epoch(),
+                driver.node_keys(),
+                Vec::new(),
+                Vec::new(),
+                described,
+                Mode::Gossip(Box::new(driver)),
+            )
+        }
+    };
+    let max_links = match mode {
+        Mode::Static(_) => neighbours.len().max(1),
+        Mode::Gossip(_) => MAX_LINKS,
+    };
+    let loop_mailbox = MailboxId(node.0.map(|b| !b));
     let pipeline = PipelineConfig {
         neighbours: neighbours.clone(),
         link_rate: config.mix.link_rate,
@@ -292,18 +398,18 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
     loop_key.copy_from_slice(&random[32..]);
     zeroize::Zeroize::zeroize(&mut random);
     let replay = SharedReplayFilter::new(config.mix.replay_capacity)?;
-    replay.prepare(config.epoch);
+    replay.prepare(epoch);
     let loops = LoopMonitor::new(
         loop_key,
-        neighbours.len().max(1),
+        max_links,
         4096,
         Time(config.mix.loop_timeout_ms * Time::MS),
     )?;
     zeroize::Zeroize::zeroize(&mut loop_key);
     let cover = LoopCover::new(
         config.format,
-        config.epoch,
-        loaded.routes(),
+        epoch,
+        routes,
         loop_mailbox,
         config.mix.loop_rate,
         loops,
@@ -314,7 +420,7 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
     let origin = Instant::now();
     let clock: Arc<dyn Fn() -> Time + Send + Sync> =
         Arc::new(move || Time(origin.elapsed().as_nanos() as u64));
-    let cover = CoverPool::start(cover, neighbours.len(), 64, clock.clone(), Box::new(|| {}))
+    let cover = CoverPool::start(cover, max_links, 64, clock.clone(), Box::new(|| {}))
         .context("starting the cover builder")?;
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
@@ -330,13 +436,14 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
         pipeline,
         keys: KeyBox {
             generation: AtomicU64::new(0),
-            keys: Mutex::new(NodeKeys {
-                current: loaded.key.clone(),
-                previous: None,
-                format: Some(config.format),
-            }),
+            keys: Mutex::new(keys),
             adopted: (0..cores).map(|_| AtomicU64::new(0)).collect(),
         },
+        links: LinkBox {
+            generation: AtomicU64::new(0),
+            neighbours: Mutex::new(neighbours.clone()),
+        },
+        snapshots: Mutex::new(vec![None; cores]),
         replay,
         cover,
         cpus: config.cpus.clone(),
@@ -347,26 +454,17 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
         interval,
     };
     let banner = format!(
-        "pb-relay: node {} ({:?}, layer {}), {} links at {} pkt/s, format {:?}, {cores} core{}",
-        short(&config.node.0),
-        me.role,
-        me.layer,
+        "pb-relay: node {} ({described}), {} links at {} pkt/s, format {:?}, {cores} core{}",
+        short(&node.0),
         neighbours.len(),
         config.mix.link_rate,
         config.format,
         if cores == 1 { "" } else { "s" },
     );
-    let mut running = Running {
-        path: path.to_owned(),
-        epoch: config.epoch,
-        key: loaded.key.clone(),
-        neighbours,
-        format: config.format,
-    };
     let control = Control {
         limit,
         reload: &reload,
-        running: &mut running,
+        mode,
         banner,
     };
     match &config.backend {
@@ -433,15 +531,18 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
 struct Control<'a> {
     limit: Option<Duration>,
     reload: &'a AtomicBool,
-    running: &'a mut Running,
+    mode: Mode,
     banner: String,
 }
 
 /// What one core reports at exit.
+#[derive(Clone)]
 struct CoreReport {
     stats: PipelineStats,
     io: IoStats,
     links: Vec<LinkStats>,
+    /// Which of the links this core owns.
+    owned: Vec<bool>,
 }
 
 /// Runs one pipeline per backend in `ios` on threads of their own until stopped, then
@@ -475,20 +576,36 @@ fn serve<I: PacketIo + Send>(
         if (0..cores).all(|_| started.recv().is_ok()) {
             eprintln!("{}", control.banner);
         }
-        let running = control.running;
+        let mut mode = control.mode;
         while !shared.stop.load(Ordering::Relaxed)
             && control.limit.is_none_or(|l| shared.start.elapsed() < l)
         {
-            thread::sleep(Duration::from_millis(20));
-            if control.reload.swap(false, Ordering::Relaxed) {
-                match rotate(running, shared) {
-                    Ok(line) => eprintln!("pb-relay: {line}"),
-                    Err(e) => {
-                        let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
-                        eprintln!("pb-relay: reload refused: {}", chain.join(": "));
+            match &mut mode {
+                Mode::Static(running) => {
+                    thread::sleep(Duration::from_millis(20));
+                    if control.reload.swap(false, Ordering::Relaxed) {
+                        match rotate(&mut *running, shared) {
+                            Ok(line) => eprintln!("pb-relay: {line}"),
+                            Err(e) => {
+                                let chain: Vec<String> =
+                                    e.chain().map(ToString::to_string).collect();
+                                eprintln!("pb-relay: reload refused: {}", chain.join(": "));
+                            }
+                        }
                     }
                 }
+                Mode::Gossip(driver) => {
+                    if control.reload.swap(false, Ordering::Relaxed) {
+                        eprintln!("pb-relay: SIGHUP ignored: gossip mode rotates keys by itself");
+                    }
+                    let metrics = || dataplane_metrics(shared);
+                    let update = driver.turn(Duration::from_millis(20), &metrics);
+                    apply(update, shared);
+                }
             }
+        }
+        if let Mode::Gossip(driver) = &mut mode {
+            driver.leave();
         }
         shared.stop.store(true, Ordering::Relaxed);
         handles
@@ -503,6 +620,93 @@ fn serve<I: PacketIo + Send>(
     });
     let reports: Vec<CoreReport> = reports.into_iter().collect::<anyhow::Result<_>>()?;
     print_report(&reports, shared)
+}
+
+/// Hands what gossip changed to the cores: keys (after preparing the replay filter for
+/// their epoch), links and the cover routes along them.
+fn apply(update: gossip_mode::Update, shared: &Shared) {
+    for note in update.notes {
+        eprintln!("pb-relay: {note}");
+    }
+    if let Some((epoch, keys)) = update.keys {
+        shared.replay.prepare(epoch);
+        shared.keys.set(keys);
+    }
+    if let Some((epoch, neighbours, routes)) = update.links {
+        let mut neighbours = neighbours;
+        let mut routes = routes;
+        neighbours.truncate(MAX_LINKS);
+        routes.truncate(MAX_LINKS);
+        shared.cover.set_routes(epoch, routes, true);
+        shared.links.set(neighbours);
+    }
+    if !update.reports.is_empty() {
+        let mut out = std::io::stdout().lock();
+        for line in update.reports {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = out.flush();
+    }
+}
+
+/// The dataplane's counters, summed over the cores' latest snapshots, for `/metrics`.
+fn dataplane_metrics(shared: &Shared) -> gossip_mode::Metrics {
+    let snapshots = shared
+        .snapshots
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let reports: Vec<&CoreReport> = snapshots.iter().flatten().collect();
+    let sum = |f: &dyn Fn(&CoreReport) -> u64| reports.iter().map(|r| f(r)).sum::<u64>();
+    let mut m = vec![
+        (
+            "pb_packets_received_total".to_owned(),
+            sum(&|r| r.stats.received),
+        ),
+        (
+            "pb_packets_forwarded_total".to_owned(),
+            sum(&|r| r.stats.forwarded),
+        ),
+        (
+            "pb_packets_delivered_total".to_owned(),
+            sum(&|r| r.stats.delivered),
+        ),
+        (
+            "pb_packets_sent_total".to_owned(),
+            sum(&|r| r.io.tx_packets),
+        ),
+        (
+            "pb_loops_returned_total".to_owned(),
+            sum(&|r| r.stats.loops_returned),
+        ),
+        (
+            "pb_link_real_total".to_owned(),
+            sum(&|r| r.links.iter().map(|l| l.real).sum()),
+        ),
+        (
+            "pb_link_cover_total".to_owned(),
+            sum(&|r| r.links.iter().map(|l| l.cover).sum()),
+        ),
+        (
+            "pb_link_missed_total".to_owned(),
+            sum(&|r| r.links.iter().map(|l| l.missed).sum()),
+        ),
+        (
+            "pb_packets_dropped_total{reason=\"no_link\"}".to_owned(),
+            sum(&|r| r.stats.dropped_no_link),
+        ),
+        (
+            "pb_packets_dropped_total{reason=\"link_full\"}".to_owned(),
+            sum(&|r| r.stats.dropped_link_full),
+        ),
+    ];
+    for (i, reason) in DropReason::ALL.iter().enumerate() {
+        let name = drop_name(*reason).trim_start_matches("dropped_");
+        m.push((
+            format!("pb_packets_dropped_total{{reason=\"{name}\"}}"),
+            sum(&|r| r.stats.dropped[i]),
+        ));
+    }
+    m
 }
 
 /// Rotates to the next epoch from the configuration files: the new key becomes current, the
@@ -578,14 +782,43 @@ fn run_core<I: PacketIo>(
     drop(ready);
     let mut window = 0u64;
     let mut last: Vec<LinkStats> = pipeline.link_stats();
+    let mut links_generation = 0;
+    let mut snapshot_at = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
+        // New keys or links: an atomic load per turn; the lock only when they changed.
         if shared.keys.generation.load(Ordering::Acquire) != generation {
             let (g, keys) = shared.keys.get();
             pipeline.set_keys(keys);
             generation = g;
             shared.keys.adopted[core].store(g, Ordering::Release);
         }
+        if shared.links.generation.load(Ordering::Acquire) != links_generation {
+            let (g, neighbours) = shared.links.get();
+            let owner = Handoff::round_robin(neighbours.len(), cores);
+            pipeline.set_neighbours(neighbours, owner, now())?;
+            links_generation = g;
+            last = pipeline.link_stats();
+        }
         pipeline.step(now(), Duration::from_millis(1))?;
+        if snapshot_at.elapsed() >= Duration::from_secs(1) {
+            snapshot_at = Instant::now();
+            let report = CoreReport {
+                stats: pipeline.stats(),
+                io: pipeline.io().stats(),
+                links: pipeline.link_stats(),
+                owned: (0..pipeline.neighbours().len())
+                    .map(|i| pipeline.owns(i))
+                    .collect(),
+            };
+            if let Some(slot) = shared
+                .snapshots
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get_mut(core)
+            {
+                *slot = Some(report);
+            }
+        }
         let interval = shared.interval;
         if !interval.is_zero() && shared.start.elapsed() >= interval * (window as u32 + 1) {
             let current = pipeline.link_stats();
@@ -594,12 +827,15 @@ fn run_core<I: PacketIo>(
                 if !pipeline.owns(i) {
                     continue;
                 }
-                let (real, cover) = (c.real - l.real, c.cover - l.cover);
+                let (real, cover) = (
+                    c.real.saturating_sub(l.real),
+                    c.cover.saturating_sub(l.cover),
+                );
                 writeln!(
                     out,
                     "window {window} link {i} sent {} real {real} cover {cover} missed {}",
                     real + cover,
-                    c.missed - l.missed
+                    c.missed.saturating_sub(l.missed)
                 )?;
             }
             out.flush()?;
@@ -611,6 +847,9 @@ fn run_core<I: PacketIo>(
         stats: pipeline.stats(),
         io: pipeline.io().stats(),
         links: pipeline.link_stats(),
+        owned: (0..pipeline.neighbours().len())
+            .map(|i| pipeline.owns(i))
+            .collect(),
     })
 }
 
@@ -662,16 +901,18 @@ fn print_report(reports: &[CoreReport], shared: &Shared) -> anyhow::Result<()> {
             s.received, s.forwarded, s.handed_off, s.taken_over
         )?;
     }
-    for i in 0..shared.pipeline.neighbours.len() {
-        let Some(l) = reports.get(shared.owner[i]).and_then(|r| r.links.get(i)) else {
-            continue;
-        };
-        let loops = pb_pipeline::CoverSource::loop_stats(&shared.cover, i);
-        writeln!(
-            out,
-            "link {i} real {} cover {} missed {} dropped_full {} loops_sent {} loops_returned {} loops_lost {}",
-            l.real, l.cover, l.missed, l.dropped_full, loops.sent, loops.returned, loops.lost
-        )?;
+    for r in reports {
+        for (i, l) in r.links.iter().enumerate() {
+            if !r.owned.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            let loops = pb_pipeline::CoverSource::loop_stats(&shared.cover, i);
+            writeln!(
+                out,
+                "link {i} real {} cover {} missed {} dropped_full {} loops_sent {} loops_returned {} loops_lost {}",
+                l.real, l.cover, l.missed, l.dropped_full, loops.sent, loops.returned, loops.lost
+            )?;
+        }
     }
     out.flush()?;
     Ok(())
@@ -689,6 +930,27 @@ fn drop_name(reason: DropReason) -> &'static str {
         DropReason::BadCommand => "dropped_bad_command",
         DropReason::PayloadTampered => "dropped_payload_tampered",
     }
+}
+
+fn hexs(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `pb-relay status`: the admin endpoint's `/status`.
+fn status(admin: SocketAddr) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let mut stream = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2))
+        .with_context(|| format!("no relay admin endpoint at {admin}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(b"GET /status HTTP/1.0\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .ok_or_else(|| anyhow!("{admin}: not an HTTP answer"))?;
+    print!("{body}");
+    Ok(())
 }
 
 /// The first four bytes of an id, for start-up lines.

@@ -257,3 +257,129 @@ fn unbound_receive_queues_are_warned_about() {
         "{stderr}"
     );
 }
+
+/// Gossip mode's own mistakes: each one line naming the field or file, exit 1. Also
+/// `keygen` (never over an existing file) and `status` without a relay.
+#[test]
+fn gossip_mode_mistakes_are_one_line_each() {
+    let dir = std::env::temp_dir().join(format!("pb-relay-cli-{}-gossip", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = env!("CARGO_BIN_EXE_pb-relay");
+    let key = dir.join("identity.key");
+    let out = Command::new(bin)
+        .args(["keygen", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.starts_with("identity ") && printed.contains("\nnode "),
+        "{printed}"
+    );
+    assert_eq!(std::fs::read_to_string(&key).unwrap().trim().len(), 64);
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    std::fs::write(dir.join("bad.key"), "not hex\n").unwrap();
+    // A gossip port already taken.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let seed = "42".repeat(32);
+    let gossip = |extra: &str, file: &str, bind: &str| {
+        format!(
+            "[node]\nformat = \"v2\"\n{extra}\n[io]\n{IO}\n\n[gossip]\nbind = \"{bind}\"\nnetwork_seed = \"{seed}\"\nidentity_file = \"{file}\"\nrole = \"mix\"\nadvertise = \"127.0.0.1:47470\"\n"
+        )
+    };
+    let cases = [
+        (
+            gossip("secret = \"00\"\n", "identity.key", "127.0.0.1:0"),
+            "node.secret: not used with [gossip]",
+        ),
+        (
+            gossip("", "identity.key", "0.0.0.0:47471"),
+            "gossip.bind: needs an address and a port",
+        ),
+        (
+            gossip("", "identity.key", "127.0.0.1:47999")
+                .replace("role = \"mix\"", "role = \"boss\""),
+            "gossip.role",
+        ),
+        (
+            gossip("", "identity.key", "127.0.0.1:47999").replace(&seed, "12"),
+            "gossip.network_seed",
+        ),
+        (
+            gossip("", "missing.key", "127.0.0.1:47999"),
+            "cannot read identity file",
+        ),
+        (
+            gossip("", "bad.key", "127.0.0.1:47999"),
+            "expected 64 hex digits",
+        ),
+        (
+            gossip("", "identity.key", &format!("127.0.0.1:{taken_port}")),
+            "gossip.bind: cannot bind",
+        ),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(dir.join("relay.toml"), &text).unwrap();
+        let out = Command::new(bin)
+            .args([
+                "run",
+                "--seconds",
+                "0.2",
+                "--stats-interval",
+                "0",
+                "--config",
+            ])
+            .arg(dir.join("relay.toml"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{expected}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{expected}: {stderr}");
+        assert!(stderr.contains(expected), "{stderr:?} lacks {expected:?}");
+    }
+    // A good gossip config runs (alone: no seeds, no topology) and stops cleanly.
+    let free = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    std::fs::write(
+        dir.join("relay.toml"),
+        gossip("", "identity.key", &free.to_string()),
+    )
+    .unwrap();
+    let out = Command::new(bin)
+        .args([
+            "run",
+            "--seconds",
+            "0.3",
+            "--stats-interval",
+            "0",
+            "--config",
+        ])
+        .arg(dir.join("relay.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // keygen never overwrites; status without a relay is one line.
+    for args in [
+        vec!["keygen", "--out", key.to_str().unwrap()],
+        vec!["status", "--admin", "127.0.0.1:1"],
+    ] {
+        let out = Command::new(bin).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    }
+    drop(taken);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

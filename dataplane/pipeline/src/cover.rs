@@ -117,6 +117,7 @@ impl LoopCover {
     /// New routes (and epoch) after a key rotation or topology change.
     pub fn set_routes(&mut self, epoch: Epoch, routes: Vec<Vec<Hop>>) {
         self.epoch = epoch;
+        self.next_loop.resize(routes.len(), Time(0));
         self.routes = routes;
     }
 
@@ -150,15 +151,18 @@ impl CoverSource for LoopCover {
             Some(route) if !route.is_empty() => {}
             _ => return false,
         }
+        let Some(next_loop) = self.next_loop.get(link).copied() else {
+            return false;
+        };
         let seed = self.next_seed();
         let route = &self.routes[link];
-        let is_loop = self.loop_interval != u64::MAX && now >= self.next_loop[link];
+        let is_loop = self.loop_interval != u64::MAX && now >= next_loop;
         let built = if is_loop {
             let Ok(token) = self.monitor.send(link, now) else {
                 return false;
             };
             // After a quiet spell, do not burst loops to catch up.
-            self.next_loop[link] = self.next_loop[link].plus(self.loop_interval).max(now);
+            self.next_loop[link] = next_loop.plus(self.loop_interval).max(now);
             self.loops += 1;
             create_packet_with(
                 self.format,

@@ -1,0 +1,529 @@
+//! Gossip mode: the relay finds the network by gossip (pb-control's SWIM and signed
+//! descriptors) instead of a topology file, makes fresh Sphinx keys every epoch (never
+//! stored), publishes the next epoch's key ahead, and serves a local admin endpoint.
+//!
+//! Driven from the relay's main thread by a mio poll over the gossip socket and the admin
+//! listener; the pipeline cores pick up new keys and links between turns.
+
+use std::{
+    collections::VecDeque,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsRawFd as _,
+    path::Path,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context as _, anyhow};
+use mio::{Events, Interest, Poll, Token, unix::SourceFd};
+use pb_control::{
+    Descriptor, Gossip, GossipConfig, IdentityKeyPair, Invalid, Role, SignedDescriptor, Topology,
+    Transport,
+};
+use pb_pipeline::Neighbour;
+use pb_sphinx::{DelayMs, Epoch, EpochKey, Format, Hop, NodeId, NodeKeys};
+
+use crate::config::GossipSettings;
+
+const GOSSIP: Token = Token(0);
+const ADMIN: Token = Token(1);
+
+/// Reads an identity key file: the 32-byte Ed25519 seed in hex, one line.
+pub fn read_identity(path: &Path) -> anyhow::Result<IdentityKeyPair> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read identity file {}", path.display()))?;
+    let seed = crate::config::hex::<32>("identity file", text.trim())
+        .map_err(|_| anyhow!("identity file {}: expected 64 hex digits", path.display()))?;
+    Ok(IdentityKeyPair::from_seed(&seed))
+}
+
+/// `pb-relay keygen`: a new identity seed from the OS, written to `path` (mode 0600, never
+/// over an existing file).
+pub fn keygen(path: &Path) -> anyhow::Result<IdentityKeyPair> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow!("OS randomness: {e}"))?;
+    let pair = IdentityKeyPair::from_seed(&seed);
+    let mut text: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+    zeroize::Zeroize::zeroize(&mut seed);
+    text.push('\n');
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()));
+    zeroize::Zeroize::zeroize(&mut text);
+    written.with_context(|| format!("cannot create identity file {}", path.display()))?;
+    Ok(pair)
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+fn fresh_key(epoch: Epoch) -> anyhow::Result<EpochKey> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| anyhow!("OS randomness: {e}"))?;
+    let key = EpochKey::from_secret(epoch, secret);
+    zeroize::Zeroize::zeroize(&mut secret);
+    Ok(key)
+}
+
+/// What the cores must take after a turn.
+#[derive(Default)]
+pub struct Update {
+    /// New keys (an epoch began, or its overlap ended); the epoch to prepare the replay
+    /// filter for comes with them.
+    pub keys: Option<(Epoch, NodeKeys)>,
+    /// New links and their loop routes (a new topology).
+    pub links: Option<(Epoch, Vec<Neighbour>, Vec<Vec<Hop>>)>,
+    /// Lines for the operator (stderr).
+    pub notes: Vec<String>,
+    /// Lines for tests and scripts (stdout): `topology <hash> nodes <n> links <k> epoch <e>`.
+    pub reports: Vec<String>,
+}
+
+/// Counters and state for the admin endpoint, filled in by the caller (dataplane) and here.
+pub type Metrics = Vec<(String, u64)>;
+
+/// The gossip side of a relay.
+pub struct GossipDriver {
+    settings: GossipSettings,
+    identity: IdentityKeyPair,
+    format: Format,
+    gossip: Gossip,
+    socket: UdpSocket,
+    admin: Option<TcpListener>,
+    poll: Poll,
+    events: Events,
+    origin: Instant,
+    epoch: Epoch,
+    current: EpochKey,
+    next: EpochKey,
+    previous: Option<EpochKey>,
+    /// When the previous epoch's key stops being accepted.
+    overlap_until: Option<Instant>,
+    version: u64,
+    last_hash: Option<[u8; 32]>,
+    buf: Vec<u8>,
+    pending: VecDeque<(SocketAddr, Vec<u8>)>,
+}
+
+impl GossipDriver {
+    /// Reads the identity, binds the sockets, makes this epoch's and the next epoch's keys and
+    /// starts gossiping.
+    pub fn start(settings: &GossipSettings, format: Format) -> anyhow::Result<Self> {
+        let identity = read_identity(&settings.identity_file)?;
+        let epoch = Epoch((unix_now().as_secs() / settings.epoch_seconds) as u32);
+        let current = fresh_key(epoch)?;
+        let next = fresh_key(Epoch(epoch.0.wrapping_add(1)))?;
+        let socket = UdpSocket::bind(settings.bind)
+            .with_context(|| format!("gossip.bind: cannot bind {}", settings.bind))?;
+        socket.set_nonblocking(true)?;
+        let admin = match settings.admin {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .with_context(|| format!("gossip.admin: cannot listen on {addr}"))?;
+                l.set_nonblocking(true)?;
+                Some(l)
+            }
+            None => None,
+        };
+        let poll = Poll::new().context("mio poll")?;
+        poll.registry().register(
+            &mut SourceFd(&socket.as_raw_fd()),
+            GOSSIP,
+            Interest::READABLE,
+        )?;
+        if let Some(l) = &admin {
+            poll.registry()
+                .register(&mut SourceFd(&l.as_raw_fd()), ADMIN, Interest::READABLE)?;
+        }
+        // Versions grow across restarts: the start time in milliseconds.
+        let version = unix_now().as_millis() as u64;
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).map_err(|e| anyhow!("OS randomness: {e}"))?;
+        let own = sign(&identity, settings, version, epoch, &current, &next)?;
+        let gossip = Gossip::new(
+            GossipConfig::new(settings.network_seed),
+            own,
+            epoch,
+            settings.seeds.clone(),
+            unix_now().as_secs() as u32,
+            u64::from_le_bytes(random),
+            Duration::ZERO,
+        )
+        .map_err(|e| anyhow!("gossip: {e}"))?;
+        Ok(Self {
+            settings: settings.clone(),
+            identity,
+            format,
+            gossip,
+            socket,
+            admin,
+            poll,
+            events: Events::with_capacity(64),
+            origin: Instant::now(),
+            epoch,
+            current,
+            next,
+            previous: None,
+            overlap_until: None,
+            version,
+            last_hash: None,
+            buf: vec![0; 2048],
+            pending: VecDeque::new(),
+        })
+    }
+
+    /// This relay's node id.
+    pub fn node_id(&self) -> NodeId {
+        self.identity.public().node_id()
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The keys the cores process with now.
+    pub fn node_keys(&self) -> NodeKeys {
+        NodeKeys {
+            current: self.current.clone(),
+            previous: self.previous.clone(),
+            format: Some(self.format),
+        }
+    }
+
+    /// Waits at most `wait` for gossip or admin traffic, handles it and what is due, and says
+    /// what changed. `metrics` are the dataplane's counters for the admin endpoint.
+    pub fn turn(&mut self, wait: Duration, metrics: &dyn Fn() -> Metrics) -> Update {
+        let mut update = Update::default();
+        let now = self.origin.elapsed();
+        let until_due = self.gossip.poll_timeout().saturating_sub(now);
+        if let Err(e) = self.poll.poll(&mut self.events, Some(wait.min(until_due)))
+            && e.kind() != std::io::ErrorKind::Interrupted
+        {
+            update.notes.push(format!("gossip poll: {e}"));
+        }
+        let mut admin_ready = false;
+        for event in &self.events {
+            admin_ready |= event.token() == ADMIN;
+        }
+        let now = self.origin.elapsed();
+        // Every datagram waiting (the socket is edge-triggered: drain it).
+        loop {
+            match self.socket.recv_from(&mut self.buf) {
+                Ok((len, from)) => {
+                    let bytes = &self.buf[..len];
+                    self.gossip.handle_datagram(now, from, bytes);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => break, // e.g. ICMP unreachable reported on the socket: ignore
+            }
+        }
+        self.gossip.handle_timeout(now);
+        self.epoch_clock(&mut update);
+        self.flush();
+        self.topology_changed(&mut update);
+        if admin_ready {
+            self.serve_admin(metrics);
+        }
+        update
+    }
+
+    fn flush(&mut self) {
+        while let Some(d) = self.gossip.poll_transmit() {
+            self.pending.push_back(d);
+        }
+        while let Some((to, bytes)) = self.pending.pop_front() {
+            match self.socket.send_to(&bytes, to) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.pending.push_front((to, bytes));
+                    break;
+                }
+                // An unreachable peer: SWIM notices by itself.
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Moves to the next epoch at its boundary; ends the overlap.
+    fn epoch_clock(&mut self, update: &mut Update) {
+        let due = Epoch((unix_now().as_secs() / self.settings.epoch_seconds) as u32);
+        if due.0 > self.epoch.0 {
+            let result = if due.0 == self.epoch.0.wrapping_add(1) {
+                fresh_key(Epoch(due.0.wrapping_add(1))).map(|next| {
+                    let current = std::mem::replace(&mut self.next, next);
+                    Some(std::mem::replace(&mut self.current, current))
+                })
+            } else {
+                // Skipped epochs (a suspended machine): no overlap, all keys new.
+                fresh_key(due).and_then(|c| {
+                    self.current = c;
+                    self.next = fresh_key(Epoch(due.0.wrapping_add(1)))?;
+                    Ok(None)
+                })
+            };
+            match result {
+                Ok(previous) => {
+                    self.previous = previous;
+                    self.epoch = due;
+                    // The previous epoch's packets are accepted for a sixth of an epoch (at
+                    // most a minute): long enough for those in flight.
+                    let overlap = Duration::from_secs((self.settings.epoch_seconds / 6).min(60));
+                    self.overlap_until = Some(Instant::now() + overlap);
+                    self.version += 1;
+                    match sign(
+                        &self.identity,
+                        &self.settings,
+                        self.version,
+                        self.epoch,
+                        &self.current,
+                        &self.next,
+                    ) {
+                        Ok(own) => {
+                            self.gossip.set_epoch(self.epoch);
+                            if let Err(e) = self.gossip.publish(own) {
+                                update.notes.push(format!("own descriptor refused: {e}"));
+                            }
+                        }
+                        Err(e) => update.notes.push(format!("signing the descriptor: {e}")),
+                    }
+                    update.keys = Some((self.epoch, self.node_keys()));
+                    update.notes.push(format!("epoch {} began", self.epoch.0));
+                    self.last_hash = None;
+                }
+                Err(e) => update.notes.push(format!("epoch change: {e}")),
+            }
+        }
+        if self.overlap_until.is_some_and(|t| Instant::now() >= t) {
+            self.overlap_until = None;
+            self.previous = None;
+            update.keys = Some((self.epoch, self.node_keys()));
+        }
+    }
+
+    /// New links and routes when the topology's hash moved.
+    fn topology_changed(&mut self, update: &mut Update) {
+        let me = self.node_id();
+        let epoch = self.epoch;
+        let Ok(topology) = self.gossip.topology() else {
+            if self.last_hash.take().is_some() || update.keys.is_some() {
+                update.links = Some((epoch, Vec::new(), Vec::new()));
+                update
+                    .reports
+                    .push(format!("topology none epoch {}", epoch.0));
+            }
+            return;
+        };
+        if self.last_hash == Some(topology.hash()) {
+            return;
+        }
+        self.last_hash = Some(topology.hash());
+        let (neighbours, routes) = links_of(topology, me);
+        update.reports.push(format!(
+            "topology {} nodes {} links {} epoch {}",
+            hex(&topology.hash()),
+            topology.nodes().count(),
+            neighbours.len(),
+            epoch.0
+        ));
+        update.links = Some((epoch, neighbours, routes));
+    }
+
+    fn serve_admin(&mut self, metrics: &dyn Fn() -> Metrics) {
+        let Some(listener) = &self.admin else {
+            return;
+        };
+        let mut streams = Vec::new();
+        while let Ok((stream, _)) = listener.accept() {
+            streams.push(stream);
+            if streams.len() >= 16 {
+                break;
+            }
+        }
+        for stream in streams {
+            let _ = self.answer(stream, metrics);
+        }
+    }
+
+    /// One HTTP/1.0 request on the local admin port: `/health`, `/status`, `/metrics`,
+    /// `/descriptors`.
+    fn answer(
+        &mut self,
+        mut stream: TcpStream,
+        metrics: &dyn Fn() -> Metrics,
+    ) -> std::io::Result<()> {
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let mut request = [0u8; 1024];
+        let mut len = 0;
+        while len < request.len() {
+            let n = stream.read(&mut request[len..])?;
+            if n == 0 {
+                break;
+            }
+            len += n;
+            if request[..len].windows(4).any(|w| w == b"\r\n\r\n")
+                || request[..len].ends_with(b"\n\n")
+            {
+                break;
+            }
+        }
+        let line = String::from_utf8_lossy(&request[..len]);
+        let path = line.split_whitespace().nth(1).unwrap_or("");
+        let (status, body) = match path {
+            "/health" => ("200 OK", "ok\n".to_owned()),
+            "/status" => ("200 OK", self.status()),
+            "/metrics" => ("200 OK", self.metrics(metrics)),
+            "/descriptors" => ("200 OK", self.descriptors()),
+            _ => (
+                "404 Not Found",
+                "try /health /status /metrics /descriptors\n".to_owned(),
+            ),
+        };
+        write!(
+            stream,
+            "HTTP/1.0 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn status(&mut self) -> String {
+        let members = self.gossip.live_members().len();
+        let descriptors = self.gossip.descriptors();
+        let me = self.node_id();
+        let mut s = format!(
+            "node {}\nrole {:?}\nepoch {}\nmembers {members}\ndescriptors {descriptors}\n",
+            hex(&me.0),
+            self.settings.role,
+            self.epoch.0,
+        );
+        match self.gossip.topology() {
+            Ok(t) => s += &format!("topology {} nodes {}\n", hex(&t.hash()), t.nodes().count()),
+            Err(e) => s += &format!("topology none ({e})\n"),
+        }
+        s
+    }
+
+    fn metrics(&mut self, dataplane: &dyn Fn() -> Metrics) -> String {
+        let g = self.gossip.stats();
+        let mut lines = vec![
+            ("pb_epoch".to_owned(), u64::from(self.epoch.0)),
+            (
+                "pb_gossip_members".to_owned(),
+                self.gossip.live_members().len() as u64,
+            ),
+            (
+                "pb_gossip_descriptors".to_owned(),
+                self.gossip.descriptors() as u64,
+            ),
+            ("pb_gossip_datagrams_total".to_owned(), g.datagrams),
+            ("pb_gossip_malformed_total".to_owned(), g.malformed),
+            ("pb_gossip_swim_refused_total".to_owned(), g.swim_refused),
+            (
+                "pb_gossip_descriptors_accepted_total".to_owned(),
+                g.descriptors_accepted,
+            ),
+        ];
+        for reason in Invalid::ALL {
+            lines.push((
+                format!(
+                    "pb_gossip_descriptors_rejected_total{{reason=\"{}\"}}",
+                    reason.name()
+                ),
+                self.gossip.rejected(reason),
+            ));
+        }
+        lines.extend(dataplane());
+        lines.iter().map(|(k, v)| format!("{k} {v}\n")).collect()
+    }
+
+    /// The client view: every live member's signed descriptor, hex, one per line.
+    fn descriptors(&mut self) -> String {
+        self.gossip
+            .live_descriptors()
+            .iter()
+            .map(|d| hex(d.bytes()) + "\n")
+            .collect()
+    }
+
+    /// Tells the others this relay is leaving (at shutdown).
+    pub fn leave(&mut self) {
+        self.gossip.leave(self.origin.elapsed());
+        self.flush();
+    }
+}
+
+fn sign(
+    identity: &IdentityKeyPair,
+    settings: &GossipSettings,
+    version: u64,
+    epoch: Epoch,
+    current: &EpochKey,
+    next: &EpochKey,
+) -> anyhow::Result<SignedDescriptor> {
+    identity
+        .sign(&Descriptor {
+            identity: identity.public(),
+            version,
+            role: settings.role,
+            epoch,
+            sphinx_current: current.public_key(),
+            sphinx_next: next.public_key(),
+            packet_addr: settings.advertise,
+            gossip_addr: settings.bind,
+            transports: if settings.role == Role::Gateway {
+                vec![Transport::Udp]
+            } else {
+                Vec::new()
+            },
+        })
+        .map_err(|e| anyhow!("own descriptor: {e}"))
+}
+
+/// This node's links in `topology` (the whole next layer) and a loop route per link: the
+/// neighbour, the first node of each following layer, back to this node.
+pub fn links_of(topology: &Topology, me: NodeId) -> (Vec<Neighbour>, Vec<Vec<Hop>>) {
+    let hop = |p: &pb_control::Placed| Hop {
+        node: p.node,
+        public_key: p.sphinx_key,
+        delay: DelayMs(0),
+    };
+    let Some(my) = topology.find(me) else {
+        return (Vec::new(), Vec::new());
+    };
+    let next = topology.next_layer(me);
+    let neighbours = next
+        .iter()
+        .map(|p| Neighbour {
+            node: p.node,
+            addr: p.packet_addr,
+        })
+        .collect();
+    let routes = next
+        .iter()
+        .map(|first| {
+            let mut route = vec![hop(first)];
+            let mut layer = (first.layer + 1) % pb_control::LAYERS;
+            while layer != my.layer {
+                if let Some(p) = topology.layer(layer).first() {
+                    route.push(hop(p));
+                }
+                layer = (layer + 1) % pb_control::LAYERS;
+            }
+            route.push(hop(my));
+            route
+        })
+        .collect();
+    (neighbours, routes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
