@@ -121,6 +121,63 @@ pub struct GossipStats {
     pub descriptors_received: u64,
     /// Descriptors accepted as new or newer.
     pub descriptors_accepted: u64,
+    /// Sync datagrams dropped unread: their source, or everyone together, sent too many.
+    pub sync_limited: u64,
+}
+
+/// Token buckets for sync datagrams (each costs up to seven signature checks): per source
+/// address and overall, so that a flood costs a bounded amount of CPU.
+struct SyncLimit {
+    sources: std::collections::HashMap<std::net::IpAddr, (u32, Duration)>,
+    global: (u32, Duration),
+}
+
+/// Sync datagrams a source may send at once, and per second after that.
+const SYNC_BURST: u32 = 32;
+const SYNC_PER_SECOND: u32 = 4;
+/// All sources together.
+const SYNC_GLOBAL_BURST: u32 = 2048;
+const SYNC_GLOBAL_PER_SECOND: u32 = 512;
+/// Sources remembered; past this the oldest-refilled are forgotten (they start full again).
+const SYNC_SOURCES: usize = 4096;
+
+impl SyncLimit {
+    fn new() -> Self {
+        Self {
+            sources: std::collections::HashMap::new(),
+            global: (SYNC_GLOBAL_BURST, Duration::ZERO),
+        }
+    }
+
+    /// Takes a token for `source` at `now`, refilling first; `false` when either bucket is
+    /// empty.
+    fn allow(&mut self, source: std::net::IpAddr, now: Duration) -> bool {
+        fn refill(bucket: &mut (u32, Duration), now: Duration, burst: u32, rate: u32) {
+            let elapsed = now.saturating_sub(bucket.1);
+            let add = (elapsed.as_millis() * u128::from(rate) / 1000) as u64;
+            if add > 0 {
+                bucket.0 = (u64::from(bucket.0) + add).min(u64::from(burst)) as u32;
+                bucket.1 = now;
+            }
+        }
+        if self.sources.len() >= SYNC_SOURCES && !self.sources.contains_key(&source) {
+            self.sources.clear();
+        }
+        let entry = self.sources.entry(source).or_insert((SYNC_BURST, now));
+        refill(entry, now, SYNC_BURST, SYNC_PER_SECOND);
+        refill(
+            &mut self.global,
+            now,
+            SYNC_GLOBAL_BURST,
+            SYNC_GLOBAL_PER_SECOND,
+        );
+        if entry.0 == 0 || self.global.0 == 0 {
+            return false;
+        }
+        entry.0 -= 1;
+        self.global.0 -= 1;
+        true
+    }
 }
 
 /// What the node learned from the outside since the last poll (for logs and metrics).
@@ -249,6 +306,7 @@ pub struct Gossip {
     rng: Xoshiro256PlusPlus,
     topology: Result<Topology, TopologyError>,
     events: VecDeque<Event>,
+    sync_limit: SyncLimit,
 }
 
 impl core::fmt::Debug for Gossip {
@@ -322,13 +380,14 @@ impl Gossip {
             rng: Xoshiro256PlusPlus::seed_from_u64(rng_seed ^ 0x5eed),
             topology: Err(TopologyError::EmptyLayer { layer: 0 }),
             events: VecDeque::new(),
+            sync_limit: SyncLimit::new(),
         };
         node.handle_timeout(now);
         Ok(node)
     }
 
     /// A datagram from `from` arrived at the gossip socket.
-    pub fn handle_datagram(&mut self, now: Duration, _from: SocketAddr, bytes: &[u8]) {
+    pub fn handle_datagram(&mut self, now: Duration, from: SocketAddr, bytes: &[u8]) {
         self.shared.borrow_mut().stats.datagrams += 1;
         match bytes.split_first() {
             _ if bytes.len() > MAX_DATAGRAM => self.malformed(),
@@ -339,6 +398,9 @@ impl Gossip {
                 }
                 self.out = out;
                 self.settle(now);
+            }
+            Some((&KIND_SYNC, _)) if !self.sync_limit.allow(from.ip(), now) => {
+                self.shared.borrow_mut().stats.sync_limited += 1;
             }
             Some((&KIND_SYNC, body)) => match wire::parse_sync(body) {
                 Ok(items) => {
@@ -554,5 +616,30 @@ impl Gossip {
         let _ = self.swim.leave_cluster(&mut out);
         self.out = out;
         self.settle(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_floods_are_bounded_per_source_and_overall() {
+        let mut limit = SyncLimit::new();
+        let a: std::net::IpAddr = [198, 18, 0, 1].into();
+        let t0 = Duration::from_secs(100);
+        let allowed = (0..100).filter(|_| limit.allow(a, t0)).count();
+        assert_eq!(allowed, SYNC_BURST as usize);
+        // A quarter of a second later: one more token.
+        assert!(limit.allow(a, t0 + Duration::from_millis(250)));
+        assert!(!limit.allow(a, t0 + Duration::from_millis(250)));
+        // Many sources: the overall bucket caps them together.
+        let mut limit = SyncLimit::new();
+        let mut total = 0;
+        for i in 0..200u32 {
+            let ip: std::net::IpAddr = std::net::Ipv4Addr::from(0x0a00_0000 + i).into();
+            total += (0..SYNC_BURST).filter(|_| limit.allow(ip, t0)).count();
+        }
+        assert_eq!(total as u32, SYNC_GLOBAL_BURST);
     }
 }

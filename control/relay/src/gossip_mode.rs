@@ -108,6 +108,11 @@ pub struct GossipDriver {
     overlap_until: Option<Instant>,
     version: u64,
     last_hash: Option<[u8; 32]>,
+    /// The neighbours last handed to the cores.
+    links: Vec<NodeId>,
+    /// Through the overlap, the previous epoch's neighbours stay linked too: packets made
+    /// under the previous epoch's topology still travel its links.
+    overlap_links: Vec<NodeId>,
     buf: Vec<u8>,
     pending: VecDeque<(SocketAddr, Vec<u8>)>,
 }
@@ -174,6 +179,8 @@ impl GossipDriver {
             overlap_until: None,
             version,
             last_hash: None,
+            links: Vec::new(),
+            overlap_links: Vec::new(),
             buf: vec![0; 2048],
             pending: VecDeque::new(),
         })
@@ -296,6 +303,7 @@ impl GossipDriver {
                     }
                     update.keys = Some((self.epoch, self.node_keys()));
                     update.notes.push(format!("epoch {} began", self.epoch.0));
+                    self.overlap_links = self.links.clone();
                     self.last_hash = None;
                 }
                 Err(e) => update.notes.push(format!("epoch change: {e}")),
@@ -304,6 +312,9 @@ impl GossipDriver {
         if self.overlap_until.is_some_and(|t| Instant::now() >= t) {
             self.overlap_until = None;
             self.previous = None;
+            self.overlap_links.clear();
+            // The links shrink to this epoch's topology.
+            self.last_hash = None;
             update.keys = Some((self.epoch, self.node_keys()));
         }
     }
@@ -325,7 +336,20 @@ impl GossipDriver {
             return;
         }
         self.last_hash = Some(topology.hash());
-        let (neighbours, routes) = links_of(topology, me);
+        let (mut neighbours, mut routes) = links_of(topology, me);
+        for old in &self.overlap_links {
+            if neighbours.iter().any(|n| n.node == *old) {
+                continue;
+            }
+            if let (Some(p), Some(my)) = (topology.find(*old), topology.find(me)) {
+                neighbours.push(Neighbour {
+                    node: p.node,
+                    addr: p.packet_addr,
+                });
+                routes.push(loop_route(topology, p, my));
+            }
+        }
+        self.links = neighbours.iter().map(|n| n.node).collect();
         update.reports.push(format!(
             "topology {} nodes {} links {} epoch {}",
             hex(&topology.hash()),
@@ -340,12 +364,11 @@ impl GossipDriver {
         let Some(listener) = &self.admin else {
             return;
         };
+        // Every waiting connection (the listener is edge-triggered). Each is answered at
+        // once, with a 200 ms limit on reading its request: the endpoint is local.
         let mut streams = Vec::new();
         while let Ok((stream, _)) = listener.accept() {
             streams.push(stream);
-            if streams.len() >= 16 {
-                break;
-            }
         }
         for stream in streams {
             let _ = self.answer(stream, metrics);
@@ -426,6 +449,7 @@ impl GossipDriver {
             ("pb_gossip_datagrams_total".to_owned(), g.datagrams),
             ("pb_gossip_malformed_total".to_owned(), g.malformed),
             ("pb_gossip_swim_refused_total".to_owned(), g.swim_refused),
+            ("pb_gossip_sync_limited_total".to_owned(), g.sync_limited),
             (
                 "pb_gossip_descriptors_accepted_total".to_owned(),
                 g.descriptors_accepted,
@@ -490,11 +514,6 @@ fn sign(
 /// This node's links in `topology` (the whole next layer) and a loop route per link: the
 /// neighbour, the first node of each following layer, back to this node.
 pub fn links_of(topology: &Topology, me: NodeId) -> (Vec<Neighbour>, Vec<Vec<Hop>>) {
-    let hop = |p: &pb_control::Placed| Hop {
-        node: p.node,
-        public_key: p.sphinx_key,
-        delay: DelayMs(0),
-    };
     let Some(my) = topology.find(me) else {
         return (Vec::new(), Vec::new());
     };
@@ -508,20 +527,38 @@ pub fn links_of(topology: &Topology, me: NodeId) -> (Vec<Neighbour>, Vec<Vec<Hop
         .collect();
     let routes = next
         .iter()
-        .map(|first| {
-            let mut route = vec![hop(first)];
-            let mut layer = (first.layer + 1) % pb_control::LAYERS;
-            while layer != my.layer {
-                if let Some(p) = topology.layer(layer).first() {
-                    route.push(hop(p));
-                }
-                layer = (layer + 1) % pb_control::LAYERS;
-            }
-            route.push(hop(my));
-            route
-        })
+        .map(|first| loop_route(topology, first, my))
         .collect();
     (neighbours, routes)
+}
+
+/// A loop out through `first` and back to `me`: `first`, then the first node of each layer
+/// after `first`'s, up to `me`.
+fn loop_route(
+    topology: &Topology,
+    first: &pb_control::Placed,
+    me: &pb_control::Placed,
+) -> Vec<Hop> {
+    let hop = |p: &pb_control::Placed| Hop {
+        node: p.node,
+        public_key: p.sphinx_key,
+        delay: DelayMs(0),
+    };
+    let mut route = vec![hop(first)];
+    let mut layer = (first.layer + 1) % pb_control::LAYERS;
+    while layer != me.layer {
+        if let Some(p) = topology.layer(layer).first() {
+            route.push(hop(p));
+        }
+        layer = (layer + 1) % pb_control::LAYERS;
+    }
+    route.push(hop(me));
+    if route.len() > pb_sphinx::MAX_HOPS {
+        // `first` is in this node's own layer (an overlap link): no loop fits, only link
+        // cover (a one-hop route).
+        route.truncate(1);
+    }
+    route
 }
 
 fn hex(bytes: &[u8]) -> String {

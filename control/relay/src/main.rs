@@ -699,6 +699,25 @@ fn dataplane_metrics(shared: &Shared) -> gossip_mode::Metrics {
             sum(&|r| r.stats.dropped_link_full),
         ),
     ];
+    // Per link (by index in this relay's current links): slots and loops.
+    for r in &reports {
+        for (i, l) in r.links.iter().enumerate() {
+            if !r.owned.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            let loops = pb_pipeline::CoverSource::loop_stats(&shared.cover, i);
+            for (name, value) in [
+                ("pb_link_sent_total", l.real + l.cover),
+                ("pb_link_real_sent_total", l.real),
+                ("pb_link_slots_missed_total", l.missed),
+                ("pb_link_loops_sent_total", loops.sent),
+                ("pb_link_loops_returned_total", loops.returned),
+                ("pb_link_loops_lost_total", loops.lost),
+            ] {
+                m.push((format!("{name}{{link=\"{i}\"}}"), value));
+            }
+        }
+    }
     for (i, reason) in DropReason::ALL.iter().enumerate() {
         let name = drop_name(*reason).trim_start_matches("dropped_");
         m.push((

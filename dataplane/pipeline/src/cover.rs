@@ -156,7 +156,8 @@ impl CoverSource for LoopCover {
         };
         let seed = self.next_seed();
         let route = &self.routes[link];
-        let is_loop = self.loop_interval != u64::MAX && now >= next_loop;
+        // A one-hop route has no way back: link cover only.
+        let is_loop = self.loop_interval != u64::MAX && now >= next_loop && route.len() >= 2;
         let built = if is_loop {
             let Ok(token) = self.monitor.send(link, now) else {
                 return false;
