@@ -303,11 +303,6 @@ impl IdentityKeyPair {
         }
     }
 
-    /// The seed, for writing the key file.
-    pub fn seed(&self) -> &[u8; 32] {
-        &self.seed
-    }
-
     /// The public identity key.
     pub fn public(&self) -> IdentityKey {
         let mut key = [0u8; 32];

@@ -123,6 +123,31 @@ pub struct GossipStats {
     pub descriptors_accepted: u64,
     /// Sync datagrams dropped unread: their source, or everyone together, sent too many.
     pub sync_limited: u64,
+    /// Directory pushes not sent: the destination had one recently, or the push budget
+    /// was spent (a forged announce must not turn a relay into an amplifier).
+    pub pushes_limited: u64,
+    /// Datagrams dropped because the outgoing queue was full.
+    pub transmit_dropped: u64,
+}
+
+/// Most datagrams waiting to be sent.
+const MAX_TRANSMIT: usize = 4096;
+/// Most membership events kept for [`Gossip::poll_event`].
+const MAX_EVENTS: usize = 1024;
+/// Directory pushes at once, and per second after that, over all destinations.
+const PUSH_BURST: u32 = 64;
+const PUSH_PER_SECOND: u32 = 8;
+/// Destinations remembered for the once-per-resync push rule.
+const PUSH_DESTINATIONS: usize = 4096;
+
+/// Refills a token bucket `(tokens, last refill)` at `rate` per second up to `burst`.
+fn refill(bucket: &mut (u32, Duration), now: Duration, burst: u32, rate: u32) {
+    let elapsed = now.saturating_sub(bucket.1);
+    let add = (elapsed.as_millis() * u128::from(rate) / 1000) as u64;
+    if add > 0 {
+        bucket.0 = (u64::from(bucket.0) + add).min(u64::from(burst)) as u32;
+        bucket.1 = now;
+    }
 }
 
 /// Token buckets for sync datagrams (each costs up to seven signature checks): per source
@@ -138,7 +163,7 @@ const SYNC_PER_SECOND: u32 = 4;
 /// All sources together.
 const SYNC_GLOBAL_BURST: u32 = 2048;
 const SYNC_GLOBAL_PER_SECOND: u32 = 512;
-/// Sources remembered; past this the oldest-refilled are forgotten (they start full again).
+/// Sources remembered; past this, those whose bucket would be full again are forgotten.
 const SYNC_SOURCES: usize = 4096;
 
 impl SyncLimit {
@@ -150,18 +175,24 @@ impl SyncLimit {
     }
 
     /// Takes a token for `source` at `now`, refilling first; `false` when either bucket is
-    /// empty.
+    /// empty. IPv6 sources count by /64 (one host holds a whole /64).
     fn allow(&mut self, source: std::net::IpAddr, now: Duration) -> bool {
-        fn refill(bucket: &mut (u32, Duration), now: Duration, burst: u32, rate: u32) {
-            let elapsed = now.saturating_sub(bucket.1);
-            let add = (elapsed.as_millis() * u128::from(rate) / 1000) as u64;
-            if add > 0 {
-                bucket.0 = (u64::from(bucket.0) + add).min(u64::from(burst)) as u32;
-                bucket.1 = now;
+        let source = match source {
+            std::net::IpAddr::V6(v6) => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                std::net::IpAddr::V6(o.into())
             }
-        }
+            v4 => v4,
+        };
         if self.sources.len() >= SYNC_SOURCES && !self.sources.contains_key(&source) {
-            self.sources.clear();
+            // Forget the sources whose bucket would be full again anyway.
+            let full_after = Duration::from_secs(u64::from(SYNC_BURST / SYNC_PER_SECOND) + 1);
+            self.sources
+                .retain(|_, (_, last)| now.saturating_sub(*last) < full_after);
+            if self.sources.len() >= SYNC_SOURCES {
+                return false;
+            }
         }
         let entry = self.sources.entry(source).or_insert((SYNC_BURST, now));
         refill(entry, now, SYNC_BURST, SYNC_PER_SECOND);
@@ -307,6 +338,10 @@ pub struct Gossip {
     topology: Result<Topology, TopologyError>,
     events: VecDeque<Event>,
     sync_limit: SyncLimit,
+    /// When each destination last got a directory push.
+    pushed: std::collections::HashMap<SocketAddr, Duration>,
+    push_budget: (u32, Duration),
+    now: Duration,
 }
 
 impl core::fmt::Debug for Gossip {
@@ -381,6 +416,9 @@ impl Gossip {
             topology: Err(TopologyError::EmptyLayer { layer: 0 }),
             events: VecDeque::new(),
             sync_limit: SyncLimit::new(),
+            pushed: std::collections::HashMap::new(),
+            push_budget: (PUSH_BURST, now),
+            now,
         };
         node.handle_timeout(now);
         Ok(node)
@@ -388,6 +426,7 @@ impl Gossip {
 
     /// A datagram from `from` arrived at the gossip socket.
     pub fn handle_datagram(&mut self, now: Duration, from: SocketAddr, bytes: &[u8]) {
+        self.now = now;
         self.shared.borrow_mut().stats.datagrams += 1;
         match bytes.split_first() {
             _ if bytes.len() > MAX_DATAGRAM => self.malformed(),
@@ -425,6 +464,7 @@ impl Gossip {
 
     /// Runs what is due at `now`.
     pub fn handle_timeout(&mut self, now: Duration) {
+        self.now = now;
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 > now {
                 break;
@@ -503,8 +543,9 @@ impl Gossip {
 
     /// Files what the last foca call produced.
     fn settle(&mut self, now: Duration) {
-        for (peer, bytes) in self.out.sends.drain(..) {
-            self.transmit.push_back((peer.addr, bytes));
+        let sends: Vec<_> = self.out.sends.drain(..).collect();
+        for (peer, bytes) in sends {
+            self.queue(peer.addr, bytes);
         }
         for (after, timer) in self.out.timers.drain(..) {
             self.sequence += 1;
@@ -515,12 +556,14 @@ impl Gossip {
             match note {
                 OwnedNotification::MemberUp(peer) => {
                     self.shared.borrow_mut().dirty = true;
-                    self.events.push_back(Event::MemberUp(peer.addr));
+                    self.event(Event::MemberUp(peer.addr));
                     self.push_directory(peer.addr);
                 }
                 OwnedNotification::MemberDown(peer) => {
                     self.shared.borrow_mut().dirty = true;
-                    self.events.push_back(Event::MemberDown(peer.addr));
+                    self.event(Event::MemberDown(peer.addr));
+                    // When it comes back (a restart), it gets a push at once.
+                    self.pushed.remove(&peer.addr);
                 }
                 OwnedNotification::Rename(..) | OwnedNotification::Rejoin(_) => {
                     self.shared.borrow_mut().dirty = true;
@@ -531,11 +574,51 @@ impl Gossip {
         }
     }
 
-    /// Sends every descriptor held to `to`.
+    /// Queues a datagram, unless the queue is full (then it is dropped and counted).
+    fn queue(&mut self, to: SocketAddr, bytes: Vec<u8>) {
+        if self.transmit.len() >= MAX_TRANSMIT {
+            self.shared.borrow_mut().stats.transmit_dropped += 1;
+            return;
+        }
+        self.transmit.push_back((to, bytes));
+    }
+
+    fn event(&mut self, event: Event) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+
+    /// Sends every descriptor held to `to`: at most once per resync period per destination,
+    /// and within an overall budget (an unauthenticated announce can name any address).
     fn push_directory(&mut self, to: SocketAddr) {
-        let shared = self.shared.borrow();
-        for datagram in wire::sync_datagrams(shared.directory.iter().map(SignedDescriptor::bytes)) {
-            self.transmit.push_back((to, datagram));
+        let now = self.now;
+        let recent = self
+            .pushed
+            .get(&to)
+            .is_some_and(|at| now.saturating_sub(*at) < self.config.resync_every);
+        refill(&mut self.push_budget, now, PUSH_BURST, PUSH_PER_SECOND);
+        if recent || self.push_budget.0 == 0 {
+            self.shared.borrow_mut().stats.pushes_limited += 1;
+            return;
+        }
+        if self.pushed.len() >= PUSH_DESTINATIONS {
+            let period = self.config.resync_every;
+            self.pushed.retain(|_, at| now.saturating_sub(*at) < period);
+            if self.pushed.len() >= PUSH_DESTINATIONS {
+                self.shared.borrow_mut().stats.pushes_limited += 1;
+                return;
+            }
+        }
+        self.push_budget.0 -= 1;
+        self.pushed.insert(to, now);
+        let datagrams = {
+            let shared = self.shared.borrow();
+            wire::sync_datagrams(shared.directory.iter().map(SignedDescriptor::bytes))
+        };
+        for datagram in datagrams {
+            self.queue(to, datagram);
         }
     }
 
@@ -603,6 +686,11 @@ impl Gossip {
     /// Descriptor refusals for `reason`.
     pub fn rejected(&self, reason: Invalid) -> u64 {
         self.shared.borrow().directory.rejected(reason)
+    }
+
+    /// Identities seen signing two different descriptors with one version.
+    pub fn equivocations(&self) -> u64 {
+        self.shared.borrow().directory.equivocations()
     }
 
     /// Descriptors held.

@@ -452,6 +452,12 @@ impl RelayConfig {
                     return Err(bad("gossip.advertise", "needs an address and a port"));
                 }
                 let admin = g.admin.map(|a| address("gossip.admin", &a)).transpose()?;
+                if admin.is_some_and(|a| !a.ip().is_loopback()) {
+                    return Err(bad(
+                        "gossip.admin",
+                        "must be a loopback address: the endpoint has no authentication",
+                    ));
+                }
                 Some(GossipSettings {
                     bind,
                     seeds,

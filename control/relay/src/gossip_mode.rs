@@ -26,14 +26,20 @@ use pb_sphinx::{DelayMs, Epoch, EpochKey, Format, Hop, NodeId, NodeKeys};
 use crate::config::GossipSettings;
 
 const GOSSIP: Token = Token(0);
+/// Gossip datagrams handled per turn at most.
+const MAX_DATAGRAMS_PER_TURN: usize = 256;
 const ADMIN: Token = Token(1);
 
 /// Reads an identity key file: the 32-byte Ed25519 seed in hex, one line.
 pub fn read_identity(path: &Path) -> anyhow::Result<IdentityKeyPair> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read identity file {}", path.display()))?;
-    let seed = crate::config::hex::<32>("identity file", text.trim())
-        .map_err(|_| anyhow!("identity file {}: expected 64 hex digits", path.display()))?;
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read identity file {}", path.display()))?,
+    );
+    let seed = zeroize::Zeroizing::new(
+        crate::config::hex::<32>("identity file", text.trim())
+            .map_err(|_| anyhow!("identity file {}: expected 64 hex digits", path.display()))?,
+    );
     Ok(IdentityKeyPair::from_seed(&seed))
 }
 
@@ -221,8 +227,9 @@ impl GossipDriver {
             admin_ready |= event.token() == ADMIN;
         }
         let now = self.origin.elapsed();
-        // Every datagram waiting (the socket is edge-triggered: drain it).
-        loop {
+        // The datagrams waiting, at most a bounded number per turn so that a flood cannot
+        // hold back timers and acks (the socket is read again next turn, within `wait`).
+        for _ in 0..MAX_DATAGRAMS_PER_TURN {
             match self.socket.recv_from(&mut self.buf) {
                 Ok((len, from)) => {
                     let bytes = &self.buf[..len];
@@ -233,6 +240,13 @@ impl GossipDriver {
             }
         }
         self.gossip.handle_timeout(now);
+        while let Some(event) = self.gossip.poll_event() {
+            // Relay addresses are public (they are in every descriptor); no user appears here.
+            update.notes.push(match event {
+                pb_control::Event::MemberUp(addr) => format!("gossip: member {addr} up"),
+                pb_control::Event::MemberDown(addr) => format!("gossip: member {addr} down"),
+            });
+        }
         self.epoch_clock(&mut update);
         self.flush();
         self.topology_changed(&mut update);
@@ -384,9 +398,11 @@ impl GossipDriver {
     ) -> std::io::Result<()> {
         stream.set_nonblocking(false)?;
         stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+        stream.set_write_timeout(Some(Duration::from_millis(500)))?;
+        let deadline = Instant::now() + Duration::from_millis(500);
         let mut request = [0u8; 1024];
         let mut len = 0;
-        while len < request.len() {
+        while len < request.len() && Instant::now() < deadline {
             let n = stream.read(&mut request[len..])?;
             if n == 0 {
                 break;
@@ -450,6 +466,18 @@ impl GossipDriver {
             ("pb_gossip_malformed_total".to_owned(), g.malformed),
             ("pb_gossip_swim_refused_total".to_owned(), g.swim_refused),
             ("pb_gossip_sync_limited_total".to_owned(), g.sync_limited),
+            (
+                "pb_gossip_pushes_limited_total".to_owned(),
+                g.pushes_limited,
+            ),
+            (
+                "pb_gossip_transmit_dropped_total".to_owned(),
+                g.transmit_dropped,
+            ),
+            (
+                "pb_gossip_equivocations_total".to_owned(),
+                self.gossip.equivocations(),
+            ),
             (
                 "pb_gossip_descriptors_accepted_total".to_owned(),
                 g.descriptors_accepted,

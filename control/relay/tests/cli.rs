@@ -304,6 +304,11 @@ fn gossip_mode_mistakes_are_one_line_each() {
         ),
         (
             gossip("", "identity.key", "127.0.0.1:47999")
+                .replace("[gossip]\n", "[gossip]\nadmin = \"198.18.0.1:9100\"\n"),
+            "gossip.admin: must be a loopback address",
+        ),
+        (
+            gossip("", "identity.key", "127.0.0.1:47999")
                 .replace("role = \"mix\"", "role = \"boss\""),
             "gossip.role",
         ),
