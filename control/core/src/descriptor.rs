@@ -6,7 +6,7 @@
 //! Not here: whether a descriptor is current enough or newer than one already known (that is
 //! the [`crate::Directory`]'s), or which layer a node is in (the [`crate::Topology`]'s).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use pb_sphinx::{Epoch, NodeId};
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
@@ -20,8 +20,7 @@ const SIGNING_CONTEXT: &[u8] = b"PhantomBand descriptor v1\0";
 pub const MAX_TRANSPORTS: usize = 8;
 /// The longest descriptor on the wire: both addresses IPv6 and every transport listed.
 pub const MAX_DESCRIPTOR_LEN: usize =
-    4 + 32 + 8 + 1 + 4 + 32 + 32 + 2 * ADDR6_LEN + 1 + MAX_TRANSPORTS + SIGNATURE_LEN;
-const ADDR6_LEN: usize = 1 + 16 + 2;
+    4 + 32 + 8 + 1 + 4 + 32 + 32 + 2 * crate::addr::MAX_LEN + 1 + MAX_TRANSPORTS + SIGNATURE_LEN;
 const SIGNATURE_LEN: usize = 64;
 
 /// A node's role in the network.
@@ -167,17 +166,7 @@ impl Descriptor {
         out.extend_from_slice(&self.sphinx_current);
         out.extend_from_slice(&self.sphinx_next);
         for addr in [self.packet_addr, self.gossip_addr] {
-            match addr.ip() {
-                IpAddr::V4(ip) => {
-                    out.push(4);
-                    out.extend_from_slice(&ip.octets());
-                }
-                IpAddr::V6(ip) => {
-                    out.push(6);
-                    out.extend_from_slice(&ip.octets());
-                }
-            }
-            out.extend_from_slice(&addr.port().to_be_bytes());
+            crate::addr::put(&mut out, addr);
         }
         out.push(self.transports.len() as u8);
         out.extend(self.transports.iter().map(|t| t.code()));
@@ -429,13 +418,10 @@ impl Reader<'_> {
     }
 
     fn addr(&mut self) -> Result<SocketAddr, Invalid> {
-        let ip = match self.byte()? {
-            4 => IpAddr::V4(Ipv4Addr::from(self.take::<4>()?)),
-            6 => IpAddr::V6(Ipv6Addr::from(self.take::<16>()?)),
-            _ => return Err(Invalid::Malformed("unknown address family")),
-        };
-        let port = u16::from_be_bytes(self.take::<2>()?);
-        let addr = SocketAddr::new(ip, port);
+        let addr = crate::addr::get(&mut self.0).map_err(|e| match e {
+            crate::addr::BadAddr::Truncated => Invalid::Malformed("truncated"),
+            crate::addr::BadAddr::UnknownFamily => Invalid::Malformed("unknown address family"),
+        })?;
         check_addr(addr)?;
         Ok(addr)
     }

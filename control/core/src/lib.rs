@@ -17,6 +17,7 @@
 //! an argument), the admin endpoint.
 #![forbid(unsafe_code)]
 
+mod addr;
 pub mod descriptor;
 mod directory;
 mod gossip;

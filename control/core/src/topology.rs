@@ -3,7 +3,7 @@
 //! [`MIX_LAYERS`] layers in an order drawn from the epoch's randomness, exits in the last
 //! layer. Its [`hash`](Topology::hash) lets nodes, tests and operators compare views.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use pb_sphinx::{Epoch, NodeId};
 
@@ -162,11 +162,11 @@ fn digest(epoch: Epoch, layers: &[Vec<Placed>]) -> [u8; 32] {
                 Role::Exit => 2,
             }]);
             h.update(&p.sphinx_key);
-            match p.packet_addr.ip() {
-                IpAddr::V4(ip) => h.update(&[4]).update(&ip.octets()),
-                IpAddr::V6(ip) => h.update(&[6]).update(&ip.octets()),
-            };
-            h.update(&p.packet_addr.port().to_be_bytes());
+            let mut addr = [0u8; crate::addr::MAX_LEN];
+            let mut room = &mut addr[..];
+            crate::addr::put(&mut room, p.packet_addr);
+            let written = crate::addr::MAX_LEN - room.len();
+            h.update(&addr[..written]);
         }
     }
     *h.finalize().as_bytes()

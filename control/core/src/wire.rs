@@ -3,12 +3,12 @@
 //! pushed directly to a peer). Every read is bounds-checked; bad input is an error, never a
 //! panic. The layout is in docs/spec/descriptor.md.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use bytes::{Buf, BufMut};
 use foca::{Codec, Header, Member, Message, State};
 
-use crate::descriptor::MAX_DESCRIPTOR_LEN;
+use crate::{addr, descriptor::MAX_DESCRIPTOR_LEN};
 
 /// The largest gossip datagram sent or accepted.
 pub const MAX_DATAGRAM: usize = 1400;
@@ -60,84 +60,55 @@ pub enum WireError {
     TooLong,
 }
 
-const PEER_MAX: usize = 1 + 16 + 2 + 4;
-
 fn peer_len(peer: &Peer) -> usize {
-    match peer.addr {
-        SocketAddr::V4(_) => 1 + 4 + 2 + 4,
-        SocketAddr::V6(_) => PEER_MAX,
-    }
+    addr::encoded_len(peer.addr) + 4
 }
 
 fn put_peer(buf: &mut impl BufMut, peer: &Peer) {
-    match peer.addr.ip() {
-        IpAddr::V4(ip) => {
-            buf.put_u8(4);
-            buf.put_slice(&ip.octets());
-        }
-        IpAddr::V6(ip) => {
-            buf.put_u8(6);
-            buf.put_slice(&ip.octets());
-        }
-    }
-    buf.put_u16(peer.addr.port());
+    addr::put(buf, peer.addr);
     buf.put_u32(peer.bump);
 }
 
 fn get_peer(buf: &mut impl Buf) -> Result<Peer, WireError> {
-    let ip = match buf.try_get_u8().map_err(|_| WireError::Truncated)? {
-        4 => {
-            let mut o = [0u8; 4];
-            buf.try_copy_to_slice(&mut o)
-                .map_err(|_| WireError::Truncated)?;
-            IpAddr::V4(Ipv4Addr::from(o))
-        }
-        6 => {
-            let mut o = [0u8; 16];
-            buf.try_copy_to_slice(&mut o)
-                .map_err(|_| WireError::Truncated)?;
-            IpAddr::V6(Ipv6Addr::from(o))
-        }
-        _ => return Err(WireError::UnknownCode("address family")),
-    };
-    let port = buf.try_get_u16().map_err(|_| WireError::Truncated)?;
+    let addr = addr::get(buf).map_err(|e| match e {
+        addr::BadAddr::Truncated => WireError::Truncated,
+        addr::BadAddr::UnknownFamily => WireError::UnknownCode("address family"),
+    })?;
     let bump = buf.try_get_u32().map_err(|_| WireError::Truncated)?;
-    Ok(Peer {
-        addr: SocketAddr::new(ip, port),
-        bump,
-    })
+    Ok(Peer { addr, bump })
 }
 
 /// foca's codec: headers and membership updates in a fixed big-endian layout.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SwimCodec;
 
-fn message_code(message: &Message<Peer>) -> (u8, Option<(&Peer, u8)>) {
+/// A message's code, the peer it names (2-5) and its probe number (0-5), written in that
+/// order.
+fn message_parts(message: &Message<Peer>) -> (u8, Option<&Peer>, Option<u8>) {
     match message {
-        // Ping and Ack carry a probe number and no peer (written by `encode_header`).
-        Message::Ping(_) => (0, None),
-        Message::Ack(_) => (1, None),
+        Message::Ping(n) => (0, None, Some(*n)),
+        Message::Ack(n) => (1, None, Some(*n)),
         Message::PingReq {
             target,
             probe_number,
-        } => (2, Some((target, *probe_number))),
+        } => (2, Some(target), Some(*probe_number)),
         Message::IndirectPing {
             origin,
             probe_number,
-        } => (3, Some((origin, *probe_number))),
+        } => (3, Some(origin), Some(*probe_number)),
         Message::IndirectAck {
             target,
             probe_number,
-        } => (4, Some((target, *probe_number))),
+        } => (4, Some(target), Some(*probe_number)),
         Message::ForwardedAck {
             origin,
             probe_number,
-        } => (5, Some((origin, *probe_number))),
-        Message::Announce => (6, None),
-        Message::Feed => (7, None),
-        Message::Gossip => (8, None),
-        Message::Broadcast => (9, None),
-        Message::TurnUndead => (10, None),
+        } => (5, Some(origin), Some(*probe_number)),
+        Message::Announce => (6, None, None),
+        Message::Feed => (7, None, None),
+        Message::Gossip => (8, None, None),
+        Message::Broadcast => (9, None, None),
+        Message::TurnUndead => (10, None, None),
     }
 }
 
@@ -149,17 +120,13 @@ impl Codec<Peer> for SwimCodec {
         header: &Header<Peer>,
         mut buf: impl BufMut,
     ) -> Result<(), WireError> {
-        let (code, with_peer) = message_code(&header.message);
-        let probe = match header.message {
-            Message::Ping(n) | Message::Ack(n) => Some(n),
-            _ => None,
-        };
+        let (code, peer, probe) = message_parts(&header.message);
         let len = peer_len(&header.src)
             + peer_len(&header.dst)
             + 2
             + 1
-            + probe.map_or(0, |_| 1)
-            + with_peer.map_or(0, |(p, _)| peer_len(p) + 1);
+            + peer.map_or(0, peer_len)
+            + probe.map_or(0, |_| 1);
         // Check first, write after: a BufMut panics when it runs out of room.
         if buf.remaining_mut() < len {
             return Err(WireError::NoRoom);
@@ -168,11 +135,10 @@ impl Codec<Peer> for SwimCodec {
         put_peer(&mut buf, &header.dst);
         buf.put_u16(header.src_incarnation);
         buf.put_u8(code);
-        if let Some(n) = probe {
-            buf.put_u8(n);
-        }
-        if let Some((peer, n)) = with_peer {
+        if let Some(peer) = peer {
             put_peer(&mut buf, peer);
+        }
+        if let Some(n) = probe {
             buf.put_u8(n);
         }
         Ok(())

@@ -351,11 +351,12 @@ impl GossipDriver {
         }
         self.last_hash = Some(topology.hash());
         let (mut neighbours, mut routes) = links_of(topology, me);
+        let my = topology.find(me);
         for old in &self.overlap_links {
             if neighbours.iter().any(|n| n.node == *old) {
                 continue;
             }
-            if let (Some(p), Some(my)) = (topology.find(*old), topology.find(me)) {
+            if let (Some(p), Some(my)) = (topology.find(*old), my) {
                 neighbours.push(Neighbour {
                     node: p.node,
                     addr: p.packet_addr,

@@ -210,39 +210,57 @@ impl Loaded {
     }
 }
 
-/// The keys every core processes with; cores pick up a new generation between turns and
-/// say so in `adopted`.
-struct KeyBox {
+/// A value the main thread publishes to every core: a core compares the generation (one
+/// atomic load per turn) and takes the lock only when it moved on.
+struct Published<T> {
     generation: AtomicU64,
-    keys: Mutex<NodeKeys>,
-    /// The generation each core processes with.
+    value: Mutex<T>,
+}
+
+impl<T: Clone> Published<T> {
+    fn new(value: T) -> Self {
+        Self {
+            generation: AtomicU64::new(0),
+            value: Mutex::new(value),
+        }
+    }
+
+    /// The current generation, without the lock.
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The value and its generation (read together under the lock).
+    fn get(&self) -> (u64, T) {
+        let value = self
+            .value
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (self.generation(), value.clone())
+    }
+
+    /// Replaces the value; the generation moves on under the same lock.
+    fn set(&self, value: T) {
+        let mut current = self
+            .value
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *current = value;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// The keys every core processes with, and the generation each core has taken.
+struct KeyBox {
+    keys: Published<NodeKeys>,
     adopted: Vec<AtomicU64>,
 }
 
 impl KeyBox {
-    /// The keys and their generation (read together under the lock).
-    fn get(&self) -> (u64, NodeKeys) {
-        let keys = self
-            .keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        (self.generation.load(Ordering::Acquire), keys.clone())
-    }
-
-    /// Replaces the keys; the generation moves on under the same lock.
-    fn set(&self, keys: NodeKeys) {
-        let mut current = self
-            .keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *current = keys;
-        self.generation.fetch_add(1, Ordering::AcqRel);
-    }
-
     /// Waits until every core processes with the current generation (or `timeout`).
     fn wait_adopted(&self, timeout: Duration) -> bool {
         let start = Instant::now();
-        let want = self.generation.load(Ordering::Acquire);
+        let want = self.keys.generation();
         while self
             .adopted
             .iter()
@@ -257,37 +275,12 @@ impl KeyBox {
     }
 }
 
-/// The links every core uses; cores pick up a new generation between turns.
-struct LinkBox {
-    generation: AtomicU64,
-    neighbours: Mutex<Vec<Neighbour>>,
-}
-
-impl LinkBox {
-    fn get(&self) -> (u64, Vec<Neighbour>) {
-        let n = self
-            .neighbours
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        (self.generation.load(Ordering::Acquire), n.clone())
-    }
-
-    fn set(&self, neighbours: Vec<Neighbour>) {
-        let mut n = self
-            .neighbours
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *n = neighbours;
-        self.generation.fetch_add(1, Ordering::AcqRel);
-    }
-}
-
 /// What the cores share.
 struct Shared {
     pipeline: PipelineConfig,
     keys: KeyBox,
     /// The links (gossip mode: they follow the topology).
-    links: LinkBox,
+    links: Published<Vec<Neighbour>>,
     /// Each core's counters, refreshed every second (for the admin endpoint).
     snapshots: Mutex<Vec<Option<CoreReport>>>,
     replay: SharedReplayFilter,
@@ -435,14 +428,10 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
         handoff: Arc::new(Handoff::new(cores, config.mix.link_queue.min(4096))),
         pipeline,
         keys: KeyBox {
-            generation: AtomicU64::new(0),
-            keys: Mutex::new(keys),
+            keys: Published::new(keys),
             adopted: (0..cores).map(|_| AtomicU64::new(0)).collect(),
         },
-        links: LinkBox {
-            generation: AtomicU64::new(0),
-            neighbours: Mutex::new(neighbours.clone()),
-        },
+        links: Published::new(neighbours.clone()),
         snapshots: Mutex::new(vec![None; cores]),
         replay,
         cover,
@@ -630,11 +619,9 @@ fn apply(update: gossip_mode::Update, shared: &Shared) {
     }
     if let Some((epoch, keys)) = update.keys {
         shared.replay.prepare(epoch);
-        shared.keys.set(keys);
+        shared.keys.keys.set(keys);
     }
-    if let Some((epoch, neighbours, routes)) = update.links {
-        let mut neighbours = neighbours;
-        let mut routes = routes;
+    if let Some((epoch, mut neighbours, mut routes)) = update.links {
         neighbours.truncate(MAX_LINKS);
         routes.truncate(MAX_LINKS);
         shared.cover.set_routes(epoch, routes, true);
@@ -751,7 +738,7 @@ fn rotate(running: &mut Running, shared: &Shared) -> anyhow::Result<String> {
     // The table first, so that no core holding the new key finds none for its packets;
     // a core still on the old keys for a turn drops the new epoch's packets as future.
     shared.replay.prepare(next);
-    shared.keys.set(NodeKeys {
+    shared.keys.keys.set(NodeKeys {
         current: loaded.key.clone(),
         previous: Some(running.key.clone()),
         format: Some(running.format),
@@ -784,7 +771,7 @@ fn run_core<I: PacketIo>(
         pb_io::cpu::pin_current_thread(*cpu).with_context(|| format!("io.cpus: CPU {cpu}"))?;
     }
     let now = || (shared.clock)();
-    let (mut generation, keys) = shared.keys.get();
+    let (mut generation, keys) = shared.keys.keys.get();
     let mut pipeline = Pipeline::new(
         io,
         &shared.pipeline,
@@ -805,13 +792,13 @@ fn run_core<I: PacketIo>(
     let mut snapshot_at = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         // New keys or links: an atomic load per turn; the lock only when they changed.
-        if shared.keys.generation.load(Ordering::Acquire) != generation {
-            let (g, keys) = shared.keys.get();
+        if shared.keys.keys.generation() != generation {
+            let (g, keys) = shared.keys.keys.get();
             pipeline.set_keys(keys);
             generation = g;
             shared.keys.adopted[core].store(g, Ordering::Release);
         }
-        if shared.links.generation.load(Ordering::Acquire) != links_generation {
+        if shared.links.generation() != links_generation {
             let (g, neighbours) = shared.links.get();
             let owner = Handoff::round_robin(neighbours.len(), cores);
             pipeline.set_neighbours(neighbours, owner, now())?;
