@@ -21,7 +21,8 @@ pub const MAX_TRANSPORTS: usize = 8;
 /// The longest descriptor on the wire: both addresses IPv6 and every transport listed.
 pub const MAX_DESCRIPTOR_LEN: usize =
     4 + 32 + 8 + 1 + 4 + 32 + 32 + 2 * crate::addr::MAX_LEN + 1 + MAX_TRANSPORTS + SIGNATURE_LEN;
-const SIGNATURE_LEN: usize = 64;
+/// Length of an Ed25519 signature.
+pub const SIGNATURE_LEN: usize = 64;
 
 /// A node's role in the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -103,6 +104,13 @@ impl IdentityKey {
         let mut id = [0u8; 16];
         id.copy_from_slice(&hash[..16]);
         NodeId(id)
+    }
+
+    /// Whether `signature` is this key's over `context` followed by `message`.
+    pub fn verify(&self, context: &[u8], message: &[u8], signature: &[u8]) -> bool {
+        UnparsedPublicKey::new(&ED25519, &self.0)
+            .verify(&with_context(context, message), signature)
+            .is_ok()
     }
 }
 
@@ -218,11 +226,16 @@ pub enum Invalid {
     /// A new identity, and the directory already holds its maximum.
     #[error("directory full")]
     DirectoryFull,
+    /// Its gossip or packet address is already claimed by another identity held. The first
+    /// claim stands until it expires, so that a newcomer cannot take over a running relay's
+    /// address (and with it that relay's place in SWIM).
+    #[error("address claimed by another identity")]
+    AddressTaken,
 }
 
 impl Invalid {
     /// Every reason, in counter order.
-    pub const ALL: [Invalid; 8] = [
+    pub const ALL: [Invalid; 9] = [
         Invalid::TooLong,
         Invalid::Oversized(""),
         Invalid::Malformed(""),
@@ -231,6 +244,7 @@ impl Invalid {
         Invalid::FutureEpoch,
         Invalid::OldVersion,
         Invalid::DirectoryFull,
+        Invalid::AddressTaken,
     ];
 
     /// Index into [`Invalid::ALL`] (details ignored).
@@ -244,6 +258,7 @@ impl Invalid {
             Invalid::FutureEpoch => 5,
             Invalid::OldVersion => 6,
             Invalid::DirectoryFull => 7,
+            Invalid::AddressTaken => 8,
         }
     }
 
@@ -258,6 +273,7 @@ impl Invalid {
             Invalid::FutureEpoch => "future_epoch",
             Invalid::OldVersion => "old_version",
             Invalid::DirectoryFull => "directory_full",
+            Invalid::AddressTaken => "address_taken",
         }
     }
 }
@@ -305,20 +321,28 @@ impl IdentityKeyPair {
             return Err(Invalid::BadSignature);
         }
         let mut bytes = descriptor.body()?;
-        let signature = self.pair.sign(&signed_message(&bytes));
-        bytes.extend_from_slice(signature.as_ref());
+        let signature = self.sign_message(SIGNING_CONTEXT, &bytes);
+        bytes.extend_from_slice(&signature);
         Ok(SignedDescriptor {
             descriptor: descriptor.clone(),
             bytes,
         })
     }
+
+    /// Signs `context` followed by `message`. Every kind of signed thing has its own
+    /// context (a string ending in NUL), so that no signature counts as another kind's.
+    pub fn sign_message(&self, context: &[u8], message: &[u8]) -> [u8; SIGNATURE_LEN] {
+        let mut signature = [0u8; SIGNATURE_LEN];
+        signature.copy_from_slice(self.pair.sign(&with_context(context, message)).as_ref());
+        signature
+    }
 }
 
-fn signed_message(body: &[u8]) -> Vec<u8> {
-    let mut message = Vec::with_capacity(SIGNING_CONTEXT.len() + body.len());
-    message.extend_from_slice(SIGNING_CONTEXT);
-    message.extend_from_slice(body);
-    message
+fn with_context(context: &[u8], message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(context.len() + message.len());
+    out.extend_from_slice(context);
+    out.extend_from_slice(message);
+    out
 }
 
 /// A descriptor with its signature: the verified [`Descriptor`] and the exact bytes that were
@@ -391,9 +415,9 @@ impl SignedDescriptor {
         if descriptor.body()? != body {
             return Err(Invalid::Malformed("not in canonical form"));
         }
-        UnparsedPublicKey::new(&ED25519, &identity.0)
-            .verify(&signed_message(body), signature)
-            .map_err(|_| Invalid::BadSignature)?;
+        if !identity.verify(SIGNING_CONTEXT, body, signature) {
+            return Err(Invalid::BadSignature);
+        }
         Ok(Self {
             descriptor,
             bytes: bytes.to_vec(),
@@ -492,7 +516,7 @@ mod tests {
         let count_at = body.len() - 3;
         body[count_at] = 9;
         body.extend_from_slice(&[0; 7]);
-        let sig = pair.pair.sign(&signed_message(&body));
+        let sig = pair.sign_message(SIGNING_CONTEXT, &body);
         body.extend_from_slice(sig.as_ref());
         assert_eq!(
             SignedDescriptor::parse(&body),

@@ -77,7 +77,23 @@ impl Directory {
         if u64::from(d.epoch.0) > u64::from(epoch.0) + 1 {
             return Err(Invalid::FutureEpoch);
         }
-        match self.entries.get(&d.identity) {
+        let held = self.entries.get(&d.identity);
+        if held.is_some_and(|h| h.bytes() == signed.bytes()) {
+            return Ok(Offered::Unchanged);
+        }
+        let claims = |other: &crate::Descriptor| {
+            [other.gossip_addr, other.packet_addr]
+                .iter()
+                .any(|a| *a == d.gossip_addr || *a == d.packet_addr)
+        };
+        if self
+            .entries
+            .iter()
+            .any(|(id, other)| *id != d.identity && claims(other.descriptor()))
+        {
+            return Err(Invalid::AddressTaken);
+        }
+        match held {
             Some(held) if held.bytes() == signed.bytes() => Ok(Offered::Unchanged),
             // Two different descriptors signed with the same version: the relay equivocates
             // (shows different nodes different things). Every node keeps the same one, the
@@ -153,7 +169,10 @@ mod tests {
     use super::*;
     use crate::descriptor::{Descriptor, IdentityKeyPair, Role};
 
+    /// A descriptor of `pair` at addresses of its own (198.18.k.k, k its key's first byte).
     fn signed(pair: &IdentityKeyPair, version: u64, epoch: u32) -> SignedDescriptor {
+        let k = pair.public().0[0];
+        let at = |port| std::net::SocketAddr::new([198, 18, k, k].into(), port);
         pair.sign(&Descriptor {
             identity: pair.public(),
             version,
@@ -161,11 +180,58 @@ mod tests {
             epoch: Epoch(epoch),
             sphinx_current: [1; 32],
             sphinx_next: [2; 32],
-            packet_addr: "198.18.0.1:47470".parse().unwrap(),
-            gossip_addr: "198.18.0.1:47471".parse().unwrap(),
+            packet_addr: at(47470),
+            gossip_addr: at(47471),
             transports: vec![],
         })
         .unwrap()
+    }
+
+    #[test]
+    fn an_address_belongs_to_the_first_identity_that_claims_it() {
+        let a = IdentityKeyPair::from_seed(&[1; 32]);
+        let b = IdentityKeyPair::from_seed(&[2; 32]);
+        let mut dir = Directory::new(10);
+        let held = signed(&a, 1, 5);
+        dir.offer(held.bytes(), Epoch(5)).unwrap();
+        // Another identity claiming either of a's addresses, as either of its own: refused.
+        for (gossip, packet) in [
+            (
+                held.descriptor().gossip_addr,
+                "198.18.9.9:1".parse().unwrap(),
+            ),
+            (
+                "198.18.9.9:1".parse().unwrap(),
+                held.descriptor().gossip_addr,
+            ),
+            (
+                "198.18.9.9:1".parse().unwrap(),
+                held.descriptor().packet_addr,
+            ),
+        ] {
+            let mut squat = signed(&b, 1, 5).descriptor().clone();
+            squat.gossip_addr = gossip;
+            squat.packet_addr = packet;
+            let squat = b.sign(&squat).unwrap();
+            assert_eq!(
+                dir.offer(squat.bytes(), Epoch(5)),
+                Err(Invalid::AddressTaken)
+            );
+        }
+        assert_eq!(dir.rejected(Invalid::AddressTaken), 3);
+        // a itself may keep or move its addresses in a newer version.
+        assert_eq!(
+            dir.offer(signed(&a, 2, 5).bytes(), Epoch(5)),
+            Ok(Offered::Updated)
+        );
+        // Once a's descriptor is gone (expired), the address is free again.
+        dir.expire(Epoch(7));
+        let mut late = signed(&b, 1, 7).descriptor().clone();
+        late.gossip_addr = held.descriptor().gossip_addr;
+        assert_eq!(
+            dir.offer(b.sign(&late).unwrap().bytes(), Epoch(7)),
+            Ok(Offered::New)
+        );
     }
 
     #[test]

@@ -8,9 +8,14 @@
 //! end in the same [`Directory`], which verifies and counts.
 //!
 //! The topology uses the descriptors of live members only: a node SWIM declares down leaves
-//! every view within the failure-detection bound. Membership itself is SWIM's and is not
-//! authenticated (see docs/spec/descriptor.md): a forged member without a valid descriptor
-//! never enters a topology.
+//! every view within the failure-detection bound.
+//!
+//! Every SWIM packet is signed by its sender and carries the sender's descriptor; a packet is
+//! handed to foca only if that descriptor is valid, the signature is its identity's, and the
+//! packet's source is the gossip address the descriptor names (which the directory gives to
+//! one identity only). So nobody speaks for a relay without its identity key. What a relay
+//! says about *other* members (SWIM's piggybacked updates) is still taken on its word; see
+//! docs/spec/descriptor.md for what that leaves open.
 //!
 //! Inputs: [`handle_datagram`](Gossip::handle_datagram), [`handle_timeout`](Gossip::handle_timeout);
 //! outputs: [`poll_transmit`](Gossip::poll_transmit), [`poll_timeout`](Gossip::poll_timeout).
@@ -30,10 +35,10 @@ use pb_sphinx::Epoch;
 use rand::{RngExt as _, SeedableRng as _, rngs::Xoshiro256PlusPlus};
 
 use crate::{
-    descriptor::{IdentityKey, Invalid, SignedDescriptor},
+    descriptor::{IdentityKey, IdentityKeyPair, Invalid, SignedDescriptor},
     directory::{Directory, Offered},
     topology::{Topology, TopologyError},
-    wire::{self, KIND_SWIM, KIND_SYNC, MAX_DATAGRAM, Peer, SwimCodec},
+    wire::{self, KIND_SWIM, KIND_SYNC, MAX_DATAGRAM, Peer, SWIM_OVERHEAD, SwimCodec},
 };
 
 /// Gossip settings.
@@ -41,6 +46,8 @@ use crate::{
 pub struct GossipConfig {
     /// The network's shared seed for the topology's randomness.
     pub network_seed: [u8; 32],
+    /// Gossip addresses to announce to while no member is known.
+    pub seeds: Vec<SocketAddr>,
     /// Most descriptors held.
     pub max_descriptors: usize,
     /// SWIM probe period.
@@ -56,11 +63,12 @@ pub struct GossipConfig {
 }
 
 impl GossipConfig {
-    /// Defaults for a network with seed `network_seed`: 1 s probes, 4 s to refute, 10 s
-    /// resync, 2 s announce retries, 4096 descriptors.
-    pub fn new(network_seed: [u8; 32]) -> Self {
+    /// Defaults for a network with seed `network_seed`, joined through `seeds`: 1 s probes,
+    /// 4 s to refute, 10 s resync, 2 s announce retries, 4096 descriptors.
+    pub fn new(network_seed: [u8; 32], seeds: Vec<SocketAddr>) -> Self {
         Self {
             network_seed,
+            seeds,
             max_descriptors: 4096,
             probe_period: Duration::from_secs(1),
             probe_rtt: Duration::from_millis(500),
@@ -85,7 +93,7 @@ impl GossipConfig {
         c.suspect_to_down_after = self.suspect_to_down_after;
         c.num_indirect_probes = NonZeroUsize::MIN.saturating_add(2);
         c.max_transmissions = NonZeroU8::MIN.saturating_add(9);
-        c.max_packet_size = NonZeroUsize::MIN.saturating_add(MAX_DATAGRAM - 2);
+        c.max_packet_size = NonZeroUsize::MIN.saturating_add(MAX_DATAGRAM - SWIM_OVERHEAD - 1);
         // How a partition heals: a node that learns it was declared down rejoins under a
         // new bump. (foca 2.0 also sends that notice after a refuted suspicion; `Gossip`
         // drops those stale suspicion timers before foca sees them.)
@@ -117,6 +125,11 @@ pub struct GossipStats {
     pub malformed: u64,
     /// SWIM packets foca refused (bad encoding, not for us, from a stale identity...).
     pub swim_refused: u64,
+    /// SWIM packets not from who they say: the sender's descriptor refused, a bad signature,
+    /// or a source other than the gossip address the sender's descriptor names.
+    pub swim_unauthenticated: u64,
+    /// SWIM datagrams dropped unread: their source, or everyone together, sent too many.
+    pub swim_limited: u64,
     /// Descriptors received (both paths), before verification.
     pub descriptors_received: u64,
     /// Descriptors accepted as new or newer.
@@ -150,27 +163,48 @@ fn refill(bucket: &mut (u32, Duration), now: Duration, burst: u32, rate: u32) {
     }
 }
 
-/// Token buckets for sync datagrams (each costs up to seven signature checks): per source
-/// address and overall, so that a flood costs a bounded amount of CPU.
-struct SyncLimit {
+/// Token buckets for datagrams that cost signature checks (a sync up to seven, a SWIM packet
+/// one or two): per source address and overall, so that a flood costs a bounded amount of
+/// CPU.
+struct RateLimit {
+    rates: Rates,
     sources: std::collections::HashMap<std::net::IpAddr, (u32, Duration)>,
     global: (u32, Duration),
 }
 
-/// Sync datagrams a source may send at once, and per second after that.
-const SYNC_BURST: u32 = 32;
-const SYNC_PER_SECOND: u32 = 4;
-/// All sources together.
-const SYNC_GLOBAL_BURST: u32 = 2048;
-const SYNC_GLOBAL_PER_SECOND: u32 = 512;
-/// Sources remembered; past this, those whose bucket would be full again are forgotten.
-const SYNC_SOURCES: usize = 4096;
+/// Datagrams a source may send at once and per second after that; the same for all sources
+/// together.
+#[derive(Clone, Copy)]
+struct Rates {
+    burst: u32,
+    per_second: u32,
+    global_burst: u32,
+    global_per_second: u32,
+}
 
-impl SyncLimit {
-    fn new() -> Self {
+const SYNC_RATES: Rates = Rates {
+    burst: 32,
+    per_second: 4,
+    global_burst: 2048,
+    global_per_second: 512,
+};
+/// A member sends a handful of SWIM packets a second to any one other (probes, periodic
+/// gossip, indirect probes for others).
+const SWIM_RATES: Rates = Rates {
+    burst: 128,
+    per_second: 64,
+    global_burst: 8192,
+    global_per_second: 4096,
+};
+/// Sources remembered; past this, those whose bucket would be full again are forgotten.
+const LIMITED_SOURCES: usize = 4096;
+
+impl RateLimit {
+    fn new(rates: Rates) -> Self {
         Self {
+            rates,
             sources: std::collections::HashMap::new(),
-            global: (SYNC_GLOBAL_BURST, Duration::ZERO),
+            global: (rates.global_burst, Duration::ZERO),
         }
     }
 
@@ -185,23 +219,19 @@ impl SyncLimit {
             }
             v4 => v4,
         };
-        if self.sources.len() >= SYNC_SOURCES && !self.sources.contains_key(&source) {
+        let r = self.rates;
+        if self.sources.len() >= LIMITED_SOURCES && !self.sources.contains_key(&source) {
             // Forget the sources whose bucket would be full again anyway.
-            let full_after = Duration::from_secs(u64::from(SYNC_BURST / SYNC_PER_SECOND) + 1);
+            let full_after = Duration::from_secs(u64::from(r.burst / r.per_second) + 1);
             self.sources
                 .retain(|_, (_, last)| now.saturating_sub(*last) < full_after);
-            if self.sources.len() >= SYNC_SOURCES {
+            if self.sources.len() >= LIMITED_SOURCES {
                 return false;
             }
         }
-        let entry = self.sources.entry(source).or_insert((SYNC_BURST, now));
-        refill(entry, now, SYNC_BURST, SYNC_PER_SECOND);
-        refill(
-            &mut self.global,
-            now,
-            SYNC_GLOBAL_BURST,
-            SYNC_GLOBAL_PER_SECOND,
-        );
+        let entry = self.sources.entry(source).or_insert((r.burst, now));
+        refill(entry, now, r.burst, r.per_second);
+        refill(&mut self.global, now, r.global_burst, r.global_per_second);
         if entry.0 == 0 || self.global.0 == 0 {
             return false;
         }
@@ -307,10 +337,8 @@ impl Runtime<Peer> for Outbox {
     }
 
     fn send_to(&mut self, to: Peer, data: &[u8]) {
-        let mut framed = Vec::with_capacity(1 + data.len());
-        framed.push(KIND_SWIM);
-        framed.extend_from_slice(data);
-        self.sends.push((to, framed));
+        // Signed and framed by `settle`, which has the key.
+        self.sends.push((to, data.to_vec()));
     }
 
     fn submit_after(&mut self, event: Timer<Peer>, after: Duration) {
@@ -325,8 +353,8 @@ pub struct Gossip {
     config: GossipConfig,
     swim: Swim,
     shared: Rc<RefCell<Shared>>,
+    identity: IdentityKeyPair,
     own: SignedDescriptor,
-    seeds: Vec<SocketAddr>,
     out: Outbox,
     transmit: VecDeque<(SocketAddr, Vec<u8>)>,
     /// foca's timers by (due, sequence).
@@ -337,7 +365,8 @@ pub struct Gossip {
     rng: Xoshiro256PlusPlus,
     topology: Result<Topology, TopologyError>,
     events: VecDeque<Event>,
-    sync_limit: SyncLimit,
+    sync_limit: RateLimit,
+    swim_limit: RateLimit,
     /// When each destination last got a directory push.
     pushed: std::collections::HashMap<SocketAddr, Duration>,
     push_budget: (u32, Duration),
@@ -359,21 +388,27 @@ pub enum GossipError {
     /// Its own descriptor was refused (epoch out of range, or the directory is full).
     #[error("own descriptor refused: {0}")]
     OwnDescriptor(Invalid),
+    /// Its own descriptor names another identity than the key it was given.
+    #[error("own descriptor is not signed by this node's identity key")]
+    NotOurs,
 }
 
 impl Gossip {
-    /// A node publishing `own` (whose gossip address it listens on) in `epoch`, joining
-    /// through `seeds`, with `bump` larger than on any earlier run of this node (e.g. the
+    /// A node with `identity` publishing `own` (signed by it; the node listens on its gossip
+    /// address) in `epoch`, with `bump` larger than on any earlier run of this node (e.g. the
     /// start time in seconds) and `rng_seed` from the OS (a test's seed in simulations).
     pub fn new(
         config: GossipConfig,
+        identity: IdentityKeyPair,
         own: SignedDescriptor,
         epoch: Epoch,
-        seeds: Vec<SocketAddr>,
         bump: u32,
         rng_seed: u64,
         now: Duration,
     ) -> Result<Self, GossipError> {
+        if own.descriptor().identity != identity.public() {
+            return Err(GossipError::NotOurs);
+        }
         let me = Peer {
             addr: own.descriptor().gossip_addr,
             bump,
@@ -399,15 +434,14 @@ impl Gossip {
         // Queue our own descriptor for dissemination (refused only if oversized, which a
         // descriptor never is).
         let _ = swim.add_broadcast(own.bytes());
-        let seeds = seeds.into_iter().filter(|s| *s != me.addr).collect();
         let mut node = Self {
             next_resync: now + config.resync_every,
             next_announce: now,
             config,
             swim,
             shared,
+            identity,
             own,
-            seeds,
             out: Outbox::default(),
             transmit: VecDeque::new(),
             timers: BTreeMap::new(),
@@ -415,7 +449,8 @@ impl Gossip {
             rng: Xoshiro256PlusPlus::seed_from_u64(rng_seed ^ 0x5eed),
             topology: Err(TopologyError::EmptyLayer { layer: 0 }),
             events: VecDeque::new(),
-            sync_limit: SyncLimit::new(),
+            sync_limit: RateLimit::new(SYNC_RATES),
+            swim_limit: RateLimit::new(SWIM_RATES),
             pushed: std::collections::HashMap::new(),
             push_budget: (PUSH_BURST, now),
             now,
@@ -430,14 +465,21 @@ impl Gossip {
         self.shared.borrow_mut().stats.datagrams += 1;
         match bytes.split_first() {
             _ if bytes.len() > MAX_DATAGRAM => self.malformed(),
-            Some((&KIND_SWIM, packet)) => {
-                let mut out = std::mem::take(&mut self.out);
-                if self.swim.handle_data(packet, &mut out).is_err() {
-                    self.shared.borrow_mut().stats.swim_refused += 1;
-                }
-                self.out = out;
-                self.settle(now);
+            Some((&KIND_SWIM, _)) if !self.swim_limit.allow(from.ip(), now) => {
+                self.shared.borrow_mut().stats.swim_limited += 1;
             }
+            Some((&KIND_SWIM, body)) => match wire::parse_swim(body) {
+                Ok(datagram) if self.authentic(&datagram) => {
+                    let mut out = std::mem::take(&mut self.out);
+                    if self.swim.handle_data(datagram.packet, &mut out).is_err() {
+                        self.shared.borrow_mut().stats.swim_refused += 1;
+                    }
+                    self.out = out;
+                    self.settle(now);
+                }
+                Ok(_) => self.shared.borrow_mut().stats.swim_unauthenticated += 1,
+                Err(_) => self.malformed(),
+            },
             Some((&KIND_SYNC, _)) if !self.sync_limit.allow(from.ip(), now) => {
                 self.shared.borrow_mut().stats.sync_limited += 1;
             }
@@ -456,6 +498,53 @@ impl Gossip {
             },
             _ => self.malformed(),
         }
+    }
+
+    /// Whether a SWIM datagram comes from the relay it names as its source: the descriptor
+    /// it carries is valid (or an older version of one held), the signature is that
+    /// identity's, and the packet's source is the gossip address of the descriptor held.
+    fn authentic(&mut self, datagram: &wire::SwimDatagram<'_>) -> bool {
+        let Some(key) = DescriptorKey::of(datagram.descriptor) else {
+            return false;
+        };
+        let held = |shared: &Shared| {
+            shared
+                .directory
+                .get(&key.identity)
+                .map(|h| (h.bytes() == datagram.descriptor, h.descriptor().gossip_addr))
+        };
+        let known = held(&self.shared.borrow());
+        let gossip_addr = match known {
+            Some((true, addr)) => addr,
+            // New to us, or another version: verified and filed like any descriptor. An
+            // older version (a late or replayed datagram) still names the identity; the
+            // held, newer one says where it speaks from.
+            _ => {
+                let offered = self.shared.borrow_mut().offer(datagram.descriptor);
+                match offered {
+                    Ok(Offered::New | Offered::Updated) => {
+                        let _ = self.swim.add_broadcast(datagram.descriptor);
+                    }
+                    Ok(Offered::Unchanged) | Err(Invalid::OldVersion) => {}
+                    Err(_) => return false,
+                }
+                match held(&self.shared.borrow()) {
+                    Some((_, addr)) => addr,
+                    None => return false,
+                }
+            }
+        };
+        if !key
+            .identity
+            .verify(wire::SWIM_CONTEXT, datagram.packet, datagram.signature)
+        {
+            return false;
+        }
+        // A header that does not decode is foca's to refuse (and count).
+        use foca::Codec as _;
+        SwimCodec
+            .decode_header(datagram.packet)
+            .map_or(true, |header| header.src.addr == gossip_addr)
     }
 
     fn malformed(&mut self) {
@@ -482,7 +571,8 @@ impl Gossip {
         if now >= self.next_announce {
             self.next_announce = now + self.config.announce_every;
             if self.swim.num_members() == 0 {
-                for seed in self.seeds.clone() {
+                let me = self.swim.identity().addr;
+                for seed in self.config.seeds.clone().into_iter().filter(|s| *s != me) {
                     let mut out = std::mem::take(&mut self.out);
                     // Announce is accepted by whoever holds the address, whatever its bump.
                     let _ = self.swim.announce(
@@ -544,8 +634,9 @@ impl Gossip {
     /// Files what the last foca call produced.
     fn settle(&mut self, now: Duration) {
         let sends: Vec<_> = self.out.sends.drain(..).collect();
-        for (peer, bytes) in sends {
-            self.queue(peer.addr, bytes);
+        for (peer, packet) in sends {
+            let datagram = wire::swim_datagram(&self.identity, self.own.bytes(), &packet);
+            self.queue(peer.addr, datagram);
         }
         for (after, timer) in self.out.timers.drain(..) {
             self.sequence += 1;
@@ -678,6 +769,11 @@ impl Gossip {
         self.topology.as_ref().map_err(|e| *e)
     }
 
+    /// This node's identity key pair (to sign its next descriptors).
+    pub fn identity(&self) -> &IdentityKeyPair {
+        &self.identity
+    }
+
     /// Counters.
     pub fn stats(&self) -> GossipStats {
         self.shared.borrow().stats
@@ -713,21 +809,23 @@ mod tests {
 
     #[test]
     fn sync_floods_are_bounded_per_source_and_overall() {
-        let mut limit = SyncLimit::new();
+        let mut limit = RateLimit::new(SYNC_RATES);
         let a: std::net::IpAddr = [198, 18, 0, 1].into();
         let t0 = Duration::from_secs(100);
         let allowed = (0..100).filter(|_| limit.allow(a, t0)).count();
-        assert_eq!(allowed, SYNC_BURST as usize);
+        assert_eq!(allowed, SYNC_RATES.burst as usize);
         // A quarter of a second later: one more token.
         assert!(limit.allow(a, t0 + Duration::from_millis(250)));
         assert!(!limit.allow(a, t0 + Duration::from_millis(250)));
         // Many sources: the overall bucket caps them together.
-        let mut limit = SyncLimit::new();
+        let mut limit = RateLimit::new(SYNC_RATES);
         let mut total = 0;
         for i in 0..200u32 {
             let ip: std::net::IpAddr = std::net::Ipv4Addr::from(0x0a00_0000 + i).into();
-            total += (0..SYNC_BURST).filter(|_| limit.allow(ip, t0)).count();
+            total += (0..SYNC_RATES.burst)
+                .filter(|_| limit.allow(ip, t0))
+                .count();
         }
-        assert_eq!(total as u32, SYNC_GLOBAL_BURST);
+        assert_eq!(total as u32, SYNC_RATES.global_burst);
     }
 }

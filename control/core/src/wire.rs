@@ -1,6 +1,6 @@
-//! The gossip wire format: a one-byte kind, then either a SWIM packet (foca's, with our
-//! codec for its headers and membership updates) or a descriptor sync (signed descriptors
-//! pushed directly to a peer). Every read is bounds-checked; bad input is an error, never a
+//! The gossip wire format: a one-byte kind, then either a signed SWIM packet (foca's, with
+//! our codec for its headers and membership updates, behind the sender's descriptor and
+//! signature) or a descriptor sync (signed descriptors pushed directly to a peer). Every read is bounds-checked; bad input is an error, never a
 //! panic. The layout is in docs/spec/descriptor.md.
 
 use std::net::SocketAddr;
@@ -8,7 +8,10 @@ use std::net::SocketAddr;
 use bytes::{Buf, BufMut};
 use foca::{Codec, Header, Member, Message, State};
 
-use crate::{addr, descriptor::MAX_DESCRIPTOR_LEN};
+use crate::{
+    IdentityKeyPair, addr,
+    descriptor::{MAX_DESCRIPTOR_LEN, SIGNATURE_LEN},
+};
 
 /// The largest gossip datagram sent or accepted.
 pub const MAX_DATAGRAM: usize = 1400;
@@ -16,6 +19,56 @@ pub const MAX_DATAGRAM: usize = 1400;
 pub const KIND_SWIM: u8 = 1;
 /// Kind byte of a descriptor sync.
 pub const KIND_SYNC: u8 = 2;
+/// Signing context of SWIM packets.
+pub const SWIM_CONTEXT: &[u8] = b"PhantomBand v1 swim\0";
+/// What a SWIM datagram carries besides foca's packet, at most: the kind, the descriptor's
+/// length and bytes, the signature.
+pub const SWIM_OVERHEAD: usize = 1 + 2 + MAX_DESCRIPTOR_LEN + SIGNATURE_LEN;
+
+/// A SWIM datagram taken apart (nothing verified yet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwimDatagram<'a> {
+    /// The sender's signed descriptor: who signs, and the gossip address it may speak for.
+    pub descriptor: &'a [u8],
+    /// The sender's Ed25519 signature over [`SWIM_CONTEXT`] and `packet`.
+    pub signature: &'a [u8; SIGNATURE_LEN],
+    /// foca's packet.
+    pub packet: &'a [u8],
+}
+
+/// A SWIM datagram: `KIND_SWIM`, a u16 length and the sender's descriptor, the sender's
+/// signature over [`SWIM_CONTEXT`] and `packet`, then `packet`.
+pub fn swim_datagram(identity: &IdentityKeyPair, descriptor: &[u8], packet: &[u8]) -> Vec<u8> {
+    let signature = identity.sign_message(SWIM_CONTEXT, packet);
+    let mut out = Vec::with_capacity(3 + descriptor.len() + SIGNATURE_LEN + packet.len());
+    out.push(KIND_SWIM);
+    out.extend_from_slice(&(descriptor.len() as u16).to_be_bytes());
+    out.extend_from_slice(descriptor);
+    out.extend_from_slice(&signature);
+    out.extend_from_slice(packet);
+    out
+}
+
+/// Splits a SWIM datagram's body (after the kind byte).
+pub fn parse_swim(body: &[u8]) -> Result<SwimDatagram<'_>, WireError> {
+    if body.len() + 1 > MAX_DATAGRAM {
+        return Err(WireError::TooLong);
+    }
+    let (len, rest) = body.split_first_chunk::<2>().ok_or(WireError::Truncated)?;
+    let len = usize::from(u16::from_be_bytes(*len));
+    if len > MAX_DESCRIPTOR_LEN {
+        return Err(WireError::TooLong);
+    }
+    let (descriptor, rest) = rest.split_at_checked(len).ok_or(WireError::Truncated)?;
+    let (signature, packet) = rest
+        .split_first_chunk::<SIGNATURE_LEN>()
+        .ok_or(WireError::Truncated)?;
+    Ok(SwimDatagram {
+        descriptor,
+        signature,
+        packet,
+    })
+}
 
 /// A gossip member: its gossip address and a bump that grows with every restart (and every
 /// time it has to rejoin), so that its newest incarnation wins over a stale one.
@@ -339,6 +392,26 @@ mod tests {
             SwimCodec.encode_member(&member, &mut bytes).unwrap();
             assert_eq!(SwimCodec.decode_member(&bytes[..]).unwrap(), member);
         }
+    }
+
+    #[test]
+    fn swim_datagrams_parse_back_and_truncations_are_errors() {
+        let pair = IdentityKeyPair::from_seed(&[3; 32]);
+        let descriptor = [7u8; 200];
+        let bytes = swim_datagram(&pair, &descriptor, b"packet");
+        let d = parse_swim(&bytes[1..]).unwrap();
+        assert_eq!(d.descriptor, &descriptor[..]);
+        assert_eq!(d.packet, b"packet");
+        assert!(pair.public().verify(SWIM_CONTEXT, d.packet, d.signature));
+        assert!(!pair.public().verify(SWIM_CONTEXT, b"pocket", d.signature));
+        for cut in 1..3 + 200 + SIGNATURE_LEN {
+            assert_eq!(
+                parse_swim(&bytes[1..cut]),
+                Err(WireError::Truncated),
+                "{cut}"
+            );
+        }
+        assert_eq!(parse_swim(&[0xff, 0xff]), Err(WireError::TooLong));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! - a stopped node leaves every view within the failure bound;
 //! - a partition (two halves that cannot reach each other) heals once the link is back;
 //! - descriptors with a bad signature, a stale epoch, an oversized field or an old, replayed
-//!   version, and malformed datagrams, are refused and counted, and never enter a topology.
+//!   version, and malformed datagrams, are refused and counted, and never enter a topology;
+//! - SWIM packets that speak for a relay without its identity key (impersonating its address,
+//!   a bad signature, a squatted address) are refused and counted, and evict nobody.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use std::{
@@ -15,10 +17,11 @@ use std::{
     time::Duration,
 };
 
+use foca::{Codec as _, Header, Member, Message, State};
 use pb_control::{
     Descriptor, Gossip, GossipConfig, IdentityKey, IdentityKeyPair, Invalid, Role,
     SignedDescriptor, Transport,
-    wire::{KIND_SYNC, MAX_DATAGRAM, sync_datagrams},
+    wire::{KIND_SYNC, MAX_DATAGRAM, Peer, SwimCodec, swim_datagram, sync_datagrams},
 };
 use pb_sphinx::Epoch;
 
@@ -95,20 +98,22 @@ struct Net {
     /// While set, nodes below this index and the others cannot reach each other.
     partition: Option<usize>,
     index: BTreeMap<SocketAddr, usize>,
+    /// Datagrams seen per kind, for `PB_WRITE_CORPUS`.
+    corpus: BTreeMap<u8, u64>,
 }
 
 impl Net {
     fn new() -> Self {
-        let config = GossipConfig::new([0x42; 32]);
         let seeds: Vec<SocketAddr> = (0..3).map(|i| addr(i, 47471)).collect();
+        let config = GossipConfig::new([0x42; 32], seeds);
         let nodes = (0..NODES)
             .map(|i| {
                 Some(
                     Gossip::new(
                         config.clone(),
+                        pair(i),
                         descriptor(i, 1, EPOCH),
                         EPOCH,
-                        seeds.clone(),
                         1,
                         seed() ^ i as u64,
                         Duration::ZERO,
@@ -125,6 +130,7 @@ impl Net {
             dice: Dice(seed()),
             partition: None,
             index: (0..NODES).map(|i| (addr(i, 47471), i)).collect(),
+            corpus: BTreeMap::new(),
         };
         for i in 0..NODES {
             net.flush(i);
@@ -142,13 +148,15 @@ impl Net {
     }
 
     fn send(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
-        // `PB_WRITE_CORPUS=DIR` keeps a sample of real datagrams as fuzzing seeds.
-        if let Ok(dir) = std::env::var("PB_WRITE_CORPUS")
-            && self.sequence.is_multiple_of(97)
-            && self.sequence < 97 * 40
-        {
-            let name = format!("{dir}/datagram-{:04}", self.sequence / 97);
-            std::fs::write(name, &bytes).unwrap();
+        // `PB_WRITE_CORPUS=DIR` keeps a sample of real datagrams of each kind as fuzzing
+        // seeds: every 97th, 30 of each.
+        if let Ok(dir) = std::env::var("PB_WRITE_CORPUS") {
+            let seen = self.corpus.entry(bytes[0]).or_default();
+            *seen += 1;
+            if seen.is_multiple_of(97) && *seen <= 97 * 30 {
+                let name = format!("{dir}/datagram-{}-{:02}", bytes[0], *seen / 97);
+                std::fs::write(name, &bytes).unwrap();
+            }
         }
         if self.dice.next() % 100 < LOSS {
             return;
@@ -233,7 +241,7 @@ impl Net {
 
 #[test]
 fn fifty_nodes_agree_detect_failures_heal_and_refuse_forgeries() {
-    let config = GossipConfig::new([0x42; 32]);
+    let config = GossipConfig::new([0x42; 32], Vec::new());
     let bound = config.failure_bound(NODES);
     let mut net = Net::new();
 
@@ -300,8 +308,60 @@ fn fifty_nodes_agree_detect_failures_heal_and_refuse_forgeries() {
     ]));
     junk.push(vec![KIND_SYNC, 0, 200, 1, 2]); // truncated sync
     junk.push(vec![9, 9, 9]); // unknown kind
-    junk.push(vec![1, 0xff, 0xff]); // a SWIM packet that does not decode
+    junk.push(vec![1, 0xff, 0xff]); // a SWIM datagram that does not split
     junk.push(vec![KIND_SYNC; MAX_DATAGRAM + 1]); // too long
+    // A SWIM packet, signed by the outsider, whose header does not decode: foca refuses it.
+    junk.push(swim_datagram(&outsider, forged.bytes(), &[0xff]));
+
+    // Attempts to evict node 11 from node 5's view by speaking for it.
+    let victim = |bump| Peer {
+        addr: addr(11, 47471),
+        bump,
+    };
+    let to_node5 = Peer {
+        addr: addr(5, 47471),
+        bump: 1,
+    };
+    let gossip_packet = |src: Peer, update: Member<Peer>| {
+        let mut packet = Vec::new();
+        let header = Header {
+            src,
+            src_incarnation: 0,
+            dst: to_node5,
+            message: Message::Gossip,
+        };
+        SwimCodec.encode_header(&header, &mut packet).unwrap();
+        packet.extend_from_slice(&1u16.to_be_bytes());
+        SwimCodec.encode_member(&update, &mut packet).unwrap();
+        packet
+    };
+    // The outsider, under its own valid descriptor, claims node 11's address with a higher
+    // bump (which would make foca replace node 11's identity).
+    let renamed = gossip_packet(victim(2), Member::new(victim(2), 0, State::Alive));
+    junk.push(swim_datagram(&outsider, forged.bytes(), &renamed));
+    // Node 3's real descriptor, a packet declaring node 11 down, signed by someone else.
+    let down = gossip_packet(
+        Peer {
+            addr: addr(3, 47471),
+            bump: 1,
+        },
+        Member::new(victim(1), 1, State::Down),
+    );
+    junk.push(swim_datagram(
+        &outsider,
+        descriptor(3, 1, EPOCH).bytes(),
+        &down,
+    ));
+    // A second outsider registers node 11's gossip address as its own, then speaks for it.
+    let squatter = IdentityKeyPair::from_seed(&[0xdd; 32]);
+    let squat = {
+        let mut d = forged.descriptor().clone();
+        d.identity = squatter.public();
+        d.gossip_addr = addr(11, 47471);
+        d.packet_addr = SocketAddr::new(Ipv4Addr::new(203, 0, 113, 10).into(), 4000);
+        squatter.sign(&d).unwrap()
+    };
+    junk.push(swim_datagram(&squatter, squat.bytes(), &renamed));
     let node5 = net.nodes[5].as_mut().unwrap();
     // Gossip itself brings old versions (node 7's first descriptor, still travelling):
     // count what the junk adds.
@@ -310,6 +370,7 @@ fn fifty_nodes_agree_detect_failures_heal_and_refuse_forgeries() {
         Invalid::StaleEpoch,
         Invalid::Oversized(""),
         Invalid::OldVersion,
+        Invalid::AddressTaken,
     ];
     let before_junk: Vec<u64> = reasons.iter().map(|r| node5.rejected(*r)).collect();
     let stats_before = node5.stats();
@@ -320,10 +381,15 @@ fn fifty_nodes_agree_detect_failures_heal_and_refuse_forgeries() {
         assert_eq!(node5.rejected(*reason), before + 1, "{reason:?}");
     }
     let stats = node5.stats();
-    assert_eq!(stats.malformed - stats_before.malformed, 3, "{stats:?}");
+    assert_eq!(stats.malformed - stats_before.malformed, 4, "{stats:?}");
     assert_eq!(
         stats.swim_refused - stats_before.swim_refused,
         1,
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.swim_unauthenticated - stats_before.swim_unauthenticated,
+        3,
         "{stats:?}"
     );
     // A validly signed descriptor of a node SWIM does not know (the outsider's) is held but
@@ -339,8 +405,12 @@ fn fifty_nodes_agree_detect_failures_heal_and_refuse_forgeries() {
         );
         assert_eq!(t.nodes().count(), NODES, "node {i}");
     }
-    // The replayed old version did not replace the new one anywhere.
+    // The replayed old version did not replace the new one anywhere, and node 11 is a
+    // live member everywhere.
     assert_eq!(net.views()[0], after);
+    for node in net.nodes.iter().flatten() {
+        assert!(node.live_members().contains(&addr(11, 47471)));
+    }
 
     // 4. A node stops: it leaves every view within the failure bound.
     let stopped = 13;

@@ -98,7 +98,6 @@ pub type Metrics = Vec<(String, u64)>;
 /// The gossip side of a relay.
 pub struct GossipDriver {
     settings: GossipSettings,
-    identity: IdentityKeyPair,
     format: Format,
     gossip: Gossip,
     socket: UdpSocket,
@@ -159,10 +158,10 @@ impl GossipDriver {
         getrandom::fill(&mut random).map_err(|e| anyhow!("OS randomness: {e}"))?;
         let own = sign(&identity, settings, version, epoch, &current, &next)?;
         let gossip = Gossip::new(
-            GossipConfig::new(settings.network_seed),
+            GossipConfig::new(settings.network_seed, settings.seeds.clone()),
+            identity,
             own,
             epoch,
-            settings.seeds.clone(),
             unix_now().as_secs() as u32,
             u64::from_le_bytes(random),
             Duration::ZERO,
@@ -170,7 +169,6 @@ impl GossipDriver {
         .map_err(|e| anyhow!("gossip: {e}"))?;
         Ok(Self {
             settings: settings.clone(),
-            identity,
             format,
             gossip,
             socket,
@@ -194,7 +192,7 @@ impl GossipDriver {
 
     /// This relay's node id.
     pub fn node_id(&self) -> NodeId {
-        self.identity.public().node_id()
+        self.gossip.identity().public().node_id()
     }
 
     /// The current epoch.
@@ -300,7 +298,7 @@ impl GossipDriver {
                     self.overlap_until = Some(Instant::now() + overlap);
                     self.version += 1;
                     match sign(
-                        &self.identity,
+                        self.gossip.identity(),
                         &self.settings,
                         self.version,
                         self.epoch,
@@ -466,6 +464,11 @@ impl GossipDriver {
             ("pb_gossip_datagrams_total".to_owned(), g.datagrams),
             ("pb_gossip_malformed_total".to_owned(), g.malformed),
             ("pb_gossip_swim_refused_total".to_owned(), g.swim_refused),
+            (
+                "pb_gossip_swim_unauthenticated_total".to_owned(),
+                g.swim_unauthenticated,
+            ),
+            ("pb_gossip_swim_limited_total".to_owned(), g.swim_limited),
             ("pb_gossip_sync_limited_total".to_owned(), g.sync_limited),
             (
                 "pb_gossip_pushes_limited_total".to_owned(),

@@ -144,7 +144,8 @@ fn gossip_network_converges_survives_a_failure_and_takes_the_node_back() {
     assert_ne!(after_kill, hash);
     // SWIM's bound for this network (the relays run pb-control's default settings), plus
     // the test's own polling.
-    let bound = pb_control::GossipConfig::new(common::NETWORK_SEED).failure_bound(RELAYS);
+    let bound =
+        pb_control::GossipConfig::new(common::NETWORK_SEED, Vec::new()).failure_bound(RELAYS);
     assert!(
         gone_in <= bound + Duration::from_secs(2),
         "left the views after {gone_in:?}, bound {bound:?}"

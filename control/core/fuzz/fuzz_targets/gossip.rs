@@ -1,51 +1,58 @@
-//! Any bytes as a gossip datagram to a running node: a SWIM packet, a descriptor sync or
-//! junk. The node must count and drop what it cannot use, never panic. Any bytes as a
+//! Any bytes as a gossip datagram to a running node: a SWIM datagram, a descriptor sync or
+//! junk. The node must count and drop what it cannot use, never panic. Inputs starting with
+//! `SIGN` are instead taken as a foca packet from a known peer and signed with its key, so
+//! that the SWIM decoding behind the signature check is fuzzed too. Any bytes as a
 //! descriptor: if they parse, they are the one canonical encoding of what they hold.
 #![no_main]
 
 use std::{cell::RefCell, time::Duration};
 
 use libfuzzer_sys::fuzz_target;
-use pb_control::{Descriptor, Gossip, GossipConfig, IdentityKeyPair, Role, SignedDescriptor};
+use pb_control::{
+    Descriptor, Gossip, GossipConfig, IdentityKeyPair, Role, SignedDescriptor, wire::swim_datagram,
+};
 use pb_sphinx::Epoch;
 
-thread_local! {
-    static NODE: RefCell<Gossip> = RefCell::new(node());
-}
+const PEER: &str = "198.18.0.2:47471";
 
-fn node() -> Gossip {
-    let pair = IdentityKeyPair::from_seed(&[1; 32]);
-    let own = pair
-        .sign(&Descriptor {
-            identity: pair.public(),
-            version: 1,
-            role: Role::Mix,
-            epoch: Epoch(5),
-            sphinx_current: [2; 32],
-            sphinx_next: [3; 32],
-            packet_addr: "198.18.0.1:47470".parse().unwrap(),
-            gossip_addr: "198.18.0.1:47471".parse().unwrap(),
-            transports: vec![],
-        })
-        .unwrap();
-    let seeds = vec!["198.18.0.2:47471".parse().unwrap()];
-    Gossip::new(
-        GossipConfig::new([4; 32]),
-        own,
-        Epoch(5),
-        seeds,
-        1,
-        7,
-        Duration::ZERO,
-    )
+fn descriptor(pair: &IdentityKeyPair, host: u8) -> SignedDescriptor {
+    pair.sign(&Descriptor {
+        identity: pair.public(),
+        version: 1,
+        role: Role::Mix,
+        epoch: Epoch(5),
+        sphinx_current: [2; 32],
+        sphinx_next: [3; 32],
+        packet_addr: format!("198.18.0.{host}:47470").parse().unwrap(),
+        gossip_addr: format!("198.18.0.{host}:47471").parse().unwrap(),
+        transports: vec![],
+    })
     .unwrap()
 }
 
+thread_local! {
+    static NODE: RefCell<Gossip> = RefCell::new({
+        let pair = IdentityKeyPair::from_seed(&[1; 32]);
+        let own = descriptor(&pair, 1);
+        let config = GossipConfig::new([4; 32], vec![PEER.parse().unwrap()]);
+        Gossip::new(config, pair, own, Epoch(5), 1, 7, Duration::ZERO).unwrap()
+    });
+    static PEER_KEY: (IdentityKeyPair, SignedDescriptor) = {
+        let pair = IdentityKeyPair::from_seed(&[2; 32]);
+        let own = descriptor(&pair, 2);
+        (pair, own)
+    };
+}
+
 fuzz_target!(|data: &[u8]| {
+    let datagram = match data.strip_prefix(b"SIGN") {
+        Some(packet) => PEER_KEY.with(|(pair, own)| swim_datagram(pair, own.bytes(), packet)),
+        None => data.to_vec(),
+    };
     NODE.with(|node| {
         let mut node = node.borrow_mut();
         let now = node.poll_timeout();
-        node.handle_datagram(now, "198.18.0.2:47471".parse().unwrap(), data);
+        node.handle_datagram(now, PEER.parse().unwrap(), &datagram);
         node.handle_timeout(now);
         while node.poll_transmit().is_some() {}
         let _ = node.topology();
