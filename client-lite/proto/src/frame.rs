@@ -1,0 +1,343 @@
+//! Stream frames: what the client and the exit tell each other about their streams, packed
+//! into the reliable channel's messages (see [`crate::channel`]). The channel delivers
+//! messages in order, exactly once, so frames carry no sequence numbers of their own.
+//!
+//! ```text
+//! 0x00 end              the rest of the message is padding
+//! 0x01 open             stream u32, address (type u8: 1 IPv4, 3 name, 4 IPv6; the address;
+//!                       for a name a u8 length first), port u16
+//! 0x02 opened           stream u32, SOCKS reply code u8 (0: connected)
+//! 0x03 data             stream u32, length u16, bytes
+//! 0x04 fin              stream u32 (the sender writes no more)
+//! 0x05 reset            stream u32, SOCKS reply code u8
+//! 0x06 credit           stream u32, bytes u32 (the receiver may be sent that many more)
+//! ```
+//!
+//! Numbers are big-endian. Parsing is bounds-checked and returns [`FrameError`] on anything
+//! malformed; it never panics.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::socks::Target;
+
+/// A stream's number within its session (the client picks them, from 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId(pub u32);
+
+/// One frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// Client to exit: connect this stream to `target`.
+    Open {
+        /// The stream.
+        stream: StreamId,
+        /// Where to.
+        target: Target,
+    },
+    /// Exit to client: the connection's outcome (a SOCKS reply code, 0 for success).
+    Opened {
+        /// The stream.
+        stream: StreamId,
+        /// SOCKS reply code.
+        code: u8,
+    },
+    /// Stream bytes, in order.
+    Data {
+        /// The stream.
+        stream: StreamId,
+        /// The bytes.
+        bytes: &'a [u8],
+    },
+    /// The sender has finished writing (TCP half-close).
+    Fin {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// The stream is abandoned (with a SOCKS reply code saying why).
+    Reset {
+        /// The stream.
+        stream: StreamId,
+        /// Why.
+        code: u8,
+    },
+    /// The receiver has room for `bytes` more.
+    Credit {
+        /// The stream.
+        stream: StreamId,
+        /// How many more bytes.
+        bytes: u32,
+    },
+}
+
+/// Why frames did not parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// A frame runs past the end of the message.
+    #[error("truncated frame")]
+    Truncated,
+    /// An unknown frame type or address type.
+    #[error("unknown {0}")]
+    Unknown(&'static str),
+    /// A name that is empty or not printable ASCII.
+    #[error("bad name")]
+    BadName,
+}
+
+const END: u8 = 0;
+const OPEN: u8 = 1;
+const OPENED: u8 = 2;
+const DATA: u8 = 3;
+const FIN: u8 = 4;
+const RESET: u8 = 5;
+const CREDIT: u8 = 6;
+
+/// Bytes a data frame adds to its payload.
+pub const DATA_OVERHEAD: usize = 1 + 4 + 2;
+
+impl Frame<'_> {
+    /// Encoded length.
+    pub fn len(&self) -> usize {
+        1 + 4
+            + match self {
+                Frame::Open { target, .. } => {
+                    1 + 2
+                        + match target {
+                            Target::V4(..) => 4,
+                            Target::V6(..) => 16,
+                            Target::Name(n, _) => 1 + n.len(),
+                        }
+                }
+                Frame::Opened { .. } | Frame::Reset { .. } => 1,
+                Frame::Data { bytes, .. } => 2 + bytes.len(),
+                Frame::Fin { .. } => 0,
+                Frame::Credit { .. } => 4,
+            }
+    }
+
+    /// Never empty (for clippy's `len` rule): a frame has at least a type and a stream.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Appends the encoding to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let (kind, stream) = match self {
+            Frame::Open { stream, .. } => (OPEN, stream),
+            Frame::Opened { stream, .. } => (OPENED, stream),
+            Frame::Data { stream, .. } => (DATA, stream),
+            Frame::Fin { stream } => (FIN, stream),
+            Frame::Reset { stream, .. } => (RESET, stream),
+            Frame::Credit { stream, .. } => (CREDIT, stream),
+        };
+        out.push(kind);
+        out.extend_from_slice(&stream.0.to_be_bytes());
+        match self {
+            Frame::Open { target, .. } => {
+                match target {
+                    Target::V4(a, _) => {
+                        out.push(1);
+                        out.extend_from_slice(&a.octets());
+                    }
+                    Target::Name(n, _) => {
+                        out.push(3);
+                        // Names come from SOCKS (at most 255 bytes) or from parsing.
+                        out.push(n.len().min(255) as u8);
+                        out.extend_from_slice(&n.as_bytes()[..n.len().min(255)]);
+                    }
+                    Target::V6(a, _) => {
+                        out.push(4);
+                        out.extend_from_slice(&a.octets());
+                    }
+                }
+                out.extend_from_slice(&target.port().to_be_bytes());
+            }
+            Frame::Opened { code, .. } | Frame::Reset { code, .. } => out.push(*code),
+            Frame::Data { bytes, .. } => {
+                // Callers split data to fit a message (under 1,200 bytes).
+                out.extend_from_slice(&(bytes.len().min(u16::MAX as usize) as u16).to_be_bytes());
+                out.extend_from_slice(&bytes[..bytes.len().min(u16::MAX as usize)]);
+            }
+            Frame::Fin { .. } => {}
+            Frame::Credit { bytes, .. } => out.extend_from_slice(&bytes.to_be_bytes()),
+        }
+    }
+}
+
+/// Reads fields off the front of a slice.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
+        let (head, rest) = self.0.split_at_checked(n).ok_or(FrameError::Truncated)?;
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, FrameError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, FrameError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Result<u32, FrameError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+/// Every frame in `bytes`, up to an end frame or the end of the bytes.
+pub fn parse(bytes: &[u8]) -> Result<Vec<Frame<'_>>, FrameError> {
+    let mut r = Reader(bytes);
+    let mut frames = Vec::new();
+    while let Some(&kind) = r.0.first() {
+        r.take(1)?;
+        if kind == END {
+            break;
+        }
+        let stream = StreamId(r.u32()?);
+        frames.push(match kind {
+            OPEN => {
+                let address = match r.u8()? {
+                    1 => Address::V4(r.take(4)?),
+                    4 => Address::V6(r.take(16)?),
+                    3 => {
+                        let n = r.u8()?;
+                        let name = r.take(usize::from(n))?;
+                        if name.is_empty() || !name.iter().all(u8::is_ascii_graphic) {
+                            return Err(FrameError::BadName);
+                        }
+                        Address::Name(name)
+                    }
+                    _ => return Err(FrameError::Unknown("address type")),
+                };
+                let port = r.u16()?;
+                Frame::Open {
+                    stream,
+                    target: address.with_port(port),
+                }
+            }
+            OPENED => Frame::Opened {
+                stream,
+                code: r.u8()?,
+            },
+            DATA => {
+                let n = r.u16()?;
+                Frame::Data {
+                    stream,
+                    bytes: r.take(usize::from(n))?,
+                }
+            }
+            FIN => Frame::Fin { stream },
+            RESET => Frame::Reset {
+                stream,
+                code: r.u8()?,
+            },
+            CREDIT => Frame::Credit {
+                stream,
+                bytes: r.u32()?,
+            },
+            _ => return Err(FrameError::Unknown("frame type")),
+        });
+    }
+    Ok(frames)
+}
+
+enum Address<'a> {
+    V4(&'a [u8]),
+    V6(&'a [u8]),
+    Name(&'a [u8]),
+}
+
+impl Address<'_> {
+    fn with_port(self, port: u16) -> Target {
+        match self {
+            Address::V4(b) => {
+                let mut o = [0u8; 4];
+                o.copy_from_slice(b);
+                Target::V4(Ipv4Addr::from(o), port)
+            }
+            Address::V6(b) => {
+                let mut o = [0u8; 16];
+                o.copy_from_slice(b);
+                Target::V6(Ipv6Addr::from(o), port)
+            }
+            // Checked printable ASCII above.
+            Address::Name(b) => Target::Name(String::from_utf8_lossy(b).into_owned(), port),
+        }
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_frame_round_trips_and_every_truncation_fails() {
+        let s = StreamId(0x0102_0304);
+        let frames = [
+            Frame::Open {
+                stream: s,
+                target: Target::V4(Ipv4Addr::new(198, 18, 0, 1), 80),
+            },
+            Frame::Open {
+                stream: s,
+                target: Target::V6("fd00::7".parse().unwrap(), 443),
+            },
+            Frame::Open {
+                stream: s,
+                target: Target::Name("example.org".into(), 8080),
+            },
+            Frame::Opened { stream: s, code: 2 },
+            Frame::Data {
+                stream: s,
+                bytes: b"hello",
+            },
+            Frame::Fin { stream: s },
+            Frame::Reset { stream: s, code: 5 },
+            Frame::Credit {
+                stream: s,
+                bytes: 65536,
+            },
+        ];
+        let mut all = Vec::new();
+        for f in &frames {
+            let mut one = Vec::new();
+            f.encode(&mut one);
+            assert_eq!(one.len(), f.len());
+            assert_eq!(parse(&one).unwrap(), vec![f.clone()]);
+            for cut in 1..one.len() {
+                assert!(parse(&one[..cut]).is_err(), "{f:?} cut at {cut}");
+            }
+            all.extend_from_slice(&one);
+        }
+        // Padding ends the list.
+        all.extend_from_slice(&[0, 9, 9, 9]);
+        assert_eq!(parse(&all).unwrap(), frames.to_vec());
+        assert_eq!(
+            parse(&[9, 0, 0, 0, 1]),
+            Err(FrameError::Unknown("frame type"))
+        );
+        assert_eq!(
+            parse(&[1, 0, 0, 0, 1, 3, 1, b' ', 0, 80]),
+            Err(FrameError::BadName)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_parse_or_fail_cleanly(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            if let Ok(frames) = parse(&bytes) {
+                // What parses re-encodes to a prefix of the input.
+                let mut out = Vec::new();
+                for f in &frames {
+                    f.encode(&mut out);
+                }
+                proptest::prop_assert_eq!(&bytes[..out.len()], &out[..]);
+            }
+        }
+    }
+}

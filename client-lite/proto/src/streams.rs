@@ -1,0 +1,564 @@
+//! The streams of one session: many TCP connections multiplexed over one reliable channel,
+//! each with its own flow control, sans-IO. The same type serves both ends; the client opens
+//! streams, the exit accepts or refuses them.
+//!
+//! Flow control is by credit: each side may send a stream [`INITIAL_CREDIT`] bytes, and the
+//! receiver grants more as its application reads. So an exit never reads from a destination
+//! faster than the client's application drains it, and a receiver's buffer per stream is
+//! bounded; a peer that sends past its credit has the stream reset.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::{
+    frame::{DATA_OVERHEAD, Frame, FrameError, StreamId, parse},
+    socks::{Reply, Target},
+};
+
+/// Bytes a side may send on a new stream before the receiver grants more.
+pub const INITIAL_CREDIT: u32 = 256 * 1024;
+/// Most streams open at once in a session.
+pub const MAX_STREAMS: usize = 256;
+/// Bytes [`Streams::write`] takes per stream before they are framed.
+pub const SEND_BUFFER: usize = 64 * 1024;
+
+/// Which end of the session this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Opens streams.
+    Client,
+    /// Accepts them.
+    Exit,
+}
+
+/// What happened to the streams.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// (Exit) the client asks for a connection; answer with [`Streams::accept`] or
+    /// [`Streams::refuse`].
+    Open {
+        /// The stream.
+        stream: StreamId,
+        /// Where to.
+        target: Target,
+    },
+    /// (Client) the exit's answer: [`Reply::Succeeded`] or why not. A refused stream is gone.
+    Opened {
+        /// The stream.
+        stream: StreamId,
+        /// The answer.
+        reply: Reply,
+    },
+    /// Bytes are ready to [`read`](Streams::read).
+    Readable(StreamId),
+    /// The peer writes no more; what it wrote before is readable.
+    Finished(StreamId),
+    /// The stream was reset (by the peer, or here for a protocol violation); it is gone.
+    Reset {
+        /// The stream.
+        stream: StreamId,
+        /// Why.
+        reply: Reply,
+    },
+}
+
+#[derive(Default)]
+struct Stream {
+    open: Option<Target>,
+    opened: Option<u8>,
+    send: VecDeque<u8>,
+    credit: u64,
+    fin_pending: bool,
+    fin_sent: bool,
+    recv: VecDeque<u8>,
+    /// Bytes read since the last grant, and the grant waiting to be sent.
+    consumed: u32,
+    grant: u32,
+    fin_received: bool,
+    /// Gone once its last frame is out.
+    closing: bool,
+}
+
+impl Stream {
+    fn new() -> Self {
+        Self {
+            credit: u64::from(INITIAL_CREDIT),
+            ..Self::default()
+        }
+    }
+
+    fn finished_both_ways(&self) -> bool {
+        self.fin_sent && self.fin_received && self.recv.is_empty()
+    }
+}
+
+/// One session's streams.
+pub struct Streams {
+    side: Side,
+    streams: BTreeMap<StreamId, Stream>,
+    next_id: u32,
+    /// Round-robin position for data.
+    cursor: StreamId,
+    events: VecDeque<StreamEvent>,
+    /// Streams reset by this side whose RESET frame still has to go out.
+    resets: Vec<(StreamId, u8)>,
+}
+
+impl core::fmt::Debug for Streams {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Streams")
+            .field("side", &self.side)
+            .field("open", &self.streams.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Streams {
+    /// No streams yet.
+    pub fn new(side: Side) -> Self {
+        Self {
+            side,
+            streams: BTreeMap::new(),
+            next_id: 1,
+            cursor: StreamId(0),
+            events: VecDeque::new(),
+            resets: Vec::new(),
+        }
+    }
+
+    /// Streams open.
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Whether no stream is open.
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// (Client) opens a stream to `target`; `None` when [`MAX_STREAMS`] are open.
+    pub fn open(&mut self, target: Target) -> Option<StreamId> {
+        if self.side != Side::Client || self.streams.len() >= MAX_STREAMS {
+            return None;
+        }
+        let id = StreamId(self.next_id);
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        let mut stream = Stream::new();
+        stream.open = Some(target);
+        self.streams.insert(id, stream);
+        Some(id)
+    }
+
+    /// (Exit) the connection for `stream` is up.
+    pub fn accept(&mut self, stream: StreamId) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.opened = Some(Reply::Succeeded as u8);
+        }
+    }
+
+    /// (Exit) the connection for `stream` failed or is not allowed: the stream ends.
+    pub fn refuse(&mut self, stream: StreamId, reply: Reply) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.opened = Some(reply as u8);
+            s.closing = true;
+            s.send.clear();
+            s.recv.clear();
+        }
+    }
+
+    /// Takes up to [`SEND_BUFFER`] bytes (less what is waiting) to send on `stream`;
+    /// returns how many.
+    pub fn write(&mut self, stream: StreamId, bytes: &[u8]) -> usize {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return 0;
+        };
+        if s.fin_pending || s.closing {
+            return 0;
+        }
+        let n = bytes.len().min(SEND_BUFFER.saturating_sub(s.send.len()));
+        s.send.extend(&bytes[..n]);
+        n
+    }
+
+    /// Bytes [`write`](Self::write) would take now.
+    pub fn send_room(&self, stream: StreamId) -> usize {
+        self.streams
+            .get(&stream)
+            .filter(|s| !s.fin_pending && !s.closing)
+            .map_or(0, |s| SEND_BUFFER.saturating_sub(s.send.len()))
+    }
+
+    /// Whether everything written to `stream` has been framed (sent into the channel).
+    pub fn send_drained(&self, stream: StreamId) -> bool {
+        self.streams.get(&stream).is_none_or(|s| s.send.is_empty())
+    }
+
+    /// Reads received bytes of `stream` into `buf`; returns how many. Reading grants the
+    /// peer credit for as many more.
+    pub fn read(&mut self, stream: StreamId, buf: &mut [u8]) -> usize {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return 0;
+        };
+        let n = buf.len().min(s.recv.len());
+        for (slot, byte) in buf.iter_mut().zip(s.recv.drain(..n)) {
+            *slot = byte;
+        }
+        s.consumed = s.consumed.saturating_add(n as u32);
+        if s.consumed >= INITIAL_CREDIT / 4 {
+            s.grant = s.grant.saturating_add(s.consumed);
+            s.consumed = 0;
+        }
+        if s.finished_both_ways() {
+            self.streams.remove(&stream);
+        }
+        n
+    }
+
+    /// Bytes waiting to be read on `stream`.
+    pub fn readable(&self, stream: StreamId) -> usize {
+        self.streams.get(&stream).map_or(0, |s| s.recv.len())
+    }
+
+    /// The application writes no more on `stream` (after what it wrote).
+    pub fn finish(&mut self, stream: StreamId) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.fin_pending = true;
+        }
+    }
+
+    /// Abandons `stream`, telling the peer why.
+    pub fn reset(&mut self, stream: StreamId, reply: Reply) {
+        if self.streams.remove(&stream).is_some() {
+            self.resets.push((stream, reply as u8));
+        }
+    }
+
+    /// Whether the peer has finished writing on `stream`.
+    pub fn peer_finished(&self, stream: StreamId) -> bool {
+        self.streams.get(&stream).is_some_and(|s| s.fin_received)
+    }
+
+    /// Bytes written and not yet framed, over all streams.
+    pub fn pending_bytes(&self) -> usize {
+        self.streams.values().map(|s| s.send.len()).sum()
+    }
+
+    /// Whether `stream` is still open.
+    pub fn contains(&self, stream: StreamId) -> bool {
+        self.streams.contains_key(&stream)
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<StreamEvent> {
+        self.events.pop_front()
+    }
+
+    /// Whether [`fill`](Self::fill) has something to write.
+    pub fn has_pending(&self) -> bool {
+        !self.resets.is_empty()
+            || self.streams.values().any(|s| {
+                s.open.is_some()
+                    || s.opened.is_some()
+                    || s.grant > 0
+                    || (!s.send.is_empty() && s.credit > 0)
+                    || (s.fin_pending && !s.fin_sent && s.send.is_empty())
+            })
+    }
+
+    /// Writes frames into `out`, at most `room` bytes: first each stream's control frames
+    /// (open, answer, credit, reset), then data round-robin within the credit, then fins.
+    pub fn fill(&mut self, out: &mut Vec<u8>, room: usize) {
+        let limit = out.len() + room;
+        let fits = |out: &Vec<u8>, frame: &Frame<'_>| out.len() + frame.len() <= limit;
+        while let Some(&(stream, code)) = self.resets.last() {
+            let frame = Frame::Reset { stream, code };
+            if !fits(out, &frame) {
+                return;
+            }
+            frame.encode(out);
+            self.resets.pop();
+        }
+        for (&stream, s) in self.streams.iter_mut() {
+            if let Some(target) = s.open.take() {
+                let frame = Frame::Open { stream, target };
+                if !fits(out, &frame) {
+                    let Frame::Open { target, .. } = frame else {
+                        unreachable!("built as an open frame just above")
+                    };
+                    s.open = Some(target);
+                    return;
+                }
+                frame.encode(out);
+            }
+            if let Some(code) = s.opened {
+                let frame = Frame::Opened { stream, code };
+                if !fits(out, &frame) {
+                    return;
+                }
+                frame.encode(out);
+                s.opened = None;
+            }
+            if s.grant > 0 {
+                let frame = Frame::Credit {
+                    stream,
+                    bytes: s.grant,
+                };
+                if !fits(out, &frame) {
+                    return;
+                }
+                frame.encode(out);
+                s.grant = 0;
+            }
+        }
+        // Data, round-robin from the stream after the last one served.
+        let order: Vec<StreamId> = self
+            .streams
+            .range(StreamId(self.cursor.0.wrapping_add(1))..)
+            .chain(self.streams.range(..=self.cursor))
+            .map(|(id, _)| *id)
+            .collect();
+        for stream in order {
+            let Some(s) = self.streams.get_mut(&stream) else {
+                continue;
+            };
+            let space = limit.saturating_sub(out.len() + DATA_OVERHEAD);
+            if space == 0 {
+                break;
+            }
+            let n = s
+                .send
+                .len()
+                .min(space)
+                .min(usize::try_from(s.credit).unwrap_or(usize::MAX));
+            if n > 0 {
+                let bytes: Vec<u8> = s.send.drain(..n).collect();
+                Frame::Data {
+                    stream,
+                    bytes: &bytes,
+                }
+                .encode(out);
+                s.credit -= n as u64;
+                self.cursor = stream;
+            }
+            if s.fin_pending && !s.fin_sent && s.send.is_empty() {
+                let frame = Frame::Fin { stream };
+                if !fits(out, &frame) {
+                    break;
+                }
+                frame.encode(out);
+                s.fin_sent = true;
+            }
+        }
+        self.streams
+            .retain(|_, s| !(s.finished_both_ways() || s.closing && s.opened.is_none()));
+    }
+
+    /// Handles the frames of one message from the peer.
+    pub fn handle(&mut self, frames: &[u8]) -> Result<(), FrameError> {
+        for frame in parse(frames)? {
+            self.frame(frame);
+        }
+        Ok(())
+    }
+
+    fn frame(&mut self, frame: Frame<'_>) {
+        match frame {
+            Frame::Open { stream, target } => {
+                if self.side != Side::Exit || self.streams.contains_key(&stream) {
+                    return;
+                }
+                if self.streams.len() >= MAX_STREAMS {
+                    self.resets.push((stream, Reply::GeneralFailure as u8));
+                    return;
+                }
+                self.streams.insert(stream, Stream::new());
+                self.events.push_back(StreamEvent::Open { stream, target });
+            }
+            Frame::Opened { stream, code } => {
+                if self.side != Side::Client || !self.streams.contains_key(&stream) {
+                    return;
+                }
+                let reply = Reply::from_code(code);
+                if reply != Reply::Succeeded {
+                    self.streams.remove(&stream);
+                }
+                self.events.push_back(StreamEvent::Opened { stream, reply });
+            }
+            Frame::Data { stream, bytes } => {
+                let Some(s) = self.streams.get_mut(&stream) else {
+                    return;
+                };
+                if s.fin_received {
+                    return;
+                }
+                // Past the credit granted: the peer ignores flow control.
+                let allowed = INITIAL_CREDIT as usize;
+                if s.recv.len() + bytes.len() > allowed {
+                    self.reset(stream, Reply::GeneralFailure);
+                    self.events.push_back(StreamEvent::Reset {
+                        stream,
+                        reply: Reply::GeneralFailure,
+                    });
+                    return;
+                }
+                let was_empty = s.recv.is_empty();
+                s.recv.extend(bytes);
+                if was_empty && !bytes.is_empty() {
+                    self.events.push_back(StreamEvent::Readable(stream));
+                }
+            }
+            Frame::Fin { stream } => {
+                if let Some(s) = self.streams.get_mut(&stream)
+                    && !s.fin_received
+                {
+                    s.fin_received = true;
+                    self.events.push_back(StreamEvent::Finished(stream));
+                }
+            }
+            Frame::Reset { stream, code } => {
+                if self.streams.remove(&stream).is_some() {
+                    self.events.push_back(StreamEvent::Reset {
+                        stream,
+                        reply: Reply::from_code(code),
+                    });
+                }
+            }
+            Frame::Credit { stream, bytes } => {
+                if let Some(s) = self.streams.get_mut(&stream) {
+                    s.credit = s.credit.saturating_add(u64::from(bytes));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn exchange(from: &mut Streams, to: &mut Streams, room: usize) -> usize {
+        let mut out = Vec::new();
+        from.fill(&mut out, room);
+        to.handle(&out).unwrap();
+        out.len()
+    }
+
+    #[test]
+    fn open_accept_data_both_ways_and_close() {
+        let mut client = Streams::new(Side::Client);
+        let mut exit = Streams::new(Side::Exit);
+        let target = Target::Name("example.org".into(), 80);
+        let id = client.open(target.clone()).unwrap();
+        assert_eq!(client.write(id, b"GET / HTTP/1.0\r\n\r\n"), 18);
+        client.finish(id);
+        exchange(&mut client, &mut exit, 1000);
+        assert_eq!(
+            exit.poll_event(),
+            Some(StreamEvent::Open { stream: id, target })
+        );
+        assert_eq!(exit.poll_event(), Some(StreamEvent::Readable(id)));
+        assert_eq!(exit.poll_event(), Some(StreamEvent::Finished(id)));
+        let mut buf = [0u8; 64];
+        assert_eq!(exit.read(id, &mut buf), 18);
+        exit.accept(id);
+        let body = vec![7u8; 3000];
+        assert_eq!(exit.write(id, &body), 3000);
+        exit.finish(id);
+        let mut got = Vec::new();
+        let mut replies = Vec::new();
+        while exit.has_pending() {
+            assert!(exchange(&mut exit, &mut client, 500) <= 500);
+            while let Some(e) = client.poll_event() {
+                replies.push(e);
+            }
+            let mut buf = [0u8; 256];
+            loop {
+                let n = client.read(id, &mut buf);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        assert_eq!(
+            replies[0],
+            StreamEvent::Opened {
+                stream: id,
+                reply: Reply::Succeeded
+            }
+        );
+        assert_eq!(replies.last(), Some(&StreamEvent::Finished(id)));
+        assert_eq!(got, body);
+        assert!(client.is_empty() && exit.is_empty(), "both ways finished");
+    }
+
+    #[test]
+    fn credit_bounds_what_is_sent_until_the_reader_reads() {
+        let mut client = Streams::new(Side::Client);
+        let mut exit = Streams::new(Side::Exit);
+        let id = client.open(Target::Name("x.example".into(), 80)).unwrap();
+        exchange(&mut client, &mut exit, 1000);
+        exit.accept(id);
+        let mut sent = 0usize;
+        // The client never reads: the exit stops at the initial credit.
+        for _ in 0..2000 {
+            sent += exit.write(id, &[1u8; 4096]);
+            exchange(&mut exit, &mut client, 1100);
+        }
+        assert_eq!(client.readable(id), INITIAL_CREDIT as usize);
+        assert!(sent <= INITIAL_CREDIT as usize + SEND_BUFFER);
+        // Reading a quarter grants a quarter more.
+        let mut buf = vec![0u8; INITIAL_CREDIT as usize / 4];
+        client.read(id, &mut buf);
+        exchange(&mut client, &mut exit, 1000);
+        for _ in 0..200 {
+            exchange(&mut exit, &mut client, 1100);
+        }
+        assert_eq!(client.readable(id), INITIAL_CREDIT as usize);
+    }
+
+    #[test]
+    fn refusal_and_reset_end_the_stream_and_a_flood_is_reset() {
+        let mut client = Streams::new(Side::Client);
+        let mut exit = Streams::new(Side::Exit);
+        let id = client.open(Target::V4([10, 0, 0, 1].into(), 22)).unwrap();
+        exchange(&mut client, &mut exit, 1000);
+        exit.poll_event();
+        exit.refuse(id, Reply::NotAllowed);
+        exchange(&mut exit, &mut client, 1000);
+        assert_eq!(
+            client.poll_event(),
+            Some(StreamEvent::Opened {
+                stream: id,
+                reply: Reply::NotAllowed
+            })
+        );
+        assert!(client.is_empty() && exit.is_empty());
+        // A peer that ignores its credit gets the stream reset.
+        let id = client.open(Target::V4([10, 0, 0, 1].into(), 80)).unwrap();
+        exchange(&mut client, &mut exit, 1000);
+        let mut flood = Vec::new();
+        for _ in 0..=(INITIAL_CREDIT / 1000) {
+            Frame::Data {
+                stream: id,
+                bytes: &[0u8; 1000],
+            }
+            .encode(&mut flood);
+        }
+        client.handle(&flood).unwrap();
+        assert!(matches!(
+            std::iter::from_fn(|| client.poll_event()).last(),
+            Some(StreamEvent::Reset { .. })
+        ));
+        assert!(!client.contains(id));
+        let mut out = Vec::new();
+        client.fill(&mut out, 100);
+        assert_eq!(
+            parse(&out).unwrap()[0],
+            Frame::Reset {
+                stream: id,
+                code: 1
+            }
+        );
+    }
+}
