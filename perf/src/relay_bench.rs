@@ -181,7 +181,7 @@ fn baseline(load: &Load, seconds: f64) -> anyhow::Result<f64> {
 struct Discard;
 
 impl Sink for Discard {
-    fn deliver(&mut self, _: MailboxId, _: bool, _: &[u8]) {}
+    fn deliver(&mut self, _: MailboxId, _: Option<pb_sphinx::SurbId>, _: &[u8]) {}
 }
 
 struct RelayResult {

@@ -126,12 +126,27 @@ impl Topology {
         self.nodes().find(|p| p.node == node)
     }
 
-    /// The nodes `node` sends to: the whole next layer (exits send to gateways).
+    /// The nodes `node` sends to on the way out: the whole next layer (exits send to
+    /// gateways, which carries relays' loops around).
     pub fn next_layer(&self, node: NodeId) -> &[Placed] {
         match self.find(node) {
             Some(p) => self.layer((p.layer + 1) % LAYERS),
             None => &[],
         }
+    }
+
+    /// Every node `node` has a link to: the next layer, and, except for gateways, the
+    /// previous layer too. Replies travel back that way (exit, mix layers 3, 2, 1, then the
+    /// client's gateway), so every relay keeps a constant-rate link in both directions.
+    pub fn links(&self, node: NodeId) -> Vec<&Placed> {
+        let Some(p) = self.find(node) else {
+            return Vec::new();
+        };
+        let mut links: Vec<&Placed> = self.layer((p.layer + 1) % LAYERS).iter().collect();
+        if p.layer > 0 {
+            links.extend(self.layer(p.layer - 1));
+        }
+        links
     }
 
     /// A digest of the whole topology: equal hashes, equal topologies.
@@ -214,6 +229,15 @@ mod tests {
         let gw = t.layer(0)[0].node;
         assert_eq!(t.next_layer(gw), t.layer(1));
         assert_eq!(t.next_layer(t.layer(4)[0].node), t.layer(0));
+        // Links: gateways only forward; the others both ways (the exit: gateways and the
+        // third mix layer).
+        let ids = |v: Vec<&Placed>| v.iter().map(|p| p.node).collect::<Vec<_>>();
+        let layer_ids = |l: usize| t.layer(l).iter().map(|p| p.node).collect::<Vec<_>>();
+        assert_eq!(ids(t.links(gw)), layer_ids(1));
+        let exit = t.layer(4)[0].node;
+        assert_eq!(ids(t.links(exit)), [layer_ids(0), layer_ids(3)].concat());
+        let mix = t.layer(2)[1].node;
+        assert_eq!(ids(t.links(mix)), [layer_ids(3), layer_ids(1)].concat());
     }
 
     #[test]

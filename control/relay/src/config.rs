@@ -157,6 +157,10 @@ pub struct GossipSettings {
     pub advertise: SocketAddr,
     /// The admin endpoint's address.
     pub admin: Option<SocketAddr>,
+    /// (Gateway) where clients reach the client link.
+    pub client_bind: Option<SocketAddr>,
+    /// (Exit) networks the exit policy allows although they are special (a testbed's own).
+    pub exit_allow: Vec<(std::net::IpAddr, u8)>,
 }
 
 #[derive(Deserialize)]
@@ -181,11 +185,38 @@ struct RawGossip {
     epoch_seconds: Option<u64>,
     advertise: Option<String>,
     admin: Option<String>,
+    client_bind: Option<String>,
+    exit_allow: Option<Vec<String>>,
 }
 
 fn address(field: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     text.parse()
         .map_err(|_| bad(field, "expected an address like \"198.18.0.1:47471\""))
+}
+
+/// A network like "198.18.0.0/15" or "fd00::/8" (a bare address is a /32 or /128).
+fn network(field: &str, text: &str) -> Result<(std::net::IpAddr, u8), ConfigError> {
+    let wrong = || {
+        bad(
+            field,
+            format!("{text:?} is not a network like \"198.18.0.0/15\""),
+        )
+    };
+    let (ip, prefix) = match text.split_once('/') {
+        Some((ip, prefix)) => (ip, Some(prefix)),
+        None => (text, None),
+    };
+    let ip: std::net::IpAddr = ip.parse().map_err(|_| wrong())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        Some(p) => p
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(wrong)?,
+        None => max,
+    };
+    Ok((ip, prefix))
 }
 
 fn role(field: &str, text: &str) -> Result<Role, ConfigError> {
@@ -458,6 +489,28 @@ impl RelayConfig {
                         "must be a loopback address: the endpoint has no authentication",
                     ));
                 }
+                let client_bind = g
+                    .client_bind
+                    .map(|a| address("gossip.client_bind", &a))
+                    .transpose()?;
+                if client_bind.is_some() && role != Role::Gateway {
+                    return Err(bad(
+                        "gossip.client_bind",
+                        "only a gateway serves clients (gossip.role = \"gateway\")",
+                    ));
+                }
+                if g.exit_allow.is_some() && role != Role::Exit {
+                    return Err(bad(
+                        "gossip.exit_allow",
+                        "only an exit has an exit policy (gossip.role = \"exit\")",
+                    ));
+                }
+                let exit_allow = g
+                    .exit_allow
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|n| network("gossip.exit_allow", n))
+                    .collect::<Result<Vec<_>, _>>()?;
                 Some(GossipSettings {
                     bind,
                     seeds,
@@ -467,6 +520,8 @@ impl RelayConfig {
                     epoch_seconds,
                     advertise,
                     admin,
+                    client_bind,
+                    exit_allow,
                 })
             }
         };

@@ -90,6 +90,9 @@ pub struct Update {
     pub notes: Vec<String>,
     /// Lines for tests and scripts (stdout): `topology <hash> nodes <n> links <k> epoch <e>`.
     pub reports: Vec<String>,
+    /// The signed directory clients fetch (a new topology): the epoch and the live
+    /// members' descriptors.
+    pub directory: Option<(u32, Vec<Vec<u8>>)>,
 }
 
 /// Counters and state for the admin endpoint, filled in by the caller (dataplane) and here.
@@ -371,6 +374,14 @@ impl GossipDriver {
             epoch.0
         ));
         update.links = Some((epoch, neighbours, routes));
+        update.directory = Some((
+            epoch.0,
+            self.gossip
+                .live_descriptors()
+                .iter()
+                .map(|d| d.bytes().to_vec())
+                .collect(),
+        ));
     }
 
     fn serve_admin(&mut self, metrics: &dyn Fn() -> Metrics) {
@@ -543,21 +554,22 @@ fn sign(
         .map_err(|e| anyhow!("own descriptor: {e}"))
 }
 
-/// This node's links in `topology` (the whole next layer) and a loop route per link: the
-/// neighbour, the first node of each following layer, back to this node.
+/// This node's links in `topology` (the next layer and, but for gateways, the previous one)
+/// and a loop route per link: the neighbour, the first node of each following layer, back
+/// to this node.
 pub fn links_of(topology: &Topology, me: NodeId) -> (Vec<Neighbour>, Vec<Vec<Hop>>) {
     let Some(my) = topology.find(me) else {
         return (Vec::new(), Vec::new());
     };
-    let next = topology.next_layer(me);
-    let neighbours = next
+    let links = topology.links(me);
+    let neighbours = links
         .iter()
         .map(|p| Neighbour {
             node: p.node,
             addr: p.packet_addr,
         })
         .collect();
-    let routes = next
+    let routes = links
         .iter()
         .map(|first| loop_route(topology, first, my))
         .collect();
@@ -565,7 +577,7 @@ pub fn links_of(topology: &Topology, me: NodeId) -> (Vec<Neighbour>, Vec<Vec<Hop
 }
 
 /// A loop out through `first` and back to `me`: `first`, then the first node of each layer
-/// after `first`'s, up to `me`.
+/// after `first`'s, up to `me` (for a link to the previous layer: `first`, then `me`).
 fn loop_route(
     topology: &Topology,
     first: &pb_control::Placed,

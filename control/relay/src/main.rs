@@ -11,8 +11,12 @@
 //! `stat <name> <value>` for every counter (summed over cores), then `core <c> …` and
 //! `link <i> …` lines. Counters only: never keys, payloads or routes.
 
+mod client_link;
 mod config;
+mod exit;
 mod gossip_mode;
+mod published;
+mod slots;
 
 use std::{
     io::Write as _,
@@ -42,6 +46,7 @@ use pb_pipeline::{
     CoverPool, Handoff, LoopCover, Neighbour, Pipeline, PipelineConfig, PipelineStats, Sink,
 };
 use pb_sphinx::{DropReason, Epoch, EpochKey, Hop, MailboxId, NodeKeys};
+use published::Published;
 
 #[derive(Parser)]
 #[command(name = "pb-relay", about = "The PhantomBand relay")]
@@ -100,15 +105,19 @@ fn main() {
     }
 }
 
-/// Hands delivered messages to a local UDP endpoint: `mailbox (16) ‖ message`.
+/// Where a core's delivered packets go: SURB replies to the gateway's client link, client
+/// messages to the exit, anything else to a local UDP endpoint (`mailbox (16) ‖ message`)
+/// if one is configured.
 struct Forwarder {
     socket: Option<(UdpSocket, SocketAddr)>,
     buffer: Vec<u8>,
+    replies: Option<client_link::ReplyQueue>,
+    exit: Option<exit::ExitInbox>,
 }
 
 impl Forwarder {
     /// A forwarder to `to` (none: delivered messages are dropped).
-    fn new(to: Option<SocketAddr>) -> anyhow::Result<Self> {
+    fn new(to: Option<SocketAddr>, roles: &Roles) -> anyhow::Result<Self> {
         let socket = match to {
             Some(to) => Some((
                 UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
@@ -120,12 +129,22 @@ impl Forwarder {
         Ok(Self {
             socket,
             buffer: Vec::with_capacity(2048),
+            replies: roles.replies.clone(),
+            exit: roles.exit.clone(),
         })
     }
 }
 
 impl Sink for Forwarder {
-    fn deliver(&mut self, mailbox: MailboxId, _reply: bool, message: &[u8]) {
+    fn deliver(&mut self, mailbox: MailboxId, reply: Option<pb_sphinx::SurbId>, message: &[u8]) {
+        // A gateway passes SURB replies to its clients; an exit takes client messages.
+        match (reply, &self.replies, &self.exit) {
+            (Some(surb), Some(replies), _) => return replies.push(mailbox, surb, message),
+            (None, _, Some(exit)) if mailbox == pb_proto::message::EXIT_MAILBOX => {
+                return exit.push(message);
+            }
+            _ => {}
+        }
         if let Some((socket, to)) = &self.socket {
             self.buffer.clear();
             self.buffer.extend_from_slice(&mailbox.0);
@@ -210,46 +229,6 @@ impl Loaded {
     }
 }
 
-/// A value the main thread publishes to every core: a core compares the generation (one
-/// atomic load per turn) and takes the lock only when it moved on.
-struct Published<T> {
-    generation: AtomicU64,
-    value: Mutex<T>,
-}
-
-impl<T: Clone> Published<T> {
-    fn new(value: T) -> Self {
-        Self {
-            generation: AtomicU64::new(0),
-            value: Mutex::new(value),
-        }
-    }
-
-    /// The current generation, without the lock.
-    fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    /// The value and its generation (read together under the lock).
-    fn get(&self) -> (u64, T) {
-        let value = self
-            .value
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        (self.generation(), value.clone())
-    }
-
-    /// Replaces the value; the generation moves on under the same lock.
-    fn set(&self, value: T) {
-        let mut current = self
-            .value
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *current = value;
-        self.generation.fetch_add(1, Ordering::AcqRel);
-    }
-}
-
 /// The keys every core processes with, and the generation each core has taken.
 struct KeyBox {
     keys: Published<NodeKeys>,
@@ -289,10 +268,23 @@ struct Shared {
     owner: Vec<usize>,
     cpus: Vec<usize>,
     deliver_to: Option<SocketAddr>,
+    roles: Roles,
     clock: Arc<dyn Fn() -> Time + Send + Sync>,
     stop: Arc<AtomicBool>,
     start: Instant,
     interval: Duration,
+}
+
+/// The services of a gateway (client link) and an exit, and what the cores and the gossip
+/// loop share with them.
+#[derive(Clone, Default)]
+struct Roles {
+    replies: Option<client_link::ReplyQueue>,
+    client_stats: Option<Arc<client_link::ClientLinkStats>>,
+    directory: Option<Arc<Published<client_link::Directory>>>,
+    exit: Option<exit::ExitInbox>,
+    exit_stats: Option<Arc<exit::ExitStats>>,
+    epoch: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// The running relay's state that a reload may change.
@@ -423,9 +415,12 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
         .context("installing signal handlers")?;
     let cores = config.cores;
+    let handoff = Arc::new(Handoff::new(cores, config.mix.link_queue.min(4096)));
+    let (roles, services) = start_roles(&config, node, epoch, &handoff, &stop)?;
     let shared = Shared {
         owner: Handoff::round_robin(neighbours.len(), cores),
-        handoff: Arc::new(Handoff::new(cores, config.mix.link_queue.min(4096))),
+        handoff,
+        roles,
         pipeline,
         keys: KeyBox {
             keys: Published::new(keys),
@@ -456,7 +451,7 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
         mode,
         banner,
     };
-    match &config.backend {
+    let result = match &config.backend {
         Backend::Udp { bind } => {
             let mut udp = UdpConfig::new(*bind);
             udp.packet_len = pb_sphinx::PACKET_LEN as u16;
@@ -513,7 +508,63 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
             }
             result
         }
+    };
+    shared.stop.store(true, Ordering::Relaxed);
+    for service in services {
+        let _ = service.join();
     }
+    result
+}
+
+/// Starts a gateway's client link or an exit's service (gossip mode), each on a thread of
+/// its own that runs until `stop`.
+fn start_roles(
+    config: &RelayConfig,
+    node: pb_sphinx::NodeId,
+    epoch: Epoch,
+    handoff: &Arc<Handoff>,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<(Roles, Vec<thread::JoinHandle<()>>)> {
+    let mut roles = Roles {
+        epoch: Arc::new(std::sync::atomic::AtomicU32::new(epoch.0)),
+        ..Roles::default()
+    };
+    let mut services = Vec::new();
+    let Some(settings) = &config.gossip else {
+        return Ok((roles, services));
+    };
+    if let Some(bind) = settings.client_bind {
+        let stats = Arc::new(client_link::ClientLinkStats::default());
+        let replies = client_link::ReplyQueue::new(4096, stats.clone());
+        let directory = Arc::new(Published::new(client_link::Directory::default()));
+        let link = client_link::ClientLink::bind(bind, node, replies.clone(), directory.clone())?;
+        let stop = stop.clone();
+        services.push(
+            thread::Builder::new()
+                .name("pb-client-link".into())
+                .spawn(move || link.run(&stop))?,
+        );
+        roles.replies = Some(replies);
+        roles.client_stats = Some(stats);
+        roles.directory = Some(directory);
+    }
+    if settings.role == pb_control::Role::Exit {
+        let stats = Arc::new(exit::ExitStats::default());
+        let inbox = exit::ExitInbox::new(4096, stats.clone());
+        let policy = exit::ExitPolicy {
+            allow: settings.exit_allow.clone(),
+        };
+        let service = exit::Exit::new(inbox.clone(), handoff.clone(), policy, roles.epoch.clone())?;
+        let stop = stop.clone();
+        services.push(
+            thread::Builder::new()
+                .name("pb-exit".into())
+                .spawn(move || service.run(&stop))?,
+        );
+        roles.exit = Some(inbox);
+        roles.exit_stats = Some(stats);
+    }
+    Ok((roles, services))
 }
 
 /// The main thread's part: when to stop, what to reload, what to announce.
@@ -620,6 +671,12 @@ fn apply(update: gossip_mode::Update, shared: &Shared) {
     if let Some((epoch, keys)) = update.keys {
         shared.replay.prepare(epoch);
         shared.keys.keys.set(keys);
+        shared.roles.epoch.store(epoch.0, Ordering::Relaxed);
+    }
+    if let (Some((epoch, descriptors)), Some(directory)) =
+        (update.directory, &shared.roles.directory)
+    {
+        directory.set(client_link::Directory { epoch, descriptors });
     }
     if let Some((epoch, mut neighbours, mut routes)) = update.links {
         neighbours.truncate(MAX_LINKS);
@@ -778,12 +835,11 @@ fn run_core<I: PacketIo>(
         keys,
         &shared.replay,
         Box::new(shared.cover.handle()),
-        Box::new(Forwarder::new(shared.deliver_to)?),
+        Box::new(Forwarder::new(shared.deliver_to, &shared.roles)?),
         now(),
     )?;
-    if cores > 1 {
-        pipeline = pipeline.shard(core, shared.owner.clone(), shared.handoff.clone())?;
-    }
+    // Sharded even alone: the handoff also carries the packets the relay makes itself.
+    pipeline = pipeline.shard(core, shared.owner.clone(), shared.handoff.clone())?;
     let _ = ready.send(());
     drop(ready);
     let mut window = 0u64;

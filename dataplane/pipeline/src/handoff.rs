@@ -8,6 +8,9 @@
 //! into a frame of its own and returns the buffer. Lock-free (crossbeam `ArrayQueue`), no
 //! allocation per packet; a full inbox or an empty buffer pool drops the packet, counted
 //! by the sending core.
+//!
+//! Packets a relay makes itself for a link (an exit's replies) enter the same way through
+//! [`Handoff::inject`]: any core takes them and passes each to its link's owner.
 
 use crossbeam::queue::ArrayQueue;
 use pb_sphinx::{NodeId, PACKET_LEN};
@@ -24,6 +27,7 @@ pub(crate) struct Crossing {
 /// The inboxes of a relay's cores and the buffers that cross between them.
 pub struct Handoff {
     inboxes: Vec<ArrayQueue<Crossing>>,
+    injected: ArrayQueue<Crossing>,
     free: ArrayQueue<Box<[u8; PACKET_LEN]>>,
 }
 
@@ -37,18 +41,46 @@ impl core::fmt::Debug for Handoff {
 }
 
 impl Handoff {
-    /// Inboxes for `cores` cores holding `depth` packets each, and as many buffers as all
-    /// inboxes together hold (allocated now, never again).
+    /// Inboxes for `cores` cores and one for injected packets, holding `depth` packets
+    /// each, and as many buffers as all inboxes together hold (allocated now, never again).
     pub fn new(cores: usize, depth: usize) -> Self {
         let (cores, depth) = (cores.max(1), depth.max(1));
-        let free = ArrayQueue::new(cores * depth);
-        for _ in 0..cores * depth {
+        let buffers = (cores + 1) * depth;
+        let free = ArrayQueue::new(buffers);
+        for _ in 0..buffers {
             let _ = free.push(Box::new([0u8; PACKET_LEN]));
         }
         Self {
             inboxes: (0..cores).map(|_| ArrayQueue::new(depth)).collect(),
+            injected: ArrayQueue::new(depth),
             free,
         }
+    }
+
+    /// Queues a packet this relay made (an exit's reply) for its link to `next`: a core
+    /// takes it on its next turn and passes it to the link's owner, where it waits for a
+    /// slot like any forwarded packet. `false` (nothing queued) if the queue is full, no
+    /// buffer is free or `packet` has the wrong length.
+    pub fn inject(&self, next: NodeId, packet: &[u8]) -> bool {
+        let Ok(packet) = <&[u8; PACKET_LEN]>::try_from(packet) else {
+            return false;
+        };
+        let Some(mut bytes) = self.free.pop() else {
+            return false;
+        };
+        *bytes = *packet;
+        match self.injected.push(Crossing { next, bytes }) {
+            Ok(()) => true,
+            Err(refused) => {
+                self.give_back(refused.bytes);
+                false
+            }
+        }
+    }
+
+    /// The next injected packet.
+    pub(crate) fn receive_injected(&self) -> Option<Crossing> {
+        self.injected.pop()
     }
 
     /// Number of cores.
@@ -119,7 +151,7 @@ mod tests {
             );
             h.give_back(c.bytes);
         }
-        assert_eq!(h.free.len(), 6, "every buffer is back");
+        assert_eq!(h.free.len(), 9, "every buffer is back");
     }
 
     #[test]
@@ -128,12 +160,18 @@ mod tests {
         let n = NodeId([0; 16]);
         assert!(!h.send(2, n, &[0; PACKET_LEN]));
         assert!(!h.send(0, n, &[0; 100]));
-        assert_eq!(h.free.len(), 4);
-        // With every buffer out (both inboxes full), nothing more crosses.
+        assert_eq!(h.free.len(), 6);
+        // With every buffer out (all inboxes full), nothing more crosses.
         for core in [0, 0, 1, 1] {
             assert!(h.send(core, n, &[1; PACKET_LEN]));
         }
+        assert!(h.inject(n, &[2; PACKET_LEN]) && h.inject(n, &[3; PACKET_LEN]));
+        assert!(
+            !h.inject(n, &[4; PACKET_LEN]),
+            "the injection queue holds 2"
+        );
         assert!(!h.send(0, n, &[1; PACKET_LEN]));
+        assert_eq!(h.receive_injected().unwrap().bytes[0], 2);
         assert_eq!(Handoff::round_robin(5, 2), vec![0, 1, 0, 1, 0]);
         assert_eq!(Handoff::round_robin(2, 0), vec![0, 0]);
     }

@@ -26,7 +26,8 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 use pb_io::{IoError, Packet, PacketIo};
 use pb_mix::{DelayError, DelayQueue, Link, LinkStats, LoopStats, SharedReplayFilter, Time};
 use pb_sphinx::{
-    DelayMs, DropReason, MailboxId, NodeId, NodeKeys, PACKET_LEN, Processed, message, process_batch,
+    DelayMs, DropReason, MailboxId, NodeId, NodeKeys, PACKET_LEN, Processed, SurbId, message,
+    process_batch,
 };
 
 pub use cover::{COVER_MAILBOX, CoverHandle, CoverPool, CoverSource, LoopCover};
@@ -68,9 +69,10 @@ pub struct PipelineConfig {
 
 /// Where delivered packets go (the role: a gateway's mailboxes, an exit's streams).
 pub trait Sink {
-    /// A packet for `mailbox` arrived with `message` (the delivered message area, or for a
-    /// SURB reply the still-wrapped payload).
-    fn deliver(&mut self, mailbox: MailboxId, reply: bool, message: &[u8]);
+    /// A packet for `mailbox` arrived with `message`: the delivered message area, or, for a
+    /// SURB reply (`reply` names the SURB), the still-wrapped payload, which only the SURB's
+    /// owner can open.
+    fn deliver(&mut self, mailbox: MailboxId, reply: Option<SurbId>, message: &[u8]);
 }
 
 /// Why a pipeline could not be built.
@@ -133,6 +135,8 @@ pub struct PipelineStats {
     /// Packets that could not cross to their link's core (its inbox full, no buffer free,
     /// or, on arrival, no frame free).
     pub dropped_handoff: u64,
+    /// Packets the relay made itself ([`Handoff::inject`]) taken for a link it has.
+    pub injected: u64,
 }
 
 /// A received batch smaller than this is topped up once after [`TOP_UP_WAIT`].
@@ -371,14 +375,14 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
                             self.stats.loops_returned += 1;
                         }
                     } else {
-                        self.sink.deliver(mailbox, false, bytes);
+                        self.sink.deliver(mailbox, None, bytes);
                         self.stats.delivered += 1;
                     }
                     drop.push(packet);
                 }
-                Ok(Processed::DeliverReply { mailbox, .. }) => {
+                Ok(Processed::DeliverReply { mailbox, surb, .. }) => {
                     let payload = pb_sphinx::payload_mut(self.io.payload_mut(&packet));
-                    self.sink.deliver(mailbox, true, payload);
+                    self.sink.deliver(mailbox, Some(surb), payload);
                     self.stats.delivered += 1;
                     drop.push(packet);
                 }
@@ -460,6 +464,38 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
                     }
                 }
                 _ => self.stats.dropped_handoff += 1,
+            }
+            handoff.give_back(crossing.bytes);
+        }
+        // Packets the relay made itself: onto the link here, or on to its owner.
+        while let Some(crossing) = handoff.receive_injected() {
+            let Some(&link) = self.link_of.get(&crossing.next) else {
+                self.stats.dropped_no_link += 1;
+                handoff.give_back(crossing.bytes);
+                continue;
+            };
+            self.stats.injected += 1;
+            if self.owner[link] != self.core {
+                if handoff.send(self.owner[link], crossing.next, &crossing.bytes[..]) {
+                    self.stats.handed_off += 1;
+                } else {
+                    self.stats.dropped_handoff += 1;
+                }
+                handoff.give_back(crossing.bytes);
+                continue;
+            }
+            match self.io.alloc(self.neighbours[link].addr) {
+                Some(mut packet) => {
+                    self.io.set_len(&mut packet, PACKET_LEN);
+                    self.io
+                        .payload_mut(&packet)
+                        .copy_from_slice(&crossing.bytes[..]);
+                    if let Err(packet) = self.links[link].push(packet) {
+                        self.stats.dropped_link_full += 1;
+                        self.spare.push(packet);
+                    }
+                }
+                None => self.stats.dropped_handoff += 1,
             }
             handoff.give_back(crossing.bytes);
         }

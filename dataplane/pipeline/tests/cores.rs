@@ -61,7 +61,7 @@ impl Drop for StopOnDrop {
 }
 
 impl Sink for NoSink {
-    fn deliver(&mut self, _: MailboxId, _: bool, _: &[u8]) {}
+    fn deliver(&mut self, _: MailboxId, _: Option<pb_sphinx::SurbId>, _: &[u8]) {}
 }
 
 fn key(i: u8, epoch: Epoch) -> EpochKey {

@@ -33,7 +33,7 @@ const SECONDS: u64 = 3;
 struct NoSink;
 
 impl Sink for NoSink {
-    fn deliver(&mut self, _: MailboxId, _: bool, _: &[u8]) {}
+    fn deliver(&mut self, _: MailboxId, _: Option<pb_sphinx::SurbId>, _: &[u8]) {}
 }
 
 fn key(i: u8) -> EpochKey {

@@ -36,7 +36,7 @@ type Delivered = Arc<Mutex<Vec<(MailboxId, Vec<u8>)>>>;
 struct Recorder(Delivered);
 
 impl Sink for Recorder {
-    fn deliver(&mut self, mailbox: MailboxId, _reply: bool, message: &[u8]) {
+    fn deliver(&mut self, mailbox: MailboxId, _reply: Option<pb_sphinx::SurbId>, message: &[u8]) {
         self.0.lock().unwrap().push((mailbox, message.to_vec()));
     }
 }

@@ -1,0 +1,737 @@
+//! The exit: opens the TCP connections clients ask for, under the exit policy, and sends
+//! what comes back in replies built from the SURBs the clients supply. One thread, a mio
+//! loop over the TCP connections; names are resolved by a small pool of resolver threads,
+//! so a slow DNS answer holds up nobody else.
+//!
+//! Client messages reach it from the cores' sinks through a bounded queue; its replies go
+//! to the dataplane through [`Handoff::inject`], where they wait for a slot on the link to
+//! their first hop like any forwarded packet, so the link's constant rate is kept.
+//!
+//! A session is known by the random id in its messages; it holds a reliable channel, its
+//! streams and its SURBs, and is forgotten after [`SESSION_IDLE`] without a message.
+//! Nothing about a session is logged; counters only.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    io::{ErrorKind, Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs as _},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use mio::{Events, Interest, Poll, Token, Waker, net::TcpStream};
+use pb_pipeline::Handoff;
+use pb_proto::{
+    Channel, ChannelConfig, ClientMessage, ExitMessage, Reply, SessionId, Side, StreamEvent,
+    StreamId, Streams, Target, message::EXIT_CHANNEL_ROOM,
+};
+use pb_sphinx::{Epoch, MESSAGE_LEN, PACKET_LEN, Surb};
+
+use crate::slots::Slots;
+
+/// A session without a message for this long is forgotten (its connections closed).
+pub const SESSION_IDLE: Duration = Duration::from_secs(600);
+/// Most sessions at once.
+const MAX_SESSIONS: usize = 4096;
+/// Most SURBs held per session.
+const MAX_SURBS: usize = 2048;
+/// Connection attempts give up after this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Resolver threads.
+const RESOLVERS: usize = 4;
+const WAKER: Token = Token(0);
+
+/// Which destinations the exit refuses.
+#[derive(Clone, Debug, Default)]
+pub struct ExitPolicy {
+    /// Networks allowed although special (a testbed's own namespaces): address and prefix.
+    pub allow: Vec<(IpAddr, u8)>,
+}
+
+fn in_net(ip: IpAddr, (net, prefix): (IpAddr, u8)) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix.min(32)))
+                .unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(prefix.min(128)))
+                .unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Addresses no exit opens by default: this host, private, shared, link-local, multicast,
+/// reserved, benchmarking and documentation ranges (RFC 6890).
+fn special(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let nets: [(Ipv4Addr, u8); 14] = [
+                (Ipv4Addr::new(0, 0, 0, 0), 8),
+                (Ipv4Addr::new(10, 0, 0, 0), 8),
+                (Ipv4Addr::new(100, 64, 0, 0), 10),
+                (Ipv4Addr::new(127, 0, 0, 0), 8),
+                (Ipv4Addr::new(169, 254, 0, 0), 16),
+                (Ipv4Addr::new(172, 16, 0, 0), 12),
+                (Ipv4Addr::new(192, 0, 0, 0), 24),
+                (Ipv4Addr::new(192, 0, 2, 0), 24),
+                (Ipv4Addr::new(192, 168, 0, 0), 16),
+                (Ipv4Addr::new(198, 18, 0, 0), 15),
+                (Ipv4Addr::new(198, 51, 100, 0), 24),
+                (Ipv4Addr::new(203, 0, 113, 0), 24),
+                (Ipv4Addr::new(224, 0, 0, 0), 4),
+                (Ipv4Addr::new(240, 0, 0, 0), 4),
+            ];
+            nets.iter()
+                .any(|(n, p)| in_net(IpAddr::V4(v4), (IpAddr::V4(*n), *p)))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return special(IpAddr::V4(v4));
+            }
+            let nets: [(Ipv6Addr, u8); 6] = [
+                (Ipv6Addr::UNSPECIFIED, 128),
+                (Ipv6Addr::LOCALHOST, 128),
+                (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7),
+                (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10),
+                (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8),
+                (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32),
+            ];
+            nets.iter()
+                .any(|(n, p)| in_net(IpAddr::V6(v6), (IpAddr::V6(*n), *p)))
+        }
+    }
+}
+
+impl ExitPolicy {
+    /// Whether the exit may connect to `ip`.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.allow.iter().any(|net| in_net(ip, *net)) || !special(ip)
+    }
+}
+
+/// Counters of the exit.
+#[derive(Debug, Default)]
+pub struct ExitStats {
+    /// Client messages taken.
+    pub messages: AtomicU64,
+    /// Client messages that did not parse (or came with a bad channel header).
+    pub malformed: AtomicU64,
+    /// Client messages the cores could not queue.
+    pub queue_full: AtomicU64,
+    /// Sessions opened.
+    pub sessions: AtomicU64,
+    /// Streams opened to a destination.
+    pub connected: AtomicU64,
+    /// Streams refused by the exit policy.
+    pub refused_policy: AtomicU64,
+    /// Streams whose destination did not resolve or answer.
+    pub failed: AtomicU64,
+    /// Replies sent into the dataplane.
+    pub replies: AtomicU64,
+    /// Replies the dataplane could not take (its queue full).
+    pub inject_full: AtomicU64,
+    /// SURBs dropped unused (stale epoch, or over the per-session bound).
+    pub surbs_dropped: AtomicU64,
+}
+
+/// The cores' side: delivered client messages, queued for the exit thread.
+#[derive(Clone)]
+pub struct ExitInbox {
+    slots: Arc<Slots<[u8; MESSAGE_LEN]>>,
+    stats: Arc<ExitStats>,
+}
+
+impl ExitInbox {
+    /// A queue of `depth` messages.
+    pub fn new(depth: usize, stats: Arc<ExitStats>) -> Self {
+        Self {
+            slots: Arc::new(Slots::new(depth, || [0u8; MESSAGE_LEN])),
+            stats,
+        }
+    }
+
+    /// Queues a delivered message (from a core's sink).
+    pub fn push(&self, message: &[u8]) {
+        let queued = self.slots.push_with(|slot| {
+            let n = message.len().min(MESSAGE_LEN);
+            slot[..n].copy_from_slice(&message[..n]);
+            slot[n..].fill(0);
+        });
+        if !queued {
+            self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+struct Session {
+    channel: Channel,
+    streams: Streams,
+    surbs: VecDeque<(Epoch, Surb)>,
+    last_heard: Instant,
+}
+
+struct Conn {
+    session: SessionId,
+    stream: StreamId,
+    tcp: TcpStream,
+    connected: bool,
+    started: Instant,
+    /// Bytes from the client not yet written to the destination.
+    pending: Vec<u8>,
+    /// The client's half-close has been passed on.
+    shut_down: bool,
+    /// The destination has finished (or failed): read no more.
+    read_done: bool,
+}
+
+/// A name to resolve for a stream.
+struct Lookup {
+    session: SessionId,
+    stream: StreamId,
+    name: String,
+    port: u16,
+}
+
+/// The exit's thread.
+pub struct Exit {
+    inbox: ExitInbox,
+    handoff: Arc<Handoff>,
+    policy: ExitPolicy,
+    epoch: Arc<AtomicU32>,
+    sessions: HashMap<SessionId, Session>,
+    conns: HashMap<Token, Conn>,
+    by_stream: HashMap<(SessionId, StreamId), Token>,
+    next_token: usize,
+    poll: Poll,
+    lookups: mpsc::SyncSender<Lookup>,
+    answers: mpsc::Receiver<(Lookup, std::io::Result<Vec<SocketAddr>>)>,
+    buf: Vec<u8>,
+}
+
+impl Exit {
+    /// The exit thread's state, with its resolvers started.
+    pub fn new(
+        inbox: ExitInbox,
+        handoff: Arc<Handoff>,
+        policy: ExitPolicy,
+        epoch: Arc<AtomicU32>,
+    ) -> anyhow::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (lookups, requests) = mpsc::sync_channel::<Lookup>(256);
+        let requests = Arc::new(std::sync::Mutex::new(requests));
+        let (answer, answers) = mpsc::channel();
+        for i in 0..RESOLVERS {
+            let requests = requests.clone();
+            let answer = answer.clone();
+            let waker = waker.clone();
+            thread::Builder::new()
+                .name(format!("pb-exit-dns-{i}"))
+                .spawn(move || {
+                    loop {
+                        let lookup = {
+                            let requests = requests
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            match requests.recv() {
+                                Ok(l) => l,
+                                Err(_) => return,
+                            }
+                        };
+                        let result = (lookup.name.as_str(), lookup.port)
+                            .to_socket_addrs()
+                            .map(Iterator::collect);
+                        if answer.send((lookup, result)).is_err() {
+                            return;
+                        }
+                        let _ = waker.wake();
+                    }
+                })?;
+        }
+        Ok(Self {
+            inbox,
+            handoff,
+            policy,
+            epoch,
+            sessions: HashMap::new(),
+            conns: HashMap::new(),
+            by_stream: HashMap::new(),
+            next_token: 1,
+            poll,
+            lookups,
+            answers,
+            buf: vec![0; 16 * 1024],
+        })
+    }
+
+    /// Runs until `stop` is set.
+    pub fn run(mut self, stop: &AtomicBool) {
+        let mut events = Events::with_capacity(256);
+        let mut sweep_at = Instant::now();
+        let origin = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(3)));
+            let now = origin.elapsed();
+            for event in events.iter() {
+                if event.token() != WAKER {
+                    self.connection_ready(event.token(), now);
+                }
+            }
+            while let Ok((lookup, result)) = self.answers.try_recv() {
+                self.resolved(lookup, result, now);
+            }
+            while let Some(message) = self.inbox.slots.pop() {
+                self.message(&message[..], now);
+                self.inbox.slots.give_back(message);
+            }
+            self.pump(now);
+            self.send(now);
+            if sweep_at.elapsed() >= Duration::from_secs(1) {
+                sweep_at = Instant::now();
+                self.sweep();
+            }
+        }
+    }
+
+    fn stats(&self) -> &ExitStats {
+        &self.inbox.stats
+    }
+
+    /// A client message: its SURBs, then its channel message.
+    fn message(&mut self, bytes: &[u8], now: Duration) {
+        self.stats().messages.fetch_add(1, Ordering::Relaxed);
+        let Ok(m) = ClientMessage::parse(bytes) else {
+            self.stats().malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if !self.sessions.contains_key(&m.session) {
+            if self.sessions.len() >= MAX_SESSIONS {
+                return;
+            }
+            self.stats().sessions.fetch_add(1, Ordering::Relaxed);
+            self.sessions.insert(
+                m.session,
+                Session {
+                    channel: Channel::new(ChannelConfig::default()),
+                    streams: Streams::new(Side::Exit),
+                    surbs: VecDeque::new(),
+                    last_heard: Instant::now(),
+                },
+            );
+        }
+        let epoch = Epoch(self.epoch.load(Ordering::Relaxed));
+        let Some(session) = self.sessions.get_mut(&m.session) else {
+            return;
+        };
+        session.last_heard = Instant::now();
+        for bytes in &m.surbs {
+            let Ok(surb) = Surb::from_bytes(bytes) else {
+                self.inbox
+                    .stats
+                    .surbs_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let surb_epoch = surb_epoch(bytes);
+            if session.surbs.len() >= MAX_SURBS || surb_epoch.0.saturating_add(1) < epoch.0 {
+                self.inbox
+                    .stats
+                    .surbs_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            session.surbs.push_back((surb_epoch, surb));
+        }
+        match session.channel.receive(now, m.channel) {
+            Ok(delivered) => {
+                for frames in delivered {
+                    if session.streams.handle(&frames).is_err() {
+                        self.inbox.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Err(_) => {
+                self.inbox.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let id = m.session;
+        self.stream_events(id, now);
+    }
+
+    fn stream_events(&mut self, id: SessionId, _now: Duration) {
+        loop {
+            let Some(event) = self
+                .sessions
+                .get_mut(&id)
+                .and_then(|s| s.streams.poll_event())
+            else {
+                return;
+            };
+            match event {
+                StreamEvent::Open { stream, target } => self.open(id, stream, target),
+                StreamEvent::Readable(stream) | StreamEvent::Finished(stream) => {
+                    if let Some(token) = self.by_stream.get(&(id, stream)).copied() {
+                        self.forward_to_destination(token);
+                    }
+                }
+                StreamEvent::Reset { stream, .. } => self.close(id, stream),
+                StreamEvent::Opened { .. } => {}
+            }
+        }
+    }
+
+    fn open(&mut self, session: SessionId, stream: StreamId, target: Target) {
+        match target {
+            Target::V4(ip, port) => self.connect(session, stream, vec![(ip, port).into()]),
+            Target::V6(ip, port) => self.connect(session, stream, vec![(ip, port).into()]),
+            Target::Name(name, port) => {
+                let lookup = Lookup {
+                    session,
+                    stream,
+                    name,
+                    port,
+                };
+                if self.lookups.try_send(lookup).is_err() {
+                    self.refuse(session, stream, Reply::GeneralFailure);
+                }
+            }
+        }
+    }
+
+    fn resolved(
+        &mut self,
+        lookup: Lookup,
+        result: std::io::Result<Vec<SocketAddr>>,
+        _now: Duration,
+    ) {
+        match result {
+            Ok(addrs) if !addrs.is_empty() => self.connect(lookup.session, lookup.stream, addrs),
+            _ => {
+                self.stats().failed.fetch_add(1, Ordering::Relaxed);
+                self.refuse(lookup.session, lookup.stream, Reply::HostUnreachable);
+            }
+        }
+    }
+
+    fn refuse(&mut self, session: SessionId, stream: StreamId, reply: Reply) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.streams.refuse(stream, reply);
+        }
+    }
+
+    /// Connects to the first address the policy allows; refuses the stream if none.
+    fn connect(&mut self, session: SessionId, stream: StreamId, addrs: Vec<SocketAddr>) {
+        let Some(addr) = addrs.iter().find(|a| self.policy.allows(a.ip())).copied() else {
+            self.stats().refused_policy.fetch_add(1, Ordering::Relaxed);
+            self.refuse(session, stream, Reply::NotAllowed);
+            return;
+        };
+        let mut tcp = match TcpStream::connect(addr) {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                self.stats().failed.fetch_add(1, Ordering::Relaxed);
+                self.refuse(session, stream, reply_for(&e));
+                return;
+            }
+        };
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        if self
+            .poll
+            .registry()
+            .register(&mut tcp, token, Interest::READABLE | Interest::WRITABLE)
+            .is_err()
+        {
+            self.refuse(session, stream, Reply::GeneralFailure);
+            return;
+        }
+        self.by_stream.insert((session, stream), token);
+        self.conns.insert(
+            token,
+            Conn {
+                session,
+                stream,
+                tcp,
+                connected: false,
+                started: Instant::now(),
+                pending: Vec::new(),
+                shut_down: false,
+                read_done: false,
+            },
+        );
+    }
+
+    /// A connection became readable or writable (or failed).
+    fn connection_ready(&mut self, token: Token, _now: Duration) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        if !conn.connected {
+            match conn.tcp.take_error() {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => {
+                    let (session, stream) = (conn.session, conn.stream);
+                    self.stats().failed.fetch_add(1, Ordering::Relaxed);
+                    self.refuse(session, stream, reply_for(&e));
+                    self.drop_conn(token);
+                    return;
+                }
+            }
+            if conn.tcp.peer_addr().is_err() {
+                return; // still connecting
+            }
+            conn.connected = true;
+            let (session, stream) = (conn.session, conn.stream);
+            self.stats().connected.fetch_add(1, Ordering::Relaxed);
+            if let Some(s) = self.sessions.get_mut(&session) {
+                s.streams.accept(stream);
+            }
+        }
+        self.forward_to_destination(token);
+    }
+
+    /// Moves the client's bytes to the destination, as far as it takes them.
+    fn forward_to_destination(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(&conn.session) else {
+            return;
+        };
+        loop {
+            if conn.pending.is_empty() {
+                let n = session.streams.read(conn.stream, &mut self.buf);
+                if n == 0 {
+                    break;
+                }
+                conn.pending.extend_from_slice(&self.buf[..n]);
+            }
+            if !conn.connected {
+                return;
+            }
+            match conn.tcp.write(&conn.pending) {
+                Ok(0) => break,
+                Ok(n) => {
+                    conn.pending.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    session.streams.reset(conn.stream, Reply::GeneralFailure);
+                    self.drop_conn(token);
+                    return;
+                }
+            }
+        }
+        // The client has finished and everything it sent is written: pass the half-close on.
+        if conn.connected
+            && !conn.shut_down
+            && conn.pending.is_empty()
+            && session.streams.readable(conn.stream) == 0
+            && session.streams.peer_finished(conn.stream)
+        {
+            conn.shut_down = true;
+            let _ = conn.tcp.shutdown(std::net::Shutdown::Write);
+        }
+    }
+
+    /// Moves destination bytes into the streams while they have room.
+    fn pump(&mut self, _now: Duration) {
+        let tokens: Vec<Token> = self.conns.keys().copied().collect();
+        for token in tokens {
+            let Some(conn) = self.conns.get_mut(&token) else {
+                continue;
+            };
+            if !conn.connected {
+                if conn.started.elapsed() > CONNECT_TIMEOUT {
+                    let (session, stream) = (conn.session, conn.stream);
+                    self.stats().failed.fetch_add(1, Ordering::Relaxed);
+                    self.refuse(session, stream, Reply::TtlExpired);
+                    self.drop_conn(token);
+                }
+                continue;
+            }
+            let Some(session) = self.sessions.get_mut(&conn.session) else {
+                continue;
+            };
+            if !session.streams.contains(conn.stream) {
+                self.drop_conn(token);
+                continue;
+            }
+            while !conn.read_done {
+                let room = session.streams.send_room(conn.stream).min(self.buf.len());
+                if room == 0 {
+                    break;
+                }
+                match conn.tcp.read(&mut self.buf[..room]) {
+                    Ok(0) => {
+                        conn.read_done = true;
+                        session.streams.finish(conn.stream);
+                    }
+                    Ok(n) => {
+                        session.streams.write(conn.stream, &self.buf[..n]);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        conn.read_done = true;
+                        session.streams.reset(conn.stream, Reply::GeneralFailure);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends what each session has, while it has SURBs.
+    fn send(&mut self, now: Duration) {
+        let mut packet = [0u8; PACKET_LEN];
+        for session in self.sessions.values_mut() {
+            while !session.surbs.is_empty() {
+                let due = session.channel.retransmission_due(now)
+                    || (session.channel.can_send_new() && session.streams.has_pending())
+                    || session.channel.ack_due(now);
+                if !due {
+                    break;
+                }
+                let streams = &mut session.streams;
+                let Some(channel) =
+                    session
+                        .channel
+                        .transmit(now, EXIT_CHANNEL_ROOM, |out, room| streams.fill(out, room))
+                else {
+                    break;
+                };
+                let Some((_, surb)) = session.surbs.pop_front() else {
+                    break;
+                };
+                let wanted = session.streams.pending_bytes().div_ceil(EXIT_CHANNEL_ROOM);
+                let message = ExitMessage {
+                    held: session.surbs.len().min(usize::from(u16::MAX)) as u16,
+                    wanted: wanted.min(usize::from(u16::MAX)) as u16,
+                    channel: &channel,
+                }
+                .encode();
+                let Ok(first) = surb.into_reply(&mut packet, &message) else {
+                    continue;
+                };
+                if self.handoff.inject(first, &packet) {
+                    self.inbox.stats.replies.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    // The reply is lost; the channel sends it again.
+                    self.inbox.stats.inject_full.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Forgets idle or broken sessions and stale SURBs.
+    fn sweep(&mut self) {
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        let mut gone = Vec::new();
+        for (id, s) in self.sessions.iter_mut() {
+            let before = s.surbs.len();
+            s.surbs.retain(|(e, _)| e.0.saturating_add(1) >= epoch);
+            self.inbox
+                .stats
+                .surbs_dropped
+                .fetch_add((before - s.surbs.len()) as u64, Ordering::Relaxed);
+            if s.last_heard.elapsed() > SESSION_IDLE || s.channel.is_broken() {
+                gone.push(*id);
+            }
+        }
+        for id in gone {
+            self.sessions.remove(&id);
+            let tokens: Vec<Token> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.session == id)
+                .map(|(t, _)| *t)
+                .collect();
+            for t in tokens {
+                self.drop_conn(t);
+            }
+        }
+    }
+
+    fn close(&mut self, session: SessionId, stream: StreamId) {
+        if let Some(token) = self.by_stream.get(&(session, stream)).copied() {
+            self.drop_conn(token);
+        }
+    }
+
+    fn drop_conn(&mut self, token: Token) {
+        if let Some(mut conn) = self.conns.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut conn.tcp);
+            self.by_stream.remove(&(conn.session, conn.stream));
+        }
+    }
+}
+
+/// The epoch a SURB's header is for (bytes 1-4 of the header, after the 16-byte first hop).
+fn surb_epoch(bytes: &[u8]) -> Epoch {
+    let mut e = [0u8; 4];
+    if let Some(b) = bytes.get(17..21) {
+        e.copy_from_slice(b);
+    }
+    Epoch(u32::from_be_bytes(e))
+}
+
+/// The SOCKS reply for a failed connection.
+fn reply_for(e: &std::io::Error) -> Reply {
+    match e.kind() {
+        ErrorKind::ConnectionRefused => Reply::ConnectionRefused,
+        ErrorKind::NetworkUnreachable => Reply::NetworkUnreachable,
+        ErrorKind::HostUnreachable => Reply::HostUnreachable,
+        ErrorKind::TimedOut => Reply::TtlExpired,
+        _ => Reply::GeneralFailure,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_policy_refuses_special_ranges_and_the_testbed_allows_its_own() {
+        let policy = ExitPolicy::default();
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.1.1",
+            "224.0.0.1",
+            "100.64.0.1",
+            "198.18.0.5",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            assert!(!policy.allows(ip), "{ip}");
+        }
+        for ip in ["93.184.216.34", "2606:2800:220:1::1", "::ffff:8.8.8.8"] {
+            let ip: IpAddr = ip.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            assert!(policy.allows(ip), "{ip}");
+        }
+        let testbed = ExitPolicy {
+            allow: vec![(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 0)), 15)],
+        };
+        assert!(testbed.allows(IpAddr::V4(Ipv4Addr::new(198, 19, 255, 1))));
+        assert!(!testbed.allows(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1))));
+    }
+}
