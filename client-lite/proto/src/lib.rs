@@ -10,6 +10,7 @@
 //!   flow control.
 //! - [`message`]: how a channel message travels in a Sphinx payload: the client's with its
 //!   session id and SURBs for the replies, the exit's with its SURB stock.
+//! - [`link`]: the gateway's client link (directory pages, mailbox registration, replies).
 //!
 //! Not here: route choice and packet building (the client binary, with `pb-sphinx`), TCP
 //! and name resolution (the exit in `pb-relay`).
@@ -17,6 +18,7 @@
 
 pub mod channel;
 pub mod frame;
+pub mod link;
 pub mod message;
 pub mod socks;
 pub mod streams;

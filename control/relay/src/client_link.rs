@@ -19,37 +19,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pb_sphinx::{MailboxId, NodeId, PACKET_LEN, PAYLOAD_LEN, SurbId};
+use pb_proto::link::{self, FromClient};
+use pb_sphinx::{Epoch, MailboxId, NodeId, PAYLOAD_LEN, SurbId};
 
 use crate::{published::Published, slots::Slots};
 
-/// Client to gateway: a page of the directory.
-pub const DIR_REQUEST: u8 = 0x01;
-/// Client to gateway: register (or refresh) a mailbox.
-pub const HELLO: u8 = 0x02;
-/// Gateway to client: a directory page.
-pub const DIR_PAGE: u8 = 0x81;
-/// Gateway to client: the mailbox is registered (and the gateway's node id, which the
-/// client's SURBs end at).
-pub const WELCOME: u8 = 0x82;
-/// Gateway to client: a SURB reply for its mailbox.
-pub const REPLY: u8 = 0x83;
-/// Derivation context of a mailbox id from the client's token.
-pub const MAILBOX_CONTEXT: &str = "PhantomBand v1 mailbox";
 /// A mailbox not refreshed for this long is forgotten.
 pub const MAILBOX_IDLE: Duration = Duration::from_secs(120);
 /// Most mailboxes held.
 const MAX_MAILBOXES: usize = 65536;
-/// Descriptors per directory page: each is a u16 length and at most 224 bytes.
-pub const PER_PAGE: usize = 6;
-
-/// The mailbox of a client's token.
-pub fn mailbox_of(token: &[u8; 32]) -> MailboxId {
-    let key = blake3::derive_key(MAILBOX_CONTEXT, token);
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&key[..16]);
-    MailboxId(id)
-}
 
 /// The signed directory a gateway serves: the epoch and its live members' descriptors.
 #[derive(Clone, Debug, Default)]
@@ -156,23 +134,19 @@ impl ClientLink {
     /// Serves until `stop` is set.
     pub fn run(mut self, stop: &AtomicBool) {
         let mut expire_at = Instant::now() + MAILBOX_IDLE;
-        let mut out = vec![0u8; PACKET_LEN];
         while !stop.load(Ordering::Relaxed) {
             // Requests first, a bounded number per turn, then every queued reply.
             for _ in 0..64 {
                 match self.socket.recv_from(&mut self.buf) {
-                    Ok((n, from)) => self.request(n, from, &mut out),
+                    Ok((n, from)) => self.request(n, from),
                     Err(_) => break,
                 }
             }
             while let Some(reply) = self.replies.slots.pop() {
                 match self.mailboxes.get(&reply.mailbox) {
                     Some((client, _)) => {
-                        out.fill(0);
-                        out[0] = REPLY;
-                        out[1..17].copy_from_slice(&reply.surb.0);
-                        out[17..17 + PAYLOAD_LEN].copy_from_slice(&reply.payload);
-                        if self.socket.send_to(&out, client).is_ok() {
+                        let datagram = link::reply(reply.surb, &reply.payload);
+                        if self.socket.send_to(&datagram, client).is_ok() {
                             self.replies.stats.replies.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -194,59 +168,43 @@ impl ClientLink {
         }
     }
 
-    fn request(&mut self, n: usize, from: SocketAddr, out: &mut [u8]) {
+    fn request(&mut self, n: usize, from: SocketAddr) {
         let stats = &self.replies.stats;
-        let datagram = &self.buf[..n];
-        if n != PACKET_LEN {
-            stats.malformed.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        out.fill(0);
-        match datagram[0] {
-            DIR_REQUEST => {
-                // kind, nonce (8), page.
+        let answer = match link::parse_request(&self.buf[..n]) {
+            Some(FromClient::DirRequest { nonce, page }) => {
                 let (_, directory) = self.directory.get();
-                let page = usize::from(datagram[9]);
-                let pages = directory.descriptors.len().div_ceil(PER_PAGE).max(1);
-                out[0] = DIR_PAGE;
-                out[1..9].copy_from_slice(&datagram[1..9]);
-                out[9] = page.min(255) as u8;
-                out[10] = pages.min(255) as u8;
-                out[11..15].copy_from_slice(&directory.epoch.to_be_bytes());
-                let items: Vec<&Vec<u8>> = directory
+                let pages = directory.descriptors.len().div_ceil(link::PER_PAGE).max(1);
+                let items: Vec<Vec<u8>> = directory
                     .descriptors
                     .iter()
-                    .skip(page * PER_PAGE)
-                    .take(PER_PAGE)
+                    .skip(usize::from(page) * link::PER_PAGE)
+                    .take(link::PER_PAGE)
+                    .cloned()
                     .collect();
-                out[15] = items.len() as u8;
-                let mut at = 16;
-                for d in items {
-                    out[at..at + 2].copy_from_slice(&(d.len() as u16).to_be_bytes());
-                    out[at + 2..at + 2 + d.len()].copy_from_slice(d);
-                    at += 2 + d.len();
-                }
                 stats.pages.fetch_add(1, Ordering::Relaxed);
+                link::page(
+                    nonce,
+                    page,
+                    pages.min(255) as u8,
+                    Epoch(directory.epoch),
+                    &items,
+                )
             }
-            HELLO => {
-                let mut token = [0u8; 32];
-                token.copy_from_slice(&datagram[1..33]);
-                let mailbox = mailbox_of(&token);
+            Some(FromClient::Hello { mut token }) => {
+                let mailbox = link::mailbox_of(&token);
                 zeroize::Zeroize::zeroize(&mut token);
                 if self.mailboxes.len() >= MAX_MAILBOXES && !self.mailboxes.contains_key(&mailbox) {
                     return;
                 }
                 self.mailboxes.insert(mailbox, (from, Instant::now()));
-                out[0] = WELCOME;
-                out[1..17].copy_from_slice(&mailbox.0);
-                out[17..33].copy_from_slice(&self.node.0);
                 stats.hellos.fetch_add(1, Ordering::Relaxed);
+                link::welcome(mailbox, self.node)
             }
-            _ => {
+            None => {
                 stats.malformed.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-        }
-        let _ = self.socket.send_to(out, from);
+        };
+        let _ = self.socket.send_to(&answer, from);
     }
 }

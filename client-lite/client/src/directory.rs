@@ -1,0 +1,90 @@
+//! The directory as the client fetches it over the client link (`pb_proto::link`). Every
+//! descriptor a gateway serves is verified here (size, fields, canonical form, Ed25519
+//! signature) before it counts; the topology is then computed locally, so the gateway can
+//! withhold relays but not forge or move one.
+
+use pb_control::{SignedDescriptor, Topology, TopologyError};
+use pb_sphinx::Epoch;
+
+/// Pages of one directory fetch, as they arrive.
+#[derive(Debug)]
+pub struct Fetch {
+    /// The nonce the requests carried.
+    pub nonce: [u8; 8],
+    epoch: Option<Epoch>,
+    pages: Vec<Option<Vec<Vec<u8>>>>,
+}
+
+impl Fetch {
+    /// A fetch with `nonce`, page 0 asked for first.
+    pub fn new(nonce: [u8; 8]) -> Self {
+        Self {
+            nonce,
+            epoch: None,
+            pages: vec![None],
+        }
+    }
+
+    /// Pages not received yet (to ask for again).
+    pub fn missing(&self) -> Vec<u8> {
+        (0..self.pages.len())
+            .filter(|p| self.pages[*p].is_none())
+            .map(|p| p as u8)
+            .collect()
+    }
+
+    /// Takes a page; pages of another fetch or another epoch are ignored.
+    pub fn take(
+        &mut self,
+        nonce: [u8; 8],
+        page: u8,
+        pages: u8,
+        epoch: Epoch,
+        descriptors: &[&[u8]],
+    ) {
+        if nonce != self.nonce || pages == 0 || self.epoch.is_some_and(|e| e != epoch) {
+            return;
+        }
+        self.epoch = Some(epoch);
+        self.pages.resize(usize::from(pages), None);
+        if let Some(slot) = self.pages.get_mut(usize::from(page)) {
+            *slot = Some(descriptors.iter().map(|d| d.to_vec()).collect());
+        }
+    }
+
+    /// The epoch and every descriptor, once all pages are in.
+    pub fn complete(&self) -> Option<(Epoch, Vec<Vec<u8>>)> {
+        let epoch = self.epoch?;
+        let mut all = Vec::new();
+        for page in &self.pages {
+            all.extend(page.as_ref()?.iter().cloned());
+        }
+        Some((epoch, all))
+    }
+}
+
+/// Verifies every descriptor and computes the topology; returns it and how many
+/// descriptors were refused.
+pub fn topology(
+    network_seed: &[u8; 32],
+    epoch: Epoch,
+    descriptors: &[Vec<u8>],
+) -> Result<(Topology, usize), TopologyError> {
+    let mut refused = 0;
+    let verified: Vec<SignedDescriptor> = descriptors
+        .iter()
+        .filter_map(|bytes| match SignedDescriptor::parse(bytes) {
+            Ok(d) => Some(d),
+            Err(_) => {
+                refused += 1;
+                None
+            }
+        })
+        .collect();
+    let topology = Topology::compute(
+        network_seed,
+        epoch,
+        verified.iter().map(SignedDescriptor::descriptor),
+    )?;
+    Ok((topology, refused))
+}

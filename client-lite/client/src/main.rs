@@ -1,0 +1,723 @@
+//! `pb-client`: a SOCKS5 proxy on 127.0.0.1:1080 whose TCP connections cross the
+//! PhantomBand mixnet to an exit, with replies coming back through SURBs.
+//!
+//! It fetches the signed directory from its gateway, verifies every descriptor and computes
+//! the topology itself; it registers a mailbox for its replies; then it sends one packet
+//! per tick of a Poisson process, a real one when a session has something to send and cover
+//! otherwise, so its link shows the same rate whether the user is idle or busy. Names are
+//! resolved by the exit, never here. Keys, session ids and the mailbox are fresh every run,
+//! and nothing is written to disk; nothing about destinations or routes is logged.
+#![forbid(unsafe_code)]
+
+mod directory;
+mod session;
+
+use std::{
+    collections::HashMap,
+    io::{ErrorKind, Read as _, Write as _},
+    net::SocketAddr,
+    sync::{Arc, atomic::AtomicBool},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow};
+use clap::Parser;
+use mio::{
+    Events, Interest, Poll, Token,
+    net::{TcpListener, TcpStream, UdpSocket},
+};
+use pb_control::Topology;
+use pb_proto::{
+    Action, Reply, Socks, StreamEvent, StreamId, Target,
+    link::{self, FromGateway},
+};
+use pb_sphinx::{MailboxId, NodeId, PACKET_LEN};
+
+use crate::{
+    directory::Fetch,
+    session::{Profile, Random, Session, cover_packet},
+};
+
+/// Gateways built into this binary (`PB_BOOTSTRAP` at build time: comma-separated
+/// client-link addresses).
+const BOOTSTRAP: Option<&str> = option_env!("PB_BOOTSTRAP");
+/// The network seed built into this binary (`PB_NETWORK_SEED` at build time, hex).
+const NETWORK_SEED: Option<&str> = option_env!("PB_NETWORK_SEED");
+
+#[derive(Parser, Debug)]
+#[command(version, about = "PhantomBand client: SOCKS5 over the mixnet")]
+struct Args {
+    /// Where applications connect (SOCKS5).
+    #[arg(long, default_value = "127.0.0.1:1080")]
+    listen: SocketAddr,
+    /// A gateway's client-link address (default: the ones built in).
+    #[arg(long)]
+    gateway: Option<SocketAddr>,
+    /// The network's seed, 64 hex digits (default: the one built in).
+    #[arg(long)]
+    network_seed: Option<String>,
+    /// How much to send: `default` (50 packets a second) or `low-power` (5).
+    #[arg(long, default_value = "default")]
+    profile: String,
+    /// Stop after this many seconds (for tests); default: until interrupted.
+    #[arg(long)]
+    seconds: Option<f64>,
+}
+
+/// The OS's randomness.
+struct OsRandom;
+
+impl Random for OsRandom {
+    fn fill(&mut self, buf: &mut [u8]) {
+        // The OS generator does not fail on Linux once booted; a failure leaves zeros,
+        // which would only make packets and ids predictable, so stop instead.
+        if getrandom::fill(buf).is_err() {
+            eprintln!("pb-client: the OS random generator failed");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
+        eprintln!("pb-client: {}", chain.join(": "));
+        std::process::exit(1);
+    }
+}
+
+const LISTENER: Token = Token(0);
+const UDP: Token = Token(1);
+/// Sessions at once (one per SOCKS username/password, plus the default one).
+const MAX_SESSIONS: usize = 16;
+/// A SOCKS connection whose exit has not answered after this long gets reply 0x06.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An application's SOCKS connection.
+struct App {
+    tcp: TcpStream,
+    socks: Socks,
+    /// The session and stream once connected.
+    stream: Option<(usize, StreamId)>,
+    opened: bool,
+    asked_at: Instant,
+    /// Bytes for the application not yet written.
+    out: Vec<u8>,
+    /// Close once `out` is written.
+    closing: bool,
+    /// The application finished writing.
+    eof: bool,
+    /// The exit finished: shut the application's side down once `out` is written.
+    finished: bool,
+}
+
+type Isolation = Option<(Vec<u8>, Vec<u8>)>;
+
+struct Client {
+    poll: Poll,
+    listener: TcpListener,
+    udp: UdpSocket,
+    gateway_link: SocketAddr,
+    network_seed: [u8; 32],
+    profile: Profile,
+    random: OsRandom,
+    token: [u8; 32],
+    mailbox: MailboxId,
+    gateway: Option<NodeId>,
+    topology: Option<Topology>,
+    fetch: Fetch,
+    sessions: Vec<(Isolation, Session)>,
+    apps: HashMap<Token, App>,
+    next_token: usize,
+    origin: Instant,
+    next_send: Duration,
+    next_hello: Duration,
+    next_fetch: Duration,
+    buf: Vec<u8>,
+    turn: usize,
+    cover: u64,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.token);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let profile = match args.profile.as_str() {
+        "default" => Profile::DEFAULT,
+        "low-power" => Profile::LOW_POWER,
+        other => return Err(anyhow!("--profile: {other:?} is not default or low-power")),
+    };
+    let gateway_link = match args.gateway {
+        Some(g) => g,
+        None => BOOTSTRAP
+            .and_then(|b| b.split(',').next())
+            .and_then(|g| g.trim().parse().ok())
+            .ok_or_else(|| {
+                anyhow!("no gateway: this build has none built in; pass --gateway ADDR:PORT")
+            })?,
+    };
+    let seed_hex = args
+        .network_seed
+        .as_deref()
+        .or(NETWORK_SEED)
+        .ok_or_else(|| {
+            anyhow!("no network seed: this build has none built in; pass --network-seed HEX")
+        })?;
+    let network_seed =
+        hex32(seed_hex).ok_or_else(|| anyhow!("--network-seed: expected 64 hex digits"))?;
+    let limit = args
+        .seconds
+        .map(|s| {
+            Duration::try_from_secs_f64(s)
+                .map_err(|_| anyhow!("--seconds: expected a number of seconds"))
+        })
+        .transpose()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+
+    let poll = Poll::new().context("mio poll")?;
+    let mut listener = TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let bind: SocketAddr = if gateway_link.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let mut udp = UdpSocket::bind(bind).context("client socket")?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    poll.registry()
+        .register(&mut udp, UDP, Interest::READABLE)?;
+    let mut random = OsRandom;
+    let token = random.seed();
+    let mut nonce = [0u8; 8];
+    random.fill(&mut nonce);
+    let mut client = Client {
+        poll,
+        listener,
+        udp,
+        gateway_link,
+        network_seed,
+        profile,
+        random,
+        mailbox: link::mailbox_of(&token),
+        token,
+        gateway: None,
+        topology: None,
+        fetch: Fetch::new(nonce),
+        sessions: Vec::new(),
+        apps: HashMap::new(),
+        next_token: 2,
+        origin: Instant::now(),
+        next_send: Duration::ZERO,
+        next_hello: Duration::ZERO,
+        next_fetch: Duration::ZERO,
+        buf: vec![0; 64 * 1024],
+        turn: 0,
+        cover: 0,
+    };
+    eprintln!(
+        "pb-client: SOCKS5 on {}, gateway {}, profile {}",
+        args.listen, gateway_link, args.profile
+    );
+    let started = Instant::now();
+    let mut events = Events::with_capacity(256);
+    let mut announced = false;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+        && limit.is_none_or(|l| started.elapsed() < l)
+    {
+        let now = client.origin.elapsed();
+        let wait = client
+            .next_send
+            .saturating_sub(now)
+            .min(Duration::from_millis(50));
+        if let Err(e) = client.poll.poll(&mut events, Some(wait))
+            && e.kind() != ErrorKind::Interrupted
+        {
+            return Err(e).context("poll");
+        }
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => client.accept(),
+                UDP => client.datagrams(),
+                token => client.app_ready(token),
+            }
+        }
+        client.timers();
+        client.serve_apps();
+        if !announced && client.topology.is_some() && client.gateway.is_some() {
+            announced = true;
+            if let Some(t) = &client.topology {
+                eprintln!(
+                    "pb-client: ready: {} relays verified, topology {}, epoch {}",
+                    t.nodes().count(),
+                    hex(&t.hash()[..8]),
+                    t.epoch().0
+                );
+            }
+        }
+    }
+    // Counters only: how much was sent and came back, nothing about where.
+    for (_, session) in &client.sessions {
+        let s = session.stats();
+        eprintln!(
+            "pb-client: session: {} packets, {} SURBs handed out, {} replies, {} unreadable",
+            s.packets, s.surbs_sent, s.replies, s.bad_replies
+        );
+    }
+    eprintln!("pb-client: {} cover packets", client.cover);
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex32(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl Client {
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn send_link(&self, datagram: &[u8]) {
+        // A full socket buffer drops it; what matters is asked again.
+        let _ = self.udp.send_to(datagram, self.gateway_link);
+    }
+
+    /// Hellos, directory fetches, and the Poisson send slots.
+    fn timers(&mut self) {
+        let now = self.now();
+        if now >= self.next_hello {
+            self.send_link(&link::hello(&self.token));
+            // Until the gateway answers, ask every second; then every ten.
+            self.next_hello = now
+                + if self.gateway.is_some() {
+                    Duration::from_secs(10)
+                } else {
+                    Duration::from_secs(1)
+                };
+        }
+        if now >= self.next_fetch {
+            if self.fetch.complete().is_some() {
+                let mut nonce = [0u8; 8];
+                self.random.fill(&mut nonce);
+                self.fetch = Fetch::new(nonce);
+            }
+            for page in self.fetch.missing() {
+                self.send_link(&link::request(self.fetch.nonce, page));
+            }
+            self.next_fetch = now
+                + if self.topology.is_some() {
+                    Duration::from_secs(20)
+                } else {
+                    Duration::from_secs(1)
+                };
+        }
+        while now >= self.next_send {
+            self.next_send += self.random.exponential(self.profile.mean_gap);
+            if self.next_send < now.saturating_sub(Duration::from_secs(1)) {
+                // Far behind (a suspended machine): do not burst to catch up.
+                self.next_send = now;
+            }
+            self.send_slot(now);
+        }
+    }
+
+    /// One send slot: a real packet of the next session that has something, else cover.
+    fn send_slot(&mut self, now: Duration) {
+        let (Some(topology), Some(gateway)) = (&self.topology, self.gateway) else {
+            return;
+        };
+        let Some(first) = topology.find(gateway).map(|g| g.packet_addr) else {
+            return;
+        };
+        let n = self.sessions.len();
+        let mut packet = None;
+        for i in 0..n {
+            let index = (self.turn + i) % n;
+            let session = &mut self.sessions[index].1;
+            if session.wants_to_send(now) {
+                self.turn = index + 1;
+                packet = session
+                    .packet(now, topology, gateway, &mut self.random)
+                    .ok();
+                break;
+            }
+        }
+        let packet: Option<[u8; PACKET_LEN]> = match packet {
+            Some(p) => Some(p),
+            None => {
+                self.cover += 1;
+                cover_packet(topology, gateway, &self.profile, &mut self.random).ok()
+            }
+        };
+        if let Some(packet) = packet {
+            let _ = self.udp.send_to(&packet, first);
+        }
+    }
+
+    fn datagrams(&mut self) {
+        let mut buf = [0u8; 2048];
+        loop {
+            let (n, from) = match self.udp.recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => return,
+            };
+            if from != self.gateway_link {
+                continue;
+            }
+            let now = self.now();
+            match link::parse(&buf[..n]) {
+                Some(FromGateway::Welcome { mailbox, gateway }) if mailbox == self.mailbox => {
+                    self.gateway = Some(gateway);
+                }
+                Some(FromGateway::Page {
+                    nonce,
+                    page,
+                    pages,
+                    epoch,
+                    descriptors,
+                }) => {
+                    self.fetch.take(nonce, page, pages, epoch, &descriptors);
+                    if let Some((epoch, all)) = self.fetch.complete() {
+                        self.new_directory(epoch, &all);
+                    } else {
+                        for page in self.fetch.missing() {
+                            self.send_link(&link::request(self.fetch.nonce, page));
+                        }
+                    }
+                }
+                Some(FromGateway::Reply { surb, payload }) => {
+                    let mut payload = payload.to_vec();
+                    if let Some((_, session)) =
+                        self.sessions.iter_mut().find(|(_, s)| s.owns(&surb))
+                    {
+                        session.reply(now, surb, &mut payload);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn new_directory(&mut self, epoch: pb_sphinx::Epoch, descriptors: &[Vec<u8>]) {
+        match directory::topology(&self.network_seed, epoch, descriptors) {
+            Ok((topology, refused)) => {
+                if refused > 0 {
+                    eprintln!(
+                        "pb-client: {refused} descriptors from the gateway did not verify and were ignored"
+                    );
+                }
+                let changed = self
+                    .topology
+                    .as_ref()
+                    .is_none_or(|t| t.hash() != topology.hash());
+                self.topology = Some(topology);
+                if changed {
+                    self.retire_sessions();
+                }
+            }
+            Err(e) => eprintln!("pb-client: no topology from the gateway's directory: {e}"),
+        }
+    }
+
+    /// Sessions whose exit left the topology, or whose channel gave up, end: their
+    /// connections are closed.
+    fn retire_sessions(&mut self) {
+        let Some(topology) = &self.topology else {
+            return;
+        };
+        let dead: Vec<usize> = self
+            .sessions
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, s))| s.is_broken() || topology.find(s.exit()).is_none())
+            .map(|(i, _)| i)
+            .collect();
+        for &i in dead.iter().rev() {
+            for app in self.apps.values_mut() {
+                if app.stream.is_some_and(|(s, _)| s == i) {
+                    app.stream = None;
+                    app.closing = true;
+                }
+            }
+            self.sessions.remove(i);
+            for app in self.apps.values_mut() {
+                if let Some((s, id)) = app.stream
+                    && s > i
+                {
+                    app.stream = Some((s - 1, id));
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut tcp, _)) => {
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut tcp, token, Interest::READABLE | Interest::WRITABLE)
+                        .is_ok()
+                    {
+                        self.apps.insert(
+                            token,
+                            App {
+                                tcp,
+                                socks: Socks::new(),
+                                stream: None,
+                                opened: false,
+                                asked_at: Instant::now(),
+                                out: Vec::new(),
+                                closing: false,
+                                eof: false,
+                                finished: false,
+                            },
+                        );
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// The session for `isolation`, made if needed.
+    fn session_for(&mut self, isolation: Isolation) -> Option<usize> {
+        if let Some(i) = self.sessions.iter().position(|(iso, _)| *iso == isolation) {
+            return Some(i);
+        }
+        if self.sessions.len() >= MAX_SESSIONS {
+            return None;
+        }
+        let topology = self.topology.as_ref()?;
+        let exits = topology.layer(pb_control::LAYERS - 1);
+        let exit = exits.get(self.random.below(exits.len()))?.node;
+        let session = Session::new(&mut self.random, self.mailbox, exit, self.profile);
+        self.sessions.push((isolation, session));
+        Some(self.sessions.len() - 1)
+    }
+
+    fn app_ready(&mut self, token: Token) {
+        let Some(app) = self.apps.get_mut(&token) else {
+            return;
+        };
+        // Read what the application sent, while there is room for it.
+        loop {
+            if app.eof || app.closing {
+                break;
+            }
+            let room = match app.stream {
+                Some((s, id)) => self
+                    .sessions
+                    .get(s)
+                    .map_or(0, |(_, session)| session.streams.send_room(id)),
+                None if app.socks.is_done() => 0,
+                None => 1024,
+            };
+            if room == 0 {
+                break;
+            }
+            let want = room.min(self.buf.len());
+            match app.tcp.read(&mut self.buf[..want]) {
+                Ok(0) => {
+                    app.eof = true;
+                    match app.stream {
+                        Some((s, id)) => {
+                            if let Some((_, session)) = self.sessions.get_mut(s) {
+                                session.streams.finish(id);
+                            }
+                        }
+                        None => app.closing = true,
+                    }
+                }
+                Ok(n) => match app.stream {
+                    Some((s, id)) => {
+                        if let Some((_, session)) = self.sessions.get_mut(s) {
+                            session.streams.write(id, &self.buf[..n]);
+                        }
+                    }
+                    None => {
+                        let actions = app.socks.input(&self.buf[..n]);
+                        let mut connect = None;
+                        for action in actions {
+                            match action {
+                                Action::Write(bytes) => app.out.extend_from_slice(&bytes),
+                                Action::Close => app.closing = true,
+                                Action::Connect { target, isolation } => {
+                                    connect = Some((target, isolation));
+                                }
+                            }
+                        }
+                        if let Some((target, isolation)) = connect {
+                            let early = app.socks.take_early_data();
+                            self.connect(token, target, isolation, &early);
+                            return self.app_ready(token);
+                        }
+                    }
+                },
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    app.closing = true;
+                    break;
+                }
+            }
+        }
+        self.flush_app(token);
+    }
+
+    fn connect(&mut self, token: Token, target: Target, isolation: Isolation, early: &[u8]) {
+        let session = self.session_for(isolation);
+        let Some(app) = self.apps.get_mut(&token) else {
+            return;
+        };
+        let opened = session.and_then(|s| {
+            let id = self.sessions[s].1.streams.open(target)?;
+            self.sessions[s].1.streams.write(id, early);
+            Some((s, id))
+        });
+        match opened {
+            Some(stream) => {
+                app.stream = Some(stream);
+                app.asked_at = Instant::now();
+            }
+            None => {
+                // No topology yet, or too many sessions or streams.
+                app.out.extend_from_slice(&Reply::GeneralFailure.message());
+                app.closing = true;
+            }
+        }
+    }
+
+    /// Stream events, data for applications, timeouts, closes.
+    fn serve_apps(&mut self) {
+        for (index, (_, session)) in self.sessions.iter_mut().enumerate() {
+            while let Some(event) = session.streams.poll_event() {
+                let (id, reply, reset) = match event {
+                    StreamEvent::Opened { stream, reply } => (stream, reply, false),
+                    StreamEvent::Reset { stream, reply } => (stream, reply, true),
+                    _ => continue,
+                };
+                let Some(app) = self
+                    .apps
+                    .values_mut()
+                    .find(|a| a.stream == Some((index, id)))
+                else {
+                    continue;
+                };
+                if !app.opened {
+                    // The answer to the SOCKS request: success, or why not.
+                    let reply = if reset && reply == Reply::Succeeded {
+                        Reply::GeneralFailure
+                    } else {
+                        reply
+                    };
+                    app.out.extend_from_slice(&reply.message());
+                    app.opened = true;
+                    if reply == Reply::Succeeded {
+                        continue;
+                    }
+                }
+                app.closing = true;
+                app.stream = None;
+            }
+        }
+        let tokens: Vec<Token> = self.apps.keys().copied().collect();
+        for token in tokens {
+            if let Some(app) = self.apps.get_mut(&token)
+                && let Some((s, id)) = app.stream
+            {
+                if let Some((_, session)) = self.sessions.get_mut(s) {
+                    // Take what the exit sent, up to a bounded buffer toward the app.
+                    while app.out.len() < 256 * 1024 {
+                        let n = session.streams.read(id, &mut self.buf);
+                        if n == 0 {
+                            break;
+                        }
+                        app.out.extend_from_slice(&self.buf[..n]);
+                    }
+                    let drained = session.streams.readable(id) == 0;
+                    if (session.streams.peer_finished(id) && drained)
+                        || (!session.streams.contains(id) && app.opened)
+                    {
+                        app.finished = true;
+                    }
+                } else {
+                    app.closing = true;
+                }
+                if !app.opened && app.asked_at.elapsed() > OPEN_TIMEOUT {
+                    app.out.extend_from_slice(&Reply::TtlExpired.message());
+                    app.closing = true;
+                    if let Some((_, session)) = self.sessions.get_mut(s) {
+                        session.streams.reset(id, Reply::TtlExpired);
+                    }
+                    app.stream = None;
+                }
+            }
+            self.app_ready(token);
+        }
+        self.retire_broken();
+    }
+
+    fn retire_broken(&mut self) {
+        if self.sessions.iter().any(|(_, s)| s.is_broken()) {
+            self.retire_sessions();
+        }
+    }
+
+    /// Writes what waits for the application; closes it when done.
+    fn flush_app(&mut self, token: Token) {
+        let Some(app) = self.apps.get_mut(&token) else {
+            return;
+        };
+        while !app.out.is_empty() {
+            match app.tcp.write(&app.out) {
+                Ok(0) => break,
+                Ok(n) => {
+                    app.out.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    app.closing = true;
+                    app.out.clear();
+                }
+            }
+        }
+        let done = app.closing || (app.finished && app.eof);
+        if app.finished && !app.closing {
+            let _ = app.tcp.shutdown(std::net::Shutdown::Write);
+        }
+        if done {
+            if let Some((s, id)) = app.stream
+                && let Some((_, session)) = self.sessions.get_mut(s)
+                && session.streams.contains(id)
+            {
+                session.streams.finish(id);
+            }
+            if let Some(mut app) = self.apps.remove(&token) {
+                let _ = self.poll.registry().deregister(&mut app.tcp);
+            }
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! One client session with an exit: its reliable channel, its streams, the SURBs it has
+//! handed out and how to open the replies they bring. It builds every packet the client
+//! sends: a real one when there is something to say (data, a retransmission, an
+//! acknowledgement, SURBs the exit needs), cover otherwise. No I/O; time and randomness
+//! come in as arguments.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    time::Duration,
+};
+
+use pb_control::{Placed, Topology};
+use pb_proto::{
+    Channel, ChannelConfig, ClientMessage, ExitMessage, SessionId, Side, Streams,
+    message::{CLIENT_CHANNEL_ROOM, EXIT_MAILBOX, MAX_SURBS},
+};
+use pb_sphinx::{
+    DelayMs, Hop, MailboxId, NodeId, PACKET_LEN, SurbId, SurbSecrets, create_packet, create_surb,
+};
+
+/// Randomness for routes, delays, ids and packet seeds (the OS's in the binary).
+pub trait Random {
+    /// Fills `buf` with random bytes.
+    fn fill(&mut self, buf: &mut [u8]);
+
+    /// A number below `n` (`n` > 0).
+    fn below(&mut self, n: usize) -> usize {
+        let mut b = [0u8; 8];
+        self.fill(&mut b);
+        (u64::from_le_bytes(b) % n.max(1) as u64) as usize
+    }
+
+    /// An exponentially distributed duration with mean `mean`.
+    fn exponential(&mut self, mean: Duration) -> Duration {
+        let mut b = [0u8; 8];
+        self.fill(&mut b);
+        // Uniform in (0, 1], never 0: -ln(u) is finite.
+        let u = ((u64::from_le_bytes(b) >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        mean.mul_f64(-u.ln())
+    }
+
+    /// 32 random bytes.
+    fn seed(&mut self) -> [u8; 32] {
+        let mut s = [0u8; 32];
+        self.fill(&mut s);
+        s
+    }
+}
+
+/// How a client sends.
+#[derive(Clone, Copy, Debug)]
+pub struct Profile {
+    /// Mean time between the packets the client sends (real or cover): a Poisson process.
+    pub mean_gap: Duration,
+    /// Mean per-hop delay asked of each relay.
+    pub mean_delay: Duration,
+    /// SURBs kept at the exit while nothing is being fetched.
+    pub idle_surbs: u32,
+    /// SURBs kept at the exit while something is.
+    pub busy_surbs: u32,
+}
+
+impl Profile {
+    /// The default profile: 50 packets a second (about 72 KB/s, 6.3 GB a day, up), 20 ms
+    /// per hop.
+    pub const DEFAULT: Profile = Profile {
+        mean_gap: Duration::from_millis(20),
+        mean_delay: Duration::from_millis(20),
+        idle_surbs: 16,
+        busy_surbs: 192,
+    };
+    /// The low-power profile for phones: 5 packets a second (about 7 KB/s, 630 MB a day,
+    /// up), 20 ms per hop, a smaller SURB stock.
+    pub const LOW_POWER: Profile = Profile {
+        mean_gap: Duration::from_millis(200),
+        mean_delay: Duration::from_millis(20),
+        idle_surbs: 8,
+        busy_surbs: 64,
+    };
+}
+
+/// Longest per-hop delay asked for (relays refuse more than their `max_delay`).
+const MAX_HOP_DELAY: Duration = Duration::from_secs(2);
+/// Most SURB secrets remembered (the oldest are forgotten: their replies can no longer be
+/// opened).
+const MAX_SECRETS: usize = 8192;
+
+/// Counters of a session.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SessionStats {
+    /// Real packets built.
+    pub packets: u64,
+    /// SURBs handed to the exit.
+    pub surbs_sent: u64,
+    /// Replies opened.
+    pub replies: u64,
+    /// Replies that could not be opened (unknown or forgotten SURB, tampered, malformed).
+    pub bad_replies: u64,
+}
+
+/// One session.
+pub struct Session {
+    id: SessionId,
+    channel: Channel,
+    /// Its streams (the SOCKS connections).
+    pub streams: Streams,
+    mailbox: MailboxId,
+    exit: NodeId,
+    secrets: HashMap<SurbId, SurbSecrets>,
+    order: VecDeque<SurbId>,
+    /// SURBs handed out and not yet come back (the exit's stock plus what is in flight,
+    /// less what was lost): corrected by the exit's own count in each reply.
+    outstanding: u32,
+    exit_wanted: u32,
+    profile: Profile,
+    stats: SessionStats,
+}
+
+impl core::fmt::Debug for Session {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // No ids, no mailbox, no routes.
+        f.debug_struct("Session")
+            .field("streams", &self.streams.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a packet could not be built.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoRoute {
+    /// The topology has no gateway, mix or exit in some layer, or lacks this session's
+    /// gateway or exit.
+    Topology,
+}
+
+impl Session {
+    /// A new session over `exit`, its replies coming to `mailbox`.
+    pub fn new(
+        random: &mut dyn Random,
+        mailbox: MailboxId,
+        exit: NodeId,
+        profile: Profile,
+    ) -> Self {
+        let mut id = [0u8; 16];
+        random.fill(&mut id);
+        Self {
+            id: SessionId(id),
+            channel: Channel::new(ChannelConfig::default()),
+            streams: Streams::new(Side::Client),
+            mailbox,
+            exit,
+            secrets: HashMap::new(),
+            order: VecDeque::new(),
+            outstanding: 0,
+            exit_wanted: 0,
+            profile,
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
+    /// The exit this session uses.
+    pub fn exit(&self) -> NodeId {
+        self.exit
+    }
+
+    /// The channel gave up: a message went unacknowledged through every retry.
+    pub fn is_broken(&self) -> bool {
+        self.channel.is_broken()
+    }
+
+    fn surbs_needed(&self) -> u32 {
+        let target = if self.streams.is_empty() {
+            self.profile.idle_surbs
+        } else {
+            self.profile.busy_surbs + self.exit_wanted
+        };
+        target.saturating_sub(self.outstanding)
+    }
+
+    /// Whether the next send slot should carry a real packet of this session.
+    pub fn wants_to_send(&self, now: Duration) -> bool {
+        self.channel.retransmission_due(now)
+            || (self.channel.can_send_new() && self.streams.has_pending())
+            || self.channel.ack_owed()
+            || self.surbs_needed() > 0
+    }
+
+    /// Builds this session's next real packet (to the exit through `gateway` and one mix
+    /// per layer), with as many SURBs as it needs and fit.
+    pub fn packet(
+        &mut self,
+        now: Duration,
+        topology: &Topology,
+        gateway: NodeId,
+        random: &mut dyn Random,
+    ) -> Result<[u8; PACKET_LEN], NoRoute> {
+        let route = self.forward_route(topology, gateway, random)?;
+        let streams = &mut self.streams;
+        let channel = match self
+            .channel
+            .transmit(now, CLIENT_CHANNEL_ROOM, |out, room| {
+                streams.fill(out, room)
+            }) {
+            Some(c) => c,
+            None => self.channel.idle_message(),
+        };
+        let want = self
+            .surbs_needed()
+            .min(ClientMessage::surb_room(channel.len()) as u32)
+            .min(MAX_SURBS as u32);
+        let mut surbs = Vec::new();
+        for _ in 0..want {
+            surbs.push(self.surb(topology, gateway, random)?);
+        }
+        let message = ClientMessage {
+            session: self.id,
+            surbs: surbs.iter().map(|s| &s[..]).collect(),
+            channel: &channel,
+        }
+        .encode()
+        .map_err(|_| NoRoute::Topology)?;
+        let mut packet = [0u8; PACKET_LEN];
+        create_packet(
+            &mut packet,
+            topology.epoch(),
+            &route,
+            EXIT_MAILBOX,
+            &message,
+            &random.seed(),
+        )
+        .map_err(|_| NoRoute::Topology)?;
+        self.stats.packets += 1;
+        self.stats.surbs_sent += u64::from(want);
+        self.outstanding += want;
+        Ok(packet)
+    }
+
+    fn hop(p: &Placed, random: &mut dyn Random, mean: Duration) -> Hop {
+        let delay = random.exponential(mean).min(MAX_HOP_DELAY);
+        Hop {
+            node: p.node,
+            public_key: p.sphinx_key,
+            delay: DelayMs(delay.as_millis() as u32),
+        }
+    }
+
+    fn pick<'a>(
+        topology: &'a Topology,
+        layer: usize,
+        random: &mut dyn Random,
+    ) -> Result<&'a Placed, NoRoute> {
+        let nodes = topology.layer(layer);
+        nodes
+            .get(random.below(nodes.len()))
+            .ok_or(NoRoute::Topology)
+    }
+
+    /// Gateway, a mix per layer, the exit.
+    fn forward_route(
+        &self,
+        topology: &Topology,
+        gateway: NodeId,
+        random: &mut dyn Random,
+    ) -> Result<Vec<Hop>, NoRoute> {
+        let mean = self.profile.mean_delay;
+        let gateway = topology.find(gateway).ok_or(NoRoute::Topology)?;
+        let exit = topology.find(self.exit).ok_or(NoRoute::Topology)?;
+        let mut route = vec![Self::hop(gateway, random, mean)];
+        for layer in 1..=pb_control::MIX_LAYERS {
+            route.push(Self::hop(
+                Self::pick(topology, layer, random)?,
+                random,
+                mean,
+            ));
+        }
+        route.push(Hop {
+            delay: DelayMs(0),
+            ..Self::hop(exit, random, mean)
+        });
+        Ok(route)
+    }
+
+    /// A SURB back from the exit: a mix per layer, last layer first, then this client's
+    /// gateway, which holds the mailbox.
+    fn surb(
+        &mut self,
+        topology: &Topology,
+        gateway: NodeId,
+        random: &mut dyn Random,
+    ) -> Result<Vec<u8>, NoRoute> {
+        let mean = self.profile.mean_delay;
+        let mut route = Vec::new();
+        for layer in (1..=pb_control::MIX_LAYERS).rev() {
+            route.push(Self::hop(
+                Self::pick(topology, layer, random)?,
+                random,
+                mean,
+            ));
+        }
+        let gateway = topology.find(gateway).ok_or(NoRoute::Topology)?;
+        route.push(Self::hop(gateway, random, mean));
+        let mut id = [0u8; 16];
+        random.fill(&mut id);
+        let (surb, secrets) = create_surb(
+            topology.epoch(),
+            &route,
+            self.mailbox,
+            SurbId(id),
+            &random.seed(),
+        )
+        .map_err(|_| NoRoute::Topology)?;
+        if self.order.len() >= MAX_SECRETS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.secrets.remove(&old);
+        }
+        self.secrets.insert(SurbId(id), secrets);
+        self.order.push_back(SurbId(id));
+        Ok(surb.to_bytes().to_vec())
+    }
+
+    /// Whether `surb` is one of this session's.
+    pub fn owns(&self, surb: &SurbId) -> bool {
+        self.secrets.contains_key(surb)
+    }
+
+    /// Opens a reply that came back through `surb` and takes in what it carries.
+    pub fn reply(&mut self, now: Duration, surb: SurbId, payload: &mut [u8]) {
+        let Some(secrets) = self.secrets.remove(&surb) else {
+            self.stats.bad_replies += 1;
+            return;
+        };
+        self.outstanding = self.outstanding.saturating_sub(1);
+        let Ok(message) = secrets.open_reply(payload) else {
+            self.stats.bad_replies += 1;
+            return;
+        };
+        let Ok(m) = ExitMessage::parse(message) else {
+            self.stats.bad_replies += 1;
+            return;
+        };
+        self.stats.replies += 1;
+        // The exit's own count, less what is still on its way to it, is the better estimate.
+        self.outstanding = self.outstanding.max(u32::from(m.held));
+        self.exit_wanted = u32::from(m.wanted);
+        match self.channel.receive(now, m.channel) {
+            Ok(delivered) => {
+                for frames in delivered {
+                    if self.streams.handle(&frames).is_err() {
+                        self.stats.bad_replies += 1;
+                    }
+                }
+            }
+            Err(_) => self.stats.bad_replies += 1,
+        }
+    }
+}
+
+/// A cover packet: a route like a real one, to a random exit, delivered to the cover
+/// mailbox (the exit counts and drops it). On the client's link it cannot be told apart.
+pub fn cover_packet(
+    topology: &Topology,
+    gateway: NodeId,
+    profile: &Profile,
+    random: &mut dyn Random,
+) -> Result<[u8; PACKET_LEN], NoRoute> {
+    let mean = profile.mean_delay;
+    let gateway = topology.find(gateway).ok_or(NoRoute::Topology)?;
+    let mut route = vec![Session::hop(gateway, random, mean)];
+    for layer in 1..=pb_control::LAYERS - 1 {
+        route.push(Session::hop(
+            Session::pick(topology, layer, random)?,
+            random,
+            mean,
+        ));
+    }
+    let mut packet = [0u8; PACKET_LEN];
+    create_packet(
+        &mut packet,
+        topology.epoch(),
+        &route,
+        MailboxId([0; 16]),
+        &[],
+        &random.seed(),
+    )
+    .map_err(|_| NoRoute::Topology)?;
+    Ok(packet)
+}

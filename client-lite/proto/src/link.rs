@@ -1,0 +1,270 @@
+//! The client link's datagrams (docs/spec/client-link.md): what a client and its gateway
+//! say besides Sphinx packets. Every datagram is exactly [`PACKET_LEN`] bytes.
+
+use pb_sphinx::{Epoch, MailboxId, NodeId, PACKET_LEN, PAYLOAD_LEN, SurbId};
+
+/// Descriptors per directory page: each is a u16 length and at most 224 bytes.
+pub const PER_PAGE: usize = 6;
+/// Derivation context of a mailbox id from the client's token.
+pub const MAILBOX_CONTEXT: &str = "PhantomBand v1 mailbox";
+
+/// Client to gateway: a directory page.
+pub const DIR_REQUEST: u8 = 0x01;
+/// Client to gateway: register a mailbox.
+pub const HELLO: u8 = 0x02;
+/// Gateway to client: a directory page.
+pub const DIR_PAGE: u8 = 0x81;
+/// Gateway to client: the mailbox is registered (with the gateway's node id).
+pub const WELCOME: u8 = 0x82;
+/// Gateway to client: a reply.
+pub const REPLY: u8 = 0x83;
+
+/// The mailbox of `token` (as the gateway derives it).
+pub fn mailbox_of(token: &[u8; 32]) -> MailboxId {
+    let key = blake3::derive_key(MAILBOX_CONTEXT, token);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&key[..16]);
+    MailboxId(id)
+}
+
+/// A directory request for `page`.
+pub fn request(nonce: [u8; 8], page: u8) -> [u8; PACKET_LEN] {
+    let mut out = [0u8; PACKET_LEN];
+    out[0] = DIR_REQUEST;
+    out[1..9].copy_from_slice(&nonce);
+    out[9] = page;
+    out
+}
+
+/// A mailbox registration.
+pub fn hello(token: &[u8; 32]) -> [u8; PACKET_LEN] {
+    let mut out = [0u8; PACKET_LEN];
+    out[0] = HELLO;
+    out[1..33].copy_from_slice(token);
+    out
+}
+
+/// What the gateway sent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FromGateway<'a> {
+    /// A directory page.
+    Page {
+        /// The request's nonce.
+        nonce: [u8; 8],
+        /// Which page, of how many.
+        page: u8,
+        /// Pages in all.
+        pages: u8,
+        /// The epoch.
+        epoch: Epoch,
+        /// The descriptors' bytes (not yet verified).
+        descriptors: Vec<&'a [u8]>,
+    },
+    /// The mailbox is registered at the gateway with this node id.
+    Welcome {
+        /// The mailbox.
+        mailbox: MailboxId,
+        /// The gateway's node id.
+        gateway: NodeId,
+    },
+    /// A reply through one of our SURBs.
+    Reply {
+        /// Which SURB.
+        surb: SurbId,
+        /// The wrapped payload.
+        payload: &'a [u8],
+    },
+}
+
+/// A directory page: `descriptors` (at most [`PER_PAGE`]) of `pages`, for `epoch`.
+pub fn page(
+    nonce: [u8; 8],
+    page: u8,
+    pages: u8,
+    epoch: Epoch,
+    descriptors: &[Vec<u8>],
+) -> [u8; PACKET_LEN] {
+    let mut out = [0u8; PACKET_LEN];
+    out[0] = DIR_PAGE;
+    out[1..9].copy_from_slice(&nonce);
+    out[9] = page;
+    out[10] = pages;
+    out[11..15].copy_from_slice(&epoch.0.to_be_bytes());
+    let mut at = 16;
+    let mut count = 0u8;
+    for d in descriptors.iter().take(PER_PAGE) {
+        if at + 2 + d.len() > PACKET_LEN {
+            break;
+        }
+        out[at..at + 2].copy_from_slice(&(d.len() as u16).to_be_bytes());
+        out[at + 2..at + 2 + d.len()].copy_from_slice(d);
+        at += 2 + d.len();
+        count += 1;
+    }
+    out[15] = count;
+    out
+}
+
+/// The answer to a hello.
+pub fn welcome(mailbox: MailboxId, gateway: NodeId) -> [u8; PACKET_LEN] {
+    let mut out = [0u8; PACKET_LEN];
+    out[0] = WELCOME;
+    out[1..17].copy_from_slice(&mailbox.0);
+    out[17..33].copy_from_slice(&gateway.0);
+    out
+}
+
+/// A reply passed on to its mailbox's client.
+pub fn reply(surb: SurbId, payload: &[u8; PAYLOAD_LEN]) -> [u8; PACKET_LEN] {
+    let mut out = [0u8; PACKET_LEN];
+    out[0] = REPLY;
+    out[1..17].copy_from_slice(&surb.0);
+    out[17..17 + PAYLOAD_LEN].copy_from_slice(payload);
+    out
+}
+
+/// What a client sent: a directory request (nonce, page) or a hello (token).
+#[derive(Debug, PartialEq, Eq)]
+pub enum FromClient {
+    /// A directory page.
+    DirRequest {
+        /// Echoed in the answer.
+        nonce: [u8; 8],
+        /// Which page.
+        page: u8,
+    },
+    /// A mailbox registration.
+    Hello {
+        /// The client's secret token.
+        token: [u8; 32],
+    },
+}
+
+/// Parses a datagram from a client (`None`: not one).
+pub fn parse_request(datagram: &[u8]) -> Option<FromClient> {
+    if datagram.len() != PACKET_LEN {
+        return None;
+    }
+    match datagram[0] {
+        DIR_REQUEST => {
+            let mut nonce = [0u8; 8];
+            nonce.copy_from_slice(&datagram[1..9]);
+            Some(FromClient::DirRequest {
+                nonce,
+                page: datagram[9],
+            })
+        }
+        HELLO => {
+            let mut token = [0u8; 32];
+            token.copy_from_slice(&datagram[1..33]);
+            Some(FromClient::Hello { token })
+        }
+        _ => None,
+    }
+}
+
+/// Parses a datagram from the gateway's client link (`None`: not one).
+pub fn parse(datagram: &[u8]) -> Option<FromGateway<'_>> {
+    if datagram.len() != PACKET_LEN {
+        return None;
+    }
+    let id16 = |at: usize| -> [u8; 16] {
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&datagram[at..at + 16]);
+        id
+    };
+    match datagram[0] {
+        DIR_PAGE => {
+            let mut nonce = [0u8; 8];
+            nonce.copy_from_slice(&datagram[1..9]);
+            let epoch = Epoch(u32::from_be_bytes([
+                datagram[11],
+                datagram[12],
+                datagram[13],
+                datagram[14],
+            ]));
+            let count = usize::from(datagram[15]);
+            let mut descriptors = Vec::with_capacity(count);
+            let mut rest = &datagram[16..];
+            for _ in 0..count {
+                let (len, tail) = rest.split_first_chunk::<2>()?;
+                let (d, tail) = tail.split_at_checked(usize::from(u16::from_be_bytes(*len)))?;
+                descriptors.push(d);
+                rest = tail;
+            }
+            Some(FromGateway::Page {
+                nonce,
+                page: datagram[9],
+                pages: datagram[10],
+                epoch,
+                descriptors,
+            })
+        }
+        WELCOME => Some(FromGateway::Welcome {
+            mailbox: MailboxId(id16(1)),
+            gateway: NodeId(id16(17)),
+        }),
+        REPLY => Some(FromGateway::Reply {
+            surb: SurbId(id16(1)),
+            payload: &datagram[17..17 + PAYLOAD_LEN],
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_datagram_round_trips_and_other_sizes_are_refused() {
+        let nonce = [7u8; 8];
+        assert_eq!(
+            parse_request(&request(nonce, 3)),
+            Some(FromClient::DirRequest { nonce, page: 3 })
+        );
+        let token = [9u8; 32];
+        assert_eq!(
+            parse_request(&hello(&token)),
+            Some(FromClient::Hello { token })
+        );
+        assert_eq!(parse_request(&request(nonce, 3)[..100]), None);
+        let descriptors: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 224]).collect();
+        let p = page(nonce, 1, 2, Epoch(5), &descriptors);
+        match parse(&p).unwrap() {
+            FromGateway::Page {
+                nonce: n,
+                page,
+                pages,
+                epoch,
+                descriptors: got,
+            } => {
+                assert_eq!((n, page, pages, epoch), (nonce, 1, 2, Epoch(5)));
+                assert_eq!(got.len(), PER_PAGE);
+                assert_eq!(got[5], &descriptors[5][..]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let mailbox = mailbox_of(&token);
+        assert_eq!(
+            parse(&welcome(mailbox, NodeId([3; 16]))),
+            Some(FromGateway::Welcome {
+                mailbox,
+                gateway: NodeId([3; 16])
+            })
+        );
+        let payload = [4u8; PAYLOAD_LEN];
+        assert_eq!(
+            parse(&reply(SurbId([1; 16]), &payload)),
+            Some(FromGateway::Reply {
+                surb: SurbId([1; 16]),
+                payload: &payload[..]
+            })
+        );
+        // A descriptor length running past the datagram.
+        let mut bad = page(nonce, 0, 1, Epoch(5), &descriptors[..1]);
+        bad[16..18].copy_from_slice(&[0xff, 0xff]);
+        assert_eq!(parse(&bad), None);
+    }
+}
