@@ -6,13 +6,16 @@
 use pb_control::{SignedDescriptor, Topology, TopologyError};
 use pb_sphinx::Epoch;
 
+/// A descriptor's signed bytes, and whether the gateway says its relay is live.
+pub type Entry = (bool, Vec<u8>);
+
 /// Pages of one directory fetch, as they arrive.
 #[derive(Debug)]
 pub struct Fetch {
     /// The nonce the requests carried.
     pub nonce: [u8; 8],
     epoch: Option<Epoch>,
-    pages: Vec<Option<Vec<Vec<u8>>>>,
+    pages: Vec<Option<Vec<Entry>>>,
 }
 
 impl Fetch {
@@ -40,7 +43,7 @@ impl Fetch {
         page: u8,
         pages: u8,
         epoch: Epoch,
-        descriptors: &[&[u8]],
+        descriptors: &[(bool, &[u8])],
     ) {
         if nonce != self.nonce || pages == 0 || self.epoch.is_some_and(|e| e != epoch) {
             return;
@@ -48,12 +51,12 @@ impl Fetch {
         self.epoch = Some(epoch);
         self.pages.resize(usize::from(pages), None);
         if let Some(slot) = self.pages.get_mut(usize::from(page)) {
-            *slot = Some(descriptors.iter().map(|d| d.to_vec()).collect());
+            *slot = Some(descriptors.iter().map(|(l, d)| (*l, d.to_vec())).collect());
         }
     }
 
-    /// The epoch and every descriptor, once all pages are in.
-    pub fn complete(&self) -> Option<(Epoch, Vec<Vec<u8>>)> {
+    /// The epoch and every descriptor (with whether it is live), once all pages are in.
+    pub fn complete(&self) -> Option<(Epoch, Vec<Entry>)> {
         let epoch = self.epoch?;
         let mut all = Vec::new();
         for page in &self.pages {
@@ -63,28 +66,35 @@ impl Fetch {
     }
 }
 
-/// Verifies every descriptor and computes the topology; returns it and how many
-/// descriptors were refused.
+/// Verifies every descriptor and computes the topology as the relays do (every descriptor
+/// dealt over the layers, the live ones kept); returns it and how many descriptors were
+/// refused.
 pub fn topology(
     network_seed: &[u8; 32],
     epoch: Epoch,
-    descriptors: &[Vec<u8>],
+    descriptors: &[Entry],
 ) -> Result<(Topology, usize), TopologyError> {
     let mut refused = 0;
-    let verified: Vec<SignedDescriptor> = descriptors
+    let verified: Vec<(bool, SignedDescriptor)> = descriptors
         .iter()
-        .filter_map(|bytes| match SignedDescriptor::parse(bytes) {
-            Ok(d) => Some(d),
+        .filter_map(|(live, bytes)| match SignedDescriptor::parse(bytes) {
+            Ok(d) => Some((*live, d)),
             Err(_) => {
                 refused += 1;
                 None
             }
         })
         .collect();
-    let topology = Topology::compute(
+    let live: std::collections::BTreeSet<_> = verified
+        .iter()
+        .filter(|(l, _)| *l)
+        .map(|(_, d)| d.descriptor().identity)
+        .collect();
+    let topology = Topology::compute_live(
         network_seed,
         epoch,
-        verified.iter().map(SignedDescriptor::descriptor),
+        verified.iter().map(|(_, d)| d.descriptor()),
+        |d| live.contains(&d.identity),
     )?;
     Ok((topology, refused))
 }

@@ -3,7 +3,8 @@
 
 use pb_sphinx::{Epoch, MailboxId, NodeId, PACKET_LEN, PAYLOAD_LEN, SurbId};
 
-/// Descriptors per directory page: each is a u16 length and at most 224 bytes.
+/// Descriptors per directory page: each is a flags byte (bit 0: the relay is live), a u16
+/// length and at most 224 bytes.
 pub const PER_PAGE: usize = 6;
 /// Derivation context of a mailbox id from the client's token.
 pub const MAILBOX_CONTEXT: &str = "PhantomBand v1 mailbox";
@@ -57,8 +58,8 @@ pub enum FromGateway<'a> {
         pages: u8,
         /// The epoch.
         epoch: Epoch,
-        /// The descriptors' bytes (not yet verified).
-        descriptors: Vec<&'a [u8]>,
+        /// The descriptors' bytes (not yet verified), each with whether its relay is live.
+        descriptors: Vec<(bool, &'a [u8])>,
     },
     /// The mailbox is registered at the gateway with this node id.
     Welcome {
@@ -82,7 +83,7 @@ pub fn page(
     page: u8,
     pages: u8,
     epoch: Epoch,
-    descriptors: &[Vec<u8>],
+    descriptors: &[(bool, Vec<u8>)],
 ) -> [u8; PACKET_LEN] {
     let mut out = [0u8; PACKET_LEN];
     out[0] = DIR_PAGE;
@@ -92,13 +93,14 @@ pub fn page(
     out[11..15].copy_from_slice(&epoch.0.to_be_bytes());
     let mut at = 16;
     let mut count = 0u8;
-    for d in descriptors.iter().take(PER_PAGE) {
-        if at + 2 + d.len() > PACKET_LEN {
+    for (live, d) in descriptors.iter().take(PER_PAGE) {
+        if at + 3 + d.len() > PACKET_LEN {
             break;
         }
-        out[at..at + 2].copy_from_slice(&(d.len() as u16).to_be_bytes());
-        out[at + 2..at + 2 + d.len()].copy_from_slice(d);
-        at += 2 + d.len();
+        out[at] = u8::from(*live);
+        out[at + 1..at + 3].copy_from_slice(&(d.len() as u16).to_be_bytes());
+        out[at + 3..at + 3 + d.len()].copy_from_slice(d);
+        at += 3 + d.len();
         count += 1;
     }
     out[15] = count;
@@ -187,9 +189,10 @@ pub fn parse(datagram: &[u8]) -> Option<FromGateway<'_>> {
             let mut descriptors = Vec::with_capacity(count);
             let mut rest = &datagram[16..];
             for _ in 0..count {
-                let (len, tail) = rest.split_first_chunk::<2>()?;
-                let (d, tail) = tail.split_at_checked(usize::from(u16::from_be_bytes(*len)))?;
-                descriptors.push(d);
+                let (head, tail) = rest.split_first_chunk::<3>()?;
+                let len = usize::from(u16::from_be_bytes([head[1], head[2]]));
+                let (d, tail) = tail.split_at_checked(len)?;
+                descriptors.push((head[0] & 1 == 1, d));
                 rest = tail;
             }
             Some(FromGateway::Page {
@@ -230,7 +233,8 @@ mod tests {
             Some(FromClient::Hello { token })
         );
         assert_eq!(parse_request(&request(nonce, 3)[..100]), None);
-        let descriptors: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 224]).collect();
+        let descriptors: Vec<(bool, Vec<u8>)> =
+            (0..8u8).map(|i| (i % 2 == 0, vec![i; 224])).collect();
         let p = page(nonce, 1, 2, Epoch(5), &descriptors);
         match parse(&p).unwrap() {
             FromGateway::Page {
@@ -242,7 +246,8 @@ mod tests {
             } => {
                 assert_eq!((n, page, pages, epoch), (nonce, 1, 2, Epoch(5)));
                 assert_eq!(got.len(), PER_PAGE);
-                assert_eq!(got[5], &descriptors[5][..]);
+                assert_eq!(got[5], (false, &descriptors[5].1[..]));
+                assert_eq!(got[4], (true, &descriptors[4].1[..]));
             }
             other => panic!("{other:?}"),
         }
@@ -264,7 +269,7 @@ mod tests {
         );
         // A descriptor length running past the datagram.
         let mut bad = page(nonce, 0, 1, Epoch(5), &descriptors[..1]);
-        bad[16..18].copy_from_slice(&[0xff, 0xff]);
+        bad[17..19].copy_from_slice(&[0xff, 0xff]);
         assert_eq!(parse(&bad), None);
     }
 }

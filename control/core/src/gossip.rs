@@ -7,8 +7,9 @@
 //! comes up and, every `resync_every`, to one random member, and re-arms its own. Both paths
 //! end in the same [`Directory`], which verifies and counts.
 //!
-//! The topology uses the descriptors of live members only: a node SWIM declares down leaves
-//! every view within the failure-detection bound.
+//! The topology deals the mixes over the layers among every descriptor held, then keeps the
+//! live members only: a node SWIM declares down leaves every view within the
+//! failure-detection bound, and nobody else changes layer when it does.
 //!
 //! Every SWIM packet is signed by its sender and carries the sender's descriptor; a packet is
 //! handed to foca only if that descriptor is valid, the signature is its identity's, and the
@@ -741,15 +742,16 @@ impl Gossip {
         live
     }
 
-    /// The live members' descriptors (what a gateway serves to clients).
-    pub fn live_descriptors(&self) -> Vec<SignedDescriptor> {
+    /// Every descriptor held and whether its relay is a live member: what a gateway serves
+    /// to clients, who compute the topology from it as relays do
+    /// ([`Topology::compute_live`]: all of them dealt over the layers, the live ones kept).
+    pub fn client_view(&self) -> Vec<(bool, SignedDescriptor)> {
         let live = self.live_members();
         self.shared
             .borrow()
             .directory
             .iter()
-            .filter(|s| live.contains(&s.descriptor().gossip_addr))
-            .cloned()
+            .map(|s| (live.contains(&s.descriptor().gossip_addr), s.clone()))
             .collect()
     }
 
@@ -759,12 +761,11 @@ impl Gossip {
         if dirty {
             let live = self.live_members();
             let shared = self.shared.borrow();
-            let descriptors = shared
-                .directory
-                .iter()
-                .map(SignedDescriptor::descriptor)
-                .filter(|d| live.contains(&d.gossip_addr));
-            self.topology = Topology::compute(&self.config.network_seed, shared.epoch, descriptors);
+            let descriptors = shared.directory.iter().map(SignedDescriptor::descriptor);
+            self.topology =
+                Topology::compute_live(&self.config.network_seed, shared.epoch, descriptors, |d| {
+                    live.contains(&d.gossip_addr)
+                });
         }
         self.topology.as_ref().map_err(|e| *e)
     }

@@ -58,13 +58,27 @@ impl Topology {
         epoch: Epoch,
         descriptors: impl IntoIterator<Item = &'a Descriptor>,
     ) -> Result<Self, TopologyError> {
+        Self::compute_live(network_seed, epoch, descriptors, |_| true)
+    }
+
+    /// As [`compute`](Self::compute), but only the nodes `live` accepts take part: the
+    /// mixes are dealt over the layers among *all* the descriptors, then the others are left
+    /// out. So a relay that fails or comes back changes nothing but its own place, and two
+    /// nodes whose views of who is alive differ still put every mix in the same layer.
+    pub fn compute_live<'a>(
+        network_seed: &[u8; 32],
+        epoch: Epoch,
+        descriptors: impl IntoIterator<Item = &'a Descriptor>,
+        live: impl Fn(&Descriptor) -> bool,
+    ) -> Result<Self, TopologyError> {
         let mut layers: Vec<Vec<Placed>> = vec![Vec::new(); LAYERS];
-        let mut mixes: Vec<([u8; 32], Placed)> = Vec::new();
+        let mut mixes: Vec<([u8; 32], bool, Placed)> = Vec::new();
         let order_key = epoch_key(network_seed, epoch);
         for d in descriptors {
             let Some(sphinx_key) = d.sphinx_key(epoch) else {
                 continue;
             };
+            let alive = live(d);
             let placed = Placed {
                 node: d.node_id(),
                 identity: d.identity,
@@ -74,23 +88,26 @@ impl Topology {
                 sphinx_key,
             };
             match d.role {
-                Role::Gateway => layers[0].push(placed),
-                Role::Exit => layers[LAYERS - 1].push(Placed {
+                Role::Gateway if alive => layers[0].push(placed),
+                Role::Exit if alive => layers[LAYERS - 1].push(Placed {
                     layer: LAYERS - 1,
                     ..placed
                 }),
                 Role::Mix => {
                     let rank = *blake3::keyed_hash(&order_key, &d.identity.0).as_bytes();
-                    mixes.push((rank, placed));
+                    mixes.push((rank, alive, placed));
                 }
+                Role::Gateway | Role::Exit => {}
             }
         }
         // Mixes in the epoch's random order, dealt over the layers in turn: layer sizes
         // differ by at most one, and nobody picks their own layer.
-        mixes.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.identity.cmp(&b.1.identity)));
-        for (i, (_, placed)) in mixes.into_iter().enumerate() {
+        mixes.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.identity.cmp(&b.2.identity)));
+        for (i, (_, alive, placed)) in mixes.into_iter().enumerate() {
             let layer = 1 + i % MIX_LAYERS;
-            layers[layer].push(Placed { layer, ..placed });
+            if alive {
+                layers[layer].push(Placed { layer, ..placed });
+            }
         }
         for (layer, nodes) in layers.iter_mut().enumerate() {
             nodes.sort_by(|a, b| a.node.0.cmp(&b.node.0).then(a.identity.cmp(&b.identity)));
@@ -238,6 +255,20 @@ mod tests {
         assert_eq!(ids(t.links(exit)), [layer_ids(0), layer_ids(3)].concat());
         let mix = t.layer(2)[1].node;
         assert_eq!(ids(t.links(mix)), [layer_ids(3), layer_ids(1)].concat());
+    }
+
+    #[test]
+    fn a_node_that_is_down_leaves_its_place_and_moves_nobody() {
+        let nodes = network(4);
+        let all = Topology::compute(&[5; 32], Epoch(4), &nodes).unwrap();
+        let gone = all.layer(2)[0].identity;
+        let without =
+            Topology::compute_live(&[5; 32], Epoch(4), &nodes, |d| d.identity != gone).unwrap();
+        assert_eq!(without.nodes().count(), all.nodes().count() - 1);
+        for p in without.nodes() {
+            assert_eq!(all.find(p.node).map(|q| q.layer), Some(p.layer), "moved");
+        }
+        assert_ne!(without.hash(), all.hash());
     }
 
     #[test]

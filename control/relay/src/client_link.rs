@@ -34,8 +34,8 @@ const MAX_MAILBOXES: usize = 65536;
 pub struct Directory {
     /// The epoch the descriptors are for.
     pub epoch: u32,
-    /// Each descriptor's signed bytes.
-    pub descriptors: Vec<Vec<u8>>,
+    /// Each descriptor's signed bytes, and whether its relay is live.
+    pub descriptors: Vec<(bool, Vec<u8>)>,
 }
 
 /// A reply on its way from a core to the client link.
@@ -174,7 +174,7 @@ impl ClientLink {
             Some(FromClient::DirRequest { nonce, page }) => {
                 let (_, directory) = self.directory.get();
                 let pages = directory.descriptors.len().div_ceil(link::PER_PAGE).max(1);
-                let items: Vec<Vec<u8>> = directory
+                let items: Vec<(bool, Vec<u8>)> = directory
                     .descriptors
                     .iter()
                     .skip(usize::from(page) * link::PER_PAGE)

@@ -90,9 +90,9 @@ pub struct Update {
     pub notes: Vec<String>,
     /// Lines for tests and scripts (stdout): `topology <hash> nodes <n> links <k> epoch <e>`.
     pub reports: Vec<String>,
-    /// The signed directory clients fetch (a new topology): the epoch and the live
-    /// members' descriptors.
-    pub directory: Option<(u32, Vec<Vec<u8>>)>,
+    /// The signed directory clients fetch (a new topology): the epoch and every
+    /// descriptor, with whether its relay is live.
+    pub directory: Option<crate::client_link::Directory>,
 }
 
 /// Counters and state for the admin endpoint, filled in by the caller (dataplane) and here.
@@ -374,14 +374,15 @@ impl GossipDriver {
             epoch.0
         ));
         update.links = Some((epoch, neighbours, routes));
-        update.directory = Some((
-            epoch.0,
-            self.gossip
-                .live_descriptors()
+        update.directory = Some(crate::client_link::Directory {
+            epoch: epoch.0,
+            descriptors: self
+                .gossip
+                .client_view()
                 .iter()
-                .map(|d| d.bytes().to_vec())
+                .map(|(live, d)| (*live, d.bytes().to_vec()))
                 .collect(),
-        ));
+        });
     }
 
     fn serve_admin(&mut self, metrics: &dyn Fn() -> Metrics) {
@@ -511,12 +512,13 @@ impl GossipDriver {
         lines.iter().map(|(k, v)| format!("{k} {v}\n")).collect()
     }
 
-    /// The client view: every live member's signed descriptor, hex, one per line.
+    /// The client view: every signed descriptor, hex, one per line; a relay that is not a
+    /// live member has ` down` after its descriptor.
     fn descriptors(&mut self) -> String {
         self.gossip
-            .live_descriptors()
+            .client_view()
             .iter()
-            .map(|d| hex(d.bytes()) + "\n")
+            .map(|(live, d)| hex(d.bytes()) + if *live { "\n" } else { " down\n" })
             .collect()
     }
 

@@ -673,10 +673,8 @@ fn apply(update: gossip_mode::Update, shared: &Shared) {
         shared.keys.keys.set(keys);
         shared.roles.epoch.store(epoch.0, Ordering::Relaxed);
     }
-    if let (Some((epoch, descriptors)), Some(directory)) =
-        (update.directory, &shared.roles.directory)
-    {
-        directory.set(client_link::Directory { epoch, descriptors });
+    if let (Some(view), Some(directory)) = (update.directory, &shared.roles.directory) {
+        directory.set(view);
     }
     if let Some((epoch, mut neighbours, mut routes)) = update.links {
         neighbours.truncate(MAX_LINKS);

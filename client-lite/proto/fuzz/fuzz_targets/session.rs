@@ -1,6 +1,7 @@
 //! Any bytes as a delivered client message (at the exit) and as an opened exit message (at
-//! the client), through message parsing, the channel and the streams: errors are fine,
-//! panics are not. State persists across inputs, as it does in a long session.
+//! the client), through message parsing, the channel and the streams; and as a client-link
+//! datagram either way: errors are fine, panics are not. State persists across inputs, as
+//! it does in a long session.
 #![no_main]
 
 use std::{cell::RefCell, time::Duration};
@@ -41,10 +42,14 @@ fn feed(end: &mut End, channel: &[u8], room: usize) {
         let _ = end.streams.read(pb_proto::StreamId(id), &mut buf);
     }
     let streams = &mut end.streams;
-    let _ = end.channel.transmit(end.now, room, |out, room| streams.fill(out, room));
+    let _ = end
+        .channel
+        .transmit(end.now, room, |out, room| streams.fill(out, room));
 }
 
 fuzz_target!(|data: &[u8]| {
+    let _ = pb_proto::link::parse(data);
+    let _ = pb_proto::link::parse_request(data);
     ENDS.with(|ends| {
         let (exit, client) = &mut *ends.borrow_mut();
         if let Ok(m) = ClientMessage::parse(data) {

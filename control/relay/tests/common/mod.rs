@@ -219,17 +219,30 @@ pub fn client_topology(status: &str, descriptors: &str) -> Topology {
         .unwrap()
         .parse()
         .unwrap();
-    let descriptors: Vec<SignedDescriptor> = descriptors
+    // `hex` for a live relay, `hex down` for one that is not.
+    let descriptors: Vec<(bool, SignedDescriptor)> = descriptors
         .lines()
-        .map(|l| match SignedDescriptor::parse(&unhex(l)) {
-            Ok(d) => d,
-            Err(e) => panic!("a descriptor that does not verify: {e}"),
+        .map(|l| {
+            let (hex, live) = match l.strip_suffix(" down") {
+                Some(h) => (h, false),
+                None => (l, true),
+            };
+            match SignedDescriptor::parse(&unhex(hex)) {
+                Ok(d) => (live, d),
+                Err(e) => panic!("a descriptor that does not verify: {e}"),
+            }
         })
         .collect();
-    Topology::compute(
+    let live: Vec<_> = descriptors
+        .iter()
+        .filter(|(l, _)| *l)
+        .map(|(_, d)| d.descriptor().identity)
+        .collect();
+    Topology::compute_live(
         &NETWORK_SEED,
         Epoch(epoch),
-        descriptors.iter().map(SignedDescriptor::descriptor),
+        descriptors.iter().map(|(_, d)| d.descriptor()),
+        |d| live.contains(&d.identity),
     )
     .unwrap()
 }
