@@ -15,7 +15,7 @@ AARCH64_ENV := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
 	CC_aarch64_unknown_linux_musl=clang \
 	CFLAGS_aarch64_unknown_linux_musl=--target=aarch64-linux-musl
 
-.PHONY: setup demo test test-steps lint test-host test-aarch64 fuzz
+.PHONY: setup demo test test-steps lint build-aarch64 test-host test-aarch64 fuzz
 
 setup:
 	@deploy/setup.sh
@@ -33,7 +33,7 @@ test: setup
 	awk '/^test result:/ { p += $$4; f += $$6; i += $$8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' target/test.log; \
 	exit $$status
 
-test-steps: lint test-host test-aarch64 fuzz
+test-steps: lint build-aarch64 test-host test-aarch64 fuzz
 
 lint:
 	cargo fmt --all -- --check
@@ -41,6 +41,11 @@ lint:
 	for d in $(FUZZ_DIRS); do (cd $$d && cargo fmt -- --check) || exit 1; done
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cd $(EBPF_DIR) && cargo clippy --release --locked --target bpfel-unknown-none -Z build-std=core -- -D warnings
+
+# The static aarch64 pb-client, which client-lite/client/tests/e2e.rs runs under qemu-aarch64
+# in the netns testbed (so it is built before the host tests).
+build-aarch64:
+	$(AARCH64_ENV) cargo build --locked -p pb-client --target $(AARCH64)
 
 test-host:
 	cargo test --workspace --locked
@@ -51,6 +56,8 @@ test-aarch64:
 	$(AARCH64_ENV) cargo test --locked -p pb-xdp-common --target $(AARCH64)
 	$(AARCH64_ENV) cargo test --locked -p pb-sphinx --target $(AARCH64) --lib --test roundtrip --test vectors
 	$(AARCH64_ENV) cargo test --locked -p pb-lanes --target $(AARCH64)
+	$(AARCH64_ENV) cargo test --locked -p pb-proto --target $(AARCH64)
+	$(AARCH64_ENV) cargo test --locked -p pb-client --target $(AARCH64) --bins
 
 # Every fuzz target for FUZZ_SECONDS from the committed seed corpus; new inputs go to a
 # scratch directory so the tree stays clean. A crash fails the run (artifacts/ keeps it).

@@ -417,7 +417,7 @@ impl Client {
         }
     }
 
-    fn new_directory(&mut self, epoch: pb_sphinx::Epoch, descriptors: &[Vec<u8>]) {
+    fn new_directory(&mut self, epoch: pb_sphinx::Epoch, descriptors: &[(bool, Vec<u8>)]) {
         match directory::topology(&self.network_seed, epoch, descriptors) {
             Ok((topology, refused)) => {
                 if refused > 0 {
@@ -452,6 +452,17 @@ impl Client {
             .map(|(i, _)| i)
             .collect();
         for &i in dead.iter().rev() {
+            let why = if self.sessions[i].1.is_broken() {
+                "the exit stopped answering"
+            } else {
+                "its exit left the network"
+            };
+            let closed = self
+                .apps
+                .values()
+                .filter(|a| a.stream.is_some_and(|(s, _)| s == i))
+                .count();
+            eprintln!("pb-client: a session ended ({why}); {closed} connections closed");
             for app in self.apps.values_mut() {
                 if app.stream.is_some_and(|(s, _)| s == i) {
                     app.stream = None;

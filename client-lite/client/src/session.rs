@@ -81,6 +81,10 @@ impl Profile {
 
 /// Longest per-hop delay asked for (relays refuse more than their `max_delay`).
 const MAX_HOP_DELAY: Duration = Duration::from_secs(2);
+/// SURBs handed out are remembered this long (for the count of what the exit holds).
+const SURB_MEMORY: Duration = Duration::from_secs(60);
+/// No reply for this long while streams are open: the exit's last count no longer holds.
+const SURB_SILENCE: Duration = Duration::from_secs(3);
 /// Most SURB secrets remembered (the oldest are forgotten: their replies can no longer be
 /// opened).
 const MAX_SECRETS: usize = 8192;
@@ -108,9 +112,10 @@ pub struct Session {
     exit: NodeId,
     secrets: HashMap<SurbId, SurbSecrets>,
     order: VecDeque<SurbId>,
-    /// SURBs handed out and not yet come back (the exit's stock plus what is in flight,
-    /// less what was lost): corrected by the exit's own count in each reply.
-    outstanding: u32,
+    /// SURBs handed out: when, and how many (the last [`SURB_MEMORY`] of them).
+    handed: VecDeque<(Duration, u32)>,
+    /// The exit's last count of the SURBs it holds, and when it came.
+    report: Option<(Duration, u32)>,
     exit_wanted: u32,
     profile: Profile,
     stats: SessionStats,
@@ -152,7 +157,8 @@ impl Session {
             exit,
             secrets: HashMap::new(),
             order: VecDeque::new(),
-            outstanding: 0,
+            handed: VecDeque::new(),
+            report: None,
             exit_wanted: 0,
             profile,
             stats: SessionStats::default(),
@@ -174,13 +180,37 @@ impl Session {
         self.channel.is_broken()
     }
 
-    fn surbs_needed(&self) -> u32 {
+    /// How many SURBs the exit holds or will soon: its last count plus what was handed out
+    /// since (a second before it, for what was on its way). Replies get lost (and with them
+    /// the count); while streams are open and no reply has come for [`SURB_SILENCE`], only
+    /// the SURBs handed out within that time are counted: the others were used on replies
+    /// that did not arrive, or never reached the exit.
+    fn surbs_at_exit(&self, now: Duration) -> u32 {
+        let since = |t: Duration| -> u32 {
+            self.handed
+                .iter()
+                .filter(|(at, _)| *at >= t)
+                .map(|(_, n)| n)
+                .sum()
+        };
+        match self.report {
+            Some((at, held))
+                if self.streams.is_empty() || now.saturating_sub(at) < SURB_SILENCE =>
+            {
+                held + since(at.saturating_sub(Duration::from_secs(1)))
+            }
+            Some(_) => since(now.saturating_sub(SURB_SILENCE)),
+            None => since(Duration::ZERO),
+        }
+    }
+
+    fn surbs_needed(&self, now: Duration) -> u32 {
         let target = if self.streams.is_empty() {
             self.profile.idle_surbs
         } else {
             self.profile.busy_surbs + self.exit_wanted
         };
-        target.saturating_sub(self.outstanding)
+        target.saturating_sub(self.surbs_at_exit(now))
     }
 
     /// Whether the next send slot should carry a real packet of this session.
@@ -188,7 +218,7 @@ impl Session {
         self.channel.retransmission_due(now)
             || (self.channel.can_send_new() && self.streams.has_pending())
             || self.channel.ack_owed()
-            || self.surbs_needed() > 0
+            || self.surbs_needed(now) > 0
     }
 
     /// Builds this session's next real packet (to the exit through `gateway` and one mix
@@ -211,7 +241,7 @@ impl Session {
             None => self.channel.idle_message(),
         };
         let want = self
-            .surbs_needed()
+            .surbs_needed(now)
             .min(ClientMessage::surb_room(channel.len()) as u32)
             .min(MAX_SURBS as u32);
         let mut surbs = Vec::new();
@@ -237,7 +267,16 @@ impl Session {
         .map_err(|_| NoRoute::Topology)?;
         self.stats.packets += 1;
         self.stats.surbs_sent += u64::from(want);
-        self.outstanding += want;
+        if want > 0 {
+            self.handed.push_back((now, want));
+        }
+        while self
+            .handed
+            .front()
+            .is_some_and(|(at, _)| now.saturating_sub(*at) > SURB_MEMORY)
+        {
+            self.handed.pop_front();
+        }
         Ok(packet)
     }
 
@@ -336,7 +375,6 @@ impl Session {
             self.stats.bad_replies += 1;
             return;
         };
-        self.outstanding = self.outstanding.saturating_sub(1);
         let Ok(message) = secrets.open_reply(payload) else {
             self.stats.bad_replies += 1;
             return;
@@ -346,8 +384,7 @@ impl Session {
             return;
         };
         self.stats.replies += 1;
-        // The exit's own count, less what is still on its way to it, is the better estimate.
-        self.outstanding = self.outstanding.max(u32::from(m.held));
+        self.report = Some((now, u32::from(m.held)));
         self.exit_wanted = u32::from(m.wanted);
         match self.channel.receive(now, m.channel) {
             Ok(delivered) => {
@@ -391,4 +428,176 @@ pub fn cover_packet(
     )
     .map_err(|_| NoRoute::Topology)?;
     Ok(packet)
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
+mod tests {
+    use super::*;
+    use pb_control::{Descriptor, IdentityKeyPair, Role};
+    use pb_proto::{Reply, StreamEvent, Target, message::EXIT_CHANNEL_ROOM};
+    use pb_sphinx::{Epoch, EpochKey, MemoryReplayFilter, NodeKeys, Processed, Surb, process};
+
+    /// A seeded stand-in for the OS generator (splitmix64).
+    struct Seeded(u64);
+
+    impl Random for Seeded {
+        fn fill(&mut self, buf: &mut [u8]) {
+            for b in buf {
+                self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = self.0;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                *b = (z ^ (z >> 31)) as u8;
+            }
+        }
+    }
+
+    const EPOCH: Epoch = Epoch(9);
+
+    /// One relay per layer: their keys by node id, and the topology.
+    fn network() -> (HashMap<NodeId, NodeKeys>, Topology) {
+        let roles = [Role::Gateway, Role::Mix, Role::Mix, Role::Mix, Role::Exit];
+        let mut keys = HashMap::new();
+        let mut descriptors = Vec::new();
+        for (i, role) in roles.into_iter().enumerate() {
+            let pair = IdentityKeyPair::from_seed(&[i as u8 + 1; 32]);
+            let key = EpochKey::from_secret(EPOCH, [i as u8 + 50; 32]);
+            let at = |port| std::net::SocketAddr::from(([198, 18, 0, i as u8 + 1], port));
+            let d = Descriptor {
+                identity: pair.public(),
+                version: 1,
+                role,
+                epoch: EPOCH,
+                sphinx_current: key.public_key(),
+                sphinx_next: [0; 32],
+                packet_addr: at(47470),
+                gossip_addr: at(47471),
+                transports: vec![],
+            };
+            keys.insert(
+                d.node_id(),
+                NodeKeys {
+                    current: key,
+                    previous: None,
+                    format: None,
+                },
+            );
+            descriptors.push(d);
+        }
+        let topology = Topology::compute(&[7; 32], EPOCH, &descriptors).unwrap();
+        (keys, topology)
+    }
+
+    /// Runs `packet` hop by hop from `first` until it is delivered.
+    fn travel(
+        keys: &HashMap<NodeId, NodeKeys>,
+        first: NodeId,
+        packet: &mut [u8; PACKET_LEN],
+    ) -> Processed {
+        let mut replay = MemoryReplayFilter::default();
+        let mut at = first;
+        loop {
+            match process(packet, &keys[&at], &mut replay).unwrap() {
+                Processed::Forward { next, .. } => at = next,
+                delivered => return delivered,
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_opens_and_its_reply_comes_back_through_a_surb() {
+        let (keys, topology) = network();
+        let gateway = topology.layer(0)[0].node;
+        let exit = topology.layer(4)[0].node;
+        let mut random = Seeded(1);
+        let mailbox = MailboxId([0xab; 16]);
+        let mut session = Session::new(&mut random, mailbox, exit, Profile::DEFAULT);
+        let stream = session
+            .streams
+            .open(Target::Name("example.org".into(), 80))
+            .unwrap();
+        assert!(session.wants_to_send(Duration::ZERO));
+        let mut packet = session
+            .packet(Duration::ZERO, &topology, gateway, &mut random)
+            .unwrap();
+        // Gateway, three mixes, exit: delivered to the exit's mailbox.
+        let Processed::Deliver { mailbox: to, .. } = travel(&keys, gateway, &mut packet) else {
+            panic!("not delivered");
+        };
+        assert_eq!(to, EXIT_MAILBOX);
+        let message = pb_sphinx::message(&packet);
+        let m = ClientMessage::parse(message).unwrap();
+        assert_eq!(
+            m.surbs.len(),
+            3,
+            "three SURBs beside a short channel message"
+        );
+        // The exit's side: take the open, answer it through a SURB.
+        let mut exit_channel = Channel::new(ChannelConfig::default());
+        let mut exit_streams = Streams::new(Side::Exit);
+        for frames in exit_channel.receive(Duration::ZERO, m.channel).unwrap() {
+            exit_streams.handle(&frames).unwrap();
+        }
+        assert!(matches!(
+            exit_streams.poll_event(),
+            Some(StreamEvent::Open { .. })
+        ));
+        exit_streams.accept(stream);
+        exit_streams.write(stream, b"HTTP/1.0 200 OK\r\n\r\nhello");
+        let answer = exit_channel
+            .transmit(Duration::ZERO, EXIT_CHANNEL_ROOM, |out, room| {
+                exit_streams.fill(out, room)
+            })
+            .unwrap();
+        let reply = ExitMessage {
+            held: 1,
+            wanted: 0,
+            channel: &answer,
+        }
+        .encode();
+        let surb = Surb::from_bytes(m.surbs[0]).unwrap();
+        let mut back = [0u8; PACKET_LEN];
+        let first = surb.into_reply(&mut back, &reply).unwrap();
+        // Mix 3, 2, 1, gateway: delivered to the client's mailbox, still wrapped.
+        let Processed::DeliverReply {
+            mailbox: to, surb, ..
+        } = travel(&keys, first, &mut back)
+        else {
+            panic!("not a reply");
+        };
+        assert_eq!(to, mailbox);
+        assert!(session.owns(&surb));
+        session.reply(
+            Duration::from_millis(300),
+            surb,
+            pb_sphinx::payload_mut(&mut back),
+        );
+        assert_eq!(
+            session.streams.poll_event(),
+            Some(StreamEvent::Opened {
+                stream,
+                reply: Reply::Succeeded
+            })
+        );
+        let mut buf = [0u8; 64];
+        let n = session.streams.read(stream, &mut buf);
+        assert_eq!(&buf[..n], b"HTTP/1.0 200 OK\r\n\r\nhello");
+        assert_eq!(session.stats().replies, 1);
+        // A reply through a SURB it never made, or replayed: not opened.
+        session.reply(Duration::from_millis(400), surb, &mut [0u8; 1199]);
+        assert_eq!(session.stats().bad_replies, 1);
+    }
+
+    #[test]
+    fn cover_looks_like_a_real_packet_and_is_dropped_by_the_exit() {
+        let (keys, topology) = network();
+        let gateway = topology.layer(0)[0].node;
+        let mut packet =
+            cover_packet(&topology, gateway, &Profile::DEFAULT, &mut Seeded(2)).unwrap();
+        let Processed::Deliver { mailbox, .. } = travel(&keys, gateway, &mut packet) else {
+            panic!("not delivered");
+        };
+        assert_eq!(mailbox, MailboxId([0; 16]), "the cover mailbox");
+    }
 }
