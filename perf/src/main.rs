@@ -2,11 +2,13 @@
 //! its baseline in the same process run, side by side, so ratios hold on a noisy machine.
 //! Prints a table, or one JSON object per line with `--json`; progress goes to stderr.
 //!
-//! Subcommands so far: `io` (packet I/O backends over veth) and `sphinx` (PB-Sphinx against
-//! Nym's sphinx-packet) and `relay` (one relay pipeline against the unwrap rate). Later issues
-//! add `e2e` and `testnet`.
+//! Subcommands so far: `io` (packet I/O backends over veth), `sphinx` (PB-Sphinx against
+//! Nym's sphinx-packet), `relay` (one relay pipeline against the unwrap rate) and `e2e` (a
+//! fetch through a local testnet against the same fetch made directly, per client profile,
+//! and the idle client's cost). A later issue adds `testnet`.
 #![forbid(unsafe_code)]
 
+mod e2e_bench;
 mod io_bench;
 mod relay_bench;
 mod report;
@@ -80,6 +82,27 @@ enum Command {
         #[arg(long, default_value_t = 1024)]
         in_flight: usize,
     },
+    /// Time to first byte and download rate through a local testnet of eight pb-relay
+    /// processes on loopback and pb-client, per client profile, against the same fetch made
+    /// directly; then the idle client's CPU and RSS with its cover running. No root needed;
+    /// pb-relay and pb-client must be built next to pb-perf.
+    E2e {
+        /// Bytes per fetch.
+        #[arg(long, default_value_t = 512 * 1024)]
+        bytes: usize,
+        /// Fetches per profile (the median is reported).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+        fetches: u16,
+        /// Seconds the idle client is watched.
+        #[arg(long, default_value_t = 20.0, value_parser = seconds)]
+        idle_seconds: f64,
+        /// Client profiles (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values = ["default", "low-power"])]
+        profile: Vec<String>,
+        /// Packets per second on every relay link.
+        #[arg(long, default_value_t = 100)]
+        link_rate: u32,
+    },
 }
 
 fn seconds(s: &str) -> Result<f64, String> {
@@ -138,6 +161,19 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             packets: *packets,
             link_rate: *link_rate,
             in_flight: (*in_flight).max(1),
+        })?,
+        Command::E2e {
+            bytes,
+            fetches,
+            idle_seconds,
+            profile,
+            link_rate,
+        } => e2e_bench::run(&e2e_bench::E2eArgs {
+            bytes: (*bytes).max(1),
+            fetches: usize::from(*fetches),
+            idle_seconds: *idle_seconds,
+            profiles: profile.clone(),
+            link_rate: (*link_rate).max(1),
         })?,
     };
     let mut out = std::io::stdout().lock();

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod directory;
+mod loops;
 mod session;
 
 use std::{
@@ -35,6 +36,7 @@ use pb_sphinx::{MailboxId, NodeId, PACKET_LEN};
 
 use crate::{
     directory::Fetch,
+    loops::Loops,
     session::{Profile, Random, Session, cover_packet},
 };
 
@@ -131,6 +133,8 @@ struct Client {
     next_token: usize,
     origin: Instant,
     next_send: Duration,
+    next_loop: Duration,
+    loops: Loops,
     next_hello: Duration,
     next_fetch: Duration,
     buf: Vec<u8>,
@@ -195,6 +199,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .register(&mut udp, UDP, Interest::READABLE)?;
     let mut random = OsRandom;
     let token = random.seed();
+    let loops = Loops::new(&mut random);
     let mut nonce = [0u8; 8];
     random.fill(&mut nonce);
     let mut client = Client {
@@ -215,6 +220,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         next_token: 2,
         origin: Instant::now(),
         next_send: Duration::ZERO,
+        next_loop: Duration::ZERO,
+        loops,
         next_hello: Duration::ZERO,
         next_fetch: Duration::ZERO,
         buf: vec![0; 64 * 1024],
@@ -270,7 +277,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             s.packets, s.surbs_sent, s.replies, s.bad_replies
         );
     }
-    eprintln!("pb-client: {} cover packets", client.cover);
+    let loops = client.loops.stats(client.origin.elapsed());
+    eprintln!(
+        "pb-client: {} cover packets; loops: {} sent, {} back, {} lost",
+        client.cover, loops.sent, loops.returned, loops.lost
+    );
     Ok(())
 }
 
@@ -324,10 +335,17 @@ impl Client {
             }
             self.next_fetch = now
                 + if self.topology.is_some() {
-                    Duration::from_secs(20)
+                    Duration::from_secs(5)
                 } else {
                     Duration::from_secs(1)
                 };
+        }
+        while now >= self.next_loop {
+            self.next_loop += self.random.exponential(self.profile.loop_gap);
+            if self.next_loop < now.saturating_sub(Duration::from_secs(1)) {
+                self.next_loop = now;
+            }
+            self.send_loop(now);
         }
         while now >= self.next_send {
             self.next_send += self.random.exponential(self.profile.mean_gap);
@@ -372,6 +390,26 @@ impl Client {
         }
     }
 
+    /// One loop packet, out and back to our own mailbox.
+    fn send_loop(&mut self, now: Duration) {
+        let (Some(topology), Some(gateway)) = (&self.topology, self.gateway) else {
+            return;
+        };
+        let Some(first) = topology.find(gateway).map(|g| g.packet_addr) else {
+            return;
+        };
+        if let Ok(packet) = self.loops.packet(
+            now,
+            topology,
+            gateway,
+            self.mailbox,
+            &self.profile,
+            &mut self.random,
+        ) {
+            let _ = self.udp.send_to(&packet, first);
+        }
+    }
+
     fn datagrams(&mut self) {
         let mut buf = [0u8; 2048];
         loop {
@@ -403,6 +441,9 @@ impl Client {
                             self.send_link(&link::request(self.fetch.nonce, page));
                         }
                     }
+                }
+                Some(FromGateway::Loop { message }) => {
+                    self.loops.returned(message);
                 }
                 Some(FromGateway::Reply { surb, payload }) => {
                     let mut payload = payload.to_vec();

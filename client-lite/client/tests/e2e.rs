@@ -11,7 +11,7 @@
 //! qemu-aarch64, fetches the same file; and pb-client wrote no file (its HOME and working
 //! directory, an empty read-only directory, stay empty: the test runs as root, which could
 //! write anyway) and sent no DNS query (the client namespace's resolver is a socket of the
-//! test's that hears nothing).
+//! test's that hears nothing); its loop cover comes back to it.
 #![expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
 use std::{
@@ -553,7 +553,22 @@ fn curl_through_the_mixnet_fetches_a_file_byte_identical() {
         None
     };
 
-    // 9. Nothing written where pb-client could, no DNS query.
+    // 9. The client stops on SIGTERM and reports its counters: its loops came back.
+    let client_pid = bed.procs[RELAYS].child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &client_pid]).status();
+    let status = bed.procs[RELAYS].child.wait().unwrap();
+    assert!(status.success(), "pb-client exited with {status}");
+    thread::sleep(Duration::from_millis(200));
+    let loops = bed.procs[RELAYS].has("pb-client: ").unwrap_or_default();
+    let back: u64 = loops
+        .split("sent, ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(back > 10, "too few loops came back: {loops}");
+
+    // 10. Nothing written where pb-client could, no DNS query.
     assert_eq!(
         std::fs::read_dir(&home).unwrap().count(),
         0,
@@ -566,6 +581,6 @@ fn curl_through_the_mixnet_fetches_a_file_byte_identical() {
     );
     assert!(served.load(Ordering::Relaxed) >= 13);
     println!(
-        "one 1 MiB fetch in {one:?}; ten at once in {ten:?}; with 5% loss per link in {lossy:?} ({dropped} packets dropped); through a killed mix in {through_kill:?}; aarch64 under qemu in {arm_time:?}"
+        "one 1 MiB fetch in {one:?}; ten at once in {ten:?}; with 5% loss per link in {lossy:?} ({dropped} packets dropped); through a killed mix in {through_kill:?}; aarch64 under qemu in {arm_time:?}; {loops}"
     );
 }

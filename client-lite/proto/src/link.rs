@@ -1,7 +1,7 @@
 //! The client link's datagrams (docs/spec/client-link.md): what a client and its gateway
 //! say besides Sphinx packets. Every datagram is exactly [`PACKET_LEN`] bytes.
 
-use pb_sphinx::{Epoch, MailboxId, NodeId, PACKET_LEN, PAYLOAD_LEN, SurbId};
+use pb_sphinx::{Epoch, MESSAGE_LEN, MailboxId, NodeId, PACKET_LEN, PAYLOAD_LEN, SurbId};
 
 /// Descriptors per directory page: each is a flags byte (bit 0: the relay is live), a u16
 /// length and at most 224 bytes.
@@ -19,6 +19,8 @@ pub const DIR_PAGE: u8 = 0x81;
 pub const WELCOME: u8 = 0x82;
 /// Gateway to client: a reply.
 pub const REPLY: u8 = 0x83;
+/// Gateway to client: a packet delivered to its mailbox (its own loop coming back).
+pub const LOOP: u8 = 0x84;
 
 /// The mailbox of `token` (as the gateway derives it).
 pub fn mailbox_of(token: &[u8; 32]) -> MailboxId {
@@ -75,6 +77,11 @@ pub enum FromGateway<'a> {
         /// The wrapped payload.
         payload: &'a [u8],
     },
+    /// A packet delivered to our mailbox: one of our loops, back.
+    Loop {
+        /// Its message area.
+        message: &'a [u8],
+    },
 }
 
 /// A directory page: `descriptors` (at most [`PER_PAGE`]) of `pages`, for `epoch`.
@@ -122,6 +129,15 @@ pub fn reply(surb: SurbId, payload: &[u8; PAYLOAD_LEN]) -> [u8; PACKET_LEN] {
     out[0] = REPLY;
     out[1..17].copy_from_slice(&surb.0);
     out[17..17 + PAYLOAD_LEN].copy_from_slice(payload);
+    out
+}
+
+/// A forward packet's message delivered to a client's mailbox (its loop cover).
+pub fn looped(message: &[u8]) -> [u8; PACKET_LEN] {
+    let mut out = [0u8; PACKET_LEN];
+    out[0] = LOOP;
+    let n = message.len().min(MESSAGE_LEN);
+    out[1..1 + n].copy_from_slice(&message[..n]);
     out
 }
 
@@ -207,6 +223,9 @@ pub fn parse(datagram: &[u8]) -> Option<FromGateway<'_>> {
             mailbox: MailboxId(id16(1)),
             gateway: NodeId(id16(17)),
         }),
+        LOOP => Some(FromGateway::Loop {
+            message: &datagram[1..1 + MESSAGE_LEN],
+        }),
         REPLY => Some(FromGateway::Reply {
             surb: SurbId(id16(1)),
             payload: &datagram[17..17 + PAYLOAD_LEN],
@@ -257,6 +276,12 @@ mod tests {
             Some(FromGateway::Welcome {
                 mailbox,
                 gateway: NodeId([3; 16])
+            })
+        );
+        assert_eq!(
+            parse(&looped(&[8u8; MESSAGE_LEN])),
+            Some(FromGateway::Loop {
+                message: &[8u8; MESSAGE_LEN][..]
             })
         );
         let payload = [4u8; PAYLOAD_LEN];

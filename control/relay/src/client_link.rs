@@ -20,7 +20,7 @@ use std::{
 };
 
 use pb_proto::link::{self, FromClient};
-use pb_sphinx::{Epoch, MailboxId, NodeId, PAYLOAD_LEN, SurbId};
+use pb_sphinx::{Epoch, MESSAGE_LEN, MailboxId, NodeId, PAYLOAD_LEN, SurbId};
 
 use crate::{published::Published, slots::Slots};
 
@@ -41,7 +41,8 @@ pub struct Directory {
 /// A reply on its way from a core to the client link.
 pub struct ToClient {
     mailbox: MailboxId,
-    surb: SurbId,
+    /// A SURB reply's SURB; none for a forward packet's message (a client's loop).
+    surb: Option<SurbId>,
     payload: [u8; PAYLOAD_LEN],
 }
 
@@ -74,7 +75,7 @@ impl ReplyQueue {
     pub fn new(depth: usize, stats: Arc<ClientLinkStats>) -> Self {
         let slots = Slots::new(depth, || ToClient {
             mailbox: MailboxId([0; 16]),
-            surb: SurbId([0; 16]),
+            surb: None,
             payload: [0; PAYLOAD_LEN],
         });
         Self {
@@ -83,15 +84,17 @@ impl ReplyQueue {
         }
     }
 
-    /// Queues a SURB reply for `mailbox` (from a core's sink).
-    pub fn push(&self, mailbox: MailboxId, surb: SurbId, payload: &[u8]) {
-        let Ok(payload) = <&[u8; PAYLOAD_LEN]>::try_from(payload) else {
+    /// Queues a delivery for `mailbox` (from a core's sink): a SURB reply's payload, or a
+    /// forward packet's message (`surb` none).
+    pub fn push(&self, mailbox: MailboxId, surb: Option<SurbId>, payload: &[u8]) {
+        if payload.len() > PAYLOAD_LEN {
             return;
-        };
+        }
         let queued = self.slots.push_with(|slot| {
             slot.mailbox = mailbox;
             slot.surb = surb;
-            slot.payload = *payload;
+            slot.payload[..payload.len()].copy_from_slice(payload);
+            slot.payload[payload.len()..].fill(0);
         });
         if !queued {
             self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
@@ -145,7 +148,10 @@ impl ClientLink {
             while let Some(reply) = self.replies.slots.pop() {
                 match self.mailboxes.get(&reply.mailbox) {
                     Some((client, _)) => {
-                        let datagram = link::reply(reply.surb, &reply.payload);
+                        let datagram = match reply.surb {
+                            Some(surb) => link::reply(surb, &reply.payload),
+                            None => link::looped(&reply.payload[..MESSAGE_LEN]),
+                        };
                         if self.socket.send_to(&datagram, client).is_ok() {
                             self.replies.stats.replies.fetch_add(1, Ordering::Relaxed);
                         }

@@ -344,12 +344,19 @@ impl Exit {
                 continue;
             };
             let surb_epoch = surb_epoch(bytes);
-            if session.surbs.len() >= MAX_SURBS || surb_epoch.0.saturating_add(1) < epoch.0 {
+            if surb_epoch.0.saturating_add(1) < epoch.0 {
                 self.inbox
                     .stats
                     .surbs_dropped
                     .fetch_add(1, Ordering::Relaxed);
                 continue;
+            }
+            if session.surbs.len() >= MAX_SURBS {
+                session.surbs.pop_front();
+                self.inbox
+                    .stats
+                    .surbs_dropped
+                    .fetch_add(1, Ordering::Relaxed);
             }
             session.surbs.push_back((surb_epoch, surb));
         }
@@ -610,7 +617,9 @@ impl Exit {
                 else {
                     break;
                 };
-                let Some((_, surb)) = session.surbs.pop_front() else {
+                // The newest first: it was made from the client's latest view of the
+                // network, so it avoids relays that have failed since older ones were made.
+                let Some((_, surb)) = session.surbs.pop_back() else {
                     break;
                 };
                 let wanted = session.streams.pending_bytes().div_ceil(EXIT_CHANNEL_ROOM);

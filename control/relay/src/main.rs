@@ -139,10 +139,12 @@ impl Sink for Forwarder {
     fn deliver(&mut self, mailbox: MailboxId, reply: Option<pb_sphinx::SurbId>, message: &[u8]) {
         // A gateway passes SURB replies to its clients; an exit takes client messages.
         match (reply, &self.replies, &self.exit) {
-            (Some(surb), Some(replies), _) => return replies.push(mailbox, surb, message),
             (None, _, Some(exit)) if mailbox == pb_proto::message::EXIT_MAILBOX => {
                 return exit.push(message);
             }
+            // A gateway passes everything else for a mailbox to its client: SURB replies,
+            // and the client's loops.
+            (_, Some(replies), _) => return replies.push(mailbox, reply, message),
             _ => {}
         }
         if let Some((socket, to)) = &self.socket {

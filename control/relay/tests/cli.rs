@@ -328,6 +328,33 @@ fn gossip_mode_mistakes_are_one_line_each() {
             gossip("", "identity.key", &format!("127.0.0.1:{taken_port}")),
             "gossip.bind: cannot bind",
         ),
+        (
+            gossip("", "identity.key", "127.0.0.1:47999").replace(
+                "[gossip]\n",
+                "[gossip]\nclient_bind = \"127.0.0.1:47480\"\n",
+            ),
+            "gossip.client_bind: only a gateway serves clients",
+        ),
+        (
+            gossip("", "identity.key", "127.0.0.1:47999")
+                .replace("[gossip]\n", "[gossip]\nexit_allow = [\"10.0.0.0/8\"]\n"),
+            "gossip.exit_allow: only an exit has an exit policy",
+        ),
+        (
+            gossip("", "identity.key", "127.0.0.1:47999")
+                .replace("role = \"mix\"", "role = \"exit\"")
+                .replace("[gossip]\n", "[gossip]\nexit_allow = [\"10.0.0.0/33\"]\n"),
+            "gossip.exit_allow: \"10.0.0.0/33\" is not a network",
+        ),
+        (
+            gossip("", "identity.key", "127.0.0.1:47999")
+                .replace("role = \"mix\"", "role = \"gateway\"")
+                .replace(
+                    "[gossip]\n",
+                    &format!("[gossip]\nclient_bind = \"127.0.0.1:{taken_port}\"\n"),
+                ),
+            "gossip.client_bind: cannot bind",
+        ),
     ];
     for (text, expected) in cases {
         std::fs::write(dir.join("relay.toml"), &text).unwrap();

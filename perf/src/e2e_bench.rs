@@ -1,0 +1,436 @@
+//! `pb-perf e2e`: the whole path on one machine, without root. Eight `pb-relay` processes in
+//! gossip mode on loopback addresses (a gateway, three mix layers of two, an exit), a file
+//! server, and `pb-client`; per client profile, the time to the first byte of a fetch and
+//! the download rate through the mixnet, against the same fetch made directly; then the
+//! client's CPU and memory while it sits idle with its cover running.
+//!
+//! The relays and the client are the release binaries next to `pb-perf` (build them with
+//! `cargo build --release -p pb-relay -p pb-client -p pb-perf`).
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use serde_json::json;
+
+use crate::report::{Measurement, row};
+
+/// Settings of a run.
+pub struct E2eArgs {
+    /// Bytes per fetch.
+    pub bytes: usize,
+    /// Fetches per profile (the median is reported).
+    pub fetches: usize,
+    /// Seconds the idle client is watched.
+    pub idle_seconds: f64,
+    /// Client profiles to measure.
+    pub profiles: Vec<String>,
+    /// Packets per second on every relay link.
+    pub link_rate: u32,
+}
+
+const RELAYS: usize = 8;
+const SEED: &str = "5151515151515151515151515151515151515151515151515151515151515151";
+
+fn ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 79, 0, i as u8 + 1)
+}
+
+fn role(i: usize) -> &'static str {
+    match i {
+        0 => "gateway",
+        _ if i == RELAYS - 1 => "exit",
+        _ => "mix",
+    }
+}
+
+/// A process whose output lines are kept; killed when dropped.
+struct Proc {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    fn start(mut command: Command) -> anyhow::Result<Self> {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting a process of the testnet")?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let pipes: [Box<dyn std::io::Read + Send>; 2] = [
+            Box::new(child.stdout.take().context("stdout")?),
+            Box::new(child.stderr.take().context("stderr")?),
+        ];
+        for pipe in pipes {
+            let lines = lines.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    lines
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(line);
+                }
+            });
+        }
+        Ok(Self { child, lines })
+    }
+
+    fn last(&self, prefix: &str) -> Option<String> {
+        self.lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .rev()
+            .find(|l| l.starts_with(prefix))
+            .cloned()
+    }
+
+    fn tail(&self) -> String {
+        let lines = self
+            .lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The scratch directory, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("locating pb-perf")?;
+    let path = me.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build it next to pb-perf (cargo build --release -p pb-relay -p pb-client -p pb-perf)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn relay_config(i: usize, link_rate: u32) -> String {
+    let me = ip(i);
+    let role_line = match role(i) {
+        "gateway" => format!("client_bind = \"{me}:47480\"\n"),
+        "exit" => "exit_allow = [\"127.79.0.0/16\"]\n".to_owned(),
+        _ => String::new(),
+    };
+    format!(
+        "[node]\nformat = \"v1\"\n\n[io]\nbackend = \"udp\"\nbind = \"{me}:47470\"\n\n[gossip]\nbind = \"{me}:47471\"\nseeds = [\"{}:47471\", \"{}:47471\"]\nnetwork_seed = \"{SEED}\"\nidentity_file = \"identity{i}.key\"\nrole = \"{}\"\nepoch_seconds = 604800\n{role_line}\n[mix]\nlink_rate = {link_rate}\nloop_rate = 1\n",
+        ip(0),
+        ip(1),
+        role(i)
+    )
+}
+
+/// Serves `bytes` bytes after each request line, then closes.
+fn file_server(bytes: usize) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind((Ipv4Addr::new(127, 79, 0, 20), 0)).context("file server")?;
+    let addr = listener.local_addr()?;
+    let body: Arc<Vec<u8>> = Arc::new((0..bytes).map(|i| (i * 7 + 3) as u8).collect());
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let body = body.clone();
+            thread::spawn(move || {
+                let mut line = [0u8; 4];
+                if stream.read_exact(&mut line).is_ok() {
+                    let _ = stream.write_all(&body);
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// One fetch of `bytes` from `server`, through the SOCKS5 proxy at `socks` or directly:
+/// (time to the first byte, time to the last).
+fn fetch(
+    socks: Option<SocketAddr>,
+    server: SocketAddr,
+    bytes: usize,
+) -> anyhow::Result<(Duration, Duration)> {
+    let start = Instant::now();
+    let mut s = match socks {
+        Some(proxy) => {
+            let mut s = TcpStream::connect(proxy).context("connecting to pb-client")?;
+            s.set_read_timeout(Some(Duration::from_secs(120)))?;
+            s.write_all(&[5, 1, 0])?;
+            let mut method = [0u8; 2];
+            s.read_exact(&mut method)?;
+            let SocketAddr::V4(v4) = server else {
+                bail!("an IPv4 server");
+            };
+            let mut request = vec![5, 1, 0, 1];
+            request.extend_from_slice(&v4.ip().octets());
+            request.extend_from_slice(&v4.port().to_be_bytes());
+            s.write_all(&request)?;
+            let mut reply = [0u8; 10];
+            s.read_exact(&mut reply)?;
+            if reply[1] != 0 {
+                bail!(
+                    "pb-client answered the CONNECT with SOCKS reply {:#04x}",
+                    reply[1]
+                );
+            }
+            s
+        }
+        None => TcpStream::connect(server)?,
+    };
+    s.write_all(b"GET\n")?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0usize;
+    let mut first = None;
+    while got < bytes {
+        let n = s.read(&mut buf).context("reading the fetch")?;
+        if n == 0 {
+            bail!("the fetch ended after {got} of {bytes} bytes");
+        }
+        first.get_or_insert_with(|| start.elapsed());
+        got += n;
+    }
+    Ok((first.unwrap_or_default(), start.elapsed()))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// CPU seconds (user + system) of `pid` so far.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    // /proc times are in USER_HZ, which is 100 on Linux.
+    Ok(ticks / 100.0)
+}
+
+/// Resident memory of `pid`, in MiB.
+fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("no VmRSS for {pid}"))?;
+    Ok(kib / 1024.0)
+}
+
+fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while !ready() {
+        if start.elapsed() > limit {
+            bail!("{what} did not happen within {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// Runs the testnet and measures; see the module docs.
+pub fn run(args: &E2eArgs) -> anyhow::Result<Vec<Measurement>> {
+    let relay = binary("pb-relay")?;
+    let client = binary("pb-client")?;
+    let dir = Scratch(std::env::temp_dir().join(format!("pb-perf-e2e-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0)?;
+    eprintln!("pb-perf e2e: starting {RELAYS} relays on 127.79.0.1-{RELAYS}");
+    let mut relays = Vec::new();
+    for i in 0..RELAYS {
+        let seed = format!("{:02x}", 0x30 + i).repeat(32);
+        std::fs::write(dir.0.join(format!("identity{i}.key")), seed + "\n")?;
+        let path = dir.0.join(format!("relay{i}.toml"));
+        std::fs::write(&path, relay_config(i, args.link_rate))?;
+        relays.push(Proc::start({
+            let mut c = Command::new(&relay);
+            c.args(["run", "--stats-interval", "0", "--config"])
+                .arg(&path);
+            c
+        })?);
+    }
+    let agreed = || {
+        let views: Vec<Option<String>> = relays
+            .iter()
+            .map(|r| {
+                r.last("topology ")
+                    .map(|l| l.split_whitespace().take(4).collect::<Vec<_>>().join(" "))
+            })
+            .collect();
+        views[0]
+            .as_deref()
+            .is_some_and(|v| v.ends_with(&format!(" nodes {RELAYS}")))
+            && views.iter().all(|v| *v == views[0])
+    };
+    if let Err(e) = wait_for("agreement on one topology", Duration::from_secs(60), agreed) {
+        let tails: Vec<String> = relays.iter().map(Proc::tail).collect();
+        bail!("{e}: {}", tails.join("\n---\n"));
+    }
+    let server = file_server(args.bytes)?;
+    let mut rows = Vec::new();
+    // The baseline: the same fetch, straight to the server.
+    let mut direct_first = Vec::new();
+    let mut direct_rate = Vec::new();
+    for _ in 0..args.fetches {
+        let (first, all) = fetch(None, server, args.bytes)?;
+        direct_first.push(first.as_secs_f64() * 1e3);
+        direct_rate.push(args.bytes as f64 / 1024.0 / all.as_secs_f64());
+    }
+    let params = |profile: &str| {
+        vec![
+            ("profile", json!(profile)),
+            ("bytes", json!(args.bytes)),
+            ("link_rate", json!(args.link_rate)),
+        ]
+    };
+    rows.push(row(
+        "e2e.ttfb",
+        "direct",
+        &params("-"),
+        median(direct_first),
+        "ms",
+    ));
+    rows.push(row(
+        "e2e.throughput",
+        "direct",
+        &params("-"),
+        median(direct_rate),
+        "KiB/s",
+    ));
+    for (k, profile) in args.profiles.iter().enumerate() {
+        let listen = SocketAddr::from(([127, 0, 0, 1], 21080 + k as u16));
+        let proc = Proc::start({
+            let mut c = Command::new(&client);
+            c.args([
+                "--listen",
+                &listen.to_string(),
+                "--gateway",
+                &format!("{}:47480", ip(0)),
+            ])
+            .args(["--network-seed", SEED, "--profile", profile]);
+            c
+        })?;
+        wait_for("pb-client ready", Duration::from_secs(30), || {
+            proc.last("pb-client: ready").is_some()
+        })
+        .with_context(|| proc.tail())?;
+        let mut firsts = Vec::new();
+        let mut rates = Vec::new();
+        for n in 0..args.fetches {
+            eprintln!(
+                "pb-perf e2e: profile {profile}: fetch {}/{} of {} KiB",
+                n + 1,
+                args.fetches,
+                args.bytes / 1024
+            );
+            let (first, all) = fetch(Some(listen), server, args.bytes)
+                .with_context(|| format!("profile {profile}"))?;
+            firsts.push(first.as_secs_f64() * 1e3);
+            rates.push(args.bytes as f64 / 1024.0 / all.as_secs_f64());
+        }
+        rows.push(row(
+            "e2e.ttfb",
+            "pb-client",
+            &params(profile),
+            median(firsts),
+            "ms",
+        ));
+        rows.push(row(
+            "e2e.throughput",
+            "pb-client",
+            &params(profile),
+            median(rates),
+            "KiB/s",
+        ));
+        // Idle: no stream open, cover (and SURB top-ups) running.
+        thread::sleep(Duration::from_secs(3));
+        eprintln!(
+            "pb-perf e2e: profile {profile}: watching the idle client for {} s",
+            args.idle_seconds
+        );
+        let pid = proc.child.id();
+        let (cpu0, t0) = (cpu_seconds(pid)?, Instant::now());
+        thread::sleep(Duration::from_secs_f64(args.idle_seconds));
+        let cpu = (cpu_seconds(pid)? - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+        rows.push(row(
+            "e2e.idle_cpu",
+            "pb-client",
+            &params(profile),
+            (cpu * 100.0).round() / 100.0,
+            "% of a core",
+        ));
+        rows.push(row(
+            "e2e.idle_rss",
+            "pb-client",
+            &params(profile),
+            (rss_mib(pid)? * 10.0).round() / 10.0,
+            "MiB",
+        ));
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_configs_name_each_role_once() {
+        let configs: Vec<String> = (0..RELAYS).map(|i| relay_config(i, 100)).collect();
+        assert_eq!(
+            configs
+                .iter()
+                .filter(|c| c.contains("role = \"gateway\""))
+                .count(),
+            1
+        );
+        assert_eq!(
+            configs
+                .iter()
+                .filter(|c| c.contains("role = \"exit\""))
+                .count(),
+            1
+        );
+        assert!(configs[0].contains("client_bind = \"127.79.0.1:47480\""));
+        assert!(configs[RELAYS - 1].contains("exit_allow"));
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+    }
+
+    #[test]
+    fn cpu_and_memory_of_this_process_are_read() {
+        let pid = std::process::id();
+        assert!(cpu_seconds(pid).is_ok());
+        assert!(rss_mib(pid).is_ok_and(|m| m > 0.0));
+    }
+}
