@@ -8,17 +8,19 @@
 //! `cargo build --release -p pb-relay -p pb-client -p pb-perf`).
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    process::Command,
+    sync::Arc,
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, anyhow, bail};
 use serde_json::json;
+
+use pb_testbed::Proc;
 
 use crate::report::{Measurement, row};
 
@@ -48,64 +50,6 @@ fn role(i: usize) -> &'static str {
         0 => "gateway",
         _ if i == RELAYS - 1 => "exit",
         _ => "mix",
-    }
-}
-
-/// A process whose output lines are kept; killed when dropped.
-struct Proc {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Proc {
-    fn start(mut command: Command) -> anyhow::Result<Self> {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting a process of the testnet")?;
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let pipes: [Box<dyn std::io::Read + Send>; 2] = [
-            Box::new(child.stdout.take().context("stdout")?),
-            Box::new(child.stderr.take().context("stderr")?),
-        ];
-        for pipe in pipes {
-            let lines = lines.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    lines
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push(line);
-                }
-            });
-        }
-        Ok(Self { child, lines })
-    }
-
-    fn last(&self, prefix: &str) -> Option<String> {
-        self.lines
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .rev()
-            .find(|l| l.starts_with(prefix))
-            .cloned()
-    }
-
-    fn tail(&self) -> String {
-        let lines = self
-            .lines
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        lines[lines.len().saturating_sub(5)..].join("\n")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -294,7 +238,7 @@ pub fn run(args: &E2eArgs) -> anyhow::Result<Vec<Measurement>> {
             && views.iter().all(|v| *v == views[0])
     };
     if let Err(e) = wait_for("agreement on one topology", Duration::from_secs(60), agreed) {
-        let tails: Vec<String> = relays.iter().map(Proc::tail).collect();
+        let tails: Vec<String> = relays.iter().map(|r| r.tail(5)).collect();
         bail!("{e}: {}", tails.join("\n---\n"));
     }
     let server = file_server(args.bytes)?;
@@ -344,7 +288,7 @@ pub fn run(args: &E2eArgs) -> anyhow::Result<Vec<Measurement>> {
         wait_for("pb-client ready", Duration::from_secs(30), || {
             proc.last("pb-client: ready").is_some()
         })
-        .with_context(|| proc.tail())?;
+        .with_context(|| proc.tail(5))?;
         let mut firsts = Vec::new();
         let mut rates = Vec::new();
         for n in 0..args.fetches {

@@ -15,19 +15,19 @@
 #![expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicUsize, Ordering},
     },
     thread,
     time::{Duration, Instant},
 };
 
-use pb_testbed::{Star, star};
+use pb_testbed::{Proc, Star, star};
 
 const RELAYS: usize = 8;
 const SERVER: usize = RELAYS;
@@ -76,48 +76,14 @@ fn relay_config(bed: &Star, i: usize) -> String {
     )
 }
 
-/// A process whose output lines are collected as they come.
-struct Proc {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+/// The output so far of `p`.
+fn output(p: &Proc) -> String {
+    p.tail(usize::MAX)
 }
 
-impl Proc {
-    fn start(mut command: Command) -> Self {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let lines = lines.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        Self { child, lines }
-    }
-
-    fn has(&self, prefix: &str) -> Option<String> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .rev()
-            .find(|l| l.starts_with(prefix))
-            .cloned()
-    }
-
-    fn output(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
+/// Starts `command`, failing the test if it cannot start.
+fn spawn(command: Command) -> Proc {
+    Proc::start(command).unwrap()
 }
 
 /// Everything the test started, stopped and removed however it ends.
@@ -153,7 +119,7 @@ impl Bed {
     fn fail(&self, why: &str) -> ! {
         let mut report = String::new();
         for (i, p) in self.procs.iter().enumerate() {
-            let out = p.output();
+            let out = output(p);
             let tail: Vec<&str> = out.lines().rev().take(40).collect();
             report += &format!(
                 "--- process {i}:\n{}\n",
@@ -292,7 +258,7 @@ fn curl_through_the_mixnet_fetches_a_file_byte_identical() {
         .unwrap();
         let path = dir.join(format!("relay{i}.toml"));
         std::fs::write(&path, relay_config(&bed_net, i)).unwrap();
-        bed.procs.push(Proc::start(bed_net.nodes[i].ns.exec(
+        bed.procs.push(spawn(bed_net.nodes[i].ns.exec(
             &relay,
             [
                 "run",
@@ -325,7 +291,7 @@ fn curl_through_the_mixnet_fetches_a_file_byte_identical() {
             .procs
             .iter()
             .map(|p| {
-                p.has("topology ")
+                p.last("topology ")
                     .map(|l| l.split_whitespace().take(4).collect::<Vec<_>>().join(" "))
             })
             .collect();
@@ -354,9 +320,9 @@ fn curl_through_the_mixnet_fetches_a_file_byte_identical() {
         ],
     );
     command.current_dir(&home).env("HOME", &home);
-    bed.procs.push(Proc::start(command));
+    bed.procs.push(spawn(command));
     let start = Instant::now();
-    while bed.procs[RELAYS].has("pb-client: ready").is_none() {
+    while bed.procs[RELAYS].last("pb-client: ready").is_none() {
         bed.check();
         if start.elapsed() > Duration::from_secs(30) {
             bed.fail("pb-client did not get ready");
@@ -504,10 +470,10 @@ fn curl_through_the_mixnet_fetches_a_file_byte_identical() {
             ],
         );
         command.current_dir(&home).env("HOME", &home);
-        bed.procs.push(Proc::start(command));
+        bed.procs.push(spawn(command));
         let arm_proc = bed.procs.len() - 1;
         let start = Instant::now();
-        while bed.procs[arm_proc].has("pb-client: ready").is_none() {
+        while bed.procs[arm_proc].last("pb-client: ready").is_none() {
             if start.elapsed() > Duration::from_secs(90) {
                 bed.fail("the aarch64 pb-client did not get ready");
             }
@@ -559,7 +525,7 @@ fn curl_through_the_mixnet_fetches_a_file_byte_identical() {
     let status = bed.procs[RELAYS].child.wait().unwrap();
     assert!(status.success(), "pb-client exited with {status}");
     thread::sleep(Duration::from_millis(200));
-    let loops = bed.procs[RELAYS].has("pb-client: ").unwrap_or_default();
+    let loops = bed.procs[RELAYS].last("pb-client: ").unwrap_or_default();
     let back: u64 = loops
         .split("sent, ")
         .nth(1)

@@ -13,6 +13,7 @@
 //! - [`privileged`] / [`require_privileged`]: whether the tests can run here; skip
 //!   politely on a developer machine, fail loudly in CI (`CI=true`).
 //! - [`pin_to_cpu`], [`cpu_count`], [`allowed_cpus`]: CPU placement for benchmarks.
+//! - [`Proc`]: a child process whose output is collected as it comes, killed on drop.
 //!
 //! What it does not do: it needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and the `ip`
 //! command from iproute2, which it runs for all setup; it speaks no netlink itself. It
@@ -33,6 +34,7 @@ mod cmd;
 mod cpu;
 mod error;
 mod netns;
+mod process;
 mod star;
 mod sys;
 mod veth;
@@ -43,6 +45,7 @@ pub use cmd::run_checked;
 pub use cpu::{allowed_cpus, cpu_count, pin_to_cpu};
 pub use error::TestbedError;
 pub use netns::{Netns, NetnsGuard, remove_stale_namespaces};
+pub use process::Proc;
 pub use star::{Star, StarNode, star, star_with_queues};
 pub use veth::{Link, PairSpec, TwoNode, interface_mac, two_node, veth_pair, wait_link_up};
 
