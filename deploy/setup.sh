@@ -22,6 +22,7 @@ packages=(
   clang llvm libclang-dev libelf-dev zlib1g-dev libpcap-dev   # xsk-rs builds libxdp/libbpf
   iproute2 iputils-ping nftables procps                        # netns testbeds
   qemu-user                                                    # aarch64 client tests
+  libcap2-bin passwd systemd                                   # deploy/install.sh and its test
 )
 missing=()
 for p in "${packages[@]}"; do
