@@ -20,10 +20,12 @@ AARCH64_ENV := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
 setup:
 	@deploy/setup.sh
 
-# The main job: pb-perf io over a veth pair in two namespaces it creates and removes.
+# The main job: a whole network on loopback (eight relays, a web server, pb-client on
+# 127.0.0.1:1080), a fetch through it and a summary; then up until Ctrl-C.
+# `make demo DEMO_ARGS=--exit-after-summary` (or PB_DEMO_EXIT=1) stops after the summary.
 demo: setup
-	cargo build --release --locked -p pb-perf
-	target/release/pb-perf io $(PERF_ARGS)
+	cargo build --release --locked -p pb-relay -p pb-client -p pb-perf
+	target/release/pb-perf testnet $(DEMO_ARGS)
 
 # Runs every step, then closes with one line adding up all the cargo test results.
 test: setup

@@ -38,10 +38,10 @@ pub struct E2eArgs {
     pub link_rate: u32,
 }
 
-const RELAYS: usize = 8;
-const SEED: &str = "5151515151515151515151515151515151515151515151515151515151515151";
+pub(crate) const RELAYS: usize = 8;
+pub(crate) const SEED: &str = "5151515151515151515151515151515151515151515151515151515151515151";
 
-fn ip(i: usize) -> Ipv4Addr {
+pub(crate) fn ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, 79, 0, i as u8 + 1)
 }
 
@@ -54,7 +54,7 @@ fn role(i: usize) -> &'static str {
 }
 
 /// The scratch directory, removed when dropped.
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -62,7 +62,7 @@ impl Drop for Scratch {
     }
 }
 
-fn binary(name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe().context("locating pb-perf")?;
     let path = me.with_file_name(name);
     if !path.exists() {
@@ -74,6 +74,8 @@ fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Relay `i`'s configuration: packets on :47470, gossip on :47471, admin on :9100 of its
+/// loopback address.
 fn relay_config(i: usize, link_rate: u32) -> String {
     let me = ip(i);
     let role_line = match role(i) {
@@ -82,15 +84,15 @@ fn relay_config(i: usize, link_rate: u32) -> String {
         _ => String::new(),
     };
     format!(
-        "[node]\nformat = \"v1\"\n\n[io]\nbackend = \"udp\"\nbind = \"{me}:47470\"\n\n[gossip]\nbind = \"{me}:47471\"\nseeds = [\"{}:47471\", \"{}:47471\"]\nnetwork_seed = \"{SEED}\"\nidentity_file = \"identity{i}.key\"\nrole = \"{}\"\nepoch_seconds = 604800\n{role_line}\n[mix]\nlink_rate = {link_rate}\nloop_rate = 1\n",
+        "[node]\nformat = \"v1\"\n\n[io]\nbackend = \"udp\"\nbind = \"{me}:47470\"\n\n[gossip]\nbind = \"{me}:47471\"\nseeds = [\"{}:47471\", \"{}:47471\"]\nnetwork_seed = \"{SEED}\"\nidentity_file = \"identity{i}.key\"\nrole = \"{}\"\nepoch_seconds = 604800\nadmin = \"{me}:9100\"\n{role_line}\n[mix]\nlink_rate = {link_rate}\nloop_rate = 1\n",
         ip(0),
         ip(1),
         role(i)
     )
 }
 
-/// Serves `bytes` bytes after each request line, then closes.
-fn file_server(bytes: usize) -> anyhow::Result<SocketAddr> {
+/// An HTTP/1.0 server answering every request with `bytes` bytes, then closing.
+pub(crate) fn file_server(bytes: usize) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind((Ipv4Addr::new(127, 79, 0, 20), 0)).context("file server")?;
     let addr = listener.local_addr()?;
     let body: Arc<Vec<u8>> = Arc::new((0..bytes).map(|i| (i * 7 + 3) as u8).collect());
@@ -99,19 +101,29 @@ fn file_server(bytes: usize) -> anyhow::Result<SocketAddr> {
             let Ok(mut stream) = stream else { continue };
             let body = body.clone();
             thread::spawn(move || {
-                let mut line = [0u8; 4];
-                if stream.read_exact(&mut line).is_ok() {
-                    let _ = stream.write_all(&body);
+                let mut request = Vec::new();
+                let mut byte = [0u8; 1];
+                while !request.ends_with(b"\r\n\r\n") && request.len() < 8192 {
+                    match stream.read(&mut byte) {
+                        Ok(1) => request.push(byte[0]),
+                        _ => return,
+                    }
                 }
+                let head = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&body);
             });
         }
     });
     Ok(addr)
 }
 
-/// One fetch of `bytes` from `server`, through the SOCKS5 proxy at `socks` or directly:
-/// (time to the first byte, time to the last).
-fn fetch(
+/// One HTTP fetch of `bytes` body bytes from `server`, through the SOCKS5 proxy at `socks`
+/// or directly: (time to the first byte of the answer, time to the last).
+pub(crate) fn fetch(
     socks: Option<SocketAddr>,
     server: SocketAddr,
     bytes: usize,
@@ -143,17 +155,31 @@ fn fetch(
         }
         None => TcpStream::connect(server)?,
     };
-    s.write_all(b"GET\n")?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: pb-testnet\r\n\r\n")?;
     let mut buf = vec![0u8; 64 * 1024];
-    let mut got = 0usize;
+    // The header is kept until its end is seen; of the body only the count.
+    let mut head: Vec<u8> = Vec::new();
+    let mut body = None;
     let mut first = None;
-    while got < bytes {
+    while body.is_none_or(|got| got < bytes) {
         let n = s.read(&mut buf).context("reading the fetch")?;
         if n == 0 {
-            bail!("the fetch ended after {got} of {bytes} bytes");
+            break;
         }
         first.get_or_insert_with(|| start.elapsed());
-        got += n;
+        match body.as_mut() {
+            Some(got) => *got += n,
+            None => {
+                head.extend_from_slice(&buf[..n]);
+                if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                    body = Some(head.len() - end - 4);
+                }
+            }
+        }
+    }
+    let got = body.unwrap_or(0);
+    if got < bytes {
+        bail!("the fetch ended after {got} of {bytes} bytes");
     }
     Ok((first.unwrap_or_default(), start.elapsed()))
 }
@@ -193,7 +219,11 @@ fn rss_mib(pid: u32) -> anyhow::Result<f64> {
     Ok(kib / 1024.0)
 }
 
-fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+pub(crate) fn wait_for(
+    what: &str,
+    limit: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
     let start = Instant::now();
     while !ready() {
         if start.elapsed() > limit {
@@ -204,43 +234,69 @@ fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> any
     Ok(())
 }
 
+/// Eight relays on 127.79.0.1-8 that agree on one topology; stopped and removed when
+/// dropped.
+pub(crate) struct Testnet {
+    /// Held to be killed when the testnet is dropped.
+    _relays: Vec<Proc>,
+    /// The topology hash they agree on.
+    pub(crate) hash: String,
+    _dir: Scratch,
+}
+
+impl Testnet {
+    /// Starts the relays and waits until they agree.
+    pub(crate) fn start(link_rate: u32) -> anyhow::Result<Self> {
+        let relay = binary("pb-relay")?;
+        let dir = Scratch(std::env::temp_dir().join(format!("pb-testnet-{}", std::process::id())));
+        std::fs::create_dir_all(&dir.0)?;
+        let mut relays = Vec::new();
+        for i in 0..RELAYS {
+            let seed = format!("{:02x}", 0x30 + i).repeat(32);
+            std::fs::write(dir.0.join(format!("identity{i}.key")), seed + "\n")?;
+            let path = dir.0.join(format!("relay{i}.toml"));
+            std::fs::write(&path, relay_config(i, link_rate))?;
+            relays.push(
+                Proc::start({
+                    let mut c = Command::new(&relay);
+                    c.args(["run", "--stats-interval", "0", "--config"])
+                        .arg(&path);
+                    c
+                })
+                .context("starting pb-relay")?,
+            );
+        }
+        let view = |r: &Proc| {
+            r.last("topology ")
+                .map(|l| l.split_whitespace().take(4).collect::<Vec<_>>().join(" "))
+        };
+        let agreed = || {
+            let views: Vec<Option<String>> = relays.iter().map(view).collect();
+            views[0]
+                .as_deref()
+                .is_some_and(|v| v.ends_with(&format!(" nodes {RELAYS}")))
+                && views.iter().all(|v| *v == views[0])
+        };
+        if let Err(e) = wait_for("agreement on one topology", Duration::from_secs(60), agreed) {
+            let tails: Vec<String> = relays.iter().map(|r| r.tail(5)).collect();
+            bail!("{e}: {}", tails.join("\n---\n"));
+        }
+        let hash = view(&relays[0])
+            .and_then(|v| v.split_whitespace().nth(1).map(str::to_owned))
+            .unwrap_or_default();
+        Ok(Self {
+            _relays: relays,
+            hash,
+            _dir: dir,
+        })
+    }
+}
+
 /// Runs the testnet and measures; see the module docs.
 pub fn run(args: &E2eArgs) -> anyhow::Result<Vec<Measurement>> {
-    let relay = binary("pb-relay")?;
     let client = binary("pb-client")?;
-    let dir = Scratch(std::env::temp_dir().join(format!("pb-perf-e2e-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0)?;
     eprintln!("pb-perf e2e: starting {RELAYS} relays on 127.79.0.1-{RELAYS}");
-    let mut relays = Vec::new();
-    for i in 0..RELAYS {
-        let seed = format!("{:02x}", 0x30 + i).repeat(32);
-        std::fs::write(dir.0.join(format!("identity{i}.key")), seed + "\n")?;
-        let path = dir.0.join(format!("relay{i}.toml"));
-        std::fs::write(&path, relay_config(i, args.link_rate))?;
-        relays.push(Proc::start({
-            let mut c = Command::new(&relay);
-            c.args(["run", "--stats-interval", "0", "--config"])
-                .arg(&path);
-            c
-        })?);
-    }
-    let agreed = || {
-        let views: Vec<Option<String>> = relays
-            .iter()
-            .map(|r| {
-                r.last("topology ")
-                    .map(|l| l.split_whitespace().take(4).collect::<Vec<_>>().join(" "))
-            })
-            .collect();
-        views[0]
-            .as_deref()
-            .is_some_and(|v| v.ends_with(&format!(" nodes {RELAYS}")))
-            && views.iter().all(|v| *v == views[0])
-    };
-    if let Err(e) = wait_for("agreement on one topology", Duration::from_secs(60), agreed) {
-        let tails: Vec<String> = relays.iter().map(|r| r.tail(5)).collect();
-        bail!("{e}: {}", tails.join("\n---\n"));
-    }
+    let _net = Testnet::start(args.link_rate)?;
     let server = file_server(args.bytes)?;
     let mut rows = Vec::new();
     // The baseline: the same fetch, straight to the server.

@@ -5,7 +5,8 @@
 //! Subcommands so far: `io` (packet I/O backends over veth), `sphinx` (PB-Sphinx against
 //! Nym's sphinx-packet), `relay` (one relay pipeline against the unwrap rate) and `e2e` (a
 //! fetch through a local testnet against the same fetch made directly, per client profile,
-//! and the idle client's cost). A later issue adds `testnet`.
+//! and the idle client's cost), and `testnet`, the main job: a whole network on loopback
+//! with pb-client on 127.0.0.1:1080, a fetch and a summary, up until Ctrl-C.
 #![forbid(unsafe_code)]
 
 mod e2e_bench;
@@ -13,6 +14,7 @@ mod io_bench;
 mod relay_bench;
 mod report;
 mod sphinx_bench;
+mod testnet;
 
 use std::process::ExitCode;
 
@@ -103,6 +105,23 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         link_rate: u32,
     },
+    /// The main job: eight pb-relay processes on loopback, a web server and pb-client on
+    /// 127.0.0.1:1080; fetches a file through it, prints a summary (topology, link rates,
+    /// delivered bytes, latency percentiles) and keeps the network up until Ctrl-C. No root.
+    Testnet {
+        /// Where pb-client listens.
+        #[arg(long, default_value = "127.0.0.1:1080")]
+        listen: std::net::SocketAddr,
+        /// Stop after the summary (for scripts and tests).
+        #[arg(long)]
+        exit_after_summary: bool,
+        /// Packets per second on every relay link.
+        #[arg(long, default_value_t = 100)]
+        link_rate: u32,
+        /// Bytes of the fetch.
+        #[arg(long, default_value_t = 1 << 20)]
+        bytes: usize,
+    },
 }
 
 fn seconds(s: &str) -> Result<f64, String> {
@@ -175,8 +194,24 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             profiles: profile.clone(),
             link_rate: (*link_rate).max(1),
         })?,
+        Command::Testnet {
+            listen,
+            exit_after_summary,
+            link_rate,
+            bytes,
+        } => testnet::run(&testnet::TestnetArgs {
+            listen: *listen,
+            exit_after_summary: *exit_after_summary
+                || std::env::var("PB_DEMO_EXIT").is_ok_and(|v| v == "1"),
+            link_rate: (*link_rate).max(1),
+            bytes: (*bytes).max(1),
+            json: cli.json,
+        })?,
     };
     let mut out = std::io::stdout().lock();
+    if rows.is_empty() {
+        return Ok(());
+    }
     if cli.json {
         report::write_json(&mut out, &rows)
     } else {

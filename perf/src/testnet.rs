@@ -1,0 +1,226 @@
+//! `pb-perf testnet`, the main job (`make demo`): a whole PhantomBand network on this
+//! machine, without root. Eight `pb-relay` processes on loopback (a gateway, three mix layers
+//! of two, an exit), a web server, and `pb-client` on 127.0.0.1:1080. It fetches a file
+//! through the client and prints a summary: the topology, each link's rate, the bytes
+//! delivered, latency percentiles. Then it keeps the network up for a browser or curl until
+//! Ctrl-C, which stops everything. `--exit-after-summary` stops after the summary.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use pb_testbed::Proc;
+use serde_json::json;
+
+use crate::{
+    e2e_bench::{RELAYS, SEED, Testnet, binary, fetch, file_server, ip, wait_for},
+    report::{Measurement, row},
+};
+
+/// Settings of the main job.
+pub struct TestnetArgs {
+    /// Where pb-client listens.
+    pub listen: SocketAddr,
+    /// Stop after the summary instead of waiting for Ctrl-C.
+    pub exit_after_summary: bool,
+    /// Packets per second on every link.
+    pub link_rate: u32,
+    /// Bytes of the fetch.
+    pub bytes: usize,
+    /// Whether the caller prints the rows as JSON (then no human summary).
+    pub json: bool,
+}
+
+fn step(n: usize, what: &str) {
+    eprintln!("pb-perf testnet: [{n}/5] {what}");
+}
+
+/// Sums a relay's `pb_link_sent_total{link=…}` lines: (packets sent on all links, links).
+fn link_totals(relay: usize) -> Option<(u64, usize)> {
+    let mut s = TcpStream::connect((ip(relay), 9100)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let mut total = 0;
+    let mut links = 0;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("pb_link_sent_total{") {
+            total += rest.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+            links += 1;
+        }
+    }
+    Some((total, links))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or(0.0)
+}
+
+/// Runs the main job; see the module docs.
+pub fn run(args: &TestnetArgs) -> anyhow::Result<Vec<Measurement>> {
+    // One at a time: the addresses are fixed, so a second run would only collide.
+    if TcpListener::bind(args.listen).is_err() {
+        bail!(
+            "{} is taken: is a testnet already running? Stop it with Ctrl-C where it runs (or pass --listen)",
+            args.listen
+        );
+    }
+    if UdpSocket::bind((ip(0), 47471)).is_err() {
+        bail!(
+            "a PhantomBand testnet is already running on 127.79.0.0/24 (its gateway's gossip port is taken): stop it with Ctrl-C where it runs"
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    let client_bin = binary("pb-client")?;
+    step(
+        1,
+        &format!("starting {RELAYS} relays on 127.79.0.1-{RELAYS}"),
+    );
+    let started = Instant::now();
+    let net = Testnet::start(args.link_rate)?;
+    step(
+        2,
+        &format!(
+            "the relays agree on topology {} ({:.1} s)",
+            &net.hash[..16.min(net.hash.len())],
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    let server = file_server(args.bytes)?;
+    let small = file_server(1024)?;
+    step(3, &format!("starting pb-client on {}", args.listen));
+    let client = Proc::start({
+        let mut c = Command::new(&client_bin);
+        c.args(["--listen", &args.listen.to_string()])
+            .args(["--gateway", &format!("{}:47480", ip(0))])
+            .args(["--network-seed", SEED]);
+        c
+    })
+    .context("starting pb-client")?;
+    wait_for("pb-client ready", Duration::from_secs(30), || {
+        client.last("pb-client: ready").is_some()
+    })
+    .with_context(|| client.tail(5))?;
+    step(
+        4,
+        &format!("fetching {} KiB through the mixnet", args.bytes / 1024),
+    );
+    let (first, all) = fetch(Some(args.listen), server, args.bytes)?;
+    step(5, "measuring latency (20 small fetches) and link rates");
+    let before: Vec<Option<(u64, usize)>> = (0..RELAYS).map(link_totals).collect();
+    let t0 = Instant::now();
+    let mut latencies = Vec::new();
+    for _ in 0..20 {
+        latencies.push(fetch(Some(args.listen), small, 1024)?.0.as_secs_f64() * 1e3);
+    }
+    // Relays refresh their counters every second: take at least four seconds of them.
+    thread::sleep(Duration::from_secs(4).saturating_sub(t0.elapsed()));
+    let after: Vec<Option<(u64, usize)>> = (0..RELAYS).map(link_totals).collect();
+    let window = t0.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let rate = args.bytes as f64 / 1024.0 / all.as_secs_f64();
+    let mut rows = vec![row(
+        "testnet.fetch",
+        "pb-client",
+        &[("bytes", json!(args.bytes))],
+        (rate * 10.0).round() / 10.0,
+        "KiB/s",
+    )];
+    for p in [50u32, 90, 100] {
+        rows.push(row(
+            "testnet.ttfb",
+            "pb-client",
+            &[("percentile", json!(p))],
+            percentile(&latencies, f64::from(p) / 100.0).round(),
+            "ms",
+        ));
+    }
+    let mut link_lines = Vec::new();
+    for i in 0..RELAYS {
+        if let (Some((a, links)), Some((b, _))) = (before[i], after[i])
+            && links > 0
+        {
+            let per_link = (b.saturating_sub(a)) as f64 / window / links as f64;
+            rows.push(row(
+                "testnet.link_rate",
+                &format!("relay{i}"),
+                &[("links", json!(links)), ("target", json!(args.link_rate))],
+                per_link.round(),
+                "pkt/s per link",
+            ));
+            let role = match i {
+                0 => "gateway",
+                _ if i == RELAYS - 1 => "exit   ",
+                _ => "mix    ",
+            };
+            link_lines.push(format!(
+                "  relay {i} ({role} {}): {links} links, {per_link:.0} packets/s each",
+                ip(i)
+            ));
+        }
+    }
+    if !args.json {
+        println!();
+        println!(
+            "PhantomBand testnet: {RELAYS} relays on 127.79.0.1-{RELAYS}, topology {}",
+            net.hash
+        );
+        println!(
+            "delivered {} bytes through pb-client in {:.2} s ({rate:.1} KiB/s; first byte after {:.0} ms)",
+            args.bytes,
+            all.as_secs_f64(),
+            first.as_secs_f64() * 1e3
+        );
+        println!(
+            "time to first byte over 20 fetches: p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms",
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.9),
+            percentile(&latencies, 1.0)
+        );
+        println!(
+            "links (every link carries {} packets/s, real or cover, idle or busy):",
+            args.link_rate
+        );
+        for line in &link_lines {
+            println!("{line}");
+        }
+    }
+    if args.exit_after_summary {
+        eprintln!("pb-perf testnet: stopping (--exit-after-summary)");
+        return Ok(if args.json { rows } else { Vec::new() });
+    }
+    println!();
+    println!("The network is up. Point curl or a browser at the SOCKS5 proxy:");
+    println!(
+        "  curl --socks5-hostname {} http://{server}/ -o /dev/null",
+        args.listen
+    );
+    println!(
+        "  browser: SOCKS5 host {} port {}, remote DNS on",
+        args.listen.ip(),
+        args.listen.port()
+    );
+    println!("(the exit here opens only 127.79.0.0/16; a real exit refuses local addresses)");
+    println!("Ctrl-C stops everything.");
+    while !stop.load(Ordering::Relaxed) {
+        thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("pb-perf testnet: stopping");
+    drop(client);
+    drop(net);
+    Ok(if args.json { rows } else { Vec::new() })
+}
