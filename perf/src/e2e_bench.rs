@@ -237,8 +237,8 @@ pub(crate) fn wait_for(
 /// Eight relays on 127.79.0.1-8 that agree on one topology; stopped and removed when
 /// dropped.
 pub(crate) struct Testnet {
-    /// Held to be killed when the testnet is dropped.
-    _relays: Vec<Proc>,
+    /// The relays (killed when the testnet is dropped).
+    pub(crate) relays: Vec<Proc>,
     /// The topology hash they agree on.
     pub(crate) hash: String,
     _dir: Scratch,
@@ -259,7 +259,8 @@ impl Testnet {
             relays.push(
                 Proc::start({
                     let mut c = Command::new(&relay);
-                    c.args(["run", "--stats-interval", "0", "--config"])
+                    // One `window` line per link per second: the links' exact rates.
+                    c.args(["run", "--stats-interval", "1", "--config"])
                         .arg(&path);
                     c
                 })
@@ -285,7 +286,7 @@ impl Testnet {
             .and_then(|v| v.split_whitespace().nth(1).map(str::to_owned))
             .unwrap_or_default();
         Ok(Self {
-            _relays: relays,
+            relays,
             hash,
             _dir: dir,
         })

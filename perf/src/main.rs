@@ -11,6 +11,7 @@
 
 mod e2e_bench;
 mod io_bench;
+mod plot;
 mod relay_bench;
 mod report;
 mod sphinx_bench;
@@ -26,6 +27,9 @@ struct Cli {
     /// One JSON object per line instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// Also write SVG charts (and the rows as JSON) into this directory.
+    #[arg(long, global = true, value_name = "DIR")]
+    svg: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -205,9 +209,24 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 || std::env::var("PB_DEMO_EXIT").is_ok_and(|v| v == "1"),
             link_rate: (*link_rate).max(1),
             bytes: (*bytes).max(1),
-            json: cli.json,
+            json: cli.json || cli.svg.is_some(),
         })?,
     };
+    if let Some(dir) = &cli.svg {
+        let name = match &cli.command {
+            Command::Io { .. } => "io",
+            Command::Sphinx { .. } => "sphinx",
+            Command::Relay { .. } => "relay",
+            Command::E2e { .. } => "e2e",
+            Command::Testnet { .. } => "testnet",
+        };
+        let files = plot::write(dir, name, &rows)?;
+        eprintln!(
+            "pb-perf: wrote {} files (charts and {name}.json) to {}",
+            files.len(),
+            dir.display()
+        );
+    }
     let mut out = std::io::stdout().lock();
     if rows.is_empty() {
         return Ok(());

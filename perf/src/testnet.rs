@@ -6,8 +6,7 @@
 //! Ctrl-C, which stops everything. `--exit-after-summary` stops after the summary.
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{SocketAddr, TcpListener, UdpSocket},
     process::Command,
     sync::{
         Arc,
@@ -40,31 +39,68 @@ pub struct TestnetArgs {
     pub json: bool,
 }
 
+const STEPS: usize = 6;
+
 fn step(n: usize, what: &str) {
-    eprintln!("pb-perf testnet: [{n}/5] {what}");
+    eprintln!("pb-perf testnet: [{n}/{STEPS}] {what}");
 }
 
-/// Sums a relay's `pb_link_sent_total{link=…}` lines: (packets sent on all links, links).
-fn link_totals(relay: usize) -> Option<(u64, usize)> {
-    let mut s = TcpStream::connect((ip(relay), 9100)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let mut total = 0;
-    let mut links = 0;
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("pb_link_sent_total{") {
-            total += rest.split_whitespace().nth(1)?.parse::<u64>().ok()?;
-            links += 1;
+/// Relay `i`'s mean packets per second per link over windows `from..to`, and its links.
+fn relay_rate(net: &Testnet, i: usize, from: u64, to: u64) -> Option<(f64, usize)> {
+    let mut sent = 0u64;
+    let mut lines = 0u64;
+    let mut links = std::collections::BTreeSet::new();
+    for line in net.relays.get(i)?.lines_with("window ") {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let k = words.get(1).and_then(|k| k.parse::<u64>().ok())?;
+        if (from..to).contains(&k) {
+            sent += words.get(5).and_then(|n| n.parse::<u64>().ok())?;
+            lines += 1;
+            links.insert(words.get(3).copied().unwrap_or_default().to_owned());
         }
     }
-    Some((total, links))
+    (lines > 0).then(|| (sent as f64 / lines as f64, links.len()))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted.get(i).copied().unwrap_or(0.0)
+}
+
+/// The relays' one-second windows from `first` on (`window <k> link <i> sent <n> …`): for
+/// each window, the mean packets per link over every relay's links.
+fn windows(net: &Testnet, first: u64, count: u64) -> Vec<(u64, f64)> {
+    let mut sums: std::collections::BTreeMap<u64, (u64, u64)> = std::collections::BTreeMap::new();
+    for relay in &net.relays {
+        for line in relay.lines_with("window ") {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let (Some(k), Some(sent)) = (
+                words.get(1).and_then(|k| k.parse::<u64>().ok()),
+                words.get(5).and_then(|n| n.parse::<u64>().ok()),
+            ) && (first..first + count).contains(&k)
+            {
+                let e = sums.entry(k).or_default();
+                e.0 += sent;
+                e.1 += 1;
+            }
+        }
+    }
+    sums.into_iter()
+        .filter(|(_, (_, links))| *links > 0)
+        .map(|(k, (sent, links))| (k - first, sent as f64 / links as f64))
+        .collect()
+}
+
+/// The newest window every relay has printed.
+fn newest_window(net: &Testnet) -> u64 {
+    net.relays
+        .iter()
+        .filter_map(|r| {
+            r.last("window ")
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse().ok()))
+        })
+        .min()
+        .unwrap_or(0)
 }
 
 /// Runs the main job; see the module docs.
@@ -120,17 +156,11 @@ pub fn run(args: &TestnetArgs) -> anyhow::Result<Vec<Measurement>> {
         &format!("fetching {} KiB through the mixnet", args.bytes / 1024),
     );
     let (first, all) = fetch(Some(args.listen), server, args.bytes)?;
-    step(5, "measuring latency (20 small fetches) and link rates");
-    let before: Vec<Option<(u64, usize)>> = (0..RELAYS).map(link_totals).collect();
-    let t0 = Instant::now();
+    step(5, "measuring latency (20 small fetches)");
     let mut latencies = Vec::new();
     for _ in 0..20 {
         latencies.push(fetch(Some(args.listen), small, 1024)?.0.as_secs_f64() * 1e3);
     }
-    // Relays refresh their counters every second: take at least four seconds of them.
-    thread::sleep(Duration::from_secs(4).saturating_sub(t0.elapsed()));
-    let after: Vec<Option<(u64, usize)>> = (0..RELAYS).map(link_totals).collect();
-    let window = t0.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
     let rate = args.bytes as f64 / 1024.0 / all.as_secs_f64();
     let mut rows = vec![row(
@@ -149,12 +179,38 @@ pub fn run(args: &TestnetArgs) -> anyhow::Result<Vec<Measurement>> {
             "ms",
         ));
     }
+    // The links' rate each second, idle, then while a fetch runs: the same.
+    step(6, "watching the links for 6 s idle, then 6 s busy");
+    let idle_from = newest_window(&net) + 1;
+    thread::sleep(Duration::from_secs(7));
+    let busy_from = newest_window(&net) + 1;
+    let listen = args.listen;
+    let bytes = args.bytes;
+    thread::scope(|scope| {
+        let fetching = scope.spawn(move || fetch(Some(listen), server, bytes));
+        thread::sleep(Duration::from_secs(7));
+        let _ = fetching.join();
+    });
+    let idle = windows(&net, idle_from, 6);
+    let busy: Vec<(u64, f64)> = windows(&net, busy_from, 6)
+        .into_iter()
+        .map(|(t, r)| (t + 6, r))
+        .collect();
+    for (phase, points) in [("idle", &idle), ("busy", &busy)] {
+        for (t, rate) in points.iter() {
+            rows.push(row(
+                "testnet.link_rate_over_time",
+                "mean per link",
+                &[("t", json!(t)), ("phase", json!(phase))],
+                rate.round(),
+                "pkt/s",
+            ));
+        }
+    }
+    let mean = |v: &[(u64, f64)]| v.iter().map(|p| p.1).sum::<f64>() / v.len().max(1) as f64;
     let mut link_lines = Vec::new();
     for i in 0..RELAYS {
-        if let (Some((a, links)), Some((b, _))) = (before[i], after[i])
-            && links > 0
-        {
-            let per_link = (b.saturating_sub(a)) as f64 / window / links as f64;
+        if let Some((per_link, links)) = relay_rate(&net, i, idle_from, busy_from + 6) {
             rows.push(row(
                 "testnet.link_rate",
                 &format!("relay{i}"),
@@ -198,6 +254,11 @@ pub fn run(args: &TestnetArgs) -> anyhow::Result<Vec<Measurement>> {
         for line in &link_lines {
             println!("{line}");
         }
+        println!(
+            "mean rate per link: {:.0} packets/s idle, {:.0} packets/s while fetching",
+            mean(&idle),
+            mean(&busy)
+        );
     }
     if args.exit_after_summary {
         eprintln!("pb-perf testnet: stopping (--exit-after-summary)");

@@ -59,7 +59,7 @@ fn the_main_job_fetches_through_the_mixnet_and_tears_everything_down() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stderr.contains("[5/5]"), "progress: {stderr}");
+    assert!(stderr.contains("[6/6]"), "progress: {stderr}");
     assert!(
         stdout.contains("delivered 262144 bytes through pb-client"),
         "{stdout}"

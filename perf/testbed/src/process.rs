@@ -9,6 +9,9 @@ use std::{
     thread,
 };
 
+/// Lines kept per child (the most recent).
+const MAX_LINES: usize = 200_000;
+
 /// A running child and what it has printed.
 #[derive(Debug)]
 pub struct Proc {
@@ -46,10 +49,12 @@ impl Proc {
             let lines = lines.clone();
             thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    lines
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(line);
+                    let mut lines = lines.lock().unwrap_or_else(PoisonError::into_inner);
+                    // A long-running child's output is kept bounded: the oldest half goes.
+                    if lines.len() >= MAX_LINES {
+                        lines.drain(..MAX_LINES / 2);
+                    }
+                    lines.push(line);
                 }
             });
         }
@@ -65,6 +70,17 @@ impl Proc {
             .rev()
             .find(|l| l.starts_with(prefix))
             .cloned()
+    }
+
+    /// Every line kept that starts with `prefix`, oldest first.
+    pub fn lines_with(&self, prefix: &str) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .cloned()
+            .collect()
     }
 
     /// The last `n` lines printed so far, joined.
@@ -91,8 +107,12 @@ mod tests {
         command.args(["-c", "echo one; echo two >&2; echo three"]);
         let mut p = Proc::start(command).unwrap();
         assert!(p.child.wait().unwrap().success());
-        thread::sleep(std::time::Duration::from_millis(100));
-        assert_eq!(p.last("t").as_deref(), Some("three"));
+        // The reader threads finish at the pipes' end, soon after the child.
+        let start = std::time::Instant::now();
+        while p.tail(10).lines().count() < 3 && start.elapsed().as_secs() < 10 {
+            thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(p.last("thr").as_deref(), Some("three"));
         assert_eq!(p.last("two").as_deref(), Some("two"));
         assert!(p.tail(10).contains("one"));
     }
