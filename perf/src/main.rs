@@ -109,6 +109,12 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         link_rate: u32,
     },
+    /// Charts (into --svg DIR) from rows an earlier run wrote with --json or --svg.
+    Plot {
+        /// JSON-lines files of rows.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
     /// The main job: eight pb-relay processes on loopback, a web server and pb-client on
     /// 127.0.0.1:1080; fetches a file through it, prints a summary (topology, link rates,
     /// delivered bytes, latency percentiles) and keeps the network up until Ctrl-C. No root.
@@ -198,6 +204,31 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             profiles: profile.clone(),
             link_rate: (*link_rate).max(1),
         })?,
+        Command::Plot { files } => {
+            let Some(dir) = &cli.svg else {
+                anyhow::bail!("plot: where to? pass --svg DIR");
+            };
+            for file in files {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                let rows: Vec<report::Measurement> = text
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(serde_json::from_str)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| {
+                        anyhow::anyhow!("{}: not pb-perf JSON rows: {e}", file.display())
+                    })?;
+                let name = file
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("plot")
+                    .to_owned();
+                let written = plot::write(dir, &name, &rows)?;
+                eprintln!("pb-perf: {} files from {}", written.len(), file.display());
+            }
+            return Ok(());
+        }
         Command::Testnet {
             listen,
             exit_after_summary,
@@ -219,6 +250,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             Command::Relay { .. } => "relay",
             Command::E2e { .. } => "e2e",
             Command::Testnet { .. } => "testnet",
+            Command::Plot { .. } => "plot",
         };
         let files = plot::write(dir, name, &rows)?;
         eprintln!(

@@ -191,14 +191,44 @@ pub fn line_chart(
     svg
 }
 
-/// A row's label: its implementation and parameters (those that vary are what matter, but
-/// all are kept so that a chart reads on its own).
-fn label(row: &Measurement) -> String {
-    let params: Vec<String> = row
-        .params
+fn param(v: &serde_json::Value) -> String {
+    v.to_string().trim_matches('"').to_owned()
+}
+
+/// The parameters whose value differs between `rows` (a row without one counts as differing).
+fn varying(rows: &[&Measurement]) -> Vec<String> {
+    let mut keys: Vec<String> = rows.iter().flat_map(|r| r.params.keys().cloned()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.retain(|k| {
+        k != "t"
+            && k != "phase"
+            && rows
+                .iter()
+                .any(|r| r.params.get(k) != rows.first().and_then(|f| f.params.get(k)))
+    });
+    keys
+}
+
+/// The parameters all `rows` share, as `k=v` words (for the chart's title).
+fn common(rows: &[&Measurement], varying: &[String]) -> String {
+    rows.first()
+        .map(|r| {
+            r.params
+                .iter()
+                .filter(|(k, _)| !varying.contains(k) && k.as_str() != "t" && k.as_str() != "phase")
+                .map(|(k, v)| format!("{k}={}", param(v)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+/// A row's label: its implementation and the parameters that vary in its chart.
+fn label(row: &Measurement, varying: &[String]) -> String {
+    let params: Vec<String> = varying
         .iter()
-        .filter(|(k, _)| k.as_str() != "t" && k.as_str() != "phase")
-        .map(|(k, v)| format!("{k}={}", v.to_string().trim_matches('"')))
+        .filter_map(|k| row.params.get(k).map(|v| format!("{k}={}", param(v))))
         .collect();
     if params.is_empty() {
         row.implementation.clone()
@@ -223,13 +253,20 @@ pub fn write(dir: &Path, name: &str, rows: &[Measurement]) -> anyhow::Result<Vec
     }
     for (bench, rows) in benches {
         let unit = rows.first().map_or("", |r| r.unit.as_str());
+        let varying = varying(&rows);
+        let shared = common(&rows, &varying);
+        let title = if shared.is_empty() {
+            bench.to_owned()
+        } else {
+            format!("{bench} ({shared})")
+        };
         let svg = if rows.iter().all(|r| r.params.contains_key("t")) {
             let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
             for r in &rows {
                 let phase = r
                     .params
                     .get("phase")
-                    .map(|p| format!(" ({})", p.to_string().trim_matches('"')))
+                    .map(|p| format!(" ({})", param(p)))
                     .unwrap_or_default();
                 let t = r
                     .params
@@ -237,12 +274,12 @@ pub fn write(dir: &Path, name: &str, rows: &[Measurement]) -> anyhow::Result<Vec
                     .and_then(serde_json::Value::as_f64)
                     .unwrap_or(0.0);
                 series
-                    .entry(format!("{}{phase}", label(r)))
+                    .entry(format!("{}{phase}", label(r, &varying)))
                     .or_default()
                     .push((t, r.value));
             }
             let series: Vec<(String, Vec<(f64, f64)>)> = series.into_iter().collect();
-            line_chart(bench, "seconds", unit, &series)
+            line_chart(&title, "seconds", unit, &series)
         } else {
             let mut groups: Vec<&str> = Vec::new();
             let bars: Vec<(String, f64, usize)> = rows
@@ -255,10 +292,10 @@ pub fn write(dir: &Path, name: &str, rows: &[Measurement]) -> anyhow::Result<Vec
                             groups.len() - 1
                         }
                     };
-                    (label(r), r.value, group)
+                    (label(r, &varying), r.value, group)
                 })
                 .collect();
-            bar_chart(bench, unit, &bars)
+            bar_chart(&title, unit, &bars)
         };
         let path = dir.join(format!("{}.svg", bench.replace(['/', ' '], "_")));
         std::fs::write(&path, svg)?;
@@ -312,6 +349,10 @@ mod tests {
         assert!(bars.starts_with("<svg") && bars.trim_end().ends_with("</svg>"));
         assert_eq!(bars.matches("<rect x=").count(), 2);
         assert!(bars.contains("phantomband batch=8") && bars.contains("nym-sphinx batch=1"));
+        assert!(
+            bars.contains(">sphinx.unwrap<"),
+            "no shared parameters in the title"
+        );
         let lines = std::fs::read_to_string(dir.join("testnet.link_rate_over_time.svg"))
             .unwrap_or_default();
         assert_eq!(lines.matches("<polyline").count(), 2, "idle and busy");
