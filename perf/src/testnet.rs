@@ -45,50 +45,48 @@ fn step(n: usize, what: &str) {
     eprintln!("pb-perf testnet: [{n}/{STEPS}] {what}");
 }
 
+/// A relay's window lines (`window <k> link <i> sent <n> …`) in windows `from..to`:
+/// (window, link, packets sent).
+fn window_lines(relay: &Proc, from: u64, to: u64) -> Vec<(u64, u64, u64)> {
+    relay
+        .lines_with("window ")
+        .iter()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let number = |i: usize| words.get(i).and_then(|w| w.parse::<u64>().ok());
+            Some((number(1)?, number(3)?, number(5)?))
+        })
+        .filter(|(k, _, _)| (from..to).contains(k))
+        .collect()
+}
+
 /// Relay `i`'s mean packets per second per link over windows `from..to`, and its links.
 fn relay_rate(net: &Testnet, i: usize, from: u64, to: u64) -> Option<(f64, usize)> {
-    let mut sent = 0u64;
-    let mut lines = 0u64;
-    let mut links = std::collections::BTreeSet::new();
-    for line in net.relays.get(i)?.lines_with("window ") {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let k = words.get(1).and_then(|k| k.parse::<u64>().ok())?;
-        if (from..to).contains(&k) {
-            sent += words.get(5).and_then(|n| n.parse::<u64>().ok())?;
-            lines += 1;
-            links.insert(words.get(3).copied().unwrap_or_default().to_owned());
+    let lines = window_lines(net.relays.get(i)?, from, to);
+    let links: std::collections::BTreeSet<u64> = lines.iter().map(|l| l.1).collect();
+    let sent: u64 = lines.iter().map(|l| l.2).sum();
+    (!lines.is_empty()).then(|| (sent as f64 / lines.len() as f64, links.len()))
+}
+
+/// Every relay's windows from `first` on, for `count` windows: for each window, the mean
+/// packets per link over every relay's links.
+fn windows(net: &Testnet, first: u64, count: u64) -> Vec<(u64, f64)> {
+    let mut sums: std::collections::BTreeMap<u64, (u64, u64)> = std::collections::BTreeMap::new();
+    for relay in &net.relays {
+        for (k, _, sent) in window_lines(relay, first, first + count) {
+            let e = sums.entry(k).or_default();
+            e.0 += sent;
+            e.1 += 1;
         }
     }
-    (lines > 0).then(|| (sent as f64 / lines as f64, links.len()))
+    sums.into_iter()
+        .map(|(k, (sent, links))| (k - first, sent as f64 / links as f64))
+        .collect()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted.get(i).copied().unwrap_or(0.0)
-}
-
-/// The relays' one-second windows from `first` on (`window <k> link <i> sent <n> …`): for
-/// each window, the mean packets per link over every relay's links.
-fn windows(net: &Testnet, first: u64, count: u64) -> Vec<(u64, f64)> {
-    let mut sums: std::collections::BTreeMap<u64, (u64, u64)> = std::collections::BTreeMap::new();
-    for relay in &net.relays {
-        for line in relay.lines_with("window ") {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            if let (Some(k), Some(sent)) = (
-                words.get(1).and_then(|k| k.parse::<u64>().ok()),
-                words.get(5).and_then(|n| n.parse::<u64>().ok()),
-            ) && (first..first + count).contains(&k)
-            {
-                let e = sums.entry(k).or_default();
-                e.0 += sent;
-                e.1 += 1;
-            }
-        }
-    }
-    sums.into_iter()
-        .filter(|(_, (_, links))| *links > 0)
-        .map(|(k, (sent, links))| (k - first, sent as f64 / links as f64))
-        .collect()
 }
 
 /// The newest window every relay has printed.

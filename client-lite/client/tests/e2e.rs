@@ -188,6 +188,17 @@ fn socks_reply(bed: &Star, request: &[u8]) -> Option<u8> {
 
 /// curl through pb-client; the fetched bytes (or the failure).
 fn curl(bed: &Star, url: &str, out: &Path) -> Result<Vec<u8>, String> {
+    curl_via(bed, "127.0.0.1:1080", "240", url, out)
+}
+
+/// curl through the SOCKS5 proxy at `proxy`, given `seconds` at most.
+fn curl_via(
+    bed: &Star,
+    proxy: &str,
+    seconds: &str,
+    url: &str,
+    out: &Path,
+) -> Result<Vec<u8>, String> {
     let result = bed.nodes[CLIENT]
         .ns
         .exec(
@@ -195,9 +206,9 @@ fn curl(bed: &Star, url: &str, out: &Path) -> Result<Vec<u8>, String> {
             [
                 "-sS",
                 "--max-time",
-                "240",
+                seconds,
                 "--socks5-hostname",
-                "127.0.0.1:1080",
+                proxy,
                 url,
                 "-o",
                 out.to_str().unwrap(),
@@ -480,30 +491,10 @@ fn curl_through_the_mixnet_fetches_a_file_byte_identical() {
             thread::sleep(Duration::from_millis(200));
         }
         let started = Instant::now();
-        let out = bed_net.nodes[CLIENT]
-            .ns
-            .exec(
-                "curl",
-                [
-                    "-sS",
-                    "--max-time",
-                    "300",
-                    "--socks5-hostname",
-                    "127.0.0.1:1081",
-                    &url,
-                    "-o",
-                    dir.join("arm").to_str().unwrap(),
-                ],
-            )
-            .output()
-            .unwrap();
-        if !out.status.success()
-            || std::fs::read(dir.join("arm")).ok().as_deref() != Some(&body[..])
-        {
-            bed.fail(&format!(
-                "aarch64 fetch failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
+        match curl_via(&bed_net, "127.0.0.1:1081", "300", &url, &dir.join("arm")) {
+            Ok(got) if got == *body => {}
+            Ok(got) => bed.fail(&format!("aarch64 fetch: {} bytes, not the file", got.len())),
+            Err(e) => bed.fail(&format!("aarch64 fetch failed: {e}")),
         }
         Some(started.elapsed())
     } else {

@@ -16,8 +16,6 @@
 //! Numbers are big-endian. Parsing is bounds-checked and returns [`FrameError`] on anything
 //! malformed; it never panics.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-
 use crate::socks::Target;
 
 /// A stream's number within its session (the client picks them, from 1).
@@ -200,23 +198,19 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Frame<'_>>, FrameError> {
         let stream = StreamId(r.u32()?);
         frames.push(match kind {
             OPEN => {
-                let address = match r.u8()? {
-                    1 => Address::V4(r.take(4)?),
-                    4 => Address::V6(r.take(16)?),
-                    3 => {
-                        let n = r.u8()?;
-                        let name = r.take(usize::from(n))?;
-                        if name.is_empty() || !name.iter().all(u8::is_ascii_graphic) {
-                            return Err(FrameError::BadName);
-                        }
-                        Address::Name(name)
-                    }
+                let atyp = r.u8()?;
+                let len = match atyp {
+                    1 => 4,
+                    4 => 16,
+                    3 => usize::from(r.u8()?),
                     _ => return Err(FrameError::Unknown("address type")),
                 };
+                let address = r.take(len)?;
                 let port = r.u16()?;
                 Frame::Open {
                     stream,
-                    target: address.with_port(port),
+                    // The lengths are right by construction: only a name can be refused.
+                    target: Target::from_wire(atyp, address, port).ok_or(FrameError::BadName)?,
                 }
             }
             OPENED => Frame::Opened {
@@ -245,34 +239,11 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Frame<'_>>, FrameError> {
     Ok(frames)
 }
 
-enum Address<'a> {
-    V4(&'a [u8]),
-    V6(&'a [u8]),
-    Name(&'a [u8]),
-}
-
-impl Address<'_> {
-    fn with_port(self, port: u16) -> Target {
-        match self {
-            Address::V4(b) => {
-                let mut o = [0u8; 4];
-                o.copy_from_slice(b);
-                Target::V4(Ipv4Addr::from(o), port)
-            }
-            Address::V6(b) => {
-                let mut o = [0u8; 16];
-                o.copy_from_slice(b);
-                Target::V6(Ipv6Addr::from(o), port)
-            }
-            // Checked printable ASCII above.
-            Address::Name(b) => Target::Name(String::from_utf8_lossy(b).into_owned(), port),
-        }
-    }
-}
-
 #[cfg(test)]
 #[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     #[test]

@@ -26,6 +26,25 @@ pub enum Target {
 }
 
 impl Target {
+    /// The target of a SOCKS address type (1 IPv4, 3 name, 4 IPv6; stream frames use the
+    /// same codes), its address bytes and port. `None` for an unknown type, an address of
+    /// the wrong length, or a name that is empty or not printable ASCII.
+    pub fn from_wire(atyp: u8, address: &[u8], port: u16) -> Option<Target> {
+        match atyp {
+            ATYP_V4 => <[u8; 4]>::try_from(address)
+                .ok()
+                .map(|o| Target::V4(o.into(), port)),
+            ATYP_V6 => <[u8; 16]>::try_from(address)
+                .ok()
+                .map(|o| Target::V6(o.into(), port)),
+            // All graphic ASCII: valid UTF-8.
+            ATYP_NAME if !address.is_empty() && address.iter().all(u8::is_ascii_graphic) => Some(
+                Target::Name(String::from_utf8_lossy(address).into_owned(), port),
+            ),
+            _ => None,
+        }
+    }
+
     /// The port.
     pub fn port(&self) -> u16 {
         match self {
@@ -299,24 +318,8 @@ impl Socks {
         }
         let address = &b[at..at + address_len];
         let port = u16::from_be_bytes([b[end - 2], b[end - 1]]);
-        let target = match atyp {
-            ATYP_V4 => {
-                let mut o = [0u8; 4];
-                o.copy_from_slice(address);
-                Target::V4(o.into(), port)
-            }
-            ATYP_V6 => {
-                let mut o = [0u8; 16];
-                o.copy_from_slice(address);
-                Target::V6(o.into(), port)
-            }
-            _ => {
-                if !address.iter().all(|c| c.is_ascii_graphic()) {
-                    return refuse(Reply::GeneralFailure);
-                }
-                // All graphic ASCII: valid UTF-8.
-                Target::Name(String::from_utf8_lossy(address).into_owned(), port)
-            }
+        let Some(target) = Target::from_wire(atyp, address, port) else {
+            return refuse(Reply::GeneralFailure);
         };
         self.state = State::Done;
         Parsed::Done(

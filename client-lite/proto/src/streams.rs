@@ -330,12 +330,10 @@ impl Streams {
                 .min(space)
                 .min(usize::try_from(s.credit).unwrap_or(usize::MAX));
             if n > 0 {
-                let bytes: Vec<u8> = s.send.drain(..n).collect();
-                Frame::Data {
-                    stream,
-                    bytes: &bytes,
-                }
-                .encode(out);
+                // Framed straight from the send buffer, no copy in between.
+                let bytes = &s.send.make_contiguous()[..n];
+                Frame::Data { stream, bytes }.encode(out);
+                s.send.drain(..n);
                 s.credit -= n as u64;
                 self.cursor = stream;
             }

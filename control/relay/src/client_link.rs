@@ -63,6 +63,28 @@ pub struct ClientLinkStats {
     pub pages: AtomicU64,
 }
 
+impl ClientLinkStats {
+    /// Every counter with its metric name.
+    pub fn metrics(&self) -> Vec<(String, u64)> {
+        [
+            ("replies", &self.replies),
+            ("no_mailbox", &self.no_mailbox),
+            ("queue_full", &self.queue_full),
+            ("malformed", &self.malformed),
+            ("hellos", &self.hellos),
+            ("pages", &self.pages),
+        ]
+        .into_iter()
+        .map(|(name, v)| {
+            (
+                format!("pb_client_link_{name}_total"),
+                v.load(Ordering::Relaxed),
+            )
+        })
+        .collect()
+    }
+}
+
 /// What the cores hold to pass replies on: a bounded queue (no allocation per packet).
 #[derive(Clone)]
 pub struct ReplyQueue {

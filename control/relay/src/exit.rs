@@ -145,6 +145,27 @@ pub struct ExitStats {
     pub surbs_dropped: AtomicU64,
 }
 
+impl ExitStats {
+    /// Every counter with its metric name.
+    pub fn metrics(&self) -> Vec<(String, u64)> {
+        [
+            ("messages", &self.messages),
+            ("malformed", &self.malformed),
+            ("queue_full", &self.queue_full),
+            ("sessions", &self.sessions),
+            ("connected", &self.connected),
+            ("refused_policy", &self.refused_policy),
+            ("failed", &self.failed),
+            ("replies", &self.replies),
+            ("inject_full", &self.inject_full),
+            ("surbs_dropped", &self.surbs_dropped),
+        ]
+        .into_iter()
+        .map(|(name, v)| (format!("pb_exit_{name}_total"), v.load(Ordering::Relaxed)))
+        .collect()
+    }
+}
+
 /// The cores' side: delivered client messages, queued for the exit thread.
 #[derive(Clone)]
 pub struct ExitInbox {
@@ -285,17 +306,17 @@ impl Exit {
             let now = origin.elapsed();
             for event in events.iter() {
                 if event.token() != WAKER {
-                    self.connection_ready(event.token(), now);
+                    self.connection_ready(event.token());
                 }
             }
             while let Ok((lookup, result)) = self.answers.try_recv() {
-                self.resolved(lookup, result, now);
+                self.resolved(lookup, result);
             }
             while let Some(message) = self.inbox.slots.pop() {
                 self.message(&message[..], now);
                 self.inbox.slots.give_back(message);
             }
-            self.pump(now);
+            self.pump();
             self.send(now);
             if sweep_at.elapsed() >= Duration::from_secs(1) {
                 sweep_at = Instant::now();
@@ -373,10 +394,10 @@ impl Exit {
             }
         }
         let id = m.session;
-        self.stream_events(id, now);
+        self.stream_events(id);
     }
 
-    fn stream_events(&mut self, id: SessionId, _now: Duration) {
+    fn stream_events(&mut self, id: SessionId) {
         loop {
             let Some(event) = self
                 .sessions
@@ -416,12 +437,7 @@ impl Exit {
         }
     }
 
-    fn resolved(
-        &mut self,
-        lookup: Lookup,
-        result: std::io::Result<Vec<SocketAddr>>,
-        _now: Duration,
-    ) {
+    fn resolved(&mut self, lookup: Lookup, result: std::io::Result<Vec<SocketAddr>>) {
         match result {
             Ok(addrs) if !addrs.is_empty() => self.connect(lookup.session, lookup.stream, addrs),
             _ => {
@@ -480,7 +496,7 @@ impl Exit {
     }
 
     /// A connection became readable or writable (or failed).
-    fn connection_ready(&mut self, token: Token, _now: Duration) {
+    fn connection_ready(&mut self, token: Token) {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
@@ -553,7 +569,7 @@ impl Exit {
     }
 
     /// Moves destination bytes into the streams while they have room.
-    fn pump(&mut self, _now: Duration) {
+    fn pump(&mut self) {
         let tokens: Vec<Token> = self.conns.keys().copied().collect();
         for token in tokens {
             let Some(conn) = self.conns.get_mut(&token) else {

@@ -540,12 +540,9 @@ fn start_roles(
         let replies = client_link::ReplyQueue::new(4096, stats.clone());
         let directory = Arc::new(Published::new(client_link::Directory::default()));
         let link = client_link::ClientLink::bind(bind, node, replies.clone(), directory.clone())?;
-        let stop = stop.clone();
-        services.push(
-            thread::Builder::new()
-                .name("pb-client-link".into())
-                .spawn(move || link.run(&stop))?,
-        );
+        services.push(spawn_service("pb-client-link", stop, move |stop| {
+            link.run(stop)
+        })?);
         roles.replies = Some(replies);
         roles.client_stats = Some(stats);
         roles.directory = Some(directory);
@@ -557,16 +554,25 @@ fn start_roles(
             allow: settings.exit_allow.clone(),
         };
         let service = exit::Exit::new(inbox.clone(), handoff.clone(), policy, roles.epoch.clone())?;
-        let stop = stop.clone();
-        services.push(
-            thread::Builder::new()
-                .name("pb-exit".into())
-                .spawn(move || service.run(&stop))?,
-        );
+        services.push(spawn_service("pb-exit", stop, move |stop| {
+            service.run(stop)
+        })?);
         roles.exit = Some(inbox);
         roles.exit_stats = Some(stats);
     }
     Ok((roles, services))
+}
+
+/// A role's service on a thread named `name`, running until `stop`.
+fn spawn_service(
+    name: &str,
+    stop: &Arc<AtomicBool>,
+    run: impl FnOnce(&AtomicBool) + Send + 'static,
+) -> std::io::Result<thread::JoinHandle<()>> {
+    let stop = stop.clone();
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(move || run(&stop))
 }
 
 /// The main thread's part: when to stop, what to reload, what to announce.
@@ -743,6 +749,13 @@ fn dataplane_metrics(shared: &Shared) -> gossip_mode::Metrics {
             sum(&|r| r.stats.dropped_link_full),
         ),
     ];
+    // A gateway's client link and an exit's service.
+    if let Some(stats) = &shared.roles.client_stats {
+        m.extend(stats.metrics());
+    }
+    if let Some(stats) = &shared.roles.exit_stats {
+        m.extend(stats.metrics());
+    }
     // Per link (by index in this relay's current links): slots and loops.
     for r in &reports {
         for (i, l) in r.links.iter().enumerate() {
