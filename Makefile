@@ -20,12 +20,17 @@ AARCH64_ENV := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
 setup:
 	@deploy/setup.sh
 
-# The main job: a whole network on loopback (eight relays, a web server, pb-client on
-# 127.0.0.1:1080), a fetch through it and a summary; then up until Ctrl-C.
-# `make demo DEMO_ARGS=--exit-after-summary` (or PB_DEMO_EXIT=1) stops after the summary.
+# The main job: a whole network (eight relays, a web server, pb-client on 127.0.0.1:1080), a
+# fetch through it and a summary; then up until Ctrl-C. As root the relays run in network
+# namespaces on AF_XDP with the XDP program on their veths, otherwise on loopback over UDP
+# (DEMO_ARGS=--backend udp picks loopback as root too).
+# `make demo PB_DEMO_EXIT=1` (or DEMO_ARGS=--exit-after-summary) stops after the summary.
+# DEMO_PROFILE=dev uses the debug build (what the test of this target does).
+DEMO_PROFILE ?= release
+DEMO_BIN := target/$(if $(filter dev,$(DEMO_PROFILE)),debug,$(DEMO_PROFILE))
 demo: setup
-	cargo build --release --locked -p pb-relay -p pb-client -p pb-perf
-	target/release/pb-perf testnet $(DEMO_ARGS)
+	cargo build --profile $(DEMO_PROFILE) --locked -p pb-relay -p pb-client -p pb-perf
+	$(DEMO_BIN)/pb-perf testnet $(DEMO_ARGS)
 
 # Runs every step, then closes with one line adding up all the cargo test results.
 test: setup

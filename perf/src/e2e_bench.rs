@@ -10,7 +10,7 @@
 use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Command,
     sync::Arc,
     thread,
@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use serde_json::json;
 
-use pb_testbed::Proc;
+use pb_testbed::{Proc, Star};
 
 use crate::report::{Measurement, row};
 
@@ -74,26 +74,135 @@ pub(crate) fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Relay `i`'s configuration: packets on :47470, gossip on :47471, admin on :9100 of its
-/// loopback address.
-fn relay_config(i: usize, link_rate: u32) -> String {
-    let me = ip(i);
-    let role_line = match role(i) {
-        "gateway" => format!("client_bind = \"{me}:47480\"\n"),
-        "exit" => "exit_allow = [\"127.79.0.0/16\"]\n".to_owned(),
-        _ => String::new(),
-    };
-    format!(
-        "[node]\nformat = \"v1\"\n\n[io]\nbackend = \"udp\"\nbind = \"{me}:47470\"\n\n[gossip]\nbind = \"{me}:47471\"\nseeds = [\"{}:47471\", \"{}:47471\"]\nnetwork_seed = \"{SEED}\"\nidentity_file = \"identity{i}.key\"\nrole = \"{}\"\nepoch_seconds = 604800\nadmin = \"{me}:9100\"\n{role_line}\n[mix]\nlink_rate = {link_rate}\nloop_rate = 1\n",
-        ip(0),
-        ip(1),
-        role(i)
-    )
+/// Where a testnet runs: relays on loopback addresses over UDP (no root), or each relay in
+/// a network namespace of its own on a bridge, on AF_XDP with the XDP program attached to its
+/// veth (root).
+pub(crate) enum Site {
+    /// 127.79.0.1-8, the UDP backend.
+    Loopback,
+    /// A star of namespaces (relays 0-7, then the web server, then the client), AF_XDP.
+    Netns(Star),
 }
 
-/// An HTTP/1.0 server answering every request with `bytes` bytes, then closing.
-pub(crate) fn file_server(bytes: usize) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind((Ipv4Addr::new(127, 79, 0, 20), 0)).context("file server")?;
+/// The star's node that holds the web server.
+const WEB_NODE: usize = RELAYS;
+/// The star's node that holds pb-client.
+const CLIENT_NODE: usize = RELAYS + 1;
+
+impl Site {
+    /// A star of namespaces with AF_XDP relays, for a run as root.
+    pub(crate) fn netns() -> anyhow::Result<Self> {
+        pb_testbed::privileged()
+            .map_err(|reason| anyhow!("network namespaces and XDP need root: {reason}"))?;
+        Ok(Self::Netns(
+            pb_testbed::star("pbdemo", CLIENT_NODE + 1).context("building the namespaces")?,
+        ))
+    }
+
+    /// Relay `i`'s address.
+    pub(crate) fn ip(&self, i: usize) -> Ipv4Addr {
+        match self {
+            Self::Loopback => ip(i),
+            Self::Netns(star) => star.nodes[i].v4,
+        }
+    }
+
+    /// The addresses of the relays, for messages: `127.79.0.1-8`.
+    pub(crate) fn range(&self) -> String {
+        format!("{}-{RELAYS}", self.ip(0))
+    }
+
+    /// What the relays run on, for messages.
+    pub(crate) fn describe(&self) -> &'static str {
+        match self {
+            Self::Loopback => "on loopback, UDP backend",
+            Self::Netns(_) => {
+                "each in a network namespace, AF_XDP with the XDP program on its veth (native)"
+            }
+        }
+    }
+
+    /// The range the testnet's exit may open: the testnet's own addresses, nothing else.
+    pub(crate) fn exit_allow(&self) -> &'static str {
+        match self {
+            Self::Loopback => "127.79.0.0/16",
+            Self::Netns(_) => "198.18.0.0/24",
+        }
+    }
+
+    /// Relay `i`'s configuration: packets on :47470, gossip on :47471, the client link on
+    /// the gateway's :47480, admin on :9100 (of its loopback address, or of its namespace's
+    /// 127.0.0.1).
+    fn relay_config(&self, i: usize, link_rate: u32) -> String {
+        let me = self.ip(i);
+        let (io, advertise, admin) = match self {
+            Self::Loopback => (
+                format!("backend = \"udp\"\nbind = \"{me}:47470\"\n"),
+                String::new(),
+                format!("{me}:9100"),
+            ),
+            Self::Netns(star) => (
+                format!(
+                    "backend = \"af_xdp\"\ninterface = \"{}\"\nqueues = [0]\nport = 47470\nxdp_mode = \"native\"\nbind = \"copy\"\n",
+                    star.nodes[i].ifname
+                ),
+                format!("advertise = \"{me}:47470\"\n"),
+                "127.0.0.1:9100".to_owned(),
+            ),
+        };
+        let role_line = match role(i) {
+            "gateway" => format!("client_bind = \"{me}:47480\"\n"),
+            "exit" => format!("exit_allow = [\"{}\"]\n", self.exit_allow()),
+            _ => String::new(),
+        };
+        format!(
+            "[node]\nformat = \"v1\"\n\n[io]\n{io}\n[gossip]\nbind = \"{me}:47471\"\n{advertise}seeds = [\"{}:47471\", \"{}:47471\"]\nnetwork_seed = \"{SEED}\"\nidentity_file = \"identity{i}.key\"\nrole = \"{}\"\nepoch_seconds = 604800\nadmin = \"{admin}\"\n{role_line}\n[mix]\nlink_rate = {link_rate}\nloop_rate = 1\n",
+            self.ip(0),
+            self.ip(1),
+            role(i)
+        )
+    }
+
+    /// A command that runs `program` where relay (or node) `i` lives.
+    fn command(&self, i: usize, program: &Path) -> Command {
+        match self {
+            Self::Loopback => Command::new(program),
+            Self::Netns(star) => star.nodes[i].ns.exec(program, std::iter::empty::<&str>()),
+        }
+    }
+
+    /// A listener for the web server: on 127.79.0.20, or in the web server's namespace.
+    pub(crate) fn web_listener(&self) -> anyhow::Result<TcpListener> {
+        match self {
+            Self::Loopback => {
+                TcpListener::bind((Ipv4Addr::new(127, 79, 0, 20), 0)).context("file server")
+            }
+            Self::Netns(star) => {
+                let node = &star.nodes[WEB_NODE];
+                node.ns
+                    .in_netns(|| TcpListener::bind((node.v4, 0)))?
+                    .context("file server")
+            }
+        }
+    }
+
+    /// A command that runs pb-client: here, or in the client's namespace.
+    pub(crate) fn client_command(&self, program: &Path) -> Command {
+        self.command(CLIENT_NODE, program)
+    }
+
+    /// The client's namespace, if it has one.
+    pub(crate) fn client_netns(&self) -> Option<&pb_testbed::Netns> {
+        match self {
+            Self::Loopback => None,
+            Self::Netns(star) => Some(&star.nodes[CLIENT_NODE].ns),
+        }
+    }
+}
+
+/// An HTTP/1.0 server on `listener` answering every request with `bytes` bytes, then
+/// closing.
+pub(crate) fn file_server(listener: TcpListener, bytes: usize) -> anyhow::Result<SocketAddr> {
     let addr = listener.local_addr()?;
     let body: Arc<Vec<u8>> = Arc::new((0..bytes).map(|i| (i * 7 + 3) as u8).collect());
     thread::spawn(move || {
@@ -226,6 +335,9 @@ pub(crate) fn wait_for(
 ) -> anyhow::Result<()> {
     let start = Instant::now();
     while !ready() {
+        if crate::testnet::interrupted() {
+            bail!("interrupted while waiting for {what}");
+        }
         if start.elapsed() > limit {
             bail!("{what} did not happen within {limit:?}");
         }
@@ -234,19 +346,21 @@ pub(crate) fn wait_for(
     Ok(())
 }
 
-/// Eight relays on 127.79.0.1-8 that agree on one topology; stopped and removed when
-/// dropped.
+/// Eight relays that agree on one topology, on a [`Site`]; stopped and removed when
+/// dropped (the relays first, then the namespaces, then the scratch directory).
 pub(crate) struct Testnet {
     /// The relays (killed when the testnet is dropped).
     pub(crate) relays: Vec<Proc>,
     /// The topology hash they agree on.
     pub(crate) hash: String,
+    /// Where they run.
+    pub(crate) site: Site,
     _dir: Scratch,
 }
 
 impl Testnet {
-    /// Starts the relays and waits until they agree.
-    pub(crate) fn start(link_rate: u32) -> anyhow::Result<Self> {
+    /// Starts the relays on `site` and waits until they agree.
+    pub(crate) fn start(site: Site, link_rate: u32) -> anyhow::Result<Self> {
         let relay = binary("pb-relay")?;
         let dir = Scratch(std::env::temp_dir().join(format!("pb-testnet-{}", std::process::id())));
         std::fs::create_dir_all(&dir.0)?;
@@ -255,10 +369,10 @@ impl Testnet {
             let seed = format!("{:02x}", 0x30 + i).repeat(32);
             std::fs::write(dir.0.join(format!("identity{i}.key")), seed + "\n")?;
             let path = dir.0.join(format!("relay{i}.toml"));
-            std::fs::write(&path, relay_config(i, link_rate))?;
+            std::fs::write(&path, site.relay_config(i, link_rate))?;
             relays.push(
                 Proc::start({
-                    let mut c = Command::new(&relay);
+                    let mut c = site.command(i, &relay);
                     // One `window` line per link per second: the links' exact rates.
                     c.args(["run", "--stats-interval", "1", "--config"])
                         .arg(&path);
@@ -288,6 +402,7 @@ impl Testnet {
         Ok(Self {
             relays,
             hash,
+            site,
             _dir: dir,
         })
     }
@@ -297,8 +412,8 @@ impl Testnet {
 pub fn run(args: &E2eArgs) -> anyhow::Result<Vec<Measurement>> {
     let client = binary("pb-client")?;
     eprintln!("pb-perf e2e: starting {RELAYS} relays on 127.79.0.1-{RELAYS}");
-    let _net = Testnet::start(args.link_rate)?;
-    let server = file_server(args.bytes)?;
+    let net = Testnet::start(Site::Loopback, args.link_rate)?;
+    let server = file_server(net.site.web_listener()?, args.bytes)?;
     let mut rows = Vec::new();
     // The baseline: the same fetch, straight to the server.
     let mut direct_first = Vec::new();
@@ -408,7 +523,9 @@ mod tests {
 
     #[test]
     fn relay_configs_name_each_role_once() {
-        let configs: Vec<String> = (0..RELAYS).map(|i| relay_config(i, 100)).collect();
+        let configs: Vec<String> = (0..RELAYS)
+            .map(|i| Site::Loopback.relay_config(i, 100))
+            .collect();
         assert_eq!(
             configs
                 .iter()

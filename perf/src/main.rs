@@ -5,13 +5,15 @@
 //! Subcommands so far: `io` (packet I/O backends over veth), `sphinx` (PB-Sphinx against
 //! Nym's sphinx-packet), `relay` (one relay pipeline against the unwrap rate) and `e2e` (a
 //! fetch through a local testnet against the same fetch made directly, per client profile,
-//! and the idle client's cost), and `testnet`, the main job: a whole network on loopback
-//! with pb-client on 127.0.0.1:1080, a fetch and a summary, up until Ctrl-C.
+//! and the idle client's cost), and `testnet`, the main job: a whole network (namespaces and
+//! XDP as root, loopback otherwise) with pb-client on 127.0.0.1:1080, a fetch and a summary,
+//! up until Ctrl-C.
 #![forbid(unsafe_code)]
 
 mod e2e_bench;
 mod io_bench;
 mod plot;
+mod progress;
 mod relay_bench;
 mod report;
 mod sphinx_bench;
@@ -115,9 +117,10 @@ enum Command {
         #[arg(required = true)]
         files: Vec<std::path::PathBuf>,
     },
-    /// The main job: eight pb-relay processes on loopback, a web server and pb-client on
-    /// 127.0.0.1:1080; fetches a file through it, prints a summary (topology, link rates,
-    /// delivered bytes, latency percentiles) and keeps the network up until Ctrl-C. No root.
+    /// The main job: eight pb-relay processes, a web server and pb-client on 127.0.0.1:1080
+    /// (network namespaces and XDP as root, loopback otherwise); fetches a file through it,
+    /// prints a summary (topology, link rates, delivered bytes, latency percentiles) and keeps
+    /// the network up until Ctrl-C.
     Testnet {
         /// Where pb-client listens.
         #[arg(long, default_value = "127.0.0.1:1080")]
@@ -131,6 +134,10 @@ enum Command {
         /// Bytes of the fetch.
         #[arg(long, default_value_t = 1 << 20)]
         bytes: usize,
+        /// Where the relays run: auto is network namespaces with AF_XDP and the XDP program
+        /// as root, loopback with UDP otherwise.
+        #[arg(long, value_enum, default_value_t = testnet::Backend::Auto)]
+        backend: testnet::Backend,
     },
 }
 
@@ -234,6 +241,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             exit_after_summary,
             link_rate,
             bytes,
+            backend,
         } => testnet::run(&testnet::TestnetArgs {
             listen: *listen,
             exit_after_summary: *exit_after_summary
@@ -241,6 +249,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             link_rate: (*link_rate).max(1),
             bytes: (*bytes).max(1),
             json: cli.json || cli.svg.is_some(),
+            backend: *backend,
         })?,
     };
     if let Some(dir) = &cli.svg {

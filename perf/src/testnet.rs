@@ -1,15 +1,22 @@
 //! `pb-perf testnet`, the main job (`make demo`): a whole PhantomBand network on this
-//! machine, without root. Eight `pb-relay` processes on loopback (a gateway, three mix layers
-//! of two, an exit), a web server, and `pb-client` on 127.0.0.1:1080. It fetches a file
-//! through the client and prints a summary: the topology, each link's rate, the bytes
-//! delivered, latency percentiles. Then it keeps the network up for a browser or curl until
-//! Ctrl-C, which stops everything. `--exit-after-summary` stops after the summary.
+//! machine. Eight `pb-relay` processes (a gateway, three mix layers of two, an exit), a web
+//! server, and `pb-client` with its SOCKS5 proxy on 127.0.0.1:1080.
+//!
+//! - As root, each relay runs in a network namespace of its own, joined by a bridge, on
+//!   AF_XDP with the XDP program attached to its veth in native mode; the web server and
+//!   pb-client have namespaces too, and 127.0.0.1:1080 here is forwarded to pb-client's.
+//! - Without root (or with `--backend udp`), the relays run on loopback addresses
+//!   127.79.0.1-8 over UDP, and pb-client listens on 127.0.0.1:1080 itself.
+//!
+//! It fetches a file through the client and prints a summary: the topology, each link's
+//! rate, the bytes delivered, latency percentiles. Then it keeps the network up for a
+//! browser or curl until Ctrl-C, which stops everything. `--exit-after-summary` stops after
+//! the summary. Progress goes to stderr (a bar on a terminal, a line per step elsewhere).
 
 use std::{
-    net::{SocketAddr, TcpListener, UdpSocket},
-    process::Command,
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     thread,
@@ -17,13 +24,25 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use pb_testbed::Proc;
+use pb_testbed::{Netns, Proc};
 use serde_json::json;
 
 use crate::{
-    e2e_bench::{RELAYS, SEED, Testnet, binary, fetch, file_server, ip, wait_for},
+    e2e_bench::{RELAYS, SEED, Site, Testnet, binary, fetch, file_server, ip, wait_for},
+    progress::Progress,
     report::{Measurement, row},
 };
+
+/// Where the relays run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// Network namespaces and AF_XDP as root, loopback and UDP otherwise.
+    Auto,
+    /// Loopback addresses, the UDP backend (no root needed).
+    Udp,
+    /// Network namespaces, AF_XDP with the XDP program in native mode (root).
+    Xdp,
+}
 
 /// Settings of the main job.
 pub struct TestnetArgs {
@@ -37,12 +56,54 @@ pub struct TestnetArgs {
     pub bytes: usize,
     /// Whether the caller prints the rows as JSON (then no human summary).
     pub json: bool,
+    /// Where the relays run.
+    pub backend: Backend,
 }
 
 const STEPS: usize = 6;
 
-fn step(n: usize, what: &str) {
-    eprintln!("pb-perf testnet: [{n}/{STEPS}] {what}");
+/// Set by SIGINT or SIGTERM.
+static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// Whether the user asked the run to stop (Ctrl-C or SIGTERM).
+pub(crate) fn interrupted() -> bool {
+    STOP.get().is_some_and(|stop| stop.load(Ordering::Relaxed))
+}
+
+/// An error if the user asked the run to stop, so that setup ends and tears down.
+fn check_interrupted() -> anyhow::Result<()> {
+    if interrupted() {
+        bail!("interrupted: everything started is stopped again");
+    }
+    Ok(())
+}
+
+/// Where pb-client listens inside its namespace.
+const CLIENT_IN_NETNS: &str = "127.0.0.1:1080";
+
+/// Forwards each connection to `listener` to `inner` inside `ns`, until `stop` is set (and
+/// one more connection arrives to wake the accept).
+fn forward(listener: &TcpListener, ns: &Netns, inner: SocketAddr, stop: &AtomicBool) {
+    for outer in listener.incoming() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(outer) = outer else { continue };
+        // The socket is made inside the namespace and stays there.
+        let Ok(Ok(inner)) = ns.in_netns(|| TcpStream::connect(inner)) else {
+            continue;
+        };
+        let (Ok(outer2), Ok(inner2)) = (outer.try_clone(), inner.try_clone()) else {
+            continue;
+        };
+        for (mut from, to) in [(outer, inner2), (inner, outer2)] {
+            thread::spawn(move || {
+                let mut to_w = &to;
+                let _ = std::io::copy(&mut from, &mut to_w);
+                let _ = to.shutdown(Shutdown::Write);
+            });
+        }
+    }
 }
 
 /// A relay's window lines (`window <k> link <i> sent <n> …`) in windows `from..to`:
@@ -104,43 +165,115 @@ fn newest_window(net: &Testnet) -> u64 {
 /// Runs the main job; see the module docs.
 pub fn run(args: &TestnetArgs) -> anyhow::Result<Vec<Measurement>> {
     // One at a time: the addresses are fixed, so a second run would only collide.
-    if TcpListener::bind(args.listen).is_err() {
+    let Ok(proxy) = TcpListener::bind(args.listen) else {
         bail!(
             "{} is taken: is a testnet already running? Stop it with Ctrl-C where it runs (or pass --listen)",
             args.listen
         );
-    }
-    if UdpSocket::bind((ip(0), 47471)).is_err() {
+    };
+    let netns = match args.backend {
+        Backend::Udp => false,
+        Backend::Xdp => true,
+        Backend::Auto => pb_testbed::privileged().is_ok(),
+    };
+    if !netns && UdpSocket::bind((ip(0), 47471)).is_err() {
         bail!(
             "a PhantomBand testnet is already running on 127.79.0.0/24 (its gateway's gossip port is taken): stop it with Ctrl-C where it runs"
         );
     }
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = STOP.get_or_init(|| Arc::new(AtomicBool::new(false)));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
     let client_bin = binary("pb-client")?;
-    step(
-        1,
-        &format!("starting {RELAYS} relays on 127.79.0.1-{RELAYS}"),
-    );
+    let progress = Progress::new("pb-perf testnet", STEPS);
     let started = Instant::now();
-    let net = Testnet::start(args.link_rate)?;
-    step(
-        2,
-        &format!(
-            "the relays agree on topology {} ({:.1} s)",
-            &net.hash[..16.min(net.hash.len())],
-            started.elapsed().as_secs_f64()
-        ),
-    );
-    let server = file_server(args.bytes)?;
-    let small = file_server(1024)?;
-    step(3, &format!("starting pb-client on {}", args.listen));
+    let site = if netns {
+        progress.step(&format!(
+            "building network namespaces, starting {RELAYS} relays on AF_XDP"
+        ));
+        Site::netns().context(
+            "the XDP testnet (run without root, or pass --backend udp, for the loopback one)",
+        )?
+    } else {
+        progress.step(&format!("starting {RELAYS} relays on 127.79.0.1-{RELAYS}"));
+        Site::Loopback
+    };
+    let net = Testnet::start(site, args.link_rate)?;
+    progress.note(&format!(
+        "{RELAYS} relays {} ({}) agree on topology {} after {:.1} s",
+        net.site.describe(),
+        net.site.range(),
+        &net.hash[..16.min(net.hash.len())],
+        started.elapsed().as_secs_f64()
+    ));
+    check_interrupted()?;
+    let server = file_server(net.site.web_listener()?, args.bytes)?;
+    let small = file_server(net.site.web_listener()?, 1024)?;
+    progress.step(&format!("starting pb-client on {}", args.listen));
+    // With namespaces, this process keeps the proxy's address and forwards it to pb-client's
+    // namespace; on loopback, pb-client takes the address itself.
+    let listen = args.listen.to_string();
+    let (proxy, client_listen) = if net.site.client_netns().is_some() {
+        (Some(proxy), CLIENT_IN_NETNS)
+    } else {
+        drop(proxy);
+        (None, listen.as_str())
+    };
+    let stop_forwarding = AtomicBool::new(false);
+    thread::scope(|scope| {
+        if let (Some(ns), Some(proxy)) = (net.site.client_netns(), proxy.as_ref()) {
+            let inner: SocketAddr = CLIENT_IN_NETNS.parse()?;
+            let stop_forwarding = &stop_forwarding;
+            scope.spawn(move || forward(proxy, ns, inner, stop_forwarding));
+        }
+        // Whatever happens below, the forwarder ends with the scope.
+        let _wake = WakeOnDrop {
+            stop: &stop_forwarding,
+            listen: proxy.as_ref().map(|_| args.listen),
+        };
+        run_with_client(
+            args,
+            &net,
+            progress,
+            &client_bin,
+            client_listen,
+            server,
+            small,
+        )
+    })
+}
+
+/// Sets the forwarder's stop flag and wakes its accept, when dropped.
+struct WakeOnDrop<'a> {
+    stop: &'a AtomicBool,
+    listen: Option<SocketAddr>,
+}
+
+impl Drop for WakeOnDrop<'_> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(listen) = self.listen {
+            let _ = TcpStream::connect(listen);
+        }
+    }
+}
+
+/// The rest of the main job, once the relays agree: pb-client, the fetches, the summary,
+/// and the wait for Ctrl-C.
+fn run_with_client(
+    args: &TestnetArgs,
+    net: &Testnet,
+    progress: Progress,
+    client_bin: &std::path::Path,
+    client_listen: &str,
+    server: SocketAddr,
+    small: SocketAddr,
+) -> anyhow::Result<Vec<Measurement>> {
     let client = Proc::start({
-        let mut c = Command::new(&client_bin);
-        c.args(["--listen", &args.listen.to_string()])
-            .args(["--gateway", &format!("{}:47480", ip(0))])
+        let mut c = net.site.client_command(client_bin);
+        c.args(["--listen", client_listen])
+            .args(["--gateway", &format!("{}:47480", net.site.ip(0))])
             .args(["--network-seed", SEED]);
         c
     })
@@ -149,16 +282,18 @@ pub fn run(args: &TestnetArgs) -> anyhow::Result<Vec<Measurement>> {
         client.last("pb-client: ready").is_some()
     })
     .with_context(|| client.tail(5))?;
-    step(
-        4,
-        &format!("fetching {} KiB through the mixnet", args.bytes / 1024),
-    );
+    progress.step(&format!(
+        "fetching {} KiB through the mixnet",
+        args.bytes / 1024
+    ));
     let (first, all) = fetch(Some(args.listen), server, args.bytes)?;
-    step(5, "measuring latency (20 small fetches)");
+    check_interrupted()?;
+    progress.step("measuring latency (20 small fetches)");
     let mut latencies = Vec::new();
     for _ in 0..20 {
         latencies.push(fetch(Some(args.listen), small, 1024)?.0.as_secs_f64() * 1e3);
     }
+    check_interrupted()?;
     latencies.sort_by(f64::total_cmp);
     let rate = args.bytes as f64 / 1024.0 / all.as_secs_f64();
     let mut rows = vec![row(
@@ -178,10 +313,12 @@ pub fn run(args: &TestnetArgs) -> anyhow::Result<Vec<Measurement>> {
         ));
     }
     // The links' rate each second, idle, then while a fetch runs: the same.
-    step(6, "watching the links for 6 s idle, then 6 s busy");
-    let idle_from = newest_window(&net) + 1;
+    progress.step("watching the links for 6 s, idle");
+    let idle_from = newest_window(net) + 1;
     thread::sleep(Duration::from_secs(7));
-    let busy_from = newest_window(&net) + 1;
+    check_interrupted()?;
+    progress.step("watching the links for 6 s, busy (a fetch runs)");
+    let busy_from = newest_window(net) + 1;
     let listen = args.listen;
     let bytes = args.bytes;
     thread::scope(|scope| {
@@ -189,8 +326,11 @@ pub fn run(args: &TestnetArgs) -> anyhow::Result<Vec<Measurement>> {
         thread::sleep(Duration::from_secs(7));
         let _ = fetching.join();
     });
-    let idle = windows(&net, idle_from, 6);
-    let busy: Vec<(u64, f64)> = windows(&net, busy_from, 6)
+    check_interrupted()?;
+    // The bar ends before the summary.
+    drop(progress);
+    let idle = windows(net, idle_from, 6);
+    let busy: Vec<(u64, f64)> = windows(net, busy_from, 6)
         .into_iter()
         .map(|(t, r)| (t + 6, r))
         .collect();
@@ -208,7 +348,7 @@ pub fn run(args: &TestnetArgs) -> anyhow::Result<Vec<Measurement>> {
     let mean = |v: &[(u64, f64)]| v.iter().map(|p| p.1).sum::<f64>() / v.len().max(1) as f64;
     let mut link_lines = Vec::new();
     for i in 0..RELAYS {
-        if let Some((per_link, links)) = relay_rate(&net, i, idle_from, busy_from + 6) {
+        if let Some((per_link, links)) = relay_rate(net, i, idle_from, busy_from + 6) {
             rows.push(row(
                 "testnet.link_rate",
                 &format!("relay{i}"),
@@ -223,14 +363,16 @@ pub fn run(args: &TestnetArgs) -> anyhow::Result<Vec<Measurement>> {
             };
             link_lines.push(format!(
                 "  relay {i} ({role} {}): {links} links, {per_link:.0} packets/s each",
-                ip(i)
+                net.site.ip(i)
             ));
         }
     }
     if !args.json {
         println!();
         println!(
-            "PhantomBand testnet: {RELAYS} relays on 127.79.0.1-{RELAYS}, topology {}",
+            "PhantomBand testnet: {RELAYS} relays {} ({}), topology {}",
+            net.site.describe(),
+            net.site.range(),
             net.hash
         );
         println!(
@@ -273,13 +415,15 @@ pub fn run(args: &TestnetArgs) -> anyhow::Result<Vec<Measurement>> {
         args.listen.ip(),
         args.listen.port()
     );
-    println!("(the exit here opens only 127.79.0.0/16; a real exit refuses local addresses)");
+    println!(
+        "(the exit here opens only {}, the testnet's own addresses; a real exit refuses local ones)",
+        net.site.exit_allow()
+    );
     println!("Ctrl-C stops everything.");
-    while !stop.load(Ordering::Relaxed) {
+    while !interrupted() {
         thread::sleep(Duration::from_millis(200));
     }
     eprintln!("pb-perf testnet: stopping");
     drop(client);
-    drop(net);
     Ok(if args.json { rows } else { Vec::new() })
 }

@@ -1,8 +1,12 @@
-//! The main job, `pb-perf testnet` (what `make demo` runs after building), run the way a
-//! script would: with `--exit-after-summary` it starts the loopback network and pb-client,
-//! fetches through it, prints the summary and stops, leaving no process, socket or file
-//! behind. Run interactively it stays up until SIGTERM; a second run meanwhile says that
-//! one is already up. No root needed.
+//! The main job, run the way a script would. As root (and always in CI) that is literally
+//! `make demo PB_DEMO_EXIT=1`: it builds (a no-op here, with `DEMO_PROFILE=dev`), starts the
+//! network in namespaces on AF_XDP, starts pb-client, fetches through it, prints the summary
+//! and stops, leaving no process, namespace, socket or file behind. Without root it runs
+//! `pb-perf testnet --exit-after-summary` (what `make demo` runs after `deploy/setup.sh` and
+//! the build, both of which need root) on loopback.
+//!
+//! Then, on loopback: run interactively it stays up until SIGTERM, and a second run
+//! meanwhile says in one line that one is already up.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use std::{
@@ -49,13 +53,33 @@ fn the_main_job_fetches_through_the_mixnet_and_tears_everything_down() {
         return;
     }
     let listen = "127.0.0.1:21180";
+    let root = pb_testbed::privileged().is_ok();
 
     // 1. Non-interactive: fetch, summary, stop.
-    let out = pb_perf()
-        .args(["testnet", "--exit-after-summary", "--listen", listen])
-        .args(["--bytes", "262144"])
-        .output()
-        .unwrap();
+    let out = if root {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        Command::new("make")
+            .arg("-C")
+            .arg(&workspace)
+            .args(["--no-print-directory", "demo", "DEMO_PROFILE=dev"])
+            .arg(format!("DEMO_ARGS=--listen {listen} --bytes 262144"))
+            .env("PB_DEMO_EXIT", "1")
+            .output()
+            .unwrap()
+    } else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI runs this as root"
+        );
+        eprintln!(
+            "not root: running pb-perf testnet on loopback instead of `make demo` (its setup step installs packages)"
+        );
+        pb_perf()
+            .args(["testnet", "--exit-after-summary", "--listen", listen])
+            .args(["--bytes", "262144"])
+            .output()
+            .unwrap()
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -73,6 +97,18 @@ fn the_main_job_fetches_through_the_mixnet_and_tears_everything_down() {
         8,
         "a line per relay: {stdout}"
     );
+    if root {
+        assert!(
+            stdout.contains("8 relays each in a network namespace, AF_XDP"),
+            "{stdout}"
+        );
+        // Every namespace gone, and with them the veths and their XDP programs.
+        let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        let namespaces = String::from_utf8_lossy(&namespaces.stdout);
+        assert!(!namespaces.contains("-pbdemo-"), "{namespaces}");
+    } else {
+        assert!(stdout.contains("on loopback, UDP backend"), "{stdout}");
+    }
     // Torn down: no relay or client left, the proxy port free, the scratch directory gone.
     thread::sleep(Duration::from_millis(300));
     assert!(
@@ -85,7 +121,9 @@ fn the_main_job_fetches_through_the_mixnet_and_tears_everything_down() {
 
     // 2. Interactive: up until SIGTERM; a second run meanwhile refuses.
     let mut first = pb_perf();
-    first.args(["testnet", "--listen", listen, "--bytes", "65536"]);
+    first
+        .args(["testnet", "--listen", listen, "--bytes", "65536"])
+        .args(["--backend", "udp"]);
     let mut first = Proc::start(first).unwrap();
     let start = Instant::now();
     while first.last("Ctrl-C stops everything").is_none() {
