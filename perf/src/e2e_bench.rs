@@ -22,7 +22,10 @@ use serde_json::json;
 
 use pb_testbed::{Proc, Star};
 
-use crate::report::{Measurement, row};
+use crate::{
+    progress::Progress,
+    report::{Measurement, row},
+};
 
 /// Settings of a run.
 pub struct E2eArgs {
@@ -411,7 +414,8 @@ impl Testnet {
 /// Runs the testnet and measures; see the module docs.
 pub fn run(args: &E2eArgs) -> anyhow::Result<Vec<Measurement>> {
     let client = binary("pb-client")?;
-    eprintln!("pb-perf e2e: starting {RELAYS} relays on 127.79.0.1-{RELAYS}");
+    let progress = Progress::new("pb-perf e2e", 1 + args.profiles.len() * (args.fetches + 1));
+    progress.step(&format!("starting {RELAYS} relays on 127.79.0.1-{RELAYS}"));
     let net = Testnet::start(Site::Loopback, args.link_rate)?;
     let server = file_server(net.site.web_listener()?, args.bytes)?;
     let mut rows = Vec::new();
@@ -464,12 +468,12 @@ pub fn run(args: &E2eArgs) -> anyhow::Result<Vec<Measurement>> {
         let mut firsts = Vec::new();
         let mut rates = Vec::new();
         for n in 0..args.fetches {
-            eprintln!(
-                "pb-perf e2e: profile {profile}: fetch {}/{} of {} KiB",
+            progress.step(&format!(
+                "profile {profile}: fetch {}/{} of {} KiB",
                 n + 1,
                 args.fetches,
                 args.bytes / 1024
-            );
+            ));
             let (first, all) = fetch(Some(listen), server, args.bytes)
                 .with_context(|| format!("profile {profile}"))?;
             firsts.push(first.as_secs_f64() * 1e3);
@@ -491,10 +495,10 @@ pub fn run(args: &E2eArgs) -> anyhow::Result<Vec<Measurement>> {
         ));
         // Idle: no stream open, cover (and SURB top-ups) running.
         thread::sleep(Duration::from_secs(3));
-        eprintln!(
-            "pb-perf e2e: profile {profile}: watching the idle client for {} s",
+        progress.step(&format!(
+            "profile {profile}: watching the idle client for {} s",
             args.idle_seconds
-        );
+        ));
         let pid = proc.child.id();
         let (cpu0, t0) = (cpu_seconds(pid)?, Instant::now());
         thread::sleep(Duration::from_secs_f64(args.idle_seconds));

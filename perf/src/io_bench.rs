@@ -33,7 +33,7 @@ use pb_io::{
 use pb_testbed::{Netns, TwoNode};
 use serde_json::{Map, Value};
 
-use crate::report::Measurement;
+use crate::{progress::Progress, report::Measurement};
 
 /// Which backend is under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -211,12 +211,11 @@ pub fn run(args: &IoArgs) -> anyhow::Result<Vec<Measurement>> {
 
     let mut rows = Vec::new();
     let total = args.backends.len() * 2;
-    let mut step = 0;
+    let progress = Progress::new("pb-perf io", total);
     for &backend in &args.backends {
         for mode in [Mode::Rx, Mode::Forward] {
-            step += 1;
-            eprintln!(
-                "pb-perf io: [{step}/{total}] {} {} for {:.1}s (+{:.1}s warm-up)",
+            progress.step(&format!(
+                "{} {} for {:.1}s (+{:.1}s warm-up)",
                 backend.name(),
                 if mode == Mode::Rx {
                     "receive"
@@ -225,12 +224,13 @@ pub fn run(args: &IoArgs) -> anyhow::Result<Vec<Measurement>> {
                 },
                 args.seconds,
                 args.warmup
-            );
+            ));
             let (rut, generator, drops) = run_one(&bed, backend, mode, args, gen_cpu, rut_cpu)
                 .with_context(|| format!("{} {:?}", backend.name(), mode))?;
             rows.extend(measurements(backend, mode, args, &rut, &generator, drops));
         }
     }
+    drop(progress);
     eprintln!("pb-perf io: removing the namespaces");
     drop(bed);
     Ok(rows)

@@ -58,8 +58,9 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_values = ["af_xdp", "udp"])]
         backend: Vec<io_bench::Backend>,
     },
-    /// PB-Sphinx unwrap per batch size and creation per second on one core, side by side with
-    /// Nym's sphinx-packet crate (same route length, closest packet size).
+    /// PB-Sphinx unwrap per batch size and creation per second on one core, then unwrap
+    /// against the number of cores, side by side with Nym's sphinx-packet crate (same route
+    /// length, closest packet size).
     Sphinx {
         /// Seconds per measurement, run as 5 rounds interleaved with the other measurements
         /// (the median round is reported).
@@ -72,6 +73,11 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_values = ["1", "8", "16", "32"],
               value_parser = clap::value_parser!(u16).range(1..=256))]
         batch: Vec<u16>,
+        /// Core counts for unwrap throughput against cores (comma-separated; default: 1 to
+        /// every CPU this process may use).
+        #[arg(long, value_delimiter = ',',
+              value_parser = clap::value_parser!(u16).range(1..=1024))]
+        cores: Vec<u16>,
     },
     /// Packets forwarded per second through one relay pipeline on one core, over AF_XDP and
     /// UDP, against the batch-unwrap rate of the same core; latency added by the relay
@@ -182,10 +188,12 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             seconds,
             hops,
             batch,
+            cores,
         } => sphinx_bench::run(&sphinx_bench::SphinxArgs {
             seconds: *seconds,
             hops: usize::from(*hops),
             batches: batch.iter().map(|b| usize::from(*b)).collect(),
+            cores: cores.iter().map(|c| usize::from(*c)).collect(),
         })?,
         Command::Relay {
             seconds,

@@ -3,8 +3,9 @@
 //! - one bar chart per bench (`sphinx.unwrap`, `relay.latency_p99`, …): its rows side by
 //!   side, labelled by implementation and parameters, so a baseline and PhantomBand stand
 //!   next to each other and a parameter sweep (batch size, cores) reads left to right;
-//! - one line chart per bench whose rows carry a time parameter `t` (seconds): a series per
-//!   implementation and phase, e.g. a link's rate over time while idle and while busy.
+//! - one line chart per bench whose rows carry an x parameter: `t` (seconds), a series per
+//!   implementation and phase, e.g. a link's rate over time while idle and while busy; or
+//!   `latency_us` (a histogram's bucket), e.g. the share of packets per latency bucket.
 //!
 //! The same rows are written as JSON lines next to the charts (`<subcommand>.json`).
 
@@ -24,6 +25,8 @@ const LEFT: f64 = 90.0;
 const RIGHT: f64 = 20.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 120.0;
+/// Parameters that make a bench a line chart, with their axis labels.
+const X_PARAMS: [(&str, &str); 2] = [("t", "seconds"), ("latency_us", "microseconds")];
 const COLOURS: [&str; 6] = [
     "#3465a4", "#cc0000", "#4e9a06", "#f57900", "#75507b", "#555753",
 ];
@@ -138,22 +141,32 @@ pub fn line_chart(
         .iter()
         .flat_map(|s| s.1.iter().map(|p| p.1))
         .fold(0.0, f64::max);
-    let max_x = series
-        .iter()
-        .flat_map(|s| s.1.iter().map(|p| p.0))
-        .fold(0.0, f64::max)
-        .max(1.0);
+    let xs = || series.iter().flat_map(|s| s.1.iter().map(|p| p.0));
+    let min_x = xs()
+        .fold(f64::INFINITY, f64::min)
+        .min(xs().fold(0.0, f64::max));
+    let max_x = xs().fold(0.0, f64::max);
     let (top, step) = axis(max_y);
-    let (max_x, x_step) = axis(max_x);
+    // The x axis spans the data: from 0 for time, from near the fastest for latencies.
+    let (span, x_step) = axis((max_x - min_x).max(1.0));
+    let lo = if min_x.is_finite() {
+        (min_x / x_step).floor() * x_step
+    } else {
+        0.0
+    };
+    let mut span = span;
+    if lo + span < max_x {
+        span += x_step;
+    }
     let mut svg = frame(title, unit, top, step);
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
-    let mut tick = 0.0;
-    while tick <= max_x + x_step / 2.0 {
+    let mut tick = lo;
+    while tick <= lo + span + x_step / 2.0 {
         let _ = writeln!(
             svg,
             r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
-            LEFT + plot_w * tick / max_x,
+            LEFT + plot_w * (tick - lo) / span,
             TOP + plot_h + 16.0,
             number(tick)
         );
@@ -173,7 +186,7 @@ pub fn line_chart(
             .map(|(x, y)| {
                 format!(
                     "{:.1},{:.1}",
-                    LEFT + plot_w * x / max_x,
+                    LEFT + plot_w * (x - lo) / span,
                     TOP + plot_h * (1.0 - (y / top).clamp(0.0, 1.0))
                 )
             })
@@ -191,6 +204,11 @@ pub fn line_chart(
     svg
 }
 
+/// Whether a parameter is a line chart's x axis or its series' phase, not a label.
+fn is_axis(key: &str) -> bool {
+    key == "phase" || X_PARAMS.iter().any(|(x, _)| *x == key)
+}
+
 fn param(v: &serde_json::Value) -> String {
     v.to_string().trim_matches('"').to_owned()
 }
@@ -201,8 +219,7 @@ fn varying(rows: &[&Measurement]) -> Vec<String> {
     keys.sort();
     keys.dedup();
     keys.retain(|k| {
-        k != "t"
-            && k != "phase"
+        !is_axis(k)
             && rows
                 .iter()
                 .any(|r| r.params.get(k) != rows.first().and_then(|f| f.params.get(k)))
@@ -216,7 +233,7 @@ fn common(rows: &[&Measurement], varying: &[String]) -> String {
         .map(|r| {
             r.params
                 .iter()
-                .filter(|(k, _)| !varying.contains(k) && k.as_str() != "t" && k.as_str() != "phase")
+                .filter(|(k, _)| !varying.contains(k) && !is_axis(k))
                 .map(|(k, v)| format!("{k}={}", param(v)))
                 .collect::<Vec<_>>()
                 .join(" ")
@@ -260,7 +277,10 @@ pub fn write(dir: &Path, name: &str, rows: &[Measurement]) -> anyhow::Result<Vec
         } else {
             format!("{bench} ({shared})")
         };
-        let svg = if rows.iter().all(|r| r.params.contains_key("t")) {
+        let x_param = X_PARAMS
+            .iter()
+            .find(|(x, _)| rows.iter().all(|r| r.params.contains_key(*x)));
+        let svg = if let Some((x, x_label)) = x_param {
             let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
             for r in &rows {
                 let phase = r
@@ -270,7 +290,7 @@ pub fn write(dir: &Path, name: &str, rows: &[Measurement]) -> anyhow::Result<Vec
                     .unwrap_or_default();
                 let t = r
                     .params
-                    .get("t")
+                    .get(*x)
                     .and_then(serde_json::Value::as_f64)
                     .unwrap_or(0.0);
                 series
@@ -279,7 +299,7 @@ pub fn write(dir: &Path, name: &str, rows: &[Measurement]) -> anyhow::Result<Vec
                     .push((t, r.value));
             }
             let series: Vec<(String, Vec<(f64, f64)>)> = series.into_iter().collect();
-            line_chart(&title, "seconds", unit, &series)
+            line_chart(&title, x_label, unit, &series)
         } else {
             let mut groups: Vec<&str> = Vec::new();
             let bars: Vec<(String, f64, usize)> = rows
@@ -342,9 +362,23 @@ mod tests {
                 101.0,
                 "pkt/s",
             ),
+            row(
+                "relay.latency_histogram",
+                "af_xdp",
+                &[("latency_us", json!(1100))],
+                60.0,
+                "% of packets",
+            ),
+            row(
+                "relay.latency_histogram",
+                "af_xdp",
+                &[("latency_us", json!(1200))],
+                40.0,
+                "% of packets",
+            ),
         ];
         let files = write(&dir, "demo", &rows).unwrap_or_default();
-        assert_eq!(files.len(), 3, "{files:?}");
+        assert_eq!(files.len(), 4, "{files:?}");
         let bars = std::fs::read_to_string(dir.join("sphinx.unwrap.svg")).unwrap_or_default();
         assert!(bars.starts_with("<svg") && bars.trim_end().ends_with("</svg>"));
         assert_eq!(bars.matches("<rect x=").count(), 2);
@@ -356,8 +390,14 @@ mod tests {
         let lines = std::fs::read_to_string(dir.join("testnet.link_rate_over_time.svg"))
             .unwrap_or_default();
         assert_eq!(lines.matches("<polyline").count(), 2, "idle and busy");
+        let histogram =
+            std::fs::read_to_string(dir.join("relay.latency_histogram.svg")).unwrap_or_default();
+        assert_eq!(histogram.matches("<polyline").count(), 1);
+        // The axis starts near the data (1100), not at 0.
+        assert!(histogram.contains(">1100<") && !histogram.contains(">0</text></svg>"));
+        assert!(histogram.contains(">microseconds<"));
         let json = std::fs::read_to_string(dir.join("demo.json")).unwrap_or_default();
-        assert_eq!(json.lines().count(), 4);
+        assert_eq!(json.lines().count(), 6);
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(axis(41000.0), (50000.0, 10000.0));
         assert_eq!(escape("a<b"), "a&lt;b");

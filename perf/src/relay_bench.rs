@@ -39,6 +39,7 @@ use serde_json::Value;
 
 use crate::{
     io_bench::CpuClock,
+    progress::Progress,
     report::{self, Measurement},
     sphinx_bench::NoReplayFilter,
 };
@@ -98,11 +99,10 @@ fn build_load(count: usize) -> anyhow::Result<Load> {
         .map(|c| c.len())
         .unwrap_or(1)
         .max(1);
-    let built = AtomicU64::new(0);
     let chunks: Vec<anyhow::Result<Vec<Built>>> = thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let (route, built) = (&route, &built);
+                let route = &route;
                 s.spawn(move || {
                     let keys = relay_keys();
                     let mut out = Vec::new();
@@ -127,10 +127,6 @@ fn build_load(count: usize) -> anyhow::Result<Load> {
                         let mut hash = [0u8; 16];
                         hash.copy_from_slice(&blake3::hash(&forwarded).as_bytes()[..16]);
                         out.push((packet, hash));
-                        let done = built.fetch_add(1, Ordering::Relaxed) + 1;
-                        if t == 0 && done % 10_000 < threads as u64 {
-                            eprintln!("pb-perf relay: built {done} of {count} packets");
-                        }
                         i += threads;
                     }
                     Ok(out)
@@ -337,7 +333,8 @@ pub fn run(args: &RelayArgs) -> anyhow::Result<Vec<Measurement>> {
     let cpus = pb_testbed::allowed_cpus()?;
     let relay_cpu = *cpus.last().ok_or_else(|| anyhow!("no CPU to run on"))?;
     let other_cpu = *cpus.first().ok_or_else(|| anyhow!("no CPU to run on"))?;
-    eprintln!("pb-perf relay: building {} packets", args.packets);
+    let progress = Progress::new("pb-perf relay", 6);
+    progress.step(&format!("building {} packets", args.packets));
     let load = Arc::new(build_load(args.packets)?);
     let mut rows = Vec::new();
     let params = |extra: &[(&'static str, Value)]| {
@@ -347,6 +344,10 @@ pub fn run(args: &RelayArgs) -> anyhow::Result<Vec<Measurement>> {
     };
 
     // Baseline on the relay's core.
+    progress.step(&format!(
+        "unwrap baseline on cpu {relay_cpu} for {:.1} s",
+        args.seconds
+    ));
     let unwrap = thread::scope(|s| {
         s.spawn(|| {
             pb_testbed::pin_to_cpu(relay_cpu)?;
@@ -374,6 +375,10 @@ pub fn run(args: &RelayArgs) -> anyhow::Result<Vec<Measurement>> {
     for backend in ["af_xdp", "udp"] {
         let p = params(&[("link_rate", link_rate.into())]);
         // Throughput: many packets in flight, the link saturated.
+        progress.step(&format!(
+            "{backend}: throughput, {} in flight, {:.1} s",
+            args.in_flight, args.seconds
+        ));
         let (result, _) = measure(
             &load,
             backend,
@@ -429,6 +434,10 @@ pub fn run(args: &RelayArgs) -> anyhow::Result<Vec<Measurement>> {
         ));
         // Latency: one packet at a time, so no queueing; what remains is the relay's own
         // work plus the delay queue's rounding up to the next 1 ms tick (the delay is 0).
+        progress.step(&format!(
+            "{backend}: latency, one packet at a time, {:.1} s",
+            (args.seconds / 2.0).max(0.5)
+        ));
         let (_, histogram) = measure(
             &load,
             backend,
@@ -448,8 +457,64 @@ pub fn run(args: &RelayArgs) -> anyhow::Result<Vec<Measurement>> {
                 "us",
             ));
         }
+        // Per 100 µs, so that histograms of different bucket widths compare.
+        for (upper, share, width) in buckets(&histogram) {
+            let mut p = p.clone();
+            p.push(("latency_us", upper.into()));
+            rows.push(row(
+                "relay.latency_histogram",
+                backend,
+                &p,
+                share * 100.0 / width as f64,
+                "% of packets per 100 us",
+            ));
+        }
     }
     Ok(rows)
+}
+
+/// About this many buckets in a latency histogram.
+const BUCKETS: u64 = 24;
+
+/// The histogram `h` in about [`BUCKETS`] equal buckets from its fastest value to its 99.9th
+/// percentile, each as (its upper bound, the share of all values in it in percent, its
+/// width); the last bucket also holds the slowest 0.1%.
+fn buckets(h: &Histogram<u64>) -> Vec<(u64, f64, u64)> {
+    let total = h.len();
+    if total == 0 {
+        return Vec::new();
+    }
+    let lo = h.min();
+    let hi = h.value_at_quantile(0.999).max(lo + 1);
+    // A round width: 1, 2 or 5 times a power of ten.
+    let raw = (hi - lo).div_ceil(BUCKETS).max(1);
+    let mut width = 1;
+    while width * 5 < raw {
+        width *= 10;
+    }
+    let width = [width, width * 2, width * 5, width * 10]
+        .into_iter()
+        .find(|w| *w >= raw)
+        .unwrap_or(raw);
+    let start = lo / width * width;
+    let mut out = Vec::new();
+    let mut low = start;
+    let mut counted = 0;
+    while low <= hi {
+        let last = low + width > hi;
+        let count = if last {
+            total - counted
+        } else {
+            h.iter_recorded()
+                .filter(|v| (low..low + width).contains(&v.value_iterated_to()))
+                .map(|v| v.count_at_value())
+                .sum()
+        };
+        counted += count;
+        out.push((low + width, count as f64 * 100.0 / total as f64, width));
+        low += width;
+    }
+    out
 }
 
 /// One measurement of `backend`: a fresh testbed and relay, the generator keeping
@@ -466,7 +531,6 @@ fn measure(
     other_cpu: usize,
     next_packet: &mut usize,
 ) -> anyhow::Result<(RelayResult, Histogram<u64>)> {
-    eprintln!("pb-perf relay: {backend}: {in_flight} in flight, {seconds:.1}s");
     let bed = pb_testbed::two_node("relay-bench")?;
     let replay = SharedReplayFilter::new(load.packets.len() * 2).map_err(|e| anyhow!("{e}"))?;
     replay.prepare(EPOCH);
@@ -574,4 +638,27 @@ fn measure(
     });
     drop(bed);
     outcome
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_are_round_and_add_up_to_every_packet() {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        for v in 0..2000u64 {
+            h.record(1000 + v / 10).unwrap();
+        }
+        // One slow packet in 2001: beyond the 99.9th percentile, in the last bucket.
+        h.record(50_000).unwrap();
+        let b = buckets(&h);
+        let total: f64 = b.iter().map(|x| x.1).sum();
+        assert!((total - 100.0).abs() < 1e-9, "{b:?}");
+        assert_eq!((b[0].0, b[0].2), (1010, 10), "width 10 from 1000: {b:?}");
+        assert!(b.len() <= BUCKETS as usize + 2, "{b:?}");
+        assert!(b.last().unwrap().1 > 0.0, "{b:?}");
+        assert!(buckets(&Histogram::<u64>::new(3).unwrap()).is_empty());
+    }
 }

@@ -4,6 +4,9 @@
 //! X25519 operation itself, in `pb-lanes` SIMD lanes and on curve25519-dalek's ladder, which
 //! is what bounds the unwrap rate.
 //!
+//! Then the unwrap rate against the number of cores (`sphinx.unwrap_cores`): every core
+//! unwraps on its own, as the relay's per-core pipelines do, for both implementations.
+//!
 //! Both sides process distinct valid packets for the first hop; each PB-Sphinx iteration
 //! copies the packet into a work buffer and unwraps it in place, each Nym iteration parses
 //! the bytes and processes them (its API). Replay checking is left out on both sides (Nym's
@@ -11,6 +14,8 @@
 
 use std::{
     hint::black_box,
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+    thread,
     time::{Duration, Instant},
 };
 
@@ -29,7 +34,10 @@ use sphinx_packet::{
 };
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use crate::report::{Measurement, row};
+use crate::{
+    progress::Progress,
+    report::{Measurement, row},
+};
 
 /// Settings of one `pb-perf sphinx` run.
 #[derive(Clone, Debug)]
@@ -40,6 +48,45 @@ pub struct SphinxArgs {
     pub hops: usize,
     /// Batch sizes for PB-Sphinx unwrap.
     pub batches: Vec<usize>,
+    /// Core counts for the unwrap rate against cores (empty: 1 to every core allowed).
+    pub cores: Vec<usize>,
+}
+
+/// Batch size of the per-core runs (the relay's).
+const CORES_BATCH: usize = 32;
+
+/// Operations per second of `work` run on each of `cpus` at once for `seconds`: each thread
+/// is pinned to its CPU and calls `work` until told to stop; `work` returns how many
+/// operations it did.
+fn on_cores(
+    cpus: &[usize],
+    seconds: f64,
+    work: &(dyn Fn(&AtomicBool) -> usize + Sync),
+) -> anyhow::Result<f64> {
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    let counts = thread::scope(|scope| {
+        let threads: Vec<_> = cpus
+            .iter()
+            .map(|&cpu| {
+                let stop = &stop;
+                scope.spawn(move || -> anyhow::Result<usize> {
+                    pb_testbed::pin_to_cpu(cpu)?;
+                    Ok(work(stop))
+                })
+            })
+            .collect();
+        thread::sleep(Duration::from_secs_f64(seconds));
+        stop.store(true, Ordering::Relaxed);
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a thread panicked")))
+            })
+            .collect::<anyhow::Result<Vec<usize>>>()
+    })?;
+    Ok(counts.iter().sum::<usize>() as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Distinct packets cycled through, so no two consecutive unwraps see the same bytes.
@@ -103,10 +150,19 @@ pub fn run(args: &SphinxArgs) -> anyhow::Result<Vec<Measurement>> {
     if !(1..=pb_sphinx::MAX_HOPS).contains(&args.hops) {
         return Err(anyhow!("--hops must be 1 to {}", pb_sphinx::MAX_HOPS));
     }
-    let cpu = pb_testbed::allowed_cpus()
-        .ok()
-        .and_then(|c| c.last().copied())
-        .unwrap_or(0);
+    let allowed = pb_testbed::allowed_cpus().unwrap_or_else(|_| vec![0]);
+    let cpu = allowed.last().copied().unwrap_or(0);
+    let cores: Vec<usize> = if args.cores.is_empty() {
+        (1..=allowed.len()).collect()
+    } else {
+        args.cores.clone()
+    };
+    if let Some(c) = cores.iter().find(|c| **c == 0 || **c > allowed.len()) {
+        return Err(anyhow!(
+            "--cores {c}: this process may run on {} CPUs ({allowed:?})",
+            allowed.len()
+        ));
+    }
     pb_testbed::pin_to_cpu(cpu).context("pinning to one core")?;
     let mut rows = Vec::new();
 
@@ -320,13 +376,14 @@ pub fn run(args: &SphinxArgs) -> anyhow::Result<Vec<Measurement>> {
         });
     }
 
+    let progress = Progress::new("pb-perf sphinx", ROUNDS * benches.len() + 2 * cores.len());
     let round_seconds = args.seconds / ROUNDS as f64;
     for round in 1..=ROUNDS {
-        eprintln!(
-            "pb-perf sphinx: round {round}/{ROUNDS}: {} measurements of {round_seconds:.2}s on cpu {cpu}",
-            benches.len()
-        );
         for bench in &mut benches {
+            progress.step(&format!(
+                "round {round}/{ROUNDS}: {} {} ({round_seconds:.2} s on cpu {cpu})",
+                bench.bench, bench.implementation
+            ));
             bench.round(round_seconds);
         }
     }
@@ -344,6 +401,97 @@ pub fn run(args: &SphinxArgs) -> anyhow::Result<Vec<Measurement>> {
             &b.params,
             b.median().round(),
             unit,
+        ));
+    }
+    drop(benches);
+
+    // Unwrap rate against cores: every thread unwraps its own packets, in batches as a relay
+    // core does; Nym's one at a time (its API).
+    let (_, format_v, packets) = formats.last().ok_or_else(|| anyhow!("no packet format"))?;
+    let bad = AtomicUsize::new(0);
+    let phantomband = |stop: &AtomicBool| {
+        let mut work = vec![[0u8; PACKET_LEN]; CORES_BATCH];
+        let mut results = vec![Err(DropReason::WrongLength); CORES_BATCH];
+        let mut done = 0;
+        while !stop.load(Ordering::Relaxed) {
+            for (j, w) in work.iter_mut().enumerate() {
+                *w = packets[(done + j) % DISTINCT];
+            }
+            let mut refs: Vec<&mut [u8]> = work.iter_mut().map(|w| w.as_mut_slice()).collect();
+            process_batch(&mut refs, &keys[0], &mut NoReplayFilter, &mut results);
+            let failed = results
+                .iter()
+                .filter(|r| {
+                    !matches!(
+                        r,
+                        Ok(Processed::Forward { .. }) | Ok(Processed::Deliver { .. })
+                    )
+                })
+                .count();
+            bad.fetch_add(failed, Ordering::Relaxed);
+            done += CORES_BATCH;
+        }
+        done
+    };
+    let secret = &nym_keys[0].0;
+    let nym = |stop: &AtomicBool| {
+        let mut done = 0;
+        while !stop.load(Ordering::Relaxed) {
+            match SphinxPacket::from_bytes(&nym_packets[done % DISTINCT])
+                .and_then(|p| p.process(secret))
+            {
+                Ok(processed) => {
+                    black_box(processed);
+                }
+                Err(_) => {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            done += 1;
+        }
+        done
+    };
+    let core_seconds = (args.seconds / 2.0).max(0.2);
+    for &n in &cores {
+        let cpus = &allowed[allowed.len() - n..];
+        for (implementation, work, params) in [
+            (
+                "phantomband",
+                &phantomband as &(dyn Fn(&AtomicBool) -> usize + Sync),
+                vec![
+                    ("cores", n.into()),
+                    ("format", format_v.clone()),
+                    ("batch", CORES_BATCH.into()),
+                    ("hops", hops_v.clone()),
+                ],
+            ),
+            (
+                "nym-sphinx",
+                &nym,
+                vec![
+                    ("cores", n.into()),
+                    ("batch", 1.into()),
+                    ("hops", hops_v.clone()),
+                ],
+            ),
+        ] {
+            progress.step(&format!(
+                "{implementation} unwrap on {n} core(s) ({core_seconds:.1} s)"
+            ));
+            let rate = on_cores(cpus, core_seconds, work)?;
+            rows.push(row(
+                "sphinx.unwrap_cores",
+                implementation,
+                &params,
+                rate.round(),
+                "pkt/s",
+            ));
+        }
+    }
+    if bad.load(Ordering::Relaxed) > 0 {
+        return Err(anyhow!(
+            "{} unwraps failed on several cores",
+            bad.load(Ordering::Relaxed)
         ));
     }
     Ok(rows)

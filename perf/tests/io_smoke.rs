@@ -84,6 +84,7 @@ fn pb_perf_rejects_bad_arguments_in_one_line() {
 fn pb_perf_sphinx_reports_both_implementations() {
     let out = Command::new(env!("CARGO_BIN_EXE_pb-perf"))
         .args(["--json", "sphinx", "--seconds", "0.05", "--batch", "1,8"])
+        .args(["--cores", "1"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -110,4 +111,25 @@ fn pb_perf_sphinx_reports_both_implementations() {
     assert!(find("sphinx.unwrap", "nym-sphinx", Some(1)), "{stdout}");
     assert!(find("sphinx.create", "phantomband", None), "{stdout}");
     assert!(find("sphinx.create", "nym-sphinx", None), "{stdout}");
+    assert!(
+        find("sphinx.unwrap_cores", "phantomband", Some(32)),
+        "{stdout}"
+    );
+    assert!(
+        find("sphinx.unwrap_cores", "nym-sphinx", Some(1)),
+        "{stdout}"
+    );
+
+    // More cores than this process may use: one line, exit 1.
+    let out = Command::new(env!("CARGO_BIN_EXE_pb-perf"))
+        .args(["sphinx", "--seconds", "0.05", "--cores", "1000"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--cores 1000: this process may run on"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }

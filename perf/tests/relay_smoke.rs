@@ -27,7 +27,7 @@ fn pb_perf_relay_reports_both_backends_and_cleans_up() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "pb-perf relay failed: {stderr}");
     assert!(
-        stderr.contains("udp: 1 in flight"),
+        stderr.contains("[6/6] udp: latency, one packet at a time"),
         "progress on stderr: {stderr}"
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -55,6 +55,25 @@ fn pb_perf_relay_reports_both_backends_and_cleans_up() {
             value("relay.drops", imp),
             0.0,
             "{imp} dropped packets: {stdout}"
+        );
+        // The latency histogram: buckets of one width from the fastest packet on, holding
+        // every packet (shares per 100 µs times the width add up to 100%).
+        let buckets: Vec<(f64, f64)> = rows
+            .iter()
+            .filter(|r| r["bench"] == "relay.latency_histogram" && r["impl"] == imp)
+            .map(|r| {
+                (
+                    r["params"]["latency_us"].as_f64().unwrap(),
+                    r["value"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert!(buckets.len() >= 2, "{imp}: {buckets:?}");
+        let width = buckets[1].0 - buckets[0].0;
+        let total: f64 = buckets.iter().map(|b| b.1 * width / 100.0).sum();
+        assert!(
+            (total - 100.0).abs() < 1.0,
+            "{imp}: {total}% in {buckets:?}"
         );
     }
     let namespaces = String::from_utf8(
