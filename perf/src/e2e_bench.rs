@@ -125,6 +125,14 @@ impl Site {
         }
     }
 
+    /// Where and on what the relays run, for the rows: `loopback-udp` or `netns-af_xdp`.
+    pub(crate) fn tag(&self) -> &'static str {
+        match self {
+            Self::Loopback => "loopback-udp",
+            Self::Netns(_) => "netns-af_xdp",
+        }
+    }
+
     /// The range the testnet's exit may open: the testnet's own addresses, nothing else.
     pub(crate) fn exit_allow(&self) -> &'static str {
         match self {

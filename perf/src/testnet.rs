@@ -299,7 +299,10 @@ fn run_with_client(
     let mut rows = vec![row(
         "testnet.fetch",
         "pb-client",
-        &[("bytes", json!(args.bytes))],
+        &[
+            ("bytes", json!(args.bytes)),
+            ("relays", json!(net.site.tag())),
+        ],
         (rate * 10.0).round() / 10.0,
         "KiB/s",
     )];
@@ -307,7 +310,7 @@ fn run_with_client(
         rows.push(row(
             "testnet.ttfb",
             "pb-client",
-            &[("percentile", json!(p))],
+            &[("percentile", json!(p)), ("relays", json!(net.site.tag()))],
             percentile(&latencies, f64::from(p) / 100.0).round(),
             "ms",
         ));
@@ -339,7 +342,11 @@ fn run_with_client(
             rows.push(row(
                 "testnet.link_rate_over_time",
                 "mean per link",
-                &[("t", json!(t)), ("phase", json!(phase))],
+                &[
+                    ("t", json!(t)),
+                    ("phase", json!(phase)),
+                    ("relays", json!(net.site.tag())),
+                ],
                 rate.round(),
                 "pkt/s",
             ));
@@ -352,7 +359,11 @@ fn run_with_client(
             rows.push(row(
                 "testnet.link_rate",
                 &format!("relay{i}"),
-                &[("links", json!(links)), ("target", json!(args.link_rate))],
+                &[
+                    ("links", json!(links)),
+                    ("target", json!(args.link_rate)),
+                    ("relays", json!(net.site.tag())),
+                ],
                 per_link.round(),
                 "pkt/s per link",
             ));
