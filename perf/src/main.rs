@@ -234,13 +234,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                     .map_err(|e| {
                         anyhow::anyhow!("{}: not pb-perf JSON rows: {e}", file.display())
                     })?;
-                let name = file
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or("plot")
-                    .to_owned();
-                let written = plot::write(dir, &name, &rows)?;
-                eprintln!("pb-perf: {} files from {}", written.len(), file.display());
+                let written = plot::charts(dir, &rows)?;
+                eprintln!("pb-perf: {} charts from {}", written.len(), file.display());
             }
             return Ok(());
         }

@@ -118,12 +118,28 @@ pub fn bar_chart(title: &str, unit: &str, bars: &[(String, f64, usize)]) -> Stri
             TOP + plot_h - h - 4.0,
             number(*value)
         );
+        // The label slants down to the left; a long one is split after its first word
+        // (the implementation), so that it stays inside the picture.
         let lx = x + w / 2.0;
         let ly = TOP + plot_h + 14.0;
+        let lines: Vec<&str> = match label.split_once(' ') {
+            Some((first, rest)) if label.len() > 24 => vec![first, rest],
+            _ => vec![label.as_str()],
+        };
+        let spans: String = lines
+            .iter()
+            .enumerate()
+            .map(|(k, line)| {
+                format!(
+                    r##"<tspan x="{lx:.1}" dy="{}">{}</tspan>"##,
+                    if k == 0 { 0 } else { 12 },
+                    escape(line)
+                )
+            })
+            .collect();
         let _ = writeln!(
             svg,
-            r##"<text x="{lx:.1}" y="{ly:.1}" transform="rotate(-30 {lx:.1} {ly:.1})" text-anchor="end" font-size="10">{}</text>"##,
-            escape(label)
+            r##"<text x="{lx:.1}" y="{ly:.1}" transform="rotate(-30 {lx:.1} {ly:.1})" text-anchor="end" font-size="10">{spans}</text>"##
         );
     }
     svg.push_str("</svg>\n");
@@ -256,14 +272,23 @@ fn label(row: &Measurement, varying: &[String]) -> String {
 
 /// Writes the charts of `rows` and `<name>.json` into `dir`; returns the files written.
 pub fn write(dir: &Path, name: &str, rows: &[Measurement]) -> anyhow::Result<Vec<PathBuf>> {
+    let json = dir.join(format!("{name}.json"));
     std::fs::create_dir_all(dir)
         .with_context(|| format!("--svg: cannot create {}", dir.display()))?;
-    let mut written = Vec::new();
-    let json = dir.join(format!("{name}.json"));
     let mut out = Vec::new();
     crate::report::write_json(&mut out, rows)?;
     std::fs::write(&json, out)?;
-    written.push(json);
+    let mut written = vec![json];
+    written.extend(charts(dir, rows)?);
+    Ok(written)
+}
+
+/// Writes the charts of `rows` (no JSON: `pb-perf plot` redraws from saved rows and leaves
+/// them as they are) into `dir`; returns the files written.
+pub fn charts(dir: &Path, rows: &[Measurement]) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("--svg: cannot create {}", dir.display()))?;
+    let mut written = Vec::new();
     let mut benches: BTreeMap<&str, Vec<&Measurement>> = BTreeMap::new();
     for row in rows {
         benches.entry(row.bench.as_str()).or_default().push(row);
@@ -382,7 +407,17 @@ mod tests {
         let bars = std::fs::read_to_string(dir.join("sphinx.unwrap.svg")).unwrap_or_default();
         assert!(bars.starts_with("<svg") && bars.trim_end().ends_with("</svg>"));
         assert_eq!(bars.matches("<rect x=").count(), 2);
-        assert!(bars.contains("phantomband batch=8") && bars.contains("nym-sphinx batch=1"));
+        assert!(bars.contains(">phantomband batch=8<") && bars.contains(">nym-sphinx batch=1<"));
+        let long = bar_chart(
+            "t",
+            "pkt/s",
+            &[("phantomband batch=32 cores=1 format=v2".into(), 1.0, 0)],
+        );
+        assert!(
+            long.contains(">phantomband</tspan>")
+                && long.contains(r#"dy="12">batch=32 cores=1 format=v2<"#),
+            "{long}"
+        );
         assert!(
             bars.contains(">sphinx.unwrap<"),
             "no shared parameters in the title"

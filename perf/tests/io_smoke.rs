@@ -133,3 +133,52 @@ fn pb_perf_sphinx_reports_both_implementations() {
     );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+/// `pb-perf plot` redraws charts from saved rows and leaves the rows as they are; without
+/// `--svg` or with a file that is not rows it says so in one line and exits 1.
+#[test]
+fn pb_perf_plot_redraws_charts_from_saved_rows() {
+    let dir = std::env::temp_dir().join(format!("pb-perf-plot-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let rows = concat!(
+        r#"{"bench":"sphinx.unwrap","impl":"phantomband","params":{"batch":8},"value":21812.000000000004,"unit":"pkt/s"}"#,
+        "\n",
+        r#"{"bench":"sphinx.unwrap","impl":"nym-sphinx","params":{"batch":1},"value":6138,"unit":"pkt/s"}"#,
+        "\n"
+    );
+    let saved = dir.join("sphinx.json");
+    std::fs::write(&saved, rows).unwrap();
+    let charts = dir.join("charts");
+    let pb_perf = || Command::new(env!("CARGO_BIN_EXE_pb-perf"));
+    let out = pb_perf()
+        .arg("--svg")
+        .arg(&charts)
+        .arg("plot")
+        .arg(&saved)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let svg = std::fs::read_to_string(charts.join("sphinx.unwrap.svg")).unwrap();
+    assert_eq!(svg.matches("<rect x=").count(), 2, "{svg}");
+    assert_eq!(
+        std::fs::read_to_string(&saved).unwrap(),
+        rows,
+        "rows untouched"
+    );
+    assert!(!charts.join("sphinx.json").exists(), "plot writes no rows");
+
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, "not json\n").unwrap();
+    for args in [
+        vec!["plot".into(), saved.clone()],
+        vec!["--svg".into(), charts.clone(), "plot".into(), bad],
+    ] {
+        let out = pb_perf().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("pb-perf: error:"), "{stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
