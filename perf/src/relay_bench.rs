@@ -497,24 +497,23 @@ fn buckets(h: &Histogram<u64>) -> Vec<(u64, f64, u64)> {
         .find(|w| *w >= raw)
         .unwrap_or(raw);
     let start = lo / width * width;
-    let mut out = Vec::new();
-    let mut low = start;
-    let mut counted = 0;
-    while low <= hi {
-        let last = low + width > hi;
-        let count = if last {
-            total - counted
-        } else {
-            h.iter_recorded()
-                .filter(|v| (low..low + width).contains(&v.value_iterated_to()))
-                .map(|v| v.count_at_value())
-                .sum()
-        };
-        counted += count;
-        out.push((low + width, count as f64 * 100.0 / total as f64, width));
-        low += width;
+    // Buckets from `start` until one reaches past `hi`; that last one takes the rest.
+    let n = ((hi - start) / width + 1) as usize;
+    let mut counts = vec![0u64; n];
+    for v in h.iter_recorded() {
+        let i = (v.value_iterated_to().saturating_sub(start) / width) as usize;
+        counts[i.min(n - 1)] += v.count_at_value();
     }
-    out
+    (0..n as u64)
+        .zip(counts)
+        .map(|(k, count)| {
+            (
+                start + (k + 1) * width,
+                count as f64 * 100.0 / total as f64,
+                width,
+            )
+        })
+        .collect()
 }
 
 /// One measurement of `backend`: a fresh testbed and relay, the generator keeping

@@ -113,6 +113,53 @@ struct Bench<'a> {
     calls: usize,
 }
 
+/// PB-Sphinx unwrap of `batch` packets at a time, as a relay core does: each call copies the
+/// next packets into its work buffers and unwraps them in place.
+struct Unwrapper {
+    work: Vec<[u8; PACKET_LEN]>,
+    results: Vec<Result<Processed, DropReason>>,
+}
+
+impl Unwrapper {
+    fn new(batch: usize) -> Self {
+        Self {
+            work: vec![[0u8; PACKET_LEN]; batch],
+            results: vec![Err(DropReason::WrongLength); batch],
+        }
+    }
+
+    /// Unwraps `packets[first..]` (cycling) for one batch; returns how many failed.
+    fn unwrap(&mut self, packets: &[[u8; PACKET_LEN]], first: usize, keys: &NodeKeys) -> usize {
+        for (j, w) in self.work.iter_mut().enumerate() {
+            *w = packets[(first + j) % packets.len()];
+        }
+        if let [one] = self.work.as_mut_slice() {
+            self.results[0] = process(one, keys, &mut NoReplayFilter);
+        } else {
+            let mut refs: Vec<&mut [u8]> = self.work.iter_mut().map(|w| w.as_mut_slice()).collect();
+            process_batch(&mut refs, keys, &mut NoReplayFilter, &mut self.results);
+        }
+        black_box(&self.work);
+        self.results
+            .iter()
+            .filter(|r| {
+                !matches!(
+                    r,
+                    Ok(Processed::Forward { .. }) | Ok(Processed::Deliver { .. })
+                )
+            })
+            .count()
+    }
+}
+
+/// Nym's parse and process of one packet (its API); whether it succeeded.
+fn nym_unwrap(bytes: &[u8], secret: &StaticSecret) -> bool {
+    SphinxPacket::from_bytes(bytes)
+        .and_then(|p| p.process(secret))
+        .map(black_box)
+        .is_ok()
+}
+
 /// Rounds each measurement is split into. Rounds of all measurements alternate, so a slow
 /// spell of a shared VM hits every implementation alike; the median round is reported.
 const ROUNDS: usize = 5;
@@ -251,8 +298,7 @@ pub fn run(args: &SphinxArgs) -> anyhow::Result<Vec<Measurement>> {
         .iter()
         .flat_map(|f| args.batches.iter().map(move |b| (f, b)))
     {
-        let mut work = vec![[0u8; PACKET_LEN]; batch];
-        let mut results = vec![Err(DropReason::WrongLength); batch];
+        let mut unwrapper = Unwrapper::new(batch);
         let (keys, failures) = (&keys[0], &failures);
         benches.push(Bench {
             bench: "sphinx.unwrap",
@@ -265,27 +311,8 @@ pub fn run(args: &SphinxArgs) -> anyhow::Result<Vec<Measurement>> {
             ],
             per_call: batch,
             step: Box::new(move |call| {
-                for (j, w) in work.iter_mut().enumerate() {
-                    *w = packets[(call * batch + j) % DISTINCT];
-                }
-                if batch == 1 {
-                    results[0] = process(&mut work[0], keys, &mut NoReplayFilter);
-                } else {
-                    let mut refs: Vec<&mut [u8]> =
-                        work.iter_mut().map(|w| w.as_mut_slice()).collect();
-                    process_batch(&mut refs, keys, &mut NoReplayFilter, &mut results);
-                }
-                let bad = results
-                    .iter()
-                    .filter(|r| {
-                        !matches!(
-                            r,
-                            Ok(Processed::Forward { .. }) | Ok(Processed::Deliver { .. })
-                        )
-                    })
-                    .count();
+                let bad = unwrapper.unwrap(packets, call * batch, keys);
                 failures.set(failures.get() + bad);
-                black_box(&work);
             }),
             rates: Vec::new(),
             calls: 0,
@@ -346,13 +373,8 @@ pub fn run(args: &SphinxArgs) -> anyhow::Result<Vec<Measurement>> {
             ],
             per_call: 1,
             step: Box::new(move |call| {
-                match SphinxPacket::from_bytes(&nym_packets[call % DISTINCT])
-                    .and_then(|p| p.process(secret))
-                {
-                    Ok(processed) => {
-                        black_box(processed);
-                    }
-                    Err(_) => failures.set(failures.get() + 1),
+                if !nym_unwrap(&nym_packets[call % DISTINCT], secret) {
+                    failures.set(failures.get() + 1);
                 }
             }),
             rates: Vec::new(),
@@ -410,25 +432,10 @@ pub fn run(args: &SphinxArgs) -> anyhow::Result<Vec<Measurement>> {
     let (_, format_v, packets) = formats.last().ok_or_else(|| anyhow!("no packet format"))?;
     let bad = AtomicUsize::new(0);
     let phantomband = |stop: &AtomicBool| {
-        let mut work = vec![[0u8; PACKET_LEN]; CORES_BATCH];
-        let mut results = vec![Err(DropReason::WrongLength); CORES_BATCH];
+        let mut unwrapper = Unwrapper::new(CORES_BATCH);
         let mut done = 0;
         while !stop.load(Ordering::Relaxed) {
-            for (j, w) in work.iter_mut().enumerate() {
-                *w = packets[(done + j) % DISTINCT];
-            }
-            let mut refs: Vec<&mut [u8]> = work.iter_mut().map(|w| w.as_mut_slice()).collect();
-            process_batch(&mut refs, &keys[0], &mut NoReplayFilter, &mut results);
-            let failed = results
-                .iter()
-                .filter(|r| {
-                    !matches!(
-                        r,
-                        Ok(Processed::Forward { .. }) | Ok(Processed::Deliver { .. })
-                    )
-                })
-                .count();
-            bad.fetch_add(failed, Ordering::Relaxed);
+            bad.fetch_add(unwrapper.unwrap(packets, done, &keys[0]), Ordering::Relaxed);
             done += CORES_BATCH;
         }
         done
@@ -437,15 +444,8 @@ pub fn run(args: &SphinxArgs) -> anyhow::Result<Vec<Measurement>> {
     let nym = |stop: &AtomicBool| {
         let mut done = 0;
         while !stop.load(Ordering::Relaxed) {
-            match SphinxPacket::from_bytes(&nym_packets[done % DISTINCT])
-                .and_then(|p| p.process(secret))
-            {
-                Ok(processed) => {
-                    black_box(processed);
-                }
-                Err(_) => {
-                    bad.fetch_add(1, Ordering::Relaxed);
-                }
+            if !nym_unwrap(&nym_packets[done % DISTINCT], secret) {
+                bad.fetch_add(1, Ordering::Relaxed);
             }
             done += 1;
         }

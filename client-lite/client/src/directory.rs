@@ -36,7 +36,8 @@ impl Fetch {
             .collect()
     }
 
-    /// Takes a page; pages of another fetch or another epoch are ignored.
+    /// Takes a page; whether it was new. Pages of another fetch or another epoch, and pages
+    /// already held (a duplicate answer), are ignored.
     pub fn take(
         &mut self,
         nonce: [u8; 8],
@@ -44,15 +45,24 @@ impl Fetch {
         pages: u8,
         epoch: Epoch,
         descriptors: &[(bool, &[u8])],
-    ) {
+    ) -> bool {
         if nonce != self.nonce || pages == 0 || self.epoch.is_some_and(|e| e != epoch) {
-            return;
+            return false;
         }
         self.epoch = Some(epoch);
         self.pages.resize(usize::from(pages), None);
-        if let Some(slot) = self.pages.get_mut(usize::from(page)) {
-            *slot = Some(descriptors.iter().map(|(l, d)| (*l, d.to_vec())).collect());
+        match self.pages.get_mut(usize::from(page)) {
+            Some(slot @ None) => {
+                *slot = Some(descriptors.iter().map(|(l, d)| (*l, d.to_vec())).collect());
+                true
+            }
+            _ => false,
         }
+    }
+
+    /// Whether every page is in.
+    pub fn is_complete(&self) -> bool {
+        self.epoch.is_some() && self.pages.iter().all(Option::is_some)
     }
 
     /// The epoch and every descriptor (with whether it is live), once all pages are in.
@@ -97,4 +107,40 @@ pub fn topology(
         |d| live.contains(&d.identity),
     )?;
     Ok((topology, refused))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fetch_takes_each_page_once_and_only_its_own() {
+        let mut fetch = Fetch::new([1; 8]);
+        assert_eq!(fetch.missing(), vec![0]);
+        let one: &[u8] = b"one";
+        assert!(
+            !fetch.take([2; 8], 0, 2, Epoch(7), &[(true, one)]),
+            "another fetch"
+        );
+        assert!(fetch.take([1; 8], 0, 2, Epoch(7), &[(true, one)]));
+        assert!(
+            !fetch.take([1; 8], 0, 2, Epoch(7), &[(true, one)]),
+            "a duplicate"
+        );
+        assert_eq!(fetch.missing(), vec![1]);
+        assert!(!fetch.is_complete() && fetch.complete().is_none());
+        assert!(
+            !fetch.take([1; 8], 1, 2, Epoch(8), &[(false, one)]),
+            "another epoch"
+        );
+        assert!(fetch.take([1; 8], 1, 2, Epoch(7), &[(false, one)]));
+        assert!(fetch.is_complete());
+        let (epoch, all) = fetch.complete().unwrap_or((Epoch(0), Vec::new()));
+        assert_eq!(epoch, Epoch(7));
+        assert_eq!(all, vec![(true, one.to_vec()), (false, one.to_vec())]);
+        assert!(
+            !fetch.take([1; 8], 1, 2, Epoch(7), &[(false, one)]),
+            "after completion"
+        );
+    }
 }

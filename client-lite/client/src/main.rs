@@ -111,6 +111,9 @@ struct App {
     eof: bool,
     /// The exit finished: shut the application's side down once `out` is written.
     finished: bool,
+    /// The socket may have bytes: an event came since a read last found none (mio's events
+    /// are edge-triggered), so idle applications cost no read each turn.
+    may_read: bool,
 }
 
 type Isolation = Option<(Vec<u8>, Vec<u8>)>;
@@ -252,7 +255,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             match event.token() {
                 LISTENER => client.accept(),
                 UDP => client.datagrams(),
-                token => client.app_ready(token),
+                token => {
+                    if let Some(app) = client.apps.get_mut(&token) {
+                        app.may_read = true;
+                    }
+                    client.app_ready(token);
+                }
             }
         }
         client.timers();
@@ -325,7 +333,7 @@ impl Client {
                 };
         }
         if now >= self.next_fetch {
-            if self.fetch.complete().is_some() {
+            if self.fetch.is_complete() {
                 let mut nonce = [0u8; 8];
                 self.random.fill(&mut nonce);
                 self.fetch = Fetch::new(nonce);
@@ -433,10 +441,16 @@ impl Client {
                     epoch,
                     descriptors,
                 }) => {
-                    self.fetch.take(nonce, page, pages, epoch, &descriptors);
+                    // Each page counts once: a duplicate answer neither asks again nor
+                    // verifies the directory again.
+                    if !self.fetch.take(nonce, page, pages, epoch, &descriptors) {
+                        continue;
+                    }
                     if let Some((epoch, all)) = self.fetch.complete() {
                         self.new_directory(epoch, &all);
-                    } else {
+                    } else if page == 0 {
+                        // Page 0 says how many there are: ask for the rest once; the fetch
+                        // timer asks again for what is still missing.
                         for page in self.fetch.missing() {
                             self.send_link(&link::request(self.fetch.nonce, page));
                         }
@@ -545,6 +559,7 @@ impl Client {
                                 closing: false,
                                 eof: false,
                                 finished: false,
+                                may_read: true,
                             },
                         );
                     }
@@ -577,7 +592,7 @@ impl Client {
         };
         // Read what the application sent, while there is room for it.
         loop {
-            if app.eof || app.closing {
+            if app.eof || app.closing || !app.may_read {
                 break;
             }
             let room = match app.stream {
@@ -629,7 +644,10 @@ impl Client {
                         }
                     }
                 },
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    app.may_read = false;
+                    break;
+                }
                 Err(_) => {
                     app.closing = true;
                     break;

@@ -199,9 +199,12 @@ impl Streams {
             return 0;
         };
         let n = buf.len().min(s.recv.len());
-        for (slot, byte) in buf.iter_mut().zip(s.recv.drain(..n)) {
-            *slot = byte;
-        }
+        // The ring buffer's two halves, copied whole.
+        let (front, back) = s.recv.as_slices();
+        let from_front = n.min(front.len());
+        buf[..from_front].copy_from_slice(&front[..from_front]);
+        buf[from_front..n].copy_from_slice(&back[..n - from_front]);
+        s.recv.drain(..n);
         s.consumed = s.consumed.saturating_add(n as u32);
         if s.consumed >= INITIAL_CREDIT / 4 {
             s.grant = s.grant.saturating_add(s.consumed);

@@ -94,7 +94,6 @@ impl Directory {
             return Err(Invalid::AddressTaken);
         }
         match held {
-            Some(held) if held.bytes() == signed.bytes() => Ok(Offered::Unchanged),
             // Two different descriptors signed with the same version: the relay equivocates
             // (shows different nodes different things). Every node keeps the same one, the
             // lower blake3 of the bytes, so that the views still agree; counted.

@@ -745,13 +745,19 @@ impl Gossip {
     /// Every descriptor held and whether its relay is a live member: what a gateway serves
     /// to clients, who compute the topology from it as relays do
     /// ([`Topology::compute_live`]: all of them dealt over the layers, the live ones kept).
-    pub fn client_view(&self) -> Vec<(bool, SignedDescriptor)> {
+    /// Each is its signed bytes, as clients receive them.
+    pub fn client_view(&self) -> Vec<(bool, Vec<u8>)> {
         let live = self.live_members();
         self.shared
             .borrow()
             .directory
             .iter()
-            .map(|s| (live.contains(&s.descriptor().gossip_addr), s.clone()))
+            .map(|s| {
+                (
+                    live.contains(&s.descriptor().gossip_addr),
+                    s.bytes().to_vec(),
+                )
+            })
             .collect()
     }
 

@@ -75,12 +75,7 @@ impl ClientLinkStats {
             ("pages", &self.pages),
         ]
         .into_iter()
-        .map(|(name, v)| {
-            (
-                format!("pb_client_link_{name}_total"),
-                v.load(Ordering::Relaxed),
-            )
-        })
+        .map(|(name, v)| crate::counter_metric("client_link", name, v))
         .collect()
     }
 }
@@ -129,7 +124,7 @@ pub struct ClientLink {
     socket: UdpSocket,
     node: NodeId,
     replies: ReplyQueue,
-    directory: Arc<Published<Directory>>,
+    directory: Arc<Published<Arc<Directory>>>,
     mailboxes: HashMap<MailboxId, (SocketAddr, Instant)>,
     buf: Vec<u8>,
 }
@@ -140,7 +135,7 @@ impl ClientLink {
         addr: SocketAddr,
         node: NodeId,
         replies: ReplyQueue,
-        directory: Arc<Published<Directory>>,
+        directory: Arc<Published<Arc<Directory>>>,
     ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let socket = UdpSocket::bind(addr)
@@ -200,22 +195,19 @@ impl ClientLink {
         let stats = &self.replies.stats;
         let answer = match link::parse_request(&self.buf[..n]) {
             Some(FromClient::DirRequest { nonce, page }) => {
+                // A shared handle: a page request copies no descriptor.
                 let (_, directory) = self.directory.get();
-                let pages = directory.descriptors.len().div_ceil(link::PER_PAGE).max(1);
-                let items: Vec<(bool, Vec<u8>)> = directory
-                    .descriptors
-                    .iter()
-                    .skip(usize::from(page) * link::PER_PAGE)
-                    .take(link::PER_PAGE)
-                    .cloned()
-                    .collect();
+                let all = &directory.descriptors;
+                let pages = all.len().div_ceil(link::PER_PAGE).max(1);
+                let first = (usize::from(page) * link::PER_PAGE).min(all.len());
+                let items = &all[first..(first + link::PER_PAGE).min(all.len())];
                 stats.pages.fetch_add(1, Ordering::Relaxed);
                 link::page(
                     nonce,
                     page,
                     pages.min(255) as u8,
                     Epoch(directory.epoch),
-                    &items,
+                    items,
                 )
             }
             Some(FromClient::Hello { mut token }) => {

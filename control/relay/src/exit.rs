@@ -161,7 +161,7 @@ impl ExitStats {
             ("surbs_dropped", &self.surbs_dropped),
         ]
         .into_iter()
-        .map(|(name, v)| (format!("pb_exit_{name}_total"), v.load(Ordering::Relaxed)))
+        .map(|(name, v)| crate::counter_metric("exit", name, v))
         .collect()
     }
 }
@@ -214,6 +214,9 @@ struct Conn {
     shut_down: bool,
     /// The destination has finished (or failed): read no more.
     read_done: bool,
+    /// The socket may have bytes: an event came since a read last found none (mio's events
+    /// are edge-triggered), so idle connections cost no read each turn.
+    may_read: bool,
 }
 
 /// A name to resolve for a stream.
@@ -364,7 +367,7 @@ impl Exit {
                     .fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let surb_epoch = surb_epoch(bytes);
+            let surb_epoch = surb.epoch();
             if surb_epoch.0.saturating_add(1) < epoch.0 {
                 self.inbox
                     .stats
@@ -491,6 +494,7 @@ impl Exit {
                 pending: Vec::new(),
                 shut_down: false,
                 read_done: false,
+                may_read: true,
             },
         );
     }
@@ -500,6 +504,7 @@ impl Exit {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
+        conn.may_read = true;
         if !conn.connected {
             match conn.tcp.take_error() {
                 Ok(None) => {}
@@ -591,7 +596,7 @@ impl Exit {
                 self.drop_conn(token);
                 continue;
             }
-            while !conn.read_done {
+            while !conn.read_done && conn.may_read {
                 let room = session.streams.send_room(conn.stream).min(self.buf.len());
                 if room == 0 {
                     break;
@@ -604,7 +609,7 @@ impl Exit {
                     Ok(n) => {
                         session.streams.write(conn.stream, &self.buf[..n]);
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => conn.may_read = false,
                     Err(_) => {
                         conn.read_done = true;
                         session.streams.reset(conn.stream, Reply::GeneralFailure);
@@ -700,15 +705,6 @@ impl Exit {
             self.by_stream.remove(&(conn.session, conn.stream));
         }
     }
-}
-
-/// The epoch a SURB's header is for (bytes 1-4 of the header, after the 16-byte first hop).
-fn surb_epoch(bytes: &[u8]) -> Epoch {
-    let mut e = [0u8; 4];
-    if let Some(b) = bytes.get(17..21) {
-        e.copy_from_slice(b);
-    }
-    Epoch(u32::from_be_bytes(e))
 }
 
 /// The SOCKS reply for a failed connection.

@@ -11,6 +11,7 @@ use std::{
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::fd::AsRawFd as _,
     path::Path,
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -92,7 +93,7 @@ pub struct Update {
     pub reports: Vec<String>,
     /// The signed directory clients fetch (a new topology): the epoch and every
     /// descriptor, with whether its relay is live.
-    pub directory: Option<crate::client_link::Directory>,
+    pub directory: Option<Arc<crate::client_link::Directory>>,
 }
 
 /// Counters and state for the admin endpoint, filled in by the caller (dataplane) and here.
@@ -374,15 +375,13 @@ impl GossipDriver {
             epoch.0
         ));
         update.links = Some((epoch, neighbours, routes));
-        update.directory = Some(crate::client_link::Directory {
-            epoch: epoch.0,
-            descriptors: self
-                .gossip
-                .client_view()
-                .iter()
-                .map(|(live, d)| (*live, d.bytes().to_vec()))
-                .collect(),
-        });
+        // Only a gateway serves the directory to clients.
+        if self.settings.client_bind.is_some() {
+            update.directory = Some(Arc::new(crate::client_link::Directory {
+                epoch: epoch.0,
+                descriptors: self.gossip.client_view(),
+            }));
+        }
     }
 
     fn serve_admin(&mut self, metrics: &dyn Fn() -> Metrics) {
@@ -518,7 +517,7 @@ impl GossipDriver {
         self.gossip
             .client_view()
             .iter()
-            .map(|(live, d)| hex(d.bytes()) + if *live { "\n" } else { " down\n" })
+            .map(|(live, bytes)| hex(bytes) + if *live { "\n" } else { " down\n" })
             .collect()
     }
 

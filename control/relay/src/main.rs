@@ -283,7 +283,7 @@ struct Shared {
 struct Roles {
     replies: Option<client_link::ReplyQueue>,
     client_stats: Option<Arc<client_link::ClientLinkStats>>,
-    directory: Option<Arc<Published<client_link::Directory>>>,
+    directory: Option<Arc<Published<Arc<client_link::Directory>>>>,
     exit: Option<exit::ExitInbox>,
     exit_stats: Option<Arc<exit::ExitStats>>,
     epoch: Arc<std::sync::atomic::AtomicU32>,
@@ -538,7 +538,7 @@ fn start_roles(
     if let Some(bind) = settings.client_bind {
         let stats = Arc::new(client_link::ClientLinkStats::default());
         let replies = client_link::ReplyQueue::new(4096, stats.clone());
-        let directory = Arc::new(Published::new(client_link::Directory::default()));
+        let directory = Arc::new(Published::new(Arc::new(client_link::Directory::default())));
         let link = client_link::ClientLink::bind(bind, node, replies.clone(), directory.clone())?;
         services.push(spawn_service("pb-client-link", stop, move |stop| {
             link.run(stop)
@@ -700,6 +700,14 @@ fn apply(update: gossip_mode::Update, shared: &Shared) {
 }
 
 /// The dataplane's counters, summed over the cores' latest snapshots, for `/metrics`.
+/// A role's counter as a Prometheus metric: `pb_<role>_<name>_total` and its value.
+pub(crate) fn counter_metric(role: &str, name: &str, counter: &AtomicU64) -> (String, u64) {
+    (
+        format!("pb_{role}_{name}_total"),
+        counter.load(Ordering::Relaxed),
+    )
+}
+
 fn dataplane_metrics(shared: &Shared) -> gossip_mode::Metrics {
     let snapshots = shared
         .snapshots

@@ -434,6 +434,13 @@ impl Surb {
         self.format
     }
 
+    /// The epoch whose keys the reply's route was built with.
+    pub fn epoch(&self) -> Epoch {
+        let mut epoch = [0u8; 4];
+        epoch.copy_from_slice(&self.header[EPOCH_AT..ALPHA_AT]);
+        Epoch(u32::from_be_bytes(epoch))
+    }
+
     /// Serializes the SURB: first hop (16), header, key (32).
     pub fn to_bytes(&self) -> SurbBytes {
         let header_len = self.format.header_len();

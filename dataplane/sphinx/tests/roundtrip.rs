@@ -82,6 +82,7 @@ fn surb_replies_reach_their_creator_through_1_to_5_hops() {
         assert_eq!(bytes.len(), format.surb_len());
         let surb = Surb::from_bytes(&bytes[..]).unwrap();
         assert_eq!(surb.format(), format);
+        assert_eq!(surb.epoch(), EPOCH);
         let reply = test_message(700, 3);
         let mut packet = [0u8; PACKET_LEN];
         assert_eq!(surb.into_reply(&mut packet, &reply).unwrap(), relays[0].id);
