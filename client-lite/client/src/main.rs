@@ -74,13 +74,14 @@ impl Random for OsRandom {
         // The OS generator does not fail on Linux once booted; a failure leaves zeros,
         // which would only make packets and ids predictable, so stop instead.
         if getrandom::fill(buf).is_err() {
-            eprintln!("pb-client: the OS random generator failed");
+            tracing::error!("the OS random generator failed");
             std::process::exit(1);
         }
     }
 }
 
 fn main() {
+    pb_log::init("pb-client");
     if let Err(e) = run(Args::parse()) {
         let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
         eprintln!("pb-client: {}", chain.join(": "));
@@ -231,9 +232,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         turn: 0,
         cover: 0,
     };
-    eprintln!(
-        "pb-client: SOCKS5 on {}, gateway {}, profile {}",
-        args.listen, gateway_link, args.profile
+    // The gateway's address is public (it is in the directory); the user's is never logged.
+    tracing::info!(
+        "SOCKS5 on {}, gateway {}, profile {}",
+        args.listen,
+        gateway_link,
+        args.profile
     );
     let started = Instant::now();
     let mut events = Events::with_capacity(256);
@@ -268,8 +272,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         if !announced && client.topology.is_some() && client.gateway.is_some() {
             announced = true;
             if let Some(t) = &client.topology {
-                eprintln!(
-                    "pb-client: ready: {} relays verified, topology {}, epoch {}",
+                tracing::info!(
+                    "ready: {} relays verified, topology {}, epoch {}",
                     t.nodes().count(),
                     hex(&t.hash()[..8]),
                     t.epoch().0
@@ -280,15 +284,21 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Counters only: how much was sent and came back, nothing about where.
     for (_, session) in &client.sessions {
         let s = session.stats();
-        eprintln!(
-            "pb-client: session: {} packets, {} SURBs handed out, {} replies, {} unreadable",
-            s.packets, s.surbs_sent, s.replies, s.bad_replies
+        tracing::info!(
+            "session: {} packets, {} SURBs handed out, {} replies, {} unreadable",
+            s.packets,
+            s.surbs_sent,
+            s.replies,
+            s.bad_replies
         );
     }
     let loops = client.loops.stats(client.origin.elapsed());
-    eprintln!(
-        "pb-client: {} cover packets; loops: {} sent, {} back, {} lost",
-        client.cover, loops.sent, loops.returned, loops.lost
+    tracing::info!(
+        "{} cover packets; loops: {} sent, {} back, {} lost",
+        client.cover,
+        loops.sent,
+        loops.returned,
+        loops.lost
     );
     Ok(())
 }
@@ -476,8 +486,8 @@ impl Client {
         match directory::topology(&self.network_seed, epoch, descriptors) {
             Ok((topology, refused)) => {
                 if refused > 0 {
-                    eprintln!(
-                        "pb-client: {refused} descriptors from the gateway did not verify and were ignored"
+                    pb_log::warn_limited!(
+                        "{refused} descriptors from the gateway did not verify and were ignored"
                     );
                 }
                 let changed = self
@@ -489,7 +499,7 @@ impl Client {
                     self.retire_sessions();
                 }
             }
-            Err(e) => eprintln!("pb-client: no topology from the gateway's directory: {e}"),
+            Err(e) => pb_log::warn_limited!("no topology from the gateway's directory: {e}"),
         }
     }
 
@@ -517,7 +527,7 @@ impl Client {
                 .values()
                 .filter(|a| a.stream.is_some_and(|(s, _)| s == i))
                 .count();
-            eprintln!("pb-client: a session ended ({why}); {closed} connections closed");
+            tracing::warn!("a session ended ({why}); {closed} connections closed");
             for app in self.apps.values_mut() {
                 if app.stream.is_some_and(|(s, _)| s == i) {
                     app.stream = None;
@@ -582,6 +592,11 @@ impl Client {
         let exits = topology.layer(pb_control::LAYERS - 1);
         let exit = exits.get(self.random.below(exits.len()))?.node;
         let session = Session::new(&mut self.random, self.mailbox, exit, self.profile);
+        tracing::debug!(
+            sessions = self.sessions.len() + 1,
+            mailbox = ?self.mailbox,
+            "new session"
+        );
         self.sessions.push((isolation, session));
         Some(self.sessions.len() - 1)
     }
@@ -658,6 +673,8 @@ impl Client {
     }
 
     fn connect(&mut self, token: Token, target: Target, isolation: Isolation, early: &[u8]) {
+        // The target's Debug is scrubbed; the address itself never reaches a log.
+        tracing::debug!(?target, early = early.len(), "SOCKS CONNECT");
         let session = self.session_for(isolation);
         let Some(app) = self.apps.get_mut(&token) else {
             return;

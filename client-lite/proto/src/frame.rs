@@ -22,8 +22,9 @@ use crate::socks::Target;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StreamId(pub u32);
 
-/// One frame.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One frame. `Debug` shows stream bytes only as their length, and the target as
+/// [`Target`]'s `[scrubbed]`.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Frame<'a> {
     /// Client to exit: connect this stream to `target`.
     Open {
@@ -65,6 +66,39 @@ pub enum Frame<'a> {
         /// How many more bytes.
         bytes: u32,
     },
+}
+
+impl core::fmt::Debug for Frame<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Frame::Open { stream, target } => f
+                .debug_struct("Open")
+                .field("stream", stream)
+                .field("target", target)
+                .finish(),
+            Frame::Opened { stream, code } => f
+                .debug_struct("Opened")
+                .field("stream", stream)
+                .field("code", code)
+                .finish(),
+            Frame::Data { stream, bytes } => f
+                .debug_struct("Data")
+                .field("stream", stream)
+                .field("len", &bytes.len())
+                .finish_non_exhaustive(),
+            Frame::Fin { stream } => f.debug_struct("Fin").field("stream", stream).finish(),
+            Frame::Reset { stream, code } => f
+                .debug_struct("Reset")
+                .field("stream", stream)
+                .field("code", code)
+                .finish(),
+            Frame::Credit { stream, bytes } => f
+                .debug_struct("Credit")
+                .field("stream", stream)
+                .field("bytes", bytes)
+                .finish(),
+        }
+    }
 }
 
 /// Why frames did not parse.

@@ -84,6 +84,19 @@ pub enum FromGateway<'a> {
     },
 }
 
+impl core::fmt::Debug for FromClient {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            FromClient::DirRequest { nonce, page } => f
+                .debug_struct("DirRequest")
+                .field("nonce", nonce)
+                .field("page", page)
+                .finish(),
+            FromClient::Hello { .. } => f.write_str("Hello { token: [scrubbed] }"),
+        }
+    }
+}
+
 /// A directory page: `descriptors` (at most [`PER_PAGE`]) of `pages`, for `epoch`.
 pub fn page(
     nonce: [u8; 8],
@@ -141,8 +154,9 @@ pub fn looped(message: &[u8]) -> [u8; PACKET_LEN] {
     out
 }
 
-/// What a client sent: a directory request (nonce, page) or a hello (token).
-#[derive(Debug, PartialEq, Eq)]
+/// What a client sent: a directory request (nonce, page) or a hello (token). `Debug`
+/// scrubs the token.
+#[derive(PartialEq, Eq)]
 pub enum FromClient {
     /// A directory page.
     DirRequest {

@@ -35,9 +35,15 @@ pub const CLIENT_CHANNEL_ROOM: usize = MESSAGE_LEN - CLIENT_PREFIX - 2 * SURB_LE
 pub const EXIT_CHANNEL_ROOM: usize = MESSAGE_LEN - EXIT_PREFIX;
 
 /// A client session, as the exit knows it: random, fresh every session, never tied to the
-/// client's address or keys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// client's address or keys. It links a client's messages, so `Debug` prints `[scrubbed]`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SessionId(pub [u8; 16]);
+
+impl core::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("SessionId([scrubbed])")
+    }
+}
 
 /// Why a message did not parse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -54,8 +60,8 @@ pub enum MessageError {
 }
 
 /// A client message, parsed (the SURBs are still bytes; the exit parses each when it uses
-/// it).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// it). `Debug` shows how many SURBs and bytes, never them.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClientMessage<'a> {
     /// The session.
     pub session: SessionId,
@@ -63,6 +69,16 @@ pub struct ClientMessage<'a> {
     pub surbs: Vec<&'a [u8]>,
     /// The channel message (with trailing zeros).
     pub channel: &'a [u8],
+}
+
+impl core::fmt::Debug for ClientMessage<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ClientMessage")
+            .field("session", &self.session)
+            .field("surbs", &self.surbs.len())
+            .field("channel_len", &self.channel.len())
+            .finish()
+    }
 }
 
 impl<'a> ClientMessage<'a> {

@@ -13,8 +13,9 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// Where a CONNECT goes.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Where a CONNECT goes: a user's destination, so its `Debug` prints `[scrubbed]` (the
+/// value is for the exit's connect, never for a log).
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     /// An IPv4 address and port.
     V4(Ipv4Addr, u16),
@@ -50,6 +51,17 @@ impl Target {
         match self {
             Target::V4(_, p) | Target::V6(_, p) | Target::Name(_, p) => *p,
         }
+    }
+}
+
+impl core::fmt::Debug for Target {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let kind = match self {
+            Target::V4(..) => "Target::V4",
+            Target::V6(..) => "Target::V6",
+            Target::Name(..) => "Target::Name",
+        };
+        write!(f, "{kind}([scrubbed])")
     }
 }
 

@@ -144,9 +144,16 @@ pub const PREFIX_LEN: usize = ALPHA_AT;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub [u8; 16]);
 
-/// Identifies a mailbox at a gateway or a service at an exit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Identifies a mailbox at a gateway or a service at an exit. A client's mailbox id links
+/// its packets, so `Debug` prints `[scrubbed]`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MailboxId(pub [u8; 16]);
+
+impl core::fmt::Debug for MailboxId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("MailboxId([scrubbed])")
+    }
+}
 
 /// Names a single-use reply block, so its creator finds the keys to open the reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
