@@ -75,7 +75,7 @@ impl ClientLinkStats {
             ("pages", &self.pages),
         ]
         .into_iter()
-        .map(|(name, v)| crate::counter_metric("client_link", name, v))
+        .map(|(name, v)| crate::metrics::role_metric("client_link", name, v))
         .collect()
     }
 }
@@ -218,13 +218,44 @@ impl ClientLink {
                 }
                 self.mailboxes.insert(mailbox, (from, Instant::now()));
                 stats.hellos.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    client = %pb_log::Sensitive::new(from),
+                    ?mailbox,
+                    mailboxes = self.mailboxes.len(),
+                    "mailbox registered"
+                );
                 link::welcome(mailbox, self.node)
             }
             None => {
                 stats.malformed.fetch_add(1, Ordering::Relaxed);
+                pb_log::warn_limited!(
+                    client = %pb_log::Sensitive::new(from),
+                    "a client-link datagram that is no request (counted as malformed)"
+                );
                 return;
             }
         };
         let _ = self.socket.send_to(&answer, from);
+    }
+}
+
+/// Opaque in `Debug`: it holds buffers, sockets or user data.
+impl core::fmt::Debug for ToClient {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ToClient").finish_non_exhaustive()
+    }
+}
+
+/// Opaque in `Debug`: it holds buffers, sockets or user data.
+impl core::fmt::Debug for ReplyQueue {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ReplyQueue").finish_non_exhaustive()
+    }
+}
+
+/// Opaque in `Debug`: it holds buffers, sockets or user data.
+impl core::fmt::Debug for ClientLink {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ClientLink").finish_non_exhaustive()
     }
 }

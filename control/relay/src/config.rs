@@ -5,6 +5,7 @@
 //! ```toml
 //! topology = "topology.toml"      # the network (see Topology); relative to this file
 //! deliver_to = "127.0.0.1:9000"   # optional: where delivered messages go (UDP)
+//! admin = "127.0.0.1:9100"        # optional, loopback only: health, status, metrics (HTTP)
 //!
 //! [node]
 //! id = "0101…01"                  # 16 bytes, hex
@@ -29,7 +30,8 @@
 //! role = "mix"                    # gateway | mix | exit
 //! epoch_seconds = 3600
 //! advertise = "198.18.0.1:47470"  # where packets reach this relay (default: io.bind)
-//! admin = "127.0.0.1:9100"        # optional: health, status, metrics, descriptors (HTTP)
+//! admin = "127.0.0.1:9100"        # the same as the top-level `admin` (give one of them);
+//!                                 # in gossip mode it also serves /descriptors
 //!
 //! [mix]                           # all optional, defaults shown
 //! link_rate = 100                 # packets per second on every link
@@ -51,8 +53,12 @@ use std::{
 
 use pb_control::Role;
 use pb_io::config::IoConfig;
+use pb_log::Sensitive;
 use pb_sphinx::{DelayMs, Epoch, Format, MAX_HOPS, NodeId};
-use serde::Deserialize;
+
+pub mod file;
+
+use file::{ConfigFile, TopologyFile};
 
 /// Most pipeline cores one relay runs.
 pub const MAX_CORES: usize = 64;
@@ -116,8 +122,8 @@ pub struct MixSettings {
 pub struct RelayConfig {
     /// This relay's node id.
     pub node: NodeId,
-    /// Its Sphinx secret for `epoch`.
-    pub secret: [u8; 32],
+    /// Its Sphinx secret for `epoch` (scrubbed in `Debug`).
+    pub secret: Sensitive<[u8; 32]>,
     /// The epoch.
     pub epoch: Epoch,
     /// The network's packet format.
@@ -136,6 +142,8 @@ pub struct RelayConfig {
     pub topology: PathBuf,
     /// Gossip mode's settings (then `node`, `secret`, `epoch` and `topology` are unused).
     pub gossip: Option<GossipSettings>,
+    /// The local admin endpoint (loopback), in either mode.
+    pub admin: Option<SocketAddr>,
 }
 
 /// How a relay finds the network by gossip.
@@ -155,38 +163,10 @@ pub struct GossipSettings {
     pub epoch_seconds: u64,
     /// Where packets reach this relay, as published in its descriptor.
     pub advertise: SocketAddr,
-    /// The admin endpoint's address.
-    pub admin: Option<SocketAddr>,
     /// (Gateway) where clients reach the client link.
     pub client_bind: Option<SocketAddr>,
     /// (Exit) networks the exit policy allows although they are special (a testbed's own).
     pub exit_allow: Vec<(std::net::IpAddr, u8)>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    topology: Option<String>,
-    deliver_to: Option<String>,
-    node: Option<RawNode>,
-    io: Option<toml::Table>,
-    mix: Option<RawMix>,
-    gossip: Option<RawGossip>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGossip {
-    bind: Option<String>,
-    seeds: Option<Vec<String>>,
-    network_seed: Option<String>,
-    identity_file: Option<String>,
-    role: Option<String>,
-    epoch_seconds: Option<u64>,
-    advertise: Option<String>,
-    admin: Option<String>,
-    client_bind: Option<String>,
-    exit_allow: Option<Vec<String>>,
 }
 
 fn address(field: &str, text: &str) -> Result<SocketAddr, ConfigError> {
@@ -226,30 +206,6 @@ fn role(field: &str, text: &str) -> Result<Role, ConfigError> {
         "exit" => Ok(Role::Exit),
         other => Err(bad(field, format!("{other:?} is not gateway, mix or exit"))),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawNode {
-    id: Option<String>,
-    secret: Option<String>,
-    epoch: Option<u32>,
-    format: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawMix {
-    link_rate: Option<u32>,
-    loop_rate: Option<u32>,
-    cover_per_turn: Option<usize>,
-    link_queue: Option<usize>,
-    max_burst: Option<u32>,
-    delay_capacity: Option<usize>,
-    max_delay_ms: Option<u32>,
-    replay_capacity: Option<usize>,
-    loop_timeout_ms: Option<u64>,
-    batch: Option<usize>,
 }
 
 /// Parses `len` bytes of hex.
@@ -301,7 +257,8 @@ fn toml_error(file: &str, error: &toml::de::Error) -> ConfigError {
 impl RelayConfig {
     /// Parses the configuration file text; `dir` resolves a relative topology path.
     pub fn from_toml(text: &str, dir: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error("config", &e))?;
+        let raw: ConfigFile<toml::Table> =
+            toml::from_str(text).map_err(|e| toml_error("config", &e))?;
         let node = required("node", raw.node)?;
         let gossip_mode = raw.gossip.is_some();
         let (id, secret, epoch) = if gossip_mode {
@@ -440,6 +397,7 @@ impl RelayConfig {
         } else {
             dir.join(required("topology", raw.topology)?)
         };
+        let gossip_admin = raw.gossip.as_ref().and_then(|g| g.admin.clone());
         let gossip = match raw.gossip {
             None => None,
             Some(g) => {
@@ -482,13 +440,6 @@ impl RelayConfig {
                 if advertise.port() == 0 || advertise.ip().is_unspecified() {
                     return Err(bad("gossip.advertise", "needs an address and a port"));
                 }
-                let admin = g.admin.map(|a| address("gossip.admin", &a)).transpose()?;
-                if admin.is_some_and(|a| !a.ip().is_loopback()) {
-                    return Err(bad(
-                        "gossip.admin",
-                        "must be a loopback address: the endpoint has no authentication",
-                    ));
-                }
                 let client_bind = g
                     .client_bind
                     .map(|a| address("gossip.client_bind", &a))
@@ -519,15 +470,39 @@ impl RelayConfig {
                     role,
                     epoch_seconds,
                     advertise,
-                    admin,
                     client_bind,
                     exit_allow,
                 })
             }
         };
+        let admin = match (raw.admin, gossip_admin) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "admin",
+                    "given twice (here and as gossip.admin): keep one",
+                ));
+            }
+            (Some(a), None) => Some(("admin", a)),
+            (None, Some(a)) => Some(("gossip.admin", a)),
+            (None, None) => None,
+        };
+        let admin = match admin {
+            None => None,
+            Some((field, text)) => {
+                let a = address(field, &text)?;
+                if !a.ip().is_loopback() {
+                    return Err(bad(
+                        field,
+                        "must be a loopback address: the endpoint has no authentication",
+                    ));
+                }
+                Some(a)
+            }
+        };
         Ok(Self {
             node: NodeId(id),
-            secret,
+            secret: Sensitive::new(secret),
+            admin,
             epoch,
             format,
             backend,
@@ -567,26 +542,10 @@ pub struct Topology {
     pub layers: u32,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTopology {
-    node: Option<Vec<RawTopologyNode>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTopologyNode {
-    id: Option<String>,
-    role: Option<String>,
-    layer: Option<u32>,
-    addr: Option<String>,
-    public_key: Option<String>,
-}
-
 impl Topology {
     /// Parses a topology file's text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let raw: RawTopology = toml::from_str(text).map_err(|e| toml_error("topology", &e))?;
+        let raw: TopologyFile = toml::from_str(text).map_err(|e| toml_error("topology", &e))?;
         let raw = required("topology.node", raw.node)?;
         let mut nodes: Vec<TopologyNode> = Vec::new();
         for (i, n) in raw.into_iter().enumerate() {
@@ -670,5 +629,120 @@ impl Topology {
         }
         route.push(me);
         route
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests")]
+
+    use super::{
+        file::{ConfigFile, GossipSection, IoSection, MixSection, NodeSection, render},
+        *,
+    };
+
+    const SECRET: &str = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3";
+
+    fn static_file() -> ConfigFile {
+        ConfigFile {
+            topology: Some("topology.toml".into()),
+            admin: Some("127.0.0.1:9100".into()),
+            node: Some(NodeSection {
+                id: Some("01".repeat(16)),
+                secret: Some(SECRET.into()),
+                epoch: Some(7),
+                format: Some("v2".into()),
+            }),
+            io: Some(IoSection::udp("127.0.0.1:47470".parse().unwrap())),
+            mix: Some(MixSection {
+                link_rate: Some(250),
+                ..MixSection::default()
+            }),
+            ..ConfigFile::default()
+        }
+    }
+
+    #[test]
+    fn a_rendered_file_parses_to_what_it_says() {
+        let text = render(&static_file()).unwrap();
+        let c = RelayConfig::from_toml(&text, Path::new("/etc/pb")).unwrap();
+        assert_eq!(c.epoch, Epoch(7));
+        assert_eq!(c.format, Format::V2);
+        assert_eq!(c.mix.link_rate, 250);
+        assert_eq!(c.secret.expose(), &[0xc3; 32]);
+        assert_eq!(c.topology, Path::new("/etc/pb/topology.toml"));
+        assert_eq!(c.admin, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(
+            c.backend,
+            Backend::Udp {
+                bind: "127.0.0.1:47470".parse().unwrap()
+            }
+        );
+        let gossip = ConfigFile {
+            topology: None,
+            node: Some(NodeSection {
+                format: Some("v1".into()),
+                ..NodeSection::default()
+            }),
+            io: Some(IoSection::af_xdp("eth0", 47470, "copy")),
+            gossip: Some(GossipSection {
+                bind: Some("198.18.0.1:47471".into()),
+                advertise: Some("198.18.0.1:47470".into()),
+                network_seed: Some("42".repeat(32)),
+                identity_file: Some("identity.key".into()),
+                role: Some("exit".into()),
+                exit_allow: Some(vec!["198.18.0.0/24".into()]),
+                ..GossipSection::default()
+            }),
+            ..static_file()
+        };
+        let c = RelayConfig::from_toml(&render(&gossip).unwrap(), Path::new("")).unwrap();
+        let Backend::AfXdp(io) = &c.backend else {
+            panic!("not AF_XDP: {:?}", c.backend)
+        };
+        assert_eq!(
+            (io.interface.as_str(), io.queues.as_slice()),
+            ("eth0", &[0][..])
+        );
+        let g = c.gossip.unwrap();
+        assert_eq!(g.role, Role::Exit);
+        assert_eq!(g.exit_allow, vec![("198.18.0.0".parse().unwrap(), 24)]);
+    }
+
+    #[test]
+    fn debug_of_the_configuration_prints_no_secret() {
+        let file = static_file();
+        let text = render(&file).unwrap();
+        let c = RelayConfig::from_toml(&text, Path::new("")).unwrap();
+        let printed = format!("{c:?} {c:#?} {file:?} {:?}", file.node);
+        assert!(!printed.contains("c3c3"), "{printed}");
+        assert!(
+            !printed.contains("195"),
+            "the secret's bytes in decimal: {printed}"
+        );
+        assert!(printed.contains("[scrubbed]"), "{printed}");
+    }
+
+    #[test]
+    fn admin_must_be_loopback_and_given_once() {
+        let mut file = static_file();
+        file.admin = Some("198.18.0.1:9100".into());
+        let e = RelayConfig::from_toml(&render(&file).unwrap(), Path::new("")).unwrap_err();
+        assert_eq!(e.field, "admin");
+        let mut file = static_file();
+        file.gossip = Some(GossipSection {
+            admin: Some("127.0.0.1:9101".into()),
+            ..GossipSection::default()
+        });
+        file.topology = None;
+        file.node = Some(NodeSection {
+            format: Some("v1".into()),
+            ..NodeSection::default()
+        });
+        let e = RelayConfig::from_toml(&render(&file).unwrap(), Path::new("")).unwrap_err();
+        assert!(
+            e.to_string().contains("given twice") || e.field.starts_with("gossip"),
+            "{e}"
+        );
     }
 }

@@ -161,7 +161,7 @@ impl ExitStats {
             ("surbs_dropped", &self.surbs_dropped),
         ]
         .into_iter()
-        .map(|(name, v)| crate::counter_metric("exit", name, v))
+        .map(|(name, v)| crate::metrics::role_metric("exit", name, v))
         .collect()
     }
 }
@@ -460,9 +460,14 @@ impl Exit {
     fn connect(&mut self, session: SessionId, stream: StreamId, addrs: Vec<SocketAddr>) {
         let Some(addr) = addrs.iter().find(|a| self.policy.allows(a.ip())).copied() else {
             self.stats().refused_policy.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                destination = %pb_log::Sensitive::new(&addrs),
+                "refused by the exit policy"
+            );
             self.refuse(session, stream, Reply::NotAllowed);
             return;
         };
+        tracing::debug!(destination = %pb_log::Sensitive::new(addr), "connecting");
         let mut tcp = match TcpStream::connect(addr) {
             Ok(tcp) => tcp,
             Err(e) => {
@@ -715,6 +720,20 @@ fn reply_for(e: &std::io::Error) -> Reply {
         ErrorKind::HostUnreachable => Reply::HostUnreachable,
         ErrorKind::TimedOut => Reply::TtlExpired,
         _ => Reply::GeneralFailure,
+    }
+}
+
+/// Opaque in `Debug`: it holds buffers, sockets or user data.
+impl core::fmt::Debug for ExitInbox {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ExitInbox").finish_non_exhaustive()
+    }
+}
+
+/// Opaque in `Debug`: it holds buffers, sockets or user data.
+impl core::fmt::Debug for Exit {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Exit").finish_non_exhaustive()
     }
 }
 

@@ -7,8 +7,8 @@
 
 use std::{
     collections::VecDeque,
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    io::Write as _,
+    net::{SocketAddr, UdpSocket},
     os::fd::AsRawFd as _,
     path::Path,
     sync::Arc,
@@ -24,7 +24,7 @@ use pb_control::{
 use pb_pipeline::Neighbour;
 use pb_sphinx::{DelayMs, Epoch, EpochKey, Format, Hop, NodeId, NodeKeys};
 
-use crate::config::GossipSettings;
+use crate::{admin::Admin, config::GossipSettings};
 
 const GOSSIP: Token = Token(0);
 /// Gossip datagrams handled per turn at most.
@@ -105,7 +105,7 @@ pub struct GossipDriver {
     format: Format,
     gossip: Gossip,
     socket: UdpSocket,
-    admin: Option<TcpListener>,
+    admin: Option<Admin>,
     poll: Poll,
     events: Events,
     origin: Instant,
@@ -129,7 +129,11 @@ pub struct GossipDriver {
 impl GossipDriver {
     /// Reads the identity, binds the sockets, makes this epoch's and the next epoch's keys and
     /// starts gossiping.
-    pub fn start(settings: &GossipSettings, format: Format) -> anyhow::Result<Self> {
+    pub fn start(
+        settings: &GossipSettings,
+        format: Format,
+        admin: Option<SocketAddr>,
+    ) -> anyhow::Result<Self> {
         let identity = read_identity(&settings.identity_file)?;
         let epoch = Epoch((unix_now().as_secs() / settings.epoch_seconds) as u32);
         let current = fresh_key(epoch)?;
@@ -137,24 +141,19 @@ impl GossipDriver {
         let socket = UdpSocket::bind(settings.bind)
             .with_context(|| format!("gossip.bind: cannot bind {}", settings.bind))?;
         socket.set_nonblocking(true)?;
-        let admin = match settings.admin {
-            Some(addr) => {
-                let l = TcpListener::bind(addr)
-                    .with_context(|| format!("gossip.admin: cannot listen on {addr}"))?;
-                l.set_nonblocking(true)?;
-                Some(l)
-            }
-            None => None,
-        };
+        let admin = admin.map(|a| Admin::bind(a, "admin")).transpose()?;
         let poll = Poll::new().context("mio poll")?;
         poll.registry().register(
             &mut SourceFd(&socket.as_raw_fd()),
             GOSSIP,
             Interest::READABLE,
         )?;
-        if let Some(l) = &admin {
-            poll.registry()
-                .register(&mut SourceFd(&l.as_raw_fd()), ADMIN, Interest::READABLE)?;
+        if let Some(a) = &admin {
+            poll.registry().register(
+                &mut SourceFd(&a.listener().as_raw_fd()),
+                ADMIN,
+                Interest::READABLE,
+            )?;
         }
         // Versions grow across restarts: the start time in milliseconds.
         let version = unix_now().as_millis() as u64;
@@ -385,62 +384,17 @@ impl GossipDriver {
     }
 
     fn serve_admin(&mut self, metrics: &dyn Fn() -> Metrics) {
-        let Some(listener) = &self.admin else {
+        let Some(admin) = self.admin.take() else {
             return;
         };
-        // Every waiting connection (the listener is edge-triggered). Each is answered at
-        // once, with a 200 ms limit on reading its request: the endpoint is local.
-        let mut streams = Vec::new();
-        while let Ok((stream, _)) = listener.accept() {
-            streams.push(stream);
-        }
-        for stream in streams {
-            let _ = self.answer(stream, metrics);
-        }
-    }
-
-    /// One HTTP/1.0 request on the local admin port: `/health`, `/status`, `/metrics`,
-    /// `/descriptors`.
-    fn answer(
-        &mut self,
-        mut stream: TcpStream,
-        metrics: &dyn Fn() -> Metrics,
-    ) -> std::io::Result<()> {
-        stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(Duration::from_millis(200)))?;
-        stream.set_write_timeout(Some(Duration::from_millis(500)))?;
-        let deadline = Instant::now() + Duration::from_millis(500);
-        let mut request = [0u8; 1024];
-        let mut len = 0;
-        while len < request.len() && Instant::now() < deadline {
-            let n = stream.read(&mut request[len..])?;
-            if n == 0 {
-                break;
-            }
-            len += n;
-            if request[..len].windows(4).any(|w| w == b"\r\n\r\n")
-                || request[..len].ends_with(b"\n\n")
-            {
-                break;
-            }
-        }
-        let line = String::from_utf8_lossy(&request[..len]);
-        let path = line.split_whitespace().nth(1).unwrap_or("");
-        let (status, body) = match path {
-            "/health" => ("200 OK", "ok\n".to_owned()),
-            "/status" => ("200 OK", self.status()),
-            "/metrics" => ("200 OK", self.metrics(metrics)),
-            "/descriptors" => ("200 OK", self.descriptors()),
-            _ => (
-                "404 Not Found",
-                "try /health /status /metrics /descriptors\n".to_owned(),
-            ),
-        };
-        write!(
-            stream,
-            "HTTP/1.0 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        )
+        admin.serve(&mut |path| match path {
+            "/health" => Some("ok\n".to_owned()),
+            "/status" => Some(self.status()),
+            "/metrics" => Some(self.metrics(metrics)),
+            "/descriptors" => Some(self.descriptors()),
+            _ => None,
+        });
+        self.admin = Some(admin);
     }
 
     fn status(&mut self) -> String {
@@ -508,7 +462,7 @@ impl GossipDriver {
             ));
         }
         lines.extend(dataplane());
-        lines.iter().map(|(k, v)| format!("{k} {v}\n")).collect()
+        crate::metrics::render(&lines)
     }
 
     /// The client view: every signed descriptor, hex, one per line; a relay that is not a
@@ -608,4 +562,18 @@ fn loop_route(
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Opaque in `Debug`: it holds buffers, sockets or user data.
+impl core::fmt::Debug for Update {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Update").finish_non_exhaustive()
+    }
+}
+
+/// Opaque in `Debug`: it holds buffers, sockets or user data.
+impl core::fmt::Debug for GossipDriver {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("GossipDriver").finish_non_exhaustive()
+    }
 }

@@ -13,7 +13,16 @@ pub struct Published<T> {
     value: Mutex<T>,
 }
 
+impl<T> core::fmt::Debug for Published<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Published")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T: Clone> Published<T> {
+    /// `value`, as generation 0.
     pub fn new(value: T) -> Self {
         Self {
             generation: AtomicU64::new(0),

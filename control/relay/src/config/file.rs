@@ -1,0 +1,234 @@
+//! The configuration files as serde sees them: the relay's own file and the static topology
+//! file, field for field. [`super::RelayConfig::from_toml`] reads them and checks every value;
+//! tools that write configurations (the testnet library, install scripts' tests) build these
+//! types and render them with `toml::to_string`, so no one formats relay TOML by hand.
+//!
+//! Every field is optional here: what is required, and which values are valid, is decided
+//! by the checks in [`super`], which name the field in their one-line errors.
+
+use serde::{Deserialize, Serialize};
+
+/// A relay's configuration file. `Io` is [`IoSection`] when writing; the parser reads the
+/// section as a table, because its keys depend on the backend.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile<Io = IoSection> {
+    /// Static mode: the topology file, relative to this file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topology: Option<String>,
+    /// Where delivered messages go (UDP), if anywhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliver_to: Option<String>,
+    /// The local admin endpoint (health, status, metrics), in both modes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
+    /// The node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeSection>,
+    /// The packet I/O backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io: Option<Io>,
+    /// Mixing settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mix: Option<MixSection>,
+    /// Gossip mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gossip: Option<GossipSection>,
+}
+
+/// `[node]`.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Static mode: the node id, 16 bytes hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Static mode: this epoch's Sphinx secret, 32 bytes hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Static mode: the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u32>,
+    /// The network's packet format: `v1` or `v2`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+impl core::fmt::Debug for NodeSection {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("NodeSection")
+            .field("id", &self.id)
+            .field("secret", &self.secret.as_ref().map(|_| pb_log::SCRUBBED))
+            .field("epoch", &self.epoch)
+            .field("format", &self.format)
+            .finish()
+    }
+}
+
+/// `[io]` as written: the UDP backend's keys and the AF_XDP backend's (pb-io's), flat.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IoSection {
+    /// `udp` or `af_xdp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// UDP: the address to bind; AF_XDP: the bind mode (`auto`, `copy`, `zerocopy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    /// UDP: pipelines, one `SO_REUSEPORT` socket each.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u32>,
+    /// The CPU each core's thread is pinned to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<Vec<u32>>,
+    /// AF_XDP: the interface.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// AF_XDP: its receive queues, one pipeline core each.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queues: Option<Vec<u32>>,
+    /// AF_XDP: the PhantomBand UDP port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// AF_XDP: the exact UDP payload length.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packet_len: Option<u16>,
+    /// AF_XDP: `native` or `generic`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xdp_mode: Option<String>,
+}
+
+impl IoSection {
+    /// The UDP backend on `bind`.
+    pub fn udp(bind: std::net::SocketAddr) -> Self {
+        Self {
+            backend: Some("udp".into()),
+            bind: Some(bind.to_string()),
+            ..Self::default()
+        }
+    }
+
+    /// The AF_XDP backend on queue 0 of `interface`, in native XDP mode, on `port`; `bind`
+    /// is the AF_XDP bind mode (`copy` on veth, which has no zero-copy).
+    pub fn af_xdp(interface: &str, port: u16, bind: &str) -> Self {
+        Self {
+            backend: Some("af_xdp".into()),
+            interface: Some(interface.into()),
+            queues: Some(vec![0]),
+            port: Some(port),
+            xdp_mode: Some("native".into()),
+            bind: Some(bind.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// `[mix]`: every key optional, defaults in the crate docs of [`super`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MixSection {
+    /// Packets per second on every link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_rate: Option<u32>,
+    /// Loops per second per link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loop_rate: Option<u32>,
+    /// Cover packets built per pipeline turn at most.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cover_per_turn: Option<usize>,
+    /// Real packets a link queues.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_queue: Option<usize>,
+    /// Late slots caught up at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_burst: Option<u32>,
+    /// Packets the delay queue holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_capacity: Option<usize>,
+    /// Longest per-hop delay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_delay_ms: Option<u32>,
+    /// Packets per epoch the replay filter is sized for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_capacity: Option<usize>,
+    /// When a loop counts as lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loop_timeout_ms: Option<u64>,
+    /// Packets per receive batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
+}
+
+/// `[gossip]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GossipSection {
+    /// The gossip socket's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    /// Relays to join through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seeds: Option<Vec<String>>,
+    /// The network's shared seed, 32 bytes hex (public: it names the network).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_seed: Option<String>,
+    /// The identity key file, relative to the configuration file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<String>,
+    /// `gateway`, `mix` or `exit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Epoch length in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch_seconds: Option<u64>,
+    /// Where packets reach this relay (default: `io.bind`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// The admin endpoint (kept for older files; the top-level `admin` is the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
+    /// (Gateway) where clients reach the client link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_bind: Option<String>,
+    /// (Exit) networks the exit may open although they are special (a testbed's own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_allow: Option<Vec<String>>,
+}
+
+/// The static topology file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyFile {
+    /// The nodes (`[[node]]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<Vec<TopologyEntry>>,
+}
+
+/// One `[[node]]` of the topology file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyEntry {
+    /// Node id, 16 bytes hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `gateway`, `mix` or `exit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Its layer (the gateways' is 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<u32>,
+    /// Its UDP endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// Its Sphinx public key for the epoch, 32 bytes hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+}
+
+/// Renders a file as TOML.
+///
+/// # Errors
+/// Only if a value cannot be TOML (none of these types has such a value).
+pub fn render<T: Serialize>(file: &T) -> Result<String, toml::ser::Error> {
+    toml::to_string(file)
+}

@@ -1,0 +1,180 @@
+//! Static mode: the network comes from a topology file and this relay's epoch secret from
+//! its configuration file; SIGHUP re-reads both to rotate to the next epoch (the new key
+//! becomes current, the old one stays accepted as the previous epoch's until the next
+//! rotation, and the replay filter's table of the epoch before is reused for the new one).
+
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::Ordering,
+    time::Duration,
+};
+
+use anyhow::{Context as _, anyhow};
+use pb_pipeline::Neighbour;
+use pb_sphinx::{Epoch, EpochKey, Format, Hop, NodeKeys};
+
+use crate::{
+    config::{RelayConfig, Topology, TopologyNode},
+    core::Shared,
+};
+
+/// The configuration and topology files, parsed and checked against each other.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The relay's configuration.
+    pub config: RelayConfig,
+    /// The network.
+    pub topology: Topology,
+    /// This epoch's key.
+    pub key: EpochKey,
+}
+
+/// Reads the configuration at `path` and the topology it names.
+pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+    let config = RelayConfig::from_toml(&text, &dir)
+        .with_context(|| format!("config {}", path.display()))?;
+    let topology_text = std::fs::read_to_string(&config.topology)
+        .with_context(|| format!("cannot read topology {}", config.topology.display()))?;
+    let topology = Topology::from_toml(&topology_text)
+        .with_context(|| format!("topology {}", config.topology.display()))?;
+    let key = EpochKey::from_secret(config.epoch, *config.secret.expose());
+    let me = topology
+        .node(config.node)
+        .ok_or_else(|| anyhow!("node.id: not in the topology"))?;
+    if me.public_key != key.public_key() {
+        return Err(anyhow!(
+            "node.secret: does not match this node's public key in the topology"
+        ));
+    }
+    Ok(Loaded {
+        config,
+        topology,
+        key,
+    })
+}
+
+impl Loaded {
+    /// This relay's node in the topology.
+    pub fn me(&self) -> anyhow::Result<&TopologyNode> {
+        self.topology
+            .node(self.config.node)
+            .ok_or_else(|| anyhow!("node.id: not in the topology"))
+    }
+
+    /// The links: every node of the next layer.
+    pub fn neighbours(&self) -> Vec<Neighbour> {
+        self.topology
+            .neighbours(self.config.node)
+            .iter()
+            .map(|n| Neighbour {
+                node: n.id,
+                addr: n.addr,
+            })
+            .collect()
+    }
+
+    /// One loop route per link, with this epoch's keys.
+    pub fn routes(&self) -> Vec<Vec<Hop>> {
+        let hop = |n: &TopologyNode| Hop {
+            node: n.id,
+            public_key: n.public_key,
+            delay: pb_sphinx::DelayMs(0),
+        };
+        self.topology
+            .neighbours(self.config.node)
+            .iter()
+            .map(|n| {
+                self.topology
+                    .loop_route(self.config.node, n)
+                    .into_iter()
+                    .map(hop)
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// The running relay's state that a reload may change.
+#[derive(Debug)]
+pub struct Running {
+    /// The configuration file.
+    pub path: PathBuf,
+    /// The current epoch.
+    pub epoch: Epoch,
+    /// Its key.
+    pub key: EpochKey,
+    /// The links (a reload may not change them).
+    pub neighbours: Vec<Neighbour>,
+    /// The packet format (a reload may not change it).
+    pub format: Format,
+}
+
+impl Running {
+    /// The keys the cores start with.
+    pub fn node_keys(&self) -> NodeKeys {
+        NodeKeys {
+            current: self.key.clone(),
+            previous: None,
+            format: Some(self.format),
+        }
+    }
+
+    /// `/status` of the admin endpoint.
+    pub fn status(&self, node: pb_sphinx::NodeId, role: &str) -> String {
+        let id: String = node.0.iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "node {id}\nrole {role}\nepoch {}\nmode static\nlinks {}\n",
+            self.epoch.0,
+            self.neighbours.len()
+        )
+    }
+}
+
+/// Rotates to the next epoch from the configuration files: the new key becomes current, the
+/// old one previous; the replay filter's table of the epoch before the old one is reused.
+/// The line to announce once every core has taken the new keys.
+pub fn rotate(running: &mut Running, shared: &Shared) -> anyhow::Result<String> {
+    let loaded = load(&running.path)?;
+    let next = Epoch(running.epoch.0.wrapping_add(1));
+    if loaded.config.epoch != next {
+        return Err(anyhow!(
+            "node.epoch: {} is not the next epoch ({}); restart the relay to jump epochs",
+            loaded.config.epoch.0,
+            next.0
+        ));
+    }
+    if loaded.config.format != running.format {
+        return Err(anyhow!("node.format: changing it needs a restart"));
+    }
+    if loaded.neighbours() != running.neighbours {
+        return Err(anyhow!(
+            "topology: this node's links changed; changing them needs a restart"
+        ));
+    }
+    // The table first, so that no core holding the new key finds none for its packets;
+    // a core still on the old keys for a turn drops the new epoch's packets as future.
+    shared.replay.prepare(next);
+    shared.keys.keys.set(NodeKeys {
+        current: loaded.key.clone(),
+        previous: Some(running.key.clone()),
+        format: Some(running.format),
+    });
+    shared.cover.set_routes(next, loaded.routes(), false);
+    shared.roles.epoch.store(next.0, Ordering::Relaxed);
+    // Announce the rotation only once every core processes with the new keys.
+    if !shared.keys.wait_adopted(Duration::from_secs(5)) {
+        return Err(anyhow!(
+            "a pipeline core did not take the new keys within 5 s"
+        ));
+    }
+    let line = format!(
+        "epoch {} is current; epoch {} is accepted until the next rotation",
+        next.0, running.epoch.0
+    );
+    running.epoch = next;
+    running.key = loaded.key;
+    Ok(line)
+}
