@@ -64,7 +64,7 @@ test-host:
 test-aarch64:
 	$(AARCH64_ENV) cargo test --locked -p pb-xdp-common --target $(AARCH64)
 	$(AARCH64_ENV) cargo test --locked -p pb-sphinx --target $(AARCH64) --lib --test roundtrip --test vectors
-	$(AARCH64_ENV) cargo test --locked -p pb-lanes --target $(AARCH64)
+	$(AARCH64_ENV) cargo test --locked -p pb-x25519-batch --target $(AARCH64)
 	$(AARCH64_ENV) cargo test --locked -p pb-proto --target $(AARCH64)
 	$(AARCH64_ENV) cargo test --locked -p pb-client --target $(AARCH64) --bins
 

@@ -1,7 +1,7 @@
 //! `pb-perf sphinx`: PB-Sphinx unwrap (per format and batch size) and creation per second on
 //! one pinned core, side by side in the same run with Nym's `sphinx-packet` crate on equal
 //! settings: the same route length, packets of the closest size, the same CPU. Also the
-//! X25519 operation itself, in `pb-lanes` SIMD lanes and on curve25519-dalek's ladder, which
+//! X25519 operation itself, in `pb-x25519-batch` SIMD lanes and on curve25519-dalek's ladder, which
 //! is what bounds the unwrap rate.
 //!
 //! Then the unwrap rate against the number of cores (`sphinx.unwrap_cores`): every core
@@ -341,10 +341,10 @@ pub fn run(args: &SphinxArgs) -> anyhow::Result<Vec<Measurement>> {
             calls: 0,
         });
     }
-    let lanes = pb_lanes::Backend::detect();
+    let lanes = pb_x25519_batch::Backend::detect();
     for (implementation, backend) in [
         (lanes_name(lanes), lanes),
-        ("dalek-ladder", pb_lanes::Backend::Portable),
+        ("dalek-ladder", pb_x25519_batch::Backend::Portable),
     ] {
         let (x_scalars, x_points) = (&x_scalars, &x_points);
         let mut out = vec![[0u8; 32]; 16];
@@ -354,7 +354,7 @@ pub fn run(args: &SphinxArgs) -> anyhow::Result<Vec<Measurement>> {
             params: vec![("batch", 16.into())],
             per_call: 16,
             step: Box::new(move |_| {
-                pb_lanes::x25519_many_with(backend, x_scalars, x_points, &mut out);
+                pb_x25519_batch::x25519_many_with(backend, x_scalars, x_points, &mut out);
                 black_box(&out);
             }),
             rates: Vec::new(),
@@ -504,9 +504,9 @@ fn format_name(format: Format) -> &'static str {
     }
 }
 
-fn lanes_name(backend: pb_lanes::Backend) -> &'static str {
+fn lanes_name(backend: pb_x25519_batch::Backend) -> &'static str {
     match backend {
-        pb_lanes::Backend::Avx2x4 => "pb-lanes-avx2x4",
-        pb_lanes::Backend::Portable => "pb-lanes-portable",
+        pb_x25519_batch::Backend::Avx2x4 => "pb-lanes-avx2x4",
+        pb_x25519_batch::Backend::Portable => "pb-lanes-portable",
     }
 }

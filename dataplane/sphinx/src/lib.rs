@@ -15,7 +15,7 @@
 //! provides a bounded lock-free one).
 //!
 //! [`process_batch`] runs the X25519 work of four packets at a time in AVX2 lanes where the
-//! CPU has them (crate `pb-lanes`, the only PhantomBand crate with SIMD `unsafe`); this crate
+//! CPU has them (crate `pb-x25519-batch`, the only PhantomBand crate with SIMD `unsafe`); this crate
 //! itself has no `unsafe`.
 #![forbid(unsafe_code)]
 

@@ -229,7 +229,7 @@ pub fn process(
 /// results.len())` packets are processed, so pass slices of equal length.
 ///
 /// The X25519 work of a chunk of packets is done together: on x86_64 CPUs with AVX2
-/// (detected at run time) four packets at a time share SIMD lanes (the `pb-lanes` crate);
+/// (detected at run time) four packets at a time share SIMD lanes (the `pb-x25519-batch` crate);
 /// elsewhere each packet runs the same curve25519-dalek path as [`process`].
 pub fn process_batch(
     packets: &mut [&mut [u8]],
@@ -238,11 +238,11 @@ pub fn process_batch(
     results: &mut [Result<Processed, DropReason>],
 ) {
     let count = packets.len().min(results.len());
-    let lanes = pb_lanes::Backend::detect();
+    let lanes = pb_x25519_batch::Backend::detect();
     let mut start = 0;
     while start < count {
         let end = (start + CHUNK).min(count);
-        if lanes == pb_lanes::Backend::Portable {
+        if lanes == pb_x25519_batch::Backend::Portable {
             chunk_portable(
                 &mut packets[start..end],
                 keys,
@@ -301,7 +301,7 @@ fn chunk_portable(
 /// MAC, replay and unwrap in packet order, then the blinded α of every forwarded packet
 /// together.
 fn chunk_lanes(
-    lanes: pb_lanes::Backend,
+    lanes: pb_x25519_batch::Backend,
     packets: &mut [&mut [u8]],
     keys: &NodeKeys,
     replay: &mut impl ReplayFilter,
@@ -329,8 +329,8 @@ fn chunk_lanes(
     let mut on_curve = [false; CHUNK];
     let mut shared = Zeroizing::new([[0u8; 32]; CHUNK]);
     let in_lanes = full_groups(jobs);
-    pb_lanes::on_curve_many_with(lanes, &alphas[..in_lanes], &mut on_curve[..in_lanes]);
-    pb_lanes::x25519_many_with(
+    pb_x25519_batch::on_curve_many_with(lanes, &alphas[..in_lanes], &mut on_curve[..in_lanes]);
+    pb_x25519_batch::x25519_many_with(
         lanes,
         &scalars[..in_lanes],
         &alphas[..in_lanes],
@@ -365,7 +365,7 @@ fn chunk_lanes(
     }
     let mut blinded = [[0u8; 32]; CHUNK];
     let in_lanes = full_groups(forwards);
-    pb_lanes::x25519_many_with(
+    pb_x25519_batch::x25519_many_with(
         lanes,
         &scalars[..in_lanes],
         &alphas[..in_lanes],

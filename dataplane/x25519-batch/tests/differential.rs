@@ -2,7 +2,7 @@
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use curve25519_dalek::montgomery::MontgomeryPoint;
-use pb_lanes::{Backend, on_curve_many_with, x25519_many_with};
+use pb_x25519_batch::{Backend, on_curve_many_with, x25519_many_with};
 use proptest::prelude::*;
 
 fn reference(k: &[u8; 32], u: &[u8; 32]) -> [u8; 32] {

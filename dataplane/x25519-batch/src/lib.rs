@@ -12,6 +12,10 @@
 //!
 //! All `unsafe` code of this crate is in the `avx2` module (intrinsics behind a run-time
 //! feature check).
+//!
+//! Not here: anything else of Sphinx (pb-sphinx calls this for the group operations of a
+//! batch), AVX-512 IFMA lanes (a later issue), key generation or clamping policy beyond
+//! X25519's own.
 
 #![deny(unsafe_code)]
 
