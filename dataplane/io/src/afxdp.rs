@@ -508,14 +508,8 @@ impl PacketIo for AfXdpIo {
         // user-owned from here and recorded in `self.frames` below.
         let mut n = unsafe { self.rx.consume(&mut self.scratch[..max]) };
         if n == 0 && !timeout.is_zero() {
-            let ms = i32::try_from(timeout.as_millis())
-                .unwrap_or(i32::MAX)
-                .max(1);
-            let ready = self.rx.poll(ms).map_err(|source| IoError::Sys {
-                call: "poll",
-                source,
-            })?;
-            if ready {
+            // To the nanosecond: xsk-rs's `poll` takes whole milliseconds.
+            if crate::udp::poll_readable(self.fd(), timeout)? {
                 // SAFETY: as above.
                 n = unsafe { self.rx.consume(&mut self.scratch[..max]) };
             }

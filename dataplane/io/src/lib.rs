@@ -1,6 +1,7 @@
 //! PhantomBand packet I/O: how fixed-size PhantomBand packets get in and out of a relay.
 //!
-//! One batch-oriented trait, [`PacketIo`], with two backends:
+//! One batch-oriented trait, [`PacketIo`], with two backends for real traffic and one for
+//! tests:
 //! - [`afxdp::AfXdpIo`]: kernel bypass. Our XDP program (`ebpf/pb-xdp`, embedded in this
 //!   crate and attached with aya by [`xdp::XdpProgram`]) steers PhantomBand datagrams into an
 //!   AF_XDP socket (xsk-rs) whose frames live in a UMEM; packets are handled in place in those
@@ -8,6 +9,8 @@
 //!   [`wire`]. Next-hop MAC addresses come from the kernel's neighbour table ([`netlink`]).
 //! - [`udp::UdpIo`]: a portable UDP socket using `recvmmsg`/`sendmmsg`, for machines without
 //!   XDP, for unprivileged development and for client-facing gateway links.
+//! - [`mem::MemIo`] on a [`mem::MemNet`]: a virtual network in memory with a virtual clock
+//!   and seeded loss, so pipelines can be tested deterministically, without sockets or root.
 //!
 //! Above the trait a packet is a UDP payload plus the peer it came from or goes to; code
 //! written against [`PacketIo`] does not know which backend it runs on.
@@ -21,6 +24,7 @@
 pub mod afxdp;
 pub mod config;
 pub mod cpu;
+pub mod mem;
 pub mod netlink;
 pub mod udp;
 pub mod wire;

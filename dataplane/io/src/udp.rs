@@ -9,7 +9,7 @@
 use std::{
     io, mem,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket},
-    os::fd::{AsRawFd, FromRawFd},
+    os::fd::{AsRawFd, FromRawFd, RawFd},
     time::Duration,
 };
 
@@ -150,27 +150,7 @@ impl UdpIo {
     }
 
     fn wait_readable(&self, timeout: Duration) -> Result<bool, IoError> {
-        let mut pfd = libc::pollfd {
-            fd: self.socket.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = i32::try_from(timeout.as_millis())
-            .unwrap_or(i32::MAX)
-            .max(1);
-        // SAFETY: `pfd` is a valid pollfd for the duration of the call; count is 1.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                return Ok(false);
-            }
-            return Err(IoError::Sys {
-                call: "poll",
-                source: e,
-            });
-        }
-        Ok(rc > 0)
+        poll_readable(self.socket.as_raw_fd(), timeout)
     }
 
     /// Points the first `n` headers at `iovecs[i]` and `names[i]`. Raw pointers are derived
@@ -448,6 +428,40 @@ impl PacketIo for UdpIo {
     fn local_addr(&self) -> SocketAddr {
         self.local
     }
+}
+
+/// Waits until `fd` is readable or `timeout` has passed, to the nanosecond (`ppoll(2)`;
+/// `poll(2)` would round to whole milliseconds: 0.6 ms to a busy loop, 1.9 ms to 1 ms).
+/// `false` on timeout or when a signal interrupted the wait. Shared with [`crate::afxdp`].
+pub(crate) fn poll_readable(fd: RawFd, timeout: Duration) -> Result<bool, IoError> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // The kernel saturates a valid timespec that is too large; seconds beyond `time_t` are
+    // clamped here. Nanoseconds are below 10^9, so they fit a `c_long` (32 bits or more)
+    // and make a valid timespec.
+    let ts = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `pfd` is a live, exclusively borrowed pollfd and the count is 1, so the kernel
+    // reads and writes exactly that struct; `ts` is a live timespec that it only reads; a null
+    // signal mask is documented to leave the mask unchanged. Nothing is retained after the
+    // call returns. (A closed `fd` is not a memory hazard: it reports POLLNVAL.)
+    let rc = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(IoError::Sys {
+            call: "ppoll",
+            source: e,
+        });
+    }
+    Ok(rc > 0)
 }
 
 fn set_buffer(socket: &UdpSocket, option: libc::c_int, bytes: usize) -> Result<(), IoError> {

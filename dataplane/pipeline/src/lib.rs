@@ -101,7 +101,8 @@ pub enum PipelineError {
 /// Counters of one pipeline. Per-link slot counts are in [`Pipeline::link_stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PipelineStats {
-    /// Packets received.
+    /// Packets received, counted when their batch is unwrapped (a held-back small batch
+    /// counts once it goes on, see [`TOP_UP_BELOW`]).
     pub received: u64,
     /// Packets unwrapped and queued for their next hop.
     pub forwarded: u64,
@@ -139,10 +140,13 @@ pub struct PipelineStats {
     pub injected: u64,
 }
 
-/// A received batch smaller than this is topped up once after [`TOP_UP_WAIT`].
-const TOP_UP_BELOW: usize = 4;
-/// How long a small batch waits for company (adds at most this to a packet's latency).
-const TOP_UP_WAIT: Duration = Duration::from_micros(150);
+/// A received batch smaller than this is held back (not yet unwrapped) for up to
+/// [`TOP_UP_WAIT`], so that more packets can join it: the unwrap runs four packets per SIMD
+/// group, and a lone packet or two would waste most of one.
+pub const TOP_UP_BELOW: usize = 4;
+/// How long a small batch waits for company (adds at most this to a packet's latency). The
+/// wait is a deadline in [`Pipeline::next_deadline`], not a sleep.
+pub const TOP_UP_WAIT: Duration = Duration::from_micros(150);
 
 /// A packet held in the delay queue: its frame and its next hop (links may change while it
 /// waits).
@@ -168,7 +172,11 @@ pub struct Pipeline<'r, I: PacketIo> {
     core: usize,
     owner: Vec<usize>,
     handoff: Option<Arc<Handoff>>,
+    /// Received packets not yet unwrapped: a batch waiting for company until
+    /// `top_up_until`.
     rx: Vec<Packet>,
+    /// When a held-back small batch must be unwrapped, with or without company.
+    top_up_until: Option<Time>,
     tx: Vec<Packet>,
     /// Frames on their way back to the pool (reused, so no allocation per turn).
     spare: Vec<Packet>,
@@ -230,6 +238,7 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             owner: vec![0; config.neighbours.len()],
             handoff: None,
             rx: Vec::with_capacity(batch),
+            top_up_until: None,
             tx: Vec::with_capacity(4 * batch),
             spare: Vec::with_capacity(4 * batch),
             results: vec![Err(DropReason::WrongLength); batch],
@@ -295,24 +304,27 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
         self.keys = keys;
     }
 
-    /// When the pipeline next has something to do without input: the earliest link slot or
-    /// delay expiry.
+    /// When the pipeline next has something to do without input: the earliest slot of a link
+    /// it owns, delay expiry or held-back small batch ([`TOP_UP_WAIT`]). A caller sleeps
+    /// until then (or until a packet arrives) and calls [`step`](Self::step); `None` when
+    /// nothing is pending. Packets other cores hand over are taken on the next turn, at the
+    /// latest at the owned link's next slot, which is when they could leave anyway.
     pub fn next_deadline(&self) -> Option<Time> {
-        let slot = self
-            .links
+        self.links
             .iter()
             .enumerate()
             .filter(|(i, _)| self.owns(*i))
             .map(|(_, l)| l.next_slot_time())
-            .min();
-        match (slot, self.delay.next_due()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+            .chain(self.delay.next_due())
+            .chain(self.top_up_until)
+            .min()
     }
 
-    /// One turn: receive a batch (waiting at most `wait`), unwrap it, release due packets to
-    /// their links, fill due slots, send.
+    /// One turn: receive a batch (waiting at most `wait`, and never past a held-back
+    /// batch's deadline), unwrap it, release due packets to their links, fill due slots,
+    /// send. Never sleeps itself: a small batch is held back until it fills up or its
+    /// deadline passes (see [`TOP_UP_BELOW`]), which [`next_deadline`](Self::next_deadline)
+    /// reports.
     pub fn step(&mut self, now: Time, wait: Duration) -> Result<(), IoError> {
         self.receive(now, wait)?;
         self.release_due(now);
@@ -322,20 +334,28 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
         Ok(())
     }
 
+    /// Receives into the batch and unwraps it, unless it is too small and its top-up
+    /// deadline has not passed (then it waits in `rx` for the next turn).
     fn receive(&mut self, now: Time, wait: Duration) -> Result<(), IoError> {
-        self.rx.clear();
-        let mut got = self.io.recv(&mut self.rx, self.batch, wait)?;
-        if (1..TOP_UP_BELOW).contains(&got) && self.batch >= TOP_UP_BELOW {
-            // The unwrap runs four packets per SIMD group: a lone packet or two would waste
-            // most of one. Give the next few a moment (sleeping, not spinning) to arrive.
-            std::thread::sleep(TOP_UP_WAIT);
-            got += self
-                .io
-                .recv(&mut self.rx, self.batch - got, Duration::ZERO)?;
-        }
+        let wait = match self.top_up_until {
+            Some(until) => wait.min(Duration::from_nanos(until.0.saturating_sub(now.0))),
+            None => wait,
+        };
+        let room = self.batch - self.rx.len();
+        self.io.recv(&mut self.rx, room, wait)?;
+        let got = self.rx.len();
         if got == 0 {
             return Ok(());
         }
+        if got < TOP_UP_BELOW && self.batch >= TOP_UP_BELOW {
+            let until = *self
+                .top_up_until
+                .get_or_insert(now.plus(TOP_UP_WAIT.as_nanos() as u64));
+            if now < until {
+                return Ok(());
+            }
+        }
+        self.top_up_until = None;
         self.stats.received += got as u64;
         let (keys, results) = (&self.keys, &mut self.results[..got]);
         let mut replay = self.replay.handle();
