@@ -634,7 +634,7 @@ impl Topology {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "tests")]
+    #![expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
     use super::{
         file::{ConfigFile, GossipSection, IoSection, MixSection, NodeSection, render},

@@ -153,7 +153,7 @@ impl Sink for Forwarder {
 
 /// How long to wait for packets at `now`: until the pipeline's next deadline, at most
 /// [`MAX_SLEEP`].
-fn sleep_until(deadline: Option<Time>, now: Time) -> Duration {
+pub fn sleep_until(deadline: Option<Time>, now: Time) -> Duration {
     deadline.map_or(MAX_SLEEP, |d| {
         Duration::from_nanos(d.0.saturating_sub(now.0)).min(MAX_SLEEP)
     })
