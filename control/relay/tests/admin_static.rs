@@ -1,0 +1,145 @@
+//! Static mode serves the admin endpoint too: `/health`, `/status` and `/metrics` with every
+//! dataplane counter of `pb_relay::metrics`, under the same names the exit summary's `stat`
+//! lines use. Loopback only, no privileges. The configuration is rendered from the serde
+//! schema (`pb_relay::config::file`).
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use pb_relay::{
+    config::file::{
+        ConfigFile, IoSection, MixSection, NodeSection, TopologyEntry, TopologyFile, render,
+    },
+    metrics::{COUNTERS, LINK_COUNTERS},
+};
+use pb_sphinx::{Epoch, EpochKey};
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn get(admin: SocketAddr, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&admin, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    assert!(response.starts_with("HTTP/1.0 200"), "{path}: {response}");
+    Some(response.split_once("\r\n\r\n")?.1.to_owned())
+}
+
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn a_static_relay_serves_health_status_and_every_counter() {
+    let dir = std::env::temp_dir().join(format!("pb-relay-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Three layers of one node each; only the first runs (its link's packets go to a port
+    // nobody listens on, which is all the counters need).
+    let nodes: Vec<TopologyEntry> = (0..3u8)
+        .map(|layer| TopologyEntry {
+            id: Some(hex(&[layer + 1; 16])),
+            role: Some("mix".into()),
+            layer: Some(u32::from(layer)),
+            addr: Some(format!("127.0.0.1:{}", free_port())),
+            public_key: Some(hex(
+                &EpochKey::from_secret(Epoch(1), [0x30 + layer; 32]).public_key()
+            )),
+        })
+        .collect();
+    let topology = TopologyFile { node: Some(nodes) };
+    std::fs::write(dir.join("topology.toml"), render(&topology).unwrap()).unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = ConfigFile {
+        topology: Some("topology.toml".into()),
+        admin: Some(admin.to_string()),
+        node: Some(NodeSection {
+            id: Some(hex(&[1; 16])),
+            secret: Some(hex(&[0x30; 32])),
+            epoch: Some(1),
+            format: Some("v2".into()),
+        }),
+        io: Some(IoSection::udp("127.0.0.1:0".parse().unwrap())),
+        mix: Some(MixSection {
+            link_rate: Some(50),
+            ..MixSection::default()
+        }),
+        ..ConfigFile::default()
+    };
+    std::fs::write(dir.join("relay.toml"), render(&config).unwrap()).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_pb-relay"))
+        .args(["run", "--seconds", "4", "--stats-interval", "0", "--config"])
+        .arg(dir.join("relay.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let metrics = loop {
+        // The cores refresh their counters every second: wait for a snapshot with slots.
+        if let Some(m) = get(admin, "/metrics")
+            && metric(&m, "pb_link_sent_total{link=\"0\"}").is_some_and(|v| v > 0)
+        {
+            break m;
+        }
+        assert!(start.elapsed() < Duration::from_secs(3), "no /metrics");
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(get(admin, "/health").as_deref(), Some("ok\n"));
+    let status = get(admin, "/status").unwrap();
+    assert!(status.contains("mode static"), "{status}");
+    assert!(
+        status.contains(&format!("node {}", hex(&[1; 16]))),
+        "{status}"
+    );
+    assert_eq!(metric(&metrics, "pb_epoch"), Some(1), "{metrics}");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One list names each counter: the summary and /metrics both carry every entry.
+    for c in COUNTERS {
+        assert!(
+            metric(&metrics, c.metric).is_some(),
+            "{} missing from /metrics",
+            c.metric
+        );
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("stat {} ", c.stat))),
+            "stat {} missing from the summary",
+            c.stat
+        );
+    }
+    for c in LINK_COUNTERS {
+        let name = format!("{}{{link=\"0\"}}", c.metric);
+        assert!(metric(&metrics, &name).is_some(), "{name} missing");
+    }
+    let link = stdout.lines().find(|l| l.starts_with("link 0 ")).unwrap();
+    assert!(
+        link.contains(" sent ") && link.contains(" loops_sent "),
+        "{link}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
