@@ -8,9 +8,9 @@
 //! - [`init`]: the one `tracing` setup every binary uses. Lines on stderr read
 //!   `pb-relay: message`, `pb-relay: warning: message`, …; the level comes from the `PB_LOG`
 //!   environment variable (`error`, `warn`, `info` (default), `debug`, `trace`).
-//! - [`RateLimit`] and [`warn_limited!`]: a warning an outsider can trigger (a malformed
-//!   packet, a refused connection) is printed at most once per interval per call site, with
-//!   the count of those suppressed.
+//! - [`RateLimit`], [`warn_limited!`] and [`info_limited!`]: a line an outsider can trigger
+//!   (a malformed packet, a member joining or leaving) is printed at most once per interval
+//!   per call site, with the count of those suppressed.
 //!
 //! Not here: metrics and counters (each crate keeps its own; the dataplane keeps counters,
 //! not log lines, per packet), and any decision about *what* is sensitive: the types that
@@ -186,6 +186,22 @@ macro_rules! warn_limited {
                 $crate::__tracing::warn!(suppressed, $($arg)+);
             } else {
                 $crate::__tracing::warn!($($arg)+);
+            }
+        }
+    }};
+}
+
+/// `tracing::info!` at most once per 10 s from this call site, noting how many were
+/// suppressed. For routine events an outsider can cause in bulk (members joining and leaving).
+#[macro_export]
+macro_rules! info_limited {
+    ($($arg:tt)+) => {{
+        static LIMIT: $crate::RateLimit = $crate::RateLimit::new(10);
+        if let Some(suppressed) = LIMIT.check() {
+            if suppressed > 0 {
+                $crate::__tracing::info!(suppressed, $($arg)+);
+            } else {
+                $crate::__tracing::info!($($arg)+);
             }
         }
     }};

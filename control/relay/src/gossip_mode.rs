@@ -243,10 +243,15 @@ impl GossipDriver {
         self.gossip.handle_timeout(now);
         while let Some(event) = self.gossip.poll_event() {
             // Relay addresses are public (they are in every descriptor); no user appears here.
-            update.notes.push(match event {
-                pb_control::Event::MemberUp(addr) => format!("gossip: member {addr} up"),
-                pb_control::Event::MemberDown(addr) => format!("gossip: member {addr} down"),
-            });
+            // Sybils can churn membership, so these lines are rate-limited.
+            match event {
+                pb_control::Event::MemberUp(addr) => {
+                    pb_log::info_limited!("gossip: member {addr} up");
+                }
+                pb_control::Event::MemberDown(addr) => {
+                    pb_log::info_limited!("gossip: member {addr} down");
+                }
+            }
         }
         self.epoch_clock(&mut update);
         self.flush();
