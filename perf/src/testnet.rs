@@ -16,7 +16,7 @@
 use std::{
     net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
     sync::{
-        Arc, OnceLock,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     thread,
@@ -25,10 +25,12 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use pb_testbed::{Netns, Proc};
+use pb_testnet::{
+    FileServer, GOSSIP_PORT, Network, Node, Testnet, binary, fetch, interrupted, pattern,
+};
 use serde_json::json;
 
 use crate::{
-    e2e_bench::{RELAYS, SEED, Site, Testnet, binary, fetch, file_server, ip, wait_for},
     progress::Progress,
     report::{Measurement, row},
 };
@@ -62,13 +64,7 @@ pub struct TestnetArgs {
 
 const STEPS: usize = 6;
 
-/// Set by SIGINT or SIGTERM.
-static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-
-/// Whether the user asked the run to stop (Ctrl-C or SIGTERM).
-pub(crate) fn interrupted() -> bool {
-    STOP.get().is_some_and(|stop| stop.load(Ordering::Relaxed))
-}
+const RELAYS: usize = 8;
 
 /// An error if the user asked the run to stop, so that setup ends and tears down.
 fn check_interrupted() -> anyhow::Result<()> {
@@ -123,7 +119,7 @@ fn window_lines(relay: &Proc, from: u64, to: u64) -> Vec<(u64, u64, u64)> {
 
 /// Relay `i`'s mean packets per second per link over windows `from..to`, and its links.
 fn relay_rate(net: &Testnet, i: usize, from: u64, to: u64) -> Option<(f64, usize)> {
-    let lines = window_lines(net.relays.get(i)?, from, to);
+    let lines = window_lines(net.relay(i)?, from, to);
     let links: std::collections::BTreeSet<u64> = lines.iter().map(|l| l.1).collect();
     let sent: u64 = lines.iter().map(|l| l.2).sum();
     (!lines.is_empty()).then(|| (sent as f64 / lines.len() as f64, links.len()))
@@ -133,7 +129,7 @@ fn relay_rate(net: &Testnet, i: usize, from: u64, to: u64) -> Option<(f64, usize
 /// packets per link over every relay's links.
 fn windows(net: &Testnet, first: u64, count: u64) -> Vec<(u64, f64)> {
     let mut sums: std::collections::BTreeMap<u64, (u64, u64)> = std::collections::BTreeMap::new();
-    for relay in &net.relays {
+    for relay in net.relays() {
         for (k, _, sent) in window_lines(relay, first, first + count) {
             let e = sums.entry(k).or_default();
             e.0 += sent;
@@ -152,8 +148,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// The newest window every relay has printed.
 fn newest_window(net: &Testnet) -> u64 {
-    net.relays
-        .iter()
+    net.relays()
         .filter_map(|r| {
             r.last("window ")
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse().ok()))
@@ -176,53 +171,74 @@ pub fn run(args: &TestnetArgs) -> anyhow::Result<Vec<Measurement>> {
         Backend::Xdp => true,
         Backend::Auto => pb_testbed::privileged().is_ok(),
     };
-    if !netns && UdpSocket::bind((ip(0), 47471)).is_err() {
+    let network = Network::builder()
+        .relays(RELAYS)
+        .link_rate(args.link_rate)
+        .loop_rate(1)
+        .admin(true);
+    let network = if netns {
+        network.netns("pbdemo").backend(pb_testnet::Backend::AfXdp)
+    } else {
+        network
+    }
+    .build()?;
+    if !netns && UdpSocket::bind(network.gossip_addr(0)).is_err() {
         bail!(
-            "a PhantomBand testnet is already running on 127.79.0.0/24 (its gateway's gossip port is taken): stop it with Ctrl-C where it runs"
+            "a PhantomBand testnet is already running on {} (its gateway's gossip port {GOSSIP_PORT} is taken): stop it with Ctrl-C where it runs",
+            network.own_range()
         );
     }
-    let stop = STOP.get_or_init(|| Arc::new(AtomicBool::new(false)));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
-    }
+    pb_testnet::stop_on_signals()?;
     let client_bin = binary("pb-client")?;
     let progress = Progress::new("pb-perf testnet", STEPS);
     let started = Instant::now();
-    let site = if netns {
+    if netns {
         progress.step(&format!(
             "building network namespaces, starting {RELAYS} relays on AF_XDP"
         ));
-        Site::netns().context(
-            "the XDP testnet (run without root, or pass --backend udp, for the loopback one)",
-        )?
     } else {
-        progress.step(&format!("starting {RELAYS} relays on 127.79.0.1-{RELAYS}"));
-        Site::Loopback
-    };
-    let net = Testnet::start(site, args.link_rate)?;
+        progress.step(&format!(
+            "starting {RELAYS} relays on {}",
+            network.relay_range()
+        ));
+    }
+    let mut net = Testnet::start(network).context(if netns {
+        "the XDP testnet (run without root, or pass --backend udp, for the loopback one)"
+    } else {
+        "the loopback testnet"
+    })?;
+    let view = net.wait_for_agreement(Duration::from_secs(60))?;
+    let network = net.network();
     progress.note(&format!(
         "{RELAYS} relays {} ({}) agree on topology {} after {:.1} s",
-        net.site.describe(),
-        net.site.range(),
-        &net.hash[..16.min(net.hash.len())],
+        network.describe(),
+        network.relay_range(),
+        &view.hash[..16.min(view.hash.len())],
         started.elapsed().as_secs_f64()
     ));
     check_interrupted()?;
-    let server = file_server(net.site.web_listener()?, args.bytes)?;
-    let small = file_server(net.site.web_listener()?, 1024)?;
+    let server = FileServer::start(net.listen(Node::Web, 0)?, Arc::new(pattern(args.bytes)))?;
+    let small = FileServer::start(net.listen(Node::Web, 0)?, Arc::new(pattern(1024)))?;
     progress.step(&format!("starting pb-client on {}", args.listen));
     // With namespaces, this process keeps the proxy's address and forwards it to pb-client's
     // namespace; on loopback, pb-client takes the address itself.
     let listen = args.listen.to_string();
-    let (proxy, client_listen) = if net.site.client_netns().is_some() {
+    let (proxy, client_listen) = if net.netns(Node::Client).is_some() {
         (Some(proxy), CLIENT_IN_NETNS)
     } else {
         drop(proxy);
         (None, listen.as_str())
     };
     let stop_forwarding = AtomicBool::new(false);
+    let client = Proc::start({
+        let mut c = net.client_command(&client_bin);
+        c.args(["--listen", client_listen]);
+        c
+    })
+    .context("starting pb-client")?;
+    let net = &net;
     thread::scope(|scope| {
-        if let (Some(ns), Some(proxy)) = (net.site.client_netns(), proxy.as_ref()) {
+        if let (Some(ns), Some(proxy)) = (net.netns(Node::Client), proxy.as_ref()) {
             let inner: SocketAddr = CLIENT_IN_NETNS.parse()?;
             let stop_forwarding = &stop_forwarding;
             scope.spawn(move || forward(proxy, ns, inner, stop_forwarding));
@@ -234,12 +250,12 @@ pub fn run(args: &TestnetArgs) -> anyhow::Result<Vec<Measurement>> {
         };
         run_with_client(
             args,
-            &net,
+            net,
+            &view.hash,
             progress,
-            &client_bin,
-            client_listen,
-            server,
-            small,
+            client,
+            server.addr(),
+            small.addr(),
         )
     })
 }
@@ -264,21 +280,14 @@ impl Drop for WakeOnDrop<'_> {
 fn run_with_client(
     args: &TestnetArgs,
     net: &Testnet,
+    hash: &str,
     progress: Progress,
-    client_bin: &std::path::Path,
-    client_listen: &str,
+    client: Proc,
     server: SocketAddr,
     small: SocketAddr,
 ) -> anyhow::Result<Vec<Measurement>> {
-    let client = Proc::start({
-        let mut c = net.site.client_command(client_bin);
-        c.args(["--listen", client_listen])
-            .args(["--gateway", &format!("{}:47480", net.site.ip(0))])
-            .args(["--network-seed", SEED]);
-        c
-    })
-    .context("starting pb-client")?;
-    wait_for("pb-client ready", Duration::from_secs(30), || {
+    let network = net.network();
+    pb_testnet::wait_for("pb-client ready", Duration::from_secs(30), || {
         client.last("pb-client: ready").is_some()
     })
     .with_context(|| client.tail(5))?;
@@ -301,7 +310,7 @@ fn run_with_client(
         "pb-client",
         &[
             ("bytes", json!(args.bytes)),
-            ("relays", json!(net.site.tag())),
+            ("relays", json!(network.tag())),
         ],
         (rate * 10.0).round() / 10.0,
         "KiB/s",
@@ -310,7 +319,7 @@ fn run_with_client(
         rows.push(row(
             "testnet.ttfb",
             "pb-client",
-            &[("percentile", json!(p)), ("relays", json!(net.site.tag()))],
+            &[("percentile", json!(p)), ("relays", json!(network.tag()))],
             percentile(&latencies, f64::from(p) / 100.0).round(),
             "ms",
         ));
@@ -345,7 +354,7 @@ fn run_with_client(
                 &[
                     ("t", json!(t)),
                     ("phase", json!(phase)),
-                    ("relays", json!(net.site.tag())),
+                    ("relays", json!(network.tag())),
                 ],
                 rate.round(),
                 "pkt/s",
@@ -362,19 +371,15 @@ fn run_with_client(
                 &[
                     ("links", json!(links)),
                     ("target", json!(args.link_rate)),
-                    ("relays", json!(net.site.tag())),
+                    ("relays", json!(network.tag())),
                 ],
                 per_link.round(),
                 "pkt/s per link",
             ));
-            let role = match i {
-                0 => "gateway",
-                _ if i == RELAYS - 1 => "exit   ",
-                _ => "mix    ",
-            };
             link_lines.push(format!(
-                "  relay {i} ({role} {}): {links} links, {per_link:.0} packets/s each",
-                net.site.ip(i)
+                "  relay {i} ({:<7} {}): {links} links, {per_link:.0} packets/s each",
+                network.role(i).as_str(),
+                network.address(Node::Relay(i))
             ));
         }
     }
@@ -382,9 +387,9 @@ fn run_with_client(
         println!();
         println!(
             "PhantomBand testnet: {RELAYS} relays {} ({}), topology {}",
-            net.site.describe(),
-            net.site.range(),
-            net.hash
+            network.describe(),
+            network.relay_range(),
+            hash
         );
         println!(
             "delivered {} bytes through pb-client in {:.2} s ({rate:.1} KiB/s; first byte after {:.0} ms)",
@@ -428,7 +433,7 @@ fn run_with_client(
     );
     println!(
         "(the exit here opens only {}, the testnet's own addresses; a real exit refuses local ones)",
-        net.site.exit_allow()
+        network.own_range()
     );
     println!("Ctrl-C stops everything.");
     while !interrupted() {

@@ -1,6 +1,6 @@
 //! The whole path, real processes in network namespaces on a bridge: a gateway, three mix
 //! layers of two, an exit (`pb-relay` in gossip mode), an HTTP server, and `pb-client` with
-//! curl in a client namespace.
+//! curl in a client namespace (the testnet is pb-testnet's, as in `make demo`).
 //!
 //! Shows: `curl --socks5-hostname 127.0.0.1:1080` fetches a 1 MiB file through the mixnet,
 //! byte-identical, and ten fetches at once all do; a destination the exit policy forbids gets
@@ -12,38 +12,33 @@
 //! directory, an empty read-only directory, stay empty: the test runs as root, which could
 //! write anyway) and sent no DNS query (the client namespace's resolver is a socket of the
 //! test's that hears nothing); its loop cover comes back to it.
+//!
+//! Every relay and pb-client run with `PB_LOG=debug`, and afterwards none of what they
+//! printed holds a relay's identity seed, the fetched URL's host (its name or the web
+//! server's address), another destination the client asked for, or the client's address.
+#![cfg(target_arch = "x86_64")]
 #![expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
 use std::{
     io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::Command,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::Arc,
     thread,
     time::{Duration, Instant},
 };
 
-use pb_testbed::{Proc, Star, star};
+use pb_testnet::{FileServer, Network, Node, Testnet};
 
 const RELAYS: usize = 8;
-const SERVER: usize = RELAYS;
-const CLIENT: usize = RELAYS + 1;
-const NETWORK_SEED: &str = "4242424242424242424242424242424242424242424242424242424242424242";
+const EXIT: Node = Node::Relay(RELAYS - 1);
 const FILE_LEN: usize = 1 << 20;
 const HTTP_PORT: u16 = 8080;
-const CLIENT_LINK_PORT: u16 = 47480;
-
-fn role(i: usize) -> &'static str {
-    match i {
-        0 => "gateway",
-        _ if i == RELAYS - 1 => "exit",
-        _ => "mix",
-    }
-}
+const SERVER_NAME: &str = "server.pb.test";
+const UNKNOWN_NAME: &str = "nowhere.pb.test";
+/// Where the exit policy forbids going (the exit's own loopback).
+const FORBIDDEN: &str = "127.0.0.1:8081";
 
 /// The file the server serves: bytes no compression or framing bug would leave intact.
 fn file() -> Vec<u8> {
@@ -58,78 +53,6 @@ fn file() -> Vec<u8> {
         .collect()
 }
 
-fn relay_config(bed: &Star, i: usize) -> String {
-    let ip = bed.nodes[i].v4;
-    let seeds = format!(
-        "\"{}:47471\", \"{}:47471\"",
-        bed.nodes[0].v4, bed.nodes[1].v4
-    );
-    let role_lines = match role(i) {
-        "gateway" => format!("client_bind = \"{ip}:{CLIENT_LINK_PORT}\"\n"),
-        // The testbed's own addresses are private; the exit may open them, nothing else.
-        "exit" => "exit_allow = [\"198.18.0.0/24\"]\n".to_owned(),
-        _ => String::new(),
-    };
-    format!(
-        "[node]\nformat = \"v1\"\n\n[io]\nbackend = \"udp\"\nbind = \"{ip}:47470\"\n\n[gossip]\nbind = \"{ip}:47471\"\nseeds = [{seeds}]\nnetwork_seed = \"{NETWORK_SEED}\"\nidentity_file = \"identity{i}.key\"\nrole = \"{}\"\nepoch_seconds = 604800\n{role_lines}\n[mix]\nlink_rate = 100\nloop_rate = 1\n",
-        role(i)
-    )
-}
-
-/// The output so far of `p`.
-fn output(p: &Proc) -> String {
-    p.tail(usize::MAX)
-}
-
-/// Starts `command`, failing the test if it cannot start.
-fn spawn(command: Command) -> Proc {
-    Proc::start(command).unwrap()
-}
-
-/// Everything the test started, stopped and removed however it ends.
-struct Bed {
-    procs: Vec<Proc>,
-    dir: PathBuf,
-    etc: Vec<PathBuf>,
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        for p in &mut self.procs {
-            let _ = p.child.kill();
-            let _ = p.child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-        for etc in &self.etc {
-            let _ = std::fs::remove_dir_all(etc);
-        }
-    }
-}
-
-impl Bed {
-    /// Fails at once if a process has exited.
-    fn check(&mut self) {
-        for i in 0..self.procs.len() {
-            if let Ok(Some(status)) = self.procs[i].child.try_wait() {
-                self.fail(&format!("process {i} exited: {status}"));
-            }
-        }
-    }
-
-    fn fail(&self, why: &str) -> ! {
-        let mut report = String::new();
-        for (i, p) in self.procs.iter().enumerate() {
-            let out = output(p);
-            let tail: Vec<&str> = out.lines().rev().take(40).collect();
-            report += &format!(
-                "--- process {i}:\n{}\n",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        panic!("{why}\n{report}");
-    }
-}
-
 /// The pb-relay binary built next to this package's binary.
 fn relay_binary() -> PathBuf {
     let client = Path::new(env!("CARGO_BIN_EXE_pb-client"));
@@ -142,39 +65,27 @@ fn relay_binary() -> PathBuf {
     relay
 }
 
-/// Serves GET /file (the 1 MiB file) on `listener` until the test ends; counts connections.
-fn serve_http(listener: TcpListener, body: Arc<Vec<u8>>, served: Arc<AtomicUsize>) {
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let body = body.clone();
-            served.fetch_add(1, Ordering::Relaxed);
-            thread::spawn(move || {
-                let mut request = Vec::new();
-                let mut byte = [0u8; 1];
-                while !request.ends_with(b"\r\n\r\n") && request.len() < 8192 {
-                    if stream.read(&mut byte).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    request.push(byte[0]);
-                }
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(head.as_bytes());
-                let _ = stream.write_all(&body);
-            });
+/// `/etc/netns/<namespace>` directories (hosts and resolver files that `ip netns exec`
+/// mounts over /etc), removed however the test ends.
+struct EtcNetns(Vec<PathBuf>);
+
+impl Drop for EtcNetns {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
         }
-    });
+    }
+}
+
+/// Fails the test with every process's last lines.
+fn fail(net: &Testnet, why: &str) -> ! {
+    panic!("{why}\n{}", net.report(40));
 }
 
 /// A raw SOCKS5 CONNECT from the client namespace: the reply code (None: closed first).
-fn socks_reply(bed: &Star, request: &[u8]) -> Option<u8> {
-    let mut s = bed.nodes[CLIENT]
-        .ns
-        .in_netns(|| TcpStream::connect("127.0.0.1:1080").unwrap())
-        .unwrap();
+fn socks_reply(net: &Testnet, request: &[u8]) -> Option<u8> {
+    let proxy = SocketAddr::from(([127, 0, 0, 1], 1080));
+    let mut s = net.connect(Node::Client, proxy).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
     s.write_all(&[5, 1, 0]).unwrap();
     let mut method = [0u8; 2];
@@ -186,34 +97,23 @@ fn socks_reply(bed: &Star, request: &[u8]) -> Option<u8> {
     Some(reply[1])
 }
 
-/// curl through pb-client; the fetched bytes (or the failure).
-fn curl(bed: &Star, url: &str, out: &Path) -> Result<Vec<u8>, String> {
-    curl_via(bed, "127.0.0.1:1080", "240", url, out)
+/// curl in namespace `ns` through pb-client; the fetched bytes (or the failure).
+fn curl(ns: &str, url: &str, out: &Path) -> Result<Vec<u8>, String> {
+    curl_via(ns, "127.0.0.1:1080", "240", url, out)
 }
 
-/// curl through the SOCKS5 proxy at `proxy`, given `seconds` at most.
+/// curl in namespace `ns` through the SOCKS5 proxy at `proxy`, given `seconds` at most.
 fn curl_via(
-    bed: &Star,
+    ns: &str,
     proxy: &str,
     seconds: &str,
     url: &str,
     out: &Path,
 ) -> Result<Vec<u8>, String> {
-    let result = bed.nodes[CLIENT]
-        .ns
-        .exec(
-            "curl",
-            [
-                "-sS",
-                "--max-time",
-                seconds,
-                "--socks5-hostname",
-                proxy,
-                url,
-                "-o",
-                out.to_str().unwrap(),
-            ],
-        )
+    let result = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-sS", "--max-time", seconds])
+        .args(["--socks5-hostname", proxy, url, "-o"])
+        .arg(out)
         .output()
         .unwrap();
     if !result.status.success() {
@@ -227,127 +127,90 @@ fn curl_through_the_mixnet_fetches_a_file_byte_identical() {
     if !pb_testbed::require_privileged("curl_through_the_mixnet_fetches_a_file_byte_identical") {
         return;
     }
-    let bed_net = star("e2e", CLIENT + 1).unwrap();
-    let dir = std::env::temp_dir().join(format!("pb-e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let network = Network::builder()
+        .relays(RELAYS)
+        .netns("e2e")
+        .network_seed([0x42; 32])
+        .identity_seeds(0x70)
+        .link_rate(100)
+        .loop_rate(1)
+        .stats_interval(0.0)
+        .relay_binary(relay_binary())
+        .relay_env("PB_LOG", "debug")
+        .build()
+        .unwrap();
+    let mut net = Testnet::create(network.clone()).unwrap();
+    let server_ip = network.address(Node::Web);
+    let client_ip = network.address(Node::Client);
+    let relay_ips: Vec<Ipv4Addr> = (0..RELAYS)
+        .map(|i| network.address(Node::Relay(i)))
+        .collect();
+    assert!(
+        !relay_ips.contains(&server_ip) && !relay_ips.contains(&client_ip),
+        "the web server's and the client's addresses must not be relays' for the log check"
+    );
+    let ns_name = |node| net.netns(node).unwrap().name().to_owned();
+    let client_ns = ns_name(Node::Client);
     // The exit resolves the server's name from its namespace's own hosts file (`ip netns
     // exec` mounts /etc/netns/<name>/ over /etc); any other name finds no DNS server.
-    let etc = PathBuf::from("/etc/netns").join(bed_net.nodes[RELAYS - 1].ns.name());
+    let etc = PathBuf::from("/etc/netns").join(ns_name(EXIT));
     std::fs::create_dir_all(&etc).unwrap();
-    let server_ip = bed_net.nodes[SERVER].v4;
     std::fs::write(
         etc.join("hosts"),
-        format!("127.0.0.1 localhost\n{server_ip} server.pb.test\n"),
+        format!("127.0.0.1 localhost\n{server_ip} {SERVER_NAME}\n"),
     )
     .unwrap();
     std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
     // The client namespace's resolver is the test's socket: any query pb-client made
     // would arrive there.
-    let client_etc = PathBuf::from("/etc/netns").join(bed_net.nodes[CLIENT].ns.name());
+    let client_etc = PathBuf::from("/etc/netns").join(&client_ns);
     std::fs::create_dir_all(&client_etc).unwrap();
     std::fs::write(client_etc.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
-    let mut bed = Bed {
-        procs: Vec::new(),
-        dir: dir.clone(),
-        etc: vec![etc, client_etc],
-    };
-    let dns = bed_net.nodes[CLIENT]
-        .ns
-        .in_netns(|| std::net::UdpSocket::bind("127.0.0.1:53").unwrap())
+    let _etc = EtcNetns(vec![etc, client_etc]);
+    let dns = net
+        .in_node(Node::Client, || {
+            std::net::UdpSocket::bind("127.0.0.1:53").unwrap()
+        })
         .unwrap();
     dns.set_nonblocking(true).unwrap();
     // pb-client's HOME and working directory: empty, and nobody may write in it.
+    let dir = net.dir().to_owned();
     let home = dir.join("home");
     std::fs::create_dir_all(&home).unwrap();
     std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
-    let relay = relay_binary();
-    for i in 0..RELAYS {
-        std::fs::write(
-            dir.join(format!("identity{i}.key")),
-            format!("{}\n", format!("{:02x}", 0x70 + i).repeat(32)),
-        )
-        .unwrap();
-        let path = dir.join(format!("relay{i}.toml"));
-        std::fs::write(&path, relay_config(&bed_net, i)).unwrap();
-        bed.procs.push(spawn(bed_net.nodes[i].ns.exec(
-            &relay,
-            [
-                "run",
-                "--stats-interval",
-                "0",
-                "--config",
-                path.to_str().unwrap(),
-            ],
-        )));
-    }
+    net.start_relays().unwrap();
     let body = Arc::new(file());
-    let served = Arc::new(AtomicUsize::new(0));
-    let listener = bed_net.nodes[SERVER]
-        .ns
-        .in_netns(|| TcpListener::bind((server_ip, HTTP_PORT)).unwrap())
-        .unwrap();
-    serve_http(listener, body.clone(), served.clone());
+    let server =
+        FileServer::start(net.listen(Node::Web, HTTP_PORT).unwrap(), body.clone()).unwrap();
     // Something listening where the policy forbids going: it must never see a connection.
-    let forbidden = bed_net.nodes[RELAYS - 1]
-        .ns
-        .in_netns(|| TcpListener::bind("127.0.0.1:8081").unwrap())
+    let forbidden = net
+        .in_node(EXIT, || TcpListener::bind(FORBIDDEN).unwrap())
         .unwrap();
     forbidden.set_nonblocking(true).unwrap();
 
     // 1. The relays agree on one topology of all eight.
-    let start = Instant::now();
-    loop {
-        // `topology <hash> nodes <n> links <k> epoch <e>`: the same hash and n everywhere.
-        let views: Vec<Option<String>> = bed
-            .procs
-            .iter()
-            .map(|p| {
-                p.last("topology ")
-                    .map(|l| l.split_whitespace().take(4).collect::<Vec<_>>().join(" "))
-            })
-            .collect();
-        let first = views[0].clone();
-        if first.as_deref().is_some_and(|t| t.ends_with(" nodes 8"))
-            && views.iter().all(|v| *v == first)
-        {
-            break;
-        }
-        bed.check();
-        if start.elapsed() > Duration::from_secs(60) {
-            bed.fail(&format!("no agreement: {views:?}"));
-        }
-        thread::sleep(Duration::from_millis(200));
+    if let Err(e) = net.wait_for_agreement(Duration::from_secs(60)) {
+        panic!("{e}");
     }
 
     // 2. pb-client verifies the directory and gets ready.
-    let gateway = SocketAddr::from((bed_net.nodes[0].v4, CLIENT_LINK_PORT));
-    let mut command = bed_net.nodes[CLIENT].ns.exec(
-        env!("CARGO_BIN_EXE_pb-client"),
-        [
-            "--gateway",
-            &gateway.to_string(),
-            "--network-seed",
-            NETWORK_SEED,
-        ],
-    );
-    command.current_dir(&home).env("HOME", &home);
-    bed.procs.push(spawn(command));
-    let start = Instant::now();
-    while bed.procs[RELAYS].last("pb-client: ready").is_none() {
-        bed.check();
-        if start.elapsed() > Duration::from_secs(30) {
-            bed.fail("pb-client did not get ready");
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+    let mut command = net.client_command(env!("CARGO_BIN_EXE_pb-client"));
+    command
+        .current_dir(&home)
+        .env("HOME", &home)
+        .env("PB_LOG", "debug");
+    let client = match net.start_client("pb-client", command, Duration::from_secs(30)) {
+        Ok(k) => k,
+        Err(e) => fail(&net, &format!("pb-client did not get ready: {e:#}")),
+    };
 
     // 3. One fetch, byte-identical.
     let started = Instant::now();
-    let url = format!("http://server.pb.test:{HTTP_PORT}/file");
-    match curl(&bed_net, &url, &dir.join("one")) {
+    let url = format!("http://{SERVER_NAME}:{HTTP_PORT}/file");
+    match curl(&client_ns, &url, &dir.join("one")) {
         Ok(got) if got == *body => {}
-        Ok(got) => bed.fail(&format!("fetched {} bytes, not the file", got.len())),
-        Err(e) => bed.fail(&format!("curl failed: {e}")),
+        Ok(got) => fail(&net, &format!("fetched {} bytes, not the file", got.len())),
+        Err(e) => fail(&net, &format!("curl failed: {e}")),
     }
     let one = started.elapsed();
 
@@ -356,8 +219,8 @@ fn curl_through_the_mixnet_fetches_a_file_byte_identical() {
     let results: Vec<Result<Vec<u8>, String>> = thread::scope(|scope| {
         let handles: Vec<_> = (0..10)
             .map(|k| {
-                let (bed_net, url, out) = (&bed_net, &url, dir.join(format!("ten{k}")));
-                scope.spawn(move || curl(bed_net, url, &out))
+                let (ns, url, out) = (&client_ns, &url, dir.join(format!("ten{k}")));
+                scope.spawn(move || curl(ns, url, &out))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -365,8 +228,11 @@ fn curl_through_the_mixnet_fetches_a_file_byte_identical() {
     for (k, r) in results.iter().enumerate() {
         match r {
             Ok(got) if *got == *body => {}
-            Ok(got) => bed.fail(&format!("fetch {k}: {} bytes, not the file", got.len())),
-            Err(e) => bed.fail(&format!("fetch {k}: curl failed: {e}")),
+            Ok(got) => fail(
+                &net,
+                &format!("fetch {k}: {} bytes, not the file", got.len()),
+            ),
+            Err(e) => fail(&net, &format!("fetch {k}: curl failed: {e}")),
         }
     }
     let ten = started.elapsed();
@@ -374,24 +240,23 @@ fn curl_through_the_mixnet_fetches_a_file_byte_identical() {
     // 5. Refusals: policy (0x02, and nothing reached the listener), an unknown name (0x04),
     // a malformed request (a reply, then the connection closes).
     assert_eq!(
-        socks_reply(&bed_net, &[5, 1, 0, 1, 127, 0, 0, 1, 0x1f, 0x91]),
+        socks_reply(&net, &[5, 1, 0, 1, 127, 0, 0, 1, 0x1f, 0x91]),
         Some(0x02)
     );
     assert!(
         forbidden.accept().is_err(),
         "the exit connected to a forbidden address"
     );
-    let mut unknown = vec![5, 1, 0, 3, 16];
-    unknown.extend_from_slice(b"nowhere.pb.test.");
+    let mut unknown = vec![5, 1, 0, 3, UNKNOWN_NAME.len() as u8 + 1];
+    unknown.extend_from_slice(format!("{UNKNOWN_NAME}.").as_bytes());
     unknown.extend_from_slice(&[0, 80]);
-    assert_eq!(socks_reply(&bed_net, &unknown), Some(0x04));
+    assert_eq!(socks_reply(&net, &unknown), Some(0x04));
     assert_eq!(
-        socks_reply(&bed_net, &[5, 9, 0, 1, 1, 2, 3, 4, 0, 80]),
+        socks_reply(&net, &[5, 9, 0, 1, 1, 2, 3, 4, 0, 80]),
         Some(0x07)
     );
-    let mut s = bed_net.nodes[CLIENT]
-        .ns
-        .in_netns(|| TcpStream::connect("127.0.0.1:1080").unwrap())
+    let mut s = net
+        .connect(Node::Client, SocketAddr::from(([127, 0, 0, 1], 1080)))
         .unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(&[5, 1, 0, 5, 1, 7, 1, 1, 2, 3, 4, 0, 80])
@@ -408,7 +273,7 @@ fn curl_through_the_mixnet_fetches_a_file_byte_identical() {
     );
 
     // 6. 5 % loss on every link: every packet between two nodes crosses the bridge once.
-    let switch = &bed_net.switch;
+    let switch = net.switch().unwrap();
     let nft = |args: &str| {
         let out = switch.exec("nft", args.split(' ')).output().unwrap();
         assert!(
@@ -422,10 +287,13 @@ fn curl_through_the_mixnet_fetches_a_file_byte_identical() {
     nft("add chain bridge lossy drops { type filter hook forward priority 0 ; }");
     nft("add rule bridge lossy drops numgen random mod 100 < 5 counter drop");
     let started = Instant::now();
-    match curl(&bed_net, &url, &dir.join("lossy")) {
+    match curl(&client_ns, &url, &dir.join("lossy")) {
         Ok(got) if got == *body => {}
-        Ok(got) => bed.fail(&format!("with loss: {} bytes, not the file", got.len())),
-        Err(e) => bed.fail(&format!("with loss: curl failed: {e}")),
+        Ok(got) => fail(
+            &net,
+            &format!("with loss: {} bytes, not the file", got.len()),
+        ),
+        Err(e) => fail(&net, &format!("with loss: curl failed: {e}")),
     }
     let lossy = started.elapsed();
     let listing = nft("list chain bridge lossy drops");
@@ -442,18 +310,21 @@ fn curl_through_the_mixnet_fetches_a_file_byte_identical() {
     nft("delete table bridge lossy");
 
     // 7. A mix killed in the middle of a fetch (every layer has two).
+    assert_eq!(network.role(3), pb_testnet::Role::Mix);
     let started = Instant::now();
     let killed = thread::scope(|scope| {
-        let fetch = scope.spawn(|| curl(&bed_net, &url, &dir.join("killed")));
+        let fetch = scope.spawn(|| curl(&client_ns, &url, &dir.join("killed")));
         thread::sleep(Duration::from_secs(2));
-        let _ = bed.procs[3].child.kill();
-        let _ = bed.procs[3].child.wait();
+        net.kill(3);
         fetch.join().unwrap()
     });
     match killed {
         Ok(got) if got == *body => {}
-        Ok(got) => bed.fail(&format!("mix killed: {} bytes, not the file", got.len())),
-        Err(e) => bed.fail(&format!("mix killed: curl failed: {e}")),
+        Ok(got) => fail(
+            &net,
+            &format!("mix killed: {} bytes, not the file", got.len()),
+        ),
+        Err(e) => fail(&net, &format!("mix killed: curl failed: {e}")),
     }
     let through_kill = started.elapsed();
 
@@ -468,35 +339,38 @@ fn curl_through_the_mixnet_fetches_a_file_byte_identical() {
         .output()
         .is_ok();
     let arm_time = if arm.exists() && qemu {
-        let mut command = bed_net.nodes[CLIENT].ns.exec(
-            "qemu-aarch64",
-            [
-                arm.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:1081",
-                "--gateway",
-                &gateway.to_string(),
-                "--network-seed",
-                NETWORK_SEED,
-            ],
-        );
-        command.current_dir(&home).env("HOME", &home);
-        bed.procs.push(spawn(command));
-        let arm_proc = bed.procs.len() - 1;
-        let start = Instant::now();
-        while bed.procs[arm_proc].last("pb-client: ready").is_none() {
-            if start.elapsed() > Duration::from_secs(90) {
-                bed.fail("the aarch64 pb-client did not get ready");
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
+        let mut command = net.command(Node::Client, "qemu-aarch64");
+        command
+            .arg(&arm)
+            .args(["--listen", "127.0.0.1:1081"])
+            .args(net.client_args())
+            .current_dir(&home)
+            .env("HOME", &home)
+            .env("PB_LOG", "debug");
+        let arm_client = net.start_client("pb-client (aarch64)", command, Duration::from_secs(90));
+        let arm_client = match arm_client {
+            Ok(k) => k,
+            Err(e) => fail(
+                &net,
+                &format!("the aarch64 pb-client did not get ready: {e:#}"),
+            ),
+        };
         let started = Instant::now();
-        match curl_via(&bed_net, "127.0.0.1:1081", "300", &url, &dir.join("arm")) {
+        match curl_via(&client_ns, "127.0.0.1:1081", "300", &url, &dir.join("arm")) {
             Ok(got) if got == *body => {}
-            Ok(got) => bed.fail(&format!("aarch64 fetch: {} bytes, not the file", got.len())),
-            Err(e) => bed.fail(&format!("aarch64 fetch failed: {e}")),
+            Ok(got) => fail(
+                &net,
+                &format!("aarch64 fetch: {} bytes, not the file", got.len()),
+            ),
+            Err(e) => fail(&net, &format!("aarch64 fetch failed: {e}")),
         }
-        Some(started.elapsed())
+        let took = started.elapsed();
+        let status = net.process_mut(arm_client).unwrap().terminate().unwrap();
+        assert!(
+            status.success(),
+            "the aarch64 pb-client exited with {status}"
+        );
+        Some(took)
     } else {
         let why = format!(
             "{} missing or qemu-aarch64 not installed (make test builds it)",
@@ -511,12 +385,15 @@ fn curl_through_the_mixnet_fetches_a_file_byte_identical() {
     };
 
     // 9. The client stops on SIGTERM and reports its counters: its loops came back.
-    let client_pid = bed.procs[RELAYS].child.id().to_string();
-    let _ = Command::new("kill").args(["-TERM", &client_pid]).status();
-    let status = bed.procs[RELAYS].child.wait().unwrap();
+    let status = net.process_mut(client).unwrap().terminate().unwrap();
     assert!(status.success(), "pb-client exited with {status}");
-    thread::sleep(Duration::from_millis(200));
-    let loops = bed.procs[RELAYS].last("pb-client: ").unwrap_or_default();
+    let loops = net
+        .process(client)
+        .unwrap()
+        .lines_with("pb-client: ")
+        .into_iter()
+        .rfind(|l| l.contains("loops: "))
+        .unwrap_or_default();
     let back: u64 = loops
         .split("sent, ")
         .nth(1)
@@ -536,8 +413,162 @@ fn curl_through_the_mixnet_fetches_a_file_byte_identical() {
         dns.recv_from(&mut query).is_err(),
         "pb-client (or curl) made a DNS query"
     );
-    assert!(served.load(Ordering::Relaxed) >= 13);
+    assert!(server.connections() >= 13);
+
+    // 11. Nothing secret or identifying in any log, at debug level: every relay stops (and
+    // prints its last lines), then every line of every process is searched.
+    for i in 0..RELAYS {
+        if net.running(i) {
+            let status = net.stop(i).unwrap();
+            assert!(
+                status.success(),
+                "{} exited with {status}",
+                net.relay_name(i)
+            );
+        }
+    }
+    let outputs = net.outputs();
+    for (who, what) in [
+        ("a relay", "pb-relay: debug: "),
+        ("pb-client", "pb-client: debug: "),
+    ] {
+        assert!(
+            outputs.iter().any(|(_, out)| out.contains(what)),
+            "no debug line from {who}: did PB_LOG=debug take?"
+        );
+    }
+    let leaks = leaks(&outputs, &secrets(&network, server_ip, client_ip));
+    assert!(
+        leaks.is_empty(),
+        "secrets or identifying values in the logs (each shown as [its name]):\n{}",
+        leaks.join("\n")
+    );
     println!(
         "one 1 MiB fetch in {one:?}; ten at once in {ten:?}; with 5% loss per link in {lossy:?} ({dropped} packets dropped); through a killed mix in {through_kill:?}; aarch64 under qemu in {arm_time:?}; {loops}"
     );
+}
+
+/// How a value may appear in a log.
+#[derive(Clone, Copy)]
+enum Form {
+    /// Anywhere.
+    Text,
+    /// As an address: not next to more digits (so "198.18.0.1" is not found in
+    /// "198.18.0.10").
+    Address,
+}
+
+/// What must not be in any log: (what it is, the text, how it may appear).
+fn secrets(network: &Network, server: Ipv4Addr, client: Ipv4Addr) -> Vec<(String, String, Form)> {
+    let mut secrets = Vec::new();
+    for i in 0..network.relays() {
+        let seed = network.identity_seed(i);
+        let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+        let name = format!("relay {i}'s identity seed");
+        secrets.push((format!("{name} (hex)"), hex.clone(), Form::Text));
+        secrets.push((format!("{name} (HEX)"), hex.to_uppercase(), Form::Text));
+        secrets.push((
+            format!("{name} (half, hex)"),
+            hex[..32].to_owned(),
+            Form::Text,
+        ));
+        secrets.push((format!("{name} (bytes)"), format!("{seed:?}"), Form::Text));
+    }
+    secrets.push((
+        "the fetched URL's host (name)".into(),
+        SERVER_NAME.into(),
+        Form::Text,
+    ));
+    secrets.push((
+        "the fetched URL's host (the web server's address)".into(),
+        server.to_string(),
+        Form::Address,
+    ));
+    secrets.push((
+        "the unresolvable destination".into(),
+        UNKNOWN_NAME.into(),
+        Form::Text,
+    ));
+    secrets.push((
+        "the forbidden destination".into(),
+        FORBIDDEN.into(),
+        Form::Address,
+    ));
+    secrets.push((
+        "the client's address".into(),
+        client.to_string(),
+        Form::Address,
+    ));
+    secrets
+}
+
+/// Where `needle` is in `line`, as `form` says.
+fn positions(line: &str, needle: &str, form: Form) -> Vec<usize> {
+    line.match_indices(needle)
+        .map(|(at, _)| at)
+        .filter(|&at| match form {
+            Form::Text => true,
+            Form::Address => {
+                let before = line[..at].chars().next_back();
+                let after = line[at + needle.len()..].chars().next();
+                !before.is_some_and(|c| c.is_ascii_digit() || c == '.')
+                    && !after.is_some_and(|c| c.is_ascii_digit())
+            }
+        })
+        .collect()
+}
+
+/// Each line of `outputs` holding one of `secrets`, said as "which secret, in which
+/// process's output, which line" with the secret itself replaced by its name.
+fn leaks(outputs: &[(String, String)], secrets: &[(String, String, Form)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (process, output) in outputs {
+        for (n, line) in output.lines().enumerate() {
+            for (name, needle, form) in secrets {
+                if !positions(line, needle, *form).is_empty() {
+                    let mut shown = line.to_owned();
+                    for (other, text, _) in secrets {
+                        shown = shown.replace(text.as_str(), &format!("[{other}]"));
+                    }
+                    found.push(format!(
+                        "{name} in {process}'s output, line {}: {shown}",
+                        n + 1
+                    ));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_log_check_finds_exact_addresses_and_hides_what_it_finds() {
+    let secrets = vec![
+        (
+            "the client's address".to_owned(),
+            "198.18.0.10".to_owned(),
+            Form::Address,
+        ),
+        ("a seed".to_owned(), "abab".to_owned(), Form::Text),
+    ];
+    let outputs = vec![
+        (
+            "relay 0 (gateway)".to_owned(),
+            "pb-relay: peer 198.18.0.1:47471\npb-relay: from 198.18.0.100\nok".to_owned(),
+        ),
+        (
+            "pb-client".to_owned(),
+            "pb-client: debug: hello from 198.18.0.10:5000 key abab".to_owned(),
+        ),
+    ];
+    let leaks = leaks(&outputs, &secrets);
+    assert_eq!(leaks.len(), 2, "{leaks:?}");
+    assert!(leaks[0].starts_with("the client's address in pb-client's output, line 1: "));
+    assert!(leaks[1].starts_with("a seed in pb-client's output, line 1: "));
+    for leak in &leaks {
+        assert!(
+            !leak.contains("198.18.0.10:") && !leak.contains("abab"),
+            "{leak}"
+        );
+    }
 }

@@ -1,35 +1,25 @@
 //! Static mode serves the admin endpoint too: `/health`, `/status` and `/metrics` with every
 //! dataplane counter of `pb_relay::metrics`, under the same names the exit summary's `stat`
-//! lines use. Loopback only, no privileges. The configuration is rendered from the serde
-//! schema (`pb_relay::config::file`).
+//! lines use. Loopback only, no privileges. The configuration is pb-testnet's, rendered from
+//! the serde schema (`pb_relay::config::file`).
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use std::{
     io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
     process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
 use pb_relay::{
-    config::file::{
-        ConfigFile, IoSection, MixSection, NodeSection, TopologyEntry, TopologyFile, render,
-    },
+    config::file::render,
     metrics::{COUNTERS, LINK_COUNTERS},
 };
-use pb_sphinx::{Epoch, EpochKey};
+use pb_testnet::Network;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn get(admin: SocketAddr, path: &str) -> Option<String> {
@@ -51,38 +41,22 @@ fn metric(text: &str, name: &str) -> Option<u64> {
 fn a_static_relay_serves_health_status_and_every_counter() {
     let dir = std::env::temp_dir().join(format!("pb-relay-admin-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    // Three layers of one node each; only the first runs (its link's packets go to a port
-    // nobody listens on, which is all the counters need).
-    let nodes: Vec<TopologyEntry> = (0..3u8)
-        .map(|layer| TopologyEntry {
-            id: Some(hex(&[layer + 1; 16])),
-            role: Some("mix".into()),
-            layer: Some(u32::from(layer)),
-            addr: Some(format!("127.0.0.1:{}", free_port())),
-            public_key: Some(hex(
-                &EpochKey::from_secret(Epoch(1), [0x30 + layer; 32]).public_key()
-            )),
-        })
-        .collect();
-    let topology = TopologyFile { node: Some(nodes) };
+    // Three layers of one node each, on loopback addresses of this test run's own; only the
+    // first runs (its link's packets go to an address nobody listens on, which is all the
+    // counters need).
+    let network = Network::builder()
+        .relays(3)
+        .loopback(Ipv4Addr::new(127, 75, (std::process::id() % 200) as u8, 1))
+        .format(pb_sphinx::Format::V2)
+        .static_topology(1, Vec::new())
+        .link_rate(50)
+        .admin(true)
+        .build()
+        .unwrap();
+    let topology = network.topology_file().unwrap();
     std::fs::write(dir.join("topology.toml"), render(&topology).unwrap()).unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let config = ConfigFile {
-        topology: Some("topology.toml".into()),
-        admin: Some(admin.to_string()),
-        node: Some(NodeSection {
-            id: Some(hex(&[1; 16])),
-            secret: Some(hex(&[0x30; 32])),
-            epoch: Some(1),
-            format: Some("v2".into()),
-        }),
-        io: Some(IoSection::udp("127.0.0.1:0".parse().unwrap())),
-        mix: Some(MixSection {
-            link_rate: Some(50),
-            ..MixSection::default()
-        }),
-        ..ConfigFile::default()
-    };
+    let admin: SocketAddr = network.admin_addr(0).unwrap();
+    let config = network.relay_config(0);
     std::fs::write(dir.join("relay.toml"), render(&config).unwrap()).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_pb-relay"))
         .args(["run", "--seconds", "4", "--stats-interval", "0", "--config"])
@@ -106,7 +80,7 @@ fn a_static_relay_serves_health_status_and_every_counter() {
     let status = get(admin, "/status").unwrap();
     assert!(status.contains("mode static"), "{status}");
     assert!(
-        status.contains(&format!("node {}", hex(&[1; 16]))),
+        status.contains(&format!("node {}", hex(&network.node_id(0).0))),
         "{status}"
     );
     assert_eq!(metric(&metrics, "pb_epoch"), Some(1), "{metrics}");

@@ -2,46 +2,63 @@
 //! never a panic. Needs no privileges (the relay stops before touching the network).
 #![expect(clippy::unwrap_used, reason = "tests")]
 
-use std::process::Command;
+use std::{net::Ipv4Addr, process::Command};
 
-const SECRET: &str = "2020202020202020202020202020202020202020202020202020202020202020";
+use pb_relay::config::file::{ConfigFile, IoSection, TopologyFile, render};
+use pb_testnet::Network;
 
-fn public_key() -> String {
-    let key = pb_sphinx::EpochKey::from_secret(pb_sphinx::Epoch(1), [0x20; 32]).public_key();
-    key.iter().map(|b| format!("{b:02x}")).collect()
+/// A static network of three relays on loopback addresses of this test run's own, from
+/// 127.78.<pid>.`first`: the tests run relay 0.
+fn network(first: u8) -> Network {
+    Network::builder()
+        .relays(3)
+        .loopback(Ipv4Addr::new(
+            127,
+            78,
+            (std::process::id() % 200) as u8,
+            first,
+        ))
+        .format(pb_sphinx::Format::V2)
+        .static_topology(1, Vec::new())
+        .build()
+        .unwrap()
 }
 
-fn topology() -> String {
-    let mut t = String::new();
-    for layer in 0..3 {
-        t += &format!(
-            "[[node]]\nid = \"{:032x}\"\nrole = \"mix\"\nlayer = {layer}\naddr = \"127.0.0.1:{}\"\npublic_key = \"{}\"\n\n",
-            layer + 1,
-            47470 + layer,
-            public_key()
-        );
-    }
-    t
+fn text(file: &impl serde::Serialize) -> String {
+    render(file).unwrap()
 }
 
-fn config(node: &str, io: &str, mix: &str) -> String {
-    format!("topology = \"topology.toml\"\n\n[node]\n{node}\n\n[io]\n{io}\n\n[mix]\n{mix}\n")
+fn topology(net: &Network) -> TopologyFile {
+    net.topology_file().unwrap()
 }
 
-const NODE: &str =
-    "id = \"00000000000000000000000000000001\"\nsecret = \"SECRET\"\nepoch = 1\nformat = \"v2\"";
-const IO: &str = "backend = \"udp\"\nbind = \"127.0.0.1:0\"";
+/// Relay 0's configuration, changed by `change`, rendered.
+fn config(net: &Network, change: impl FnOnce(&mut ConfigFile)) -> String {
+    let mut file = net.relay_config(0);
+    change(&mut file);
+    text(&file)
+}
 
-/// Runs `pb-relay run` on `config_text` (with the good topology) and returns (exit code,
+/// The topology, changed by `change`, rendered.
+fn topology_with(net: &Network, change: impl FnOnce(&mut TopologyFile)) -> String {
+    let mut file = topology(net);
+    change(&mut file);
+    text(&file)
+}
+
+/// `text` with `from` replaced by `to`, which must be there: for values of the wrong type,
+/// which the typed file cannot hold.
+fn replaced(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "{from:?} is not in {text}");
+    text.replace(from, to)
+}
+
+/// Runs `pb-relay run` on `config_text` with `topology_text` and returns (exit code,
 /// stderr).
 fn run(name: &str, config_text: &str, topology_text: &str) -> (Option<i32>, String) {
     let dir = std::env::temp_dir().join(format!("pb-relay-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("relay.toml"),
-        config_text.replace("SECRET", SECRET),
-    )
-    .unwrap();
+    std::fs::write(dir.join("relay.toml"), config_text).unwrap();
     std::fs::write(dir.join("topology.toml"), topology_text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_pb-relay"))
         .args(["run", "--config"])
@@ -56,144 +73,167 @@ fn run(name: &str, config_text: &str, topology_text: &str) -> (Option<i32>, Stri
     )
 }
 
+fn node(file: &mut ConfigFile) -> &mut pb_relay::config::file::NodeSection {
+    file.node.as_mut().unwrap()
+}
+
+fn io(file: &mut ConfigFile) -> &mut IoSection {
+    file.io.as_mut().unwrap()
+}
+
+fn mix(file: &mut ConfigFile) -> &mut pb_relay::config::file::MixSection {
+    file.mix.as_mut().unwrap()
+}
+
+fn id_prefix(net: &Network) -> String {
+    net.node_id(0).0[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[test]
 fn a_good_config_runs_and_reports() {
-    let (code, stderr) = run("good", &config(NODE, IO, ""), &topology());
+    let net = network(1);
+    let (code, stderr) = run("good", &config(&net, |_| {}), &text(&topology(&net)));
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stderr.starts_with("pb-relay: node 00000000"), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("pb-relay: node {}", id_prefix(&net))),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn several_cores_share_the_address() {
-    let io = format!("{IO}\ncores = 2");
-    let (code, stderr) = run("cores", &config(NODE, &io, ""), &topology());
+    let net = network(11);
+    let config = config(&net, |c| io(c).cores = Some(2));
+    let (code, stderr) = run("cores", &config, &text(&topology(&net)));
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains(", 2 cores"), "{stderr}");
 }
 
 #[test]
 fn bad_values_name_their_field_in_one_line() {
+    let net = network(21);
+    let good_topology = text(&topology(&net));
+    let t = || good_topology.clone();
+    let c = |change: fn(&mut ConfigFile)| config(&net, change);
     let cases: Vec<(&str, String, String, &str)> = vec![
         (
             "format",
-            config(&NODE.replace("v2", "v9"), IO, ""),
-            topology(),
+            c(|c| node(c).format = Some("v9".into())),
+            t(),
             "node.format",
         ),
-        (
-            "id",
-            config(
-                &NODE.replace("00000000000000000000000000000001", "xyz"),
-                IO,
-                "",
-            ),
-            topology(),
-            "node.id",
-        ),
+        ("id", c(|c| node(c).id = Some("xyz".into())), t(), "node.id"),
         (
             "secret",
-            config(&NODE.replace("SECRET", "00"), IO, ""),
-            topology(),
+            c(|c| node(c).secret = Some("00".into())),
+            t(),
             "node.secret",
         ),
         (
             "backend",
-            config(NODE, "backend = \"dpdk\"", ""),
-            topology(),
+            c(|c| {
+                c.io = Some(IoSection {
+                    backend: Some("dpdk".into()),
+                    ..IoSection::default()
+                });
+            }),
+            t(),
             "io.backend",
         ),
         (
             "bind",
-            config(NODE, "backend = \"udp\"\nbind = \"nowhere\"", ""),
-            topology(),
+            c(|c| io(c).bind = Some("nowhere".into())),
+            t(),
             "io.bind",
         ),
         (
             "rate",
-            config(NODE, IO, "link_rate = 0"),
-            topology(),
+            c(|c| mix(c).link_rate = Some(0)),
+            t(),
             "mix.link_rate",
         ),
-        (
-            "batch",
-            config(NODE, IO, "batch = 1000"),
-            topology(),
-            "mix.batch",
-        ),
+        ("batch", c(|c| mix(c).batch = Some(1000)), t(), "mix.batch"),
         (
             "unknown",
-            config(NODE, IO, "speed = 3"),
-            topology(),
+            replaced(&c(|_| {}), "[mix]\n", "[mix]\nspeed = 3\n"),
+            t(),
             "unknown field",
         ),
         (
             "not-in-topology",
-            config(&NODE.replace("01\"", "09\""), IO, ""),
-            topology(),
+            c(|c| node(c).id = Some("09".repeat(16))),
+            t(),
             "node.id: not in the topology",
         ),
         (
             "wrong-secret",
-            config(&NODE.replace("SECRET", &"21".repeat(32)), IO, ""),
-            topology(),
+            c(|c| node(c).secret = Some("21".repeat(32))),
+            t(),
             "node.secret: does not match",
         ),
         (
             "layers",
-            config(NODE, IO, ""),
-            topology().replace("layer = 2", "layer = 7"),
+            c(|_| {}),
+            topology_with(&net, |t| t.node.as_mut().unwrap()[2].layer = Some(7)),
             "topology.node",
         ),
         (
             "topology-addr",
-            config(NODE, IO, ""),
-            topology().replace("127.0.0.1:47471", "x"),
+            c(|_| {}),
+            topology_with(&net, |t| {
+                t.node.as_mut().unwrap()[1].addr = Some("x".into());
+            }),
             "topology.node[1].addr",
         ),
-        (
-            "cores",
-            config(NODE, &format!("{IO}\ncores = 0"), ""),
-            topology(),
-            "io.cores",
-        ),
+        ("cores", c(|c| io(c).cores = Some(0)), t(), "io.cores"),
         (
             "cores-text",
-            config(NODE, &format!("{IO}\ncores = \"two\""), ""),
-            topology(),
+            replaced(
+                &c(|c| io(c).cores = Some(1)),
+                "cores = 1",
+                "cores = \"two\"",
+            ),
+            t(),
             "io.cores",
         ),
         (
             "cpus-text",
-            config(NODE, &format!("{IO}\ncpus = [\"a\"]"), ""),
-            topology(),
+            replaced(
+                &c(|c| io(c).cpus = Some(vec![0])),
+                "cpus = [0]",
+                "cpus = [\"a\"]",
+            ),
+            t(),
             "io.cpus",
         ),
         (
             "cpus-count",
-            config(NODE, &format!("{IO}\ncores = 2\ncpus = [0]"), ""),
-            topology(),
+            c(|c| {
+                io(c).cores = Some(2);
+                io(c).cpus = Some(vec![0]);
+            }),
+            t(),
             "io.cpus: 1 CPUs listed for 2 cores",
         ),
         (
             "cpus-range",
-            config(NODE, &format!("{IO}\ncpus = [5000]"), ""),
-            topology(),
+            c(|c| io(c).cpus = Some(vec![5000])),
+            t(),
             "io.cpus",
         ),
         (
             "cpus-offline",
-            config(NODE, &format!("{IO}\ncpus = [1000]"), ""),
-            topology(),
+            c(|c| io(c).cpus = Some(vec![1000])),
+            t(),
             "io.cpus: CPU 1000",
         ),
         (
             "xdp-lo",
-            config(
-                NODE,
-                "backend = \"af_xdp\"\ninterface = \"no-such-if0\"\nqueues = [0]",
-                "",
-            ),
-            topology(),
+            c(|c| c.io = Some(IoSection::af_xdp("no-such-if0", 47470, "auto"))),
+            t(),
             "no-such-if0",
         ),
     ];
@@ -220,16 +260,13 @@ fn unbound_receive_queues_are_warned_about() {
     let node = &bed.nodes[0];
     let dir = std::env::temp_dir().join(format!("pb-relay-cli-{}-queues", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let io = format!(
-        "backend = \"af_xdp\"\ninterface = \"{}\"\nqueues = [0]\nbind = \"copy\"",
-        node.ifname
-    );
-    std::fs::write(
-        dir.join("relay.toml"),
-        config(NODE, &io, "").replace("SECRET", SECRET),
-    )
-    .unwrap();
-    std::fs::write(dir.join("topology.toml"), topology()).unwrap();
+    let net = network(31);
+    // One socket, on queue 0 of the two.
+    let config = config(&net, |c| {
+        c.io = Some(IoSection::af_xdp(&node.ifname, 47470, "copy"))
+    });
+    std::fs::write(dir.join("relay.toml"), config).unwrap();
+    std::fs::write(dir.join("topology.toml"), text(&topology(&net))).unwrap();
     let out = node
         .ns
         .exec(
@@ -287,72 +324,89 @@ fn gossip_mode_mistakes_are_one_line_each() {
     // A gossip port already taken.
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let taken_port = taken.local_addr().unwrap().port();
-    let seed = "42".repeat(32);
-    let gossip = |extra: &str, file: &str, bind: &str| {
-        format!(
-            "[node]\nformat = \"v2\"\n{extra}\n[io]\n{IO}\n\n[gossip]\nbind = \"{bind}\"\nnetwork_seed = \"{seed}\"\nidentity_file = \"{file}\"\nrole = \"mix\"\nadvertise = \"127.0.0.1:47470\"\n"
-        )
+    // Relay 1 (a mix) of a gossip network on loopback, with the identity made above and
+    // the gossip socket on `bind`; each case changes one thing.
+    let net = Network::builder()
+        .relays(3)
+        .loopback(Ipv4Addr::new(127, 78, (std::process::id() % 200) as u8, 41))
+        .format(pb_sphinx::Format::V2)
+        .build()
+        .unwrap();
+    let gossip = |bind: &str, change: &dyn Fn(&mut ConfigFile)| {
+        let mut file = net.relay_config(1);
+        let g = file.gossip.as_mut().unwrap();
+        g.bind = Some(bind.into());
+        g.identity_file = Some("identity.key".into());
+        change(&mut file);
+        text(&file)
     };
+    let set = |change: fn(&mut pb_relay::config::file::GossipSection)| {
+        move |file: &mut ConfigFile| change(file.gossip.as_mut().unwrap())
+    };
+    let free = "127.0.0.1:47999";
     let cases = [
         (
-            gossip("secret = \"00\"\n", "identity.key", "127.0.0.1:0"),
+            gossip("127.0.0.1:0", &|c| node(c).secret = Some("00".into())),
             "node.secret: not used with [gossip]",
         ),
         (
-            gossip("", "identity.key", "0.0.0.0:47471"),
+            gossip("0.0.0.0:47471", &|_| {}),
             "gossip.bind: needs an address and a port",
         ),
         (
-            gossip("", "identity.key", "127.0.0.1:47999")
-                .replace("[gossip]\n", "[gossip]\nadmin = \"198.18.0.1:9100\"\n"),
+            gossip(free, &set(|g| g.admin = Some("198.18.0.1:9100".into()))),
             "gossip.admin: must be a loopback address",
         ),
         (
-            gossip("", "identity.key", "127.0.0.1:47999")
-                .replace("role = \"mix\"", "role = \"boss\""),
+            gossip(free, &set(|g| g.role = Some("boss".into()))),
             "gossip.role",
         ),
         (
-            gossip("", "identity.key", "127.0.0.1:47999").replace(&seed, "12"),
+            gossip(free, &set(|g| g.network_seed = Some("12".into()))),
             "gossip.network_seed",
         ),
         (
-            gossip("", "missing.key", "127.0.0.1:47999"),
+            gossip(free, &set(|g| g.identity_file = Some("missing.key".into()))),
             "cannot read identity file",
         ),
         (
-            gossip("", "bad.key", "127.0.0.1:47999"),
+            gossip(free, &set(|g| g.identity_file = Some("bad.key".into()))),
             "expected 64 hex digits",
         ),
         (
-            gossip("", "identity.key", &format!("127.0.0.1:{taken_port}")),
+            gossip(&format!("127.0.0.1:{taken_port}"), &|_| {}),
             "gossip.bind: cannot bind",
         ),
         (
-            gossip("", "identity.key", "127.0.0.1:47999").replace(
-                "[gossip]\n",
-                "[gossip]\nclient_bind = \"127.0.0.1:47480\"\n",
+            gossip(
+                free,
+                &set(|g| g.client_bind = Some("127.0.0.1:47480".into())),
             ),
             "gossip.client_bind: only a gateway serves clients",
         ),
         (
-            gossip("", "identity.key", "127.0.0.1:47999")
-                .replace("[gossip]\n", "[gossip]\nexit_allow = [\"10.0.0.0/8\"]\n"),
+            gossip(
+                free,
+                &set(|g| g.exit_allow = Some(vec!["10.0.0.0/8".into()])),
+            ),
             "gossip.exit_allow: only an exit has an exit policy",
         ),
         (
-            gossip("", "identity.key", "127.0.0.1:47999")
-                .replace("role = \"mix\"", "role = \"exit\"")
-                .replace("[gossip]\n", "[gossip]\nexit_allow = [\"10.0.0.0/33\"]\n"),
+            gossip(
+                free,
+                &set(|g| {
+                    g.role = Some("exit".into());
+                    g.exit_allow = Some(vec!["10.0.0.0/33".into()]);
+                }),
+            ),
             "gossip.exit_allow: \"10.0.0.0/33\" is not a network",
         ),
         (
-            gossip("", "identity.key", "127.0.0.1:47999")
-                .replace("role = \"mix\"", "role = \"gateway\"")
-                .replace(
-                    "[gossip]\n",
-                    &format!("[gossip]\nclient_bind = \"127.0.0.1:{taken_port}\"\n"),
-                ),
+            gossip(free, &|c| {
+                let g = c.gossip.as_mut().unwrap();
+                g.role = Some("gateway".into());
+                g.client_bind = Some(format!("127.0.0.1:{taken_port}"));
+            }),
             "gossip.client_bind: cannot bind",
         ),
     ];
@@ -380,11 +434,8 @@ fn gossip_mode_mistakes_are_one_line_each() {
         .unwrap()
         .local_addr()
         .unwrap();
-    std::fs::write(
-        dir.join("relay.toml"),
-        gossip("", "identity.key", &free.to_string()),
-    )
-    .unwrap();
+    let alone = gossip(&free.to_string(), &set(|g| g.seeds = None));
+    std::fs::write(dir.join("relay.toml"), alone).unwrap();
     let out = Command::new(bin)
         .args([
             "run",

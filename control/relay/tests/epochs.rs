@@ -8,28 +8,16 @@
 mod common;
 
 use std::{
-    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
-    process::Command,
+    net::{Ipv4Addr, UdpSocket},
     thread,
     time::{Duration, SystemTime},
 };
 
-use common::{Net, Relay, admin_get, client_topology, hex, identity_seed, packets, send_through};
+use common::{client_view, converge, hex, packets, send_through, stat, stop_all};
+use pb_testnet::{Node, Testnet};
 
 const RELAYS: usize = 5;
 const EPOCH_SECONDS: u64 = 12;
-
-fn ip(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(127, 77, (std::process::id() % 200) as u8, 10 + i as u8)
-}
-
-fn admin_addr(i: usize) -> SocketAddr {
-    SocketAddr::new(ip(i).into(), 9100)
-}
-
-fn admin(i: usize, path: &str) -> String {
-    admin_get(TcpStream::connect(admin_addr(i)).unwrap(), path)
-}
 
 fn seconds_into_epoch() -> u64 {
     SystemTime::now()
@@ -41,66 +29,50 @@ fn seconds_into_epoch() -> u64 {
 
 #[test]
 fn epochs_turn_over_with_an_overlap() {
-    let dir = std::env::temp_dir().join(format!("pb-epochs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let deliveries = UdpSocket::bind((ip(RELAYS - 1), 9000)).unwrap();
+    // Loopback addresses of this test run alone: 127.77.<pid>.10 and on.
+    let first = Ipv4Addr::new(127, 77, (std::process::id() % 200) as u8, 10);
+    let [a, b, c, d] = first.octets();
+    let exit = Ipv4Addr::new(a, b, c, d + RELAYS as u8 - 1);
+    let network = common::network()
+        .relays(RELAYS)
+        .loopback(first)
+        .gossip(EPOCH_SECONDS)
+        .gossip_seeds(1)
+        .admin(true)
+        .deliver_to(RELAYS - 1, (exit, 9000).into())
+        .build()
+        .unwrap();
+    let deliveries = UdpSocket::bind((exit, 9000)).unwrap();
     deliveries
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let client = UdpSocket::bind((ip(RELAYS), 0)).unwrap();
-    let mut net = Net {
-        relays: Vec::new(),
-        dir: dir.clone(),
-    };
-    for i in 0..RELAYS {
-        std::fs::write(
-            dir.join(format!("identity{i}.key")),
-            hex(&identity_seed(i)) + "\n",
-        )
-        .unwrap();
-        let deliver = (i == RELAYS - 1).then(|| deliveries.local_addr().unwrap());
-        let config = common::config(
-            ip(i),
-            &[ip(0)],
-            i,
-            RELAYS,
-            admin_addr(i),
-            EPOCH_SECONDS,
-            deliver,
-        );
-        let path = dir.join(format!("relay{i}.toml"));
-        std::fs::write(&path, config).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_pb-relay"));
-        command
-            .args(["run", "--stats-interval", "0", "--config"])
-            .arg(&path);
-        net.relays.push(Some(Relay::start(command)));
-    }
+    let client = UdpSocket::bind((network.address(Node::Client), 0)).unwrap();
+    let mut net = Testnet::start(network).unwrap();
 
     // The network agrees; take the client's view early enough in an epoch that the packets
     // are made before it ends.
-    let (_, mut epoch, _) = net.converge(RELAYS, 0);
+    let (view, _) = converge(&mut net, RELAYS, 0);
     while seconds_into_epoch() > EPOCH_SECONDS - 5 {
         thread::sleep(Duration::from_millis(200));
     }
-    let (_, e, _) = net.converge(RELAYS, epoch);
-    epoch = e;
-    let old = client_topology(&admin(0, "/status"), &admin(0, "/descriptors"));
+    let (view, _) = converge(&mut net, RELAYS, view.epoch);
+    let epoch = view.epoch;
+    let old = client_view(&net);
     assert_eq!(old.epoch().0, epoch);
     let during_overlap = packets(&old, 3, 1);
     let after_overlap = packets(&old, 1, 2);
 
     // The boundary: everyone moves to the next epoch (and its topology).
-    let (new_hash, new_epoch, _) = net.converge(RELAYS, epoch + 1);
-    assert_eq!(new_epoch, epoch + 1);
+    let (new_view, _) = converge(&mut net, RELAYS, epoch + 1);
+    assert_eq!(new_view.epoch, epoch + 1);
     let gateway = old.layer(0)[0].packet_addr;
     // Within the overlap (two seconds here): the old epoch's packets still go through.
     if let Err(e) = send_through(&during_overlap, gateway, &client, &deliveries, common::STEP) {
-        net.fail(&format!("during the overlap: {e}"));
+        common::fail(&mut net, &format!("during the overlap: {e}"));
     }
     // The new epoch's topology, as a client sees it.
-    let new = client_topology(&admin(0, "/status"), &admin(0, "/descriptors"));
-    assert_eq!(hex(&new.hash()), new_hash);
+    let new = client_view(&net);
+    assert_eq!(hex(&new.hash()), new_view.hash);
     if let Err(e) = send_through(
         &packets(&new, 3, 3),
         gateway,
@@ -108,7 +80,7 @@ fn epochs_turn_over_with_an_overlap() {
         &deliveries,
         common::STEP,
     ) {
-        net.fail(&format!("in the new epoch: {e}"));
+        common::fail(&mut net, &format!("in the new epoch: {e}"));
     }
     // After the overlap: the old epoch is past.
     thread::sleep(Duration::from_secs(3));
@@ -123,14 +95,7 @@ fn epochs_turn_over_with_an_overlap() {
         )
         .is_err()
     );
-    let mut past = 0;
-    for relay in net.relays.iter_mut().flatten() {
-        let (status, stderr) = relay.stop();
-        assert!(status.success(), "{status}: {stderr}");
-        assert!(!stderr.contains("panicked"), "{stderr}");
-    }
-    if let Some(Some(gw)) = net.relays.first() {
-        past = gw.stat("dropped_past_epoch").unwrap_or(0);
-    }
+    stop_all(&mut net);
+    let past = stat(&net, 0, "dropped_past_epoch").unwrap_or(0);
     assert_eq!(past, 1, "the gateway drops the late packet as past-epoch");
 }

@@ -4,9 +4,7 @@
 //! passes `systemd-analyze verify`. The installed relay, started as that user (not root)
 //! with the installed configuration, answers on its admin endpoint. Needs root; removes the
 //! user, the prefix and its namespace afterwards, also when it fails.
-#![expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
-
-mod common;
+#![expect(clippy::unwrap_used, reason = "tests")]
 
 use std::{
     net::TcpStream,
@@ -17,7 +15,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::admin_get;
 use pb_testbed::{Netns, Proc};
 
 /// The user and prefix, removed however the test ends.
@@ -138,7 +135,7 @@ fn the_install_script_sets_up_a_relay_that_runs_without_root() {
     let start = Instant::now();
     let health = loop {
         if let Ok(Ok(stream)) = ns.in_netns(|| TcpStream::connect("127.0.0.1:9100")) {
-            break admin_get(stream, "/health");
+            break pb_testnet::http_get(stream, "/health").unwrap();
         }
         assert!(
             start.elapsed() < Duration::from_secs(20),

@@ -7,66 +7,26 @@
 
 use std::{
     collections::HashMap,
-    io::{BufRead as _, BufReader, Read as _},
-    net::UdpSocket,
-    path::Path,
-    process::{Command, Stdio},
-    sync::mpsc,
-    time::Duration,
+    net::{Ipv4Addr, UdpSocket},
+    time::{Duration, Instant},
 };
 
-use pb_sphinx::{
-    DelayMs, Epoch, EpochKey, Format, Hop, MailboxId, NodeId, PACKET_LEN, create_packet_with,
-};
+use pb_sphinx::{DelayMs, Epoch, EpochKey, Format, Hop, MailboxId, PACKET_LEN, create_packet_with};
+use pb_testnet::{Network, OutsideNode, Role, Testnet};
 
 const FORMAT: Format = Format::V2;
 const MAILBOX: MailboxId = MailboxId([0xab; 16]);
-const RELAY: NodeId = NodeId([0x51; 16]);
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The relay's secret for `epoch`: a new one every epoch.
-fn secret(epoch: u32) -> [u8; 32] {
-    [0x30 + epoch as u8; 32]
-}
-
-fn key(epoch: u32) -> EpochKey {
-    EpochKey::from_secret(Epoch(epoch), secret(epoch))
-}
-
-/// Writes the relay's files for `epoch`: it is layer 0 at `relay`, the two other layers are
-/// the test's sockets.
-fn write_files(dir: &Path, epoch: u32, relay: u16, others: [u16; 2], deliver: u16) {
-    let mut topology = format!(
-        "[[node]]\nid = \"{}\"\nrole = \"gateway\"\nlayer = 0\naddr = \"127.0.0.1:{relay}\"\npublic_key = \"{}\"\n\n",
-        hex(&RELAY.0),
-        hex(&key(epoch).public_key())
-    );
-    for (i, port) in others.iter().enumerate() {
-        topology += &format!(
-            "[[node]]\nid = \"{}\"\nrole = \"mix\"\nlayer = {}\naddr = \"127.0.0.1:{port}\"\npublic_key = \"{}\"\n\n",
-            hex(&[0x61 + i as u8; 16]),
-            i + 1,
-            hex(&EpochKey::from_secret(Epoch(epoch), [0x70 + i as u8; 32]).public_key())
-        );
-    }
-    std::fs::write(dir.join("topology.toml"), topology).unwrap();
-    let config = format!(
-        "topology = \"topology.toml\"\ndeliver_to = \"127.0.0.1:{deliver}\"\n\n[node]\nid = \"{}\"\nsecret = \"{}\"\nepoch = {epoch}\nformat = \"v2\"\n\n[io]\nbackend = \"udp\"\nbind = \"127.0.0.1:{relay}\"\ncores = 2\n\n[mix]\nlink_rate = 50\n",
-        hex(&RELAY.0),
-        hex(&secret(epoch)),
-    );
-    std::fs::write(dir.join("relay.toml"), config).unwrap();
-}
-
 /// A one-hop packet to the relay's mailbox in `epoch`, carrying `n`.
-fn packet(epoch: u32, n: u8) -> [u8; PACKET_LEN] {
+fn packet(network: &Network, epoch: u32, n: u8) -> [u8; PACKET_LEN] {
     let mut p = [0u8; PACKET_LEN];
     let hop = Hop {
-        node: RELAY,
-        public_key: key(epoch).public_key(),
+        node: network.node_id(0),
+        public_key: network.public_key(0, epoch),
         delay: DelayMs(0),
     };
     create_packet_with(
@@ -82,144 +42,136 @@ fn packet(epoch: u32, n: u8) -> [u8; PACKET_LEN] {
     p
 }
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// The relay's `pb-relay: …` lines on stderr, one after the other.
+struct Lines(usize);
 
-/// Kills the relay if the test fails; removes the scratch directory.
-struct Relay {
-    child: std::process::Child,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl Lines {
+    /// The next one, waiting up to ten seconds.
+    fn next(&mut self, net: &Testnet) -> String {
+        let start = Instant::now();
+        loop {
+            let lines = net.relay(0).unwrap().lines_with("pb-relay: ");
+            if let Some(line) = lines.get(self.0) {
+                self.0 += 1;
+                return line.clone();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no new line from the relay: {}",
+                net.report(20)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
+}
+
+/// Sends packets and expects exactly the messages `want` delivered, in any order.
+fn exchange(
+    net: &Testnet,
+    client: &UdpSocket,
+    deliveries: &UdpSocket,
+    packets: &[[u8; PACKET_LEN]],
+    want: &[u8],
+) {
+    let mut buf = [0u8; 2048];
+    for p in packets {
+        client.send_to(p, net.network().packet_addr(0)).unwrap();
+    }
+    let mut got: Vec<u8> = (0..want.len())
+        .map(|_| {
+            let Ok(n) = deliveries.recv(&mut buf) else {
+                panic!("nothing delivered; the relay printed:\n{}", net.report(50));
+            };
+            assert_eq!(&buf[..16], &MAILBOX.0);
+            assert!(n > 16);
+            buf[16]
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, want);
 }
 
 #[test]
 fn sighup_rotates_to_the_next_epoch() {
-    let dir = std::env::temp_dir().join(format!("pb-relay-rotation-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // The relay is layer 0 on a loopback address of this test run's own; the two other
+    // layers are the test's sockets.
     let neighbours: Vec<UdpSocket> = (0..2)
         .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
         .collect();
-    let others = [0, 1].map(|i| neighbours[i].local_addr().unwrap().port());
+    let outside = (0..2)
+        .map(|i| OutsideNode {
+            id: pb_sphinx::NodeId([0x61 + i as u8; 16]),
+            role: Role::Mix,
+            layer: i as u32 + 1,
+            addr: neighbours[i].local_addr().unwrap(),
+            public_key: EpochKey::from_secret(Epoch(1), [0x70 + i as u8; 32]).public_key(),
+        })
+        .collect();
     let deliveries = UdpSocket::bind("127.0.0.1:0").unwrap();
     deliveries
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let deliver = deliveries.local_addr().unwrap().port();
-    let port = free_port();
-    write_files(&dir, 1, port, others, deliver);
-    let child = Command::new(env!("CARGO_BIN_EXE_pb-relay"))
-        .args(["run", "--stats-interval", "0", "--config"])
-        .arg(dir.join("relay.toml"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let network = Network::builder()
+        .relays(1)
+        .relay_binary(env!("CARGO_BIN_EXE_pb-relay"))
+        .loopback(Ipv4Addr::new(127, 76, (std::process::id() % 200) as u8, 1))
+        .format(FORMAT)
+        .static_topology(1, outside)
+        .gateway_cores(2)
+        .link_rate(50)
+        .deliver_to(0, deliveries.local_addr().unwrap())
+        .stats_interval(0.0)
+        .build()
         .unwrap();
-    let mut relay = Relay { child, dir };
-    let stderr = relay.child.stderr.take().unwrap();
-    let (lines_tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let next_line = || lines.recv_timeout(Duration::from_secs(10)).unwrap();
-    assert!(next_line().starts_with("pb-relay: node 51515151"));
-    let pid = relay.child.id().to_string();
-    let hup = || {
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    };
-
-    let mut relay_stdout = relay.child.stdout.take();
+    let mut net = Testnet::start(network.clone()).unwrap();
+    let mut lines = Lines(0);
+    let first = lines.next(&net);
+    let id = hex(&net.network().node_id(0).0[..4]);
+    assert!(
+        first.starts_with(&format!("pb-relay: node {id}")),
+        "{first}"
+    );
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut buf = [0u8; 2048];
-    // Sends packets and expects exactly the messages `want` delivered, in any order.
-    let mut exchange = |packets: &[[u8; PACKET_LEN]], want: &[u8]| {
-        for p in packets {
-            client.send_to(p, ("127.0.0.1", port)).unwrap();
-        }
-        let mut got: Vec<u8> = (0..want.len())
-            .map(|_| {
-                let Ok(n) = deliveries.recv(&mut buf) else {
-                    let _ = Command::new("kill").args(["-TERM", &pid]).status();
-                    std::thread::sleep(Duration::from_millis(500));
-                    let mut out = String::new();
-                    let _ = relay_stdout.take().map(|mut s| s.read_to_string(&mut out));
-                    panic!("nothing delivered; the relay printed:\n{out}");
-                };
-                assert_eq!(&buf[..16], &MAILBOX.0);
-                assert!(n > 16);
-                buf[16]
-            })
-            .collect();
-        got.sort_unstable();
-        assert_eq!(got, want);
-    };
+    let packet = |epoch: u32, n: u8| packet(&network, epoch, n);
 
-    exchange(&[packet(1, 1)], &[1]);
+    exchange(&net, &client, &deliveries, &[packet(1, 1)], &[1]);
 
-    write_files(&relay.dir, 2, port, others, deliver);
-    assert!(hup());
-    let line = next_line();
+    net.set_epoch(2).unwrap();
+    net.reload(0).unwrap();
+    let line = lines.next(&net);
     assert!(
         line.contains("epoch 2 is current; epoch 1 is accepted"),
         "{line}"
     );
     // Epoch 2, and epoch 1 through the overlap; the replay from epoch 1 stays refused.
-    exchange(&[packet(2, 2), packet(1, 3), packet(1, 1)], &[2, 3]);
+    let overlap = [packet(2, 2), packet(1, 3), packet(1, 1)];
+    exchange(&net, &client, &deliveries, &overlap, &[2, 3]);
 
     // Skipping an epoch is refused in one line; the relay runs on in epoch 2.
-    write_files(&relay.dir, 4, port, others, deliver);
-    assert!(hup());
-    let line = next_line();
+    net.set_epoch(4).unwrap();
+    net.reload(0).unwrap();
+    let line = lines.next(&net);
     assert!(
-        line.starts_with("pb-relay: reload refused: node.epoch: 4 is not the next epoch (3)"),
+        line.starts_with(
+            "pb-relay: warning: reload refused: node.epoch: 4 is not the next epoch (3)"
+        ),
         "{line}"
     );
-    exchange(&[packet(2, 4)], &[4]);
+    exchange(&net, &client, &deliveries, &[packet(2, 4)], &[4]);
 
-    write_files(&relay.dir, 3, port, others, deliver);
-    assert!(hup());
-    let line = next_line();
+    net.set_epoch(3).unwrap();
+    net.reload(0).unwrap();
+    let line = lines.next(&net);
     assert!(
         line.contains("epoch 3 is current; epoch 2 is accepted"),
         "{line}"
     );
     // Epoch 1 is past now.
-    exchange(&[packet(1, 5), packet(3, 6), packet(2, 7)], &[6, 7]);
+    let late = [packet(1, 5), packet(3, 6), packet(2, 7)];
+    exchange(&net, &client, &deliveries, &late, &[6, 7]);
 
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(relay.child.wait().unwrap().success());
-    let mut stdout = String::new();
-    relay_stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
+    assert!(net.stop(0).unwrap().success());
+    let stdout = net.relay(0).unwrap().output();
     let stats: HashMap<&str, u64> = stdout
         .lines()
         .filter_map(|l| l.strip_prefix("stat "))

@@ -13,104 +13,21 @@
 
 use std::{
     collections::HashMap,
-    fmt::Write as _,
-    io::Read as _,
-    net::{SocketAddr, UdpSocket},
-    path::PathBuf,
-    process::{Child, Stdio},
+    net::UdpSocket,
     thread,
     time::{Duration, Instant},
 };
 
-use pb_sphinx::{
-    DelayMs, Epoch, EpochKey, Format, Hop, MailboxId, NodeId, PACKET_LEN, create_packet_with,
-};
-use pb_testbed::{Star, star_with_queues};
+use pb_sphinx::{DelayMs, Epoch, Format, Hop, MailboxId, PACKET_LEN, create_packet_with};
+use pb_testnet::{Backend, Network, Node, Testnet};
 
 const EPOCH: Epoch = Epoch(1);
 const FORMAT: Format = Format::V2;
-const PORT: u16 = 47470;
 const RATE: u64 = 100;
 const RELAYS: usize = 5;
 const MAILBOX: MailboxId = MailboxId([0xab; 16]);
 const DELIVER_PORT: u16 = 9000;
 const DEADLINE: Duration = Duration::from_secs(90);
-
-fn secret(i: usize) -> [u8; 32] {
-    [0x20 + i as u8; 32]
-}
-
-fn node_id(i: usize) -> NodeId {
-    NodeId([0x40 + i as u8; 16])
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Relay processes, killed if the test ends early; a scratch directory, removed.
-struct Relays {
-    children: Vec<Child>,
-    dir: PathBuf,
-}
-
-impl Drop for Relays {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn write_files(bed: &Star, backend: &str, dir: &PathBuf) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut topology = String::new();
-    for i in 0..RELAYS {
-        let role = match i {
-            0 => "gateway",
-            4 => "exit",
-            _ => "mix",
-        };
-        let public = EpochKey::from_secret(EPOCH, secret(i)).public_key();
-        write!(
-            topology,
-            "[[node]]\nid = \"{}\"\nrole = \"{role}\"\nlayer = {i}\naddr = \"{}:{PORT}\"\npublic_key = \"{}\"\n\n",
-            hex(&node_id(i).0),
-            bed.nodes[i].v4,
-            hex(&public)
-        )
-        .unwrap();
-    }
-    std::fs::write(dir.join("topology.toml"), topology).unwrap();
-    for i in 0..RELAYS {
-        // The gateway has two cores, the others one.
-        let (queues, cores) = if i == 0 { ("0, 1", 2) } else { ("0", 1) };
-        let io = match backend {
-            "af_xdp" => format!(
-                "backend = \"af_xdp\"\ninterface = \"{}\"\nqueues = [{queues}]\nport = {PORT}\npacket_len = {PACKET_LEN}\nxdp_mode = \"native\"\nbind = \"copy\"\n",
-                bed.nodes[i].ifname
-            ),
-            _ => format!(
-                "backend = \"udp\"\nbind = \"{}:{PORT}\"\ncores = {cores}\n",
-                bed.nodes[i].v4
-            ),
-        };
-        let deliver = if i == 4 {
-            format!("deliver_to = \"127.0.0.1:{DELIVER_PORT}\"\n")
-        } else {
-            String::new()
-        };
-        let config = format!(
-            "topology = \"topology.toml\"\n{deliver}\n[node]\nid = \"{}\"\nsecret = \"{}\"\nepoch = {}\nformat = \"v2\"\n\n[io]\n{io}\n[mix]\nlink_rate = {RATE}\nmax_burst = 8\n",
-            hex(&node_id(i).0),
-            hex(&secret(i)),
-            EPOCH.0
-        );
-        std::fs::write(dir.join(format!("relay{i}.toml")), config).unwrap();
-    }
-}
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -164,70 +81,62 @@ fn parse(text: &str) -> Output {
 /// One testnet at a time: two at once would share two CPUs between ten relays.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn testnet(backend: &str) {
+fn testnet(backend: Backend) {
     let _serial = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    // Two queues on the gateway's interface, one on the others'.
-    let mut queues = vec![1; RELAYS + 1];
-    queues[0] = 2;
-    let bed = star_with_queues(&format!("relay-{}", &backend[..3]), &queues).unwrap();
-    let dir = std::env::temp_dir().join(format!("pb-relay-test-{}-{backend}", std::process::id()));
-    write_files(&bed, backend, &dir);
-    let mut relays = Relays {
-        children: Vec::new(),
-        dir: dir.clone(),
-    };
+    // Static topology, one relay per layer; the gateway runs two cores (two queues on its
+    // interface, or two sockets), the others one; the exit delivers to the test.
+    let network = Network::builder()
+        .relays(RELAYS)
+        .relay_binary(env!("CARGO_BIN_EXE_pb-relay"))
+        .netns(match backend {
+            Backend::AfXdp => "relay-af_",
+            Backend::Udp => "relay-udp",
+        })
+        .backend(backend)
+        .format(FORMAT)
+        .static_topology(EPOCH.0, Vec::new())
+        .link_rate(RATE as u32)
+        .gateway_cores(2)
+        .deliver_to(RELAYS - 1, ([127, 0, 0, 1], DELIVER_PORT).into())
+        .build()
+        .unwrap();
+    let mut net = Testnet::create(network.clone()).unwrap();
 
     // The exit hands delivered messages to this socket in its namespace.
-    let deliveries = bed.nodes[4]
-        .ns
-        .in_netns(|| UdpSocket::bind(("127.0.0.1", DELIVER_PORT)).unwrap())
+    let deliveries = net
+        .in_node(Node::Relay(RELAYS - 1), || {
+            UdpSocket::bind(("127.0.0.1", DELIVER_PORT)).unwrap()
+        })
         .unwrap();
     deliveries
         .set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
-
-    for i in 0..RELAYS {
-        let child = bed.nodes[i]
-            .ns
-            .exec(
-                env!("CARGO_BIN_EXE_pb-relay"),
-                [
-                    "run",
-                    "--config",
-                    dir.join(format!("relay{i}.toml")).to_str().unwrap(),
-                ],
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        relays.children.push(child);
-    }
+    net.start_relays().unwrap();
+    let rss = |net: &Testnet| -> Vec<u64> { net.relays().map(|r| rss_kib(r.child.id())).collect() };
 
     // Idle: three seconds of cover only.
     thread::sleep(Duration::from_secs(3));
-    let rss_idle: Vec<u64> = relays.children.iter().map(|c| rss_kib(c.id())).collect();
+    let rss_idle = rss(&net);
     let idle_windows_end = 3;
 
-    // Busy: a client on the sixth node sends 300 packets through all five relays, at most
+    // Busy: a client in the client's namespace sends 300 packets through all five relays, at most
     // 40 in flight; then one malformed datagram, one replay and one wrong-epoch packet.
     // Many source ports: many flows for the gateway's queues (or sockets) to share.
-    let clients: Vec<UdpSocket> = bed.nodes[5]
-        .ns
-        .in_netns(|| {
+    let clients: Vec<UdpSocket> = net
+        .in_node(Node::Client, || {
             (0..32)
                 .map(|_| UdpSocket::bind("0.0.0.0:0").unwrap())
                 .collect()
         })
         .unwrap();
     let client = &clients[0];
-    let gateway = SocketAddr::new(bed.nodes[0].v4.into(), PORT);
+    let gateway = network.packet_addr(0);
     let route: Vec<Hop> = (0..RELAYS)
         .map(|i| Hop {
-            node: node_id(i),
-            public_key: EpochKey::from_secret(EPOCH, secret(i)).public_key(),
+            node: network.node_id(i),
+            public_key: network.public_key(i, EPOCH.0),
             delay: DelayMs(3),
         })
         .collect();
@@ -278,7 +187,7 @@ fn testnet(backend: &str) {
     client.send_to(&[7u8; 100], gateway).unwrap(); // malformed (wrong size)
     let mut future = [0u8; PACKET_LEN];
     let future_hop = Hop {
-        public_key: EpochKey::from_secret(Epoch(2), secret(0)).public_key(),
+        public_key: network.public_key(0, 2),
         ..route[0]
     };
     create_packet_with(
@@ -305,32 +214,16 @@ fn testnet(backend: &str) {
     // Two more seconds so the last windows and loops settle.
     thread::sleep(Duration::from_secs(2));
     receive(&mut got);
-    let rss_end: Vec<u64> = relays.children.iter().map(|c| rss_kib(c.id())).collect();
+    let rss_end = rss(&net);
 
     // Stop every relay cleanly and read what it printed.
     let mut outputs = Vec::new();
-    for (i, child) in relays.children.iter_mut().enumerate() {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let status = child.wait().unwrap();
-        let mut stdout = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut stdout)
-            .unwrap();
-        let mut stderr = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
-        assert!(status.success(), "relay {i} exited with {status}: {stderr}");
-        assert!(!stderr.contains("panicked"), "relay {i}: {stderr}");
-        outputs.push(parse(&stdout));
+    for i in 0..RELAYS {
+        let status = net.stop(i).unwrap();
+        let output = net.relay(i).unwrap().output();
+        assert!(status.success(), "relay {i} exited with {status}: {output}");
+        assert!(!output.contains("panicked"), "relay {i}: {output}");
+        outputs.push(parse(&output));
     }
 
     // Every message exactly once, byte-identical.
@@ -344,7 +237,7 @@ fn testnet(backend: &str) {
     let gw = &outputs[0].stats;
     assert_eq!(gw["dropped_replay"], 1, "{gw:?}");
     assert_eq!(gw["dropped_future_epoch"], 1, "{gw:?}");
-    let malformed = if backend == "af_xdp" {
+    let malformed = if backend == Backend::AfXdp {
         gw["xdp_drop_wrong_size"]
     } else {
         gw["io_rx_dropped_malformed"]
@@ -405,8 +298,7 @@ fn testnet(backend: &str) {
             rss_end[i]
         );
     }
-    drop(relays);
-    drop(bed);
+    drop(net);
 }
 
 #[test]
@@ -414,7 +306,7 @@ fn testnet_over_af_xdp() {
     if !pb_testbed::require_privileged("testnet_over_af_xdp") {
         return;
     }
-    testnet("af_xdp");
+    testnet(Backend::AfXdp);
 }
 
 #[test]
@@ -422,5 +314,5 @@ fn testnet_over_udp() {
     if !pb_testbed::require_privileged("testnet_over_udp") {
         return;
     }
-    testnet("udp");
+    testnet(Backend::Udp);
 }

@@ -13,7 +13,10 @@
 //! - [`privileged`] / [`require_privileged`]: whether the tests can run here; skip
 //!   politely on a developer machine, fail loudly in CI (`CI=true`).
 //! - [`pin_to_cpu`], [`cpu_count`], [`allowed_cpus`]: CPU placement for benchmarks.
-//! - [`Proc`]: a child process whose output is collected as it comes, killed on drop.
+//! - [`Proc`]: a child process whose output is collected as it comes (and optionally
+//!   logged to a file), stopped with SIGTERM on request, killed on drop.
+//! - [`star`]: node namespaces around a bridge, with [`star_address`] and [`star_ifname`]
+//!   saying in advance what node `i` gets.
 //!
 //! What it does not do: it needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and the `ip`
 //! command from iproute2, which it runs for all setup; it speaks no netlink itself. It
@@ -22,7 +25,7 @@
 //! generates no traffic itself. Namespaces of a process killed with `SIGKILL` survive
 //! until the next process using this crate starts.
 //!
-//! All unsafe code (`geteuid`, `setns`, `sched_setaffinity`) is in one private module.
+//! All unsafe code (`geteuid`, `setns`, `sched_setaffinity`, `kill`) is in one private module.
 
 #![deny(unsafe_code)]
 #![cfg_attr(
@@ -46,7 +49,7 @@ pub use cpu::{allowed_cpus, cpu_count, pin_to_cpu};
 pub use error::TestbedError;
 pub use netns::{Netns, NetnsGuard, remove_stale_namespaces};
 pub use process::Proc;
-pub use star::{Star, StarNode, star, star_with_queues};
+pub use star::{Star, StarNode, star, star_address, star_ifname, star_with_queues};
 pub use veth::{Link, PairSpec, TwoNode, interface_mac, two_node, veth_pair, wait_link_up};
 
 /// Capability numbers from `linux/capability.h`.

@@ -28,6 +28,23 @@ pub struct Star {
     pub switch: Netns,
 }
 
+/// The address node `i` of a star gets: 198.18.0.`i + 1` (for `i` below 250).
+pub fn star_address(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, (i % 250) as u8 + 1)
+}
+
+/// The name of node `i`'s interface in a star built by this process (unique on the
+/// machine while the process runs; the same in every star of the process, each in its own
+/// namespace).
+pub fn star_ifname(i: usize) -> String {
+    format!("pb{}n{i}", ifname_pid())
+}
+
+/// The process id as interface names carry it (they have at most 15 characters).
+fn ifname_pid() -> u32 {
+    std::process::id() % 100_000
+}
+
 /// Builds a [`Star`] of `n` nodes (at most 250); `tag` names the namespaces (`<tag>-sw`,
 /// `<tag>-0`, …).
 ///
@@ -66,12 +83,11 @@ pub fn star_with_queues(tag: &str, queues: &[u32]) -> Result<Star, TestbedError>
         nodes: Vec::new(),
         switch,
     };
-    let pid = std::process::id() % 100_000;
     for (i, queues) in queues.iter().enumerate() {
         let queues = queues.to_string();
         let ns = Netns::create(&format!("{tag}-{i}"))?;
-        let (node_if, switch_if) = (format!("pb{pid}n{i}"), format!("pb{pid}s{i}"));
-        let v4 = Ipv4Addr::new(198, 18, 0, i as u8 + 1);
+        let (node_if, switch_if) = (star_ifname(i), format!("pb{}s{i}", ifname_pid()));
+        let v4 = star_address(i);
         star.switch.run(&[
             "link",
             "add",

@@ -1,8 +1,8 @@
-//! The only unsafe code in the crate: three thin wrappers over libc calls.
+//! The only unsafe code in the crate: four thin wrappers over libc calls.
 
 #![expect(
     unsafe_code,
-    reason = "wrappers over geteuid, setns and sched_setaffinity; each call has a SAFETY comment"
+    reason = "wrappers over geteuid, setns, sched_setaffinity and kill; each call has a SAFETY comment"
 )]
 
 use std::io;
@@ -48,4 +48,15 @@ pub(crate) fn set_thread_affinity(mask: &CpuMask) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Sends SIGTERM to process `pid`, a child of ours that has not been reaped (so the pid
+/// cannot have been reused). Errors are ignored: the caller waits for the child anyway.
+pub(crate) fn terminate(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill reads no memory of ours; it only sends a signal to `pid`, which is our
+    // unreaped child (a zombie at worst), never another process.
+    let _ = unsafe { libc::kill(pid, libc::SIGTERM) };
 }

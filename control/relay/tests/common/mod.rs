@@ -1,20 +1,17 @@
-//! Helpers shared by the gossip-mode tests: relay processes whose output is collected as it
-//! comes, the admin endpoint, the client's view of the network and packets through it.
+//! Helpers shared by the gossip-mode tests: the network they describe (through pb-testnet,
+//! which renders and runs it), waiting for agreement, the client's view of the network and
+//! packets through it.
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
 use std::{
-    collections::BTreeSet,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{SocketAddr, TcpStream, UdpSocket},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    net::{SocketAddr, UdpSocket},
     thread,
     time::{Duration, Instant},
 };
 
 use pb_control::{SignedDescriptor, Topology};
 use pb_sphinx::{DelayMs, Epoch, Format, Hop, MailboxId, PACKET_LEN, create_packet_with};
+use pb_testnet::{Network, NetworkBuilder, Testnet, View};
 
 pub const NETWORK_SEED: [u8; 32] = [0x42; 32];
 pub const MAILBOX: MailboxId = MailboxId([0xab; 16]);
@@ -32,182 +29,73 @@ pub fn unhex(text: &str) -> Vec<u8> {
         .collect()
 }
 
-/// The role of relay `i` of `n`: a gateway first, an exit last, mixes between.
-pub fn role(i: usize, n: usize) -> &'static str {
-    match i {
-        0 => "gateway",
-        _ if i == n - 1 => "exit",
-        _ => "mix",
+/// The gossip tests' network: this crate's pb-relay, format v2, seed 0x42…, identity seeds
+/// 0x60…, 40 packets per second per link, a loop per second, no stats lines; the caller
+/// adds the rest.
+pub fn network() -> NetworkBuilder {
+    Network::builder()
+        .relay_binary(env!("CARGO_BIN_EXE_pb-relay"))
+        .format(FORMAT)
+        .network_seed(NETWORK_SEED)
+        .identity_seeds(0x60)
+        .link_rate(40)
+        .loop_rate(1)
+        .stats_interval(0.0)
+}
+
+/// Waits until every running relay reports the same topology of `nodes` nodes (in an epoch
+/// at least `min_epoch`): that view and how long it took.
+pub fn converge(net: &mut Testnet, nodes: usize, min_epoch: u32) -> (View, Duration) {
+    let start = Instant::now();
+    match net.wait_for_view(nodes, min_epoch, STEP) {
+        Ok(view) => (view, start.elapsed()),
+        Err(e) => fail(net, &format!("no agreement on {nodes} nodes: {e}")),
     }
 }
 
-/// A gossip-mode configuration: packets on `ip:47470`, gossip on `ip:47471`, the admin
-/// endpoint at `admin`.
-pub fn config(
-    ip: std::net::Ipv4Addr,
-    seeds: &[std::net::Ipv4Addr],
-    i: usize,
-    n: usize,
-    admin: SocketAddr,
-    epoch_seconds: u64,
-    deliver_to: Option<SocketAddr>,
-) -> String {
-    let deliver = deliver_to.map_or(String::new(), |d| format!("deliver_to = \"{d}\"\n"));
-    let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}:47471\"")).collect();
-    format!(
-        "{deliver}\n[node]\nformat = \"v2\"\n\n[io]\nbackend = \"udp\"\nbind = \"{ip}:47470\"\n\n[gossip]\nbind = \"{ip}:47471\"\nseeds = [{}]\nnetwork_seed = \"{}\"\nidentity_file = \"identity{i}.key\"\nrole = \"{}\"\nepoch_seconds = {epoch_seconds}\nadmin = \"{admin}\"\n\n[mix]\nlink_rate = 40\nloop_rate = 1\n",
-        seeds.join(", "),
-        hex(&NETWORK_SEED),
-        role(i, n)
-    )
-}
-
-/// Identity seed of relay `i`.
-pub fn identity_seed(i: usize) -> [u8; 32] {
-    [0x60 + i as u8; 32]
-}
-
-/// A relay process and the lines it printed so far.
-pub struct Relay {
-    pub child: Child,
-    pub stdout: Arc<Mutex<Vec<String>>>,
-    pub stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Relay {
-    /// Starts `command` (a `pb-relay run`) collecting its output.
-    pub fn start(mut command: Command) -> Self {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        for (pipe, lines) in [
-            (
-                Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-                stdout.clone(),
-            ),
-            (Box::new(child.stderr.take().unwrap()), stderr.clone()),
-        ] {
-            thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        Self {
-            child,
-            stdout,
-            stderr,
+/// Stops every running relay and fails with what they printed.
+pub fn fail(net: &mut Testnet, why: &str) -> ! {
+    for i in 0..net.network().relays() {
+        if net.running(i) {
+            let _ = net.stop(i);
         }
     }
-
-    /// The last `topology …` line: (hash, nodes, epoch).
-    pub fn topology(&self) -> Option<(String, usize, u32)> {
-        let lines = self.stdout.lock().unwrap();
-        let last = lines.iter().rev().find(|l| l.starts_with("topology "))?;
-        let words: Vec<&str> = last.split_whitespace().collect();
-        match words.as_slice() {
-            ["topology", hash, "nodes", n, "links", _, "epoch", e] => {
-                Some(((*hash).to_owned(), n.parse().ok()?, e.parse().ok()?))
-            }
-            _ => None,
+    let mut report = String::new();
+    for i in 0..net.network().relays() {
+        if let Some(relay) = net.relay(i) {
+            let out = relay.output();
+            let stats: Vec<&str> = out
+                .lines()
+                .filter(|l| {
+                    (l.starts_with("stat ") && !l.ends_with(" 0"))
+                        || l.starts_with("link ")
+                        || l.starts_with("pb-relay")
+                })
+                .collect();
+            report += &format!("relay {i}: {stats:#?}\n");
         }
     }
+    panic!("{why}\n{report}");
+}
 
-    /// Stops it with SIGTERM; its exit status and stderr.
-    pub fn stop(&mut self) -> (std::process::ExitStatus, String) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let status = self.child.wait().unwrap();
-        thread::sleep(Duration::from_millis(100));
-        (status, self.stderr.lock().unwrap().join("\n"))
-    }
-
-    /// Its `stat` lines after it stopped.
-    pub fn stat(&self, name: &str) -> Option<u64> {
-        let lines = self.stdout.lock().unwrap();
-        lines.iter().find_map(|l| {
-            l.strip_prefix("stat ")
-                .and_then(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().parse().ok())
-        })
+/// Stops every running relay cleanly and checks it exited well and never panicked.
+pub fn stop_all(net: &mut Testnet) {
+    for i in 0..net.network().relays() {
+        if net.running(i) {
+            let status = net.stop(i).unwrap();
+            let output = net.relay(i).unwrap().output();
+            assert!(status.success(), "relay {i}: {status}: {output}");
+            assert!(!output.contains("panicked"), "relay {i}: {output}");
+        }
     }
 }
 
-/// Relays killed if the test ends early; the scratch directory removed.
-pub struct Net {
-    pub relays: Vec<Option<Relay>>,
-    pub dir: PathBuf,
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for relay in self.relays.iter_mut().flatten() {
-            let _ = relay.child.kill();
-            let _ = relay.child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Net {
-    /// Waits until every running relay reports the same topology of `nodes` nodes (in an
-    /// epoch at least `min_epoch`): its hash, epoch and how long it took.
-    pub fn converge(&mut self, nodes: usize, min_epoch: u32) -> (String, u32, Duration) {
-        let start = Instant::now();
-        loop {
-            let views: Vec<Option<(String, usize, u32)>> =
-                self.relays.iter().flatten().map(Relay::topology).collect();
-            let distinct: BTreeSet<_> = views.iter().collect();
-            if let (1, Some(Some((hash, n, e)))) = (distinct.len(), views.first())
-                && *n == nodes
-                && *e >= min_epoch
-            {
-                return (hash.clone(), *e, start.elapsed());
-            }
-            if start.elapsed() > STEP {
-                self.fail(&format!("no agreement on {nodes} nodes: {views:?}"));
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Stops every relay and fails with what they printed.
-    pub fn fail(&mut self, why: &str) -> ! {
-        let mut report = String::new();
-        for (i, relay) in self.relays.iter_mut().enumerate() {
-            if let Some(r) = relay {
-                let (_, stderr) = r.stop();
-                let out = r.stdout.lock().unwrap();
-                let stats: Vec<&String> = out
-                    .iter()
-                    .filter(|l| {
-                        (l.starts_with("stat ") && !l.ends_with(" 0")) || l.starts_with("link ")
-                    })
-                    .collect();
-                report += &format!("relay {i}: {stats:?}\nstderr: {stderr}\n");
-            }
-        }
-        panic!("{why}\n{report}");
-    }
-}
-
-/// GET `path` from an admin endpoint (the stream connected by the caller, in the right
-/// namespace).
-pub fn admin_get(mut stream: TcpStream, path: &str) -> String {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
-    response.split_once("\r\n\r\n").unwrap().1.to_owned()
+/// Counter `name` from the `stat <name> <value>` lines a relay printed when it stopped.
+pub fn stat(net: &Testnet, i: usize, name: &str) -> Option<u64> {
+    net.relay(i)?.lines_with("stat ").iter().find_map(|l| {
+        let (key, value) = l.strip_prefix("stat ")?.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok()).flatten()
+    })
 }
 
 /// The client's view from a gateway's `/status` and `/descriptors`: every descriptor
@@ -245,6 +133,14 @@ pub fn client_topology(status: &str, descriptors: &str) -> Topology {
         |d| live.contains(&d.identity),
     )
     .unwrap()
+}
+
+/// The client's view through relay 0's admin endpoint.
+pub fn client_view(net: &Testnet) -> Topology {
+    client_topology(
+        &net.admin_get(0, "/status").unwrap(),
+        &net.admin_get(0, "/descriptors").unwrap(),
+    )
 }
 
 /// Packets through `topology` (gateway, the first node of each mix layer, exit), made for

@@ -1,0 +1,661 @@
+//! The description of a network: how many relays and their roles, where they run, on what,
+//! and with which settings. Nothing here starts anything; see [`crate::Testnet`].
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, ensure};
+use pb_sphinx::{Format, MAX_HOPS, NodeId};
+
+/// Every relay's packet port.
+pub const PACKET_PORT: u16 = 47470;
+/// Every relay's gossip port.
+pub const GOSSIP_PORT: u16 = 47471;
+/// The gateway's client-link port (where pb-client connects).
+pub const CLIENT_LINK_PORT: u16 = 47480;
+/// The admin endpoint's port, where a relay has one.
+pub const ADMIN_PORT: u16 = 9100;
+
+/// A relay's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Where clients enter (layer 0).
+    Gateway,
+    /// A mix.
+    Mix,
+    /// Where streams leave the network.
+    Exit,
+}
+
+impl Role {
+    /// The role of relay `i` of `relays`: the first is the gateway, the last the exit, those
+    /// between mixes (one relay alone is a gateway). The one place roles are decided.
+    pub fn of(i: usize, relays: usize) -> Self {
+        match i {
+            0 => Self::Gateway,
+            _ if i + 1 == relays => Self::Exit,
+            _ => Self::Mix,
+        }
+    }
+
+    /// As the configuration files spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gateway => "gateway",
+            Self::Mix => "mix",
+            Self::Exit => "exit",
+        }
+    }
+}
+
+/// Where the relays run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Site {
+    /// In this network namespace on loopback addresses: node `k` (see [`Node`]) on
+    /// `first + k`. No root needed; UDP backend only.
+    Loopback {
+        /// The first relay's address (in 127.0.0.0/8).
+        first: Ipv4Addr,
+    },
+    /// Each node in a network namespace of its own on a bridge ([`pb_testbed::star`]),
+    /// node `k` on [`pb_testbed::star_address`]`(k)`. Needs root.
+    Netns {
+        /// Names the namespaces (`pbt-<pid>-<tag>-<k>`).
+        tag: String,
+    },
+}
+
+/// The relays' packet I/O.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// UDP sockets.
+    Udp,
+    /// AF_XDP with the XDP program on the node's veth, native mode, copy bind (veth has no
+    /// zero-copy). Namespaces only.
+    AfXdp,
+}
+
+/// A node of the network: the relays, then the web server's, then the client's. On a
+/// [`Site::Netns`] each is a namespace; on loopback an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Node {
+    /// Relay `i`.
+    Relay(usize),
+    /// Where the web server (or any destination) listens.
+    Web,
+    /// Where pb-client (or any test's client socket) runs.
+    Client,
+}
+
+/// How the relays know the network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Gossip: signed descriptors, the topology computed every epoch.
+    Gossip {
+        /// Epoch length.
+        epoch_seconds: u64,
+    },
+    /// A static topology file: relay `i` alone in layer `i`, then `outside` nodes; each
+    /// relay's Sphinx secret for the epoch is derived from its identity seed.
+    Static {
+        /// The epoch the files are written for.
+        epoch: u32,
+        /// Nodes of the topology that are not relays of this network (a test's sockets).
+        outside: Vec<OutsideNode>,
+    },
+}
+
+/// A static topology's node that no relay of the network plays: all public values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutsideNode {
+    /// Its node id.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Its layer.
+    pub layer: u32,
+    /// Where packets for it go.
+    pub addr: SocketAddr,
+    /// Its Sphinx public key.
+    pub public_key: [u8; 32],
+}
+
+/// A network, as described; see the crate docs. Built with [`Network::builder`].
+#[derive(Clone)]
+pub struct Network {
+    pub(crate) relays: usize,
+    pub(crate) site: Site,
+    pub(crate) backend: Backend,
+    pub(crate) format: Format,
+    pub(crate) mode: Mode,
+    pub(crate) link_rate: u32,
+    pub(crate) loop_rate: Option<u32>,
+    pub(crate) network_seed: [u8; 32],
+    /// Relay `i`'s identity seed is 32 bytes of `identity_base + i`.
+    pub(crate) identity_base: u8,
+    pub(crate) gossip_seeds: usize,
+    pub(crate) exit_allow: bool,
+    pub(crate) deliver_to: Vec<(usize, SocketAddr)>,
+    pub(crate) admin: bool,
+    pub(crate) gateway_cores: u32,
+    pub(crate) stats_interval: f64,
+    pub(crate) relay_env: Vec<(String, String)>,
+    pub(crate) relay_binary: Option<PathBuf>,
+    pub(crate) log_dir: Option<PathBuf>,
+    pub(crate) scratch: Option<PathBuf>,
+}
+
+impl core::fmt::Debug for Network {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Network")
+            .field("relays", &self.relays)
+            .field("site", &self.site)
+            .field("backend", &self.backend)
+            .field("format", &self.format)
+            .field("mode", &self.mode)
+            .field("link_rate", &self.link_rate)
+            .field("loop_rate", &self.loop_rate)
+            .field("identity_seeds", &pb_log::SCRUBBED)
+            .field("admin", &self.admin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Network`]; every setting has a default (see [`Network::builder`]).
+#[derive(Debug)]
+pub struct NetworkBuilder(Network);
+
+impl Network {
+    /// A builder with the defaults: eight relays (a gateway, three mix layers of two, an
+    /// exit) on loopback from 127.79.0.1, UDP, format v1, gossip with week-long epochs,
+    /// 100 packets per second per link, the relay's default loop rate, network seed 0x42…,
+    /// identity seeds 0x30…, two gossip seeds, the exit allowed into the site's own range,
+    /// no admin endpoints, one pipeline core each, stats every second, the binaries next to
+    /// the running one.
+    pub fn builder() -> NetworkBuilder {
+        NetworkBuilder(Self {
+            relays: 8,
+            site: Site::Loopback {
+                first: Ipv4Addr::new(127, 79, 0, 1),
+            },
+            backend: Backend::Udp,
+            format: Format::V1,
+            mode: Mode::Gossip {
+                epoch_seconds: 7 * 24 * 3600,
+            },
+            link_rate: 100,
+            loop_rate: None,
+            network_seed: [0x42; 32],
+            identity_base: 0x30,
+            // Resolved by `build`: two, or one for a network of one relay.
+            gossip_seeds: 0,
+            exit_allow: true,
+            deliver_to: Vec::new(),
+            admin: false,
+            gateway_cores: 1,
+            stats_interval: 1.0,
+            relay_env: Vec::new(),
+            relay_binary: None,
+            log_dir: None,
+            scratch: None,
+        })
+    }
+
+    /// How many relays.
+    pub fn relays(&self) -> usize {
+        self.relays
+    }
+
+    /// Relay `i`'s role.
+    pub fn role(&self, i: usize) -> Role {
+        Role::of(i, self.relays)
+    }
+
+    /// Where the relays run.
+    pub fn site(&self) -> &Site {
+        &self.site
+    }
+
+    /// Their backend.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Gossip or static.
+    pub fn mode(&self) -> &Mode {
+        &self.mode
+    }
+
+    /// Packets per second on every link.
+    pub fn link_rate(&self) -> u32 {
+        self.link_rate
+    }
+
+    /// The network's seed (public: it names the network).
+    pub fn network_seed(&self) -> [u8; 32] {
+        self.network_seed
+    }
+
+    /// The network seed as pb-client's `--network-seed` takes it.
+    pub fn network_seed_hex(&self) -> String {
+        hex(&self.network_seed)
+    }
+
+    /// Relay `i`'s identity seed (its identity key file holds it in hex).
+    pub fn identity_seed(&self, i: usize) -> [u8; 32] {
+        [self.identity_base.wrapping_add(i as u8); 32]
+    }
+
+    /// Relay `i`'s node id: that of its identity key, in both modes.
+    pub fn node_id(&self, i: usize) -> NodeId {
+        pb_control::IdentityKeyPair::from_seed(&self.identity_seed(i))
+            .public()
+            .node_id()
+    }
+
+    /// Static mode: relay `i`'s Sphinx secret for `epoch`, derived from its identity seed.
+    pub fn sphinx_secret(&self, i: usize, epoch: u32) -> [u8; 32] {
+        let mut input = self.identity_seed(i).to_vec();
+        input.extend_from_slice(&epoch.to_le_bytes());
+        blake3::derive_key("PhantomBand pb-testnet static Sphinx secret v1", &input)
+    }
+
+    /// Static mode: relay `i`'s Sphinx public key for `epoch`.
+    pub fn public_key(&self, i: usize, epoch: u32) -> [u8; 32] {
+        pb_sphinx::EpochKey::from_secret(pb_sphinx::Epoch(epoch), self.sphinx_secret(i, epoch))
+            .public_key()
+    }
+
+    /// The address of `node`.
+    pub fn address(&self, node: Node) -> Ipv4Addr {
+        let k = self.node_index(node);
+        match &self.site {
+            Site::Loopback { first } => {
+                let [a, b, c, d] = first.octets();
+                Ipv4Addr::new(a, b, c, d.wrapping_add(k as u8))
+            }
+            Site::Netns { .. } => pb_testbed::star_address(k),
+        }
+    }
+
+    /// Node `node`'s index in the star (relays first, then the web server, then the client).
+    pub(crate) fn node_index(&self, node: Node) -> usize {
+        match node {
+            Node::Relay(i) => i,
+            Node::Web => self.relays,
+            Node::Client => self.relays + 1,
+        }
+    }
+
+    /// Nodes of the site: the relays, the web server's and the client's.
+    pub(crate) fn nodes(&self) -> usize {
+        self.relays + 2
+    }
+
+    /// Where relay `i` takes packets.
+    pub fn packet_addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::from((self.address(Node::Relay(i)), PACKET_PORT))
+    }
+
+    /// Where relay `i` gossips.
+    pub fn gossip_addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::from((self.address(Node::Relay(i)), GOSSIP_PORT))
+    }
+
+    /// Where pb-client reaches the gateway.
+    pub fn client_link(&self) -> SocketAddr {
+        SocketAddr::from((self.address(Node::Relay(0)), CLIENT_LINK_PORT))
+    }
+
+    /// Relay `i`'s admin endpoint, if the relays have one: its loopback address on a
+    /// loopback site, 127.0.0.1 in its namespace otherwise.
+    pub fn admin_addr(&self, i: usize) -> Option<SocketAddr> {
+        self.admin.then(|| match self.site {
+            Site::Loopback { .. } => SocketAddr::from((self.address(Node::Relay(i)), ADMIN_PORT)),
+            Site::Netns { .. } => SocketAddr::from(([127, 0, 0, 1], ADMIN_PORT)),
+        })
+    }
+
+    /// Where relay `i` delivers messages, if anywhere.
+    pub fn deliver_to(&self, i: usize) -> Option<SocketAddr> {
+        self.deliver_to
+            .iter()
+            .find(|(relay, _)| *relay == i)
+            .map(|(_, to)| *to)
+    }
+
+    /// The site's own range, which the exit may open (nothing else special): the loopback
+    /// site's /16 or the star's /24.
+    pub fn own_range(&self) -> String {
+        match &self.site {
+            Site::Loopback { first } => {
+                let [a, b, ..] = first.octets();
+                format!("{a}.{b}.0.0/16")
+            }
+            Site::Netns { .. } => {
+                let [a, b, c, _] = pb_testbed::star_address(0).octets();
+                format!("{a}.{b}.{c}.0/24")
+            }
+        }
+    }
+
+    /// The relays' addresses, for messages: `127.79.0.1-8`.
+    pub fn relay_range(&self) -> String {
+        let last = self.address(Node::Relay(self.relays - 1)).octets()[3];
+        format!("{}-{last}", self.address(Node::Relay(0)))
+    }
+
+    /// Where and on what the relays run, for messages.
+    pub fn describe(&self) -> &'static str {
+        match (&self.site, self.backend) {
+            (Site::Loopback { .. }, _) => "on loopback, UDP backend",
+            (Site::Netns { .. }, Backend::Udp) => "each in a network namespace, UDP backend",
+            (Site::Netns { .. }, Backend::AfXdp) => {
+                "each in a network namespace, AF_XDP with the XDP program on its veth (native)"
+            }
+        }
+    }
+
+    /// The same in one word, for benchmark rows: `loopback-udp`, `netns-udp`,
+    /// `netns-af_xdp`.
+    pub fn tag(&self) -> &'static str {
+        match (&self.site, self.backend) {
+            (Site::Loopback { .. }, _) => "loopback-udp",
+            (Site::Netns { .. }, Backend::Udp) => "netns-udp",
+            (Site::Netns { .. }, Backend::AfXdp) => "netns-af_xdp",
+        }
+    }
+
+    /// The `pb-relay` binary: as set, or next to the running binary.
+    ///
+    /// # Errors
+    /// As [`crate::binary`].
+    pub fn relay_binary(&self) -> anyhow::Result<PathBuf> {
+        match &self.relay_binary {
+            Some(path) => Ok(path.clone()),
+            None => crate::binary("pb-relay"),
+        }
+    }
+
+    /// The arguments of `pb-relay run` for relay `i`'s configuration in `dir`.
+    pub(crate) fn relay_args(&self, dir: &Path, i: usize) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> =
+            ["run", "--stats-interval"].iter().map(Into::into).collect();
+        args.push(self.stats_interval.to_string().into());
+        args.push("--config".into());
+        args.push(dir.join(format!("relay{i}.toml")).into());
+        args
+    }
+}
+
+impl NetworkBuilder {
+    /// How many relays (roles by [`Role::of`]).
+    pub fn relays(mut self, n: usize) -> Self {
+        self.0.relays = n;
+        self
+    }
+
+    /// On loopback, node `k` at `first + k`.
+    pub fn loopback(mut self, first: Ipv4Addr) -> Self {
+        self.0.site = Site::Loopback { first };
+        self
+    }
+
+    /// In a star of network namespaces named after `tag`.
+    pub fn netns(mut self, tag: &str) -> Self {
+        self.0.site = Site::Netns { tag: tag.into() };
+        self
+    }
+
+    /// The relays' backend.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.0.backend = backend;
+        self
+    }
+
+    /// The packet format.
+    pub fn format(mut self, format: Format) -> Self {
+        self.0.format = format;
+        self
+    }
+
+    /// Gossip mode with epochs of `epoch_seconds`.
+    pub fn gossip(mut self, epoch_seconds: u64) -> Self {
+        self.0.mode = Mode::Gossip { epoch_seconds };
+        self
+    }
+
+    /// Static mode in `epoch`, with `outside` nodes in the topology besides the relays.
+    pub fn static_topology(mut self, epoch: u32, outside: Vec<OutsideNode>) -> Self {
+        self.0.mode = Mode::Static { epoch, outside };
+        self
+    }
+
+    /// Packets per second on every link.
+    pub fn link_rate(mut self, rate: u32) -> Self {
+        self.0.link_rate = rate;
+        self
+    }
+
+    /// Loops per second per link.
+    pub fn loop_rate(mut self, rate: u32) -> Self {
+        self.0.loop_rate = Some(rate);
+        self
+    }
+
+    /// The network seed.
+    pub fn network_seed(mut self, seed: [u8; 32]) -> Self {
+        self.0.network_seed = seed;
+        self
+    }
+
+    /// Relay `i`'s identity seed is 32 bytes of `base + i`.
+    pub fn identity_seeds(mut self, base: u8) -> Self {
+        self.0.identity_base = base;
+        self
+    }
+
+    /// The first `n` relays are every relay's gossip seeds (default two).
+    pub fn gossip_seeds(mut self, n: usize) -> Self {
+        self.0.gossip_seeds = n;
+        self
+    }
+
+    /// Whether the exit may open the site's own range ([`Network::own_range`]).
+    pub fn exit_allow_own_range(mut self, allow: bool) -> Self {
+        self.0.exit_allow = allow;
+        self
+    }
+
+    /// Relay `i` delivers messages to `to` (UDP).
+    pub fn deliver_to(mut self, i: usize, to: SocketAddr) -> Self {
+        self.0.deliver_to.retain(|(relay, _)| *relay != i);
+        self.0.deliver_to.push((i, to));
+        self
+    }
+
+    /// Every relay serves its admin endpoint ([`Network::admin_addr`]).
+    pub fn admin(mut self, on: bool) -> Self {
+        self.0.admin = on;
+        self
+    }
+
+    /// The gateway runs `cores` pipeline cores (UDP sockets, or AF_XDP queues on a veth
+    /// with that many queues); the other relays one.
+    pub fn gateway_cores(mut self, cores: u32) -> Self {
+        self.0.gateway_cores = cores;
+        self
+    }
+
+    /// `pb-relay run --stats-interval` (0: no per-link lines).
+    pub fn stats_interval(mut self, seconds: f64) -> Self {
+        self.0.stats_interval = seconds;
+        self
+    }
+
+    /// An environment variable for every relay (`PB_LOG=debug`, say).
+    pub fn relay_env(mut self, key: &str, value: &str) -> Self {
+        self.0.relay_env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The `pb-relay` binary to run.
+    pub fn relay_binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.0.relay_binary = Some(path.into());
+        self
+    }
+
+    /// Every process's output also goes to `<dir>/<name>.log` (`relay0.log`, …).
+    pub fn log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.0.log_dir = Some(dir.into());
+        self
+    }
+
+    /// The scratch directory (created, and removed with the testnet); default a fresh one
+    /// in the temporary directory.
+    pub fn scratch(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.0.scratch = Some(dir.into());
+        self
+    }
+
+    /// The network, if the settings fit together.
+    ///
+    /// # Errors
+    /// A setting out of range or at odds with another, in one line.
+    pub fn build(self) -> anyhow::Result<Network> {
+        let mut n = self.0;
+        if n.gossip_seeds == 0 {
+            n.gossip_seeds = n.relays.min(2);
+        }
+        ensure!(
+            (1..=200).contains(&n.relays),
+            "1 to 200 relays, not {}",
+            n.relays
+        );
+        if let Site::Loopback { first } = &n.site {
+            ensure!(
+                first.is_loopback(),
+                "{first} is not a loopback address (127.0.0.0/8)"
+            );
+            ensure!(
+                usize::from(first.octets()[3]) + n.nodes() <= 255,
+                "{} relays from {first} do not fit in its /24",
+                n.relays
+            );
+            ensure!(
+                n.backend == Backend::Udp,
+                "AF_XDP needs network namespaces (a veth per relay)"
+            );
+        }
+        ensure!(
+            n.link_rate >= 1,
+            "a link rate of at least 1 packet per second"
+        );
+        ensure!(
+            (1..=n.relays).contains(&n.gossip_seeds),
+            "1 to {} gossip seeds, not {}",
+            n.relays,
+            n.gossip_seeds
+        );
+        ensure!(
+            (1..=16).contains(&n.gateway_cores),
+            "1 to 16 gateway cores, not {}",
+            n.gateway_cores
+        );
+        if let Some((i, _)) = n.deliver_to.iter().find(|(i, _)| *i >= n.relays) {
+            bail!("deliver_to for relay {i} of {}", n.relays);
+        }
+        if let Mode::Static { outside, .. } = &n.mode {
+            let layers = outside
+                .iter()
+                .map(|o| o.layer as usize + 1)
+                .chain([n.relays])
+                .max()
+                .unwrap_or(n.relays);
+            ensure!(
+                layers <= MAX_HOPS,
+                "a static topology of {layers} layers (one per relay, then the outside nodes'); at most {MAX_HOPS}"
+            );
+        }
+        Ok(n)
+    }
+}
+
+/// Bytes in lowercase hex, as the configuration files write them.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    #[test]
+    fn roles_are_a_gateway_then_mixes_then_an_exit() {
+        let roles: Vec<Role> = (0..5).map(|i| Role::of(i, 5)).collect();
+        assert_eq!(
+            roles,
+            [Role::Gateway, Role::Mix, Role::Mix, Role::Mix, Role::Exit]
+        );
+        assert_eq!(Role::of(0, 1), Role::Gateway);
+        assert_eq!(
+            [Role::of(0, 2), Role::of(1, 2)],
+            [Role::Gateway, Role::Exit]
+        );
+    }
+
+    #[test]
+    fn nodes_have_distinct_addresses_in_the_site() {
+        for builder in [Network::builder(), Network::builder().netns("t")] {
+            let net = builder.build().unwrap();
+            let mut all: Vec<Ipv4Addr> = (0..net.relays())
+                .map(|i| net.address(Node::Relay(i)))
+                .collect();
+            all.extend([net.address(Node::Web), net.address(Node::Client)]);
+            let count = all.len();
+            all.sort();
+            all.dedup();
+            assert_eq!(all.len(), count, "{all:?}");
+        }
+        let net = Network::builder().build().unwrap();
+        assert_eq!(net.relay_range(), "127.79.0.1-8");
+        assert_eq!(net.own_range(), "127.79.0.0/16");
+        assert_eq!(net.address(Node::Web), Ipv4Addr::new(127, 79, 0, 9));
+        let net = Network::builder().netns("t").build().unwrap();
+        assert_eq!(net.own_range(), "198.18.0.0/24");
+        assert_eq!(net.relay_range(), "198.18.0.1-8");
+    }
+
+    #[test]
+    fn settings_that_do_not_fit_are_refused() {
+        for builder in [
+            Network::builder().relays(0),
+            Network::builder().backend(Backend::AfXdp),
+            Network::builder().loopback(Ipv4Addr::new(10, 0, 0, 1)),
+            Network::builder().loopback(Ipv4Addr::new(127, 0, 0, 250)),
+            Network::builder().gossip_seeds(9),
+            Network::builder().deliver_to(8, "127.0.0.1:9000".parse().unwrap()),
+            Network::builder().relays(6).static_topology(1, Vec::new()),
+            Network::builder().gateway_cores(0),
+        ] {
+            assert!(builder.build().is_err());
+        }
+    }
+
+    #[test]
+    fn static_secrets_differ_per_relay_and_epoch_and_debug_hides_the_seeds() {
+        let net = Network::builder().identity_seeds(0xc3).build().unwrap();
+        assert_ne!(net.sphinx_secret(0, 1), net.sphinx_secret(0, 2));
+        assert_ne!(net.sphinx_secret(0, 1), net.sphinx_secret(1, 1));
+        assert_ne!(net.node_id(0), net.node_id(1));
+        let printed = format!("{net:?}");
+        assert!(
+            !printed.contains("195") && !printed.contains("c3"),
+            "{printed}"
+        );
+    }
+}
