@@ -3,7 +3,8 @@
 //! Prints a table, or one JSON object per line with `--json`; progress goes to stderr.
 //!
 //! Subcommands so far: `io` (packet I/O backends over veth), `sphinx` (PB-Sphinx against
-//! Nym's sphinx-packet), `relay` (one relay pipeline against the unwrap rate) and `e2e` (a
+//! Nym's sphinx-packet), `relay` (one relay pipeline against the unwrap rate), `idle` (an
+//! idle relay core's CPU under its loop against the 1 ms polling it replaced) and `e2e` (a
 //! fetch through a local testnet against the same fetch made directly, per client profile,
 //! and the idle client's cost), and `testnet`, the main job: a whole network (namespaces and
 //! XDP as root, loopback otherwise) with pb-client on 127.0.0.1:1080, a fetch and a summary,
@@ -11,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod e2e_bench;
+mod idle_bench;
 mod io_bench;
 mod plot;
 mod progress;
@@ -117,6 +119,27 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         link_rate: u32,
     },
+    /// What an idle relay core costs: 4 links at 100 packets/s of cover under pb-relay's
+    /// loop (sleep until the next deadline) against the loop it replaced (1 ms polls), side
+    /// by side; with --baseline-relay, the same as whole pb-relay processes. No root.
+    Idle {
+        /// Measured seconds per loop (or process) and round.
+        #[arg(long, default_value_t = 5.0, value_parser = seconds)]
+        seconds: f64,
+        /// Rounds, interleaved (the median is reported).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+        rounds: u16,
+        /// Links of the relay.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+        links: u16,
+        /// Packets per second on every link.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        link_rate: u32,
+        /// Another pb-relay binary (e.g. built from an older commit) to compare with the one
+        /// next to pb-perf, as whole processes in static mode.
+        #[arg(long, value_name = "PATH")]
+        baseline_relay: Option<std::path::PathBuf>,
+    },
     /// Charts (into --svg DIR) from rows an earlier run wrote with --json or --svg.
     Plot {
         /// JSON-lines files of rows.
@@ -219,6 +242,19 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             profiles: profile.clone(),
             link_rate: (*link_rate).max(1),
         })?,
+        Command::Idle {
+            seconds,
+            rounds,
+            links,
+            link_rate,
+            baseline_relay,
+        } => idle_bench::run(&idle_bench::IdleArgs {
+            seconds: *seconds,
+            rounds: usize::from(*rounds),
+            links: usize::from(*links),
+            link_rate: *link_rate,
+            baseline_relay: baseline_relay.clone(),
+        })?,
         Command::Plot { files } => {
             let Some(dir) = &cli.svg else {
                 anyhow::bail!("plot: where to? pass --svg DIR");
@@ -261,6 +297,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             Command::Sphinx { .. } => "sphinx",
             Command::Relay { .. } => "relay",
             Command::E2e { .. } => "e2e",
+            Command::Idle { .. } => "idle",
             Command::Testnet { .. } => "testnet",
             Command::Plot { .. } => "plot",
         };
