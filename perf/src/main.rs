@@ -9,6 +9,9 @@
 //! and the idle client's cost), and `testnet`, the main job: a whole network (namespaces and
 //! XDP as root, loopback otherwise) with pb-client on 127.0.0.1:1080, a fetch and a summary,
 //! up until Ctrl-C.
+//!
+//! Not here: the testnet itself (pb-testnet, which the tests share), assertions on speed
+//! (tests never make them; the figures go to docs/perf.md with their commands).
 #![forbid(unsafe_code)]
 
 mod e2e_bench;

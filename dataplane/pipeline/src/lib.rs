@@ -15,7 +15,11 @@
 //! socket), all sharing one replay filter. Each link is owned by one core, which paces it
 //! and sends on it ([`Pipeline::shard`]); a packet received on another core crosses to the
 //! owner through a bounded lock-free [`Handoff`] once its delay is over. Cover can be built
-//! on a core of its own ([`CoverPool`]). Configuration files are the relay binary's.
+//! on a core of its own ([`CoverPool`]).
+//!
+//! Not here: threads, clocks and sleeping (the caller passes `now`, waits until
+//! [`Pipeline::next_deadline`] and calls [`Pipeline::step`]); configuration files, keys and
+//! topology (pb-relay's); the packet format (pb-sphinx) and the mixing structures (pb-mix).
 #![forbid(unsafe_code)]
 
 mod cover;

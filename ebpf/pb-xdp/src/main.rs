@@ -12,6 +12,9 @@
 //! Every packet access goes through [`ptr_at`], the one bounds-checked helper. The entry point
 //! fails closed: an internal error (which the verifier-checked code cannot produce today)
 //! aborts the frame rather than letting it through.
+//!
+//! Not here: any look at the payload beyond its length (Sphinx is user space's), loading
+//! and attaching (pb-io's `xdp` module), or state beyond the counters and the socket map.
 #![no_std]
 #![no_main]
 
