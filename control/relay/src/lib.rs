@@ -9,6 +9,7 @@
 //!   relay prints on stdout; [`admin`]: the local HTTP admin endpoint.
 //! - [`static_mode`] and [`gossip_mode`]: how the relay learns the network and its keys.
 //! - [`roles`]: the services a role adds: a gateway's [`client_link`], an exit's [`exit`].
+//! - [`serve`]: the main thread of a running relay, around the cores.
 //!
 //! Not here: packet processing (pb-pipeline, pb-sphinx, pb-mix), packet I/O (pb-io), the
 //! gossip protocol and topology (pb-control), what the client speaks (pb-proto).
@@ -24,5 +25,6 @@ pub mod metrics;
 pub mod published;
 pub mod report;
 pub mod roles;
+pub mod serve;
 mod slots;
 pub mod static_mode;

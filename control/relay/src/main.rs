@@ -1,8 +1,9 @@
 //! `pb-relay`: the command line and the wiring. `run` builds the shared state, opens one
-//! packet backend per core (AF_XDP queues or `SO_REUSEPORT` UDP sockets), starts the role
-//! services and the cores (see the library: [`pb_relay::core`]), and drives static mode's
-//! reloads or gossip mode from the main thread until SIGINT/SIGTERM or `--seconds`; then
-//! prints the summary ([`pb_relay::report`]). Logs go through `tracing` (`PB_LOG=debug`).
+//! packet backend per core (AF_XDP queues or `SO_REUSEPORT` UDP sockets) and starts the role
+//! services; the library's [`pb_relay::serve`] then runs the cores ([`pb_relay::core`]) and
+//! drives static mode's reloads or gossip mode from the main thread until SIGINT/SIGTERM or
+//! `--seconds`, and prints the summary ([`pb_relay::report`]). Logs go through `tracing`
+//! (`PB_LOG=debug`).
 
 use std::{
     net::SocketAddr,
@@ -11,7 +12,6 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    thread,
     time::{Duration, Instant},
 };
 
@@ -24,19 +24,19 @@ use pb_io::{
     xdp::XdpProgram,
 };
 use pb_mix::{LoopMonitor, SharedReplayFilter, Time};
-use pb_pipeline::{CoverPool, CoverSource as _, Handoff, LoopCover, PipelineConfig};
+use pb_pipeline::{CoverPool, Handoff, LoopCover, PipelineConfig};
 use pb_relay::{
     admin::Admin,
     config::{Backend, RelayConfig},
-    core::{KeyBox, Shared, run_core},
+    core::{KeyBox, Shared},
     gossip_mode::{self, GossipDriver},
-    metrics::{self, CoreReport},
     published::Published,
-    report, roles,
+    roles,
+    serve::{Control, MAX_LINKS, Mode, serve},
     static_mode::{self, Running},
 };
 use pb_sphinx::MailboxId;
-use tracing::{info, warn};
+use tracing::warn;
 
 #[derive(Parser)]
 #[command(name = "pb-relay", about = "The PhantomBand relay")]
@@ -101,19 +101,6 @@ fn duration(name: &str, seconds: f64) -> anyhow::Result<Duration> {
         .ok()
         .filter(|d| *d <= Duration::from_secs(365 * 24 * 3600))
         .with_context(|| format!("--{name} must be a number of seconds, at least 0"))
-}
-
-/// Most links a gossip-mode relay keeps (a layer's size bounds them).
-const MAX_LINKS: usize = 256;
-
-/// How the relay knows the network: a static topology (reloaded on SIGHUP) or gossip.
-enum Mode {
-    Static {
-        running: Box<Running>,
-        admin: Option<Admin>,
-        role: String,
-    },
-    Gossip(Box<GossipDriver>),
 }
 
 fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result<()> {
@@ -318,150 +305,6 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
         let _ = service.join();
     }
     result
-}
-
-/// The main thread's part: when to stop, what to reload, what to announce.
-struct Control<'a> {
-    limit: Option<Duration>,
-    reload: &'a AtomicBool,
-    mode: Mode,
-    banner: String,
-    node: pb_sphinx::NodeId,
-}
-
-/// The dataplane's and the roles' metrics for `/metrics`.
-fn dataplane_metrics(shared: &Shared) -> Vec<(String, u64)> {
-    let reports = shared.snapshot();
-    let loops = |link| shared.cover.loop_stats(link);
-    let mut m = metrics::prometheus(&reports.iter().collect::<Vec<_>>(), &loops);
-    m.extend(shared.roles.metrics());
-    m
-}
-
-/// Runs one pipeline per backend in `ios` on threads of their own until stopped, then
-/// prints the counters.
-fn serve<I: PacketIo + Send>(
-    ios: Vec<I>,
-    shared: &Shared,
-    control: Control<'_>,
-) -> anyhow::Result<()> {
-    let cores = ios.len();
-    let (ready, started) = std::sync::mpsc::channel::<()>();
-    let reports: Vec<anyhow::Result<CoreReport>> = thread::scope(|scope| {
-        let handles: Vec<_> = ios
-            .into_iter()
-            .enumerate()
-            .map(|(core, io)| {
-                let ready = ready.clone();
-                thread::Builder::new()
-                    .name(format!("pb-core-{core}"))
-                    .spawn_scoped(scope, move || {
-                        let result = run_core(core, cores, io, shared, ready);
-                        // One core failing stops the relay.
-                        shared.stop.store(true, Ordering::Relaxed);
-                        result
-                    })
-            })
-            .collect();
-        drop(ready);
-        // Announce the relay only once every core is set up (a core that fails to set up
-        // drops its sender without sending).
-        if (0..cores).all(|_| started.recv().is_ok()) {
-            info!("{}", control.banner);
-        }
-        let mut mode = control.mode;
-        while !shared.stop.load(Ordering::Relaxed)
-            && control.limit.is_none_or(|l| shared.start.elapsed() < l)
-        {
-            match &mut mode {
-                Mode::Static {
-                    running,
-                    admin,
-                    role,
-                } => {
-                    thread::sleep(Duration::from_millis(20));
-                    if let Some(admin) = admin {
-                        admin.serve(&mut |path| match path {
-                            "/health" => Some("ok\n".to_owned()),
-                            "/status" => Some(running.status(control.node, role)),
-                            "/metrics" => {
-                                let mut m =
-                                    vec![("pb_epoch".to_owned(), u64::from(running.epoch.0))];
-                                m.extend(dataplane_metrics(shared));
-                                Some(metrics::render(&m))
-                            }
-                            _ => None,
-                        });
-                    }
-                    if control.reload.swap(false, Ordering::Relaxed) {
-                        match static_mode::rotate(running, shared) {
-                            Ok(line) => info!("{line}"),
-                            Err(e) => {
-                                let chain: Vec<String> =
-                                    e.chain().map(ToString::to_string).collect();
-                                warn!("reload refused: {}", chain.join(": "));
-                            }
-                        }
-                    }
-                }
-                Mode::Gossip(driver) => {
-                    if control.reload.swap(false, Ordering::Relaxed) {
-                        warn!("SIGHUP ignored: gossip mode rotates keys by itself");
-                    }
-                    let metrics = || dataplane_metrics(shared);
-                    let update = driver.turn(Duration::from_millis(20), &metrics);
-                    apply(update, shared);
-                }
-            }
-        }
-        if let Mode::Gossip(driver) = &mut mode {
-            driver.leave();
-        }
-        shared.stop.store(true, Ordering::Relaxed);
-        handles
-            .into_iter()
-            .map(|h| match h {
-                Ok(h) => h
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow!("a pipeline core panicked"))),
-                Err(e) => Err(anyhow!("starting a pipeline core: {e}")),
-            })
-            .collect()
-    });
-    let reports: Vec<CoreReport> = reports.into_iter().collect::<anyhow::Result<_>>()?;
-    let loops = |link| shared.cover.loop_stats(link);
-    report::summary(&mut std::io::stdout().lock(), &reports, &loops)?;
-    Ok(())
-}
-
-/// Hands what gossip changed to the cores: keys (after preparing the replay filter for
-/// their epoch), links and the cover routes along them.
-fn apply(update: gossip_mode::Update, shared: &Shared) {
-    for note in update.notes {
-        info!("{note}");
-    }
-    if let Some((epoch, keys)) = update.keys {
-        shared.replay.prepare(epoch);
-        shared.keys.keys.set(keys);
-        shared.roles.epoch.store(epoch.0, Ordering::Relaxed);
-    }
-    if let (Some(view), Some(directory)) = (update.directory, &shared.roles.directory) {
-        directory.set(view);
-    }
-    if let Some((epoch, mut neighbours, mut routes)) = update.links {
-        neighbours.truncate(MAX_LINKS);
-        routes.truncate(MAX_LINKS);
-        shared.cover.set_routes(epoch, routes, true);
-        shared.links.set(neighbours);
-    }
-    if !update.reports.is_empty() {
-        use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        for line in update.reports {
-            let _ = writeln!(out, "{line}");
-        }
-        let _ = out.flush();
-    }
 }
 
 fn hex(bytes: &[u8]) -> String {
