@@ -86,7 +86,7 @@ pub fn require_privileged(test_name: &str) -> bool {
         Ok(()) => true,
         Err(reason) => {
             let in_ci = std::env::var("CI").is_ok_and(|ci| ci == "true");
-            skip_or_fail(test_name, &reason, in_ci)
+            skip_or_fail(test_name, &reason, in_ci, &mut std::io::stderr().lock())
         }
     }
 }
@@ -96,17 +96,18 @@ pub fn require_privileged(test_name: &str) -> bool {
     clippy::panic,
     reason = "in CI a privileged test that cannot run must fail, not pass silently"
 )]
-fn skip_or_fail(test_name: &str, reason: &str, in_ci: bool) -> bool {
+fn skip_or_fail(test_name: &str, reason: &str, in_ci: bool, out: &mut dyn std::io::Write) -> bool {
     if in_ci {
         panic!(
             "{test_name}: CI requires root for this test (network namespaces and XDP), \
              but it is not available here: {reason}"
         );
     }
-    // Straight to the stderr handle rather than `eprintln!`, which the test harness captures
-    // and hides for passing tests: a skip must be visible in a plain `cargo test`.
+    // `out` is the stderr handle rather than `eprintln!`, which the test harness captures
+    // and hides for passing tests: a skip must be visible in a plain `cargo test` (and
+    // `make test` counts these lines as skipped tests).
     let _ = writeln!(
-        std::io::stderr().lock(),
+        out,
         "skipping {test_name}: {reason} (needs root for network namespaces and XDP)"
     );
     false
@@ -152,8 +153,17 @@ mod tests {
 
     #[test]
     fn unprivileged_tests_skip_locally_and_fail_in_ci() {
-        assert!(!skip_or_fail("t", "not running as root", false));
-        let in_ci = std::panic::catch_unwind(|| skip_or_fail("t", "not running as root", true));
+        // Into a buffer: on stderr the line would count as a skipped test in `make test`.
+        let mut said = Vec::new();
+        assert!(!skip_or_fail("t", "not running as root", false, &mut said));
+        let said = String::from_utf8(said).unwrap();
+        assert!(
+            said.starts_with("skipping t: not running as root"),
+            "{said}"
+        );
+        let in_ci = std::panic::catch_unwind(|| {
+            skip_or_fail("t", "not running as root", true, &mut Vec::new())
+        });
         let message = in_ci.unwrap_err();
         let message = message.downcast_ref::<String>().unwrap();
         assert!(message.contains("CI requires root"), "{message}");
