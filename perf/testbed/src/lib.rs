@@ -42,7 +42,7 @@ mod star;
 mod sys;
 mod veth;
 
-use std::{io::Write as _, sync::OnceLock};
+use std::sync::OnceLock;
 
 pub use cmd::run_checked;
 pub use cpu::{allowed_cpus, cpu_count, pin_to_cpu};
