@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! recv batch ─▶ process_batch (in place, SIMD lanes) ─▶ shared replay filter
-//!   ─▶ delay queue (the header's delay) ─▶ the next hop's link (bounded queue)
+//!   ─▶ delay queue (the header's delay, at every hop, the last one included)
+//!   ─▶ the next hop's link (bounded queue), or the Sink for packets delivered here
 //!   ─▶ pacer: every 1/R a due real packet, else a loop cover packet ─▶ send batch
 //! ```
 //!
@@ -152,9 +153,35 @@ pub const TOP_UP_BELOW: usize = 4;
 /// wait is a deadline in [`Pipeline::next_deadline`], not a sleep.
 pub const TOP_UP_WAIT: Duration = Duration::from_micros(150);
 
-/// A packet held in the delay queue: its frame and its next hop (links may change while it
-/// waits).
-type Held = (Packet, NodeId);
+/// A packet held in the delay queue for the delay its header asks of this hop: one to
+/// forward (its next hop; links may change while it waits) or one to deliver here (its
+/// mailbox, and for a SURB reply the SURB). A last hop holds packets like any other hop, so
+/// what an exit or a gateway releases is mixed as much as what a mix forwards.
+enum Held {
+    Forward(Packet, NodeId),
+    Deliver {
+        packet: Packet,
+        mailbox: MailboxId,
+        reply: Option<SurbId>,
+    },
+}
+
+impl Held {
+    fn into_packet(self) -> Packet {
+        match self {
+            Held::Forward(packet, _) | Held::Deliver { packet, .. } => packet,
+        }
+    }
+}
+
+/// The index of a delay-queue refusal in [`PipelineStats::dropped_delay`].
+fn delay_error_index(reason: DelayError) -> usize {
+    match reason {
+        DelayError::Full => 0,
+        DelayError::TooLong => 1,
+        DelayError::Lagging => 2,
+    }
+}
 
 /// One core's pipeline over backend `I`.
 pub struct Pipeline<'r, I: PacketIo> {
@@ -377,38 +404,40 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
                         drop.push(packet);
                         continue;
                     }
-                    match self.delay.insert(now, delay, (packet, next)) {
+                    match self.delay.insert(now, delay, Held::Forward(packet, next)) {
                         Ok(()) => self.stats.forwarded += 1,
-                        Err((reason, (packet, _))) => {
-                            let index = match reason {
-                                DelayError::Full => 0,
-                                DelayError::TooLong => 1,
-                                DelayError::Lagging => 2,
-                            };
-                            self.stats.dropped_delay[index] += 1;
-                            drop.push(packet);
+                        Err((reason, held)) => {
+                            self.stats.dropped_delay[delay_error_index(reason)] += 1;
+                            drop.push(held.into_packet());
                         }
                     }
                 }
-                Ok(Processed::Deliver { mailbox, .. }) => {
-                    let bytes = message(self.io.payload(&packet));
-                    if mailbox == COVER_MAILBOX {
-                        self.stats.cover_received += 1;
-                    } else if mailbox == self.loop_mailbox {
-                        if self.cover.loop_returned(bytes, now) {
-                            self.stats.loops_returned += 1;
-                        }
-                    } else {
-                        self.sink.deliver(mailbox, None, bytes);
-                        self.stats.delivered += 1;
+                Ok(Processed::Deliver { mailbox, delay, .. }) => {
+                    let held = Held::Deliver {
+                        packet,
+                        mailbox,
+                        reply: None,
+                    };
+                    if let Err((reason, held)) = self.delay.insert(now, delay, held) {
+                        self.stats.dropped_delay[delay_error_index(reason)] += 1;
+                        drop.push(held.into_packet());
                     }
-                    drop.push(packet);
                 }
-                Ok(Processed::DeliverReply { mailbox, surb, .. }) => {
-                    let payload = pb_sphinx::payload_mut(self.io.payload_mut(&packet));
-                    self.sink.deliver(mailbox, Some(surb), payload);
-                    self.stats.delivered += 1;
-                    drop.push(packet);
+                Ok(Processed::DeliverReply {
+                    mailbox,
+                    surb,
+                    delay,
+                    ..
+                }) => {
+                    let held = Held::Deliver {
+                        packet,
+                        mailbox,
+                        reply: Some(surb),
+                    };
+                    if let Err((reason, held)) = self.delay.insert(now, delay, held) {
+                        self.stats.dropped_delay[delay_error_index(reason)] += 1;
+                        drop.push(held.into_packet());
+                    }
                 }
                 Err(reason) => {
                     if let Some(i) = DropReason::ALL.iter().position(|r| *r == reason) {
@@ -433,9 +462,43 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             core,
             owner,
             handoff,
+            sink,
+            cover,
+            loop_mailbox,
             ..
         } = self;
-        delay.poll_due(now, |(packet, next)| {
+        delay.poll_due(now, |held| {
+            let (packet, next) = match held {
+                Held::Forward(packet, next) => (packet, next),
+                Held::Deliver {
+                    packet,
+                    mailbox,
+                    reply,
+                } => {
+                    match reply {
+                        None => {
+                            let bytes = message(io.payload(&packet));
+                            if mailbox == COVER_MAILBOX {
+                                stats.cover_received += 1;
+                            } else if mailbox == *loop_mailbox {
+                                if cover.loop_returned(bytes, now) {
+                                    stats.loops_returned += 1;
+                                }
+                            } else {
+                                sink.deliver(mailbox, None, bytes);
+                                stats.delivered += 1;
+                            }
+                        }
+                        Some(surb) => {
+                            let payload = pb_sphinx::payload_mut(io.payload_mut(&packet));
+                            sink.deliver(mailbox, Some(surb), payload);
+                            stats.delivered += 1;
+                        }
+                    }
+                    spare.push(packet);
+                    return;
+                }
+            };
             let Some(&link) = link_of.get(&next) else {
                 stats.dropped_no_link += 1;
                 spare.push(packet);
