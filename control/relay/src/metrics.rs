@@ -1,4 +1,7 @@
-//! Every counter the relay reports, in one list each: the dataplane totals ([`COUNTERS`],
+//! Every counter the relay reports, in one list each. None splits a link's packets into
+//! real and cover, or says how much of what arrived was cover: those series are exactly
+//! what cover traffic exists to hide, so only totals per link (sent, slots missed, drops by
+//! reason, loops) are published; the split exists in benchmarks and tests only. The lists: the dataplane totals ([`COUNTERS`],
 //! plus one per [`DropReason`]) and the per-link ones ([`LINK_COUNTERS`]). The exit
 //! summary's `stat <name> <value>` lines, the `link <i> …` lines, the admin endpoint's
 //! `/metrics` (Prometheus text) and the tests all read these lists, so a counter is named
@@ -58,9 +61,6 @@ pub const COUNTERS: &[Counter] = &[
     }),
     counter("loops_returned", "pb_loops_returned_total", |r| {
         r.stats.loops_returned
-    }),
-    counter("cover_received", "pb_cover_received_total", |r| {
-        r.stats.cover_received
     }),
     counter("replay_filter_full", "pb_replay_filter_full_total", |r| {
         r.stats.replay_filter_full
@@ -141,11 +141,8 @@ pub const COUNTERS: &[Counter] = &[
     counter("io_alloc_failures", "pb_io_alloc_failures_total", |r| {
         r.io.alloc_failures
     }),
-    counter("link_real", "pb_link_real_total", |r| {
-        r.links.iter().map(|l| l.real).sum()
-    }),
-    counter("link_cover", "pb_link_cover_total", |r| {
-        r.links.iter().map(|l| l.cover).sum()
+    counter("link_sent", "pb_links_sent_total", |r| {
+        r.links.iter().map(|l| l.real + l.cover).sum()
     }),
     counter("link_missed", "pb_link_missed_total", |r| {
         r.links.iter().map(|l| l.missed).sum()
@@ -219,16 +216,6 @@ pub const LINK_COUNTERS: &[LinkCounter] = &[
         stat: "sent",
         metric: "pb_link_sent_total",
         read: |l, _| l.real + l.cover,
-    },
-    LinkCounter {
-        stat: "real",
-        metric: "pb_link_real_sent_total",
-        read: |l, _| l.real,
-    },
-    LinkCounter {
-        stat: "cover",
-        metric: "pb_link_cover_sent_total",
-        read: |l, _| l.cover,
     },
     LinkCounter {
         stat: "missed",
@@ -339,6 +326,8 @@ mod tests {
         a.links[0].real = 5;
         let mut b = a.clone();
         b.owned = vec![false, true];
+        // A core's counters of links it does not own stay zero.
+        b.links[0] = LinkStats::default();
         b.links[1].cover = 7;
         let t = totals([&a, &b]);
         let get = |s: &str| t.iter().find(|t| t.stat == s).map(|t| t.value);
@@ -347,8 +336,9 @@ mod tests {
         let loops = |_| LoopStats::default();
         let m = prometheus(&[&a, &b], &loops);
         let metric = |s: &str| m.iter().find(|(k, _)| k == s).map(|(_, v)| *v);
-        assert_eq!(metric("pb_link_real_sent_total{link=\"0\"}"), Some(5));
-        assert_eq!(metric("pb_link_cover_sent_total{link=\"1\"}"), Some(7));
+        assert_eq!(metric("pb_link_sent_total{link=\"0\"}"), Some(5));
+        assert_eq!(metric("pb_link_sent_total{link=\"1\"}"), Some(7));
+        assert_eq!(metric("pb_links_sent_total"), Some(12));
         assert_eq!(
             metric("pb_packets_dropped_total{reason=\"replay\"}"),
             Some(4)

@@ -1,6 +1,6 @@
 //! What the relay prints on stdout for operators and tests (counters only: never keys,
 //! payloads or routes): every `--stats-interval` seconds one
-//! `window <k> link <i> sent <n> real <n> cover <n> missed <n>` line per owned link, and at
+//! `window <k> link <i> sent <n> missed <n>` line per owned link, and at
 //! exit `stat <name> <value>` for every counter of [`crate::metrics`] (summed over cores),
 //! then `core <c> …` and `link <i> …` lines.
 
@@ -48,15 +48,12 @@ impl Windows {
             if !owned.get(i).copied().unwrap_or(false) {
                 continue;
             }
-            let (real, cover) = (
-                c.real.saturating_sub(l.real),
-                c.cover.saturating_sub(l.cover),
-            );
+            // Sent, never real and cover apart: that split is what cover hides.
+            let sent = (c.real + c.cover).saturating_sub(l.real + l.cover);
             writeln!(
                 out,
-                "window {} link {i} sent {} real {real} cover {cover} missed {}",
+                "window {} link {i} sent {sent} missed {}",
                 self.window,
-                real + cover,
                 c.missed.saturating_sub(l.missed)
             )?;
         }
@@ -113,7 +110,7 @@ mod tests {
         w.print(&mut out, &now, &[true, false]).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "window 0 link 0 sent 100 real 3 cover 97 missed 0\n"
+            "window 0 link 0 sent 100 missed 0\n"
         );
         assert!(!w.due(interval, interval));
     }

@@ -1,7 +1,8 @@
 //! Static mode serves the admin endpoint too: `/health`, `/status` and `/metrics` with every
 //! dataplane counter of `pb_relay::metrics`, under the same names the exit summary's `stat`
-//! lines use. Loopback only, no privileges. The configuration is pb-testnet's, rendered from
-//! the serde schema (`pb_relay::config::file`).
+//! lines use; and neither `/metrics` nor stdout says how many packets were real or cover.
+//! Loopback only, no privileges. The configuration is pb-testnet's, rendered from the serde
+//! schema (`pb_relay::config::file`).
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use std::{
@@ -59,7 +60,7 @@ fn a_static_relay_serves_health_status_and_every_counter() {
     let config = network.relay_config(0);
     std::fs::write(dir.join("relay.toml"), render(&config).unwrap()).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_pb-relay"))
-        .args(["run", "--seconds", "4", "--stats-interval", "0", "--config"])
+        .args(["run", "--seconds", "4", "--stats-interval", "1", "--config"])
         .arg(dir.join("relay.toml"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -109,6 +110,27 @@ fn a_static_relay_serves_health_status_and_every_counter() {
     for c in LINK_COUNTERS {
         let name = format!("{}{{link=\"0\"}}", c.metric);
         assert!(metric(&metrics, &name).is_some(), "{name} missing");
+    }
+    // No real/cover split anywhere an operator (or whoever reads their dashboards) looks:
+    // that series is exactly what cover traffic hides.
+    // (`cover_failures` counts idle slots the cover builder could not fill, which then go
+    // missed: a health count that stays zero on a healthy relay, not a split.)
+    let split = |word: &str| {
+        word.contains("real") || (word.contains("cover") && !word.contains("cover_failures"))
+    };
+    for line in metrics.lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        assert!(!split(name), "/metrics splits real and cover: {line}");
+    }
+    assert!(
+        stdout.lines().any(|l| l.starts_with("window ")),
+        "no window lines: {stdout}"
+    );
+    for line in stdout.lines() {
+        assert!(
+            !line.split_whitespace().any(split),
+            "stdout splits real and cover: {line}"
+        );
     }
     let link = stdout.lines().find(|l| l.starts_with("link 0 ")).unwrap();
     assert!(
