@@ -12,6 +12,9 @@
 //! - [`mem::MemIo`] on a [`mem::MemNet`]: a virtual network in memory with a virtual clock
 //!   and seeded loss, so pipelines can be tested deterministically, without sockets or root.
 //!
+//! The UDP and in-memory backends keep their packets in the same kind of frame pool (a
+//! private module, safe code); AF_XDP's frames live in its UMEM.
+//!
 //! Above the trait a packet is a UDP payload plus the peer it came from or goes to; code
 //! written against [`PacketIo`] does not know which backend it runs on.
 //!
@@ -26,6 +29,7 @@ pub mod config;
 pub mod cpu;
 pub mod mem;
 pub mod netlink;
+mod pool;
 pub mod udp;
 pub mod wire;
 pub mod xdp;
@@ -87,6 +91,16 @@ impl Owner {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
         Self(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
     }
+}
+
+/// The first payload byte of each of `packets`, held by `io`, in order: in the `reuse_port`
+/// tests, which sender each datagram came from.
+#[cfg(test)]
+pub(crate) fn first_bytes(io: &impl PacketIo, packets: &[Packet]) -> Vec<u8> {
+    packets
+        .iter()
+        .map(|p| io.payload(p).first().copied().unwrap_or_default())
+        .collect()
 }
 
 /// Counters every backend keeps; all monotonic.

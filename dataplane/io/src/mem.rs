@@ -4,9 +4,9 @@
 //!
 //! What it is:
 //! - a [`PacketIo`] that behaves like the real backends towards its caller: each endpoint has
-//!   its own bounded pool of [`FRAME_SIZE`]-byte frames; frames return only through
-//!   [`PacketIo::send`] and [`PacketIo::release`]; a receive or [`PacketIo::alloc`] that
-//!   finds no free frame counts an `alloc_failure`; packets of another endpoint are counted as
+//!   its own bounded pool of [`FRAME_SIZE`]-byte frames (the same frame pool code as the UDP
+//!   backend); frames return only through [`PacketIo::send`] and [`PacketIo::release`]; a
+//!   receive or [`PacketIo::alloc`] that finds no free frame counts an `alloc_failure`; packets of another endpoint are counted as
 //!   `foreign_packets` and left alone; datagrams of the wrong length are dropped as
 //!   `rx_dropped_malformed`;
 //! - a network: a datagram sent at virtual time `t` waits in its destination's receive queue
@@ -39,10 +39,10 @@ use std::{
     time::Duration,
 };
 
-use crate::{FrameId, IoError, IoStats, Owner, Packet, PacketIo};
+use crate::{IoError, IoStats, Packet, PacketIo, pool::FramePool};
 
 /// Bytes in one frame of an endpoint's pool: the largest payload.
-pub const FRAME_SIZE: usize = 2048;
+pub const FRAME_SIZE: usize = crate::pool::FRAME_SIZE;
 
 /// The first port handed out to endpoints bound to port 0.
 const FIRST_EPHEMERAL_PORT: u16 = 40_000;
@@ -354,15 +354,11 @@ impl MemNet {
             },
         );
         net.bound.entry(local).or_default().push(id);
-        let frames = config.frame_count as usize;
         Ok(MemIo {
-            owner: Owner::new(),
             id,
             net: self.clone(),
             local,
-            pool: vec![0; frames * FRAME_SIZE],
-            frames,
-            free: (0..config.frame_count).rev().map(FrameId).collect(),
+            pool: FramePool::new(config.frame_count),
             packet_len: usize::from(config.packet_len),
             stats: IoStats::default(),
         })
@@ -388,13 +384,10 @@ impl MemNet {
 /// One endpoint of a [`MemNet`], implementing [`PacketIo`]. Dropping it unbinds its address
 /// and discards what waits in its queue.
 pub struct MemIo {
-    owner: Owner,
     id: u64,
     net: MemNet,
     local: SocketAddr,
-    pool: Vec<u8>,
-    frames: usize,
-    free: Vec<FrameId>,
+    pool: FramePool,
     packet_len: usize,
     stats: IoStats,
 }
@@ -403,7 +396,7 @@ impl core::fmt::Debug for MemIo {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("MemIo")
             .field("local", &self.local)
-            .field("free", &self.free.len())
+            .field("free", &self.pool.free_frames())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -430,7 +423,7 @@ impl MemIo {
 
     /// Frames in the pool that no packet holds.
     pub fn free_frames(&self) -> usize {
-        self.free.len()
+        self.pool.free_frames()
     }
 
     /// Datagrams in the receive queue that have arrived by now.
@@ -456,31 +449,13 @@ impl MemIo {
         let net = self.net.lock();
         net.endpoints.get(&self.id).map_or(0, |e| e.dropped_full)
     }
-
-    /// Whether `packet` holds one of this endpoint's frames (counting it when not).
-    fn owns(&mut self, packet: &Packet) -> bool {
-        let ours = packet.owner == self.owner && (packet.frame.0 as usize) < self.frames;
-        if !ours {
-            self.stats.foreign_packets += 1;
-        }
-        ours
-    }
-
-    /// Byte range of `packet`'s payload in the pool, if it is ours and lies inside its frame.
-    fn payload_range(&self, packet: &Packet) -> Option<std::ops::Range<usize>> {
-        if packet.owner != self.owner || packet.frame.0 as usize >= self.frames {
-            return None;
-        }
-        let (offset, len) = (usize::from(packet.offset), usize::from(packet.len));
-        if offset + len > FRAME_SIZE {
-            return None;
-        }
-        let start = packet.frame.0 as usize * FRAME_SIZE + offset;
-        Some(start..start + len)
-    }
 }
 
 impl PacketIo for MemIo {
+    // release, alloc, capacity, set_len, payload, payload_mut, with_payloads_mut and stats:
+    // the frame pool's, written once in `pool`.
+    crate::pool::packet_io_pool_methods!();
+
     /// Takes up to `max` datagrams that have arrived by the network's time. Never blocks:
     /// `timeout` is ignored (in a virtual world, the test moves time).
     fn recv(
@@ -492,7 +467,7 @@ impl PacketIo for MemIo {
         if max == 0 {
             return Ok(0);
         }
-        if self.free.is_empty() {
+        if self.pool.free_frames() == 0 {
             self.stats.alloc_failures += 1;
             return Ok(0);
         }
@@ -509,32 +484,22 @@ impl PacketIo for MemIo {
             if endpoint.queue.front().is_none_or(|d| d.arrives > now) {
                 break;
             }
-            let Some(frame) = self.free.pop() else {
+            let Some((frame, _)) = self.pool.take() else {
                 break;
             };
             let Some(datagram) = endpoint.queue.pop_front() else {
-                self.free.push(frame);
+                self.pool.put_back(frame);
                 break;
             };
-            let len = datagram.bytes.len();
-            if len == self.packet_len && len <= FRAME_SIZE {
-                let start = frame.0 as usize * FRAME_SIZE;
-                self.pool[start..start + len].copy_from_slice(&datagram.bytes);
-                out.push(Packet {
-                    owner: self.owner,
-                    frame,
-                    offset: 0,
-                    len: len as u16,
-                    peer: datagram.src,
-                });
-                accepted += 1;
+            let packet = if datagram.bytes.len() == self.packet_len {
+                self.pool
+                    .write_received(frame, &datagram.bytes, datagram.src)
             } else {
-                self.stats.rx_dropped_malformed += 1;
-                self.free.push(frame);
-            }
+                None
+            };
+            accepted += usize::from(self.pool.deliver(frame, packet, out, &mut self.stats));
             spare.push(datagram.bytes);
         }
-        self.stats.rx_packets += accepted as u64;
         Ok(accepted)
     }
 
@@ -544,114 +509,21 @@ impl PacketIo for MemIo {
         let net = self.net.clone();
         let mut net = net.lock();
         for packet in batch.drain(..) {
-            if !self.owns(&packet) {
-                continue;
+            if self.pool.payload_range(&packet).is_some() {
+                net.transmit(self.local, packet.peer, self.pool.payload(&packet));
+                self.stats.tx_packets += 1;
+                sent += 1;
+            } else if self.pool.owns(&packet) {
+                self.stats.tx_dropped_invalid += 1;
             }
-            match self.payload_range(&packet) {
-                Some(range) => {
-                    net.transmit(self.local, packet.peer, &self.pool[range]);
-                    self.stats.tx_packets += 1;
-                    sent += 1;
-                }
-                None => self.stats.tx_dropped_invalid += 1,
-            }
-            self.free.push(packet.frame);
+            // Ours: the frame goes back; another endpoint's: counted, left alone.
+            self.pool.release(packet, &mut self.stats);
         }
         Ok(sent)
     }
 
-    fn release(&mut self, packets: &mut Vec<Packet>) {
-        for packet in packets.drain(..) {
-            if self.owns(&packet) {
-                self.free.push(packet.frame);
-            }
-        }
-    }
-
-    fn alloc(&mut self, peer: SocketAddr) -> Option<Packet> {
-        match self.free.pop() {
-            Some(frame) => Some(Packet {
-                owner: self.owner,
-                frame,
-                offset: 0,
-                len: 0,
-                peer,
-            }),
-            None => {
-                self.stats.alloc_failures += 1;
-                None
-            }
-        }
-    }
-
-    fn capacity(&self) -> usize {
-        FRAME_SIZE
-    }
-
-    fn set_len(&mut self, packet: &mut Packet, len: usize) {
-        if self.owns(packet) {
-            let room = FRAME_SIZE.saturating_sub(usize::from(packet.offset));
-            packet.len = len.min(room) as u16;
-        }
-    }
-
-    fn payload(&self, packet: &Packet) -> &[u8] {
-        match self.payload_range(packet) {
-            Some(range) => &self.pool[range],
-            None => &[],
-        }
-    }
-
-    fn payload_mut(&mut self, packet: &Packet) -> &mut [u8] {
-        match self.payload_range(packet) {
-            Some(range) => &mut self.pool[range],
-            None => {
-                self.stats.foreign_packets += u64::from(packet.owner != self.owner);
-                &mut []
-            }
-        }
-    }
-
-    fn with_payloads_mut(&mut self, packets: &[Packet], f: &mut dyn FnMut(&mut [&mut [u8]])) {
-        for chunk in packets.chunks(crate::MAX_BATCH) {
-            // (frame, position) sorted by frame: one pass over the pool hands out disjoint
-            // slices; a frame asked for twice gets an empty slice the second time.
-            let mut order = [(usize::MAX, 0usize); crate::MAX_BATCH];
-            let mut ranges = [(0usize, 0usize); crate::MAX_BATCH];
-            for (i, packet) in chunk.iter().enumerate() {
-                order[i].1 = i;
-                if let Some(range) = self.payload_range(packet) {
-                    order[i].0 = packet.frame.0 as usize;
-                    ranges[i] = (usize::from(packet.offset), range.len());
-                } else {
-                    self.stats.foreign_packets += u64::from(packet.owner != self.owner);
-                }
-            }
-            order[..chunk.len()].sort_unstable();
-            let mut slices: [&mut [u8]; crate::MAX_BATCH] = std::array::from_fn(|_| &mut [][..]);
-            let mut frames = self.pool.chunks_exact_mut(FRAME_SIZE);
-            let mut next_frame = 0;
-            for &(frame, position) in &order[..chunk.len()] {
-                if frame == usize::MAX || frame < next_frame {
-                    continue;
-                }
-                let Some(data) = frames.nth(frame - next_frame) else {
-                    break;
-                };
-                next_frame = frame + 1;
-                let (offset, len) = ranges[position];
-                slices[position] = &mut data[offset..offset + len];
-            }
-            f(&mut slices[..chunk.len()]);
-        }
-    }
-
     fn poll_completions(&mut self) -> Result<usize, IoError> {
         Ok(0)
-    }
-
-    fn stats(&self) -> IoStats {
-        self.stats
     }
 
     fn local_addr(&self) -> SocketAddr {

@@ -1,6 +1,6 @@
 //! The portable backend: one UDP socket driven with `recvmmsg`/`sendmmsg`, packets held in a
-//! preallocated pool of 2048-byte frames. Needs no privileges and no XDP; the same
-//! [`PacketIo`] code runs on it.
+//! preallocated pool of 2048-byte frames (the frame pool shared with the in-memory backend).
+//! Needs no privileges and no XDP; the same [`PacketIo`] code runs on it.
 //!
 //! This module and [`crate::afxdp`] hold all of the crate's `unsafe` code: here, the two batch
 //! system calls and the socket-address conversions around them.
@@ -13,9 +13,8 @@ use std::{
     time::Duration,
 };
 
-use crate::{FrameId, IoError, IoStats, Owner, Packet, PacketIo};
+use crate::{FrameId, IoError, IoStats, Packet, PacketIo, pool::FramePool};
 
-const FRAME_SIZE: usize = 2048;
 /// The most packets one system call moves.
 const MAX_BATCH: usize = 256;
 
@@ -58,7 +57,8 @@ struct Scratch {
 }
 
 // SAFETY: the raw pointers inside are rewritten before every use and only point into buffers
-// owned by the same `UdpIo`, which moves between threads as a whole.
+// owned by the same `UdpIo` (the buffer of its `FramePool` and these scratch arrays), which
+// moves between threads as a whole.
 unsafe impl Send for Scratch {}
 
 impl std::fmt::Debug for Scratch {
@@ -72,12 +72,8 @@ impl std::fmt::Debug for Scratch {
 /// A UDP socket with a frame pool, implementing [`PacketIo`].
 #[derive(Debug)]
 pub struct UdpIo {
-    owner: Owner,
     socket: UdpSocket,
-    pool: Vec<u8>,
-    /// Frames in the pool.
-    frames: usize,
-    free: Vec<FrameId>,
+    pool: FramePool,
     scratch: Scratch,
     packet_len: usize,
     local: SocketAddr,
@@ -115,38 +111,13 @@ impl UdpIo {
             frames: Vec::with_capacity(MAX_BATCH),
         };
         Ok(Self {
-            owner: Owner::new(),
-            frames: frames as usize,
             socket,
-            pool: vec![0; frames as usize * FRAME_SIZE],
-            free: (0..frames).rev().map(FrameId).collect(),
+            pool: FramePool::new(frames),
             scratch,
             packet_len: usize::from(config.packet_len),
             local,
             stats: IoStats::default(),
         })
-    }
-
-    /// Whether `packet` holds one of this backend's frames (counting it when not).
-    fn owns(&mut self, packet: &Packet) -> bool {
-        let ours = packet.owner == self.owner && (packet.frame.0 as usize) < self.frames;
-        if !ours {
-            self.stats.foreign_packets += 1;
-        }
-        ours
-    }
-
-    /// Byte range of `packet`'s payload in the pool, if it lies inside its frame.
-    fn payload_range(&self, packet: &Packet) -> Option<std::ops::Range<usize>> {
-        if packet.owner != self.owner || packet.frame.0 as usize >= self.frames {
-            return None;
-        }
-        let (offset, len) = (usize::from(packet.offset), usize::from(packet.len));
-        if offset + len > FRAME_SIZE {
-            return None;
-        }
-        let start = packet.frame.0 as usize * FRAME_SIZE + offset;
-        Some(start..start + len)
     }
 
     fn wait_readable(&self, timeout: Duration) -> Result<bool, IoError> {
@@ -175,29 +146,36 @@ impl UdpIo {
     }
 
     fn recv_once(&mut self, out: &mut Vec<Packet>, max: usize) -> Result<usize, IoError> {
-        let n = max.min(MAX_BATCH).min(self.free.len());
-        if n == 0 {
+        let wanted = max.min(MAX_BATCH).min(self.pool.free_frames());
+        if wanted == 0 {
             if max > 0 {
                 self.stats.alloc_failures += 1;
             }
             return Ok(0);
         }
         self.scratch.frames.clear();
-        let pool = self.pool.as_mut_ptr();
-        for i in 0..n {
-            let Some(id) = self.free.pop() else { break };
+        let base = self.pool.base_ptr_for_syscall();
+        for i in 0..wanted {
+            let Some((id, frame)) = self.pool.take() else {
+                break;
+            };
             self.scratch.frames.push(id);
-            // In bounds: `id` < frames and the pool holds `frames * FRAME_SIZE` bytes.
-            let base = pool.wrapping_add(id.0 as usize * FRAME_SIZE);
             self.scratch.iovecs[i] = libc::iovec {
-                iov_base: base.cast(),
-                iov_len: FRAME_SIZE,
+                iov_base: base.wrapping_add(frame.start).cast(),
+                iov_len: frame.len(),
             };
         }
+        let n = self.scratch.frames.len();
         self.link_headers(n, None);
-        // SAFETY: the first `n` headers point at `n` distinct free frames of `self.pool`
-        // (FRAME_SIZE bytes each) and at `n` sockaddr_storage slots, all owned by `self` and
-        // not otherwise accessed during the call.
+        // SAFETY: each of the first `n` headers points at one iovec filled above for a frame
+        // just taken off the free list of `self.pool` (a `FramePool`): `take` gives each free
+        // frame out once and its range (FRAME_SIZE bytes) lies inside the pool's buffer, so
+        // the `n` buffers are distinct, in bounds and writable. `base` came from
+        // `base_ptr_for_syscall`, which makes no reference to the bytes, and since then only
+        // `take` (the free list) and `link_headers` (the scratch arrays) ran, neither of which
+        // touches the bytes, so `base` is still valid. The headers also point at `n`
+        // sockaddr_storage slots of `self.scratch`. All of it is owned by `self`, exclusively
+        // borrowed here, so nothing else reads or writes it during the call.
         let rc = unsafe {
             libc::recvmmsg(
                 self.socket.as_raw_fd(),
@@ -209,7 +187,9 @@ impl UdpIo {
         };
         if rc < 0 {
             let e = io::Error::last_os_error();
-            self.free.append(&mut self.scratch.frames);
+            for id in self.scratch.frames.drain(..) {
+                self.pool.put_back(id);
+            }
             return match e.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
                 _ => Err(IoError::Sys {
@@ -223,36 +203,30 @@ impl UdpIo {
         for i in 0..n {
             let id = self.scratch.frames[i];
             if i >= got {
-                self.free.push(id);
+                self.pool.put_back(id);
                 continue;
             }
             let h = &self.scratch.headers[i];
             let len = h.msg_len as usize;
             let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            match sockaddr_to_std(&self.scratch.names[i]) {
+            let packet = match sockaddr_to_std(&self.scratch.names[i]) {
                 Some(peer) if len == self.packet_len && !truncated => {
-                    out.push(Packet {
-                        owner: self.owner,
-                        frame: id,
-                        offset: 0,
-                        len: len as u16,
-                        peer,
-                    });
-                    accepted += 1;
+                    self.pool.received(id, len, peer)
                 }
-                _ => {
-                    self.stats.rx_dropped_malformed += 1;
-                    self.free.push(id);
-                }
-            }
+                _ => None,
+            };
+            accepted += usize::from(self.pool.deliver(id, packet, out, &mut self.stats));
         }
         self.scratch.frames.clear();
-        self.stats.rx_packets += accepted as u64;
         Ok(accepted)
     }
 }
 
 impl PacketIo for UdpIo {
+    // release, alloc, capacity, set_len, payload, payload_mut, with_payloads_mut and stats:
+    // the frame pool's, written once in `pool`.
+    crate::pool::packet_io_pool_methods!();
+
     fn recv(
         &mut self,
         out: &mut Vec<Packet>,
@@ -260,7 +234,11 @@ impl PacketIo for UdpIo {
         timeout: Duration,
     ) -> Result<usize, IoError> {
         let n = self.recv_once(out, max)?;
-        if n > 0 || timeout.is_zero() || self.free.is_empty() || !self.wait_readable(timeout)? {
+        if n > 0
+            || timeout.is_zero()
+            || self.pool.free_frames() == 0
+            || !self.wait_readable(timeout)?
+        {
             return Ok(n);
         }
         self.recv_once(out, max)
@@ -272,32 +250,36 @@ impl PacketIo for UdpIo {
         while !batch.is_empty() {
             // Packets that are not ours, or whose payload is out of bounds, never reach the
             // system call.
-            let front = &batch[0];
-            if self.payload_range(front).is_none() {
+            if self.pool.payload_range(&batch[0]).is_none() {
                 let packet = batch.remove(0);
-                if self.owns(&packet) {
+                if self.pool.release(packet, &mut self.stats) {
                     self.stats.tx_dropped_invalid += 1;
-                    self.free.push(packet.frame);
                 }
                 continue;
             }
             let mut n = 0;
-            let pool = self.pool.as_mut_ptr();
+            let base = self.pool.base_ptr_for_syscall();
             while n < batch.len().min(MAX_BATCH) {
-                let Some(range) = self.payload_range(&batch[n]) else {
+                let Some(range) = self.pool.payload_range(&batch[n]) else {
                     break;
                 };
                 self.scratch.iovecs[n] = libc::iovec {
-                    iov_base: pool.wrapping_add(range.start).cast(),
+                    iov_base: base.wrapping_add(range.start).cast(),
                     iov_len: range.len(),
                 };
                 namelens[n] = std_to_sockaddr(&batch[n].peer, &mut self.scratch.names[n]);
                 n += 1;
             }
             self.link_headers(n, Some(&namelens[..n]));
-            // SAFETY: the first `n` headers point at the payloads of `n` packets of this
-            // backend, inside `self.pool` (checked by `payload_range`), and at their addresses;
-            // all owned by `self` and unchanged during the call.
+            // SAFETY: each of the first `n` headers points at one iovec filled above with the
+            // payload of a packet of this backend: `FramePool::payload_range` returned its
+            // range only after checking that the packet is `self.pool`'s and that the range
+            // lies inside the pool's buffer, and the kernel only reads it. `base` came from
+            // `base_ptr_for_syscall`, which makes no reference to the bytes, and since then
+            // only `payload_range` (reads no bytes), `std_to_sockaddr` (the scratch names) and
+            // `link_headers` (the scratch arrays) ran, so `base` is still valid. The headers
+            // also point at the packets' addresses in `self.scratch.names`. All of it is owned
+            // by `self`, exclusively borrowed here, so nothing changes it during the call.
             let rc = unsafe {
                 libc::sendmmsg(
                     self.socket.as_raw_fd(),
@@ -315,13 +297,15 @@ impl PacketIo for UdpIo {
                         // and carry on with the rest.
                         self.stats.tx_dropped_invalid += 1;
                         let packet = batch.remove(0);
-                        self.free.push(packet.frame);
+                        self.pool.release(packet, &mut self.stats);
                         continue;
                     }
                 }
             }
             let sent = rc as usize;
-            self.free.extend(batch.drain(..sent).map(|p| p.frame));
+            for packet in batch.drain(..sent) {
+                self.pool.release(packet, &mut self.stats);
+            }
             self.stats.tx_packets += sent as u64;
             sent_total += sent;
             if sent < n {
@@ -331,98 +315,8 @@ impl PacketIo for UdpIo {
         Ok(sent_total)
     }
 
-    fn release(&mut self, packets: &mut Vec<Packet>) {
-        for packet in packets.drain(..) {
-            if self.owns(&packet) {
-                self.free.push(packet.frame);
-            }
-        }
-    }
-
-    fn alloc(&mut self, peer: SocketAddr) -> Option<Packet> {
-        match self.free.pop() {
-            Some(frame) => Some(Packet {
-                owner: self.owner,
-                frame,
-                offset: 0,
-                len: 0,
-                peer,
-            }),
-            None => {
-                self.stats.alloc_failures += 1;
-                None
-            }
-        }
-    }
-
-    fn capacity(&self) -> usize {
-        FRAME_SIZE
-    }
-
-    fn set_len(&mut self, packet: &mut Packet, len: usize) {
-        if self.owns(packet) {
-            let room = FRAME_SIZE.saturating_sub(usize::from(packet.offset));
-            packet.len = len.min(room) as u16;
-        }
-    }
-
-    fn payload(&self, packet: &Packet) -> &[u8] {
-        match self.payload_range(packet) {
-            Some(range) => &self.pool[range],
-            None => &[],
-        }
-    }
-
-    fn payload_mut(&mut self, packet: &Packet) -> &mut [u8] {
-        match self.payload_range(packet) {
-            Some(range) => &mut self.pool[range],
-            None => {
-                self.stats.foreign_packets += u64::from(packet.owner != self.owner);
-                &mut []
-            }
-        }
-    }
-
-    fn with_payloads_mut(&mut self, packets: &[Packet], f: &mut dyn FnMut(&mut [&mut [u8]])) {
-        for chunk in packets.chunks(crate::MAX_BATCH) {
-            // (frame, position) sorted by frame, so one pass over the pool's frames hands out
-            // disjoint slices without unsafe code.
-            let mut order = [(usize::MAX, 0usize); crate::MAX_BATCH];
-            let mut ranges = [(0usize, 0usize); crate::MAX_BATCH];
-            for (i, packet) in chunk.iter().enumerate() {
-                order[i].1 = i;
-                if let Some(range) = self.payload_range(packet) {
-                    order[i].0 = packet.frame.0 as usize;
-                    ranges[i] = (usize::from(packet.offset), range.len());
-                } else {
-                    self.stats.foreign_packets += u64::from(packet.owner != self.owner);
-                }
-            }
-            order[..chunk.len()].sort_unstable();
-            let mut slices: [&mut [u8]; crate::MAX_BATCH] = std::array::from_fn(|_| &mut [][..]);
-            let mut frames = self.pool.chunks_exact_mut(FRAME_SIZE);
-            let mut next_frame = 0;
-            for &(frame, position) in &order[..chunk.len()] {
-                if frame == usize::MAX || frame < next_frame {
-                    continue; // not ours, or a frame already handed out
-                }
-                let Some(data) = frames.nth(frame - next_frame) else {
-                    break;
-                };
-                next_frame = frame + 1;
-                let (offset, len) = ranges[position];
-                slices[position] = &mut data[offset..offset + len];
-            }
-            f(&mut slices[..chunk.len()]);
-        }
-    }
-
     fn poll_completions(&mut self) -> Result<usize, IoError> {
         Ok(0)
-    }
-
-    fn stats(&self) -> IoStats {
-        self.stats
     }
 
     fn local_addr(&self) -> SocketAddr {
@@ -638,11 +532,11 @@ mod tests {
             a.recv(&mut got_a, 64, Duration::from_millis(10)).unwrap();
             b.recv(&mut got_b, 64, Duration::from_millis(10)).unwrap();
         }
-        let mut firsts: Vec<u8> = got_a
-            .iter()
-            .map(|p| a.payload(p)[0])
-            .chain(got_b.iter().map(|p| b.payload(p)[0]))
-            .collect();
+        let mut firsts = [
+            crate::first_bytes(&a, &got_a),
+            crate::first_bytes(&b, &got_b),
+        ]
+        .concat();
         firsts.sort_unstable();
         assert_eq!(
             firsts,
@@ -694,66 +588,29 @@ mod tests {
         }
         assert_eq!(b.stats().rx_dropped_malformed, 2);
         b.release(&mut got);
-        assert_eq!(b.free.len(), 4096);
+        assert_eq!(b.pool.free_frames(), 4096);
     }
 
-    /// A batch's payloads come out together, writable, in packet order; a second packet on
-    /// the same frame and a foreign packet get empty slices.
+    /// A packet handed to `send` of a backend that does not own its frame never reaches the
+    /// system call: it is taken from the batch, counted, and its frame is not adopted. (The
+    /// pool's own refusals are tested in `pool`.)
     #[test]
-    fn payloads_of_a_batch_at_once() {
-        let config = UdpConfig::new("127.0.0.1:0".parse().unwrap());
-        let mut a = UdpIo::open(&config).unwrap();
-        let mut b = UdpIo::open(&config).unwrap();
-        let peer = b.local_addr();
-        // Frames are handed out from the end of the pool: allocate several so the batch's
-        // frame order differs from packet order.
-        let mut batch: Vec<Packet> = (0..5).map(|_| a.alloc(peer).unwrap()).collect();
-        for (i, p) in batch.iter_mut().enumerate() {
-            a.set_len(p, 10 + i);
-        }
-        batch.swap(0, 3);
-        let duplicate = Packet {
-            owner: batch[1].owner,
-            frame: batch[1].frame,
-            offset: batch[1].offset,
-            len: batch[1].len,
-            peer,
-        };
-        batch.push(duplicate);
-        let mut foreign = b.alloc(peer).unwrap();
-        b.set_len(&mut foreign, 50);
-        batch.push(foreign);
-        let mut lens = Vec::new();
-        a.with_payloads_mut(&batch, &mut |slices| {
-            for (i, s) in slices.iter_mut().enumerate() {
-                lens.push(s.len());
-                s.fill(i as u8 + 1);
-            }
-        });
-        assert_eq!(lens, [13, 11, 12, 10, 14, 0, 0]);
-        for (i, p) in batch[..5].iter().enumerate() {
-            assert!(a.payload(p).iter().all(|&x| x == i as u8 + 1), "packet {i}");
-        }
-        assert!(b.payload(&batch[6]).iter().all(|&x| x == 0));
-    }
-
-    /// A packet handed to a backend that does not own its frame is refused, not taken.
-    #[test]
-    fn foreign_packets_are_refused() {
+    fn send_refuses_foreign_packets() {
         let config = UdpConfig::new("127.0.0.1:0".parse().unwrap());
         let mut a = UdpIo::open(&config).unwrap();
         let mut b = UdpIo::open(&config).unwrap();
         let mut p = a.alloc(b.local_addr()).unwrap();
         a.set_len(&mut p, 100);
-        a.payload_mut(&p).fill(7);
-        assert!(b.payload(&p).is_empty());
-        assert!(b.payload_mut(&p).is_empty());
-        let free_before = b.free.len();
+        let free_before = b.pool.free_frames();
         let mut batch = vec![p];
         assert_eq!(b.send(&mut batch).unwrap(), 0);
         assert!(batch.is_empty());
-        assert_eq!(b.free.len(), free_before, "b must not adopt a's frame");
-        assert_eq!(b.stats().foreign_packets, 2);
-        assert_eq!(b.stats().tx_packets, 0);
+        assert_eq!(
+            b.pool.free_frames(),
+            free_before,
+            "b must not adopt a's frame"
+        );
+        assert_eq!(b.stats().foreign_packets, 1);
+        assert_eq!((b.stats().tx_packets, b.stats().tx_dropped_invalid), (0, 0));
     }
 }
