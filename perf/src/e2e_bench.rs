@@ -19,8 +19,9 @@ use pb_testnet::{FileServer, Network, Node, Testnet, binary, fetch, pattern};
 use serde_json::json;
 
 use crate::{
+    procfs::{cpu_seconds, process_stat, rss_mib},
     progress::Progress,
-    report::{Measurement, row},
+    report::{Measurement, median, row},
 };
 
 /// Settings of a run.
@@ -38,41 +39,6 @@ pub struct E2eArgs {
 }
 
 const RELAYS: usize = 8;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
-/// CPU seconds (user + system) of `pid` so far.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|u| u.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    // /proc times are in USER_HZ, which is 100 on Linux.
-    Ok(ticks / 100.0)
-}
-
-/// Resident memory of `pid`, in MiB.
-fn rss_mib(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow!("no VmRSS for {pid}"))?;
-    Ok(kib / 1024.0)
-}
 
 /// Runs the testnet and measures; see the module docs.
 pub fn run(args: &E2eArgs) -> anyhow::Result<Vec<Measurement>> {
@@ -169,9 +135,9 @@ pub fn run(args: &E2eArgs) -> anyhow::Result<Vec<Measurement>> {
             .ok_or_else(|| anyhow!("pb-client is gone"))?
             .child
             .id();
-        let (cpu0, t0) = (cpu_seconds(pid)?, Instant::now());
+        let (cpu0, t0) = (cpu_seconds(&process_stat(pid))?, Instant::now());
         thread::sleep(Duration::from_secs_f64(args.idle_seconds));
-        let cpu = (cpu_seconds(pid)? - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+        let cpu = (cpu_seconds(&process_stat(pid))? - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
         rows.push(row(
             "e2e.idle_cpu",
             "pb-client",
@@ -191,21 +157,4 @@ pub fn run(args: &E2eArgs) -> anyhow::Result<Vec<Measurement>> {
         }
     }
     Ok(rows)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_median_is_the_middle_value() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-    }
-
-    #[test]
-    fn cpu_and_memory_of_this_process_are_read() {
-        let pid = std::process::id();
-        assert!(cpu_seconds(pid).is_ok());
-        assert!(rss_mib(pid).is_ok_and(|m| m > 0.0));
-    }
 }

@@ -33,9 +33,9 @@ use pb_sphinx::{DelayMs, Epoch, EpochKey, Format, Hop, MailboxId, NodeId, NodeKe
 use serde_json::json;
 
 use crate::{
-    io_bench::CpuClock,
+    procfs::{CpuClock, cpu_seconds, process_stat, thread_stat},
     progress::Progress,
-    report::{Measurement, row},
+    report::{Measurement, median, row},
 };
 
 /// Settings of a run.
@@ -196,11 +196,6 @@ fn measure(args: &IdleArgs, policy: Policy) -> anyhow::Result<Figures> {
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -254,31 +249,6 @@ fn write_static_relay(dir: &Path, links: usize, link_rate: u32) -> anyhow::Resul
     Ok(())
 }
 
-/// CPU seconds (user + system) of `/proc/<pid>/stat` or of one of its threads.
-fn cpu_seconds(stat: &Path) -> anyhow::Result<f64> {
-    let text = std::fs::read_to_string(stat).with_context(|| stat.display().to_string())?;
-    let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<f64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    // /proc times are in USER_HZ, which is 100 on Linux.
-    Ok(fields.iter().sum::<f64>() / 100.0)
-}
-
-/// The `stat` file of thread `name` of `pid`.
-fn thread_stat(pid: u32, name: &str) -> anyhow::Result<std::path::PathBuf> {
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let dir = task?.path();
-        if std::fs::read_to_string(dir.join("comm"))?.trim() == name {
-            return Ok(dir.join("stat"));
-        }
-    }
-    anyhow::bail!("process {pid} has no thread {name}")
-}
-
 /// Runs `binary` as the static relay in `dir` for `seconds` after a warm-up: its CPU as a
 /// process and of its `pb-core-0` thread, in percent of one core.
 fn measure_process(binary: &Path, dir: &Path, seconds: f64) -> anyhow::Result<(f64, f64)> {
@@ -294,7 +264,7 @@ fn measure_process(binary: &Path, dir: &Path, seconds: f64) -> anyhow::Result<(f
         if let Some(status) = child.try_wait()? {
             anyhow::bail!("{} exited at once: {status}", binary.display());
         }
-        let process = std::path::PathBuf::from(format!("/proc/{}/stat", child.id()));
+        let process = process_stat(child.id());
         let core = thread_stat(child.id(), "pb-core-0")?;
         let (p0, c0, t0) = (cpu_seconds(&process)?, cpu_seconds(&core)?, Instant::now());
         std::thread::sleep(Duration::from_secs_f64(seconds));

@@ -13,7 +13,6 @@
 //! generator can be told apart from one limited by the backend.
 
 use std::{
-    io::{Read, Seek},
     net::{IpAddr, SocketAddr},
     sync::{
         atomic::{AtomicU8, Ordering},
@@ -33,7 +32,7 @@ use pb_io::{
 use pb_testbed::{Netns, TwoNode};
 use serde_json::{Map, Value};
 
-use crate::{progress::Progress, report::Measurement};
+use crate::{procfs::CpuClock, progress::Progress, report::Measurement};
 
 /// Which backend is under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -126,28 +125,6 @@ impl Side {
 
 fn rate(count: u64, secs: f64) -> f64 {
     if secs > 0.0 { count as f64 / secs } else { 0.0 }
-}
-
-/// This thread's CPU time so far, from a schedstat file opened by this thread.
-pub(crate) struct CpuClock(std::fs::File);
-
-impl CpuClock {
-    pub(crate) fn for_this_thread() -> anyhow::Result<Self> {
-        Ok(Self(
-            std::fs::File::open("/proc/thread-self/schedstat")
-                .context("opening /proc/thread-self/schedstat")?,
-        ))
-    }
-    pub(crate) fn now_ns(&mut self) -> u64 {
-        let mut text = String::new();
-        if self.0.rewind().is_err() || self.0.read_to_string(&mut text).is_err() {
-            return 0;
-        }
-        text.split_whitespace()
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    }
 }
 
 /// Tracks the phase flag and snapshots counters when it changes. Returns false once stopped.

@@ -18,6 +18,7 @@ mod e2e_bench;
 mod idle_bench;
 mod io_bench;
 mod plot;
+mod procfs;
 mod progress;
 mod relay_bench;
 mod report;

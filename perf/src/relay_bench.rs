@@ -38,7 +38,7 @@ use pb_sphinx::{
 use serde_json::Value;
 
 use crate::{
-    io_bench::CpuClock,
+    procfs::CpuClock,
     progress::Progress,
     report::{self, Measurement},
     sphinx_bench::NoReplayFilter,

@@ -23,6 +23,12 @@ pub struct Measurement {
     pub unit: String,
 }
 
+/// The middle value of `v` (the upper of the two middle ones for an even count; 0 for none).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
 /// A measurement of `bench` for `imp` with `params`, as given (callers round).
 pub fn row(
     bench: &str,
@@ -113,6 +119,12 @@ fn format_value(v: f64) -> String {
 #[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_median_is_the_middle_value() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(Vec::new()), 0.0);
+    }
 
     fn sample() -> Measurement {
         let mut params = Map::new();

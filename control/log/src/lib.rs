@@ -179,29 +179,27 @@ impl RateLimit {
 /// suppressed. For anything an outsider can trigger.
 #[macro_export]
 macro_rules! warn_limited {
-    ($($arg:tt)+) => {{
-        static LIMIT: $crate::RateLimit = $crate::RateLimit::new(10);
-        if let Some(suppressed) = LIMIT.check() {
-            if suppressed > 0 {
-                $crate::__tracing::warn!(suppressed, $($arg)+);
-            } else {
-                $crate::__tracing::warn!($($arg)+);
-            }
-        }
-    }};
+    ($($arg:tt)+) => { $crate::__limited!(warn, $($arg)+) };
 }
 
 /// `tracing::info!` at most once per 10 s from this call site, noting how many were
 /// suppressed. For routine events an outsider can cause in bulk (members joining and leaving).
 #[macro_export]
 macro_rules! info_limited {
-    ($($arg:tt)+) => {{
+    ($($arg:tt)+) => { $crate::__limited!(info, $($arg)+) };
+}
+
+/// The body of [`warn_limited!`] and [`info_limited!`]: one [`RateLimit`] per call site.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __limited {
+    ($level:ident, $($arg:tt)+) => {{
         static LIMIT: $crate::RateLimit = $crate::RateLimit::new(10);
         if let Some(suppressed) = LIMIT.check() {
             if suppressed > 0 {
-                $crate::__tracing::info!(suppressed, $($arg)+);
+                $crate::__tracing::$level!(suppressed, $($arg)+);
             } else {
-                $crate::__tracing::info!($($arg)+);
+                $crate::__tracing::$level!($($arg)+);
             }
         }
     }};
@@ -235,6 +233,15 @@ mod tests {
             assert!(!printed.contains(shown), "{shown} in {printed}");
         }
         assert_eq!(h.secret.expose(), &[0xde, 0xad, 0xbe, 0xef]);
+    }
+
+    #[test]
+    fn the_limited_macros_expand_at_both_levels() {
+        // Each call site has its own limit: the first call of each goes out, the rest wait.
+        for i in 0..3 {
+            crate::warn_limited!("warning {i}");
+            crate::info_limited!(count = i, "note");
+        }
     }
 
     #[test]

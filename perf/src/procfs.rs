@@ -1,0 +1,94 @@
+//! What the benchmarks read of a process or thread from `/proc`: CPU time and resident
+//! memory. Linux only, like the harness. Nothing here writes or signals anything.
+
+use std::{
+    io::{Read as _, Seek as _},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, anyhow};
+
+/// This thread's CPU time so far, from a schedstat file opened by this thread.
+pub(crate) struct CpuClock(std::fs::File);
+
+impl CpuClock {
+    pub(crate) fn for_this_thread() -> anyhow::Result<Self> {
+        Ok(Self(
+            std::fs::File::open("/proc/thread-self/schedstat")
+                .context("opening /proc/thread-self/schedstat")?,
+        ))
+    }
+
+    pub(crate) fn now_ns(&mut self) -> u64 {
+        let mut text = String::new();
+        if self.0.rewind().is_err() || self.0.read_to_string(&mut text).is_err() {
+            return 0;
+        }
+        text.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// The `stat` file of process `pid`.
+pub(crate) fn process_stat(pid: u32) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/stat"))
+}
+
+/// The `stat` file of the thread named `name` of process `pid`.
+pub(crate) fn thread_stat(pid: u32, name: &str) -> anyhow::Result<PathBuf> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let dir = task?.path();
+        if std::fs::read_to_string(dir.join("comm"))?.trim() == name {
+            return Ok(dir.join("stat"));
+        }
+    }
+    anyhow::bail!("process {pid} has no thread {name}")
+}
+
+/// CPU seconds (user + system) so far of the process or thread whose `stat` file is `stat`.
+pub(crate) fn cpu_seconds(stat: &Path) -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string(stat).with_context(|| stat.display().to_string())?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let ticks: f64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<f64>().ok())
+        .sum();
+    // /proc times are in USER_HZ, which is 100 on Linux.
+    Ok(ticks / 100.0)
+}
+
+/// Resident memory of `pid`, in MiB.
+pub(crate) fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("no VmRSS for {pid}"))?;
+    Ok(kib / 1024.0)
+}
+
+#[cfg(test)]
+#[expect(clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_and_memory_of_this_process_and_thread_are_read() {
+        let pid = std::process::id();
+        assert!(cpu_seconds(&process_stat(pid)).is_ok_and(|s| s >= 0.0));
+        assert!(rss_mib(pid).is_ok_and(|m| m > 0.0));
+        let mut clock = CpuClock::for_this_thread().expect("schedstat");
+        let before = clock.now_ns();
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(20) {}
+        assert!(clock.now_ns() > before);
+        assert!(thread_stat(pid, "no-such-thread-name").is_err());
+    }
+}
