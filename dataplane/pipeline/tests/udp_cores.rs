@@ -8,6 +8,9 @@
 //!   from before it stay refused, and after the next rotation that epoch is past.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
+mod common;
+
+use common::{MAILBOX, NoCover, NoSink, key, keys, text};
 use std::{
     net::UdpSocket,
     sync::{
@@ -22,34 +25,13 @@ use pb_io::{
     PacketIo,
     udp::{UdpConfig, UdpIo},
 };
-use pb_mix::{LoopStats, SharedReplayFilter, Time};
-use pb_pipeline::{CoverSource, Handoff, Neighbour, Pipeline, PipelineConfig, PipelineStats, Sink};
+use pb_mix::{SharedReplayFilter, Time};
+use pb_pipeline::{Handoff, Neighbour, Pipeline, PipelineConfig, PipelineStats};
 use pb_sphinx::{
-    DelayMs, DropReason, Epoch, EpochKey, Format, Hop, MailboxId, MemoryReplayFilter, NodeId,
-    NodeKeys, PACKET_LEN, Processed, create_packet_with, message, process,
+    DelayMs, DropReason, Epoch, Hop, MemoryReplayFilter, PACKET_LEN, Processed, message, process,
 };
 
-const FORMAT: Format = Format::V2;
-const MAILBOX: MailboxId = MailboxId([0xab; 16]);
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// No cover: idle slots stay empty (counted as missed), so neighbours see real packets only.
-struct NoCover;
-
-impl CoverSource for NoCover {
-    fn fill(&mut self, _: usize, _: Time, _: &mut [u8; PACKET_LEN]) -> bool {
-        false
-    }
-    fn loop_returned(&mut self, _: &[u8], _: Time) -> bool {
-        false
-    }
-    fn expire(&mut self, _: Time) {}
-    fn loop_stats(&self, _: usize) -> LoopStats {
-        LoopStats::default()
-    }
-}
-
-struct NoSink;
 
 /// Sets the stop flag when dropped, so pipeline threads end even when the test fails.
 struct StopOnDrop(Arc<AtomicBool>);
@@ -60,65 +42,20 @@ impl Drop for StopOnDrop {
     }
 }
 
-impl Sink for NoSink {
-    fn deliver(&mut self, _: MailboxId, _: Option<pb_sphinx::SurbId>, _: &[u8]) {}
-}
-
-fn key(i: u8, epoch: Epoch) -> EpochKey {
-    EpochKey::from_secret(epoch, [i + 1; 32])
-}
-
+/// Relay `i` as a hop, asking for 1 ms there.
 fn hop(i: u8, epoch: Epoch) -> Hop {
-    Hop {
-        node: NodeId([i + 1; 16]),
-        public_key: key(i, epoch).public_key(),
-        delay: DelayMs(1),
-    }
+    common::hop(i, epoch, 1)
 }
 
-fn keys(current: EpochKey, previous: Option<EpochKey>) -> NodeKeys {
-    NodeKeys {
-        current,
-        previous,
-        format: Some(FORMAT),
-    }
-}
-
+/// The tests' pipeline settings: links at 2000 packets a second, so slots are never the
+/// limit.
 fn config(neighbours: Vec<Neighbour>) -> PipelineConfig {
-    PipelineConfig {
-        neighbours,
-        link_rate: 2000,
-        link_queue: 1024,
-        max_burst: 8,
-        delay_capacity: 4096,
-        max_delay: DelayMs(1000),
-        batch: 32,
-        loop_mailbox: MailboxId([0xf0; 16]),
-        cover_per_turn: 8,
-    }
-}
-
-/// Message `n` of the test: distinct bytes per packet.
-fn text(n: u32) -> Vec<u8> {
-    (0..FORMAT.message_len())
-        .map(|j| (n as usize * 13 + j) as u8)
-        .collect()
+    common::config(neighbours, 2000)
 }
 
 /// A packet through `route` carrying message `n`.
 fn packet(epoch: Epoch, route: &[Hop], n: u32) -> [u8; PACKET_LEN] {
-    let mut p = [0u8; PACKET_LEN];
-    create_packet_with(
-        FORMAT,
-        &mut p,
-        epoch,
-        route,
-        MAILBOX,
-        &text(n),
-        &[(n % 251) as u8 + 1; 32],
-    )
-    .unwrap();
-    p
+    common::packet(epoch, route, MAILBOX, &text(n), [(n % 251) as u8 + 1; 32])
 }
 
 #[test]
