@@ -129,7 +129,6 @@ fn measure(args: &IdleArgs, policy: Policy) -> anyhow::Result<Figures> {
         max_delay: DelayMs(10_000),
         batch: 32,
         loop_mailbox,
-        cover_per_turn: 8,
     };
     let origin = Instant::now();
     let clock: Arc<dyn Fn() -> Time + Send + Sync> =
@@ -137,8 +136,14 @@ fn measure(args: &IdleArgs, policy: Policy) -> anyhow::Result<Figures> {
     let monitor = LoopMonitor::new([7; 32], args.links, 4096, Time(5 * Time::SECOND))?;
     let cover =
         pb_pipeline::LoopCover::new(Format::V2, EPOCH, routes, loop_mailbox, 1, monitor, [9; 32]);
-    let pool = CoverPool::start(cover, args.links, 64, clock.clone(), Box::new(|| {}))
-        .context("starting the cover builder")?;
+    let pool = CoverPool::start(
+        cover,
+        args.links,
+        CoverPool::depth_for(args.link_rate),
+        clock.clone(),
+        Box::new(|| {}),
+    )
+    .context("starting the cover builder")?;
     let replay = SharedReplayFilter::new(1024)?;
     replay.prepare(EPOCH);
     let keys = NodeKeys {

@@ -95,12 +95,20 @@ enum Command {
         /// Packets built for the run (each is sent once).
         #[arg(long, default_value_t = 150_000)]
         packets: usize,
-        /// Link rate; 0 picks 90% of the measured unwrap rate, so the link stays saturated.
+        /// Slots per second over all links, split evenly among them; 0 picks 90% of the
+        /// measured unwrap rate, so the links stay saturated.
         #[arg(long, default_value_t = 0)]
         link_rate: u32,
         /// Packets the generator keeps in flight in the throughput runs.
         #[arg(long, default_value_t = 1024)]
         in_flight: usize,
+        /// Link counts of the relay (comma-separated), each measured saturated and idle.
+        #[arg(long, value_delimiter = ',', default_values_t = [1u16],
+              value_parser = clap::value_parser!(u16).range(1..=1024))]
+        links: Vec<u16>,
+        /// Packets per second on every link in the idle runs (pb-relay's default).
+        #[arg(long, default_value_t = 100)]
+        idle_link_rate: u32,
     },
     /// Time to first byte and download rate through a local testnet of eight pb-relay
     /// processes on loopback and pb-client, per client profile, against the same fetch made
@@ -227,11 +235,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             packets,
             link_rate,
             in_flight,
+            links,
+            idle_link_rate,
         } => relay_bench::run(&relay_bench::RelayArgs {
             seconds: *seconds,
             packets: *packets,
             link_rate: *link_rate,
             in_flight: (*in_flight).max(1),
+            links: links.iter().map(|l| usize::from(*l)).collect(),
+            idle_link_rate: (*idle_link_rate).max(1),
         })?,
         Command::E2e {
             bytes,

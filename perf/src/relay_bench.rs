@@ -1,14 +1,18 @@
 //! `pb-perf relay`: packets forwarded per second through one relay pipeline on one pinned
 //! core, over AF_XDP and over UDP, with the batch-unwrap rate of the same core measured in the
-//! same run as the baseline (the bar: forwarding at least 80% of it).
+//! same run as the baseline (the bar: forwarding at least 80% of it), at each link
+//! count of `--links`; and the slots the links missed, saturated and idle.
 //!
 //! Two namespaces on a veth pair: the relay in `a`; the generator and the sink in `b`. The
-//! generator sends distinct two-hop PB-Sphinx v2 packets (relay, then the sink) with zero
-//! delay, at most `--in-flight` ahead of the sink; the relay unwraps them, checks replays,
-//! queues them on its one link (pacer at `--link-rate`, so slots are never the limit) and
-//! sends them to the sink, which recognises each forwarded packet by the hash of the bytes
-//! the relay must produce (computed when the packets are built) and records its latency.
-//! Slots the link found empty carry one-hop link cover, counted but not measured.
+//! relay has N links, one per sink node id, all to the sink's socket. The generator sends
+//! distinct two-hop PB-Sphinx v2 packets (relay, then sink `i mod N`) with zero delay, at most
+//! `--in-flight` ahead of the sink; the relay unwraps them, checks replays, queues them on
+//! their links (each paced at 1/N of `--link-rate`, so slots are never the limit) and sends
+//! them to the sink, which recognises each forwarded packet by the hash of the bytes the
+//! relay must produce (computed when the packets are built) and records its latency. Slots
+//! the links found empty carry one-hop link cover from a [`CoverPool`] whose builder runs on
+//! the generator's CPU, as pb-relay builds cover on a thread of its own. The idle runs send
+//! nothing: every slot of every link, at `--idle-link-rate`, is cover.
 
 use std::{
     collections::HashMap,
@@ -30,7 +34,7 @@ use pb_io::{
     xdp::{AttachMode, XdpProgram},
 };
 use pb_mix::{LoopMonitor, SharedReplayFilter, Time};
-use pb_pipeline::{LoopCover, Neighbour, Pipeline, PipelineConfig, Sink};
+use pb_pipeline::{CoverPool, LoopCover, Neighbour, Pipeline, PipelineConfig, Sink};
 use pb_sphinx::{
     DelayMs, DropReason, Epoch, EpochKey, Format, Hop, MailboxId, MemoryReplayFilter, NodeId,
     NodeKeys, PACKET_LEN, create_packet_with, process, process_batch,
@@ -51,10 +55,14 @@ pub struct RelayArgs {
     pub seconds: f64,
     /// Packets built for the run (each is sent once: replays would be dropped).
     pub packets: usize,
-    /// Link rate of the relay's one link.
+    /// Slots per second over all the relay's links (0: 90% of the unwrap rate).
     pub link_rate: u32,
     /// Packets the generator keeps in flight.
     pub in_flight: usize,
+    /// Link counts to measure.
+    pub links: Vec<usize>,
+    /// Packets per second on every link in the idle runs.
+    pub idle_link_rate: u32,
 }
 
 const PORT: u16 = 47470;
@@ -71,7 +79,21 @@ fn relay_keys() -> NodeKeys {
 }
 
 const RELAY: NodeId = NodeId([0x61; 16]);
-const SINK: NodeId = NodeId([0x62; 16]);
+
+/// The node id of sink `j` (every sink is the same socket, with one key).
+fn sink(j: usize) -> NodeId {
+    let mut id = [0x62; 16];
+    id[..8].copy_from_slice(&(j as u64).to_le_bytes());
+    NodeId(id)
+}
+
+fn sink_hop(j: usize) -> Hop {
+    Hop {
+        node: sink(j),
+        public_key: EpochKey::from_secret(EPOCH, [0x62; 32]).public_key(),
+        delay: DelayMs(0),
+    }
+}
 
 /// The run's packets and, for each, the 16-byte hash of what the relay must send on.
 struct Load {
@@ -82,19 +104,13 @@ struct Load {
 /// A packet and the hash of what the relay makes of it.
 type Built = ([u8; PACKET_LEN], [u8; 16]);
 
-fn build_load(count: usize) -> anyhow::Result<Load> {
-    let route = [
-        Hop {
-            node: RELAY,
-            public_key: relay_keys().current.public_key(),
-            delay: DelayMs(0),
-        },
-        Hop {
-            node: SINK,
-            public_key: EpochKey::from_secret(EPOCH, [0x62; 32]).public_key(),
-            delay: DelayMs(0),
-        },
-    ];
+/// `count` packets, taking turns among `sinks` sinks.
+fn build_load(count: usize, sinks: usize) -> anyhow::Result<Load> {
+    let relay_hop = Hop {
+        node: RELAY,
+        public_key: relay_keys().current.public_key(),
+        delay: DelayMs(0),
+    };
     let threads = pb_testbed::allowed_cpus()
         .map(|c| c.len())
         .unwrap_or(1)
@@ -102,7 +118,6 @@ fn build_load(count: usize) -> anyhow::Result<Load> {
     let chunks: Vec<anyhow::Result<Vec<Built>>> = thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let route = &route;
                 s.spawn(move || {
                     let keys = relay_keys();
                     let mut out = Vec::new();
@@ -111,11 +126,14 @@ fn build_load(count: usize) -> anyhow::Result<Load> {
                         let mut seed = [0u8; 32];
                         seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
                         let mut packet = [0u8; PACKET_LEN];
+                        // By the thread's own count: the threads' lists are joined one after
+                        // the other, and each must cycle through every sink.
+                        let route = [relay_hop, sink_hop(out.len() % sinks.max(1))];
                         create_packet_with(
                             FORMAT,
                             &mut packet,
                             EPOCH,
-                            route,
+                            &route,
                             MailboxId([5; 16]),
                             &(i as u64).to_le_bytes(),
                             &seed,
@@ -188,41 +206,53 @@ struct RelayResult {
     missed: u64,
     slots: u64,
     drops: u64,
+    cover_failures: u64,
+}
+
+/// One measured run: the relay's links and the rate of each, the generator's window (0:
+/// idle, nothing sent) and how long.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    links: usize,
+    link_rate: u32,
+    in_flight: usize,
+    seconds: f64,
+}
+
+/// The CPUs of a run: the relay's, and the one shared by the generator, the sink and the
+/// relay's cover builder.
+#[derive(Clone, Copy, Debug)]
+struct Cpus {
+    relay: usize,
+    other: usize,
 }
 
 /// The relay thread: pinned, in namespace `a`, running the pipeline until `stop`, measuring
 /// from `measuring` on.
-#[expect(clippy::too_many_arguments, reason = "one call site")]
 fn relay(
     bed: &pb_testbed::TwoNode,
     backend: &str,
-    args: &RelayArgs,
-    cpu: usize,
-    measuring: &AtomicBool,
-    stop: &AtomicBool,
-    ready: &AtomicBool,
+    run: Run,
+    cpus: Cpus,
+    flags: &Flags<'_>,
     replay: &SharedReplayFilter,
 ) -> anyhow::Result<RelayResult> {
-    pb_testbed::pin_to_cpu(cpu)?;
+    pb_testbed::pin_to_cpu(cpus.relay)?;
     let _inside = bed.a.enter()?;
     let config = PipelineConfig {
-        neighbours: vec![Neighbour {
-            node: SINK,
-            addr: SocketAddr::new(bed.link.b_v4.into(), SINK_PORT),
-        }],
-        link_rate: args.link_rate,
+        neighbours: (0..run.links)
+            .map(|j| Neighbour {
+                node: sink(j),
+                addr: SocketAddr::new(bed.link.b_v4.into(), SINK_PORT),
+            })
+            .collect(),
+        link_rate: run.link_rate,
         link_queue: 8192,
         max_burst: 1024,
         delay_capacity: 1 << 16,
         max_delay: DelayMs(1000),
         batch: 32,
         loop_mailbox: MailboxId([0x71; 16]),
-        cover_per_turn: 4,
-    };
-    let flags = Flags {
-        measuring,
-        stop,
-        ready,
     };
     if backend == "af_xdp" {
         let mut program =
@@ -234,7 +264,7 @@ fn relay(
         program.register(0, io.fd())?;
         io.resolve_peer(IpAddr::V4(bed.link.b_v4), Duration::from_secs(5))
             .context("resolving the sink's MAC")?;
-        let result = drive(io, &config, replay, &flags);
+        let result = drive(io, &config, replay, flags, cpus.other);
         let c = program.counters()?;
         if c.get(XdpCounter::DropNoSocket) + c.get(XdpCounter::DropWrongSize) > 0 {
             eprintln!("pb-perf relay: the XDP program dropped packets");
@@ -243,7 +273,7 @@ fn relay(
     } else {
         let mut u = UdpConfig::new(SocketAddr::new(bed.link.a_v4.into(), PORT));
         u.packet_len = PACKET_LEN as u16;
-        drive(UdpIo::open(&u)?, &config, replay, &flags)
+        drive(UdpIo::open(&u)?, &config, replay, flags, cpus.other)
     }
 }
 
@@ -254,49 +284,70 @@ struct Flags<'a> {
     ready: &'a AtomicBool,
 }
 
-/// Runs a pipeline on `io` until `stop`, counting from `measuring` on.
+/// Runs a pipeline on `io` until `stop`, counting from `measuring` on, with cover built on
+/// `cover_cpu`. Says it is ready once every link has cover at hand.
 fn drive<I: PacketIo>(
     io: I,
     config: &PipelineConfig,
     replay: &SharedReplayFilter,
     flags: &Flags<'_>,
+    cover_cpu: usize,
 ) -> anyhow::Result<RelayResult> {
-    let cover_route = vec![vec![Hop {
-        node: SINK,
-        public_key: EpochKey::from_secret(EPOCH, [0x62; 32]).public_key(),
-        delay: DelayMs(0),
-    }]];
+    let links = config.neighbours.len();
+    let cover_routes = (0..links).map(|j| vec![sink_hop(j)]).collect();
     let origin = Instant::now();
-    let now = || Time(origin.elapsed().as_nanos() as u64);
-    // Cover is built on the relay's own core, at most `cover_per_turn` per turn: on a
-    // two-core machine a cover thread would take the generator's and sink's core (pb-relay
-    // uses a CoverPool thread, for machines with a core to spare).
+    let now = move || Time(origin.elapsed().as_nanos() as u64);
     let cover = LoopCover::new(
         FORMAT,
         EPOCH,
-        cover_route,
+        cover_routes,
         MailboxId([0x71; 16]),
         0,
-        LoopMonitor::new([1; 32], 1, 16, Time(Time::SECOND)).map_err(|e| anyhow!("{e}"))?,
+        LoopMonitor::new([1; 32], links, 16, Time(Time::SECOND)).map_err(|e| anyhow!("{e}"))?,
         [2; 32],
     );
+    let depth = CoverPool::depth_for(config.link_rate);
+    let pool = CoverPool::start(
+        cover,
+        links,
+        depth,
+        Arc::new(now),
+        Box::new(move || {
+            let _ = pb_testbed::pin_to_cpu(cover_cpu);
+        }),
+    )?;
+    // The pool starts empty: the links start once every one has most of its depth at hand.
+    let filling = Instant::now();
+    while (0..links).any(|j| pool.ready(j) < depth * 3 / 4) {
+        if filling.elapsed() > Duration::from_secs(30) {
+            return Err(anyhow!(
+                "the cover builder did not fill {links} links in 30 s"
+            ));
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
     let mut pipeline = Pipeline::new(
         io,
         config,
         relay_keys(),
         replay,
-        Box::new(cover),
+        Box::new(pool.handle()),
         Box::new(Discard),
         now(),
     )
     .map_err(|e| anyhow!("{e}"))?;
     let counters = |p: &Pipeline<'_, I>| {
         let s = p.stats();
-        let l = p.link_stats()[0];
+        let (mut real, mut cover, mut missed) = (0, 0, 0);
+        for l in p.link_stats() {
+            real += l.real;
+            cover += l.cover;
+            missed += l.missed;
+        }
         let drops = s.dropped.iter().sum::<u64>()
             + s.dropped_link_full
             + s.dropped_delay.iter().sum::<u64>();
-        (l.real, l.cover, l.missed, drops)
+        (real, cover, missed, drops, s.cover_failures)
     };
     flags.ready.store(true, Ordering::Release);
     let mut cpu_clock = CpuClock::for_this_thread()?;
@@ -315,6 +366,7 @@ fn drive<I: PacketIo>(
         missed: last.2 - first.2,
         slots: (last.0 + last.1 + last.2) - (first.0 + first.1 + first.2),
         drops: last.3 - first.3,
+        cover_failures: last.4 - first.4,
         cpu_secs: (cpu_clock.now_ns() - cpu0) as f64 / 1e9,
         wall_secs: start.elapsed().as_secs_f64(),
     })
@@ -325,152 +377,209 @@ fn row(bench: &str, imp: &str, params: &[(&str, Value)], value: f64, unit: &str)
     report::row(bench, imp, params, (value * 100.0).round() / 100.0, unit)
 }
 
-/// Runs the baseline and both backends; returns the measurements.
+/// Runs the baseline, then both backends at each link count (saturated, one packet at a
+/// time for latency, idle); returns the measurements.
 pub fn run(args: &RelayArgs) -> anyhow::Result<Vec<Measurement>> {
     pb_testbed::privileged().map_err(|reason| {
         anyhow!("pb-perf relay needs root (network namespaces and XDP): {reason}")
     })?;
-    let cpus = pb_testbed::allowed_cpus()?;
-    let relay_cpu = *cpus.last().ok_or_else(|| anyhow!("no CPU to run on"))?;
-    let other_cpu = *cpus.first().ok_or_else(|| anyhow!("no CPU to run on"))?;
-    let progress = Progress::new("pb-perf relay", 6);
-    progress.step(&format!("building {} packets", args.packets));
-    let load = Arc::new(build_load(args.packets)?);
-    let mut rows = Vec::new();
-    let params = |extra: &[(&'static str, Value)]| {
-        let mut p = vec![("format", Value::from("v2")), ("hops", Value::from(2))];
-        p.extend_from_slice(extra);
-        p
+    if args.links.contains(&0) {
+        return Err(anyhow!("--links: every link count must be at least 1"));
+    }
+    let allowed = pb_testbed::allowed_cpus()?;
+    let cpus = Cpus {
+        relay: *allowed.last().ok_or_else(|| anyhow!("no CPU to run on"))?,
+        other: *allowed.first().ok_or_else(|| anyhow!("no CPU to run on"))?,
     };
+    let progress = Progress::new("pb-perf relay", 1 + 7 * args.links.len());
+    let mut rows = Vec::new();
 
     // Baseline on the relay's core.
     progress.step(&format!(
-        "unwrap baseline on cpu {relay_cpu} for {:.1} s",
-        args.seconds
+        "unwrap baseline on cpu {} for {:.1} s",
+        cpus.relay, args.seconds
     ));
-    let unwrap = thread::scope(|s| {
-        s.spawn(|| {
-            pb_testbed::pin_to_cpu(relay_cpu)?;
-            baseline(&load, args.seconds)
-        })
-        .join()
-        .unwrap_or_else(|_| Err(anyhow!("baseline panicked")))
-    })?;
+    let unwrap = {
+        let load = build_load(4096, 1)?;
+        thread::scope(|s| {
+            s.spawn(|| {
+                pb_testbed::pin_to_cpu(cpus.relay)?;
+                baseline(&load, args.seconds)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(anyhow!("baseline panicked")))
+        })?
+    };
     rows.push(row(
         "relay.unwrap_baseline",
         "pb-sphinx",
-        &params(&[("batch", 32.into())]),
+        &[
+            ("format", Value::from("v2")),
+            ("hops", Value::from(2)),
+            ("batch", 32.into()),
+        ],
         unwrap,
         "pkt/cpu-s",
     ));
 
-    // The link runs a little under the baseline, so its queue stays full under load: the
-    // relay then spends its core on forwarding, not on cover for empty slots.
-    let link_rate = if args.link_rate > 0 {
+    // The links together run a little under the baseline, so their queues stay full under
+    // load: the relay then spends its core on forwarding, not on cover for empty slots.
+    let total_rate = if args.link_rate > 0 {
         args.link_rate
     } else {
         ((unwrap * 0.9) as u32).max(100)
     };
-    let mut next_packet = 0usize;
-    for backend in ["af_xdp", "udp"] {
-        let p = params(&[("link_rate", link_rate.into())]);
-        // Throughput: many packets in flight, the link saturated.
+    for &links in &args.links {
+        let link_rate = (total_rate / links as u32).max(1);
         progress.step(&format!(
-            "{backend}: throughput, {} in flight, {:.1} s",
-            args.in_flight, args.seconds
+            "{links} link{}: building {} packets",
+            if links == 1 { "" } else { "s" },
+            args.packets
         ));
-        let (result, _) = measure(
-            &load,
-            backend,
-            args.in_flight,
-            link_rate,
-            args.seconds,
-            relay_cpu,
-            other_cpu,
-            &mut next_packet,
-        )?;
-        let per_cpu = result.forwarded as f64 / result.cpu_secs.max(1e-9);
-        rows.push(row(
-            "relay.forward",
-            backend,
-            &p,
-            result.forwarded as f64 / result.wall_secs,
-            "pkt/s",
-        ));
-        rows.push(row(
-            "relay.forward_per_cpu",
-            backend,
-            &p,
-            per_cpu,
-            "pkt/cpu-s",
-        ));
-        rows.push(row(
-            "relay.forward_vs_unwrap",
-            backend,
-            &p,
-            per_cpu / unwrap,
-            "ratio",
-        ));
-        rows.push(row(
-            "relay.slots_missed",
-            backend,
-            &p,
-            result.missed as f64 / result.slots.max(1) as f64,
-            "fraction",
-        ));
-        rows.push(row(
-            "relay.slots_cover",
-            backend,
-            &p,
-            result.cover as f64 / result.slots.max(1) as f64,
-            "fraction",
-        ));
-        rows.push(row(
-            "relay.drops",
-            backend,
-            &p,
-            result.drops as f64,
-            "packets",
-        ));
-        // Latency: one packet at a time, so no queueing; what remains is the relay's own
-        // work plus the delay queue's rounding up to the next 1 ms tick (the delay is 0).
-        progress.step(&format!(
-            "{backend}: latency, one packet at a time, {:.1} s",
-            (args.seconds / 2.0).max(0.5)
-        ));
-        let (_, histogram) = measure(
-            &load,
-            backend,
-            1,
-            link_rate,
-            (args.seconds / 2.0).max(0.5),
-            relay_cpu,
-            other_cpu,
-            &mut next_packet,
-        )?;
-        for (q, name) in [(50.0, "p50"), (99.0, "p99"), (99.9, "p99.9")] {
-            rows.push(row(
-                &format!("relay.latency_{name}"),
-                backend,
-                &p,
-                histogram.value_at_quantile(q / 100.0) as f64,
-                "us",
+        let load = build_load(args.packets, links)?;
+        for backend in ["af_xdp", "udp"] {
+            let p = |load_kind: &str, rate: u32| {
+                vec![
+                    ("format", Value::from("v2")),
+                    ("hops", Value::from(2)),
+                    ("links", Value::from(links)),
+                    ("link_rate", Value::from(rate)),
+                    ("load", Value::from(load_kind)),
+                ]
+            };
+            // Throughput: many packets in flight, the links saturated.
+            progress.step(&format!(
+                "{backend}, {links} links at {link_rate} pkt/s: saturated, {} in flight, {:.1} s",
+                args.in_flight, args.seconds
             ));
-        }
-        // Per 100 µs, so that histograms of different bucket widths compare.
-        for (upper, share, width) in buckets(&histogram) {
-            let mut p = p.clone();
-            p.push(("latency_us", upper.into()));
+            let saturated = Run {
+                links,
+                link_rate,
+                in_flight: args.in_flight,
+                seconds: args.seconds,
+            };
+            let (result, _) = measure(&load, backend, saturated, cpus)?;
+            let ps = p("saturated", link_rate);
+            let per_cpu = result.forwarded as f64 / result.cpu_secs.max(1e-9);
             rows.push(row(
-                "relay.latency_histogram",
+                "relay.forward",
                 backend,
-                &p,
-                share * 100.0 / width as f64,
-                "% of packets per 100 us",
+                &ps,
+                result.forwarded as f64 / result.wall_secs,
+                "pkt/s",
             ));
+            rows.push(row(
+                "relay.forward_per_cpu",
+                backend,
+                &ps,
+                per_cpu,
+                "pkt/cpu-s",
+            ));
+            rows.push(row(
+                "relay.forward_vs_unwrap",
+                backend,
+                &ps,
+                per_cpu / unwrap,
+                "ratio",
+            ));
+            slot_rows(&mut rows, backend, &ps, &result);
+            // Latency: one packet at a time, so no queueing; what remains is the relay's own
+            // work plus the delay queue's rounding up to the next 1 ms tick (the delay is 0).
+            let latency = Run {
+                in_flight: 1,
+                seconds: (args.seconds / 2.0).max(0.5),
+                ..saturated
+            };
+            progress.step(&format!(
+                "{backend}, {links} links: latency, one packet at a time, {:.1} s",
+                latency.seconds
+            ));
+            let (_, histogram) = measure(&load, backend, latency, cpus)?;
+            for (q, name) in [(50.0, "p50"), (99.0, "p99"), (99.9, "p99.9")] {
+                rows.push(row(
+                    &format!("relay.latency_{name}"),
+                    backend,
+                    &p("one_in_flight", link_rate),
+                    histogram.value_at_quantile(q / 100.0) as f64,
+                    "us",
+                ));
+            }
+            // Per 100 µs, so that histograms of different bucket widths compare.
+            for (upper, share, width) in buckets(&histogram) {
+                let mut p = p("one_in_flight", link_rate);
+                p.push(("latency_us", upper.into()));
+                rows.push(row(
+                    "relay.latency_histogram",
+                    backend,
+                    &p,
+                    share * 100.0 / width as f64,
+                    "% of packets per 100 us",
+                ));
+            }
+            // Idle: no packets, every slot of every link is cover.
+            let idle = Run {
+                link_rate: args.idle_link_rate,
+                in_flight: 0,
+                ..saturated
+            };
+            progress.step(&format!(
+                "{backend}, {links} links at {} pkt/s: idle, {:.1} s",
+                idle.link_rate, idle.seconds
+            ));
+            let (result, _) = measure(&load, backend, idle, cpus)?;
+            slot_rows(&mut rows, backend, &p("idle", idle.link_rate), &result);
         }
     }
     Ok(rows)
+}
+
+/// The slot rows of one run: the shares of slots missed and carrying cover (as a fraction,
+/// with four decimals: the bar is 0.001), and the packets dropped.
+fn slot_rows(
+    rows: &mut Vec<Measurement>,
+    backend: &str,
+    params: &[(&str, Value)],
+    result: &RelayResult,
+) {
+    let fraction = |n: u64| {
+        let f = n as f64 / result.slots.max(1) as f64;
+        (f * 10_000.0).round() / 10_000.0
+    };
+    rows.push(report::row(
+        "relay.slots_missed",
+        backend,
+        params,
+        fraction(result.missed),
+        "fraction",
+    ));
+    rows.push(report::row(
+        "relay.slots_cover",
+        backend,
+        params,
+        fraction(result.cover),
+        "fraction",
+    ));
+    rows.push(row(
+        "relay.slots",
+        backend,
+        params,
+        result.slots as f64,
+        "slots",
+    ));
+    rows.push(row(
+        "relay.drops",
+        backend,
+        params,
+        result.drops as f64,
+        "packets",
+    ));
+    rows.push(row(
+        "relay.cover_failures",
+        backend,
+        params,
+        result.cover_failures as f64,
+        "packets",
+    ));
 }
 
 /// About this many buckets in a latency histogram.
@@ -516,20 +625,19 @@ fn buckets(h: &Histogram<u64>) -> Vec<(u64, f64, u64)> {
         .collect()
 }
 
-/// One measurement of `backend`: a fresh testbed and relay, the generator keeping
-/// `in_flight` packets ahead of the sink for `seconds` after a half-second warm-up. Packets
-/// are taken from `next_packet` on (each is used once across the run).
-#[expect(clippy::too_many_arguments, reason = "one call site, twice")]
+/// One measurement of `backend`: a fresh testbed and relay (and replay filter, so the load's
+/// packets are fresh to it), the generator keeping `run.in_flight` packets ahead of the sink
+/// (none: the relay idles) for `run.seconds` after a half-second warm-up.
 fn measure(
     load: &Load,
     backend: &str,
-    in_flight: usize,
-    link_rate: u32,
-    seconds: f64,
-    relay_cpu: usize,
-    other_cpu: usize,
-    next_packet: &mut usize,
+    run: Run,
+    cpus: Cpus,
 ) -> anyhow::Result<(RelayResult, Histogram<u64>)> {
+    let Run {
+        in_flight, seconds, ..
+    } = run;
+    let mut next_packet = 0usize;
     let bed = pb_testbed::two_node("relay-bench")?;
     let replay = SharedReplayFilter::new(load.packets.len() * 2).map_err(|e| anyhow!("{e}"))?;
     replay.prepare(EPOCH);
@@ -541,18 +649,13 @@ fn measure(
     let sent_at: Vec<AtomicU64> = (0..load.packets.len()).map(|_| AtomicU64::new(0)).collect();
     let received = AtomicU64::new(0);
     let origin = Instant::now();
-    let args = RelayArgs {
-        seconds,
-        packets: load.packets.len(),
-        link_rate,
-        in_flight,
+    let flags = Flags {
+        measuring: &measuring,
+        stop: &stop,
+        ready: &ready,
     };
     let outcome = thread::scope(|s| -> anyhow::Result<_> {
-        let relay_thread = s.spawn(|| {
-            relay(
-                &bed, backend, &args, relay_cpu, &measuring, &stop, &ready, &replay,
-            )
-        });
+        let relay_thread = s.spawn(|| relay(&bed, backend, run, cpus, &flags, &replay));
         let sink_socket = bed
             .b
             .in_netns(|| UdpSocket::bind((bed.link.b_v4, SINK_PORT)))??;
@@ -560,7 +663,7 @@ fn measure(
         let (stop_flag, measuring_flag, received_count, sent_times) =
             (&stop, &measuring, &received, &sent_at);
         let sink = s.spawn(move || -> anyhow::Result<Histogram<u64>> {
-            pb_testbed::pin_to_cpu(other_cpu)?;
+            pb_testbed::pin_to_cpu(cpus.other)?;
             let mut h =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow!("{e}"))?;
             let mut buf = [0u8; 2048];
@@ -588,7 +691,7 @@ fn measure(
         let target = SocketAddr::new(bed.link.a_v4.into(), PORT);
         let waiting = Instant::now();
         while !ready.load(Ordering::Acquire) {
-            if waiting.elapsed() > Duration::from_secs(20) {
+            if waiting.elapsed() > Duration::from_secs(40) {
                 stop.store(true, Ordering::Release);
                 return Err(anyhow!("the relay did not start"));
             }
@@ -598,7 +701,13 @@ fn measure(
         let mut sent = 0u64;
         let mut measure_start = None;
         let mut stalled = Instant::now();
-        while *next_packet < load.packets.len() {
+        if in_flight == 0 {
+            // Idle: every slot is cover.
+            thread::sleep(Duration::from_millis(500));
+            measuring.store(true, Ordering::Release);
+            thread::sleep(Duration::from_secs_f64(seconds));
+        }
+        while in_flight > 0 && next_packet < load.packets.len() {
             if measure_start.is_none() && warmup.elapsed() > Duration::from_millis(500) {
                 measuring.store(true, Ordering::Release);
                 measure_start = Some(Instant::now());
@@ -607,7 +716,7 @@ fn measure(
                 break;
             }
             if sent >= received.load(Ordering::Relaxed) + in_flight as u64 {
-                if stalled.elapsed() > Duration::from_secs(5) {
+                if stalled.elapsed() > Duration::from_millis(250) {
                     // Packets lost on the way (a full socket): let the window move on.
                     received.fetch_add(1, Ordering::Relaxed);
                     stalled = Instant::now();
@@ -616,12 +725,12 @@ fn measure(
                 continue;
             }
             stalled = Instant::now();
-            sent_at[*next_packet].store(origin.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            client.send_to(&load.packets[*next_packet], target)?;
-            *next_packet += 1;
+            sent_at[next_packet].store(origin.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            client.send_to(&load.packets[next_packet], target)?;
+            next_packet += 1;
             sent += 1;
         }
-        if *next_packet >= load.packets.len() {
+        if next_packet >= load.packets.len() {
             eprintln!(
                 "pb-perf relay: {backend}: ran out of packets; raise --packets for longer runs"
             );

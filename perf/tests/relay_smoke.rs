@@ -1,6 +1,6 @@
 //! `pb-perf relay` end to end, briefly: it builds its packets, measures the unwrap baseline
-//! and one relay over each backend, prints one JSON line per figure and removes its
-//! namespaces. Checks the harness works, not how fast anything is. Needs root; skips without
+//! and one relay over each backend at two link counts, saturated and idle, prints one JSON
+//! line per figure and removes its namespaces. Checks the harness works, not how fast anything is. Needs root; skips without
 //! it (fails with `CI=true`).
 #![expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
@@ -21,13 +21,15 @@ fn pb_perf_relay_reports_both_backends_and_cleans_up() {
             "12000",
             "--link-rate",
             "2000",
+            "--links",
+            "1,2",
         ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "pb-perf relay failed: {stderr}");
     assert!(
-        stderr.contains("[6/6] udp: latency, one packet at a time"),
+        stderr.contains("[15/15] udp, 2 links at 100 pkt/s: idle"),
         "progress on stderr: {stderr}"
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -35,9 +37,15 @@ fn pb_perf_relay_reports_both_backends_and_cleans_up() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    // The row of `bench` for `imp`, with one link, saturated (or one packet in flight).
     let value = |bench: &str, imp: &str| {
         rows.iter()
-            .find(|r| r["bench"] == bench && r["impl"] == imp)
+            .find(|r| {
+                r["bench"] == bench
+                    && r["impl"] == imp
+                    && (r["params"]["links"] == 1 || r["impl"] == "pb-sphinx")
+                    && r["params"]["load"] != "idle"
+            })
             .and_then(|r| r["value"].as_f64())
             .unwrap_or_else(|| panic!("{bench}/{imp} missing from {stdout}"))
     };
@@ -56,11 +64,36 @@ fn pb_perf_relay_reports_both_backends_and_cleans_up() {
             0.0,
             "{imp} dropped packets: {stdout}"
         );
+        // Slot counts at each link count and load: every idle slot was cover.
+        for links in [1, 2] {
+            for load in ["saturated", "idle"] {
+                let of = |bench: &str| {
+                    rows.iter()
+                        .find(|r| {
+                            r["bench"] == bench
+                                && r["impl"] == imp
+                                && r["params"]["links"] == links
+                                && r["params"]["load"] == load
+                        })
+                        .and_then(|r| r["value"].as_f64())
+                        .unwrap_or_else(|| panic!("{bench}/{imp}/{links}/{load}: {stdout}"))
+                };
+                assert!(of("relay.slots") > 0.0, "{imp}/{links}/{load}: {stdout}");
+                assert!(of("relay.slots_missed") <= 1.0);
+                if load == "idle" {
+                    assert_eq!(of("relay.slots_cover"), 1.0, "{imp}/{links}: {stdout}");
+                }
+            }
+        }
         // The latency histogram: buckets of one width from the fastest packet on, holding
         // every packet (shares per 100 µs times the width add up to 100%).
         let buckets: Vec<(f64, f64)> = rows
             .iter()
-            .filter(|r| r["bench"] == "relay.latency_histogram" && r["impl"] == imp)
+            .filter(|r| {
+                r["bench"] == "relay.latency_histogram"
+                    && r["impl"] == imp
+                    && r["params"]["links"] == 1
+            })
             .map(|r| {
                 (
                     r["params"]["latency_us"].as_f64().unwrap(),

@@ -36,7 +36,6 @@
 //! [mix]                           # all optional, defaults shown
 //! link_rate = 100                 # packets per second on every link
 //! loop_rate = 2                   # loops per second per link (the rest of the cover is one hop)
-//! cover_per_turn = 8              # cover packets built per pipeline turn at most
 //! link_queue = 1024
 //! max_burst = 8
 //! delay_capacity = 65536
@@ -99,8 +98,6 @@ pub struct MixSettings {
     pub link_rate: u32,
     /// Loops per second per link.
     pub loop_rate: u32,
-    /// Cover packets built per pipeline turn at most.
-    pub cover_per_turn: usize,
     /// Real packets a link queues.
     pub link_queue: usize,
     /// Late slots caught up at once.
@@ -355,10 +352,15 @@ impl RelayConfig {
             ));
         }
         let mix = raw.mix.unwrap_or_default();
+        if mix.cover_per_turn.is_some() {
+            return Err(bad(
+                "mix.cover_per_turn",
+                "no longer used (cover is built ahead for every slot): remove it",
+            ));
+        }
         let mix = MixSettings {
             link_rate: in_range("mix.link_rate", mix.link_rate, 100, 1, 1_000_000)?,
             loop_rate: in_range("mix.loop_rate", mix.loop_rate, 2, 0, 1_000_000)?,
-            cover_per_turn: in_range("mix.cover_per_turn", mix.cover_per_turn, 8, 1, 1024)?,
             link_queue: in_range("mix.link_queue", mix.link_queue, 1024, 1, 1 << 20)?,
             max_burst: in_range("mix.max_burst", mix.max_burst, 8, 1, 1 << 16)?,
             delay_capacity: in_range("mix.delay_capacity", mix.delay_capacity, 65_536, 1, 1 << 24)?,
@@ -721,6 +723,18 @@ mod tests {
             "the secret's bytes in decimal: {printed}"
         );
         assert!(printed.contains("[scrubbed]"), "{printed}");
+    }
+
+    #[test]
+    fn the_old_cover_budget_is_refused_by_name() {
+        let mut file = static_file();
+        file.mix = Some(MixSection {
+            cover_per_turn: Some(8),
+            ..MixSection::default()
+        });
+        let e = RelayConfig::from_toml(&render(&file).unwrap(), Path::new("")).unwrap_err();
+        assert_eq!(e.field, "mix.cover_per_turn");
+        assert!(!e.to_string().contains('\n'), "one line: {e}");
     }
 
     #[test]

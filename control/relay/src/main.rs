@@ -169,7 +169,6 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
         max_delay: config.mix.max_delay,
         batch: config.mix.batch,
         loop_mailbox,
-        cover_per_turn: config.mix.cover_per_turn,
     };
     let mut random = zeroize::Zeroizing::new([0u8; 64]);
     getrandom::fill(&mut random[..]).map_err(|e| anyhow!("OS randomness: {e}"))?;
@@ -198,8 +197,14 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
     let origin = Instant::now();
     let clock: Arc<dyn Fn() -> Time + Send + Sync> =
         Arc::new(move || Time(origin.elapsed().as_nanos() as u64));
-    let cover = CoverPool::start(cover, max_links, 64, clock.clone(), Box::new(|| {}))
-        .context("starting the cover builder")?;
+    let cover = CoverPool::start(
+        cover,
+        max_links,
+        CoverPool::depth_for(config.mix.link_rate),
+        clock.clone(),
+        Box::new(|| {}),
+    )
+    .context("starting the cover builder")?;
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

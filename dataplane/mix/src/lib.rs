@@ -21,7 +21,7 @@ mod replay;
 
 pub use delay::{DelayError, DelayQueue};
 pub use loops::{LOOP_TOKEN_LEN, LoopError, LoopMonitor, LoopStats};
-pub use pacer::{Link, LinkStats, Sent};
+pub use pacer::{Filler, Link, LinkStats, Sent};
 pub use replay::{ReplayHandle, ReplayStats, SharedReplayFilter, Verdict};
 
 /// A point in time in nanoseconds since an origin the caller picks (a monotonic clock in the

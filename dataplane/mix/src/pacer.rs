@@ -7,6 +7,12 @@
 //! sees one packet per slot, busy or idle. If the caller polls late, the slots it missed are
 //! sent at once (up to `max_burst` of them; older ones are counted as missed, never silently
 //! skipped). Past its capacity the queue refuses packets (counted); it never grows.
+//!
+//! Whether a slot is sent never depends on what is queued: before a slot is filled the
+//! link asks its [`Filler`] whether cover is ready, real packet queued or not. Without cover
+//! the slot is missed, and a queued real packet waits for the next one, so a link short of
+//! cover looks the same busy and idle (a pacer that sent real packets regardless would show
+//! exactly the real traffic in the gaps of its cover).
 
 use std::collections::VecDeque;
 
@@ -32,6 +38,26 @@ pub struct LinkStats {
     pub dropped_full: u64,
     /// Slots that went unfilled: more than `max_burst` late, or no cover packet to hand.
     pub missed: u64,
+}
+
+/// What a link asks for at each slot: whether cover is ready (asked at every slot, so that
+/// the answer decides the slot whatever is queued) and, for an idle slot, the cover packet.
+pub trait Filler<T> {
+    /// Whether a cover packet could fill this slot now.
+    fn ready(&mut self) -> bool;
+    /// A cover packet for this slot (`None`: it could not be made after all; the slot is
+    /// missed).
+    fn cover(&mut self) -> Option<T>;
+}
+
+/// Cover from a closure that is always ready (tests, and sources that build on demand).
+impl<T, F: FnMut() -> Option<T>> Filler<T> for F {
+    fn ready(&mut self) -> bool {
+        true
+    }
+    fn cover(&mut self) -> Option<T> {
+        self()
+    }
 }
 
 /// A link's queue and pacer, holding the caller's frame handles `T`.
@@ -120,11 +146,12 @@ impl<T> Link<T> {
     }
 
     /// Fills every slot due at or before `now`: `send(packet, kind, slot_time)` for each, real
-    /// packets first-in first-out, `cover()` when none is queued.
+    /// packets first-in first-out, `filler.cover()` when none is queued; a slot for which
+    /// `filler.ready()` says no is missed whatever is queued.
     pub fn poll_transmit(
         &mut self,
         now: Time,
-        mut cover: impl FnMut() -> Option<T>,
+        filler: &mut impl Filler<T>,
         mut send: impl FnMut(T, Sent, Time),
     ) {
         if now < self.origin {
@@ -146,10 +173,12 @@ impl<T> Link<T> {
         while self.next_slot < due {
             let at = self.slot_time(self.next_slot);
             self.next_slot += 1;
-            if let Some(item) = self.queue.pop_front() {
+            if !filler.ready() {
+                self.stats.missed += 1;
+            } else if let Some(item) = self.queue.pop_front() {
                 self.stats.real += 1;
                 send(item, Sent::Real, at);
-            } else if let Some(item) = cover() {
+            } else if let Some(item) = filler.cover() {
                 self.stats.cover += 1;
                 send(item, Sent::Cover, at);
             } else {
@@ -169,11 +198,9 @@ mod tests {
         // 3 per second: slots at 0, 333,333,333 and 666,666,666 ns, then 1 s, ...
         let mut link = Link::new(3, 10, 100, Time(0)).expect("link");
         let mut times = Vec::new();
-        link.poll_transmit(
-            Time(2 * Time::SECOND - 1),
-            || Some(()),
-            |_, _, at| times.push(at.0),
-        );
+        link.poll_transmit(Time(2 * Time::SECOND - 1), &mut || Some(()), |_, _, at| {
+            times.push(at.0)
+        });
         assert_eq!(
             times,
             [
@@ -194,11 +221,9 @@ mod tests {
         assert!(link.push(2).is_ok());
         assert_eq!(link.push(3), Err(3));
         let mut out = Vec::new();
-        link.poll_transmit(
-            Time(3 * Time::MS),
-            || Some(0),
-            |x, kind, _| out.push((x, kind)),
-        );
+        link.poll_transmit(Time(3 * Time::MS), &mut || Some(0), |x, kind, _| {
+            out.push((x, kind))
+        });
         assert_eq!(
             out,
             [
@@ -223,13 +248,59 @@ mod tests {
     fn late_polls_catch_up_to_the_burst_limit_and_count_the_rest() {
         let mut link = Link::new(1000, 4, 5, Time(0)).expect("link");
         let mut n = 0;
-        link.poll_transmit(Time(0), || Some(()), |_, _, _| n += 1);
+        link.poll_transmit(Time(0), &mut || Some(()), |_, _, _| n += 1);
         assert_eq!(n, 1);
         // 20 ms late: 20 slots due, 5 sent, 15 missed.
-        link.poll_transmit(Time(20 * Time::MS), || Some(()), |_, _, _| n += 1);
+        link.poll_transmit(Time(20 * Time::MS), &mut || Some(()), |_, _, _| n += 1);
         assert_eq!(n, 6);
         assert_eq!(link.stats.missed, 15);
         assert_eq!(link.next_slot_time(), Time(21 * Time::MS));
+    }
+
+    /// Cover that is ready or not as the test says, counting what it hands out.
+    struct Scripted {
+        ready: bool,
+        made: u32,
+    }
+
+    impl Filler<u32> for Scripted {
+        fn ready(&mut self) -> bool {
+            self.ready
+        }
+        fn cover(&mut self) -> Option<u32> {
+            self.made += 1;
+            Some(0)
+        }
+    }
+
+    #[test]
+    fn a_slot_without_cover_is_missed_for_real_packets_too() {
+        // Idle and busy links short of cover miss the same slots: the schedule on the wire
+        // does not depend on what is queued.
+        let schedule = |queued: &[u32]| {
+            let mut link = Link::new(1000, 16, 100, Time(0)).expect("link");
+            for q in queued {
+                assert!(link.push(*q).is_ok());
+            }
+            let mut filler = Scripted {
+                ready: true,
+                made: 0,
+            };
+            let mut sent = Vec::new();
+            for ms in 0..6u64 {
+                // Cover runs out in slots 2 and 3.
+                filler.ready = !(2..4).contains(&ms);
+                link.poll_transmit(Time(ms * Time::MS), &mut filler, |_, _, at| sent.push(at));
+            }
+            (sent, link.stats.missed, link.queued())
+        };
+        let (idle, idle_missed, _) = schedule(&[]);
+        let (busy, busy_missed, left) = schedule(&[1, 2, 3, 4, 5]);
+        assert_eq!(idle, busy);
+        assert_eq!((idle_missed, busy_missed), (2, 2));
+        assert_eq!(idle.len(), 4);
+        // Four slots sent, so one real packet is still waiting.
+        assert_eq!(left, 1);
     }
 
     #[test]

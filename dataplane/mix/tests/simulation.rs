@@ -89,17 +89,13 @@ fn simulate(
             holds.push((u64::from(p.delay_ms) * Time::MS, now.0 - p.arrived.0));
             let _ = link.push(Some(p));
         });
-        link.poll_transmit(
-            now,
-            || Some(None),
-            |packet, kind, at| {
-                assert_eq!(packet.is_some(), kind == Sent::Real);
-                let window = ((at.0 - start.0) / Time::SECOND) as usize;
-                if let Some(count) = per_window.get_mut(window) {
-                    *count += 1;
-                }
-            },
-        );
+        link.poll_transmit(now, &mut || Some(None), |packet, kind, at| {
+            assert_eq!(packet.is_some(), kind == Sent::Real);
+            let window = ((at.0 - start.0) / Time::SECOND) as usize;
+            if let Some(count) = per_window.get_mut(window) {
+                *count += 1;
+            }
+        });
         now = now.plus(1 + rng.next() % max_step_ns);
     }
     Outcome {

@@ -31,6 +31,11 @@ pub const COVER_MAILBOX: MailboxId = MailboxId([0; 16]);
 
 /// Provides cover packets for a link's idle slots and counts the relay's loops.
 pub trait CoverSource {
+    /// Whether a cover packet for link `link` is at hand. The pipeline asks at every slot,
+    /// a real packet queued or not, and misses the slot (for real and cover alike) when it
+    /// is not, so that the link's schedule never depends on its traffic.
+    fn ready(&mut self, link: usize) -> bool;
+
     /// Writes a cover packet for link `link` into `out`; `false` when none is available
     /// (the pipeline counts the slot as missed).
     fn fill(&mut self, link: usize, now: Time, out: &mut [u8; PACKET_LEN]) -> bool;
@@ -134,6 +139,11 @@ impl Drop for LoopCover {
 }
 
 impl CoverSource for LoopCover {
+    /// Builds on demand: ready whenever the link has a route.
+    fn ready(&mut self, link: usize) -> bool {
+        self.routes.get(link).is_some_and(|r| !r.is_empty())
+    }
+
     fn loop_returned(&mut self, message: &[u8], now: Time) -> bool {
         self.monitor.receive(message, now).is_ok()
     }
@@ -240,6 +250,13 @@ impl core::fmt::Debug for CoverHandle {
 }
 
 impl CoverPool {
+    /// Packets to keep ready per link at `rate` slots a second: a quarter of a second of
+    /// slots (at least 16, at most 1024), so that a builder thread delayed by the scheduler
+    /// or busy with a burst of loops does not leave a slot without cover.
+    pub fn depth_for(rate: u32) -> usize {
+        (rate as usize / 4).clamp(16, 1024)
+    }
+
     /// Starts a builder thread for up to `links` links (routes may name fewer, and change
     /// with [`set_routes`](Self::set_routes)) keeping `depth` packets ready per link,
     /// reading time from `clock` (the same origin as the pipeline's). `on_start` runs first on
@@ -345,6 +362,13 @@ impl Drop for CoverPool {
 }
 
 impl CoverSource for CoverHandle {
+    /// Ready while the link's queue holds a packet. (One built for routes that were just
+    /// replaced may answer for a slot and then be discarded by `fill`: that slot is missed
+    /// and counted, right after a topology change only.)
+    fn ready(&mut self, link: usize) -> bool {
+        self.queues.get(link).is_some_and(|q| !q.is_empty())
+    }
+
     fn fill(&mut self, link: usize, _now: Time, out: &mut [u8; PACKET_LEN]) -> bool {
         let current = self.generation.load(Ordering::Acquire);
         let Some(queue) = self.queues.get(link) else {
@@ -374,6 +398,10 @@ impl CoverSource for CoverHandle {
 }
 
 impl CoverSource for CoverPool {
+    fn ready(&mut self, link: usize) -> bool {
+        self.handle.ready(link)
+    }
+
     fn fill(&mut self, link: usize, now: Time, out: &mut [u8; PACKET_LEN]) -> bool {
         self.handle.fill(link, now, out)
     }

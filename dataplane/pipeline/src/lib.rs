@@ -29,7 +29,9 @@ mod handoff;
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use pb_io::{IoError, Packet, PacketIo};
-use pb_mix::{DelayError, DelayQueue, Link, LinkStats, LoopStats, SharedReplayFilter, Time};
+use pb_mix::{
+    DelayError, DelayQueue, Filler, Link, LinkStats, LoopStats, SharedReplayFilter, Time,
+};
 use pb_sphinx::{
     DelayMs, DropReason, MailboxId, NodeId, NodeKeys, PACKET_LEN, Processed, SurbId, message,
     process_batch,
@@ -66,10 +68,6 @@ pub struct PipelineConfig {
     pub batch: usize,
     /// This relay's loop mailbox: packets delivered to it are its own loops returning.
     pub loop_mailbox: MailboxId,
-    /// Most cover packets built per turn, over all links. Building one costs about as much
-    /// as unwrapping one, so an idle link at a high rate could otherwise keep the core from
-    /// receiving; slots beyond the budget are counted as missed.
-    pub cover_per_turn: usize,
 }
 
 /// Where delivered packets go (the role: a gateway's mailboxes, an exit's streams).
@@ -195,7 +193,6 @@ pub struct Pipeline<'r, I: PacketIo> {
     cover: Box<dyn CoverSource + Send>,
     sink: Box<dyn Sink + Send>,
     loop_mailbox: MailboxId,
-    cover_per_turn: usize,
     batch: usize,
     /// A new link's rate, queue capacity and burst.
     rate: (u32, usize, u32),
@@ -246,8 +243,13 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
                 return Err(PipelineError::DuplicateNeighbour(n.node));
             }
             links.push(
-                Link::new(config.link_rate, config.link_queue, config.max_burst, now)
-                    .map_err(config_error("link"))?,
+                Link::new(
+                    config.link_rate,
+                    config.link_queue,
+                    config.max_burst,
+                    now.plus(phase(i, config.neighbours.len(), config.link_rate)),
+                )
+                .map_err(config_error("link"))?,
             );
         }
         let batch = config.batch.clamp(1, pb_io::MAX_BATCH);
@@ -262,7 +264,6 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             cover,
             sink,
             loop_mailbox: config.loop_mailbox,
-            cover_per_turn: config.cover_per_turn.max(1),
             batch,
             rate: (config.link_rate, config.link_queue, config.max_burst),
             core: 0,
@@ -622,17 +623,19 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             .zip(self.links.drain(..))
             .collect();
         let mut links = Vec::with_capacity(neighbours.len());
-        for n in &neighbours {
+        for (i, n) in neighbours.iter().enumerate() {
             let link = match old.remove(&n.node) {
                 Some(link) => link,
-                None => {
-                    Link::new(self.rate.0, self.rate.1, self.rate.2, now).map_err(|source| {
-                        PipelineError::Config {
-                            what: "link",
-                            source,
-                        }
-                    })?
-                }
+                None => Link::new(
+                    self.rate.0,
+                    self.rate.1,
+                    self.rate.2,
+                    now.plus(phase(i, neighbours.len(), self.rate.0)),
+                )
+                .map_err(|source| PipelineError::Config {
+                    what: "link",
+                    source,
+                })?,
             };
             links.push(link);
         }
@@ -664,41 +667,25 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             spare,
             links,
             neighbours,
-            cover_per_turn,
             core,
             owner,
             ..
         } = self;
-        let mut budget = *cover_per_turn;
         for (index, link) in links.iter_mut().enumerate() {
             if owner[index] != *core {
                 continue;
             }
             let peer = neighbours[index].addr;
-            // Cover goes straight into a fresh frame of the pool.
-            let mut make_cover = || {
-                if budget == 0 {
-                    return None;
-                }
-                budget -= 1;
-                let Some(mut packet) = io.alloc(peer) else {
-                    stats.cover_failures += 1;
-                    return None;
-                };
-                io.set_len(&mut packet, PACKET_LEN);
-                let built = match <&mut [u8; PACKET_LEN]>::try_from(io.payload_mut(&packet)) {
-                    Ok(frame) => cover.fill(index, now, frame),
-                    Err(_) => false,
-                };
-                if built {
-                    Some(packet)
-                } else {
-                    stats.cover_failures += 1;
-                    spare.push(packet);
-                    None
-                }
+            let mut filler = SlotCover {
+                io: &mut *io,
+                cover: cover.as_mut(),
+                stats: &mut *stats,
+                spare: &mut *spare,
+                link: index,
+                peer,
+                now,
             };
-            link.poll_transmit(now, &mut make_cover, |mut packet, _, _| {
+            link.poll_transmit(now, &mut filler, |mut packet, _, _| {
                 packet.peer = peer;
                 tx.push(packet);
             });
@@ -715,4 +702,50 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
         }
         Ok(())
     }
+}
+
+/// Cover for one link's slots in one turn: ready when the cover source has a packet for the
+/// link (asked at every slot, real packet queued or not), built straight into a fresh frame
+/// of the pool for an idle slot.
+struct SlotCover<'a, I: PacketIo> {
+    io: &'a mut I,
+    cover: &'a mut (dyn CoverSource + Send),
+    stats: &'a mut PipelineStats,
+    spare: &'a mut Vec<Packet>,
+    link: usize,
+    peer: SocketAddr,
+    now: Time,
+}
+
+impl<I: PacketIo> Filler<Packet> for SlotCover<'_, I> {
+    fn ready(&mut self) -> bool {
+        self.cover.ready(self.link)
+    }
+
+    fn cover(&mut self) -> Option<Packet> {
+        let Some(mut packet) = self.io.alloc(self.peer) else {
+            self.stats.cover_failures += 1;
+            return None;
+        };
+        self.io.set_len(&mut packet, PACKET_LEN);
+        let built = match <&mut [u8; PACKET_LEN]>::try_from(self.io.payload_mut(&packet)) {
+            Ok(frame) => self.cover.fill(self.link, self.now, frame),
+            Err(_) => false,
+        };
+        if built {
+            Some(packet)
+        } else {
+            self.stats.cover_failures += 1;
+            self.spare.push(packet);
+            None
+        }
+    }
+}
+
+/// Where link `index` of `links` at `rate` packets a second puts its slots: the links'
+/// phases spread evenly over one slot interval (link 0 at the start), so that a relay's
+/// links do not all fall due at the same instant and each turn serves a few of them.
+fn phase(index: usize, links: usize, rate: u32) -> u64 {
+    let interval = Time::SECOND / u64::from(rate.max(1));
+    interval * index as u64 / links.max(1) as u64
 }

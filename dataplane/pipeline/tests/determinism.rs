@@ -192,12 +192,18 @@ fn the_same_seed_gives_the_same_schedules() {
         first.net
     );
     assert_eq!(first.net.queue_full + first.net.unreachable, 0);
-    let slots: Vec<u64> = (0..RUN * u64::from(RATE) / 1000)
-        .map(|k| k * Time::SECOND / u64::from(RATE))
-        .collect();
+    let interval = Time::SECOND / u64::from(RATE);
     for (link, schedule) in relay_links {
         let times: Vec<u64> = schedule.iter().map(|(at, _, _)| *at).collect();
-        assert!(times == slots, "link {link:?} strayed from its slots");
+        // Slot k at the link's phase (under one interval) plus k intervals.
+        let phase = times[0];
+        let slots: Vec<u64> = (0..RUN * u64::from(RATE) / 1000)
+            .map(|k| phase + k * interval)
+            .collect();
+        assert!(
+            phase < interval && times == slots,
+            "link {link:?} strayed from its slots"
+        );
     }
 
     for (link, schedule) in &first.schedules {

@@ -64,7 +64,6 @@ fn a_ring_of_three_relays_forwards_mixes_and_loops() {
             max_delay: DelayMs(10_000),
             batch: 32,
             loop_mailbox: loop_mailbox(i),
-            cover_per_turn: 8,
         };
         // Relay i's loops go once around the ring: i+1, i+2, back to i.
         let route = vec![ring_hop(next), ring_hop((i + 2) % 3), ring_hop(i)];

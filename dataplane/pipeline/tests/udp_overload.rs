@@ -68,7 +68,6 @@ fn five_times_the_link_rate_keeps_the_rate_and_counts_the_excess() {
         max_delay: DelayMs(1000),
         batch: 32,
         loop_mailbox: MailboxId([0xf0; 16]),
-        cover_per_turn: 8,
     };
     let replay = SharedReplayFilter::new(100_000).unwrap();
     replay.prepare(EPOCH);

@@ -107,7 +107,6 @@ fn a_ring_of_three_relays_forwards_mixes_and_loops() {
                 max_delay: DelayMs(10_000),
                 batch: 32,
                 loop_mailbox: loop_mailbox(i),
-                cover_per_turn: 8,
             };
             let keys = NodeKeys {
                 current: key(i),

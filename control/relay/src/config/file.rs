@@ -133,7 +133,8 @@ pub struct MixSection {
     /// Loops per second per link.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loop_rate: Option<u32>,
-    /// Cover packets built per pipeline turn at most.
+    /// No longer used (a per-turn cover budget made busy and idle links miss different
+    /// slots); read only to refuse it with a message saying so.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cover_per_turn: Option<usize>,
     /// Real packets a link queues.

@@ -131,9 +131,14 @@ impl Sink for NoSink {
 }
 
 /// No cover: idle slots stay empty (counted as missed), so neighbours see real packets only.
+/// It says it is always ready, so that real packets still take their slots: a test-only
+/// source whose link schedule follows the traffic, unlike any real one.
 pub struct NoCover;
 
 impl CoverSource for NoCover {
+    fn ready(&mut self, _: usize) -> bool {
+        true
+    }
     fn fill(&mut self, _: usize, _: Time, _: &mut [u8; PACKET_LEN]) -> bool {
         false
     }
@@ -157,7 +162,6 @@ pub fn config(neighbours: Vec<pb_pipeline::Neighbour>, rate: u32) -> PipelineCon
         max_delay: DelayMs(1000),
         batch: 32,
         loop_mailbox: MailboxId([0xf0; 16]),
-        cover_per_turn: 8,
     }
 }
 
