@@ -35,7 +35,8 @@
 //!
 //! [mix]                           # all optional, defaults shown
 //! link_rate = 100                 # packets per second on every link
-//! loop_rate = 2                   # loops per second per link (the rest of the cover is one hop)
+//! loop_rate = 2                   # loops per second per link, on a Poisson process
+//! loop_delay_ms = 20              # mean per-hop delay of loops: the clients' mean
 //! link_queue = 1024
 //! max_burst = 8
 //! delay_capacity = 65536
@@ -98,6 +99,8 @@ pub struct MixSettings {
     pub link_rate: u32,
     /// Loops per second per link.
     pub loop_rate: u32,
+    /// Mean per-hop delay loops draw (the network's, as clients use for real packets).
+    pub loop_delay: DelayMs,
     /// Real packets a link queues.
     pub link_queue: usize,
     /// Late slots caught up at once.
@@ -361,6 +364,13 @@ impl RelayConfig {
         let mix = MixSettings {
             link_rate: in_range("mix.link_rate", mix.link_rate, 100, 1, 1_000_000)?,
             loop_rate: in_range("mix.loop_rate", mix.loop_rate, 2, 0, 1_000_000)?,
+            loop_delay: DelayMs(in_range(
+                "mix.loop_delay_ms",
+                mix.loop_delay_ms,
+                pb_pipeline::DEFAULT_LOOP_DELAY.0,
+                0,
+                60_000,
+            )?),
             link_queue: in_range("mix.link_queue", mix.link_queue, 1024, 1, 1 << 20)?,
             max_burst: in_range("mix.max_burst", mix.max_burst, 8, 1, 1 << 16)?,
             delay_capacity: in_range("mix.delay_capacity", mix.delay_capacity, 65_536, 1, 1 << 24)?,
@@ -615,22 +625,19 @@ impl Topology {
         self.nodes.iter().filter(|n| n.layer == next).collect()
     }
 
-    /// The loop route for the link from `id` to `first`: `first`, then the first node of
-    /// each following layer, back to `id` (one hop per layer).
-    pub fn loop_route<'a>(&'a self, id: NodeId, first: &'a TopologyNode) -> Vec<&'a TopologyNode> {
+    /// The layers a loop on the link from `id` to `first` passes between them, each as its
+    /// candidate nodes (a loop draws one per layer, as a real packet's route does).
+    pub fn loop_layers(&self, id: NodeId, first: &TopologyNode) -> Vec<Vec<&TopologyNode>> {
         let Some(me) = self.node(id) else {
             return Vec::new();
         };
-        let mut route = vec![first];
+        let mut via = Vec::new();
         let mut layer = (first.layer + 1) % self.layers;
         while layer != me.layer {
-            if let Some(n) = self.nodes.iter().find(|n| n.layer == layer) {
-                route.push(n);
-            }
+            via.push(self.nodes.iter().filter(|n| n.layer == layer).collect());
             layer = (layer + 1) % self.layers;
         }
-        route.push(me);
-        route
+        via
     }
 }
 

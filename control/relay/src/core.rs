@@ -93,6 +93,8 @@ pub struct Shared {
     pub start: Instant,
     /// How often cores print their `window` lines (zero: never).
     pub interval: Duration,
+    /// The loops' loss judgements (the main thread's; never taken by a core).
+    pub loop_watch: Mutex<crate::loop_watch::LoopWatch>,
 }
 
 impl Shared {

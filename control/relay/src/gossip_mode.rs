@@ -21,7 +21,7 @@ use pb_control::{
     Descriptor, Gossip, GossipConfig, IdentityKeyPair, Invalid, Role, SignedDescriptor, Topology,
     Transport,
 };
-use pb_pipeline::Neighbour;
+use pb_pipeline::{LoopPlan, Neighbour};
 use pb_sphinx::{DelayMs, Epoch, EpochKey, Format, Hop, NodeId, NodeKeys};
 
 use crate::{admin::Admin, config::GossipSettings};
@@ -86,7 +86,7 @@ pub struct Update {
     /// filter for comes with them.
     pub keys: Option<(Epoch, NodeKeys)>,
     /// New links and their loop routes (a new topology).
-    pub links: Option<(Epoch, Vec<Neighbour>, Vec<Vec<Hop>>)>,
+    pub links: Option<(Epoch, Vec<Neighbour>, Vec<Option<LoopPlan>>)>,
     /// Lines for the operator (stderr).
     pub notes: Vec<String>,
     /// Lines for tests and scripts (stdout): `topology <hash> nodes <n> links <k> epoch <e>`.
@@ -367,7 +367,7 @@ impl GossipDriver {
                     node: p.node,
                     addr: p.packet_addr,
                 });
-                routes.push(loop_route(topology, p, my));
+                routes.push(Some(loop_plan(topology, p, my)));
             }
         }
         self.links = neighbours.iter().map(|n| n.node).collect();
@@ -515,9 +515,9 @@ fn sign(
 }
 
 /// This node's links in `topology` (the next layer and, but for gateways, the previous one)
-/// and a loop route per link: the neighbour, the first node of each following layer, back
-/// to this node.
-pub fn links_of(topology: &Topology, me: NodeId) -> (Vec<Neighbour>, Vec<Vec<Hop>>) {
+/// and a loop plan per link: the neighbour, a node drawn from each following layer, back to
+/// this node.
+pub fn links_of(topology: &Topology, me: NodeId) -> (Vec<Neighbour>, Vec<Option<LoopPlan>>) {
     let Some(my) = topology.find(me) else {
         return (Vec::new(), Vec::new());
     };
@@ -531,38 +531,43 @@ pub fn links_of(topology: &Topology, me: NodeId) -> (Vec<Neighbour>, Vec<Vec<Hop
         .collect();
     let routes = links
         .iter()
-        .map(|first| loop_route(topology, first, my))
+        .map(|first| Some(loop_plan(topology, first, my)))
         .collect();
     (neighbours, routes)
 }
 
-/// A loop out through `first` and back to `me`: `first`, then the first node of each layer
-/// after `first`'s, up to `me` (for a link to the previous layer: `first`, then `me`).
-fn loop_route(
-    topology: &Topology,
-    first: &pb_control::Placed,
-    me: &pb_control::Placed,
-) -> Vec<Hop> {
+/// Loops out through `first` and back to `me`: `first`, then a node drawn per loop from each
+/// layer after `first`'s, up to `me`, as a real packet's route takes a node per layer (for a
+/// link to the previous layer: `first`, then `me`).
+fn loop_plan(topology: &Topology, first: &pb_control::Placed, me: &pb_control::Placed) -> LoopPlan {
     let hop = |p: &pb_control::Placed| Hop {
         node: p.node,
         public_key: p.sphinx_key,
         delay: DelayMs(0),
     };
-    let mut route = vec![hop(first)];
+    let mut via = Vec::new();
     let mut layer = (first.layer + 1) % pb_control::LAYERS;
     while layer != me.layer {
-        if let Some(p) = topology.layer(layer).first() {
-            route.push(hop(p));
+        let candidates: Vec<Hop> = topology.layer(layer).iter().map(hop).collect();
+        if !candidates.is_empty() {
+            via.push(candidates);
         }
         layer = (layer + 1) % pb_control::LAYERS;
     }
-    route.push(hop(me));
-    if route.len() > pb_sphinx::MAX_HOPS {
+    if via.len() + 2 > pb_sphinx::MAX_HOPS {
         // `first` is in this node's own layer (an overlap link): no loop fits, only link
-        // cover (a one-hop route).
-        route.truncate(1);
+        // cover.
+        return LoopPlan {
+            first: hop(first),
+            via: Vec::new(),
+            back: None,
+        };
     }
-    route
+    LoopPlan {
+        first: hop(first),
+        via,
+        back: Some(hop(me)),
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -21,6 +21,7 @@ pub mod config;
 pub mod core;
 pub mod exit;
 pub mod gossip_mode;
+pub mod loop_watch;
 pub mod metrics;
 pub mod published;
 pub mod report;

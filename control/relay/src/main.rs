@@ -112,8 +112,8 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
     let limit = seconds.map(|s| duration("seconds", s)).transpose()?;
     let interval = duration("stats-interval", stats_interval)?;
 
-    // What each mode starts from: the node, its keys, its links and their loop routes.
-    let (node, epoch, keys, neighbours, routes, described, mode) = match &config.gossip {
+    // What each mode starts from: the node, its keys, its links and their loop plans.
+    let (node, epoch, keys, neighbours, plans, described, mode) = match &config.gossip {
         None => {
             let loaded = static_mode::load(path)?;
             let me = loaded.me()?;
@@ -132,7 +132,7 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
                 config.epoch,
                 running.node_keys(),
                 loaded.neighbours(),
-                loaded.routes(),
+                loaded.plans(),
                 described,
                 Mode::Static {
                     running: Box::new(running),
@@ -184,15 +184,17 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
         4096,
         Time(config.mix.loop_timeout_ms * Time::MS),
     )?;
-    let cover = LoopCover::new(
+    let mut cover = LoopCover::new(
         config.format,
         epoch,
-        routes,
+        Vec::new(),
         loop_mailbox,
         config.mix.loop_rate,
         loops,
         *cover_key,
-    );
+    )
+    .with_mean_delay(config.mix.loop_delay);
+    cover.set_plans(epoch, plans, Time(0));
     // Cover is built ahead on a thread of its own, so idle slots cost a core a copy.
     let origin = Instant::now();
     let clock: Arc<dyn Fn() -> Time + Send + Sync> =
@@ -231,6 +233,7 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
         stop,
         start: Instant::now(),
         interval,
+        loop_watch: Mutex::new(pb_relay::loop_watch::LoopWatch::default()),
     };
     let banner = format!(
         "node {} ({described}), {} links at {} pkt/s, format {:?}, {cores} core{}",

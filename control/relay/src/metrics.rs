@@ -59,6 +59,7 @@ pub const COUNTERS: &[Counter] = &[
     counter("delivered", "pb_packets_delivered_total", |r| {
         r.stats.delivered
     }),
+    counter("loops_sent", "pb_loops_sent_total", |r| r.stats.loops_sent),
     counter("loops_returned", "pb_loops_returned_total", |r| {
         r.stats.loops_returned
     }),

@@ -6,7 +6,7 @@
 use std::{
     sync::atomic::{AtomicBool, Ordering},
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::anyhow;
@@ -62,8 +62,29 @@ fn dataplane_metrics(shared: &Shared) -> Vec<(String, u64)> {
     let reports = shared.snapshot();
     let loops = |link| shared.cover.loop_stats(link);
     let mut m = metrics::prometheus(&reports.iter().collect::<Vec<_>>(), &loops);
+    m.extend(
+        shared
+            .loop_watch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .metrics(),
+    );
     m.extend(shared.roles.metrics());
     m
+}
+
+/// Judges the links' loop loss (see [`crate::loop_watch`]) and logs the alarms.
+fn watch_loops(shared: &Shared) {
+    let links = shared.links.get().1.len();
+    let loops = |link| shared.cover.loop_stats(link);
+    let lines = shared
+        .loop_watch
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .check(links, &loops);
+    for line in lines {
+        warn!("{line}");
+    }
 }
 
 /// Runs one pipeline per backend in `ios` on threads of their own until stopped, then
@@ -98,9 +119,14 @@ pub fn serve<I: PacketIo + Send>(
             info!("{}", control.banner);
         }
         let mut mode = control.mode;
+        let mut watched = Instant::now();
         while !shared.stop.load(Ordering::Relaxed)
             && control.limit.is_none_or(|l| shared.start.elapsed() < l)
         {
+            if watched.elapsed() >= Duration::from_secs(1) {
+                watched = Instant::now();
+                watch_loops(shared);
+            }
             match &mut mode {
                 Mode::Static {
                     running,
@@ -163,7 +189,7 @@ pub fn serve<I: PacketIo + Send>(
 }
 
 /// Hands what gossip changed to the cores: keys (after preparing the replay filter for
-/// their epoch), links and the cover routes along them.
+/// their epoch), links and the loop plans along them.
 fn apply(update: gossip_mode::Update, shared: &Shared) {
     for note in update.notes {
         info!("{note}");

@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow};
-use pb_pipeline::Neighbour;
+use pb_pipeline::{LoopPlan, Neighbour};
 use pb_sphinx::{Epoch, EpochKey, Format, Hop, NodeKeys};
 
 use crate::{
@@ -76,22 +76,31 @@ impl Loaded {
             .collect()
     }
 
-    /// One loop route per link, with this epoch's keys.
-    pub fn routes(&self) -> Vec<Vec<Hop>> {
+    /// One loop plan per link, with this epoch's keys: the neighbour, a node drawn from each
+    /// following layer, back to this node.
+    pub fn plans(&self) -> Vec<Option<LoopPlan>> {
         let hop = |n: &TopologyNode| Hop {
             node: n.id,
             public_key: n.public_key,
             delay: pb_sphinx::DelayMs(0),
         };
+        let me = self.topology.node(self.config.node).map(hop);
         self.topology
             .neighbours(self.config.node)
             .iter()
             .map(|n| {
-                self.topology
-                    .loop_route(self.config.node, n)
+                let via: Vec<Vec<Hop>> = self
+                    .topology
+                    .loop_layers(self.config.node, n)
                     .into_iter()
-                    .map(hop)
-                    .collect()
+                    .map(|layer| layer.into_iter().map(hop).collect())
+                    .collect();
+                let fits = via.len() + 2 <= pb_sphinx::MAX_HOPS;
+                Some(LoopPlan {
+                    first: hop(n),
+                    via: if fits { via } else { Vec::new() },
+                    back: me.filter(|_| fits),
+                })
             })
             .collect()
     }
@@ -162,7 +171,7 @@ pub fn rotate(running: &mut Running, shared: &Shared) -> anyhow::Result<String> 
         previous: Some(running.key.clone()),
         format: Some(running.format),
     });
-    shared.cover.set_routes(next, loaded.routes(), false);
+    shared.cover.set_routes(next, loaded.plans(), false);
     shared.roles.epoch.store(next.0, Ordering::Relaxed);
     // Announce the rotation only once every core processes with the new keys.
     if !shared.keys.wait_adopted(Duration::from_secs(5)) {

@@ -20,7 +20,9 @@ mod pacer;
 mod replay;
 
 pub use delay::{DelayError, DelayQueue};
-pub use loops::{LOOP_TOKEN_LEN, LoopError, LoopMonitor, LoopStats};
+pub use loops::{
+    LOOP_LOSS_ALERT, LOOP_LOSS_MIN_SETTLED, LOOP_TOKEN_LEN, LoopError, LoopMonitor, LoopStats,
+};
 pub use pacer::{Filler, Link, LinkStats, Sent};
 pub use replay::{ReplayHandle, ReplayStats, SharedReplayFilter, Verdict};
 

@@ -27,6 +27,38 @@ pub struct LoopStats {
     pub lost: u64,
 }
 
+/// The share of a link's settled loops lost above which the link is reported: well above
+/// what a healthy network loses (a lossless testbed loses none), below the 10% a relay
+/// dropping one packet in ten would cost the loops through it.
+pub const LOOP_LOSS_ALERT: f64 = 0.05;
+
+/// Settled loops (returned or lost) a loss share is judged on at least: with fewer, a
+/// handful of ordinary losses would cross [`LOOP_LOSS_ALERT`].
+pub const LOOP_LOSS_MIN_SETTLED: u64 = 100;
+
+impl LoopStats {
+    /// The counts since `earlier` (counters only grow).
+    pub fn since(&self, earlier: &LoopStats) -> LoopStats {
+        LoopStats {
+            sent: self.sent.saturating_sub(earlier.sent),
+            returned: self.returned.saturating_sub(earlier.returned),
+            lost: self.lost.saturating_sub(earlier.lost),
+        }
+    }
+
+    /// The share of settled loops that were lost, once at least
+    /// [`LOOP_LOSS_MIN_SETTLED`] are settled.
+    pub fn loss(&self) -> Option<f64> {
+        let settled = self.returned + self.lost;
+        (settled >= LOOP_LOSS_MIN_SETTLED).then(|| self.lost as f64 / settled as f64)
+    }
+
+    /// Whether the loss share is judged and above [`LOOP_LOSS_ALERT`].
+    pub fn alarming(&self) -> bool {
+        self.loss().is_some_and(|l| l > LOOP_LOSS_ALERT)
+    }
+}
+
 /// Why a received token was not counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LoopError {
@@ -237,6 +269,21 @@ mod tests {
         );
         assert_eq!((m.forged, m.stale), (2, 2));
         assert_eq!(m.send(2, ms(0)), Err(LoopError::UnknownLink));
+    }
+
+    #[test]
+    fn loss_is_judged_on_enough_loops_only() {
+        let s = |returned, lost| LoopStats {
+            sent: returned + lost,
+            returned,
+            lost,
+        };
+        assert_eq!(s(50, 49).loss(), None, "99 settled: not judged");
+        assert!(!s(50, 49).alarming());
+        assert_eq!(s(95, 5).loss(), Some(0.05));
+        assert!(!s(95, 5).alarming(), "at the threshold, not above");
+        assert!(s(94, 6).alarming());
+        assert_eq!(s(200, 20).since(&s(100, 10)), s(100, 10));
     }
 
     #[test]

@@ -37,7 +37,9 @@ use pb_sphinx::{
     process_batch,
 };
 
-pub use cover::{COVER_MAILBOX, CoverHandle, CoverPool, CoverSource, LoopCover};
+pub use cover::{
+    COVER_MAILBOX, CoverHandle, CoverPool, CoverSource, DEFAULT_LOOP_DELAY, LoopCover, LoopPlan,
+};
 pub use handoff::Handoff;
 
 /// One outgoing link: the neighbour's node id and UDP endpoint.
@@ -111,7 +113,10 @@ pub struct PipelineStats {
     pub forwarded: u64,
     /// Packets delivered to the sink.
     pub delivered: u64,
-    /// Own loops that came back.
+    /// Own loops queued on their links.
+    pub loops_sent: u64,
+    /// Messages delivered to the relay's own loop mailbox and passed to the cover source to
+    /// be checked (its [`LoopStats`] count the loops that were genuine and in time).
     pub loops_returned: u64,
     /// Link cover from neighbours, received and dropped.
     pub cover_received: u64,
@@ -676,6 +681,24 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
                 continue;
             }
             let peer = neighbours[index].addr;
+            // A due loop joins the link's queue like a real packet.
+            if cover.loop_due(index, now)
+                && let Some(mut packet) = io.alloc(peer)
+            {
+                io.set_len(&mut packet, PACKET_LEN);
+                let built = match <&mut [u8; PACKET_LEN]>::try_from(io.payload_mut(&packet)) {
+                    Ok(frame) => cover.take_loop(index, now, frame),
+                    Err(_) => false,
+                };
+                if !built {
+                    spare.push(packet);
+                } else if let Err(packet) = link.push(packet) {
+                    stats.dropped_link_full += 1;
+                    spare.push(packet);
+                } else {
+                    stats.loops_sent += 1;
+                }
+            }
             let mut filler = SlotCover {
                 io: &mut *io,
                 cover: cover.as_mut(),

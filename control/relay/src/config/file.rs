@@ -133,6 +133,9 @@ pub struct MixSection {
     /// Loops per second per link.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loop_rate: Option<u32>,
+    /// Mean per-hop delay of loops, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loop_delay_ms: Option<u32>,
     /// No longer used (a per-turn cover budget made busy and idle links miss different
     /// slots); read only to refuse it with a message saying so.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -142,6 +142,12 @@ impl CoverSource for NoCover {
     fn fill(&mut self, _: usize, _: Time, _: &mut [u8; PACKET_LEN]) -> bool {
         false
     }
+    fn loop_due(&mut self, _: usize, _: Time) -> bool {
+        false
+    }
+    fn take_loop(&mut self, _: usize, _: Time, _: &mut [u8; PACKET_LEN]) -> bool {
+        false
+    }
     fn loop_returned(&mut self, _: &[u8], _: Time) -> bool {
         false
     }
