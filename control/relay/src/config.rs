@@ -29,6 +29,7 @@
 //! identity_file = "identity.key"  # from `pb-relay keygen`; relative to this file
 //! role = "mix"                    # gateway | mix | exit
 //! epoch_seconds = 3600
+//! max_layer_width = 4             # the most relays in one layer (sizes the replay filter)
 //! advertise = "198.18.0.1:47470"  # where packets reach this relay (default: io.bind)
 //! admin = "127.0.0.1:9100"        # the same as the top-level `admin` (give one of them);
 //!                                 # in gossip mode it also serves /descriptors
@@ -41,10 +42,22 @@
 //! max_burst = 8
 //! delay_capacity = 65536
 //! max_delay_ms = 10000
-//! replay_capacity = 1000000       # packets per epoch
+//! epoch_seconds = 3600            # static mode: seconds between rotations (SIGHUP)
+//! client_rate = 500               # gateways: packets per second from all clients together
+//! replay_memory_mib = 4096        # the most the replay filter may take; more is refused
+//! # replay_capacity = 2000000     # packets per epoch, instead of the computed size
 //! loop_timeout_ms = 5000
 //! batch = 32
 //! ```
+//!
+//! The replay filter is sized from the rest (see [`crate::replay`]): the packets a relay can
+//! receive in an epoch and its overlap, `(in-links × link_rate + client_rate) × (epoch +
+//! overlap)`, times two for safety, at 32 bytes a packet. In-links are the previous layer of
+//! the topology (static mode), or two layers of `max_layer_width` relays (gossip mode: the
+//! previous layer sends forward, the next one sends replies back); `client_rate` counts for
+//! gateways only; the overlap is a sixth of an epoch, at most 60 s. A configuration whose
+//! filter would take more than `replay_memory_mib`, or whose `replay_capacity` is below
+//! what an epoch brings, is refused in one line naming the fields.
 
 use std::{
     net::SocketAddr,
@@ -62,6 +75,12 @@ use file::{ConfigFile, TopologyFile};
 
 /// Most pipeline cores one relay runs.
 pub const MAX_CORES: usize = 64;
+
+/// The longest epoch, in seconds (a week).
+pub const MAX_EPOCH_SECONDS: u64 = 7 * 24 * 3600;
+
+/// The largest `mix.replay_memory_mib`: two tables of [`pb_mix::MAX_SLOTS`] slots.
+pub const MAX_REPLAY_MEMORY_MIB: u64 = 64 * 1024;
 
 /// A configuration value that is missing, malformed or out of range.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -109,8 +128,15 @@ pub struct MixSettings {
     pub delay_capacity: usize,
     /// Longest per-hop delay.
     pub max_delay: DelayMs,
-    /// Packets per epoch the replay filter is sized for.
-    pub replay_capacity: usize,
+    /// Packets per epoch the replay filter is sized for, if given instead of the computed
+    /// size.
+    pub replay_capacity: Option<usize>,
+    /// Packets per second from clients (gateways) the replay filter is sized for.
+    pub client_rate: u32,
+    /// Static mode: seconds between rotations (gossip mode: `gossip.epoch_seconds`).
+    pub epoch_seconds: u64,
+    /// The most memory the replay filter may take, in MiB.
+    pub replay_memory_mib: u64,
     /// When a loop counts as lost.
     pub loop_timeout_ms: u64,
     /// Packets per receive batch.
@@ -161,6 +187,8 @@ pub struct GossipSettings {
     pub role: Role,
     /// Epoch length.
     pub epoch_seconds: u64,
+    /// The most relays one layer holds (sizes the replay filter).
+    pub max_layer_width: usize,
     /// Where packets reach this relay, as published in its descriptor.
     pub advertise: SocketAddr,
     /// (Gateway) where clients reach the client link.
@@ -361,6 +389,12 @@ impl RelayConfig {
                 "no longer used (cover is built ahead for every slot): remove it",
             ));
         }
+        if gossip_mode && mix.epoch_seconds.is_some() {
+            return Err(bad(
+                "mix.epoch_seconds",
+                "not used with [gossip] (gossip.epoch_seconds sets the epoch length)",
+            ));
+        }
         let mix = MixSettings {
             link_rate: in_range("mix.link_rate", mix.link_rate, 100, 1, 1_000_000)?,
             loop_rate: in_range("mix.loop_rate", mix.loop_rate, 2, 0, 1_000_000)?,
@@ -381,12 +415,24 @@ impl RelayConfig {
                 0,
                 600_000,
             )?),
-            replay_capacity: in_range(
-                "mix.replay_capacity",
-                mix.replay_capacity,
-                1_000_000,
+            replay_capacity: mix
+                .replay_capacity
+                .map(|c| in_range("mix.replay_capacity", Some(c), c, 1, pb_mix::MAX_SLOTS / 2))
+                .transpose()?,
+            client_rate: in_range("mix.client_rate", mix.client_rate, 500, 0, 1_000_000)?,
+            epoch_seconds: in_range(
+                "mix.epoch_seconds",
+                mix.epoch_seconds,
+                3600,
+                5,
+                MAX_EPOCH_SECONDS,
+            )?,
+            replay_memory_mib: in_range(
+                "mix.replay_memory_mib",
+                mix.replay_memory_mib,
+                4096,
                 1,
-                1 << 31,
+                MAX_REPLAY_MEMORY_MIB,
             )?,
             loop_timeout_ms: in_range(
                 "mix.loop_timeout_ms",
@@ -437,7 +483,14 @@ impl RelayConfig {
                     g.epoch_seconds,
                     3600,
                     5,
-                    7 * 24 * 3600,
+                    MAX_EPOCH_SECONDS,
+                )?;
+                let max_layer_width = in_range(
+                    "gossip.max_layer_width",
+                    g.max_layer_width,
+                    4,
+                    1,
+                    crate::serve::MAX_LINKS / 2,
                 )?;
                 let advertise = match (g.advertise, &backend) {
                     (Some(a), _) => address("gossip.advertise", &a)?,
@@ -481,6 +534,7 @@ impl RelayConfig {
                     identity_file,
                     role,
                     epoch_seconds,
+                    max_layer_width,
                     advertise,
                     client_bind,
                     exit_allow,
@@ -511,7 +565,7 @@ impl RelayConfig {
                 Some(a)
             }
         };
-        Ok(Self {
+        let config = Self {
             node: NodeId(id),
             secret: Sensitive::new(secret),
             admin,
@@ -524,7 +578,22 @@ impl RelayConfig {
             deliver_to,
             topology,
             gossip,
-        })
+        };
+        // Gossip mode knows all the replay filter's size depends on now; static mode once
+        // the topology is read (`static_mode::load`).
+        if let Some(g) = &config.gossip {
+            crate::replay::plan(&config, crate::replay::Ingress::gossip(g))?;
+        }
+        Ok(config)
+    }
+
+    /// The epoch length and the field that sets it: `gossip.epoch_seconds` in gossip mode,
+    /// `mix.epoch_seconds` (the time between rotations) in static mode.
+    pub fn epoch_seconds(&self) -> (u64, &'static str) {
+        match &self.gossip {
+            Some(g) => (g.epoch_seconds, "gossip.epoch_seconds"),
+            None => (self.mix.epoch_seconds, "mix.epoch_seconds"),
+        }
     }
 }
 
@@ -614,6 +683,16 @@ impl Topology {
     /// The node with id `id`.
     pub fn node(&self, id: NodeId) -> Option<&TopologyNode> {
         self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// How many nodes link to `id`: every node of the previous layer (cyclically); 0 for a
+    /// node not in the topology.
+    pub fn in_links(&self, id: NodeId) -> usize {
+        let Some(me) = self.node(id) else {
+            return 0;
+        };
+        let previous = (me.layer + self.layers - 1) % self.layers;
+        self.nodes.iter().filter(|n| n.layer == previous).count()
     }
 
     /// The nodes `id` links to: every node of the next layer (cyclically).
@@ -716,6 +795,80 @@ mod tests {
         let g = c.gossip.unwrap();
         assert_eq!(g.role, Role::Exit);
         assert_eq!(g.exit_allow, vec![("198.18.0.0".parse().unwrap(), 24)]);
+    }
+
+    /// A gossip-mode mix at every `[mix]` default.
+    fn gossip_file() -> ConfigFile {
+        ConfigFile {
+            topology: None,
+            node: Some(NodeSection {
+                format: Some("v2".into()),
+                ..NodeSection::default()
+            }),
+            mix: None,
+            gossip: Some(GossipSection {
+                bind: Some("198.18.0.1:47471".into()),
+                network_seed: Some("42".repeat(32)),
+                identity_file: Some("identity.key".into()),
+                role: Some("mix".into()),
+                ..GossipSection::default()
+            }),
+            ..static_file()
+        }
+    }
+
+    /// The replay filter is sized from the rates and the epoch length: a configuration
+    /// whose filter would not fit in `mix.replay_memory_mib` is refused in one line naming
+    /// the fields it is sized from; the same epoch at lower rates fits.
+    #[test]
+    fn a_replay_filter_that_cannot_hold_an_epoch_is_refused_in_one_line() {
+        let parse =
+            |file: &ConfigFile| RelayConfig::from_toml(&render(file).unwrap(), Path::new(""));
+        let c = parse(&gossip_file()).unwrap();
+        assert_eq!(
+            (
+                c.mix.replay_capacity,
+                c.mix.client_rate,
+                c.mix.replay_memory_mib
+            ),
+            (None, 500, 4096)
+        );
+        assert_eq!(c.gossip.as_ref().unwrap().max_layer_width, 4);
+        assert_eq!(c.epoch_seconds(), (3600, "gossip.epoch_seconds"));
+
+        let mut week = gossip_file();
+        if let Some(g) = week.gossip.as_mut() {
+            g.epoch_seconds = Some(7 * 24 * 3600);
+        }
+        let e = parse(&week).unwrap_err();
+        assert_eq!(
+            e.field,
+            "mix.link_rate, gossip.epoch_seconds, gossip.max_layer_width"
+        );
+        assert!(
+            e.reason
+                .starts_with("the replay filter would need 28.8 GiB"),
+            "{e}"
+        );
+        assert_eq!(e.to_string().lines().count(), 1, "{e}");
+
+        if let Some(g) = week.gossip.as_mut() {
+            g.max_layer_width = Some(1);
+        }
+        week.mix = Some(MixSection {
+            link_rate: Some(10),
+            ..MixSection::default()
+        });
+        assert!(parse(&week).is_ok());
+
+        let mut both = gossip_file();
+        both.mix = Some(MixSection {
+            epoch_seconds: Some(3600),
+            ..MixSection::default()
+        });
+        assert_eq!(parse(&both).unwrap_err().field, "mix.epoch_seconds");
+        let c = parse(&static_file()).unwrap();
+        assert_eq!(c.epoch_seconds(), (3600, "mix.epoch_seconds"));
     }
 
     #[test]

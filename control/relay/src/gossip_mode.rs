@@ -85,6 +85,9 @@ pub struct Update {
     /// New keys (an epoch began, or its overlap ended); the epoch to prepare the replay
     /// filter for comes with them.
     pub keys: Option<(Epoch, NodeKeys)>,
+    /// The previous epoch, when the overlap ended with these keys: once the cores have
+    /// dropped its key, its replay table is cleared for the epoch after the current one.
+    pub retired: Option<Epoch>,
     /// New links and their loop routes (a new topology).
     pub links: Option<(Epoch, Vec<Neighbour>, Vec<Option<LoopPlan>>)>,
     /// Lines for the operator (stderr).
@@ -302,7 +305,7 @@ impl GossipDriver {
                     self.epoch = due;
                     // The previous epoch's packets are accepted for a sixth of an epoch (at
                     // most a minute): long enough for those in flight.
-                    let overlap = Duration::from_secs((self.settings.epoch_seconds / 6).min(60));
+                    let overlap = crate::replay::overlap(self.settings.epoch_seconds);
                     self.overlap_until = Some(Instant::now() + overlap);
                     self.version += 1;
                     match sign(
@@ -336,6 +339,7 @@ impl GossipDriver {
             // The links shrink to this epoch's topology.
             self.last_hash = None;
             update.keys = Some((self.epoch, self.node_keys()));
+            update.retired = Some(Epoch(self.epoch.0.wrapping_sub(1)));
         }
     }
 

@@ -7,7 +7,8 @@
 //! - [`core`]: one pipeline core's loop over a packet backend, sleeping until the
 //!   pipeline's next deadline; [`metrics`]: every counter in one list; [`report`]: what the
 //!   relay prints on stdout; [`admin`]: the local HTTP admin endpoint.
-//! - [`static_mode`] and [`gossip_mode`]: how the relay learns the network and its keys.
+//! - [`static_mode`] and [`gossip_mode`]: how the relay learns the network and its keys;
+//!   [`replay`]: the replay filter's size, the life of its tables and its fill alarm.
 //! - [`roles`]: the services a role adds: a gateway's [`client_link`], an exit's [`exit`].
 //! - [`serve`]: the main thread of a running relay, around the cores.
 //!
@@ -24,6 +25,7 @@ pub mod gossip_mode;
 pub mod loop_watch;
 pub mod metrics;
 pub mod published;
+pub mod replay;
 pub mod report;
 pub mod roles;
 pub mod serve;

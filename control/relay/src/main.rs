@@ -31,7 +31,7 @@ use pb_relay::{
     core::{KeyBox, Shared},
     gossip_mode::{self, GossipDriver},
     published::Published,
-    roles,
+    replay, roles,
     serve::{Control, MAX_LINKS, Mode, serve},
     static_mode::{self, Running},
 };
@@ -112,8 +112,9 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
     let limit = seconds.map(|s| duration("seconds", s)).transpose()?;
     let interval = duration("stats-interval", stats_interval)?;
 
-    // What each mode starts from: the node, its keys, its links and their loop plans.
-    let (node, epoch, keys, neighbours, plans, described, mode) = match &config.gossip {
+    // What each mode starts from: the node, its keys, its links and their loop plans, and
+    // the replay filter it needs.
+    let (node, epoch, keys, neighbours, plans, described, mode, plan) = match &config.gossip {
         None => {
             let loaded = static_mode::load(path)?;
             let me = loaded.me()?;
@@ -123,6 +124,9 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
                 path: path.to_owned(),
                 epoch: config.epoch,
                 key: loaded.key.clone(),
+                previous: None,
+                overlap_until: None,
+                overlap: replay::overlap(config.mix.epoch_seconds),
                 neighbours: loaded.neighbours(),
                 format: config.format,
             };
@@ -139,9 +143,12 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
                     admin,
                     role,
                 },
+                loaded.replay,
             )
         }
         Some(settings) => {
+            let plan = replay::plan(&config, replay::Ingress::gossip(settings))
+                .with_context(|| format!("config {}", path.display()))?;
             let driver = GossipDriver::start(settings, config.format, config.admin)?;
             let described = format!("{:?}, gossip on {}", settings.role, settings.bind);
             (
@@ -152,6 +159,7 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
                 Vec::new(),
                 described,
                 Mode::Gossip(Box::new(driver)),
+                plan,
             )
         }
     };
@@ -176,8 +184,9 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
     let mut loop_key = zeroize::Zeroizing::new([0u8; 32]);
     cover_key.copy_from_slice(&random[..32]);
     loop_key.copy_from_slice(&random[32..]);
-    let replay = SharedReplayFilter::new(config.mix.replay_capacity)?;
-    replay.prepare(epoch);
+    let replay = SharedReplayFilter::new(plan.capacity)?;
+    replay::start(&replay, epoch);
+
     let loops = LoopMonitor::new(
         *loop_key,
         max_links,
@@ -236,12 +245,14 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
         loop_watch: Mutex::new(pb_relay::loop_watch::LoopWatch::default()),
     };
     let banner = format!(
-        "node {} ({described}), {} links at {} pkt/s, format {:?}, {cores} core{}",
+        "node {} ({described}), {} links at {} pkt/s, format {:?}, {cores} core{}, replay filter {} ({} packets per epoch)",
         short(&node.0),
         neighbours.len(),
         config.mix.link_rate,
         config.format,
         if cores == 1 { "" } else { "s" },
+        replay::bytes(plan.memory()),
+        plan.capacity,
     );
     let control = Control {
         limit,

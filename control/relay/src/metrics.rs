@@ -7,11 +7,13 @@
 //! `/metrics` (Prometheus text) and the tests all read these lists, so a counter is named
 //! once. The gateway's client link and the exit keep their own lists next to their counters
 //! ([`crate::client_link::ClientLinkStats::metrics`], [`crate::exit::ExitStats::metrics`]).
+//! The replay filter's gauges (how full the current epoch's table is) are
+//! [`replay_filter`]'s.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pb_io::IoStats;
-use pb_mix::{LinkStats, LoopStats};
+use pb_mix::{Fill, LinkStats, LoopStats};
 use pb_pipeline::PipelineStats;
 use pb_sphinx::DropReason;
 
@@ -274,6 +276,23 @@ pub fn prometheus<'a>(
         }
     }
     m
+}
+
+/// The replay filter's gauges: the slots of an epoch's table, and of the current epoch's
+/// table the packets so far (recorded, and link cover, which takes no entry but is counted
+/// so that no gauge tells how much of the traffic was cover) and that in percent of the
+/// slots, the fill the relay warns at ([`crate::replay::FILL_ALARM_PERCENT`]). Both are 0
+/// while no table serves the current epoch.
+pub fn replay_filter(current: Option<Fill>, slots: usize) -> Vec<(String, u64)> {
+    let fill = current.unwrap_or(Fill {
+        packets: 0,
+        slots: slots as u64,
+    });
+    vec![
+        ("pb_replay_filter_slots".to_owned(), slots as u64),
+        ("pb_replay_filter_packets".to_owned(), fill.packets),
+        ("pb_replay_filter_fill_percent".to_owned(), fill.percent()),
+    ]
 }
 
 /// A role's counter as a Prometheus metric: `pb_<role>_<name>_total` and its value.

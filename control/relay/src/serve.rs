@@ -12,6 +12,7 @@ use std::{
 use anyhow::anyhow;
 use pb_io::PacketIo;
 use pb_pipeline::CoverSource as _;
+use pb_sphinx::Epoch;
 use tracing::{info, warn};
 
 use crate::{
@@ -19,6 +20,7 @@ use crate::{
     core::{Shared, run_core},
     gossip_mode::{self, GossipDriver},
     metrics::{self, CoreReport},
+    replay::{self, FillAlarm},
     report,
     static_mode::{self, Running},
 };
@@ -69,6 +71,11 @@ fn dataplane_metrics(shared: &Shared) -> Vec<(String, u64)> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .metrics(),
     );
+    let epoch = current_epoch(shared);
+    m.extend(metrics::replay_filter(
+        shared.replay.fill(epoch),
+        shared.replay.slots(),
+    ));
     m.extend(shared.roles.metrics());
     m
 }
@@ -84,6 +91,26 @@ fn watch_loops(shared: &Shared) {
         .check(links, &loops);
     for line in lines {
         warn!("{line}");
+    }
+}
+
+/// The epoch the cores process in now.
+fn current_epoch(shared: &Shared) -> Epoch {
+    Epoch(shared.roles.epoch.load(Ordering::Relaxed))
+}
+
+/// Once every core has dropped `retired`'s key (the overlap after `current` began is over):
+/// `retired`'s replay table is cleared and readied for the epoch after `current`. If a core
+/// does not take the keys in time, the table is cleared when that epoch begins instead.
+fn end_overlap(shared: &Shared, retired: Epoch, current: Epoch) {
+    if shared.keys.wait_adopted(Duration::from_secs(5)) {
+        replay::end_overlap(&shared.replay, retired, current);
+    } else {
+        warn!(
+            "a pipeline core did not drop epoch {}'s key within 5 s; its replay table is cleared when epoch {} begins",
+            retired.0,
+            current.0.wrapping_add(1)
+        );
     }
 }
 
@@ -120,6 +147,7 @@ pub fn serve<I: PacketIo + Send>(
         }
         let mut mode = control.mode;
         let mut watched = Instant::now();
+        let mut alarm = FillAlarm::default();
         while !shared.stop.load(Ordering::Relaxed)
             && control.limit.is_none_or(|l| shared.start.elapsed() < l)
         {
@@ -157,6 +185,10 @@ pub fn serve<I: PacketIo + Send>(
                             }
                         }
                     }
+                    if let Some(retired) = running.overlap_ended(Instant::now()) {
+                        shared.keys.keys.set(running.node_keys());
+                        end_overlap(shared, retired, running.epoch);
+                    }
                 }
                 Mode::Gossip(driver) => {
                     if control.reload.swap(false, Ordering::Relaxed) {
@@ -166,6 +198,10 @@ pub fn serve<I: PacketIo + Send>(
                     let update = driver.turn(Duration::from_millis(20), &metrics);
                     apply(update, shared);
                 }
+            }
+            let epoch = current_epoch(shared);
+            if let Some(line) = alarm.observe(epoch, shared.replay.fill(epoch)) {
+                pb_log::warn_limited!("{line}");
             }
         }
         if let Mode::Gossip(driver) = &mut mode {
@@ -188,16 +224,20 @@ pub fn serve<I: PacketIo + Send>(
     Ok(())
 }
 
-/// Hands what gossip changed to the cores: keys (after preparing the replay filter for
-/// their epoch), links and the loop plans along them.
+/// Hands what gossip changed to the cores: keys (after readying the replay filter for
+/// their epoch; when an overlap ended, retiring the previous epoch's table once the cores
+/// have dropped its key), links and the loop plans along them.
 fn apply(update: gossip_mode::Update, shared: &Shared) {
     for note in update.notes {
         info!("{note}");
     }
     if let Some((epoch, keys)) = update.keys {
-        shared.replay.prepare(epoch);
+        replay::begin(&shared.replay, epoch);
         shared.keys.keys.set(keys);
         shared.roles.epoch.store(epoch.0, Ordering::Relaxed);
+        if let Some(retired) = update.retired {
+            end_overlap(shared, retired, epoch);
+        }
     }
     if let (Some(view), Some(directory)) = (update.directory, &shared.roles.directory) {
         directory.set(view);

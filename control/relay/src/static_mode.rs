@@ -1,12 +1,13 @@
 //! Static mode: the network comes from a topology file and this relay's epoch secret from
-//! its configuration file; SIGHUP re-reads both to rotate to the next epoch (the new key
-//! becomes current, the old one stays accepted as the previous epoch's until the next
-//! rotation, and the replay filter's table of the epoch before is reused for the new one).
+//! its configuration file; SIGHUP re-reads both to rotate to the next epoch. The new key
+//! becomes current; the old one stays accepted for the overlap (a sixth of
+//! `mix.epoch_seconds`, at most a minute), after which it is dropped and its replay table
+//! cleared and readied for the epoch after the new one ([`crate::replay`]).
 
 use std::{
     path::{Path, PathBuf},
     sync::atomic::Ordering,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, anyhow};
@@ -16,6 +17,7 @@ use pb_sphinx::{Epoch, EpochKey, Format, Hop, NodeKeys};
 use crate::{
     config::{RelayConfig, Topology, TopologyNode},
     core::Shared,
+    replay::{self, Ingress, ReplayPlan},
 };
 
 /// The configuration and topology files, parsed and checked against each other.
@@ -27,9 +29,12 @@ pub struct Loaded {
     pub topology: Topology,
     /// This epoch's key.
     pub key: EpochKey,
+    /// The replay filter it needs.
+    pub replay: ReplayPlan,
 }
 
-/// Reads the configuration at `path` and the topology it names.
+/// Reads the configuration at `path` and the topology it names, and sizes the replay filter
+/// for this node's place in it.
 pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config {}", path.display()))?;
@@ -49,10 +54,13 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
             "node.secret: does not match this node's public key in the topology"
         ));
     }
+    let replay = replay::plan(&config, Ingress::topology(&topology, config.node))
+        .with_context(|| format!("config {}", path.display()))?;
     Ok(Loaded {
         config,
         topology,
         key,
+        replay,
     })
 }
 
@@ -115,6 +123,12 @@ pub struct Running {
     pub epoch: Epoch,
     /// Its key.
     pub key: EpochKey,
+    /// The previous epoch's key, through the overlap after a rotation.
+    pub previous: Option<EpochKey>,
+    /// When the overlap ends.
+    pub overlap_until: Option<Instant>,
+    /// How long the previous epoch's key stays accepted after a rotation.
+    pub overlap: Duration,
     /// The links (a reload may not change them).
     pub neighbours: Vec<Neighbour>,
     /// The packet format (a reload may not change it).
@@ -122,13 +136,24 @@ pub struct Running {
 }
 
 impl Running {
-    /// The keys the cores start with.
+    /// The keys the cores process with: the current one, and the previous one through the
+    /// overlap.
     pub fn node_keys(&self) -> NodeKeys {
         NodeKeys {
             current: self.key.clone(),
-            previous: None,
+            previous: self.previous.clone(),
             format: Some(self.format),
         }
+    }
+
+    /// At `now`: if the overlap has just ended, the previous epoch, whose key is now
+    /// dropped (hand [`node_keys`](Self::node_keys) to the cores, then retire its table).
+    pub fn overlap_ended(&mut self, now: Instant) -> Option<Epoch> {
+        if self.overlap_until.is_none_or(|until| now < until) {
+            return None;
+        }
+        self.overlap_until = None;
+        self.previous.take().map(|key| key.epoch())
     }
 
     /// `/status` of the admin endpoint.
@@ -143,8 +168,9 @@ impl Running {
 }
 
 /// Rotates to the next epoch from the configuration files: the new key becomes current, the
-/// old one previous; the replay filter's table of the epoch before the old one is reused.
-/// The line to announce once every core has taken the new keys.
+/// old one previous until the overlap ends (a previous key still in its overlap is dropped
+/// now). The new epoch's replay table is ready, normally since the last overlap ended. The
+/// line to announce once every core has taken the new keys.
 pub fn rotate(running: &mut Running, shared: &Shared) -> anyhow::Result<String> {
     let loaded = load(&running.path)?;
     let next = Epoch(running.epoch.0.wrapping_add(1));
@@ -163,9 +189,16 @@ pub fn rotate(running: &mut Running, shared: &Shared) -> anyhow::Result<String> 
             "topology: this node's links changed; changing them needs a restart"
         ));
     }
+    if loaded.replay.capacity > shared.replay.capacity() {
+        return Err(anyhow!(
+            "topology: the replay filter holds {} packets per epoch, and this node's place in the new topology (or the new [mix] settings) needs {}: growing it needs a restart",
+            shared.replay.capacity(),
+            loaded.replay.capacity
+        ));
+    }
     // The table first, so that no core holding the new key finds none for its packets;
     // a core still on the old keys for a turn drops the new epoch's packets as future.
-    shared.replay.prepare(next);
+    replay::begin(&shared.replay, next);
     shared.keys.keys.set(NodeKeys {
         current: loaded.key.clone(),
         previous: Some(running.key.clone()),
@@ -179,11 +212,15 @@ pub fn rotate(running: &mut Running, shared: &Shared) -> anyhow::Result<String> 
             "a pipeline core did not take the new keys within 5 s"
         ));
     }
+    running.overlap = replay::overlap(loaded.config.mix.epoch_seconds);
     let line = format!(
-        "epoch {} is current; epoch {} is accepted until the next rotation",
-        next.0, running.epoch.0
+        "epoch {} is current; epoch {} is accepted for {} s more",
+        next.0,
+        running.epoch.0,
+        running.overlap.as_secs()
     );
     running.epoch = next;
-    running.key = loaded.key;
+    running.previous = Some(std::mem::replace(&mut running.key, loaded.key));
+    running.overlap_until = Some(Instant::now() + running.overlap);
     Ok(line)
 }

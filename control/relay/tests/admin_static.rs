@@ -111,6 +111,16 @@ fn a_static_relay_serves_health_status_and_every_counter() {
         let name = format!("{}{{link=\"0\"}}", c.metric);
         assert!(metric(&metrics, &name).is_some(), "{name} missing");
     }
+    // The replay filter's gauges: its tables are sized (a gateway: one in-link at 50
+    // packets a second and its clients, for an hour and a minute, twice over, two slots
+    // each), and the current one is in use.
+    assert_eq!(
+        metric(&metrics, "pb_replay_filter_slots"),
+        Some((50 + 500) * 3660 * 2 * 2),
+        "{metrics}"
+    );
+    assert!(metric(&metrics, "pb_replay_filter_packets").is_some());
+    assert!(metric(&metrics, "pb_replay_filter_fill_percent").is_some_and(|p| p < 50));
     // No real/cover split anywhere an operator (or whoever reads their dashboards) looks:
     // that series is exactly what cover traffic hides.
     // (`cover_failures` counts idle slots the cover builder could not fill, which then go

@@ -157,6 +157,19 @@ fn bad_values_name_their_field_in_one_line() {
         ),
         ("batch", c(|c| mix(c).batch = Some(1000)), t(), "mix.batch"),
         (
+            // Relay 0 is a gateway: a week of its link and its clients does not fit.
+            "replay-memory",
+            c(|c| mix(c).epoch_seconds = Some(604_800)),
+            t(),
+            "mix.link_rate, mix.epoch_seconds, topology, mix.client_rate: the replay filter would need",
+        ),
+        (
+            "replay-capacity",
+            c(|c| mix(c).replay_capacity = Some(1000)),
+            t(),
+            "mix.replay_capacity: 1000 packets is less than an epoch brings",
+        ),
+        (
             "unknown",
             replaced(&c(|_| {}), "[mix]\n", "[mix]\nspeed = 3\n"),
             t(),
@@ -360,6 +373,14 @@ fn gossip_mode_mistakes_are_one_line_each() {
         (
             gossip(free, &set(|g| g.role = Some("boss".into()))),
             "gossip.role",
+        ),
+        (
+            gossip(free, &set(|g| g.epoch_seconds = Some(604_800))),
+            "mix.link_rate, gossip.epoch_seconds, gossip.max_layer_width: the replay filter would need",
+        ),
+        (
+            gossip(free, &|c| mix(c).epoch_seconds = Some(3600)),
+            "mix.epoch_seconds: not used with [gossip]",
         ),
         (
             gossip(free, &set(|g| g.network_seed = Some("12".into()))),

@@ -1,7 +1,8 @@
 //! The relay's mixing core, sans-IO: what happens to a packet between "unwrapped" and "sent".
 //!
 //! - [`SharedReplayFilter`]: the replay tags of every core's packets, one lock-free table per
-//!   epoch, bounded, rotated with the epoch.
+//!   epoch, bounded, prepared before its epoch begins and cleared once the epoch is over; its
+//!   [`Fill`] says how close it is to refusing.
 //! - [`DelayQueue`]: holds each packet for the delay its header asks for (a timer wheel with
 //!   one-millisecond ticks and a preallocated slab: no allocation per packet).
 //! - [`Link`]: one outgoing link's bounded queue and constant-rate pacer: exactly R slots a
@@ -24,7 +25,9 @@ pub use loops::{
     LOOP_LOSS_ALERT, LOOP_LOSS_MIN_SETTLED, LOOP_TOKEN_LEN, LoopError, LoopMonitor, LoopStats,
 };
 pub use pacer::{Filler, Link, LinkStats, Sent};
-pub use replay::{ReplayHandle, ReplayStats, SharedReplayFilter, Verdict};
+pub use replay::{
+    Fill, MAX_PROBE, MAX_SLOTS, ReplayHandle, ReplayStats, SharedReplayFilter, Verdict,
+};
 
 /// A point in time in nanoseconds since an origin the caller picks (a monotonic clock in the
 /// relay, a virtual one in simulations).

@@ -32,8 +32,9 @@ use pb_sphinx::{
     CreateError, DelayMs, Epoch, Format, Hop, MailboxId, PACKET_LEN, create_packet_with,
 };
 
-/// The mailbox of one-hop link cover: a relay drops (and counts) what is delivered to it.
-pub const COVER_MAILBOX: MailboxId = MailboxId([0; 16]);
+/// The mailbox of one-hop link cover: a relay drops (and counts) what is delivered to it,
+/// and records no replay entry for it (see pb-sphinx).
+pub use pb_sphinx::COVER_MAILBOX;
 
 /// The mean per-hop delay loops draw unless told otherwise: the client profiles' mean.
 pub const DEFAULT_LOOP_DELAY: DelayMs = DelayMs(20);

@@ -30,9 +30,9 @@ pub use create::{
 };
 pub use crypto::ReplayTag;
 pub use format::{
-    ALPHA_AT, ALPHA_LEN, BETA_AT, BETA_LEN, BLOCK_LEN, COMMAND_LEN, DelayMs, EPOCH_AT, Epoch,
-    Format, GAMMA_AT, HEADER_LEN, HEADER_MAX, MAC_LEN, MAX_HOPS, MESSAGE_LEN, MailboxId, NodeId,
-    PACKET_LEN, PAYLOAD_AT, PAYLOAD_LEN, PAYLOAD_TAG_LEN, SurbId, VERSION,
+    ALPHA_AT, ALPHA_LEN, BETA_AT, BETA_LEN, BLOCK_LEN, COMMAND_LEN, COVER_MAILBOX, DelayMs,
+    EPOCH_AT, Epoch, Format, GAMMA_AT, HEADER_LEN, HEADER_MAX, MAC_LEN, MAX_HOPS, MESSAGE_LEN,
+    MailboxId, NodeId, PACKET_LEN, PAYLOAD_AT, PAYLOAD_LEN, PAYLOAD_TAG_LEN, SurbId, VERSION,
 };
 pub use process::{
     DropReason, EpochKey, MemoryReplayFilter, NodeKeys, Processed, ReplayFilter, message,

@@ -7,9 +7,9 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 use crate::{
     crypto::{self, HopKeys, ReplayTag},
     format::{
-        ALPHA_AT, ALPHA_LEN, BETA_AT, BETA_MAX, BLOCK_MAX, COMMAND_LEN, Command, DelayMs, EPOCH_AT,
-        Epoch, Format, MAC_LEN, MailboxId, NodeId, PACKET_LEN, PAYLOAD_TAG_LEN, PREFIX_LEN, SurbId,
-        VERSION_AT,
+        ALPHA_AT, ALPHA_LEN, BETA_AT, BETA_MAX, BLOCK_MAX, COMMAND_LEN, COVER_MAILBOX, Command,
+        DelayMs, EPOCH_AT, Epoch, Format, MAC_LEN, MailboxId, NodeId, PACKET_LEN, PAYLOAD_TAG_LEN,
+        PREFIX_LEN, SurbId, VERSION_AT,
     },
 };
 
@@ -164,6 +164,12 @@ pub enum Processed {
 pub trait ReplayFilter {
     /// Records `tag` for `epoch`; returns `true` if it was already there (a replay).
     fn check_and_insert(&mut self, epoch: Epoch, tag: &ReplayTag) -> bool;
+
+    /// Called instead of [`check_and_insert`](Self::check_and_insert) for a packet of
+    /// `epoch` that needs no entry (one-hop link cover, see [`process`]). A filter that
+    /// reports how full it is counts it there too, so that its fill does not tell how much
+    /// of the traffic was cover. Does nothing by default.
+    fn count_unrecorded(&mut self, _epoch: Epoch) {}
 }
 
 /// An unbounded in-memory replay filter (a hash set per epoch). For tests and clients, not for
@@ -202,7 +208,9 @@ fn precheck<'k>(packet: &[u8], keys: &'k NodeKeys) -> Result<Precheck<'k>, DropR
     Ok((format, epoch, key, alpha))
 }
 
-/// Processes one packet in place with this relay's `keys`, consulting and updating `replay`.
+/// Processes one packet in place with this relay's `keys`, consulting and updating `replay`
+/// (except for one-hop link cover, delivered to [`COVER_MAILBOX`]: it is dropped on arrival,
+/// so it needs no replay tag, and a full filter must not stop it).
 ///
 /// On `Forward` the buffer holds the packet for the next hop (same length); on the deliver
 /// variants its payload area holds the plaintext (for `Deliver`) or the still-wrapped reply
@@ -426,9 +434,6 @@ fn finish(
     if !crypto::mac_eq(&expected, &packet[gamma_at..gamma_at + MAC_LEN]) {
         return Err(DropReason::BadMac);
     }
-    if replay.check_and_insert(epoch, &keys.tag) {
-        return Err(DropReason::Replay);
-    }
 
     // β ⊕ ρ, with one zero block appended: this hop's block, then the next β.
     // The keystream links this packet's input and output β: it must not outlive the call.
@@ -439,6 +444,38 @@ fn finish(
     for (i, b) in block[..block_len].iter_mut().enumerate() {
         *b = packet[BETA_AT + i] ^ stream[i];
     }
+    let mut command = [0u8; COMMAND_LEN];
+    command.copy_from_slice(&block[..COMMAND_LEN]);
+    let command = Command::decode(&command);
+
+    // The replay check, after this hop's routing command is read (the packet is not yet
+    // changed) and before anything is done with it. One-hop link cover is not recorded, so
+    // that a full replay filter, which refuses what it cannot record, never stops cover
+    // (docs/threat-model.md, "Replay"). This is safe because:
+    // - whether a packet is link cover comes from its own routing command, which the header
+    //   MAC just verified: no one can turn a real packet or a loop into "cover" without
+    //   breaking the MAC, and a replayed copy of one decodes to the same command as the
+    //   original, so it is recorded and caught as before;
+    // - a packet for COVER_MAILBOX is counted and dropped by the relay: it goes to no one and
+    //   leaves nothing on any link, so a replayed one changes nothing but a counter. Anyone
+    //   can make fresh one-hop packets for it with this relay's public key anyway, so
+    //   replaying them gives an attacker nothing new;
+    // - the mailbox is compared in constant time, so the time taken does not say how much of
+    //   a real mailbox id matched. The only difference in time, one table probe fewer, is
+    //   between packets this relay drops and packets it keeps, inside the relay: what leaves
+    //   it leaves on the links' constant-rate slots;
+    // - the filter still counts the packet (`count_unrecorded`), so that its fill, which an
+    //   operator sees, does not say how much of the traffic was cover.
+    let link_cover = matches!(
+        command,
+        Some(Command::Deliver { mailbox, .. }) if crypto::mac_eq(&mailbox.0, &COVER_MAILBOX.0)
+    );
+    if link_cover {
+        replay.count_unrecorded(epoch);
+    } else if replay.check_and_insert(epoch, &keys.tag) {
+        return Err(DropReason::Replay);
+    }
+
     let beta = &mut packet[BETA_AT..gamma_at];
     for i in 0..beta_len - block_len {
         beta[i] = beta[i + block_len] ^ stream[i + block_len];
@@ -447,11 +484,9 @@ fn finish(
     crypto::lioness_decrypt(&keys.payload, &mut packet[format.payload_at()..]);
 
     let tag = keys.tag;
-    let mut command = [0u8; COMMAND_LEN];
-    command.copy_from_slice(&block[..COMMAND_LEN]);
     // v2 blocks carry the next hop's α after the command; a delivering block's must be zero.
     let next_alpha = &block[COMMAND_LEN..block_len];
-    match Command::decode(&command).ok_or(DropReason::BadCommand)? {
+    match command.ok_or(DropReason::BadCommand)? {
         Command::Forward { next, delay, mac } => {
             match format {
                 Format::V1 => {

@@ -145,6 +145,78 @@ fn a_replayed_packet_is_reported_as_a_replay() {
     }
 }
 
+/// A replay filter with no room left: it refuses (reports as seen) every tag it is asked to
+/// record, as the relay's bounded filter does when full, and counts the requests and the
+/// packets that needed no entry.
+#[derive(Default)]
+struct FullFilter {
+    asked: usize,
+    unrecorded: usize,
+}
+
+impl ReplayFilter for FullFilter {
+    fn check_and_insert(&mut self, _: Epoch, _: &ReplayTag) -> bool {
+        self.asked += 1;
+        true
+    }
+
+    fn count_unrecorded(&mut self, epoch: Epoch) {
+        assert_eq!(epoch, EPOCH);
+        self.unrecorded += 1;
+    }
+}
+
+/// One-hop link cover needs no replay tag, so a full filter does not stop it (and it is
+/// never asked); a replayed cover packet is delivered to the cover mailbox again, where it
+/// is dropped. Everything else, a real message, a loop to the relay's own mailbox, a SURB
+/// reply, or a packet to forward, still needs a tag and is refused.
+#[test]
+fn link_cover_passes_a_full_replay_filter_and_nothing_else_does() {
+    for format in Format::ALL {
+        let relays = relays(2);
+        let one_hop = &route(&relays)[..1];
+        let make = |route: &[Hop], mailbox: MailboxId, seed: u8| {
+            let mut p = [0u8; PACKET_LEN];
+            create_packet_with(format, &mut p, EPOCH, route, mailbox, b"x", &[seed; 32]).unwrap();
+            p
+        };
+        let cover = make(one_hop, COVER_MAILBOX, 1);
+        let mut full = FullFilter::default();
+        for _ in 0..2 {
+            let mut copy = cover;
+            match process(&mut copy, &relays[0].keys, &mut full) {
+                Ok(Processed::Deliver { mailbox, .. }) => assert_eq!(mailbox, COVER_MAILBOX),
+                other => panic!("{format:?}: cover refused: {other:?}"),
+            }
+        }
+        assert_eq!(
+            (full.asked, full.unrecorded),
+            (0, 2),
+            "{format:?}: cover asked the filter, or was not counted"
+        );
+
+        let loop_mailbox = MailboxId([0xfe; 16]);
+        let (surb, _) =
+            create_surb_with(format, EPOCH, one_hop, MAILBOX, SurbId([4; 16]), &[5; 32]).unwrap();
+        let mut reply = [0u8; PACKET_LEN];
+        surb.into_reply(&mut reply, b"r").unwrap();
+        let others = [
+            make(one_hop, MAILBOX, 2),
+            make(one_hop, loop_mailbox, 3),
+            reply,
+            make(&route(&relays), COVER_MAILBOX, 6),
+        ];
+        for (i, mut packet) in others.into_iter().enumerate() {
+            assert_eq!(
+                process(&mut packet, &relays[0].keys, &mut full),
+                Err(DropReason::Replay),
+                "{format:?}: packet {i} passed a full filter"
+            );
+        }
+        assert_eq!((full.asked, full.unrecorded), (others.len(), 2));
+    }
+}
+
 #[test]
 fn epochs_past_the_overlap_are_dropped_with_that_reason() {
     let old = relay(1, Epoch(9));

@@ -169,7 +169,9 @@ pub struct NetworkBuilder(Network);
 
 impl Network {
     /// A builder with the defaults: eight relays (a gateway, three mix layers of two, an
-    /// exit) on loopback from 127.79.0.1, UDP, format v1, gossip with week-long epochs,
+    /// exit) on loopback from 127.79.0.1, UDP, format v1, gossip with epochs of half an hour
+    /// or a little more that begin about now ([`fresh_epoch_seconds`]: no epoch ends during
+    /// a test),
     /// 100 packets per second per link, the relay's default loop rate, network seed 0x42…,
     /// identity seeds 0x30…, two gossip seeds, the exit allowed into the site's own range,
     /// no admin endpoints, one pipeline core each, stats every second, the binaries next to
@@ -183,7 +185,11 @@ impl Network {
             backend: Backend::Udp,
             format: Format::V1,
             mode: Mode::Gossip {
-                epoch_seconds: 7 * 24 * 3600,
+                epoch_seconds: fresh_epoch_seconds(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                ),
             },
             link_rate: 100,
             loop_rate: None,
@@ -211,6 +217,15 @@ impl Network {
     /// Relay `i`'s role.
     pub fn role(&self, i: usize) -> Role {
         Role::of(i, self.relays)
+    }
+
+    /// The most relays one layer of the gossip topology holds: the mixes dealt over the mix
+    /// layers (one gateway, one exit). What the relays size their replay filters for.
+    pub fn layer_width(&self) -> usize {
+        self.relays
+            .saturating_sub(2)
+            .div_ceil(pb_control::MIX_LAYERS)
+            .max(1)
     }
 
     /// Where the relays run.
@@ -583,6 +598,17 @@ impl NetworkBuilder {
     }
 }
 
+/// An epoch length from 1800 to 2700 s under which the epoch in progress at `now` (Unix
+/// seconds) began at most moments ago, so that a network started now meets no epoch
+/// boundary for half an hour. Gossip epochs are numbered by the clock (`now / length`), so a
+/// fixed length would end an epoch in the middle of some test runs; a week-long one would
+/// need a replay filter of tens of GiB per relay.
+pub fn fresh_epoch_seconds(now: u64) -> u64 {
+    (1800..=2700)
+        .min_by_key(|length| now % length)
+        .unwrap_or(1800)
+}
+
 /// Bytes in lowercase hex, as the configuration files write them.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -605,6 +631,31 @@ mod tests {
         assert_eq!(
             [Role::of(0, 2), Role::of(1, 2)],
             [Role::Gateway, Role::Exit]
+        );
+    }
+
+    /// The default epoch length puts a network at the start of an epoch: the next boundary
+    /// is at least 29 minutes away, whenever it is built.
+    #[test]
+    fn default_epochs_begin_about_now() {
+        for now in [
+            0,
+            1,
+            1_777_777_777,
+            1_800_000_123,
+            2_000_000_000,
+            u64::from(u32::MAX),
+        ] {
+            let length = fresh_epoch_seconds(now);
+            assert!((1800..=2700).contains(&length), "{now}: {length}");
+            assert!(length - now % length >= 29 * 60, "{now}: {length}");
+        }
+        let net = Network::builder().build().unwrap();
+        assert!(matches!(net.mode(), Mode::Gossip { epoch_seconds } if *epoch_seconds <= 2700));
+        assert_eq!(net.layer_width(), 2);
+        assert_eq!(
+            Network::builder().relays(1).build().unwrap().layer_width(),
+            1
         );
     }
 

@@ -54,6 +54,7 @@ impl Network {
                     identity_file: Some(format!("identity{i}.key")),
                     role: Some(role.as_str().into()),
                     epoch_seconds: Some(*epoch_seconds),
+                    max_layer_width: Some(self.layer_width()),
                     // With AF_XDP, io.bind is the bind mode, not an address.
                     advertise: (self.backend == Backend::AfXdp)
                         .then(|| self.packet_addr(i).to_string()),

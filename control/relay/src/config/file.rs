@@ -152,9 +152,21 @@ pub struct MixSection {
     /// Longest per-hop delay.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_delay_ms: Option<u32>,
-    /// Packets per epoch the replay filter is sized for.
+    /// Packets per epoch the replay filter is sized for, instead of the size computed from
+    /// the rates and the epoch length (refused if below what they bring in an epoch).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replay_capacity: Option<usize>,
+    /// Packets per second from clients a gateway's replay filter is sized for, in all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_rate: Option<u32>,
+    /// Static mode: seconds between rotations (SIGHUP), which the replay filter is sized
+    /// for and the overlap follows (gossip mode: `gossip.epoch_seconds`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch_seconds: Option<u64>,
+    /// The most memory the replay filter may take, in MiB; a configuration that needs more
+    /// is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_memory_mib: Option<u64>,
     /// When a loop counts as lost.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loop_timeout_ms: Option<u64>,
@@ -185,6 +197,10 @@ pub struct GossipSection {
     /// Epoch length in seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epoch_seconds: Option<u64>,
+    /// The most relays one layer of the network holds, which the replay filter is sized
+    /// for (a relay hears from two layers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_layer_width: Option<usize>,
     /// Where packets reach this relay (default: `io.bind`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise: Option<String>,
