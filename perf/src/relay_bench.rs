@@ -567,6 +567,13 @@ fn slot_rows(
         "slots",
     ));
     rows.push(row(
+        "relay.slots_missed_count",
+        backend,
+        params,
+        result.missed as f64,
+        "slots",
+    ));
+    rows.push(row(
         "relay.drops",
         backend,
         params,
