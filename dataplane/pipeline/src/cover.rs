@@ -246,15 +246,24 @@ impl LoopCover {
 
     /// A loop route for `link`, drawn like a real packet's: a node per layer, a delay per hop.
     fn draw_route(&mut self, link: usize) -> Option<Vec<Hop>> {
-        let plan = self.plans.get(link)?.clone()?;
+        let layers = self.plans.get(link)?.as_ref()?.via.len();
+        if layers + 2 > pb_sphinx::MAX_HOPS {
+            return None;
+        }
+        // The draws first, then the route from the plan (no copy of the plan per loop).
+        let mut draws = [0f64; pb_sphinx::MAX_HOPS];
+        for d in draws.iter_mut().take(layers) {
+            *d = self.uniform();
+        }
+        let plan = self.plans.get(link)?.as_ref()?;
         let back = plan.back?;
-        let mut route = Vec::with_capacity(plan.via.len() + 2);
+        let mut route = Vec::with_capacity(layers + 2);
         route.push(plan.first);
-        for layer in &plan.via {
+        for (layer, draw) in plan.via.iter().zip(draws) {
             if layer.is_empty() {
                 return None;
             }
-            let pick = (self.uniform() * layer.len() as f64) as usize;
+            let pick = (draw * layer.len() as f64) as usize;
             route.push(layer[pick.min(layer.len() - 1)]);
         }
         route.push(back);

@@ -683,20 +683,16 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             let peer = neighbours[index].addr;
             // A due loop joins the link's queue like a real packet.
             if cover.loop_due(index, now)
-                && let Some(mut packet) = io.alloc(peer)
+                && let Some(packet) = built_frame(&mut *io, peer, spare, |frame| {
+                    cover.take_loop(index, now, frame)
+                })
             {
-                io.set_len(&mut packet, PACKET_LEN);
-                let built = match <&mut [u8; PACKET_LEN]>::try_from(io.payload_mut(&packet)) {
-                    Ok(frame) => cover.take_loop(index, now, frame),
-                    Err(_) => false,
-                };
-                if !built {
-                    spare.push(packet);
-                } else if let Err(packet) = link.push(packet) {
-                    stats.dropped_link_full += 1;
-                    spare.push(packet);
-                } else {
-                    stats.loops_sent += 1;
+                match link.push(packet) {
+                    Ok(()) => stats.loops_sent += 1,
+                    Err(packet) => {
+                        stats.dropped_link_full += 1;
+                        spare.push(packet);
+                    }
                 }
             }
             let mut filler = SlotCover {
@@ -746,22 +742,37 @@ impl<I: PacketIo> Filler<Packet> for SlotCover<'_, I> {
     }
 
     fn cover(&mut self) -> Option<Packet> {
-        let Some(mut packet) = self.io.alloc(self.peer) else {
+        let (link, now, cover) = (self.link, self.now, &mut *self.cover);
+        let packet = built_frame(self.io, self.peer, self.spare, |frame| {
+            cover.fill(link, now, frame)
+        });
+        if packet.is_none() {
             self.stats.cover_failures += 1;
-            return None;
-        };
-        self.io.set_len(&mut packet, PACKET_LEN);
-        let built = match <&mut [u8; PACKET_LEN]>::try_from(self.io.payload_mut(&packet)) {
-            Ok(frame) => self.cover.fill(self.link, self.now, frame),
-            Err(_) => false,
-        };
-        if built {
-            Some(packet)
-        } else {
-            self.stats.cover_failures += 1;
-            self.spare.push(packet);
-            None
         }
+        packet
+    }
+}
+
+/// A fresh frame of the pool for `peer`, written by `build` (a packet the relay makes:
+/// cover or a loop); `None` when no frame is free or `build` fails (the frame goes back
+/// through `spare`).
+fn built_frame<I: PacketIo>(
+    io: &mut I,
+    peer: SocketAddr,
+    spare: &mut Vec<Packet>,
+    build: impl FnOnce(&mut [u8; PACKET_LEN]) -> bool,
+) -> Option<Packet> {
+    let mut packet = io.alloc(peer)?;
+    io.set_len(&mut packet, PACKET_LEN);
+    let built = match <&mut [u8; PACKET_LEN]>::try_from(io.payload_mut(&packet)) {
+        Ok(frame) => build(frame),
+        Err(_) => false,
+    };
+    if built {
+        Some(packet)
+    } else {
+        spare.push(packet);
+        None
     }
 }
 
