@@ -81,7 +81,14 @@ fn pb_perf_relay_reports_both_backends_and_cleans_up() {
                 assert!(of("relay.slots") > 0.0, "{imp}/{links}/{load}: {stdout}");
                 assert!(of("relay.slots_missed") <= 1.0);
                 if load == "idle" {
-                    assert_eq!(of("relay.slots_cover"), 1.0, "{imp}/{links}: {stdout}");
+                    // Nothing is sent: every slot is cover or, where the machine stalled the
+                    // relay or its cover builder (CI's shared cores do), missed; never real.
+                    // How many are missed is the benchmark's figure, not this test's.
+                    let (cover, missed) = (of("relay.slots_cover"), of("relay.slots_missed"));
+                    assert!(
+                        (cover + missed - 1.0).abs() < 0.0003,
+                        "{imp}/{links}: idle slots carried real packets: {stdout}"
+                    );
                 }
             }
         }
