@@ -4,13 +4,16 @@
 //! It fetches the signed directory from its gateway, verifies every descriptor and computes
 //! the topology itself; it registers a mailbox for its replies; then it sends one packet
 //! per tick of a Poisson process, a real one when a session has something to send and cover
-//! otherwise, so its link shows the same rate whether the user is idle or busy. Names are
+//! otherwise, so its link shows the same rate whether the user is idle or busy; its gateway
+//! sends down at the profile's constant rate, padding that looks like a reply when none is
+//! due (a reply under no SURB of ours, dropped). Names are
 //! resolved by the exit, never here. Keys, session ids and the mailbox are fresh every run,
 //! and nothing is written to disk; nothing about destinations or routes is logged.
 #![forbid(unsafe_code)]
 
 mod directory;
 mod loops;
+mod schedule;
 mod session;
 
 use std::{
@@ -30,14 +33,15 @@ use mio::{
 use pb_control::Topology;
 use pb_proto::{
     Action, Reply, Socks, StreamEvent, StreamId, Target,
-    link::{self, FromGateway},
+    link::{self, Cookie, FromGateway},
 };
 use pb_sphinx::{MailboxId, NodeId, PACKET_LEN};
 
 use crate::{
     directory::Fetch,
     loops::Loops,
-    session::{Profile, Random, Session, cover_packet},
+    schedule::{Due, Schedule},
+    session::{FETCH_GAP, HELLO_GAP, Profile, Random, Session, slot_packet},
 };
 
 /// Gateways built into this binary (`PB_BOOTSTRAP` at build time: comma-separated
@@ -95,6 +99,12 @@ const UDP: Token = Token(1);
 const MAX_SESSIONS: usize = 16;
 /// A SOCKS connection whose exit has not answered after this long gets reply 0x06.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
+/// A packet is built this long before its send time, then sent at that time exactly: how
+/// long building takes (more for a real packet with SURBs than for cover) and how late the
+/// event loop wakes (later when it is busy) then never show in the send times.
+const LEAD: Duration = Duration::from_millis(5);
+/// A packet sent this long after its time is counted late.
+const LATE: Duration = Duration::from_micros(500);
 
 /// An application's SOCKS connection.
 struct App {
@@ -136,14 +146,18 @@ struct Client {
     apps: HashMap<Token, App>,
     next_token: usize,
     origin: Instant,
-    next_send: Duration,
-    next_loop: Duration,
+    schedule: Schedule,
     loops: Loops,
+    /// The gateway's last cookie, and the one our last hello echoed.
+    cookie: Cookie,
+    echoed: Cookie,
     next_hello: Duration,
     next_fetch: Duration,
     buf: Vec<u8>,
     turn: usize,
     cover: u64,
+    /// Packets sent more than [`LATE`] after their time (the event loop fell behind).
+    late: u64,
 }
 
 impl Drop for Client {
@@ -204,6 +218,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut random = OsRandom;
     let token = random.seed();
     let loops = Loops::new(&mut random);
+    let schedule = Schedule::new(&random.seed(), &profile, Duration::ZERO);
     let mut nonce = [0u8; 8];
     random.fill(&mut nonce);
     let mut client = Client {
@@ -223,14 +238,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         apps: HashMap::new(),
         next_token: 2,
         origin: Instant::now(),
-        next_send: Duration::ZERO,
-        next_loop: Duration::ZERO,
+        schedule,
         loops,
+        cookie: [0; 16],
+        echoed: [0; 16],
         next_hello: Duration::ZERO,
         next_fetch: Duration::ZERO,
         buf: vec![0; 64 * 1024],
         turn: 0,
         cover: 0,
+        late: 0,
     };
     // The gateway's address is public (it is in the directory); the user's is never logged.
     tracing::info!(
@@ -247,8 +264,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     {
         let now = client.origin.elapsed();
         let wait = client
-            .next_send
-            .saturating_sub(now)
+            .schedule
+            .next()
+            .0
+            .saturating_sub(now + LEAD)
             .min(Duration::from_millis(50));
         if let Err(e) = client.poll.poll(&mut events, Some(wait))
             && e.kind() != ErrorKind::Interrupted
@@ -268,15 +287,21 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         client.timers();
+        client.send_due();
         client.serve_apps();
         if !announced && client.topology.is_some() && client.gateway.is_some() {
             announced = true;
             if let Some(t) = &client.topology {
+                let relays = t.nodes().count();
+                let pages = relays.div_ceil(link::PER_PAGE) as u32;
                 tracing::info!(
-                    "ready: {} relays verified, topology {}, epoch {}",
-                    t.nodes().count(),
+                    "ready: {relays} relays verified, topology {}, epoch {}; the link carries \
+                     {:.0} datagrams/s up and {} down, idle or busy (about {:.1} GB a day)",
                     hex(&t.hash()[..8]),
-                    t.epoch().0
+                    t.epoch().0,
+                    client.profile.uplink_per_second(pages),
+                    client.profile.downlink_rate,
+                    client.profile.bytes_per_day(pages) / 1e9
                 );
             }
         }
@@ -294,8 +319,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let loops = client.loops.stats(client.origin.elapsed());
     tracing::info!(
-        "{} cover packets; loops: {} sent, {} back, {} lost",
+        "{} cover packets, {} sent late; loops: {} sent, {} back, {} lost",
         client.cover,
+        client.late,
         loops.sent,
         loops.returned,
         loops.lost
@@ -329,15 +355,24 @@ impl Client {
         let _ = self.udp.send_to(datagram, self.gateway_link);
     }
 
-    /// Hellos, directory fetches, and the Poisson send slots.
+    fn hello(&mut self) {
+        self.echoed = self.cookie;
+        self.send_link(&link::hello(
+            &self.token,
+            self.profile.downlink_rate,
+            &self.cookie,
+        ));
+    }
+
+    /// Hellos and directory fetches.
     fn timers(&mut self) {
         let now = self.now();
         if now >= self.next_hello {
-            self.send_link(&link::hello(&self.token));
-            // Until the gateway answers, ask every second; then every ten.
+            self.hello();
+            // Until the gateway answers, ask every second; then every HELLO_GAP.
             self.next_hello = now
                 + if self.gateway.is_some() {
-                    Duration::from_secs(10)
+                    HELLO_GAP
                 } else {
                     Duration::from_secs(1)
                 };
@@ -353,79 +388,78 @@ impl Client {
             }
             self.next_fetch = now
                 + if self.topology.is_some() {
-                    Duration::from_secs(5)
+                    FETCH_GAP
                 } else {
                     Duration::from_secs(1)
                 };
         }
-        while now >= self.next_loop {
-            self.next_loop += self.random.exponential(self.profile.loop_gap);
-            if self.next_loop < now.saturating_sub(Duration::from_secs(1)) {
-                self.next_loop = now;
-            }
-            self.send_loop(now);
-        }
-        while now >= self.next_send {
-            self.next_send += self.random.exponential(self.profile.mean_gap);
-            if self.next_send < now.saturating_sub(Duration::from_secs(1)) {
-                // Far behind (a suspended machine): do not burst to catch up.
-                self.next_send = now;
-            }
-            self.send_slot(now);
-        }
     }
 
-    /// One send slot: a real packet of the next session that has something, else cover.
-    fn send_slot(&mut self, now: Duration) {
-        let (Some(topology), Some(gateway)) = (&self.topology, self.gateway) else {
-            return;
-        };
-        let Some(first) = topology.find(gateway).map(|g| g.packet_addr) else {
-            return;
-        };
-        let n = self.sessions.len();
-        let mut packet = None;
-        for i in 0..n {
-            let index = (self.turn + i) % n;
-            let session = &mut self.sessions[index].1;
-            if session.wants_to_send(now) {
-                self.turn = index + 1;
-                packet = session
-                    .packet(now, topology, gateway, &mut self.random)
-                    .ok();
-                break;
-            }
+    /// Every send and loop due within [`LEAD`]: all of them built first, then each sent at
+    /// its time (building one after sending another would stretch short gaps by the build
+    /// time, longer for a real packet than for cover).
+    fn send_due(&mut self) {
+        let by = self.now() + LEAD;
+        let mut batch = Vec::new();
+        while let Some((at, due)) = self.schedule.take(by) {
+            let packet = match due {
+                Due::Send => self.slot_packet(),
+                Due::Loop => self.loop_packet(),
+            };
+            batch.extend(packet.map(|p| (at, p)));
         }
-        let packet: Option<[u8; PACKET_LEN]> = match packet {
-            Some(p) => Some(p),
-            None => {
-                self.cover += 1;
-                cover_packet(topology, gateway, &self.profile, &mut self.random).ok()
+        for (at, (packet, first)) in batch {
+            let now = self.now();
+            if at > now {
+                std::thread::sleep(at - now);
+            } else if now - at > LATE {
+                self.late += 1;
             }
-        };
-        if let Some(packet) = packet {
             let _ = self.udp.send_to(&packet, first);
         }
     }
 
-    /// One loop packet, out and back to our own mailbox.
-    fn send_loop(&mut self, now: Duration) {
+    /// One send slot: a real packet of the next session that has something, else cover;
+    /// and where it goes (none before the directory and the gateway are known).
+    fn slot_packet(&mut self) -> Option<([u8; PACKET_LEN], SocketAddr)> {
         let (Some(topology), Some(gateway)) = (&self.topology, self.gateway) else {
-            return;
+            return None;
         };
-        let Some(first) = topology.find(gateway).map(|g| g.packet_addr) else {
-            return;
-        };
-        if let Ok(packet) = self.loops.packet(
-            now,
+        let first = topology.find(gateway)?.packet_addr;
+        let (packet, carried) = slot_packet(
+            self.sessions.iter_mut().map(|(_, s)| s),
+            &mut self.turn,
+            self.origin.elapsed(),
             topology,
             gateway,
-            self.mailbox,
             &self.profile,
             &mut self.random,
-        ) {
-            let _ = self.udp.send_to(&packet, first);
+        )
+        .ok()?;
+        if carried == session::Carried::Cover {
+            self.cover += 1;
         }
+        Some((packet, first))
+    }
+
+    /// One loop packet, out and back to our own mailbox, and where it goes.
+    fn loop_packet(&mut self) -> Option<([u8; PACKET_LEN], SocketAddr)> {
+        let (Some(topology), Some(gateway)) = (&self.topology, self.gateway) else {
+            return None;
+        };
+        let first = topology.find(gateway)?.packet_addr;
+        let packet = self
+            .loops
+            .packet(
+                self.origin.elapsed(),
+                topology,
+                gateway,
+                self.mailbox,
+                &self.profile,
+                &mut self.random,
+            )
+            .ok()?;
+        Some((packet, first))
     }
 
     fn datagrams(&mut self) {
@@ -441,8 +475,19 @@ impl Client {
             }
             let now = self.now();
             match link::parse(&buf[..n]) {
-                Some(FromGateway::Welcome { mailbox, gateway }) if mailbox == self.mailbox => {
+                Some(FromGateway::Welcome {
+                    mailbox,
+                    gateway,
+                    cookie,
+                    ..
+                }) if mailbox == self.mailbox => {
                     self.gateway = Some(gateway);
+                    self.cookie = cookie;
+                    // A new cookie is echoed at once: the downlink starts (or follows a
+                    // new address) without waiting for the next hello.
+                    if cookie != self.echoed {
+                        self.hello();
+                    }
                 }
                 Some(FromGateway::Page {
                     nonce,

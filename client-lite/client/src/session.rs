@@ -60,28 +60,54 @@ pub struct Profile {
     pub idle_surbs: u32,
     /// SURBs kept at the exit while something is.
     pub busy_surbs: u32,
+    /// Datagrams a second the gateway sends down, replies or padding: the download ceiling.
+    pub downlink_rate: u16,
 }
 
 impl Profile {
-    /// The default profile: 50 packets a second plus a loop a second (about 74 KB/s, 6.4 GB
-    /// a day, up), 20 ms per hop.
+    /// The default profile: 50 packets a second plus a loop a second up, 100 datagrams a
+    /// second down, 20 ms per hop (docs/user.md has what it costs).
     pub const DEFAULT: Profile = Profile {
         mean_gap: Duration::from_millis(20),
         loop_gap: Duration::from_secs(1),
         mean_delay: Duration::from_millis(20),
         idle_surbs: 16,
-        busy_surbs: 192,
+        busy_surbs: 64,
+        downlink_rate: 100,
     };
-    /// The low-power profile for phones: 5 packets a second plus a loop every 10 s (about
-    /// 7.4 KB/s, 640 MB a day, up), 20 ms per hop, a smaller SURB stock.
+    /// The low-power profile for phones: 5 packets a second plus a loop every 10 s up, 10
+    /// datagrams a second down, 20 ms per hop, a smaller SURB stock.
     pub const LOW_POWER: Profile = Profile {
         mean_gap: Duration::from_millis(200),
         loop_gap: Duration::from_secs(10),
         mean_delay: Duration::from_millis(20),
         idle_surbs: 8,
-        busy_surbs: 64,
+        busy_surbs: 8,
+        downlink_rate: 10,
     };
+
+    /// Datagrams a second the client sends while idle: its packets, its loops, a hello
+    /// every [`HELLO_GAP`] and a directory refresh of `pages` pages every [`FETCH_GAP`].
+    pub fn uplink_per_second(&self, pages: u32) -> f64 {
+        1.0 / self.mean_gap.as_secs_f64()
+            + 1.0 / self.loop_gap.as_secs_f64()
+            + 1.0 / HELLO_GAP.as_secs_f64()
+            + f64::from(pages) / FETCH_GAP.as_secs_f64()
+    }
+
+    /// Bytes a day on the client's link, both ways, idle or busy alike (UDP payloads; IP
+    /// and UDP headers add 28 bytes a datagram), with a directory of `pages` pages.
+    pub fn bytes_per_day(&self, pages: u32) -> f64 {
+        (self.uplink_per_second(pages) + f64::from(self.downlink_rate))
+            * PACKET_LEN as f64
+            * 86_400.0
+    }
 }
+
+/// How often a client says hello to its gateway (keeping its mailbox and downlink).
+pub const HELLO_GAP: Duration = Duration::from_secs(10);
+/// How often a client fetches the directory again once it has one.
+pub const FETCH_GAP: Duration = Duration::from_secs(5);
 
 /// Longest per-hop delay asked for (relays refuse more than their `max_delay`).
 const MAX_HOP_DELAY: Duration = Duration::from_secs(2);
@@ -212,7 +238,9 @@ impl Session {
         let target = if self.streams.is_empty() {
             self.profile.idle_surbs
         } else {
-            self.profile.busy_surbs + self.exit_wanted
+            // No more than a second of the downlink: what the exit sends beyond that waits
+            // in the gateway's mailbox, and the round trip grows with the queue.
+            (self.profile.busy_surbs + self.exit_wanted).min(u32::from(self.profile.downlink_rate))
         };
         target.saturating_sub(self.surbs_at_exit(now))
     }
@@ -401,6 +429,46 @@ impl Session {
             Err(_) => self.stats.bad_replies += 1,
         }
     }
+}
+
+/// What a send slot carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carried {
+    /// A session's real packet.
+    Real,
+    /// Cover.
+    Cover,
+}
+
+/// The packet for one send slot: the real packet of the next session (round robin from
+/// `turn`) that has something to send, else cover. A real packet that cannot be built gives
+/// way to cover, so every slot is filled whatever the sessions hold: whether and when the
+/// client sends never depends on what the user does.
+pub fn slot_packet<'s>(
+    sessions: impl Iterator<Item = &'s mut Session>,
+    turn: &mut usize,
+    now: Duration,
+    topology: &Topology,
+    gateway: NodeId,
+    profile: &Profile,
+    random: &mut dyn Random,
+) -> Result<([u8; PACKET_LEN], Carried), NoRoute> {
+    let mut sessions: Vec<&mut Session> = sessions.collect();
+    let n = sessions.len();
+    for i in 0..n {
+        let index = (*turn + i) % n;
+        if sessions[index].wants_to_send(now) {
+            *turn = index + 1;
+            if let Ok(packet) = sessions[index].packet(now, topology, gateway, random) {
+                return Ok((packet, Carried::Real));
+            }
+            break;
+        }
+    }
+    Ok((
+        cover_packet(topology, gateway, profile, random)?,
+        Carried::Cover,
+    ))
 }
 
 /// A cover packet: a route like a real one, to a random exit, delivered to the cover
@@ -603,5 +671,58 @@ mod tests {
             panic!("not delivered");
         };
         assert_eq!(mailbox, MailboxId([0; 16]), "the cover mailbox");
+    }
+
+    #[test]
+    fn the_uplink_is_the_same_whether_the_user_is_idle_or_busy() {
+        // Ten seconds of the client's send process, idle and while a stream uploads: the
+        // times come from the schedule's own stream, and every slot carries a packet of
+        // the one size. Only the content differs, and it is encrypted.
+        let (_, topology) = network();
+        let gateway = topology.layer(0)[0].node;
+        let exit = topology.layer(4)[0].node;
+        let profile = Profile::DEFAULT;
+        let uplink = |busy: bool| {
+            let mut random = Seeded(if busy { 10 } else { 20 });
+            let mut sessions = [Session::new(&mut random, MailboxId([1; 16]), exit, profile)];
+            if busy {
+                let stream = sessions[0]
+                    .streams
+                    .open(Target::Name("example.org".into(), 80))
+                    .unwrap();
+                sessions[0].streams.write(stream, &vec![0x55; 200_000]);
+            }
+            let mut schedule = crate::schedule::Schedule::new(&[9; 32], &profile, Duration::ZERO);
+            let (mut sent, mut real, mut turn) = (Vec::new(), 0, 0);
+            while schedule.next().0 <= Duration::from_secs(10) {
+                let Some((at, crate::schedule::Due::Send)) = schedule.take(schedule.next().0)
+                else {
+                    continue;
+                };
+                let (packet, carried) = slot_packet(
+                    sessions.iter_mut(),
+                    &mut turn,
+                    at,
+                    &topology,
+                    gateway,
+                    &profile,
+                    &mut random,
+                )
+                .unwrap();
+                real += usize::from(carried == Carried::Real);
+                sent.push((at, packet.len()));
+            }
+            (sent, real)
+        };
+        let (idle, idle_real) = uplink(false);
+        let (busy, busy_real) = uplink(true);
+        assert!(idle.len() > 400, "{} slots in 10 s", idle.len());
+        assert_eq!(idle, busy, "the uplink's times or sizes depend on the user");
+        // Idle sends a few real packets (the session stocks the exit with SURBs) and
+        // busy many: the content did differ.
+        assert!(
+            busy_real > idle_real + 100,
+            "{busy_real} real packets busy, {idle_real} idle"
+        );
     }
 }

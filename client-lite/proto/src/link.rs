@@ -21,6 +21,10 @@ pub const WELCOME: u8 = 0x82;
 pub const REPLY: u8 = 0x83;
 /// Gateway to client: a packet delivered to its mailbox (its own loop coming back).
 pub const LOOP: u8 = 0x84;
+/// A return-routability cookie: the gateway's proof, echoed by the client, that the
+/// client's address receives what the gateway sends (so a spoofed hello cannot point a
+/// constant-rate downlink at a victim).
+pub type Cookie = [u8; 16];
 
 /// The mailbox of `token` (as the gateway derives it).
 pub fn mailbox_of(token: &[u8; 32]) -> MailboxId {
@@ -39,11 +43,14 @@ pub fn request(nonce: [u8; 8], page: u8) -> [u8; PACKET_LEN] {
     out
 }
 
-/// A mailbox registration.
-pub fn hello(token: &[u8; 32]) -> [u8; PACKET_LEN] {
+/// A mailbox registration, asking for a downlink of `rate` datagrams a second (0: the
+/// gateway's default) and echoing the last `cookie` the gateway gave (zeros: none yet).
+pub fn hello(token: &[u8; 32], rate: u16, cookie: &Cookie) -> [u8; PACKET_LEN] {
     let mut out = [0u8; PACKET_LEN];
     out[0] = HELLO;
     out[1..33].copy_from_slice(token);
+    out[33..35].copy_from_slice(&rate.to_be_bytes());
+    out[35..51].copy_from_slice(cookie);
     out
 }
 
@@ -69,6 +76,10 @@ pub enum FromGateway<'a> {
         mailbox: MailboxId,
         /// The gateway's node id.
         gateway: NodeId,
+        /// To echo in the next hellos: the downlink runs only while they carry it.
+        cookie: Cookie,
+        /// The downlink rate the gateway holds for the mailbox (datagrams a second).
+        rate: u16,
     },
     /// A reply through one of our SURBs.
     Reply {
@@ -92,7 +103,11 @@ impl core::fmt::Debug for FromClient {
                 .field("nonce", nonce)
                 .field("page", page)
                 .finish(),
-            FromClient::Hello { .. } => f.write_str("Hello { token: [scrubbed] }"),
+            FromClient::Hello { rate, .. } => f
+                .debug_struct("Hello")
+                .field("token", &"[scrubbed]")
+                .field("rate", rate)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -127,12 +142,30 @@ pub fn page(
     out
 }
 
-/// The answer to a hello.
-pub fn welcome(mailbox: MailboxId, gateway: NodeId) -> [u8; PACKET_LEN] {
+/// The answer to a hello: the mailbox, the gateway's id, the cookie to echo and the
+/// downlink rate granted.
+pub fn welcome(
+    mailbox: MailboxId,
+    gateway: NodeId,
+    cookie: &Cookie,
+    rate: u16,
+) -> [u8; PACKET_LEN] {
     let mut out = [0u8; PACKET_LEN];
     out[0] = WELCOME;
     out[1..17].copy_from_slice(&mailbox.0);
     out[17..33].copy_from_slice(&gateway.0);
+    out[33..49].copy_from_slice(cookie);
+    out[49..51].copy_from_slice(&rate.to_be_bytes());
+    out
+}
+
+/// Padding for a downlink slot with nothing due: a reply datagram whose SURB id and payload
+/// are `random` bytes. A wrapped reply payload looks random too, so only the client, which
+/// finds no SURB of its own under that id, can tell padding from a reply.
+pub fn padding(random: &[u8; PACKET_LEN - 1]) -> [u8; PACKET_LEN] {
+    let mut out = [0u8; PACKET_LEN];
+    out[0] = REPLY;
+    out[1..17 + PAYLOAD_LEN].copy_from_slice(&random[..16 + PAYLOAD_LEN]);
     out
 }
 
@@ -154,8 +187,8 @@ pub fn looped(message: &[u8]) -> [u8; PACKET_LEN] {
     out
 }
 
-/// What a client sent: a directory request (nonce, page) or a hello (token). `Debug`
-/// scrubs the token.
+/// What a client sent: a directory request (nonce, page) or a hello (token, downlink rate,
+/// cookie). `Debug` scrubs the token and the cookie.
 #[derive(PartialEq, Eq)]
 pub enum FromClient {
     /// A directory page.
@@ -169,6 +202,10 @@ pub enum FromClient {
     Hello {
         /// The client's secret token.
         token: [u8; 32],
+        /// The downlink rate asked for (0: the gateway's default).
+        rate: u16,
+        /// The cookie echoed (zeros: none yet).
+        cookie: Cookie,
     },
 }
 
@@ -189,7 +226,13 @@ pub fn parse_request(datagram: &[u8]) -> Option<FromClient> {
         HELLO => {
             let mut token = [0u8; 32];
             token.copy_from_slice(&datagram[1..33]);
-            Some(FromClient::Hello { token })
+            let mut cookie = [0u8; 16];
+            cookie.copy_from_slice(&datagram[35..51]);
+            Some(FromClient::Hello {
+                token,
+                rate: u16::from_be_bytes([datagram[33], datagram[34]]),
+                cookie,
+            })
         }
         _ => None,
     }
@@ -236,6 +279,8 @@ pub fn parse(datagram: &[u8]) -> Option<FromGateway<'_>> {
         WELCOME => Some(FromGateway::Welcome {
             mailbox: MailboxId(id16(1)),
             gateway: NodeId(id16(17)),
+            cookie: id16(33),
+            rate: u16::from_be_bytes([datagram[49], datagram[50]]),
         }),
         LOOP => Some(FromGateway::Loop {
             message: &datagram[1..1 + MESSAGE_LEN],
@@ -262,8 +307,12 @@ mod tests {
         );
         let token = [9u8; 32];
         assert_eq!(
-            parse_request(&hello(&token)),
-            Some(FromClient::Hello { token })
+            parse_request(&hello(&token, 100, &[5; 16])),
+            Some(FromClient::Hello {
+                token,
+                rate: 100,
+                cookie: [5; 16]
+            })
         );
         assert_eq!(parse_request(&request(nonce, 3)[..100]), None);
         let descriptors: Vec<(bool, Vec<u8>)> =
@@ -286,10 +335,19 @@ mod tests {
         }
         let mailbox = mailbox_of(&token);
         assert_eq!(
-            parse(&welcome(mailbox, NodeId([3; 16]))),
+            parse(&welcome(mailbox, NodeId([3; 16]), &[6; 16], 40)),
             Some(FromGateway::Welcome {
                 mailbox,
-                gateway: NodeId([3; 16])
+                gateway: NodeId([3; 16]),
+                cookie: [6; 16],
+                rate: 40,
+            })
+        );
+        assert_eq!(
+            parse(&padding(&[0x5a; PACKET_LEN - 1])),
+            Some(FromGateway::Reply {
+                surb: SurbId([0x5a; 16]),
+                payload: &[0x5a; PAYLOAD_LEN][..]
             })
         );
         assert_eq!(

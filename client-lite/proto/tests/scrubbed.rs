@@ -32,7 +32,11 @@ fn targets_frames_tokens_sessions_and_mailboxes_print_scrubbed() {
         stream: StreamId(3),
         bytes: b"GET /private-path HTTP/1.1",
     };
-    let hello = FromClient::Hello { token: [0xa7; 32] };
+    let hello = FromClient::Hello {
+        token: [0xa7; 32],
+        rate: 100,
+        cookie: [0xc5; 16],
+    };
     let session = SessionId([0x5c; 16]);
     let mailbox = MailboxId([0x3e; 16]);
     let printed = format!(
@@ -49,6 +53,8 @@ fn targets_frames_tokens_sessions_and_mailboxes_print_scrubbed() {
             "private-path",
             "a7",
             "167",
+            "c5",
+            "197",
             "5c",
             "92",
             "3e",

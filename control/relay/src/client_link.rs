@@ -6,11 +6,13 @@
 //!
 //! A mailbox id is derived from a secret token the client picks per session, so only that
 //! client can (re)register it, for instance from a new address after its phone changed
-//! networks. Requests are answered with at most one datagram of the same size: the link
-//! cannot be used to amplify.
+//! networks. Replies leave at the client's own constant rate, padding when none is due
+//! ([`crate::downlink`]), so the link's timing says nothing about what the user does.
+//! Requests are answered with at most one datagram of the same size, and the constant
+//! downlink runs only to an address that echoed the cookie sent to it: the link cannot be
+//! used to amplify.
 
 use std::{
-    collections::HashMap,
     net::{SocketAddr, UdpSocket},
     sync::{
         Arc,
@@ -19,15 +21,25 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pb_proto::link::{self, FromClient};
+use pb_mix::Time;
+use pb_proto::link::{self, Cookie, FromClient};
 use pb_sphinx::{Epoch, MESSAGE_LEN, MailboxId, NodeId, PAYLOAD_LEN, SurbId};
+use subtle::ConstantTimeEq as _;
 
-use crate::{published::Published, slots::Slots};
+use crate::{
+    downlink::{Downlink, Refused},
+    published::Published,
+    slots::Slots,
+};
 
 /// A mailbox not refreshed for this long is forgotten.
 pub const MAILBOX_IDLE: Duration = Duration::from_secs(120);
 /// Most mailboxes held.
 const MAX_MAILBOXES: usize = 65536;
+/// A cookie is good for the period it was made in and the next one.
+const COOKIE_PERIOD: Duration = Duration::from_secs(60);
+/// Longest sleep between two looks at the socket and the reply queue.
+const TURN: Duration = Duration::from_millis(1);
 
 /// The signed directory a gateway serves: the epoch and its live members' descriptors.
 #[derive(Clone, Debug, Default)]
@@ -55,6 +67,14 @@ pub struct ClientLinkStats {
     pub no_mailbox: AtomicU64,
     /// Replies the cores could not queue (the link thread fell behind).
     pub queue_full: AtomicU64,
+    /// Replies dropped because their mailbox's queue (or all queues) were full.
+    pub mailbox_full: AtomicU64,
+    /// Datagrams sent in downlink slots (replies and padding together).
+    pub downlink_sent: AtomicU64,
+    /// Downlink slots missed (the thread was late).
+    pub downlink_missed: AtomicU64,
+    /// Hellos whose cookie was missing or stale (the downlink waits for a good one).
+    pub unverified: AtomicU64,
     /// Datagrams from clients that were not a known request of the right size.
     pub malformed: AtomicU64,
     /// Mailboxes registered or refreshed.
@@ -70,6 +90,10 @@ impl ClientLinkStats {
             ("replies", &self.replies),
             ("no_mailbox", &self.no_mailbox),
             ("queue_full", &self.queue_full),
+            ("mailbox_full", &self.mailbox_full),
+            ("downlink_sent", &self.downlink_sent),
+            ("downlink_missed", &self.downlink_missed),
+            ("unverified", &self.unverified),
             ("malformed", &self.malformed),
             ("hellos", &self.hellos),
             ("pages", &self.pages),
@@ -125,8 +149,17 @@ pub struct ClientLink {
     node: NodeId,
     replies: ReplyQueue,
     directory: Arc<Published<Arc<Directory>>>,
-    mailboxes: HashMap<MailboxId, (SocketAddr, Instant)>,
+    downlink: Downlink,
+    /// Keys this run's cookies.
+    cookie_key: [u8; 32],
+    origin: Instant,
     buf: Vec<u8>,
+}
+
+impl Drop for ClientLink {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.cookie_key);
+    }
 }
 
 impl ClientLink {
@@ -140,54 +173,118 @@ impl ClientLink {
         use anyhow::Context as _;
         let socket = UdpSocket::bind(addr)
             .with_context(|| format!("gossip.client_bind: cannot bind {addr}"))?;
-        socket.set_read_timeout(Some(Duration::from_millis(2)))?;
+        socket.set_nonblocking(true)?;
+        let mut cookie_key = [0u8; 32];
+        let mut padding_seed = [0u8; 32];
+        getrandom::fill(&mut cookie_key).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
+        getrandom::fill(&mut padding_seed).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
         Ok(Self {
             socket,
             node,
             replies,
             directory,
-            mailboxes: HashMap::new(),
+            downlink: Downlink::new(MAX_MAILBOXES, &padding_seed),
+            cookie_key,
+            origin: Instant::now(),
             buf: vec![0; 2048],
         })
+    }
+
+    fn now(&self) -> Time {
+        Time(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// The cookie for `addr` in cookie period `period`.
+    fn cookie(&self, addr: SocketAddr, period: u64) -> Cookie {
+        let mut hasher = blake3::Hasher::new_keyed(&self.cookie_key);
+        hasher.update(addr.to_string().as_bytes());
+        hasher.update(&period.to_be_bytes());
+        let mut cookie = [0u8; 16];
+        cookie.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+        cookie
+    }
+
+    fn period(&self) -> u64 {
+        self.origin.elapsed().as_secs() / COOKIE_PERIOD.as_secs()
+    }
+
+    /// Whether `cookie` is one this run gave `addr`, in this period or the last.
+    fn cookie_valid(&self, addr: SocketAddr, cookie: &Cookie) -> bool {
+        let period = self.period();
+        let now = self.cookie(addr, period).ct_eq(cookie);
+        let last = self.cookie(addr, period.saturating_sub(1)).ct_eq(cookie);
+        bool::from(now | last)
     }
 
     /// Serves until `stop` is set.
     pub fn run(mut self, stop: &AtomicBool) {
         let mut expire_at = Instant::now() + MAILBOX_IDLE;
         while !stop.load(Ordering::Relaxed) {
-            // Requests first, a bounded number per turn, then every queued reply.
+            // First every downlink slot that is due, right after the wake-up (so that how
+            // much else there is to do never moves a slot); then requests, a bounded number
+            // per turn; then replies into their mailboxes.
+            let now = self.now();
+            let (socket, stats) = (&self.socket, &self.replies.stats);
+            let before = self.downlink.stats();
+            self.downlink.poll(now, |to, datagram| {
+                // A full socket buffer loses the datagram, like a lost packet.
+                let _ = socket.send_to(datagram, to);
+            });
+            let after = self.downlink.stats();
+            stats
+                .downlink_sent
+                .fetch_add(after.sent - before.sent, Ordering::Relaxed);
+            stats
+                .downlink_missed
+                .fetch_add(after.missed - before.missed, Ordering::Relaxed);
             for _ in 0..64 {
                 match self.socket.recv_from(&mut self.buf) {
                     Ok((n, from)) => self.request(n, from),
                     Err(_) => break,
                 }
             }
-            while let Some(reply) = self.replies.slots.pop() {
-                match self.mailboxes.get(&reply.mailbox) {
-                    Some((client, _)) => {
-                        let datagram = match reply.surb {
-                            Some(surb) => link::reply(surb, &reply.payload),
-                            None => link::looped(&reply.payload[..MESSAGE_LEN]),
-                        };
-                        if self.socket.send_to(&datagram, client).is_ok() {
-                            self.replies.stats.replies.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    None => {
-                        self.replies
-                            .stats
-                            .no_mailbox
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                self.replies.slots.give_back(reply);
-            }
+            self.take_replies();
             if Instant::now() >= expire_at {
-                let now = Instant::now();
-                self.mailboxes
-                    .retain(|_, (_, seen)| now.duration_since(*seen) < MAILBOX_IDLE);
-                expire_at = now + Duration::from_secs(10);
+                let idle = u64::try_from(MAILBOX_IDLE.as_nanos()).unwrap_or(u64::MAX);
+                self.downlink.expire(Time(now.0.saturating_sub(idle)));
+                expire_at = Instant::now() + Duration::from_secs(10);
             }
+            // Sleep to the next slot (a precise timer: the slots' timing is what an
+            // observer sees), or one turn.
+            let now = self.now();
+            let wait = self
+                .downlink
+                .next_due()
+                .map_or(TURN, |due| {
+                    Duration::from_nanos(due.0.saturating_sub(now.0))
+                })
+                .min(TURN);
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+
+    /// Moves what the cores delivered into the clients' mailboxes.
+    fn take_replies(&mut self) {
+        let stats = &self.replies.stats;
+        while let Some(reply) = self.replies.slots.pop() {
+            let datagram = Box::new(match reply.surb {
+                Some(surb) => link::reply(surb, &reply.payload),
+                None => link::looped(&reply.payload[..MESSAGE_LEN]),
+            });
+            match self.downlink.push(&reply.mailbox, datagram) {
+                Ok(()) => {
+                    stats.replies.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(Refused::NoMailbox) => {
+                    stats.no_mailbox.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(Refused::Full) => {
+                    stats.mailbox_full.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            self.replies.slots.give_back(reply);
         }
     }
 
@@ -210,21 +307,31 @@ impl ClientLink {
                     items,
                 )
             }
-            Some(FromClient::Hello { mut token }) => {
+            Some(FromClient::Hello {
+                mut token,
+                rate,
+                cookie,
+            }) => {
                 let mailbox = link::mailbox_of(&token);
                 zeroize::Zeroize::zeroize(&mut token);
-                if self.mailboxes.len() >= MAX_MAILBOXES && !self.mailboxes.contains_key(&mailbox) {
-                    return;
+                let verified = self.cookie_valid(from, &cookie);
+                if !verified {
+                    stats.unverified.fetch_add(1, Ordering::Relaxed);
                 }
-                self.mailboxes.insert(mailbox, (from, Instant::now()));
+                let now = self.now();
+                let Some(rate) = self.downlink.register(mailbox, from, rate, verified, now) else {
+                    return;
+                };
                 stats.hellos.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
                     client = %pb_log::Sensitive::new(from),
                     ?mailbox,
-                    mailboxes = self.mailboxes.len(),
+                    verified,
+                    rate,
+                    mailboxes = self.downlink.len(),
                     "mailbox registered"
                 );
-                link::welcome(mailbox, self.node)
+                link::welcome(mailbox, self.node, &self.cookie(from, self.period()), rate)
             }
             None => {
                 stats.malformed.fetch_add(1, Ordering::Relaxed);
@@ -235,7 +342,11 @@ impl ClientLink {
                 return;
             }
         };
-        let _ = self.socket.send_to(&answer, from);
+        // A client whose downlink runs gets the answer in its next slot; anyone else at
+        // once (one datagram for one).
+        if let Some(answer) = self.downlink.answer(from, Box::new(answer), self.now()) {
+            let _ = self.socket.send_to(&answer[..], from);
+        }
     }
 }
 

@@ -145,6 +145,17 @@ impl<T> Link<T> {
         Ok(())
     }
 
+    /// Queues a packet ahead of every other (an answer that should not wait behind a queue
+    /// of bulk data); gives it back when the queue is full.
+    pub fn push_front(&mut self, item: T) -> Result<(), T> {
+        if self.queue.len() >= self.capacity {
+            self.stats.dropped_full += 1;
+            return Err(item);
+        }
+        self.queue.push_front(item);
+        Ok(())
+    }
+
     /// Fills every slot due at or before `now`: `send(packet, kind, slot_time)` for each, real
     /// packets first-in first-out, `filler.cover()` when none is queued; a slot for which
     /// `filler.ready()` says no is missed whatever is queued.
@@ -271,6 +282,19 @@ mod tests {
             self.made += 1;
             Some(0)
         }
+    }
+
+    #[test]
+    fn a_packet_pushed_to_the_front_takes_the_next_slot_within_capacity() {
+        let mut link = Link::new(10, 3, 10, Time(0)).expect("link");
+        link.push(1).unwrap();
+        link.push(2).unwrap();
+        link.push_front(9).unwrap();
+        assert_eq!(link.push_front(8), Err(8));
+        assert_eq!(link.stats.dropped_full, 1);
+        let mut sent = Vec::new();
+        link.poll_transmit(Time(250_000_000), &mut || None, |p, _, _| sent.push(p));
+        assert_eq!(sent, [9, 1, 2]);
     }
 
     #[test]
