@@ -31,6 +31,12 @@ use std::{
 
 use pb_testnet::{FileServer, Network, Node, Testnet};
 
+mod common {
+    pub mod testnet;
+}
+
+use common::testnet::{EtcNetns, relay_binary};
+
 const RELAYS: usize = 8;
 const EXIT: Node = Node::Relay(RELAYS - 1);
 const FILE_LEN: usize = 1 << 20;
@@ -51,30 +57,6 @@ fn file() -> Vec<u8> {
             x as u8
         })
         .collect()
-}
-
-/// The pb-relay binary built next to this package's binary.
-fn relay_binary() -> PathBuf {
-    let client = Path::new(env!("CARGO_BIN_EXE_pb-client"));
-    let relay = client.with_file_name("pb-relay");
-    assert!(
-        relay.exists(),
-        "{} is missing: build it first (cargo build -p pb-relay)",
-        relay.display()
-    );
-    relay
-}
-
-/// `/etc/netns/<namespace>` directories (hosts and resolver files that `ip netns exec`
-/// mounts over /etc), removed however the test ends.
-struct EtcNetns(Vec<PathBuf>);
-
-impl Drop for EtcNetns {
-    fn drop(&mut self) {
-        for dir in &self.0 {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
 }
 
 /// Fails the test with every process's last lines.
