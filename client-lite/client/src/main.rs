@@ -217,7 +217,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .register(&mut udp, UDP, Interest::READABLE)?;
     let mut random = OsRandom;
     let token = random.seed();
-    let loops = Loops::new(&mut random);
+    let loops = Loops::new();
     let schedule = Schedule::new(&random.seed(), &profile, Duration::ZERO);
     let mut nonce = [0u8; 8];
     random.fill(&mut nonce);
@@ -317,7 +317,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             s.bad_replies
         );
     }
-    let loops = client.loops.stats(client.origin.elapsed());
+    let loops = client.loops.stats();
     tracing::info!(
         "{} cover packets, {} sent late; loops: {} sent, {} back, {} lost",
         client.cover,
@@ -511,16 +511,16 @@ impl Client {
                         }
                     }
                 }
-                Some(FromGateway::Loop { message }) => {
-                    self.loops.returned(message);
-                }
                 Some(FromGateway::Reply { surb, payload }) => {
                     let mut payload = payload.to_vec();
                     if let Some((_, session)) =
                         self.sessions.iter_mut().find(|(_, s)| s.owns(&surb))
                     {
                         session.reply(now, surb, &mut payload);
+                    } else if self.loops.owns(&surb) {
+                        self.loops.reply(now, surb, &mut payload);
                     }
+                    // Otherwise padding (or a reply through a SURB given up): dropped.
                 }
                 _ => {}
             }

@@ -149,6 +149,9 @@ pub struct Session {
     exit_wanted: u32,
     profile: Profile,
     stats: SessionStats,
+    /// A probe was asked for: the next new message carries nothing but must be
+    /// acknowledged.
+    probe: bool,
 }
 
 impl core::fmt::Debug for Session {
@@ -192,6 +195,7 @@ impl Session {
             exit_wanted: 0,
             profile,
             stats: SessionStats::default(),
+            probe: false,
         }
     }
 
@@ -263,11 +267,15 @@ impl Session {
         random: &mut dyn Random,
     ) -> Result<[u8; PACKET_LEN], NoRoute> {
         let route = self.forward_route(topology, gateway, random)?;
-        let streams = &mut self.streams;
+        let (streams, probe) = (&mut self.streams, &mut self.probe);
         let channel = match self
             .channel
             .transmit(now, CLIENT_CHANNEL_ROOM, |out, room| {
-                streams.fill(out, room)
+                streams.fill(out, room);
+                if out.is_empty() && *probe {
+                    out.push(pb_proto::frame::END);
+                    *probe = false;
+                }
             }) {
             Some(c) => c,
             None => self.channel.idle_message(),
@@ -396,6 +404,17 @@ impl Session {
         Ok(surb.to_bytes().to_vec())
     }
 
+    /// Asks for a probe: the next new message this session sends, if it has nothing else to
+    /// say, is an empty one that the exit must acknowledge (a loop that is a real message).
+    pub fn probe(&mut self) {
+        self.probe = true;
+    }
+
+    /// The channel's counters (a loop session's messages are its probes).
+    pub fn channel_stats(&self) -> (pb_proto::ChannelStats, usize) {
+        (self.channel.stats(), self.channel.in_flight())
+    }
+
     /// Whether `surb` is one of this session's.
     pub fn owns(&self, surb: &SurbId) -> bool {
         self.secrets.contains_key(surb)
@@ -504,14 +523,14 @@ pub fn cover_packet(
 
 #[cfg(test)]
 #[expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use pb_control::{Descriptor, IdentityKeyPair, Role};
     use pb_proto::{Reply, StreamEvent, Target, message::EXIT_CHANNEL_ROOM};
     use pb_sphinx::{Epoch, EpochKey, MemoryReplayFilter, NodeKeys, Processed, Surb, process};
 
     /// A seeded stand-in for the OS generator (splitmix64).
-    struct Seeded(u64);
+    pub(crate) struct Seeded(pub(crate) u64);
 
     impl Random for Seeded {
         fn fill(&mut self, buf: &mut [u8]) {
@@ -528,7 +547,7 @@ mod tests {
     const EPOCH: Epoch = Epoch(9);
 
     /// One relay per layer: their keys by node id, and the topology.
-    fn network() -> (HashMap<NodeId, NodeKeys>, Topology) {
+    pub(crate) fn network() -> (HashMap<NodeId, NodeKeys>, Topology) {
         let roles = [Role::Gateway, Role::Mix, Role::Mix, Role::Mix, Role::Exit];
         let mut keys = HashMap::new();
         let mut descriptors = Vec::new();

@@ -115,7 +115,8 @@ pub enum FrameError {
     BadName,
 }
 
-const END: u8 = 0;
+/// The end frame: the rest of the message is padding (alone, a message that carries nothing).
+pub const END: u8 = 0;
 const OPEN: u8 = 1;
 const OPENED: u8 = 2;
 const DATA: u8 = 3;
