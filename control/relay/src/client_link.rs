@@ -177,12 +177,15 @@ impl ClientLink {
         let mut padding_seed = [0u8; 32];
         getrandom::fill(&mut cookie_key).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
         getrandom::fill(&mut padding_seed).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
+        // Whoever knew the seed could tell padding from replies.
+        let downlink = Downlink::new(MAX_MAILBOXES, &padding_seed);
+        zeroize::Zeroize::zeroize(&mut padding_seed);
         Ok(Self {
             socket,
             node,
             replies,
             directory,
-            downlink: Downlink::new(MAX_MAILBOXES, &padding_seed),
+            downlink,
             cookie_key,
             origin: Instant::now(),
             buf: vec![0; 2048],
