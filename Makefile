@@ -5,7 +5,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 EBPF_DIR := ebpf/pb-xdp
 FUZZ_DIRS := dataplane/sphinx/fuzz control/core/fuzz client-lite/proto/fuzz
 # Each fuzz target as <crate folder>:<target>.
-FUZZ_TARGETS := dataplane/sphinx/fuzz:process dataplane/sphinx/fuzz:surb control/core/fuzz:gossip \
+FUZZ_TARGETS := dataplane/sphinx/fuzz:process dataplane/sphinx/fuzz:surb control/core/fuzz:gossip control/core/fuzz:checkpoint \
 	client-lite/proto/fuzz:socks client-lite/proto/fuzz:session
 # Seconds each fuzz target runs in `make test` (longer runs: make fuzz FUZZ_SECONDS=600).
 FUZZ_SECONDS ?= 15

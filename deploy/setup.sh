@@ -23,6 +23,7 @@ packages=(
   iproute2 iputils-ping nftables procps                        # netns testbeds
   qemu-user                                                    # aarch64 client tests
   libcap2-bin passwd systemd                                   # deploy/install.sh and its test
+  golang-go golang-golang-x-mod-dev                            # Go's signed-note peer (interop)
 )
 missing=()
 for p in "${packages[@]}"; do

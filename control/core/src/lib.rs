@@ -9,6 +9,9 @@
 //! - [`Topology`]: the stratified layers of an epoch, computed identically by every node from
 //!   the same descriptors and the network seed, with a hash to compare views.
 //!
+//! - [`note`] and [`checkpoint`]: C2SP signed notes (Ed25519) and the stewards' epoch
+//!   checkpoints they carry, opened only with k stewards' signatures (docs/spec/checkpoint.md).
+//!
 //! - [`Gossip`]: one node's SWIM membership and failure detection (foca) and the spreading
 //!   of descriptors (piggybacked broadcasts plus direct syncs), keeping the topology of the
 //!   live members; [`wire`] is its datagram format.
@@ -18,9 +21,11 @@
 #![forbid(unsafe_code)]
 
 mod addr;
+pub mod checkpoint;
 pub mod descriptor;
 mod directory;
 mod gossip;
+pub mod note;
 mod topology;
 pub mod wire;
 
