@@ -10,7 +10,8 @@
 //!   the same descriptors and the network seed, with a hash to compare views.
 //!
 //! - [`note`] and [`checkpoint`]: C2SP signed notes (Ed25519) and the stewards' epoch
-//!   checkpoints they carry, opened only with k stewards' signatures (docs/spec/checkpoint.md).
+//!   checkpoints they carry, opened only with k stewards' signatures (docs/spec/checkpoint.md);
+//!   [`admission`]: the stewards' policy for what a checkpoint admits.
 //!
 //! - [`Gossip`]: one node's SWIM membership and failure detection (foca) and the spreading
 //!   of descriptors (piggybacked broadcasts plus direct syncs), keeping the topology of the
@@ -21,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod addr;
+pub mod admission;
 pub mod checkpoint;
 pub mod descriptor;
 mod directory;
