@@ -99,7 +99,7 @@ fn prefix(ip: IpAddr) -> (bool, [u8; 6]) {
 /// membership view holds alive.
 pub fn admit<'d>(
     epoch: Epoch,
-    descriptors: &'d [SignedDescriptor],
+    descriptors: impl IntoIterator<Item = &'d SignedDescriptor>,
     live: impl Fn(&Descriptor) -> bool,
     policy: &Policy,
 ) -> Admission<'d> {

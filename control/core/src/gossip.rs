@@ -36,6 +36,8 @@ use pb_sphinx::Epoch;
 use rand::{RngExt as _, SeedableRng as _, rngs::Xoshiro256PlusPlus};
 
 use crate::{
+    admission::{Policy, admit},
+    checkpoint::{Checkpoint, descriptor_set_hash, empty_tree_root},
     descriptor::{IdentityKey, IdentityKeyPair, Invalid, SignedDescriptor},
     directory::{Directory, Offered},
     topology::{Topology, TopologyError},
@@ -774,6 +776,40 @@ impl Gossip {
                 });
         }
         self.topology.as_ref().map_err(|e| *e)
+    }
+
+    /// The checkpoint this node would sign as a steward of `network`: the descriptors it
+    /// admits under `policy` (its own view: what it holds and who it holds alive), their
+    /// set's hash, and the topology dealt over them alone (a client recomputes it from the
+    /// admitted descriptors); with how many were admitted. The ledger's fields are an empty
+    /// tree's until the ledger exists.
+    pub fn checkpoint(
+        &self,
+        network: &str,
+        policy: &Policy,
+    ) -> Result<(Checkpoint, usize), TopologyError> {
+        let live = self.live_members();
+        let shared = self.shared.borrow();
+        let admission = admit(
+            shared.epoch,
+            shared.directory.iter(),
+            |d| live.contains(&d.gossip_addr),
+            policy,
+        );
+        let topology = Topology::compute(
+            &self.config.network_seed,
+            shared.epoch,
+            admission.admitted.iter().map(|s| s.descriptor()),
+        )?;
+        let checkpoint = Checkpoint {
+            network: network.to_owned(),
+            tree_size: 0,
+            tree_root: empty_tree_root(),
+            epoch: shared.epoch,
+            descriptors: descriptor_set_hash(admission.admitted.iter().map(|s| s.bytes())),
+            topology: topology.hash(),
+        };
+        Ok((checkpoint, admission.admitted.len()))
     }
 
     /// This node's identity key pair (to sign its next descriptors).

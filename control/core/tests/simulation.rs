@@ -8,7 +8,10 @@
 //! - descriptors with a bad signature, a stale epoch, an oversized field or an old, replayed
 //!   version, and malformed datagrams, are refused and counted, and never enter a topology;
 //! - SWIM packets that speak for a relay without its identity key (impersonating its address,
-//!   a bad signature, a squatted address) are refused and counted, and evict nobody.
+//!   a bad signature, a squatted address) are refused and counted, and evict nobody;
+//! - and, with eight sybils in one /24 among them, three stewards each compute the same
+//!   checkpoint in two epochs running, admitting four of the sybils, and their signatures
+//!   make a checkpoint that k = 3 stewards open.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use std::{
@@ -21,9 +24,12 @@ use foca::{Codec as _, Header, Member, Message, State};
 use pb_control::{
     Descriptor, Gossip, GossipConfig, IdentityKey, IdentityKeyPair, Invalid, Role,
     SignedDescriptor, Transport,
+    admission::Policy,
+    checkpoint::Stewards,
+    note::{NoteSigner, sign},
     wire::{KIND_SYNC, MAX_DATAGRAM, Peer, SwimCodec, swim_datagram, sync_datagrams},
 };
-use pb_sphinx::Epoch;
+use pb_sphinx::{Epoch, EpochKey};
 
 const NODES: usize = 50;
 const EPOCH: Epoch = Epoch(5);
@@ -37,11 +43,23 @@ fn seed() -> u64 {
 /// Percent of datagrams lost.
 const LOSS: u64 = 5;
 
+/// Node `i`'s address: each of the fifty in a /24 of its own, the nodes after them (the
+/// sybils of the stewards' test) all in 203.0.113.0/24.
 fn addr(i: usize, port: u16) -> SocketAddr {
-    SocketAddr::new(
-        Ipv4Addr::new(198, 18, (i / 200) as u8, (i % 200) as u8 + 1).into(),
-        port,
-    )
+    let ip = if i < NODES {
+        Ipv4Addr::new(198, 18, i as u8, 1)
+    } else {
+        Ipv4Addr::new(203, 0, 113, (i - NODES) as u8 + 1)
+    };
+    SocketAddr::new(ip.into(), port)
+}
+
+/// A real X25519 key of node `i`'s (version `version`) for `epoch`.
+fn sphinx_key(i: usize, version: u64, epoch: Epoch) -> [u8; 32] {
+    let mut secret = [0u8; 32];
+    secret[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    secret[8..16].copy_from_slice(&version.to_le_bytes());
+    EpochKey::from_secret(epoch, secret).public_key()
 }
 
 fn pair(i: usize) -> IdentityKeyPair {
@@ -65,8 +83,8 @@ fn descriptor(i: usize, version: u64, epoch: Epoch) -> SignedDescriptor {
         version,
         role: role(i),
         epoch,
-        sphinx_current: [i as u8; 32],
-        sphinx_next: [version as u8; 32],
+        sphinx_current: sphinx_key(i, version, epoch),
+        sphinx_next: sphinx_key(i, version, Epoch(epoch.0 + 1)),
         // A new version moves the packet port, so that the topology hash shows it.
         packet_addr: addr(i, 47469 + version as u16),
         gossip_addr: addr(i, 47471),
@@ -104,9 +122,14 @@ struct Net {
 
 impl Net {
     fn new() -> Self {
+        Self::with(NODES)
+    }
+
+    /// A network of `n` nodes.
+    fn with(n: usize) -> Self {
         let seeds: Vec<SocketAddr> = (0..3).map(|i| addr(i, 47471)).collect();
         let config = GossipConfig::new([0x42; 32], seeds);
-        let nodes = (0..NODES)
+        let nodes = (0..n)
             .map(|i| {
                 Some(
                     Gossip::new(
@@ -129,10 +152,10 @@ impl Net {
             now: Duration::ZERO,
             dice: Dice(seed()),
             partition: None,
-            index: (0..NODES).map(|i| (addr(i, 47471), i)).collect(),
+            index: (0..n).map(|i| (addr(i, 47471), i)).collect(),
             corpus: BTreeMap::new(),
         };
-        for i in 0..NODES {
+        for i in 0..n {
             net.flush(i);
         }
         net
@@ -458,4 +481,64 @@ fn fifty_nodes_agree_detect_failures_heal_and_refuse_forgeries() {
         bound,
         healed.unwrap()
     );
+}
+
+#[test]
+fn three_stewards_sign_the_same_checkpoint_each_epoch_and_cap_sybils() {
+    const SYBILS: usize = 8;
+    const STEWARDS: [usize; 3] = [0, 1, 2];
+    const NETWORK: &str = "pb.test/simulation";
+    let mut net = Net::with(NODES + SYBILS);
+    assert!(
+        net.converge(NODES + SYBILS, Duration::from_secs(60))
+            .is_some(),
+        "no agreement: {:?}",
+        net.views()
+    );
+    let policy = Policy::default();
+    let pairs: Vec<IdentityKeyPair> = STEWARDS.iter().map(|&s| pair(s)).collect();
+    let signers: Vec<NoteSigner<'_>> = pairs
+        .iter()
+        .enumerate()
+        .map(|(k, p)| NoteSigner::new(&format!("{NETWORK}/steward-{k}"), p).unwrap())
+        .collect();
+    let stewards = Stewards::new(
+        NETWORK,
+        signers.iter().map(|s| s.key().clone()).collect(),
+        3,
+    )
+    .unwrap();
+    for epoch in [EPOCH, Epoch(EPOCH.0 + 1)] {
+        if epoch != EPOCH {
+            // The next epoch: every descriptor is still fresh (its next key is this one's).
+            for node in net.nodes.iter_mut().flatten() {
+                node.set_epoch(epoch);
+            }
+            assert!(
+                net.converge(NODES + SYBILS, Duration::from_secs(60))
+                    .is_some()
+            );
+        }
+        let made: Vec<_> = STEWARDS
+            .iter()
+            .map(|&s| {
+                net.nodes[s]
+                    .as_ref()
+                    .unwrap()
+                    .checkpoint(NETWORK, &policy)
+                    .unwrap()
+            })
+            .collect();
+        let (checkpoint, admitted) = made[0].clone();
+        assert!(
+            made.iter().all(|m| *m == made[0]),
+            "the stewards' checkpoints differ in {epoch:?}: {made:?}"
+        );
+        assert_eq!(checkpoint.epoch, epoch);
+        // All fifty, and four of the eight sybils in their one /24.
+        assert_eq!(admitted, NODES + policy.per_ipv4_24);
+        let note = sign(&checkpoint.text(), &signers.iter().collect::<Vec<_>>()).unwrap();
+        let (opened, signed) = stewards.open(note.as_bytes()).unwrap();
+        assert_eq!((opened, signed.len()), (checkpoint, 3));
+    }
 }
