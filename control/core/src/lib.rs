@@ -11,7 +11,8 @@
 //!
 //! - [`note`] and [`checkpoint`]: C2SP signed notes (Ed25519) and the stewards' epoch
 //!   checkpoints they carry, opened only with k stewards' signatures (docs/spec/checkpoint.md);
-//!   [`admission`]: the stewards' policy for what a checkpoint admits.
+//!   [`admission`]: the stewards' policy for what a checkpoint admits; [`network`]: the
+//!   network file; [`trust`]: what a client checks of a gateway's view.
 //!
 //! - [`Gossip`]: one node's SWIM membership and failure detection (foca) and the spreading
 //!   of descriptors (piggybacked broadcasts plus direct syncs), keeping the topology of the
@@ -27,8 +28,10 @@ pub mod checkpoint;
 pub mod descriptor;
 mod directory;
 mod gossip;
+pub mod network;
 pub mod note;
 mod topology;
+pub mod trust;
 pub mod wire;
 
 pub use descriptor::{

@@ -1,5 +1,6 @@
-//! Any bytes as a stewards' checkpoint note: parsing the note, its text as a checkpoint, and
-//! opening it against five stewards (k = 3) must refuse what is not one, never panic. What
+//! Any bytes as a stewards' checkpoint note (parsing the note, its text as a checkpoint, and
+//! opening it against five stewards, k = 3) and as a network file: what is not one is
+//! refused, never a panic. What
 //! parses as a checkpoint writes back to the same text (one text per checkpoint). Inputs
 //! starting with `SIGN` are instead taken as a checkpoint text that stewards 1 to 3 sign, so
 //! that opening fuzzes past the signature checks.
@@ -11,6 +12,7 @@ use libfuzzer_sys::fuzz_target;
 use pb_control::{
     IdentityKeyPair,
     checkpoint::{Checkpoint, Stewards},
+    network::NetworkFile,
     note::{Note, NoteSigner, sign},
 };
 
@@ -56,5 +58,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok((checkpoint, signed)) = stewards().open(data) {
         assert!(signed.len() >= 3);
         assert_eq!(checkpoint.network, "pb.test/network");
+    }
+    // The same bytes as a network file: what parses renders to a file that parses the same.
+    if let Ok(file) = NetworkFile::parse(data) {
+        assert_eq!(NetworkFile::parse(file.render().as_bytes()).unwrap(), file);
     }
 });

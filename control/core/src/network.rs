@@ -1,0 +1,203 @@
+//! The network file (docs/spec/network-file.md): what defines a PhantomBand network to a
+//! client or a relay. Its name, its seed, its stewards' verifier keys and how many of them
+//! must sign a checkpoint, the admission caps, and the gateways a client may start from.
+//!
+//! One `key = value` per line; `#` starts a comment line; `steward` and `gateway` repeat:
+//!
+//! ```text
+//! name = pb.test/demo
+//! seed = 4242…42                          64 hex digits
+//! steward = pb.test/demo/steward-1+754cb450+AYqI…   (Go's verifier key form)
+//! threshold = 3
+//! epoch_seconds = 3600                    the epoch length (epoch n starts at n × it, Unix time)
+//! gateway = 198.18.0.1:47480
+//! prefix_cap_ipv4 = 4                     optional (default 4)
+//! prefix_cap_ipv6 = 4                     optional (default 4)
+//! ```
+//!
+//! Parsing is strict: an unknown or repeated key, a malformed value, a threshold the
+//! stewards cannot meet, or no gateway is refused with the line it is on.
+
+use std::net::SocketAddr;
+
+use crate::{
+    admission::Policy,
+    checkpoint::{CheckpointError, Stewards},
+    note::NoteKey,
+};
+
+/// The longest network file read.
+pub const MAX_FILE: usize = 64 * 1024;
+
+/// Why a network file was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NetworkFileError {
+    /// Larger than [`MAX_FILE`], or not UTF-8.
+    #[error("not a network file (too large, or not UTF-8)")]
+    Unreadable,
+    /// A line that is not `key = value`, an unknown key, or a repeated one.
+    #[error("line {0}: {1}")]
+    Line(usize, &'static str),
+    /// A required key is missing.
+    #[error("no {0}")]
+    Missing(&'static str),
+    /// The stewards and the threshold do not go together.
+    #[error("stewards: {0}")]
+    Stewards(CheckpointError),
+}
+
+/// A network's definition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkFile {
+    /// The network's stewards, their threshold and the network's name.
+    pub stewards: Stewards,
+    /// The network seed (layers are dealt by it).
+    pub seed: [u8; 32],
+    /// The gateways' client-link addresses, in the order a client tries them.
+    pub gateways: Vec<SocketAddr>,
+    /// The epoch length in seconds: epoch n runs from n × it to (n + 1) × it, Unix time.
+    pub epoch_seconds: u64,
+    /// The admission caps.
+    pub policy: Policy,
+}
+
+/// Refuses a key seen before.
+fn once<T>(slot: &Option<T>, line: usize) -> Result<(), NetworkFileError> {
+    match slot {
+        Some(_) => Err(NetworkFileError::Line(line, "repeated key")),
+        None => Ok(()),
+    }
+}
+
+fn hex32(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl NetworkFile {
+    /// Parses a network file.
+    pub fn parse(bytes: &[u8]) -> Result<Self, NetworkFileError> {
+        if bytes.len() > MAX_FILE {
+            return Err(NetworkFileError::Unreadable);
+        }
+        let text = core::str::from_utf8(bytes).map_err(|_| NetworkFileError::Unreadable)?;
+        let (mut name, mut seed, mut threshold) = (None, None, None);
+        let (mut caps4, mut caps6, mut epoch_seconds) = (None, None, None);
+        let (mut stewards, mut gateways) = (Vec::new(), Vec::new());
+        for (n, line) in text.lines().enumerate() {
+            let n = n + 1;
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (key, value) = line
+                .split_once(" = ")
+                .ok_or(NetworkFileError::Line(n, "expected `key = value`"))?;
+            let bad = |what| NetworkFileError::Line(n, what);
+            match key {
+                "name" => {
+                    once(&name, n)?;
+                    if value.is_empty()
+                        || value.contains(char::is_whitespace)
+                        || value.contains('+')
+                    {
+                        return Err(bad("a name has no spaces and no '+'"));
+                    }
+                    name = Some(value.to_owned());
+                }
+                "seed" => {
+                    once(&seed, n)?;
+                    seed = Some(hex32(value).ok_or(bad("a seed is 64 hex digits"))?);
+                }
+                "threshold" => {
+                    once(&threshold, n)?;
+                    threshold = Some(value.parse::<usize>().map_err(|_| bad("not a number"))?);
+                }
+                "epoch_seconds" => {
+                    once(&epoch_seconds, n)?;
+                    epoch_seconds = Some(
+                        value
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|s| *s >= 60)
+                            .ok_or(bad("an epoch is at least 60 seconds"))?,
+                    );
+                }
+                "prefix_cap_ipv4" => {
+                    once(&caps4, n)?;
+                    caps4 = Some(value.parse::<usize>().map_err(|_| bad("not a number"))?);
+                }
+                "prefix_cap_ipv6" => {
+                    once(&caps6, n)?;
+                    caps6 = Some(value.parse::<usize>().map_err(|_| bad("not a number"))?);
+                }
+                "steward" => stewards.push(
+                    NoteKey::from_vkey(value).map_err(|_| bad("not a steward verifier key"))?,
+                ),
+                "gateway" => gateways.push(
+                    value
+                        .parse::<SocketAddr>()
+                        .map_err(|_| bad("not an address:port"))?,
+                ),
+                _ => return Err(bad("unknown key")),
+            }
+        }
+        let name = name.ok_or(NetworkFileError::Missing("name"))?;
+        let seed = seed.ok_or(NetworkFileError::Missing("seed"))?;
+        let threshold = threshold.ok_or(NetworkFileError::Missing("threshold"))?;
+        let epoch_seconds = epoch_seconds.ok_or(NetworkFileError::Missing("epoch_seconds"))?;
+        if gateways.is_empty() {
+            return Err(NetworkFileError::Missing("gateway"));
+        }
+        let stewards =
+            Stewards::new(&name, stewards, threshold).map_err(NetworkFileError::Stewards)?;
+        let defaults = Policy::default();
+        Ok(Self {
+            stewards,
+            seed,
+            gateways,
+            epoch_seconds,
+            policy: Policy {
+                per_ipv4_24: caps4.unwrap_or(defaults.per_ipv4_24),
+                per_ipv6_48: caps6.unwrap_or(defaults.per_ipv6_48),
+            },
+        })
+    }
+
+    /// The file's text, which parses back to `self`.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "# PhantomBand network file (docs/spec/network-file.md)\nname = {}\nseed = {}\n",
+            self.stewards.network(),
+            self.seed
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        for key in self.stewards.keys() {
+            out.push_str(&format!("steward = {}\n", key.vkey()));
+        }
+        out.push_str(&format!(
+            "threshold = {}\nepoch_seconds = {}\n",
+            self.stewards.threshold(),
+            self.epoch_seconds
+        ));
+        for gateway in &self.gateways {
+            out.push_str(&format!("gateway = {gateway}\n"));
+        }
+        out.push_str(&format!(
+            "prefix_cap_ipv4 = {}\nprefix_cap_ipv6 = {}\n",
+            self.policy.per_ipv4_24, self.policy.per_ipv6_48
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,115 @@
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use super::*;
+use crate::{IdentityKeyPair, note::NoteSigner};
+
+fn file() -> NetworkFile {
+    let pairs: Vec<IdentityKeyPair> = (1..=3u8)
+        .map(|i| IdentityKeyPair::from_seed(&[i; 32]))
+        .collect();
+    let keys = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            NoteSigner::new(&format!("pb.test/demo/steward-{}", i + 1), p)
+                .unwrap()
+                .key()
+                .clone()
+        })
+        .collect();
+    NetworkFile {
+        stewards: Stewards::new("pb.test/demo", keys, 2).unwrap(),
+        seed: [0x42; 32],
+        gateways: vec![
+            "198.18.0.1:47480".parse().unwrap(),
+            "[2001:db8::1]:47480".parse().unwrap(),
+        ],
+        epoch_seconds: 3600,
+        policy: Policy {
+            per_ipv4_24: 8,
+            per_ipv6_48: 4,
+        },
+    }
+}
+
+#[test]
+fn a_network_file_renders_and_parses_back() {
+    let f = file();
+    let text = f.render();
+    assert_eq!(NetworkFile::parse(text.as_bytes()).unwrap(), f);
+    // Comments, blank lines and the caps' defaults.
+    let minimal: String = text
+        .lines()
+        .filter(|l| !l.starts_with("prefix_cap"))
+        .map(|l| format!("{l}\n\n# a comment\n"))
+        .collect();
+    let parsed = NetworkFile::parse(minimal.as_bytes()).unwrap();
+    assert_eq!(parsed.policy, Policy::default());
+}
+
+#[test]
+fn a_bad_network_file_is_refused_with_its_line() {
+    let text = file().render();
+    let cases: Vec<(String, NetworkFileError)> = vec![
+        (
+            text.replacen("name = ", "nom = ", 1),
+            NetworkFileError::Line(2, "unknown key"),
+        ),
+        (
+            format!("{text}name = pb.test/other\n"),
+            NetworkFileError::Line(13, "repeated key"),
+        ),
+        (
+            text.replacen("seed = 42", "seed = 4", 1),
+            NetworkFileError::Line(3, "a seed is 64 hex digits"),
+        ),
+        (
+            text.replacen("threshold = 2", "threshold=2", 1),
+            NetworkFileError::Line(7, "expected `key = value`"),
+        ),
+        (
+            text.replacen("gateway = 198.18.0.1:47480", "gateway = 198.18.0.1", 1),
+            NetworkFileError::Line(9, "not an address:port"),
+        ),
+        (
+            text.replacen("steward = pb.test/demo/steward-1+", "steward = x+", 1),
+            NetworkFileError::Line(4, "not a steward verifier key"),
+        ),
+        (
+            text.lines()
+                .filter(|l| !l.starts_with("gateway"))
+                .map(|l| format!("{l}\n"))
+                .collect(),
+            NetworkFileError::Missing("gateway"),
+        ),
+    ];
+    for (bad, why) in cases {
+        assert_eq!(NetworkFile::parse(bad.as_bytes()), Err(why), "{bad}");
+    }
+    // A threshold above the stewards' number.
+    let over = text.replacen("threshold = 2", "threshold = 4", 1);
+    assert!(matches!(
+        NetworkFile::parse(over.as_bytes()),
+        Err(NetworkFileError::Stewards(_))
+    ));
+    assert_eq!(
+        NetworkFile::parse(&[0xff]),
+        Err(NetworkFileError::Unreadable)
+    );
+}
+
+#[test]
+fn the_specs_example_parses() {
+    let spec = include_str!("../../../../docs/spec/network-file.md");
+    let example = spec
+        .split("```text\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let f = NetworkFile::parse(example.as_bytes()).unwrap();
+    assert_eq!(f.stewards.network(), "pb.test/network");
+    assert_eq!((f.stewards.threshold(), f.stewards.keys().len()), (2, 3));
+    assert_eq!((f.gateways.len(), f.epoch_seconds), (2, 3600));
+}
