@@ -37,7 +37,8 @@ use rand::{RngExt as _, SeedableRng as _, rngs::Xoshiro256PlusPlus};
 
 use crate::{
     admission::{Policy, admit},
-    checkpoint::{Checkpoint, descriptor_set_hash, empty_tree_root},
+    checkpoint::{Checkpoint, Stewards, descriptor_set_hash, empty_tree_root},
+    cosign::{self, COSIGN_EVERY, Cosigning, KIND_COSIG},
     descriptor::{IdentityKey, IdentityKeyPair, Invalid, SignedDescriptor},
     directory::{Directory, Offered},
     topology::{Topology, TopologyError},
@@ -144,6 +145,11 @@ pub struct GossipStats {
     pub pushes_limited: u64,
     /// Datagrams dropped because the outgoing queue was full.
     pub transmit_dropped: u64,
+    /// Stewards' signatures kept (valid, for this network and epoch).
+    pub cosigs_kept: u64,
+    /// Cosignature datagrams refused (malformed, another network or epoch, a bad
+    /// signature, or no stewards configured).
+    pub cosigs_refused: u64,
 }
 
 /// Most datagrams waiting to be sent.
@@ -374,6 +380,8 @@ pub struct Gossip {
     pushed: std::collections::HashMap<SocketAddr, Duration>,
     push_budget: (u32, Duration),
     now: Duration,
+    /// Stewards' signatures over the epoch's checkpoint, and our own if we are one.
+    cosigning: Option<(Cosigning, Policy)>,
 }
 
 impl core::fmt::Debug for Gossip {
@@ -457,6 +465,7 @@ impl Gossip {
             pushed: std::collections::HashMap::new(),
             push_budget: (PUSH_BURST, now),
             now,
+            cosigning: None,
         };
         node.handle_timeout(now);
         Ok(node)
@@ -485,6 +494,17 @@ impl Gossip {
             },
             Some((&KIND_SYNC, _)) if !self.sync_limit.allow(from.ip(), now) => {
                 self.shared.borrow_mut().stats.sync_limited += 1;
+            }
+            Some((&KIND_COSIG, _)) if !self.sync_limit.allow(from.ip(), now) => {
+                self.shared.borrow_mut().stats.sync_limited += 1;
+            }
+            Some((&KIND_COSIG, body)) => {
+                let kept = self.cosigning.as_mut().map(|(c, _)| c.receive(body));
+                let mut shared = self.shared.borrow_mut();
+                match kept {
+                    Some(Ok(())) => shared.stats.cosigs_kept += 1,
+                    _ => shared.stats.cosigs_refused += 1,
+                }
             }
             Some((&KIND_SYNC, body)) => match wire::parse_sync(body) {
                 Ok(items) => {
@@ -590,6 +610,13 @@ impl Gossip {
                 self.settle(now);
             }
         }
+        if self
+            .cosigning
+            .as_ref()
+            .is_some_and(|(c, _)| now >= c.next_round)
+        {
+            self.cosign_round(now);
+        }
         if now >= self.next_resync {
             self.next_resync = now + self.config.resync_every;
             let _ = self.swim.add_broadcast(self.own.bytes());
@@ -617,10 +644,72 @@ impl Gossip {
             .any(|m| m.id() == member_id && m.incarnation() != *incarnation)
     }
 
+    /// A steward's round: sign the checkpoint of our view if it changed, and send our
+    /// signature to every live member.
+    fn cosign_round(&mut self, now: Duration) {
+        let Some((cosigning, policy)) = self.cosigning.as_ref() else {
+            return;
+        };
+        let (own, policy) = (
+            cosigning
+                .stewards()
+                .keys()
+                .iter()
+                .find(|k| k.public() == self.identity.public())
+                .map(|k| k.name().to_owned()),
+            *policy,
+        );
+        let network = cosigning.stewards().network().to_owned();
+        let made = match &own {
+            Some(_) => self.checkpoint(&network, &policy).ok(),
+            None => None,
+        };
+        let Some((cosigning, _)) = self.cosigning.as_mut() else {
+            return;
+        };
+        cosigning.next_round = now + COSIGN_EVERY;
+        let (Some(name), Some((checkpoint, _))) = (own, made) else {
+            return;
+        };
+        let Ok(signer) = crate::note::NoteSigner::new(&name, &self.identity) else {
+            return;
+        };
+        let Some((text, line)) = cosigning.sign(&checkpoint, &signer) else {
+            return;
+        };
+        let datagram = cosign::datagram(&text, &line);
+        let me = self.swim.identity().addr;
+        for member in self.live_members().into_iter().filter(|m| *m != me) {
+            self.queue(member, datagram.clone());
+        }
+    }
+
+    /// Takes part in the stewards' checkpoints of `stewards`' network under `policy`: this
+    /// node keeps the stewards' signatures it receives and, if its identity key is a
+    /// steward's, signs its own view's checkpoint every [`COSIGN_EVERY`].
+    pub fn set_stewards(&mut self, stewards: Stewards, policy: Policy) {
+        let own = stewards
+            .keys()
+            .iter()
+            .position(|k| k.public() == self.identity.public());
+        let epoch = self.shared.borrow().epoch;
+        self.cosigning = Some((Cosigning::new(stewards, own, epoch, self.now), policy));
+    }
+
+    /// The cosigned checkpoint this node holds (k stewards' signatures over one text), as a
+    /// signed note: the current epoch's, or the last one's until the current one's is.
+    pub fn cosigned_checkpoint(&self) -> Option<String> {
+        self.cosigning.as_ref().and_then(|(c, _)| c.cosigned())
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) next has something to do.
     pub fn poll_timeout(&self) -> Duration {
         let foca = self.timers.keys().next().map(|k| k.0);
         let own = self.next_resync.min(self.next_announce);
+        let own = self
+            .cosigning
+            .as_ref()
+            .map_or(own, |(c, _)| own.min(c.next_round));
         foca.map_or(own, |f| f.min(own))
     }
 
@@ -734,6 +823,11 @@ impl Gossip {
         shared.epoch = epoch;
         shared.directory.expire(epoch);
         shared.dirty = true;
+        if let Some((c, _)) = self.cosigning.as_mut() {
+            c.set_epoch(epoch);
+            // Sign the new epoch's checkpoint soon, once the views settle.
+            c.next_round = self.now + COSIGN_EVERY;
+        }
     }
 
     /// Members this node considers alive, itself included.

@@ -25,6 +25,7 @@
 mod addr;
 pub mod admission;
 pub mod checkpoint;
+pub mod cosign;
 pub mod descriptor;
 mod directory;
 mod gossip;

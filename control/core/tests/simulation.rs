@@ -10,9 +10,9 @@
 //! - SWIM packets that speak for a relay without its identity key (impersonating its address,
 //!   a bad signature, a squatted address) are refused and counted, and evict nobody;
 //! - and, with eight sybils in one /24 among them, three stewards each compute the same
-//!   checkpoint in two epochs running, admitting four of the sybils, and their signatures
-//!   make a checkpoint that k = 3 stewards open.
-#![expect(clippy::unwrap_used, reason = "tests")]
+//!   checkpoint in two epochs running, admitting four of the sybils; their signatures travel
+//!   by gossip until every node holds the checkpoint that k = 3 stewards open.
+#![expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -508,12 +508,23 @@ fn three_stewards_sign_the_same_checkpoint_each_epoch_and_cap_sybils() {
         3,
     )
     .unwrap();
+    // Every node follows the stewards' signatures; nodes 0 to 2 sign as stewards.
+    for node in net.nodes.iter_mut().flatten() {
+        node.set_stewards(stewards.clone(), policy);
+    }
     for epoch in [EPOCH, Epoch(EPOCH.0 + 1)] {
         if epoch != EPOCH {
             // The next epoch: every descriptor is still fresh (its next key is this one's).
             for node in net.nodes.iter_mut().flatten() {
                 node.set_epoch(epoch);
             }
+            // Until the new one is cosigned, nodes hold the last epoch's.
+            let held = net.nodes[30]
+                .as_ref()
+                .unwrap()
+                .cosigned_checkpoint()
+                .unwrap();
+            assert_eq!(stewards.open(held.as_bytes()).unwrap().0.epoch, EPOCH);
             assert!(
                 net.converge(NODES + SYBILS, Duration::from_secs(60))
                     .is_some()
@@ -539,6 +550,18 @@ fn three_stewards_sign_the_same_checkpoint_each_epoch_and_cap_sybils() {
         assert_eq!(admitted, NODES + policy.per_ipv4_24);
         let note = sign(&checkpoint.text(), &signers.iter().collect::<Vec<_>>()).unwrap();
         let (opened, signed) = stewards.open(note.as_bytes()).unwrap();
-        assert_eq!((opened, signed.len()), (checkpoint, 3));
+        assert_eq!((opened, signed.len()), (checkpoint.clone(), 3));
+        // By gossip: within a few rounds every node (gateways among them) holds that
+        // checkpoint with the three stewards' signatures, despite the loss.
+        net.run_until(net.now + Duration::from_secs(20));
+        for (i, node) in net.nodes.iter().enumerate() {
+            let node = node.as_ref().unwrap();
+            let held = node
+                .cosigned_checkpoint()
+                .unwrap_or_else(|| panic!("node {i} holds no cosigned checkpoint in {epoch:?}"));
+            let (opened, signed) = stewards.open(held.as_bytes()).unwrap();
+            assert_eq!((opened, signed.len()), (checkpoint.clone(), 3), "node {i}");
+            assert_eq!(node.stats().cosigs_refused, 0, "node {i}");
+        }
     }
 }
