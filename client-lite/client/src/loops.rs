@@ -91,6 +91,14 @@ impl Loops {
         session.packet(now, topology, gateway, random)
     }
 
+    /// Ends the loop session (its replies came through a gateway left behind); the next
+    /// probe starts another.
+    pub fn restart(&mut self) {
+        if let Some(old) = self.session.take() {
+            self.before.add(session_stats(&old));
+        }
+    }
+
     /// Whether `surb` is one the loop session handed out.
     pub fn owns(&self, surb: &SurbId) -> bool {
         self.session.as_ref().is_some_and(|s| s.owns(surb))

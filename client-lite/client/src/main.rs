@@ -56,9 +56,14 @@ struct Args {
     /// Where applications connect (SOCKS5).
     #[arg(long, default_value = "127.0.0.1:1080")]
     listen: SocketAddr,
-    /// A gateway's client-link address (default: the ones built in).
+    /// A gateway's client-link address (default: the network file's, or the ones built in).
     #[arg(long)]
     gateway: Option<SocketAddr>,
+    /// The network file (docs/spec/network-file.md): the network's seed, stewards and
+    /// gateways. With it, a gateway's directory is used only if k stewards signed it; a
+    /// gateway that serves anything else is left for the next.
+    #[arg(long)]
+    network: Option<std::path::PathBuf>,
     /// The network's seed, 64 hex digits (default: the one built in).
     #[arg(long)]
     network_seed: Option<String>,
@@ -134,6 +139,13 @@ struct Client {
     listener: TcpListener,
     udp: UdpSocket,
     gateway_link: SocketAddr,
+    /// Every gateway to try, in order, and which one is in use.
+    gateways: Vec<SocketAddr>,
+    gateway_index: usize,
+    /// The network file, when given: views are checked against its stewards.
+    network: Option<pb_control::network::NetworkFile>,
+    /// The gateway's cosigned checkpoint for the fetch in progress.
+    checkpoint: Option<Vec<u8>>,
     network_seed: [u8; 32],
     profile: Profile,
     random: OsRandom,
@@ -172,24 +184,54 @@ fn run(args: Args) -> anyhow::Result<()> {
         "low-power" => Profile::LOW_POWER,
         other => return Err(anyhow!("--profile: {other:?} is not default or low-power")),
     };
-    let gateway_link = match args.gateway {
-        Some(g) => g,
-        None => BOOTSTRAP
-            .and_then(|b| b.split(',').next())
-            .and_then(|g| g.trim().parse().ok())
-            .ok_or_else(|| {
-                anyhow!("no gateway: this build has none built in; pass --gateway ADDR:PORT")
-            })?,
+    let network = args
+        .network
+        .as_ref()
+        .map(|path| {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("--network: {}", path.display()))?;
+            pb_control::network::NetworkFile::parse(&bytes)
+                .map_err(|e| anyhow!("--network: {}: {e}", path.display()))
+        })
+        .transpose()?;
+    let mut gateways: Vec<SocketAddr> = args.gateway.into_iter().collect();
+    if let Some(n) = &network {
+        gateways.extend(n.gateways.iter().filter(|g| Some(**g) != args.gateway));
+    }
+    if gateways.is_empty() {
+        gateways.extend(
+            BOOTSTRAP
+                .unwrap_or("")
+                .split(',')
+                .filter_map(|g| g.trim().parse::<SocketAddr>().ok()),
+        );
+    }
+    let gateway_link = *gateways.first().ok_or_else(|| {
+        anyhow!(
+            "no gateway: this build has none built in; pass --network FILE or --gateway ADDR:PORT"
+        )
+    })?;
+    let network_seed = match (&network, args.network_seed.as_deref().or(NETWORK_SEED)) {
+        (Some(n), Some(hex)) if hex32(hex) != Some(n.seed) && args.network_seed.is_some() => {
+            return Err(anyhow!(
+                "--network-seed: the network file names another seed"
+            ));
+        }
+        (Some(n), _) => n.seed,
+        (None, Some(hex)) => {
+            hex32(hex).ok_or_else(|| anyhow!("--network-seed: expected 64 hex digits"))?
+        }
+        (None, None) => {
+            return Err(anyhow!(
+                "no network: this build has none built in; pass --network FILE (or --network-seed HEX)"
+            ));
+        }
     };
-    let seed_hex = args
-        .network_seed
-        .as_deref()
-        .or(NETWORK_SEED)
-        .ok_or_else(|| {
-            anyhow!("no network seed: this build has none built in; pass --network-seed HEX")
-        })?;
-    let network_seed =
-        hex32(seed_hex).ok_or_else(|| anyhow!("--network-seed: expected 64 hex digits"))?;
+    if network.is_none() {
+        tracing::warn!(
+            "no network file: the gateway's directory is used as served, unchecked (pass --network FILE)"
+        );
+    }
     let limit = args
         .seconds
         .map(|s| {
@@ -226,6 +268,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         listener,
         udp,
         gateway_link,
+        gateways,
+        gateway_index: 0,
+        network,
+        checkpoint: None,
         network_seed,
         profile,
         random,
@@ -382,9 +428,13 @@ impl Client {
                 let mut nonce = [0u8; 8];
                 self.random.fill(&mut nonce);
                 self.fetch = Fetch::new(nonce);
+                self.checkpoint = None;
             }
             for page in self.fetch.missing() {
                 self.send_link(&link::request(self.fetch.nonce, page));
+            }
+            if self.network.is_some() && self.checkpoint.is_none() {
+                self.send_link(&link::checkpoint_request(self.fetch.nonce));
             }
             self.next_fetch = now
                 + if self.topology.is_some() {
@@ -501,8 +551,8 @@ impl Client {
                     if !self.fetch.take(nonce, page, pages, epoch, &descriptors) {
                         continue;
                     }
-                    if let Some((epoch, all)) = self.fetch.complete() {
-                        self.new_directory(epoch, &all);
+                    if self.fetch.is_complete() {
+                        self.try_directory();
                     } else if page == 0 {
                         // Page 0 says how many there are: ask for the rest once; the fetch
                         // timer asks again for what is still missing.
@@ -510,6 +560,12 @@ impl Client {
                             self.send_link(&link::request(self.fetch.nonce, page));
                         }
                     }
+                }
+                Some(FromGateway::Checkpoint { nonce, note })
+                    if nonce == self.fetch.nonce && self.network.is_some() && !note.is_empty() =>
+                {
+                    self.checkpoint = Some(note.to_vec());
+                    self.try_directory();
                 }
                 Some(FromGateway::Reply { surb, payload }) => {
                     let mut payload = payload.to_vec();
@@ -525,6 +581,73 @@ impl Client {
                 _ => {}
             }
         }
+    }
+
+    /// A complete fetch: with a network file, once the checkpoint is here too, the view is
+    /// checked against the stewards and a hostile gateway is left for the next one.
+    fn try_directory(&mut self) {
+        let Some((epoch, all)) = self.fetch.complete() else {
+            return;
+        };
+        let Some(network) = &self.network else {
+            return self.new_directory(epoch, &all);
+        };
+        let Some(note) = &self.checkpoint else {
+            return;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        match pb_control::trust::verify_view(network, note, &all, now) {
+            Ok(verified) => {
+                let changed = self
+                    .topology
+                    .as_ref()
+                    .is_none_or(|t| t.hash() != verified.topology.hash());
+                self.topology = Some(verified.topology);
+                if changed {
+                    self.retire_sessions();
+                }
+            }
+            Err(hostile) => self.leave_gateway(&hostile.to_string()),
+        }
+    }
+
+    /// The gateway served a view that failed a check: say so in one line, forget what came
+    /// from it, and start again with the next gateway.
+    fn leave_gateway(&mut self, why: &str) {
+        let next = (self.gateway_index + 1) % self.gateways.len();
+        // The gateway's address is public; nothing of the user's is in the line.
+        tracing::warn!(
+            "gateway {} refused: {why}; trying {}",
+            self.gateway_link,
+            self.gateways[next]
+        );
+        self.gateway_index = next;
+        self.gateway_link = self.gateways[next];
+        self.gateway = None;
+        self.topology = None;
+        self.checkpoint = None;
+        (self.cookie, self.echoed) = ([0; 16], [0; 16]);
+        let mut nonce = [0u8; 8];
+        self.random.fill(&mut nonce);
+        self.fetch = Fetch::new(nonce);
+        let now = self.now();
+        // Not at once when every gateway failed: one try a second.
+        self.next_hello = now + Duration::from_secs(1);
+        self.next_fetch = now + Duration::from_secs(1);
+        // Sessions' replies come through the old gateway: they end.
+        let closed = self.apps.values().filter(|a| a.stream.is_some()).count();
+        for app in self.apps.values_mut() {
+            if app.stream.take().is_some() {
+                app.closing = true;
+            }
+        }
+        if closed > 0 {
+            tracing::warn!("{closed} connections closed with the gateway's sessions");
+        }
+        self.sessions.clear();
+        self.loops.restart();
     }
 
     fn new_directory(&mut self, epoch: pb_sphinx::Epoch, descriptors: &[(bool, Vec<u8>)]) {

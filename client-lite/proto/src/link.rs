@@ -13,6 +13,12 @@ pub const MAILBOX_CONTEXT: &str = "PhantomBand v1 mailbox";
 pub const DIR_REQUEST: u8 = 0x01;
 /// Client to gateway: register a mailbox.
 pub const HELLO: u8 = 0x02;
+/// Client to gateway: the stewards' cosigned checkpoint.
+pub const CHECKPOINT_REQUEST: u8 = 0x03;
+/// Gateway to client: the stewards' cosigned checkpoint (empty: the gateway holds none).
+pub const CHECKPOINT: u8 = 0x86;
+/// The longest cosigned checkpoint a datagram carries.
+pub const MAX_CHECKPOINT: usize = PACKET_LEN - 11;
 /// Gateway to client: a directory page.
 pub const DIR_PAGE: u8 = 0x81;
 /// Gateway to client: the mailbox is registered (with the gateway's node id).
@@ -40,6 +46,27 @@ pub fn request(nonce: [u8; 8], page: u8) -> [u8; PACKET_LEN] {
     out[0] = DIR_REQUEST;
     out[1..9].copy_from_slice(&nonce);
     out[9] = page;
+    out
+}
+
+/// A request for the cosigned checkpoint.
+pub fn checkpoint_request(nonce: [u8; 8]) -> [u8; PACKET_LEN] {
+    let mut out = [0u8; PACKET_LEN];
+    out[0] = CHECKPOINT_REQUEST;
+    out[1..9].copy_from_slice(&nonce);
+    out
+}
+
+/// The answer to a checkpoint request: `note` (a signed note), or nothing if it is longer
+/// than [`MAX_CHECKPOINT`] or the gateway holds none.
+pub fn checkpoint(nonce: [u8; 8], note: Option<&[u8]>) -> [u8; PACKET_LEN] {
+    let mut out = [0u8; PACKET_LEN];
+    out[0] = CHECKPOINT;
+    out[1..9].copy_from_slice(&nonce);
+    if let Some(note) = note.filter(|n| n.len() <= MAX_CHECKPOINT) {
+        out[9..11].copy_from_slice(&(note.len() as u16).to_be_bytes());
+        out[11..11 + note.len()].copy_from_slice(note);
+    }
     out
 }
 
@@ -93,6 +120,13 @@ pub enum FromGateway<'a> {
         /// Its message area.
         message: &'a [u8],
     },
+    /// The stewards' cosigned checkpoint (empty: the gateway holds none).
+    Checkpoint {
+        /// The request's nonce.
+        nonce: [u8; 8],
+        /// The signed note, not yet verified.
+        note: &'a [u8],
+    },
 }
 
 impl core::fmt::Debug for FromClient {
@@ -102,6 +136,10 @@ impl core::fmt::Debug for FromClient {
                 .debug_struct("DirRequest")
                 .field("nonce", nonce)
                 .field("page", page)
+                .finish(),
+            FromClient::CheckpointRequest { nonce } => f
+                .debug_struct("CheckpointRequest")
+                .field("nonce", nonce)
                 .finish(),
             FromClient::Hello { rate, .. } => f
                 .debug_struct("Hello")
@@ -198,6 +236,11 @@ pub enum FromClient {
         /// Which page.
         page: u8,
     },
+    /// The cosigned checkpoint.
+    CheckpointRequest {
+        /// Echoed in the answer.
+        nonce: [u8; 8],
+    },
     /// A mailbox registration.
     Hello {
         /// The client's secret token.
@@ -222,6 +265,11 @@ pub fn parse_request(datagram: &[u8]) -> Option<FromClient> {
                 nonce,
                 page: datagram[9],
             })
+        }
+        CHECKPOINT_REQUEST => {
+            let mut nonce = [0u8; 8];
+            nonce.copy_from_slice(&datagram[1..9]);
+            Some(FromClient::CheckpointRequest { nonce })
         }
         HELLO => {
             let mut token = [0u8; 32];
@@ -276,6 +324,15 @@ pub fn parse(datagram: &[u8]) -> Option<FromGateway<'_>> {
                 descriptors,
             })
         }
+        CHECKPOINT => {
+            let mut nonce = [0u8; 8];
+            nonce.copy_from_slice(&datagram[1..9]);
+            let len = usize::from(u16::from_be_bytes([datagram[9], datagram[10]]));
+            Some(FromGateway::Checkpoint {
+                nonce,
+                note: datagram.get(11..11 + len)?,
+            })
+        }
         WELCOME => Some(FromGateway::Welcome {
             mailbox: MailboxId(id16(1)),
             gateway: NodeId(id16(17)),
@@ -315,6 +372,25 @@ mod tests {
             })
         );
         assert_eq!(parse_request(&request(nonce, 3)[..100]), None);
+        assert_eq!(
+            parse_request(&checkpoint_request(nonce)),
+            Some(FromClient::CheckpointRequest { nonce })
+        );
+        let note = b"pb.test/n\n0\nAAAA\n\n- x y\n";
+        assert_eq!(
+            parse(&checkpoint(nonce, Some(note))),
+            Some(FromGateway::Checkpoint {
+                nonce,
+                note: &note[..]
+            })
+        );
+        assert_eq!(
+            parse(&checkpoint(nonce, None)),
+            Some(FromGateway::Checkpoint { nonce, note: &[] })
+        );
+        let mut long = checkpoint(nonce, Some(note));
+        long[9..11].copy_from_slice(&2000u16.to_be_bytes());
+        assert_eq!(parse(&long), None);
         let descriptors: Vec<(bool, Vec<u8>)> =
             (0..8u8).map(|i| (i % 2 == 0, vec![i; 224])).collect();
         let p = page(nonce, 1, 2, Epoch(5), &descriptors);

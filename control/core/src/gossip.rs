@@ -875,13 +875,13 @@ impl Gossip {
     /// The checkpoint this node would sign as a steward of `network`: the descriptors it
     /// admits under `policy` (its own view: what it holds and who it holds alive), their
     /// set's hash, and the topology dealt over them alone (a client recomputes it from the
-    /// admitted descriptors); with how many were admitted. The ledger's fields are an empty
+    /// admitted descriptors) and the admitted descriptors. The ledger's fields are an empty
     /// tree's until the ledger exists.
     pub fn checkpoint(
         &self,
         network: &str,
         policy: &Policy,
-    ) -> Result<(Checkpoint, usize), TopologyError> {
+    ) -> Result<(Checkpoint, Vec<Vec<u8>>), TopologyError> {
         let live = self.live_members();
         let shared = self.shared.borrow();
         let admission = admit(
@@ -903,7 +903,14 @@ impl Gossip {
             descriptors: descriptor_set_hash(admission.admitted.iter().map(|s| s.bytes())),
             topology: topology.hash(),
         };
-        Ok((checkpoint, admission.admitted.len()))
+        Ok((
+            checkpoint,
+            admission
+                .admitted
+                .iter()
+                .map(|s| s.bytes().to_vec())
+                .collect(),
+        ))
     }
 
     /// This node's identity key pair (to sign its next descriptors).

@@ -547,7 +547,7 @@ fn three_stewards_sign_the_same_checkpoint_each_epoch_and_cap_sybils() {
         );
         assert_eq!(checkpoint.epoch, epoch);
         // All fifty, and four of the eight sybils in their one /24.
-        assert_eq!(admitted, NODES + policy.per_ipv4_24);
+        assert_eq!(admitted.len(), NODES + policy.per_ipv4_24);
         let note = sign(&checkpoint.text(), &signers.iter().collect::<Vec<_>>()).unwrap();
         let (opened, signed) = stewards.open(note.as_bytes()).unwrap();
         assert_eq!((opened, signed.len()), (checkpoint.clone(), 3));

@@ -48,6 +48,9 @@ pub struct Directory {
     pub epoch: u32,
     /// Each descriptor's signed bytes, and whether its relay is live.
     pub descriptors: Vec<(bool, Vec<u8>)>,
+    /// The stewards' cosigned checkpoint naming these descriptors (a signed note), when the
+    /// relay follows a network file and holds one.
+    pub checkpoint: Option<String>,
 }
 
 /// A reply on its way from a core to the client link.
@@ -306,6 +309,11 @@ impl ClientLink {
                     Epoch(directory.epoch),
                     items,
                 )
+            }
+            Some(FromClient::CheckpointRequest { nonce }) => {
+                let (_, directory) = self.directory.get();
+                stats.pages.fetch_add(1, Ordering::Relaxed);
+                link::checkpoint(nonce, directory.checkpoint.as_deref().map(str::as_bytes))
             }
             Some(FromClient::Hello {
                 mut token,

@@ -195,6 +195,39 @@ pub struct GossipSettings {
     pub client_bind: Option<SocketAddr>,
     /// (Exit) networks the exit policy allows although they are special (a testbed's own).
     pub exit_allow: Vec<(std::net::IpAddr, u8)>,
+    /// The network file (docs/spec/network-file.md): its stewards' checkpoints are followed,
+    /// and signed if this relay's identity is a steward's.
+    pub network: Option<pb_control::network::NetworkFile>,
+}
+
+/// Reads the network file at `path`, which must name this configuration's seed and epoch
+/// length.
+fn network_file(
+    path: &std::path::Path,
+    seed: [u8; 32],
+    epoch_seconds: u64,
+) -> Result<pb_control::network::NetworkFile, ConfigError> {
+    const FIELD: &str = "gossip.network_file";
+    let bytes = std::fs::read(path)
+        .map_err(|e| bad(FIELD, format!("cannot read {}: {e}", path.display())))?;
+    let file = pb_control::network::NetworkFile::parse(&bytes)
+        .map_err(|e| bad(FIELD, format!("{}: {e}", path.display())))?;
+    if file.seed != seed {
+        return Err(bad(
+            FIELD,
+            "names another network seed than gossip.network_seed",
+        ));
+    }
+    if file.epoch_seconds != epoch_seconds {
+        return Err(bad(
+            FIELD,
+            format!(
+                "says epoch_seconds = {}, gossip.epoch_seconds is {epoch_seconds}",
+                file.epoch_seconds
+            ),
+        ));
+    }
+    Ok(file)
 }
 
 fn address(field: &str, text: &str) -> Result<SocketAddr, ConfigError> {
@@ -527,6 +560,10 @@ impl RelayConfig {
                     .iter()
                     .map(|n| network("gossip.exit_allow", n))
                     .collect::<Result<Vec<_>, _>>()?;
+                let network = g
+                    .network_file
+                    .map(|f| network_file(&dir.join(f), network_seed, epoch_seconds))
+                    .transpose()?;
                 Some(GossipSettings {
                     bind,
                     seeds,
@@ -538,6 +575,7 @@ impl RelayConfig {
                     advertise,
                     client_bind,
                     exit_allow,
+                    network,
                 })
             }
         };

@@ -127,6 +127,10 @@ pub struct GossipDriver {
     overlap_links: Vec<NodeId>,
     buf: Vec<u8>,
     pending: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// The stewards' cosigned checkpoint held (a signed note), and, for a gateway, the
+    /// admitted descriptors it names, which are what clients get.
+    checkpointed: Option<(String, Vec<pb_control::SignedDescriptor>)>,
+    next_checkpoint_look: Duration,
 }
 
 impl GossipDriver {
@@ -173,6 +177,10 @@ impl GossipDriver {
             Duration::ZERO,
         )
         .map_err(|e| anyhow!("gossip: {e}"))?;
+        let mut gossip = gossip;
+        if let Some(network) = &settings.network {
+            gossip.set_stewards(network.stewards.clone(), network.policy);
+        }
         Ok(Self {
             settings: settings.clone(),
             format,
@@ -193,6 +201,8 @@ impl GossipDriver {
             overlap_links: Vec::new(),
             buf: vec![0; 2048],
             pending: VecDeque::new(),
+            checkpointed: None,
+            next_checkpoint_look: Duration::ZERO,
         })
     }
 
@@ -259,6 +269,7 @@ impl GossipDriver {
         self.epoch_clock(&mut update);
         self.flush();
         self.topology_changed(&mut update);
+        self.checkpoint_changed(&mut update, now);
         if admin_ready {
             self.serve_admin(metrics);
         }
@@ -385,10 +396,82 @@ impl GossipDriver {
         update.links = Some((epoch, neighbours, routes));
         // Only a gateway serves the directory to clients.
         if self.settings.client_bind.is_some() {
-            update.directory = Some(Arc::new(crate::client_link::Directory {
-                epoch: epoch.0,
+            update.directory = Some(self.client_directory());
+        }
+    }
+
+    /// What a gateway serves clients: with a cosigned checkpoint, the checkpoint and the
+    /// descriptors it admitted, each with whether its relay is live now; without one (no
+    /// network file, or none cosigned yet), every descriptor held.
+    fn client_directory(&self) -> Arc<crate::client_link::Directory> {
+        let directory = match &self.checkpointed {
+            Some((note, admitted)) => {
+                let live = self.gossip.live_members();
+                crate::client_link::Directory {
+                    epoch: self.epoch.0,
+                    descriptors: admitted
+                        .iter()
+                        .map(|d| {
+                            (
+                                live.contains(&d.descriptor().gossip_addr),
+                                d.bytes().to_vec(),
+                            )
+                        })
+                        .collect(),
+                    checkpoint: Some(note.clone()),
+                }
+            }
+            None => crate::client_link::Directory {
+                epoch: self.epoch.0,
                 descriptors: self.gossip.client_view(),
-            }));
+                checkpoint: None,
+            },
+        };
+        Arc::new(directory)
+    }
+
+    /// Once a second: whether the stewards' cosigned checkpoint changed. Every relay with a
+    /// network file reports it; a gateway serves it with the admitted descriptors, once its
+    /// own view gives the same checkpoint (it knows the admitted set only from that).
+    fn checkpoint_changed(&mut self, update: &mut Update, now: Duration) {
+        let Some(network) = &self.settings.network else {
+            return;
+        };
+        if now < self.next_checkpoint_look {
+            return;
+        }
+        self.next_checkpoint_look = now + Duration::from_secs(1);
+        let Some(note) = self.gossip.cosigned_checkpoint() else {
+            return;
+        };
+        if self.checkpointed.as_ref().is_some_and(|(n, _)| *n == note) {
+            return;
+        }
+        let Ok((checkpoint, signers)) = network.stewards.open(note.as_bytes()) else {
+            return;
+        };
+        let admitted = match self
+            .gossip
+            .checkpoint(network.stewards.network(), &network.policy)
+        {
+            Ok((own, admitted)) if own == checkpoint => admitted
+                .iter()
+                .filter_map(|b| pb_control::SignedDescriptor::parse(b).ok())
+                .collect(),
+            // Our view differs: a gateway cannot tell which descriptors the stewards
+            // admitted, and looks again in a second.
+            _ if self.settings.client_bind.is_some() => return,
+            _ => Vec::new(),
+        };
+        update.reports.push(format!(
+            "checkpoint epoch {} signers {} topology {}",
+            checkpoint.epoch.0,
+            signers.len(),
+            hex(&checkpoint.topology)
+        ));
+        self.checkpointed = Some((note, admitted));
+        if self.settings.client_bind.is_some() {
+            update.directory = Some(self.client_directory());
         }
     }
 

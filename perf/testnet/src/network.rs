@@ -145,6 +145,9 @@ pub struct Network {
     pub(crate) relay_binary: Option<PathBuf>,
     pub(crate) log_dir: Option<PathBuf>,
     pub(crate) scratch: Option<PathBuf>,
+    /// Relays 0 to n - 1 are stewards (gossip mode; 0: no network file), k must sign;
+    /// `None` until `build`: three (at most the relays) and two of them (one of one).
+    pub(crate) stewards: Option<(usize, usize)>,
 }
 
 impl core::fmt::Debug for Network {
@@ -206,6 +209,40 @@ impl Network {
             relay_binary: None,
             log_dir: None,
             scratch: None,
+            stewards: None,
+        })
+    }
+
+    /// The network file (docs/spec/network-file.md) in gossip mode with stewards: its name
+    /// `pb.test/<tag>`, relays 0 to n - 1 as stewards (their identity keys), the threshold,
+    /// the gateway's client link, and room for every relay in the site's one /24.
+    pub fn network_file(&self) -> Option<pb_control::network::NetworkFile> {
+        let Mode::Gossip { epoch_seconds } = self.mode else {
+            return None;
+        };
+        let (n, k) = self.stewards.unwrap_or((0, 0));
+        if n == 0 {
+            return None;
+        }
+        let name = format!("pb.test/{}", self.tag());
+        let keys = (0..n)
+            .map(|i| {
+                let public =
+                    pb_control::IdentityKeyPair::from_seed(&self.identity_seed(i)).public();
+                pb_control::note::NoteKey::new(&format!("{name}/steward-{i}"), public)
+                    .map_err(|e| anyhow::anyhow!("steward {i}: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .ok()?;
+        Some(pb_control::network::NetworkFile {
+            stewards: pb_control::checkpoint::Stewards::new(&name, keys, k).ok()?,
+            seed: self.network_seed,
+            gateways: vec![self.client_link()],
+            epoch_seconds,
+            policy: pb_control::admission::Policy {
+                per_ipv4_24: 256,
+                per_ipv6_48: 4,
+            },
         })
     }
 
@@ -535,6 +572,13 @@ impl NetworkBuilder {
         self
     }
 
+    /// Relays 0 to `n - 1` act as stewards, `k` of whom must sign each epoch's checkpoint
+    /// (gossip mode; default 3 and 2; `n` = 0: no network file, clients trust the gateway).
+    pub fn stewards(mut self, n: usize, k: usize) -> Self {
+        self.0.stewards = Some((n, k));
+        self
+    }
+
     /// The network, if the settings fit together.
     ///
     /// # Errors
@@ -579,6 +623,15 @@ impl NetworkBuilder {
             "1 to 16 gateway cores, not {}",
             n.gateway_cores
         );
+        let stewards = n.relays.min(3);
+        let (count, k) = *n.stewards.get_or_insert((stewards, stewards.min(2)));
+        if count > 0 {
+            ensure!(
+                count <= n.relays && (1..=count).contains(&k),
+                "{k} of {count} stewards among {} relays",
+                n.relays
+            );
+        }
         if let Some((i, _)) = n.deliver_to.iter().find(|(i, _)| *i >= n.relays) {
             bail!("deliver_to for relay {i} of {}", n.relays);
         }
@@ -699,7 +752,12 @@ mod tests {
 
     #[test]
     fn static_secrets_differ_per_relay_and_epoch_and_debug_hides_the_seeds() {
-        let net = Network::builder().identity_seeds(0xc3).build().unwrap();
+        // A fixed epoch length: a clock-picked one (1950 to 1959) would print "195" itself.
+        let net = Network::builder()
+            .identity_seeds(0xc3)
+            .gossip(1800)
+            .build()
+            .unwrap();
         assert_ne!(net.sphinx_secret(0, 1), net.sphinx_secret(0, 2));
         assert_ne!(net.sphinx_secret(0, 1), net.sphinx_secret(1, 1));
         assert_ne!(net.node_id(0), net.node_id(1));

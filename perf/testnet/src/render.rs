@@ -12,6 +12,9 @@ use pb_sphinx::Format;
 
 use crate::network::{Backend, GOSSIP_PORT, Mode, Network, Node, PACKET_PORT, Role, hex};
 
+/// The network file's name in the scratch directory (gossip mode with stewards).
+pub const NETWORK_FILE: &str = "network.txt";
+
 impl Network {
     /// Relay `i`'s configuration file: packets on [`PACKET_PORT`], gossip on
     /// [`GOSSIP_PORT`], the gateway's client link on
@@ -61,6 +64,7 @@ impl Network {
                     client_bind: (role == Role::Gateway).then(|| self.client_link().to_string()),
                     exit_allow: (role == Role::Exit && self.exit_allow)
                         .then(|| vec![self.own_range()]),
+                    network_file: self.network_file().map(|_| NETWORK_FILE.into()),
                     ..GossipSection::default()
                 }),
                 None,
@@ -138,6 +142,9 @@ impl Network {
         if let Some(topology) = self.topology_file() {
             write("topology.toml".into(), render(&topology)?)?;
         }
+        if let Some(file) = self.network_file() {
+            write(NETWORK_FILE.into(), file.render())?;
+        }
         Ok(())
     }
 }
@@ -146,8 +153,6 @@ impl Network {
 mod tests {
     #![expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
-    use std::path::Path;
-
     use pb_relay::config::{Backend as IoBackend, RelayConfig, Topology};
 
     use super::*;
@@ -155,8 +160,20 @@ mod tests {
 
     fn parse(net: &Network, i: usize) -> RelayConfig {
         let text = render(&net.relay_config(i)).unwrap();
-        RelayConfig::from_toml(&text, Path::new("/scratch"))
-            .unwrap_or_else(|e| panic!("relay {i}: {e}\n{text}"))
+        // The network file the configuration names is read as it is parsed.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "pb-render-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        if let Some(file) = net.network_file() {
+            std::fs::write(dir.join(NETWORK_FILE), file.render()).unwrap();
+        }
+        let parsed = RelayConfig::from_toml(&text, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        parsed.unwrap_or_else(|e| panic!("relay {i}: {e}\n{text}"))
     }
 
     #[test]
@@ -181,9 +198,12 @@ mod tests {
                 assert_eq!(g.advertise, net.packet_addr(i), "relay {i}");
                 assert_eq!(g.bind, net.gossip_addr(i));
                 assert_eq!(g.network_seed, net.network_seed());
+                assert!(g.identity_file.ends_with(format!("identity{i}.key")));
+                // Every relay follows the network file's three stewards, two to sign.
+                let file = g.network.as_ref().unwrap();
                 assert_eq!(
-                    g.identity_file,
-                    Path::new("/scratch").join(format!("identity{i}.key"))
+                    (file.stewards.keys().len(), file.stewards.threshold()),
+                    (3, 2)
                 );
                 assert_eq!(g.seeds, vec![net.gossip_addr(0), net.gossip_addr(1)]);
                 // Only the gateway serves clients, only the exit opens the site's range.
@@ -262,7 +282,7 @@ mod tests {
             assert_eq!(c.node, net.node_id(i));
             assert_eq!(c.epoch.0, 7);
             assert_eq!(c.secret.expose(), &net.sphinx_secret(i, 7));
-            assert_eq!(c.topology, Path::new("/scratch/topology.toml"));
+            assert!(c.topology.ends_with("topology.toml"), "{:?}", c.topology);
             let entry = topology.node(net.node_id(i)).unwrap();
             assert_eq!(entry.layer, i as u32);
             assert_eq!(entry.addr, net.packet_addr(i));

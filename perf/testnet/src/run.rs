@@ -338,9 +338,18 @@ impl Testnet {
         }
     }
 
-    /// pb-client's arguments for this network: `--gateway <client link> --network-seed
-    /// <hex>`.
+    /// pb-client's arguments for this network: `--network <the network file>` (gossip mode
+    /// with stewards), else `--gateway <client link> --network-seed <hex>`.
     pub fn client_args(&self) -> Vec<String> {
+        if self.network.network_file().is_some() {
+            return vec![
+                "--network".into(),
+                self.dir
+                    .join(crate::render::NETWORK_FILE)
+                    .display()
+                    .to_string(),
+            ];
+        }
         vec![
             "--gateway".into(),
             self.network.client_link().to_string(),
