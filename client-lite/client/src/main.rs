@@ -375,6 +375,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `node` is a gateway (layer 0) of `topology`.
+fn is_gateway(topology: &Topology, node: NodeId) -> bool {
+    topology.layer(0).iter().any(|p| p.node == node)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -531,6 +536,15 @@ impl Client {
                     cookie,
                     ..
                 }) if mailbox == self.mailbox => {
+                    if self.network.is_some()
+                        && let Some(t) = &self.topology
+                        && !is_gateway(t, gateway)
+                    {
+                        self.leave_gateway(
+                            "its welcome names a node that is not a gateway of the network",
+                        );
+                        continue;
+                    }
                     self.gateway = Some(gateway);
                     self.cookie = cookie;
                     // A new cookie is echoed at once: the downlink starts (or follows a
@@ -599,6 +613,13 @@ impl Client {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         match pb_control::trust::verify_view(network, note, &all, now) {
+            Ok(verified)
+                if self
+                    .gateway
+                    .is_some_and(|g| !is_gateway(&verified.topology, g)) =>
+            {
+                self.leave_gateway("its welcome names a node that is not a gateway of the network");
+            }
             Ok(verified) => {
                 let changed = self
                     .topology

@@ -18,7 +18,11 @@ use pb_control::{
 
 fn pairs() -> &'static [IdentityKeyPair] {
     static PAIRS: OnceLock<Vec<IdentityKeyPair>> = OnceLock::new();
-    PAIRS.get_or_init(|| (1..=5u8).map(|i| IdentityKeyPair::from_seed(&[i; 32])).collect())
+    PAIRS.get_or_init(|| {
+        (1..=5u8)
+            .map(|i| IdentityKeyPair::from_seed(&[i; 32]))
+            .collect()
+    })
 }
 
 fn signers() -> Vec<NoteSigner<'static>> {
