@@ -23,7 +23,7 @@ mod common {
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     sync::{
         Arc,
@@ -36,7 +36,7 @@ use std::{
 use anyhow::{Context as _, anyhow};
 use common::{
     ks,
-    testnet::{EtcNetns, relay_binary},
+    testnet::{exit_resolves, relay_binary},
 };
 use pb_testnet::{FileServer, Network, Node, Testnet};
 
@@ -559,15 +559,7 @@ fn an_observer_of_the_access_link_cannot_tell_idle_from_busy() {
     let ns_name = |node| net.netns(node).unwrap().name().to_owned();
     let client_ns = ns_name(Node::Client);
     // The exit resolves the server's name from its namespace's hosts file.
-    let etc = PathBuf::from("/etc/netns").join(ns_name(EXIT));
-    let _etc = EtcNetns(vec![etc.clone()]);
-    std::fs::create_dir_all(&etc).unwrap();
-    std::fs::write(
-        etc.join("hosts"),
-        format!("127.0.0.1 localhost\n{server_ip} {SERVER_NAME}\n"),
-    )
-    .unwrap();
-    std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
+    let _etc = exit_resolves(&ns_name(EXIT), SERVER_NAME, server_ip.into());
     net.start_relays().unwrap();
     let body = Arc::new(pb_testnet::pattern(FILE_LEN));
     let _server = FileServer::start(net.listen(Node::Web, HTTP_PORT).unwrap(), body).unwrap();

@@ -35,7 +35,7 @@ mod common {
     pub mod testnet;
 }
 
-use common::testnet::{EtcNetns, relay_binary};
+use common::testnet::{EtcNetns, curl_via, relay_binary};
 
 const RELAYS: usize = 8;
 const EXIT: Node = Node::Relay(RELAYS - 1);
@@ -82,26 +82,6 @@ fn socks_reply(net: &Testnet, request: &[u8]) -> Option<u8> {
 /// curl in namespace `ns` through pb-client; the fetched bytes (or the failure).
 fn curl(ns: &str, url: &str, out: &Path) -> Result<Vec<u8>, String> {
     curl_via(ns, "127.0.0.1:1080", "240", url, out)
-}
-
-/// curl in namespace `ns` through the SOCKS5 proxy at `proxy`, given `seconds` at most.
-fn curl_via(
-    ns: &str,
-    proxy: &str,
-    seconds: &str,
-    url: &str,
-    out: &Path,
-) -> Result<Vec<u8>, String> {
-    let result = Command::new("ip")
-        .args(["netns", "exec", ns, "curl", "-sS", "--max-time", seconds])
-        .args(["--socks5-hostname", proxy, url, "-o"])
-        .arg(out)
-        .output()
-        .unwrap();
-    if !result.status.success() {
-        return Err(String::from_utf8_lossy(&result.stderr).into_owned());
-    }
-    std::fs::read(out).map_err(|e| e.to_string())
 }
 
 #[test]

@@ -19,8 +19,6 @@ mod common {
 
 use std::{
     net::{SocketAddr, UdpSocket},
-    path::Path,
-    process::Command,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -29,7 +27,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::testnet::{EtcNetns, relay_binary};
+use common::testnet::{curl_via, exit_resolves, relay_binary};
 use pb_control::{
     Descriptor, IdentityKeyPair, Role, SignedDescriptor,
     checkpoint::{Checkpoint, descriptor_set_hash, empty_tree_root},
@@ -168,19 +166,6 @@ fn serve(socket: UdpSocket, lie: Arc<Mutex<Lie>>, stop: Arc<AtomicBool>) {
     }
 }
 
-fn curl(ns: &str, url: &str, out: &Path) -> Result<Vec<u8>, String> {
-    let result = Command::new("ip")
-        .args(["netns", "exec", ns, "curl", "-sS", "--max-time", "120"])
-        .args(["--socks5-hostname", "127.0.0.1:1080", url, "-o"])
-        .arg(out)
-        .output()
-        .unwrap();
-    if !result.status.success() {
-        return Err(String::from_utf8_lossy(&result.stderr).into_owned());
-    }
-    std::fs::read(out).map_err(|e| e.to_string())
-}
-
 #[test]
 fn a_lying_gateway_is_refused_and_the_next_one_used() {
     if !pb_testbed::require_privileged("a_lying_gateway_is_refused_and_the_next_one_used") {
@@ -201,15 +186,7 @@ fn a_lying_gateway_is_refused_and_the_next_one_used() {
     let web: std::net::IpAddr = network.address(Node::Web).into();
     let ns_name = |node| net.netns(node).unwrap().name().to_owned();
     let client_ns = ns_name(Node::Client);
-    let etc = std::path::PathBuf::from("/etc/netns").join(ns_name(EXIT));
-    let _etc = EtcNetns(vec![etc.clone()]);
-    std::fs::create_dir_all(&etc).unwrap();
-    std::fs::write(
-        etc.join("hosts"),
-        format!("127.0.0.1 localhost\n{web} {SERVER_NAME}\n"),
-    )
-    .unwrap();
-    std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
+    let _etc = exit_resolves(&ns_name(EXIT), SERVER_NAME, web);
     net.start_relays().unwrap();
     let body = Arc::new(pb_testnet::pattern(FILE_LEN));
     let _server =
@@ -403,7 +380,8 @@ fn a_lying_gateway_is_refused_and_the_next_one_used() {
             "{name}: no line refusing the gateway for {reason:?}: {refused:?}\n{}",
             net.process(client).unwrap().tail(20)
         );
-        match curl(&client_ns, &url, &net.dir().join(format!("fetched-{k}"))) {
+        let out = net.dir().join(format!("fetched-{k}"));
+        match curl_via(&client_ns, "127.0.0.1:1080", "120", &url, &out) {
             Ok(got) if got == *body => {}
             Ok(got) => panic!("{name}: fetched {} bytes, not the file", got.len()),
             Err(e) => panic!("{name}: curl failed: {e}\n{}", net.report(30)),

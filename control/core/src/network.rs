@@ -125,8 +125,8 @@ impl NetworkFile {
                         value
                             .parse::<u64>()
                             .ok()
-                            .filter(|s| *s >= 60)
-                            .ok_or(bad("an epoch is at least 60 seconds"))?,
+                            .filter(|s| *s >= 5)
+                            .ok_or(bad("an epoch is at least 5 seconds"))?,
                     );
                 }
                 "prefix_cap_ipv4" => {

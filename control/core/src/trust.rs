@@ -18,10 +18,11 @@ use crate::{
 };
 
 /// How far before an epoch's start a client accepts its checkpoint (its clock may be
-/// behind), in seconds.
+/// behind), in seconds: this, or an eighth of an epoch if that is less.
 pub const EARLY: u64 = 120;
 /// How long after an epoch's end a client still accepts its checkpoint (stewards sign the
-/// next one a little after it starts), in seconds.
+/// next one a little after it starts), in seconds: this, or a quarter of an epoch if that
+/// is less.
 pub const LATE: u64 = 300;
 
 /// Why a gateway's view was refused.
@@ -65,12 +66,12 @@ pub struct Verified {
 }
 
 /// The epochs a client's clock (`now`, Unix seconds) allows: the current one, the previous
-/// one during its first [`LATE`] seconds, the next one during the current one's last
-/// [`EARLY`] seconds.
+/// one early in the current one ([`LATE`]), the next one late in it ([`EARLY`]).
 pub fn allowed_epochs(network: &NetworkFile, now: u64) -> (u32, u32) {
     let length = network.epoch_seconds.max(1);
+    let (late, early) = (LATE.min(length / 4), EARLY.min(length / 8));
     let epoch = |t: u64| u32::try_from(t / length).unwrap_or(u32::MAX);
-    (epoch(now.saturating_sub(LATE)), epoch(now + EARLY))
+    (epoch(now.saturating_sub(late)), epoch(now + early))
 }
 
 /// Checks a gateway's view: its cosigned checkpoint `note` and the descriptors it served,

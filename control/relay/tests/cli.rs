@@ -357,7 +357,26 @@ fn gossip_mode_mistakes_are_one_line_each() {
         move |file: &mut ConfigFile| change(file.gossip.as_mut().unwrap())
     };
     let free = "127.0.0.1:47999";
+    // The network file the configurations name, and one of another network.
+    let file = net.network_file().unwrap();
+    std::fs::write(dir.join("network.txt"), file.render()).unwrap();
+    let other = pb_control::network::NetworkFile {
+        seed: [0x99; 32],
+        ..file
+    };
+    std::fs::write(dir.join("other-network.txt"), other.render()).unwrap();
     let cases = [
+        (
+            gossip(free, &set(|g| g.network_file = Some("missing.txt".into()))),
+            "gossip.network_file: cannot read",
+        ),
+        (
+            gossip(
+                free,
+                &set(|g| g.network_file = Some("other-network.txt".into())),
+            ),
+            "gossip.network_file: names another network seed",
+        ),
         (
             gossip("127.0.0.1:0", &|c| node(c).secret = Some("00".into())),
             "node.secret: not used with [gossip]",
@@ -375,7 +394,13 @@ fn gossip_mode_mistakes_are_one_line_each() {
             "gossip.role",
         ),
         (
-            gossip(free, &set(|g| g.epoch_seconds = Some(604_800))),
+            gossip(
+                free,
+                &set(|g| {
+                    g.epoch_seconds = Some(604_800);
+                    g.network_file = None;
+                }),
+            ),
             "mix.link_rate, gossip.epoch_seconds, gossip.max_layer_width: the replay filter would need",
         ),
         (
