@@ -91,13 +91,16 @@ pub fn verify_view(
             to,
         });
     }
-    let mut descriptors = Vec::with_capacity(served.len());
-    for (_, bytes) in served {
-        let d = SignedDescriptor::parse(bytes).map_err(|e| Hostile::Descriptor(reason(e)))?;
-        descriptors.push(d);
-    }
+    // The set first: once its hash is the one k stewards signed, every descriptor in it is
+    // one they verified, signature and all, so only its fields are read here.
     if descriptor_set_hash(served.iter().map(|(_, b)| &b[..])) != checkpoint.descriptors {
         return Err(Hostile::DescriptorSet);
+    }
+    let mut descriptors = Vec::with_capacity(served.len());
+    for (_, bytes) in served {
+        let d =
+            SignedDescriptor::parse_attested(bytes).map_err(|e| Hostile::Descriptor(reason(e)))?;
+        descriptors.push(d);
     }
     let epoch = Epoch(checkpoint.epoch.0);
     let all = Topology::compute(

@@ -187,12 +187,23 @@ fn every_forgery_a_gateway_can_serve_is_refused_with_its_reason() {
         check(&short, &served(&honest), NOW),
         Hostile::Checkpoint(CheckpointError::TooFewSignatures { got: 2, need: 3 })
     );
-    // A descriptor altered in transit.
+    // A descriptor altered in transit: no longer the attested set.
     let mut altered = served(&honest);
     let last = altered[2].1.len() - 1;
     altered[2].1[last] ^= 1;
+    assert_eq!(check(&note, &altered, NOW), Hostile::DescriptorSet);
+    // k stewards attesting bytes that are not a descriptor: refused all the same.
+    let mut junk = served(&honest);
+    junk[2].1.truncate(40);
+    let attested_junk = s.note(
+        &Checkpoint {
+            descriptors: descriptor_set_hash(junk.iter().map(|(_, b)| &b[..])),
+            ..good.clone()
+        },
+        &[0, 1, 2],
+    );
     assert!(matches!(
-        check(&note, &altered, NOW),
+        check(&attested_junk, &junk, NOW),
         Hostile::Descriptor(_)
     ));
     // k stewards signing a topology the descriptors do not give.
