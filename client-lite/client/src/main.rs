@@ -212,15 +212,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         )
     })?;
     let network_seed = match (&network, args.network_seed.as_deref().or(NETWORK_SEED)) {
-        (Some(n), Some(hex)) if hex32(hex) != Some(n.seed) && args.network_seed.is_some() => {
+        (Some(n), Some(hex))
+            if pb_control::network::hex32(hex) != Some(n.seed) && args.network_seed.is_some() =>
+        {
             return Err(anyhow!(
                 "--network-seed: the network file names another seed"
             ));
         }
         (Some(n), _) => n.seed,
-        (None, Some(hex)) => {
-            hex32(hex).ok_or_else(|| anyhow!("--network-seed: expected 64 hex digits"))?
-        }
+        (None, Some(hex)) => pb_control::network::hex32(hex)
+            .ok_or_else(|| anyhow!("--network-seed: expected 64 hex digits"))?,
         (None, None) => {
             return Err(anyhow!(
                 "no network: this build has none built in; pass --network FILE (or --network-seed HEX)"
@@ -382,18 +383,6 @@ fn is_gateway(topology: &Topology, node: NodeId) -> bool {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn hex32(text: &str) -> Option<[u8; 32]> {
-    let text = text.trim();
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 impl Client {

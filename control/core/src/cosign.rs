@@ -90,6 +90,13 @@ impl Cosigning {
         self.own.is_some()
     }
 
+    /// Our steward key's name, if we are one.
+    pub fn own_name(&self) -> Option<&str> {
+        self.own
+            .and_then(|i| self.stewards.keys().get(i))
+            .map(|k| k.name())
+    }
+
     /// A new epoch: what was held goes, the last complete note stays as the previous one.
     pub fn set_epoch(&mut self, epoch: Epoch) {
         if epoch == self.epoch {

@@ -650,15 +650,7 @@ impl Gossip {
         let Some((cosigning, policy)) = self.cosigning.as_ref() else {
             return;
         };
-        let (own, policy) = (
-            cosigning
-                .stewards()
-                .keys()
-                .iter()
-                .find(|k| k.public() == self.identity.public())
-                .map(|k| k.name().to_owned()),
-            *policy,
-        );
+        let (own, policy) = (cosigning.own_name().map(str::to_owned), *policy);
         let network = cosigning.stewards().network().to_owned();
         let made = match &own {
             Some(_) => self.checkpoint(&network, &policy).ok(),

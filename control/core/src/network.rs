@@ -69,7 +69,9 @@ fn once<T>(slot: &Option<T>, line: usize) -> Result<(), NetworkFileError> {
     }
 }
 
-fn hex32(text: &str) -> Option<[u8; 32]> {
+/// 32 bytes from 64 hex digits (a network seed), surrounding spaces ignored.
+pub fn hex32(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
     if text.len() != 64 {
         return None;
     }

@@ -112,18 +112,24 @@ pub fn verify_view(
     if all.hash() != checkpoint.topology {
         return Err(Hostile::Topology);
     }
-    let topology = Topology::compute_live(
-        &network.seed,
-        epoch,
-        descriptors.iter().map(|d| d.descriptor()),
-        |d| {
-            served
-                .iter()
-                .zip(&descriptors)
-                .any(|((live, _), s)| *live && s.descriptor() == d)
-        },
-    )
-    .map_err(Hostile::NoTopology)?;
+    // Routes leave out what the gateway marked not live (when it marked anything).
+    let topology = if served.iter().all(|(live, _)| *live) {
+        all
+    } else {
+        let live: std::collections::HashSet<_> = served
+            .iter()
+            .zip(&descriptors)
+            .filter(|((live, _), _)| *live)
+            .map(|(_, d)| d.descriptor().identity)
+            .collect();
+        Topology::compute_live(
+            &network.seed,
+            epoch,
+            descriptors.iter().map(|d| d.descriptor()),
+            |d| live.contains(&d.identity),
+        )
+        .map_err(Hostile::NoTopology)?
+    };
     Ok(Verified {
         checkpoint,
         topology,

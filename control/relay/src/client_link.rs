@@ -84,6 +84,8 @@ pub struct ClientLinkStats {
     pub hellos: AtomicU64,
     /// Directory pages served.
     pub pages: AtomicU64,
+    /// Cosigned checkpoints served.
+    pub checkpoints: AtomicU64,
 }
 
 impl ClientLinkStats {
@@ -99,6 +101,7 @@ impl ClientLinkStats {
             ("malformed", &self.malformed),
             ("hellos", &self.hellos),
             ("pages", &self.pages),
+            ("checkpoints", &self.checkpoints),
         ]
         .into_iter()
         .map(|(name, v)| crate::metrics::role_metric("client_link", name, v))
@@ -312,7 +315,7 @@ impl ClientLink {
             }
             Some(FromClient::CheckpointRequest { nonce }) => {
                 let (_, directory) = self.directory.get();
-                stats.pages.fetch_add(1, Ordering::Relaxed);
+                stats.checkpoints.fetch_add(1, Ordering::Relaxed);
                 link::checkpoint(nonce, directory.checkpoint.as_deref().map(str::as_bytes))
             }
             Some(FromClient::Hello {
