@@ -44,6 +44,16 @@ impl EpochKey {
     pub fn public_key(&self) -> [u8; 32] {
         crypto::x25519_base(&self.secret)
     }
+
+    /// X25519 of this key with `public`, for what is not a packet (a client link's hello is
+    /// sealed to its gateway's key for the epoch; the caller derives its keys under a context
+    /// of its own). `None` when `public` is not a canonical encoding, not on the curve, or of
+    /// small order (the result would be the same for every secret).
+    pub fn agree(&self, public: &[u8; 32]) -> Option<[u8; 32]> {
+        use curve25519_dalek::traits::IsIdentity as _;
+        let shared = crypto::point_mul(&crypto::decode_point(public)?, &self.secret);
+        (!shared.is_identity()).then(|| crypto::u_of(&shared))
+    }
 }
 
 /// The keys a relay processes with: the current epoch's, and during the overlap after a

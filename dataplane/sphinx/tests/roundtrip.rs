@@ -650,3 +650,38 @@ fn a_relay_set_to_one_format_refuses_the_other() {
         }
     }
 }
+
+/// `EpochKey::agree` is X25519 (as x25519-dalek computes it), the same from either side, and
+/// refuses the points that would make the result independent of the secret or the encoding
+/// malleable.
+#[test]
+fn agree_is_x25519_and_refuses_small_order_and_non_canonical_points() {
+    let a = EpochKey::from_secret(Epoch(1), [0x11; 32]);
+    let b = EpochKey::from_secret(Epoch(1), [0x22; 32]);
+    let ab = a.agree(&b.public_key()).unwrap();
+    assert_eq!(Some(ab), b.agree(&a.public_key()));
+    assert_eq!(ab, x25519_dalek::x25519([0x11; 32], b.public_key()));
+    // The identity, a point of order 2, one of order 8 (RFC 7748's list of small-order
+    // u-coordinates), and p itself (non-canonical zero).
+    let mut order8 = [0u8; 32];
+    order8.copy_from_slice(
+        &(0..32)
+            .map(|i| {
+                u8::from_str_radix(
+                    &"e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"
+                        [2 * i..2 * i + 2],
+                    16,
+                )
+                .unwrap()
+            })
+            .collect::<Vec<_>>(),
+    );
+    let mut p = [0xff; 32];
+    p[0] = 0xed;
+    p[31] = 0x7f;
+    let mut one = [0u8; 32];
+    one[0] = 1;
+    for bad in [[0u8; 32], one, order8, p] {
+        assert_eq!(a.agree(&bad), None, "{bad:?}");
+    }
+}
