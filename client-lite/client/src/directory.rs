@@ -4,7 +4,7 @@
 //! withhold relays but not forge or move one.
 
 use pb_control::{SignedDescriptor, Topology, TopologyError};
-use pb_sphinx::Epoch;
+use pb_sphinx::{Epoch, NodeId};
 
 /// A descriptor's signed bytes, and whether the gateway says its relay is live.
 pub type Entry = (bool, Vec<u8>);
@@ -14,7 +14,8 @@ pub type Entry = (bool, Vec<u8>);
 pub struct Fetch {
     /// The nonce the requests carried.
     pub nonce: [u8; 8],
-    epoch: Option<Epoch>,
+    /// The epoch and the node the gateway says it is, as its first page gave them.
+    epoch: Option<(Epoch, NodeId)>,
     pages: Vec<Option<Vec<Entry>>>,
 }
 
@@ -36,20 +37,20 @@ impl Fetch {
             .collect()
     }
 
-    /// Takes a page; whether it was new. Pages of another fetch or another epoch, and pages
-    /// already held (a duplicate answer), are ignored.
+    /// Takes a page; whether it was new. Pages of another fetch, of another epoch or naming
+    /// another gateway, and pages already held (a duplicate answer), are ignored.
     pub fn take(
         &mut self,
         nonce: [u8; 8],
         page: u8,
         pages: u8,
-        epoch: Epoch,
+        (epoch, gateway): (Epoch, NodeId),
         descriptors: &[(bool, &[u8])],
     ) -> bool {
-        if nonce != self.nonce || pages == 0 || self.epoch.is_some_and(|e| e != epoch) {
+        if nonce != self.nonce || pages == 0 || self.epoch.is_some_and(|e| e != (epoch, gateway)) {
             return false;
         }
-        self.epoch = Some(epoch);
+        self.epoch = Some((epoch, gateway));
         self.pages.resize(usize::from(pages), None);
         match self.pages.get_mut(usize::from(page)) {
             Some(slot @ None) => {
@@ -65,14 +66,15 @@ impl Fetch {
         self.epoch.is_some() && self.pages.iter().all(Option::is_some)
     }
 
-    /// The epoch and every descriptor (with whether it is live), once all pages are in.
-    pub fn complete(&self) -> Option<(Epoch, Vec<Entry>)> {
-        let epoch = self.epoch?;
+    /// The epoch, the node the gateway says it is, and every descriptor (with whether it
+    /// is live), once all pages are in.
+    pub fn complete(&self) -> Option<(Epoch, NodeId, Vec<Entry>)> {
+        let (epoch, gateway) = self.epoch?;
         let mut all = Vec::new();
         for page in &self.pages {
             all.extend(page.as_ref()?.iter().cloned());
         }
-        Some((epoch, all))
+        Some((epoch, gateway, all))
     }
 }
 
@@ -113,33 +115,42 @@ pub fn topology(
 mod tests {
     use super::*;
 
+    const G: NodeId = NodeId([9; 16]);
+
     #[test]
     fn a_fetch_takes_each_page_once_and_only_its_own() {
         let mut fetch = Fetch::new([1; 8]);
         assert_eq!(fetch.missing(), vec![0]);
         let one: &[u8] = b"one";
         assert!(
-            !fetch.take([2; 8], 0, 2, Epoch(7), &[(true, one)]),
+            !fetch.take([2; 8], 0, 2, (Epoch(7), G), &[(true, one)]),
             "another fetch"
         );
-        assert!(fetch.take([1; 8], 0, 2, Epoch(7), &[(true, one)]));
+        assert!(fetch.take([1; 8], 0, 2, (Epoch(7), G), &[(true, one)]));
         assert!(
-            !fetch.take([1; 8], 0, 2, Epoch(7), &[(true, one)]),
+            !fetch.take([1; 8], 0, 2, (Epoch(7), G), &[(true, one)]),
             "a duplicate"
         );
         assert_eq!(fetch.missing(), vec![1]);
         assert!(!fetch.is_complete() && fetch.complete().is_none());
         assert!(
-            !fetch.take([1; 8], 1, 2, Epoch(8), &[(false, one)]),
+            !fetch.take([1; 8], 1, 2, (Epoch(8), G), &[(false, one)]),
             "another epoch"
         );
-        assert!(fetch.take([1; 8], 1, 2, Epoch(7), &[(false, one)]));
+        assert!(
+            !fetch.take([1; 8], 1, 2, (Epoch(7), NodeId([8; 16])), &[(false, one)]),
+            "another gateway"
+        );
+        assert!(fetch.take([1; 8], 1, 2, (Epoch(7), G), &[(false, one)]));
         assert!(fetch.is_complete());
-        let (epoch, all) = fetch.complete().unwrap_or((Epoch(0), Vec::new()));
-        assert_eq!(epoch, Epoch(7));
+        let (epoch, gateway, all) =
+            fetch
+                .complete()
+                .unwrap_or((Epoch(0), NodeId([0; 16]), Vec::new()));
+        assert_eq!((epoch, gateway), (Epoch(7), G));
         assert_eq!(all, vec![(true, one.to_vec()), (false, one.to_vec())]);
         assert!(
-            !fetch.take([1; 8], 1, 2, Epoch(7), &[(false, one)]),
+            !fetch.take([1; 8], 1, 2, (Epoch(7), G), &[(false, one)]),
             "after completion"
         );
     }

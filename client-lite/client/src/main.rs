@@ -2,7 +2,9 @@
 //! PhantomBand mixnet to an exit, with replies coming back through SURBs.
 //!
 //! It fetches the signed directory from its gateway, verifies every descriptor and computes
-//! the topology itself; it registers a mailbox for its replies; then it sends one packet
+//! the topology itself (with a network file, only a view k stewards signed counts); it
+//! registers a mailbox for its replies with a hello sealed to the gateway's key from that
+//! view, and takes only a welcome the gateway signed; then it sends one packet
 //! per tick of a Poisson process, a real one when a session has something to send and cover
 //! otherwise, so its link shows the same rate whether the user is idle or busy; its gateway
 //! sends down at the profile's constant rate, padding that looks like a reply when none is
@@ -17,7 +19,7 @@ mod schedule;
 mod session;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     io::{ErrorKind, Read as _, Write as _},
     net::SocketAddr,
     sync::{Arc, atomic::AtomicBool},
@@ -110,6 +112,8 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 const LEAD: Duration = Duration::from_millis(5);
 /// A packet sent this long after its time is counted late.
 const LATE: Duration = Duration::from_micros(500);
+/// Hellos whose welcome is still awaited (their keys kept to open it).
+const MAX_HELLOS: usize = 4;
 
 /// An application's SOCKS connection.
 struct App {
@@ -151,6 +155,12 @@ struct Client {
     random: OsRandom,
     token: [u8; 32],
     mailbox: MailboxId,
+    /// The node the gateway's directory pages say it is, once that node is a gateway of
+    /// the verified view: hellos are sealed to its key.
+    claimed: Option<NodeId>,
+    /// The keys of the last hellos, to open their welcomes.
+    hellos: VecDeque<link::HelloKeys>,
+    /// The gateway, once a welcome proved the claim (sealed to our hello and signed).
     gateway: Option<NodeId>,
     topology: Option<Topology>,
     fetch: Fetch,
@@ -278,6 +288,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         random,
         mailbox: link::mailbox_of(&token),
         token,
+        claimed: None,
+        hellos: VecDeque::new(),
         gateway: None,
         topology: None,
         fetch: Fetch::new(nonce),
@@ -395,20 +407,40 @@ impl Client {
         let _ = self.udp.send_to(datagram, self.gateway_link);
     }
 
-    fn hello(&mut self) {
-        self.echoed = self.cookie;
-        self.send_link(&link::hello(
+    /// A hello sealed to the claimed gateway's key for the view's epoch; whether one went
+    /// (none before a verified view names the gateway).
+    fn hello(&mut self) -> bool {
+        let (Some(topology), Some(claimed)) = (&self.topology, self.claimed) else {
+            return false;
+        };
+        let Some(gateway_key) = topology.find(claimed).map(|p| p.sphinx_key) else {
+            return false;
+        };
+        let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+        self.random.fill(&mut secret[..]);
+        let Some((datagram, keys)) = link::hello(
+            &gateway_key,
+            topology.epoch(),
+            *secret,
             &self.token,
             self.profile.downlink_rate,
             &self.cookie,
-        ));
+        ) else {
+            return false;
+        };
+        if self.hellos.len() == MAX_HELLOS {
+            self.hellos.pop_front();
+        }
+        self.hellos.push_back(keys);
+        self.echoed = self.cookie;
+        self.send_link(&datagram);
+        true
     }
 
     /// Hellos and directory fetches.
     fn timers(&mut self) {
         let now = self.now();
-        if now >= self.next_hello {
-            self.hello();
+        if now >= self.next_hello && self.hello() {
             // Until the gateway answers, ask every second; then every HELLO_GAP.
             self.next_hello = now
                 + if self.gateway.is_some() {
@@ -520,21 +552,34 @@ impl Client {
             let now = self.now();
             match link::parse(&buf[..n]) {
                 Some(FromGateway::Welcome {
-                    mailbox,
-                    gateway,
-                    cookie,
-                    ..
-                }) if mailbox == self.mailbox => {
-                    if self.network.is_some()
-                        && let Some(t) = &self.topology
-                        && !is_gateway(t, gateway)
-                    {
-                        self.leave_gateway(
-                            "its welcome names a node that is not a gateway of the network",
-                        );
+                    ephemeral,
+                    nonce,
+                    sealed,
+                    signature,
+                }) => {
+                    // Only an answer to one of our hellos counts; anything else is dropped.
+                    let Some(keys) = self.hellos.iter().find(|k| *k.ephemeral() == ephemeral)
+                    else {
                         continue;
-                    }
-                    self.gateway = Some(gateway);
+                    };
+                    let (Some(claimed), Some(topology)) = (self.claimed, &self.topology) else {
+                        continue;
+                    };
+                    let identity = topology.find(claimed).map(|p| p.identity);
+                    let proven = link::open_welcome(keys, &nonce, &sealed).filter(|(c, rate)| {
+                        let signed = link::welcome_signed(claimed, keys, self.mailbox, c, *rate);
+                        identity
+                            .is_some_and(|id| id.verify(link::WELCOME_CONTEXT, &signed, &signature))
+                    });
+                    let Some((cookie, _)) = proven else {
+                        self.leave_gateway(&format!(
+                            "its welcome is not from gateway {} (not sealed to our hello or \
+                             not signed by that node's identity key)",
+                            hex(&claimed.0[..8])
+                        ));
+                        continue;
+                    };
+                    self.gateway = Some(claimed);
                     self.cookie = cookie;
                     // A new cookie is echoed at once: the downlink starts (or follows a
                     // new address) without waiting for the next hello.
@@ -547,11 +592,15 @@ impl Client {
                     page,
                     pages,
                     epoch,
+                    gateway,
                     descriptors,
                 }) => {
                     // Each page counts once: a duplicate answer neither asks again nor
                     // verifies the directory again.
-                    if !self.fetch.take(nonce, page, pages, epoch, &descriptors) {
+                    if !self
+                        .fetch
+                        .take(nonce, page, pages, (epoch, gateway), &descriptors)
+                    {
                         continue;
                     }
                     if self.fetch.is_complete() {
@@ -589,11 +638,11 @@ impl Client {
     /// A complete fetch: with a network file, once the checkpoint is here too, the view is
     /// checked against the stewards and a hostile gateway is left for the next one.
     fn try_directory(&mut self) {
-        let Some((epoch, all)) = self.fetch.complete() else {
+        let Some((epoch, claimed, all)) = self.fetch.complete() else {
             return;
         };
         let Some(network) = &self.network else {
-            return self.new_directory(epoch, &all);
+            return self.new_directory(epoch, claimed, &all);
         };
         let Some(note) = &self.checkpoint else {
             return;
@@ -602,12 +651,11 @@ impl Client {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         match pb_control::trust::verify_view(network, note, &all, now) {
-            Ok(verified)
-                if self
-                    .gateway
-                    .is_some_and(|g| !is_gateway(&verified.topology, g)) =>
-            {
-                self.leave_gateway("its welcome names a node that is not a gateway of the network");
+            Ok(verified) if !is_gateway(&verified.topology, claimed) => {
+                self.leave_gateway(&format!(
+                    "it says it is node {}, which is not a gateway of the network",
+                    hex(&claimed.0[..8])
+                ));
             }
             Ok(verified) => {
                 let changed = self
@@ -615,6 +663,7 @@ impl Client {
                     .as_ref()
                     .is_none_or(|t| t.hash() != verified.topology.hash());
                 self.topology = Some(verified.topology);
+                self.claim(claimed);
                 if changed {
                     self.retire_sessions();
                 }
@@ -636,6 +685,8 @@ impl Client {
         self.gateway_index = next;
         self.gateway_link = self.gateways[next];
         self.gateway = None;
+        self.claimed = None;
+        self.hellos.clear();
         self.topology = None;
         self.checkpoint = None;
         (self.cookie, self.echoed) = ([0; 16], [0; 16]);
@@ -660,7 +711,23 @@ impl Client {
         self.loops.restart();
     }
 
-    fn new_directory(&mut self, epoch: pb_sphinx::Epoch, descriptors: &[(bool, Vec<u8>)]) {
+    /// The gateway's claim, from a view that holds it: hellos go to that node's key. A
+    /// changed claim needs a new welcome.
+    fn claim(&mut self, claimed: NodeId) {
+        if self.claimed != Some(claimed) {
+            self.claimed = Some(claimed);
+            self.gateway = None;
+            self.hellos.clear();
+            self.next_hello = self.now();
+        }
+    }
+
+    fn new_directory(
+        &mut self,
+        epoch: pb_sphinx::Epoch,
+        claimed: NodeId,
+        descriptors: &[(bool, Vec<u8>)],
+    ) {
         match directory::topology(&self.network_seed, epoch, descriptors) {
             Ok((topology, refused)) => {
                 if refused > 0 {
@@ -672,7 +739,16 @@ impl Client {
                     .topology
                     .as_ref()
                     .is_none_or(|t| t.hash() != topology.hash());
+                let known = topology.find(claimed).is_some();
                 self.topology = Some(topology);
+                if known {
+                    self.claim(claimed);
+                } else {
+                    pb_log::warn_limited!(
+                        "the gateway says it is node {}, which is not in its own directory",
+                        hex(&claimed.0[..8])
+                    );
+                }
                 if changed {
                     self.retire_sessions();
                 }

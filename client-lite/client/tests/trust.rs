@@ -6,10 +6,12 @@
 //! Shows, for each lie: (a) an invented network of self-signed relays, with a checkpoint the
 //! attacker signed under the stewards' names; (b) the real network with one mix replaced;
 //! (c) a stale checkpoint (genuinely signed, two epochs old); (d) a checkpoint with k - 1
-//! signatures; (e) the real view, but a welcome naming a node that is not a gateway: the
-//! client refuses the gateway with one line naming the reason, moves to the honest gateway
-//! and fetches through it byte-identical; and no packet ever reaches the invented network's
-//! relays (sockets of the test's own).
+//! signatures; (e) the real view, claiming to be the real gateway, but a welcome that gateway
+//! did not sign (the liar cannot open the hello, which is sealed to that gateway's key);
+//! (f) the real view, claiming to be a node that is not a gateway: the client refuses the
+//! gateway with one line naming the reason, moves to the honest gateway and fetches through
+//! it byte-identical; and no packet ever reaches the invented network's relays (sockets of
+//! the test's own).
 #![cfg(target_arch = "x86_64")]
 #![expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
@@ -53,8 +55,8 @@ struct Lie {
     note: Vec<u8>,
     descriptors: Vec<Vec<u8>>,
     epoch: Epoch,
-    /// The node its welcome names.
-    welcome_names: NodeId,
+    /// The node its directory pages say it is.
+    claims: NodeId,
 }
 
 /// The honest gateway's view, fetched as a client would.
@@ -152,13 +154,30 @@ fn serve(socket: UdpSocket, lie: Arc<Mutex<Lie>>, stop: Arc<AtomicBool>) {
                 let pages = all.len().div_ceil(link::PER_PAGE);
                 let first = (usize::from(page) * link::PER_PAGE).min(all.len());
                 let last = (first + link::PER_PAGE).min(all.len());
-                link::page(nonce, page, pages as u8, lie.epoch, &all[first..last])
+                link::page(
+                    nonce,
+                    page,
+                    pages as u8,
+                    lie.epoch,
+                    lie.claims,
+                    &all[first..last],
+                )
             }
             Some(FromClient::CheckpointRequest { nonce }) => {
                 link::checkpoint(nonce, Some(&lie.note))
             }
-            Some(FromClient::Hello { token, rate, .. }) => {
-                link::welcome(link::mailbox_of(&token), lie.welcome_names, &[9; 16], rate)
+            Some(FromClient::Hello { ephemeral, .. }) => {
+                // The hello is sealed to the claimed gateway's key: all the liar can do is
+                // echo the ephemeral key, with a seal and a signature of its own.
+                let mut forged = [0u8; PACKET_LEN];
+                forged[0] = link::WELCOME;
+                forged[1..33].copy_from_slice(&ephemeral);
+                let signed_at = 45 + link::SEALED_WELCOME_LEN;
+                forged[33..signed_at].fill(0x5a);
+                let signature = IdentityKeyPair::from_seed(&[0xee; 32])
+                    .sign_message(link::WELCOME_CONTEXT, &forged[1..signed_at]);
+                forged[signed_at..signed_at + link::SIGNATURE_LEN].copy_from_slice(&signature);
+                forged
             }
             None => continue,
         };
@@ -294,7 +313,7 @@ fn a_lying_gateway_is_refused_and_the_next_one_used() {
                 ),
                 descriptors: invented_bytes.clone(),
                 epoch,
-                welcome_names: invented_set[0].descriptor().node_id(),
+                claims: invented_set[0].descriptor().node_id(),
             },
             "0 of the 2 steward signatures needed",
         ),
@@ -304,7 +323,7 @@ fn a_lying_gateway_is_refused_and_the_next_one_used() {
                 note: real_note.clone(),
                 descriptors: swapped,
                 epoch,
-                welcome_names: gateway_id,
+                claims: gateway_id,
             },
             "are not the set the stewards admitted",
         ),
@@ -314,7 +333,7 @@ fn a_lying_gateway_is_refused_and_the_next_one_used() {
                 note: signed(&stale.text(), &steward_signers.iter().collect::<Vec<_>>()),
                 descriptors: real_descriptors.clone(),
                 epoch,
-                welcome_names: gateway_id,
+                claims: gateway_id,
             },
             "the clock allows",
         ),
@@ -324,19 +343,29 @@ fn a_lying_gateway_is_refused_and_the_next_one_used() {
                 note: signed(&real_text, &[&steward_signers[0]]),
                 descriptors: real_descriptors.clone(),
                 epoch,
-                welcome_names: gateway_id,
+                claims: gateway_id,
             },
             "1 of the 2 steward signatures needed",
         ),
         (
-            "(e) a welcome naming another node",
+            "(e) a welcome the gateway it names did not sign",
             Lie {
                 note: real_note.clone(),
                 descriptors: real_descriptors.clone(),
                 epoch,
-                welcome_names: network.node_id(RELAYS - 1),
+                claims: gateway_id,
             },
-            "not a gateway of the network",
+            "its welcome is not from gateway",
+        ),
+        (
+            "(f) claiming to be a node that is not a gateway",
+            Lie {
+                note: real_note.clone(),
+                descriptors: real_descriptors.clone(),
+                epoch,
+                claims: network.node_id(RELAYS - 1),
+            },
+            "which is not a gateway of the network",
         ),
     ];
     let fake_addr = SocketAddr::new(web, FAKE_PORT);

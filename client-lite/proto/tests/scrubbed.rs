@@ -4,11 +4,11 @@
 
 use pb_proto::{
     frame::{Frame, StreamId},
-    link::FromClient,
+    link::{self, FromClient},
     message::SessionId,
     socks::Target,
 };
-use pb_sphinx::MailboxId;
+use pb_sphinx::{Epoch, EpochKey, MailboxId};
 
 fn assert_scrubbed(printed: &str, secrets: &[&str]) {
     for secret in secrets {
@@ -32,15 +32,31 @@ fn targets_frames_tokens_sessions_and_mailboxes_print_scrubbed() {
         stream: StreamId(3),
         bytes: b"GET /private-path HTTP/1.1",
     };
-    let hello = FromClient::Hello {
-        token: [0xa7; 32],
-        rate: 100,
-        cookie: [0xc5; 16],
+    // A hello as parsed, and opened: neither the ephemeral key, the seal, the token nor
+    // the cookie prints.
+    let gateway = EpochKey::from_secret(Epoch(1), [0x11; 32]);
+    let (datagram, keys) = link::hello(
+        &gateway.public_key(),
+        Epoch(1),
+        [0x22; 32],
+        &[0xa7; 32],
+        100,
+        &[0xc5; 16],
+    )
+    .unwrap();
+    let hello = link::parse_request(&datagram).unwrap();
+    let FromClient::Hello {
+        ephemeral, sealed, ..
+    } = &hello
+    else {
+        unreachable!("a hello")
     };
+    let opened = link::open_hello(&gateway, &gateway.public_key(), ephemeral, sealed).unwrap();
+    let hello = format!("{hello:?} {opened:?} {keys:?}");
     let session = SessionId([0x5c; 16]);
     let mailbox = MailboxId([0x3e; 16]);
     let printed = format!(
-        "{name:?} {v4:?} {v6:?} {open:?} {data:?} {hello:?} {session:?} {mailbox:?} {:#?}",
+        "{name:?} {v4:?} {v6:?} {open:?} {data:?} {hello} {session:?} {mailbox:?} {:#?}",
         (&name, &data)
     );
     assert_scrubbed(

@@ -1,7 +1,9 @@
 //! The gateway's client link: where clients fetch the signed directory, register the mailbox
-//! their replies come to, and receive those replies. Plain UDP for now (the transports add
+//! their replies come to, and receive those replies. UDP for now (the transports add
 //! disguises); every datagram either way is exactly [`PACKET_LEN`] bytes, so sizes tell an
-//! observer nothing. Clients send their Sphinx packets to the gateway's packet address like
+//! observer nothing. A hello is sealed to the gateway's Sphinx key for the epoch (the one in
+//! the checkpointed directory), so its token is never in clear; the welcome is sealed back
+//! and signed with the gateway's identity key, so a client knows which relay registered it. Clients send their Sphinx packets to the gateway's packet address like
 //! any relay does; this socket carries only the rest. Format: docs/spec/client-link.md.
 //!
 //! A mailbox id is derived from a secret token the client picks per session, so only that
@@ -21,9 +23,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use pb_control::IdentityKeyPair;
 use pb_mix::Time;
 use pb_proto::link::{self, Cookie, FromClient};
-use pb_sphinx::{Epoch, MESSAGE_LEN, MailboxId, NodeId, PAYLOAD_LEN, SurbId};
+use pb_sphinx::{Epoch, EpochKey, MESSAGE_LEN, MailboxId, NodeId, NodeKeys, PAYLOAD_LEN, SurbId};
 use subtle::ConstantTimeEq as _;
 
 use crate::{
@@ -78,6 +81,8 @@ pub struct ClientLinkStats {
     pub downlink_missed: AtomicU64,
     /// Hellos whose cookie was missing or stale (the downlink waits for a good one).
     pub unverified: AtomicU64,
+    /// Hellos that did not open: sealed to another key or epoch, or altered.
+    pub unopened: AtomicU64,
     /// Datagrams from clients that were not a known request of the right size.
     pub malformed: AtomicU64,
     /// Mailboxes registered or refreshed.
@@ -98,6 +103,7 @@ impl ClientLinkStats {
             ("downlink_sent", &self.downlink_sent),
             ("downlink_missed", &self.downlink_missed),
             ("unverified", &self.unverified),
+            ("unopened", &self.unopened),
             ("malformed", &self.malformed),
             ("hellos", &self.hellos),
             ("pages", &self.pages),
@@ -152,6 +158,12 @@ impl ReplyQueue {
 pub struct ClientLink {
     socket: UdpSocket,
     node: NodeId,
+    /// Signs welcomes.
+    identity: IdentityKeyPair,
+    /// The Sphinx keys the cores process with; hellos are sealed to them.
+    keys: Arc<Published<NodeKeys>>,
+    /// Those keys with their public halves, for the generation in front.
+    hello_keys: (u64, Vec<(EpochKey, [u8; 32])>),
     replies: ReplyQueue,
     directory: Arc<Published<Arc<Directory>>>,
     downlink: Downlink,
@@ -168,10 +180,12 @@ impl Drop for ClientLink {
 }
 
 impl ClientLink {
-    /// Binds the client socket.
+    /// Binds the client socket. `identity` is the relay's (it signs the welcomes); `keys`
+    /// are the Sphinx keys the cores process with, which hellos are sealed to.
     pub fn bind(
         addr: SocketAddr,
-        node: NodeId,
+        identity: IdentityKeyPair,
+        keys: Arc<Published<NodeKeys>>,
         replies: ReplyQueue,
         directory: Arc<Published<Arc<Directory>>>,
     ) -> anyhow::Result<Self> {
@@ -188,7 +202,10 @@ impl ClientLink {
         zeroize::Zeroize::zeroize(&mut padding_seed);
         Ok(Self {
             socket,
-            node,
+            node: identity.public().node_id(),
+            identity,
+            keys,
+            hello_keys: (u64::MAX, Vec::new()),
             replies,
             directory,
             downlink,
@@ -214,6 +231,26 @@ impl ClientLink {
 
     fn period(&self) -> u64 {
         self.origin.elapsed().as_secs() / COOKIE_PERIOD.as_secs()
+    }
+
+    /// The key (and its public half) that hellos for `epoch` are sealed to, if the cores
+    /// hold it.
+    fn hello_key(&mut self, epoch: Epoch) -> Option<&(EpochKey, [u8; 32])> {
+        if self.keys.generation() != self.hello_keys.0 {
+            let (generation, keys) = self.keys.get();
+            let held = [Some(keys.current), keys.previous];
+            self.hello_keys = (
+                generation,
+                held.into_iter()
+                    .flatten()
+                    .map(|k| {
+                        let public = k.public_key();
+                        (k, public)
+                    })
+                    .collect(),
+            );
+        }
+        self.hello_keys.1.iter().find(|(k, _)| k.epoch() == epoch)
     }
 
     /// Whether `cookie` is one this run gave `addr`, in this period or the last.
@@ -295,7 +332,7 @@ impl ClientLink {
     }
 
     fn request(&mut self, n: usize, from: SocketAddr) {
-        let stats = &self.replies.stats;
+        let stats = self.replies.stats.clone();
         let answer = match link::parse_request(&self.buf[..n]) {
             Some(FromClient::DirRequest { nonce, page }) => {
                 // A shared handle: a page request copies no descriptor.
@@ -310,6 +347,7 @@ impl ClientLink {
                     page,
                     pages.min(255) as u8,
                     Epoch(directory.epoch),
+                    self.node,
                     items,
                 )
             }
@@ -319,12 +357,30 @@ impl ClientLink {
                 link::checkpoint(nonce, directory.checkpoint.as_deref().map(str::as_bytes))
             }
             Some(FromClient::Hello {
-                mut token,
-                rate,
-                cookie,
+                epoch,
+                ephemeral,
+                sealed,
             }) => {
+                let opened = self
+                    .hello_key(epoch)
+                    .and_then(|(key, public)| link::open_hello(key, public, &ephemeral, &sealed));
+                let Some(link::OpenedHello {
+                    token,
+                    rate,
+                    cookie,
+                    keys,
+                }) = opened
+                else {
+                    stats.unopened.fetch_add(1, Ordering::Relaxed);
+                    pb_log::warn_limited!(
+                        client = %pb_log::Sensitive::new(from),
+                        epoch = epoch.0,
+                        "a hello that does not open (sealed to another key or epoch; counted as unopened)"
+                    );
+                    return;
+                };
                 let mailbox = link::mailbox_of(&token);
-                zeroize::Zeroize::zeroize(&mut token);
+                drop(token);
                 let verified = self.cookie_valid(from, &cookie);
                 if !verified {
                     stats.unverified.fetch_add(1, Ordering::Relaxed);
@@ -342,7 +398,16 @@ impl ClientLink {
                     mailboxes = self.downlink.len(),
                     "mailbox registered"
                 );
-                link::welcome(mailbox, self.node, &self.cookie(from, self.period()), rate)
+                let cookie = self.cookie(from, self.period());
+                let signature = self.identity.sign_message(
+                    link::WELCOME_CONTEXT,
+                    &link::welcome_signed(self.node, &keys, mailbox, &cookie, rate),
+                );
+                let mut nonce = [0u8; 12];
+                if getrandom::fill(&mut nonce).is_err() {
+                    return;
+                }
+                link::welcome(&keys, nonce, &cookie, rate, &signature)
             }
             None => {
                 stats.malformed.fetch_add(1, Ordering::Relaxed);

@@ -192,6 +192,13 @@ impl Downlink {
             );
         }
         let m = self.mailboxes.get_mut(&mailbox)?;
+        if m.addr != addr && !verified && m.active(now) {
+            // A running downlink follows a new address only once that address echoes its
+            // cookie (a phone that changed networks does within a round trip), so a hello
+            // replayed from elsewhere neither moves nor stops it.
+            m.seen = now;
+            return Some(m.rate);
+        }
         if m.addr != addr {
             if self.by_addr.get(&m.addr) == Some(&mailbox) {
                 self.by_addr.remove(&m.addr);

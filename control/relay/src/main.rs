@@ -225,7 +225,7 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
         .context("installing signal handlers")?;
     let cores = config.cores;
     let handoff = Arc::new(Handoff::new(cores, config.mix.link_queue.min(4096)));
-    let (roles, services) = roles::start(&config, node, epoch, &handoff, &stop)?;
+    let (roles, services) = roles::start(&config, &keys, &handoff, &stop)?;
     let shared = Shared {
         owner: Handoff::round_robin(neighbours.len(), cores),
         handoff,

@@ -11,7 +11,7 @@ use std::{
 };
 
 use pb_pipeline::Handoff;
-use pb_sphinx::{Epoch, MailboxId, NodeId, SurbId};
+use pb_sphinx::{MailboxId, NodeKeys, SurbId};
 
 use crate::{client_link, config::RelayConfig, exit, published::Published};
 
@@ -30,6 +30,8 @@ pub struct Roles {
     pub exit_stats: Option<Arc<exit::ExitStats>>,
     /// The current epoch.
     pub epoch: Arc<AtomicU32>,
+    /// The Sphinx keys as the cores hold them, for the client link's hellos (a gateway).
+    pub link_keys: Option<Arc<Published<NodeKeys>>>,
 }
 
 impl core::fmt::Debug for Roles {
@@ -76,13 +78,12 @@ impl Roles {
 /// its own that runs until `stop`.
 pub fn start(
     config: &RelayConfig,
-    node: NodeId,
-    epoch: Epoch,
+    node_keys: &NodeKeys,
     handoff: &Arc<Handoff>,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<(Roles, Vec<thread::JoinHandle<()>>)> {
     let mut roles = Roles {
-        epoch: Arc::new(AtomicU32::new(epoch.0)),
+        epoch: Arc::new(AtomicU32::new(node_keys.current.epoch().0)),
         ..Roles::default()
     };
     let mut services = Vec::new();
@@ -93,11 +94,20 @@ pub fn start(
         let stats = Arc::new(client_link::ClientLinkStats::default());
         let replies = client_link::ReplyQueue::new(4096, stats.clone());
         let directory = Arc::new(Published::new(Arc::new(client_link::Directory::default())));
-        let link = client_link::ClientLink::bind(bind, node, replies.clone(), directory.clone())?;
+        let identity = crate::gossip_mode::read_identity(&settings.identity_file)?;
+        let keys = Arc::new(Published::new(node_keys.clone()));
+        let link = client_link::ClientLink::bind(
+            bind,
+            identity,
+            keys.clone(),
+            replies.clone(),
+            directory.clone(),
+        )?;
         services.push(spawn("pb-client-link", stop, move |stop| link.run(stop))?);
         roles.replies = Some(replies);
         roles.client_stats = Some(stats);
         roles.directory = Some(directory);
+        roles.link_keys = Some(keys);
     }
     if settings.role == pb_control::Role::Exit {
         let stats = Arc::new(exit::ExitStats::default());

@@ -1,6 +1,7 @@
 //! Any bytes as a delivered client message (at the exit) and as an opened exit message (at
 //! the client), through message parsing, the channel and the streams; and as a client-link
-//! datagram either way: errors are fine, panics are not. State persists across inputs, as
+//! datagram either way (a hello opened with a gateway key, a welcome with a hello's keys):
+//! errors are fine, panics are not. State persists across inputs, as
 //! it does in a long session.
 #![no_main]
 
@@ -8,9 +9,10 @@ use std::{cell::RefCell, time::Duration};
 
 use libfuzzer_sys::fuzz_target;
 use pb_proto::{
-    Channel, ChannelConfig, ClientMessage, ExitMessage, Side, Streams, Target,
+    Channel, ChannelConfig, ClientMessage, ExitMessage, Side, Streams, Target, link,
     message::{CLIENT_CHANNEL_ROOM, EXIT_CHANNEL_ROOM},
 };
+use pb_sphinx::{Epoch, EpochKey};
 
 struct End {
     channel: Channel,
@@ -47,9 +49,28 @@ fn feed(end: &mut End, channel: &[u8], room: usize) {
         .transmit(end.now, room, |out, room| streams.fill(out, room));
 }
 
+thread_local! {
+    /// A hello's keys, to open whatever parses as a welcome.
+    static HELLO: link::HelloKeys = {
+        let gateway = EpochKey::from_secret(Epoch(1), [7; 32]);
+        let sent = link::hello(&gateway.public_key(), Epoch(1), [8; 32], &[9; 32], 0, &[0; 16]);
+        sent.map(|(_, keys)| keys).expect("a valid gateway key")
+    };
+}
+
 fuzz_target!(|data: &[u8]| {
-    let _ = pb_proto::link::parse(data);
-    let _ = pb_proto::link::parse_request(data);
+    if let Some(link::FromGateway::Welcome { nonce, sealed, .. }) = link::parse(data) {
+        HELLO.with(|keys| link::open_welcome(keys, &nonce, &sealed));
+    }
+    if let Some(link::FromClient::Hello {
+        epoch,
+        ephemeral,
+        sealed,
+    }) = link::parse_request(data)
+    {
+        let key = EpochKey::from_secret(epoch, [7; 32]);
+        let _ = link::open_hello(&key, &key.public_key(), &ephemeral, &sealed);
+    }
     ENDS.with(|ends| {
         let (exit, client) = &mut *ends.borrow_mut();
         if let Ok(m) = ClientMessage::parse(data) {

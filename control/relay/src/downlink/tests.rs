@@ -126,12 +126,35 @@ fn nothing_goes_to_an_address_that_did_not_echo_the_cookie() {
         "sent after the proof expired"
     );
     assert_eq!(sent.len() as u64, (end - 6 * Time::SECOND) / Time::MS);
-    // A new address must prove itself again.
-    down.register(CLIENT, addr(1), 1000, true, Time(end + 10 * Time::SECOND));
-    down.register(CLIENT, addr(2), 1000, false, Time(end + 11 * Time::SECOND));
-    let mut to_new = 0;
-    down.poll(Time(end + 12 * Time::SECOND), |_, _| to_new += 1);
-    assert_eq!(to_new, 0);
+    // A new address must prove itself first: until it echoes its cookie, a running
+    // downlink stays where it is (a hello replayed from elsewhere cannot move or stop it).
+    let t = end + 10 * Time::SECOND;
+    down.register(CLIENT, addr(1), 1000, true, Time(t));
+    down.register(CLIENT, addr(2), 1000, false, Time(t + Time::SECOND));
+    let mut to = Vec::new();
+    down.poll(Time(t + 2 * Time::SECOND), |a, _| to.push(a));
+    assert!(!to.is_empty() && to.iter().all(|a| *a == addr(1)), "{to:?}");
+    assert!(
+        down.answer(addr(2), data(9), Time(t + 2 * Time::SECOND))
+            .is_some(),
+        "the new address gets its welcome at once"
+    );
+    down.register(CLIENT, addr(2), 1000, true, Time(t + 3 * Time::SECOND));
+    let mut to = Vec::new();
+    down.poll(Time(t + 4 * Time::SECOND), |a, _| to.push(a));
+    assert!(!to.is_empty() && to.iter().all(|a| *a == addr(2)), "{to:?}");
+    // A mailbox whose downlink stopped follows a new address at once (and waits there for
+    // the echo).
+    let later = t + 4 * Time::SECOND + 2 * VERIFIED_FOR;
+    down.poll(Time(later), |_, _| {});
+    down.register(CLIENT, addr(3), 1000, false, Time(later));
+    let mut to = Vec::new();
+    down.poll(Time(later + Time::SECOND), |a, _| to.push(a));
+    assert!(to.is_empty(), "{to:?}");
+    assert!(
+        down.answer(addr(3), data(9), Time(later)).is_some(),
+        "answered at once while its downlink waits"
+    );
 }
 
 #[test]
