@@ -1,9 +1,12 @@
 //! How stewards' signatures over an epoch's checkpoint travel by gossip, sans I/O
 //! (docs/spec/checkpoint.md, "Exchange"). A steward signs the checkpoint its own view gives
 //! and sends the text with its signature line to every live member, again every
-//! [`COSIGN_EVERY`] (and signs again when its view changes). Every node keeps the steward
-//! signatures that verify over texts of its network and epoch; once k stewards signed one
-//! text, the node holds a cosigned checkpoint, which a gateway serves to its clients.
+//! [`COSIGN_EVERY`] (and signs again when its view changes). Every node keeps, per steward,
+//! the last signature it received that verifies over a text of its network and epoch (a
+//! steward whose view changed signs the new text, and its signature of the old one stops
+//! counting: however many views a partition or churn goes through, at most one text per
+//! steward is held); once k stewards' signatures are over one text, the node holds a cosigned
+//! checkpoint, which a gateway serves to its clients.
 //!
 //! A cosignature datagram is `KIND_COSIG`, a u16 length and the checkpoint's text, then the
 //! signature line (`— name base64`). It carries its own proof: a receiver checks the line
@@ -22,8 +25,6 @@ use crate::{
 pub const KIND_COSIG: u8 = 3;
 /// How often a steward signs (if its view changed) and sends its signature.
 pub const COSIGN_EVERY: Duration = Duration::from_secs(5);
-/// Checkpoint texts held per epoch (stewards whose views differ sign different texts).
-const MAX_TEXTS: usize = 8;
 
 /// A cosignature datagram.
 pub fn datagram(text: &str, line: &str) -> Vec<u8> {
@@ -46,8 +47,6 @@ pub enum Refused {
     OtherEpoch,
     /// The line is not one steward's valid signature over the text.
     BadSignature,
-    /// Too many different texts this epoch.
-    Full,
 }
 
 /// The signatures a node holds, and its own if it is a steward.
@@ -57,8 +56,10 @@ pub struct Cosigning {
     /// Our index among the stewards, if we are one.
     own: Option<usize>,
     epoch: Epoch,
-    /// Per text of this epoch, each steward's signature line.
-    held: BTreeMap<String, BTreeMap<usize, String>>,
+    /// Per steward, the text of this epoch it signed last and its signature line.
+    held: BTreeMap<usize, (String, String)>,
+    /// This epoch's last complete note (served while stewards move to a new text).
+    complete: Option<String>,
     /// The last complete note of the previous epoch (served until this one's is complete).
     previous: Option<String>,
     /// What we signed last: the text and our line.
@@ -74,6 +75,7 @@ impl Cosigning {
             own,
             epoch,
             held: BTreeMap::new(),
+            complete: None,
             previous: None,
             signed: None,
             next_round: now,
@@ -102,7 +104,7 @@ impl Cosigning {
         if epoch == self.epoch {
             return;
         }
-        if let Some(note) = self.cosigned_current() {
+        if let Some(note) = self.complete.take() {
             self.previous = Some(note);
         }
         self.epoch = epoch;
@@ -121,19 +123,18 @@ impl Cosigning {
         let text = checkpoint.text();
         if self.signed.as_ref().is_none_or(|(t, _)| *t != text) {
             let line = signer.signature_line(&text);
-            // Refused only when eight other texts are held this epoch: ours is still sent.
-            let _ = self.keep(text.clone(), own, line.clone());
+            self.keep(text.clone(), own, line.clone());
             self.signed = Some((text, line));
         }
         self.signed.clone()
     }
 
-    fn keep(&mut self, text: String, steward: usize, line: String) -> Result<(), Refused> {
-        if !self.held.contains_key(&text) && self.held.len() >= MAX_TEXTS {
-            return Err(Refused::Full);
+    /// A steward's signature, replacing the one it sent before.
+    fn keep(&mut self, text: String, steward: usize, line: String) {
+        self.held.insert(steward, (text, line));
+        if let Some(note) = self.cosigned_current() {
+            self.complete = Some(note);
         }
-        self.held.entry(text).or_default().insert(steward, line);
-        Ok(())
     }
 
     /// A cosignature datagram's body (after the kind byte): kept if it is a steward's valid
@@ -163,29 +164,34 @@ impl Cosigning {
         let &[steward] = signed.as_slice() else {
             return Err(Refused::BadSignature);
         };
-        self.keep(text.to_owned(), steward, line.to_owned())
+        self.keep(text.to_owned(), steward, line.to_owned());
+        Ok(())
     }
 
-    /// The current epoch's cosigned checkpoint (the text most stewards signed, if at least
-    /// k did), as a signed note.
+    /// The text most stewards last signed, as a signed note, if at least k did. (With
+    /// n < 2k stewards two texts cannot both reach k; with more, the first in text order of
+    /// those with the most signatures.)
     fn cosigned_current(&self) -> Option<String> {
-        let (text, lines) = self
-            .held
-            .iter()
-            .filter(|(_, lines)| lines.len() >= self.stewards.threshold())
-            .max_by_key(|(_, lines)| lines.len())?;
+        let mut by_text: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (text, line) in self.held.values() {
+            by_text.entry(text).or_default().push(line);
+        }
+        let most = by_text.values().map(Vec::len).max()?;
+        let (text, lines) = by_text
+            .into_iter()
+            .find(|(_, lines)| lines.len() == most && most >= self.stewards.threshold())?;
         let mut note = format!("{text}\n");
-        for line in lines.values() {
+        for line in lines {
             note.push_str(line);
             note.push('\n');
         }
         Some(note)
     }
 
-    /// The cosigned checkpoint to serve: this epoch's once k stewards signed it, the last
-    /// epoch's until then.
+    /// The cosigned checkpoint to serve: this epoch's once k stewards signed one text (the
+    /// last such, while the stewards move to a new view), the last epoch's until then.
     pub fn cosigned(&self) -> Option<String> {
-        self.cosigned_current().or_else(|| self.previous.clone())
+        self.complete.clone().or_else(|| self.previous.clone())
     }
 }
 
@@ -278,5 +284,51 @@ mod tests {
             ..checkpoint(5, "pb.test/net")
         };
         assert_ne!(own.sign(&moved, &signers[2]).unwrap(), first);
+    }
+
+    /// Stewards whose views go through many texts (a partition, churn): each steward's last
+    /// signature counts, the last complete note is served meanwhile, and the text k stewards
+    /// move to becomes the cosigned one however many came before.
+    #[test]
+    fn a_stewards_new_signature_replaces_its_old_one() {
+        let pairs: Vec<IdentityKeyPair> = (1..=3u8)
+            .map(|i| IdentityKeyPair::from_seed(&[i; 32]))
+            .collect();
+        let signers: Vec<NoteSigner<'_>> = pairs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| NoteSigner::new(&format!("pb.test/s{i}"), p).unwrap())
+            .collect();
+        let stewards = Stewards::new(
+            "pb.test/net",
+            signers.iter().map(|s| s.key().clone()).collect(),
+            2,
+        )
+        .unwrap();
+        let mut c = Cosigning::new(stewards, None, Epoch(4), Duration::ZERO);
+        let body =
+            |text: &str, s: usize| datagram(text, &signers[s].signature_line(text))[1..].to_vec();
+        let view = |t: u8| {
+            Checkpoint {
+                topology: [t; 32],
+                ..checkpoint(4, "pb.test/net")
+            }
+            .text()
+        };
+        c.receive(&body(&view(0), 0)).unwrap();
+        c.receive(&body(&view(0), 1)).unwrap();
+        let first = c.cosigned().unwrap();
+        assert!(first.starts_with(&view(0)));
+        // Twenty views later (more than any fixed number of texts), two stewards agree again.
+        for t in 1..=20 {
+            c.receive(&body(&view(t), 0)).unwrap();
+            c.receive(&body(&view(t + 100), 1)).unwrap();
+            // Steward 0 left view 0: it no longer has k signatures, but stays served.
+            assert_eq!(c.cosigned(), Some(first.clone()), "view {t}");
+        }
+        c.receive(&body(&view(20), 2)).unwrap();
+        let (opened, signed) = c.stewards().open(c.cosigned().unwrap().as_bytes()).unwrap();
+        assert_eq!((opened.topology, signed), ([20; 32], vec![0, 2]));
+        assert_eq!(c.held.len(), 3, "one text per steward");
     }
 }

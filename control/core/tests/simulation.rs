@@ -11,7 +11,10 @@
 //!   a bad signature, a squatted address) are refused and counted, and evict nobody;
 //! - and, with eight sybils in one /24 among them, three stewards each compute the same
 //!   checkpoint in two epochs running, admitting four of the sybils; their signatures travel
-//!   by gossip until every node holds the checkpoint that k = 3 stewards open.
+//!   by gossip until every node holds the checkpoint that k = 3 stewards open;
+//! - five stewards (k = 3) split 3 | 2 by a partition across an epoch change: only the side
+//!   with three cosigns the new epoch, the other keeps the last checkpoint; after healing,
+//!   every node holds one checkpoint of the new epoch.
 #![expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
 use std::{
@@ -563,5 +566,97 @@ fn three_stewards_sign_the_same_checkpoint_each_epoch_and_cap_sybils() {
             assert_eq!((opened, signed.len()), (checkpoint.clone(), 3), "node {i}");
             assert_eq!(node.stats().cosigs_refused, 0, "node {i}");
         }
+    }
+}
+
+/// Five stewards, k = 3, split 3 | 2 by a partition across an epoch change: the side with
+/// three stewards cosigns its view of the new epoch; the side with two cosigns nothing new and
+/// keeps the last epoch's checkpoint (so its clients refuse the new epoch rather than use a
+/// checkpoint fewer than k signed). Once the link is back, every node holds one checkpoint of
+/// the new epoch over the whole network.
+#[test]
+fn a_partition_leaves_the_side_without_k_stewards_on_the_last_checkpoint() {
+    const STEWARDS: [usize; 5] = [0, 1, 2, NODES / 2, NODES / 2 + 1];
+    const NETWORK: &str = "pb.test/partition";
+    let config = GossipConfig::new([0x42; 32], Vec::new());
+    let bound = config.failure_bound(NODES);
+    let mut net = Net::new();
+    assert!(net.converge(NODES, Duration::from_secs(60)).is_some());
+    let policy = Policy::default();
+    let pairs: Vec<IdentityKeyPair> = STEWARDS.iter().map(|&s| pair(s)).collect();
+    let keys = pairs
+        .iter()
+        .enumerate()
+        .map(|(k, p)| {
+            NoteSigner::new(&format!("{NETWORK}/steward-{k}"), p)
+                .unwrap()
+                .key()
+                .clone()
+        })
+        .collect();
+    let stewards = Stewards::new(NETWORK, keys, 3).unwrap();
+    for node in net.nodes.iter_mut().flatten() {
+        node.set_stewards(stewards.clone(), policy);
+    }
+    net.run_until(net.now + Duration::from_secs(20));
+    let held = |net: &Net, i: usize| {
+        let note = net.nodes[i].as_ref().unwrap().cosigned_checkpoint();
+        let note = note.unwrap_or_else(|| panic!("node {i} holds no cosigned checkpoint"));
+        let (checkpoint, signed) = stewards.open(note.as_bytes()).unwrap();
+        (checkpoint, signed.len())
+    };
+    for i in 0..NODES {
+        assert_eq!(held(&net, i).0.epoch, EPOCH, "node {i}");
+    }
+
+    // The halves lose each other, then the epoch changes.
+    net.partition = Some(NODES / 2);
+    net.run_until(net.now + bound * 2);
+    let next = Epoch(EPOCH.0 + 1);
+    for node in net.nodes.iter_mut().flatten() {
+        node.set_epoch(next);
+    }
+    net.run_until(net.now + Duration::from_secs(30));
+    let (side_a, _) = net.nodes[0]
+        .as_ref()
+        .unwrap()
+        .checkpoint(NETWORK, &policy)
+        .unwrap();
+    for i in 0..NODES {
+        let (checkpoint, signed) = held(&net, i);
+        if i < NODES / 2 {
+            assert_eq!(checkpoint, side_a, "node {i} (three stewards' side)");
+            assert!(signed >= 3, "node {i}: {signed} signatures");
+        } else {
+            assert_eq!(
+                checkpoint.epoch, EPOCH,
+                "node {i} (two stewards' side) moved to a checkpoint fewer than k signed"
+            );
+        }
+    }
+    let side_b = net.nodes[NODES / 2]
+        .as_ref()
+        .unwrap()
+        .checkpoint(NETWORK, &policy)
+        .unwrap()
+        .0;
+    assert_ne!(side_a, side_b, "the partition did not split the views");
+
+    // The link is back: one view, one checkpoint of the new epoch everywhere.
+    net.partition = None;
+    assert!(
+        net.converge(NODES, Duration::from_secs(120)).is_some(),
+        "the partition did not heal"
+    );
+    net.run_until(net.now + Duration::from_secs(30));
+    let (whole, _) = net.nodes[0]
+        .as_ref()
+        .unwrap()
+        .checkpoint(NETWORK, &policy)
+        .unwrap();
+    for i in 0..NODES {
+        let (checkpoint, signed) = held(&net, i);
+        assert_eq!(checkpoint, whole, "node {i} after healing");
+        assert!(signed >= 3, "node {i}: {signed} signatures");
     }
 }
