@@ -28,8 +28,14 @@ setup:
 # DEMO_PROFILE=dev uses the debug build (what the test of this target does).
 DEMO_PROFILE ?= release
 DEMO_BIN := target/$(if $(filter dev,$(DEMO_PROFILE)),debug,$(DEMO_PROFILE))
+# pb-client is built with the demo network's file in it (PB_NETWORK_FILE), so it runs with no
+# network argument, as a client built for a real network would.
+# (The same three packages both times, so that the second build only rebuilds pb-client.)
+DEMO_PACKAGES := -p pb-relay -p pb-client -p pb-perf
 demo: setup
-	cargo build --profile $(DEMO_PROFILE) --locked -p pb-relay -p pb-client -p pb-perf
+	cargo build --profile $(DEMO_PROFILE) --locked $(DEMO_PACKAGES)
+	$(DEMO_BIN)/pb-perf testnet $(DEMO_ARGS) --write-network-file target/demo-network.txt
+	PB_NETWORK_FILE=$(CURDIR)/target/demo-network.txt cargo build --profile $(DEMO_PROFILE) --locked $(DEMO_PACKAGES)
 	$(DEMO_BIN)/pb-perf testnet $(DEMO_ARGS)
 
 # Runs every step, then closes with one line adding up all the cargo test results. A test

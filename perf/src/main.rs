@@ -179,6 +179,11 @@ enum Command {
         /// as root, loopback with UDP otherwise.
         #[arg(long, value_enum, default_value_t = testnet::Backend::Auto)]
         backend: testnet::Backend,
+        /// Write the network file this run's network has (for the same --backend) to PATH
+        /// and exit, starting nothing: `make demo` builds it into pb-client
+        /// (PB_NETWORK_FILE), which then runs with no arguments.
+        #[arg(long, value_name = "PATH")]
+        write_network_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -293,10 +298,32 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         Command::Testnet {
             listen,
+            link_rate,
+            bytes,
+            backend,
+            write_network_file: Some(path),
+            ..
+        } => {
+            testnet::write_network_file(
+                &testnet::TestnetArgs {
+                    listen: *listen,
+                    exit_after_summary: true,
+                    link_rate: (*link_rate).max(1),
+                    bytes: (*bytes).max(1),
+                    json: false,
+                    backend: *backend,
+                },
+                path,
+            )?;
+            return Ok(());
+        }
+        Command::Testnet {
+            listen,
             exit_after_summary,
             link_rate,
             bytes,
             backend,
+            write_network_file: None,
         } => testnet::run(&testnet::TestnetArgs {
             listen: *listen,
             exit_after_summary: *exit_after_summary

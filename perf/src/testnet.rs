@@ -157,15 +157,10 @@ fn newest_window(net: &Testnet) -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs the main job; see the module docs.
-pub fn run(args: &TestnetArgs) -> anyhow::Result<Vec<Measurement>> {
-    // One at a time: the addresses are fixed, so a second run would only collide.
-    let Ok(proxy) = TcpListener::bind(args.listen) else {
-        bail!(
-            "{} is taken: is a testnet already running? Stop it with Ctrl-C where it runs (or pass --listen)",
-            args.listen
-        );
-    };
+/// The main job's network, and whether it runs in namespaces. Its epochs are `epoch_seconds`
+/// long if given (a network file built into pb-client fixes them), otherwise a length under
+/// which an epoch begins about now, so that none ends during the run.
+fn demo_network(args: &TestnetArgs, epoch_seconds: Option<u64>) -> anyhow::Result<(Network, bool)> {
     let netns = match args.backend {
         Backend::Udp => false,
         Backend::Xdp => true,
@@ -176,12 +171,64 @@ pub fn run(args: &TestnetArgs) -> anyhow::Result<Vec<Measurement>> {
         .link_rate(args.link_rate)
         .loop_rate(1)
         .admin(true);
+    let network = match epoch_seconds {
+        Some(s) => network.gossip(s),
+        None => network,
+    };
     let network = if netns {
         network.netns("pbdemo").backend(pb_testnet::Backend::AfXdp)
     } else {
         network
     }
     .build()?;
+    Ok((network, netns))
+}
+
+/// The network file of a demo network: its identity keys, addresses and seed are fixed, its
+/// epoch length is the one it was built with.
+fn network_file_of(network: &Network) -> anyhow::Result<String> {
+    let file = network
+        .network_file()
+        .context("the demo network runs in gossip mode, which has a network file")?;
+    Ok(file.render())
+}
+
+/// `pb-perf testnet --write-network-file PATH`: the network file of the network [`run`]
+/// would start with `args` now, which `make demo` builds into pb-client.
+pub fn write_network_file(args: &TestnetArgs, path: &std::path::Path) -> anyhow::Result<()> {
+    let text = network_file_of(&demo_network(args, None)?.0)?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("pb-perf: the demo network's file is in {}", path.display());
+    Ok(())
+}
+
+/// The network file built into `client` (`pb-client --show-network`), if any.
+fn built_in_network(client: &std::path::Path) -> Option<pb_control::network::NetworkFile> {
+    let out = std::process::Command::new(client)
+        .arg("--show-network")
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    pb_control::network::NetworkFile::parse(&out.stdout).ok()
+}
+
+/// Runs the main job; see the module docs.
+pub fn run(args: &TestnetArgs) -> anyhow::Result<Vec<Measurement>> {
+    // One at a time: the addresses are fixed, so a second run would only collide.
+    let Ok(proxy) = TcpListener::bind(args.listen) else {
+        bail!(
+            "{} is taken: is a testnet already running? Stop it with Ctrl-C where it runs (or pass --listen)",
+            args.listen
+        );
+    };
+    let client_bin = binary("pb-client")?;
+    // A pb-client built for the demo network (`make demo` builds one) fixes its epoch length.
+    let built_in = built_in_network(&client_bin);
+    let (network, netns) = demo_network(args, built_in.as_ref().map(|f| f.epoch_seconds))?;
+    let own = network_file_of(&network)?;
+    let built_in = built_in.is_some_and(|f| f.render() == own);
     if !netns && UdpSocket::bind(network.gossip_addr(0)).is_err() {
         bail!(
             "a PhantomBand testnet is already running on {} (its gateway's gossip port {GOSSIP_PORT} is taken): stop it with Ctrl-C where it runs",
@@ -189,7 +236,6 @@ pub fn run(args: &TestnetArgs) -> anyhow::Result<Vec<Measurement>> {
         );
     }
     pb_testnet::stop_on_signals()?;
-    let client_bin = binary("pb-client")?;
     let progress = Progress::new("pb-perf testnet", STEPS);
     let started = Instant::now();
     if netns {
@@ -230,12 +276,21 @@ pub fn run(args: &TestnetArgs) -> anyhow::Result<Vec<Measurement>> {
         (None, listen.as_str())
     };
     let stop_forwarding = AtomicBool::new(false);
+    // pb-client built for this network (`make demo` does) needs no argument but where to
+    // listen.
     let client = Proc::start({
-        let mut c = net.client_command(&client_bin);
+        let mut c = if built_in {
+            net.command(Node::Client, &client_bin)
+        } else {
+            net.client_command(&client_bin)
+        };
         c.args(["--listen", client_listen]);
         c
     })
     .context("starting pb-client")?;
+    if built_in {
+        progress.note("pb-client runs with its built-in network file (no --network)");
+    }
     let net = &net;
     thread::scope(|scope| {
         if let (Some(ns), Some(proxy)) = (net.netns(Node::Client), proxy.as_ref()) {

@@ -1,7 +1,8 @@
 //! The main job, run the way a script would. As root (and always in CI) that is literally
-//! `make demo PB_DEMO_EXIT=1`: it builds (a no-op here, with `DEMO_PROFILE=dev`), starts the
-//! network in namespaces on AF_XDP, starts pb-client, fetches through it, prints the summary
-//! and stops, leaving no process, namespace, socket or file behind. Without root it runs
+//! `make demo PB_DEMO_EXIT=1`: it builds (with `DEMO_PROFILE=dev`: only pb-client again, with
+//! the demo's network file built in), starts the network in namespaces on AF_XDP, starts
+//! pb-client with no network argument, fetches through it, prints the summary and stops,
+//! leaving no process, namespace, socket or file behind. Without root it runs
 //! `pb-perf testnet --exit-after-summary` (what `make demo` runs after `deploy/setup.sh` and
 //! the build, both of which need root) on loopback.
 //!
@@ -101,6 +102,12 @@ fn the_main_job_fetches_through_the_mixnet_and_tears_everything_down() {
         assert!(
             stdout.contains("8 relays each in a network namespace, AF_XDP"),
             "{stdout}"
+        );
+        // `make demo` builds the demo's network file into pb-client, which then needs no
+        // network argument (and checks every view against the stewards).
+        assert!(
+            stderr.contains("pb-client runs with its built-in network file"),
+            "{stderr}"
         );
         // Every namespace gone, and with them the veths and their XDP programs.
         let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();

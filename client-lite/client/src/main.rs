@@ -51,6 +51,9 @@ use crate::{
 const BOOTSTRAP: Option<&str> = option_env!("PB_BOOTSTRAP");
 /// The network seed built into this binary (`PB_NETWORK_SEED` at build time, hex).
 const NETWORK_SEED: Option<&str> = option_env!("PB_NETWORK_SEED");
+/// The network file built into this binary (`PB_NETWORK_FILE=PATH` at build time; empty:
+/// none). It is used when no network is given on the command line.
+const BUILT_IN_NETWORK: &str = include_str!(concat!(env!("OUT_DIR"), "/network.txt"));
 
 #[derive(Parser, Debug)]
 #[command(version, about = "PhantomBand client: SOCKS5 over the mixnet")]
@@ -63,9 +66,13 @@ struct Args {
     gateway: Option<SocketAddr>,
     /// The network file (docs/spec/network-file.md): the network's seed, stewards and
     /// gateways. With it, a gateway's directory is used only if k stewards signed it; a
-    /// gateway that serves anything else is left for the next.
+    /// gateway that serves anything else is left for the next. Default: the one built in,
+    /// unless --gateway or --network-seed is given.
     #[arg(long)]
     network: Option<std::path::PathBuf>,
+    /// Print the network file built into this binary and exit (exit status 1: none).
+    #[arg(long)]
+    show_network: bool,
     /// The network's seed, 64 hex digits (default: the one built in).
     #[arg(long)]
     network_seed: Option<String>,
@@ -93,7 +100,16 @@ impl Random for OsRandom {
 
 fn main() {
     pb_log::init("pb-client");
-    if let Err(e) = run(Args::parse()) {
+    let args = Args::parse();
+    if args.show_network {
+        if BUILT_IN_NETWORK.is_empty() {
+            eprintln!("pb-client: this build has no network file built in (PB_NETWORK_FILE)");
+            std::process::exit(1);
+        }
+        print!("{BUILT_IN_NETWORK}");
+        return;
+    }
+    if let Err(e) = run(args) {
         let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
         eprintln!("pb-client: {}", chain.join(": "));
         std::process::exit(1);
@@ -194,16 +210,27 @@ fn run(args: Args) -> anyhow::Result<()> {
         "low-power" => Profile::LOW_POWER,
         other => return Err(anyhow!("--profile: {other:?} is not default or low-power")),
     };
-    let network = args
-        .network
-        .as_ref()
-        .map(|path| {
+    let network = match &args.network {
+        Some(path) => {
             let bytes =
                 std::fs::read(path).with_context(|| format!("--network: {}", path.display()))?;
-            pb_control::network::NetworkFile::parse(&bytes)
-                .map_err(|e| anyhow!("--network: {}: {e}", path.display()))
-        })
-        .transpose()?;
+            Some(
+                pb_control::network::NetworkFile::parse(&bytes)
+                    .map_err(|e| anyhow!("--network: {}: {e}", path.display()))?,
+            )
+        }
+        // The built-in file, unless the command line names a network the old way.
+        None if !BUILT_IN_NETWORK.is_empty()
+            && args.gateway.is_none()
+            && args.network_seed.is_none() =>
+        {
+            let file = pb_control::network::NetworkFile::parse(BUILT_IN_NETWORK.as_bytes())
+                .map_err(|e| anyhow!("the network file built into this binary: {e}"))?;
+            tracing::info!("network {} (built in)", file.stewards.network());
+            Some(file)
+        }
+        None => None,
+    };
     let mut gateways: Vec<SocketAddr> = args.gateway.into_iter().collect();
     if let Some(n) = &network {
         gateways.extend(n.gateways.iter().filter(|g| Some(**g) != args.gateway));
