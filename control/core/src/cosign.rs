@@ -212,22 +212,28 @@ mod tests {
         }
     }
 
-    #[test]
-    fn only_stewards_valid_signatures_over_this_epochs_checkpoint_are_kept() {
-        let pairs: Vec<IdentityKeyPair> = (1..=3u8)
+    /// Three stewards' key pairs.
+    fn steward_pairs() -> Vec<IdentityKeyPair> {
+        (1..=3u8)
             .map(|i| IdentityKeyPair::from_seed(&[i; 32]))
-            .collect();
+            .collect()
+    }
+
+    /// Their signers, and the stewards of `pb.test/net` with k = 2.
+    fn stewards(pairs: &[IdentityKeyPair]) -> (Vec<NoteSigner<'_>>, Stewards) {
         let signers: Vec<NoteSigner<'_>> = pairs
             .iter()
             .enumerate()
             .map(|(i, p)| NoteSigner::new(&format!("pb.test/s{i}"), p).unwrap())
             .collect();
-        let stewards = Stewards::new(
-            "pb.test/net",
-            signers.iter().map(|s| s.key().clone()).collect(),
-            2,
-        )
-        .unwrap();
+        let keys = signers.iter().map(|s| s.key().clone()).collect();
+        (signers, Stewards::new("pb.test/net", keys, 2).unwrap())
+    }
+
+    #[test]
+    fn only_stewards_valid_signatures_over_this_epochs_checkpoint_are_kept() {
+        let pairs = steward_pairs();
+        let (signers, stewards) = stewards(&pairs);
         let mut c = Cosigning::new(stewards, None, Epoch(4), Duration::ZERO);
         assert!(!c.is_steward());
         let text = checkpoint(4, "pb.test/net").text();
@@ -291,20 +297,8 @@ mod tests {
     /// move to becomes the cosigned one however many came before.
     #[test]
     fn a_stewards_new_signature_replaces_its_old_one() {
-        let pairs: Vec<IdentityKeyPair> = (1..=3u8)
-            .map(|i| IdentityKeyPair::from_seed(&[i; 32]))
-            .collect();
-        let signers: Vec<NoteSigner<'_>> = pairs
-            .iter()
-            .enumerate()
-            .map(|(i, p)| NoteSigner::new(&format!("pb.test/s{i}"), p).unwrap())
-            .collect();
-        let stewards = Stewards::new(
-            "pb.test/net",
-            signers.iter().map(|s| s.key().clone()).collect(),
-            2,
-        )
-        .unwrap();
+        let pairs = steward_pairs();
+        let (signers, stewards) = stewards(&pairs);
         let mut c = Cosigning::new(stewards, None, Epoch(4), Duration::ZERO);
         let body =
             |text: &str, s: usize| datagram(text, &signers[s].signature_line(text))[1..].to_vec();
