@@ -79,6 +79,8 @@ pub struct ClientLinkStats {
     pub downlink_sent: AtomicU64,
     /// Downlink slots missed (the thread was late).
     pub downlink_missed: AtomicU64,
+    /// Mailboxes forgotten to make room for a new one (the table was full).
+    pub evicted: AtomicU64,
     /// Hellos whose cookie was missing or stale (the downlink waits for a good one).
     pub unverified: AtomicU64,
     /// Hellos that did not open: sealed to another key or epoch, or altered.
@@ -102,6 +104,7 @@ impl ClientLinkStats {
             ("mailbox_full", &self.mailbox_full),
             ("downlink_sent", &self.downlink_sent),
             ("downlink_missed", &self.downlink_missed),
+            ("evicted", &self.evicted),
             ("unverified", &self.unverified),
             ("unopened", &self.unopened),
             ("malformed", &self.malformed),
@@ -282,6 +285,7 @@ impl ClientLink {
             stats
                 .downlink_missed
                 .fetch_add(after.missed - before.missed, Ordering::Relaxed);
+            stats.evicted.store(after.evicted, Ordering::Relaxed);
             for _ in 0..64 {
                 match self.socket.recv_from(&mut self.buf) {
                     Ok((n, from)) => self.request(n, from),

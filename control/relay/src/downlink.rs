@@ -62,6 +62,8 @@ pub struct DownlinkStats {
     pub sent: u64,
     /// Slots not sent: the thread was more than a few slots late.
     pub missed: u64,
+    /// Mailboxes forgotten to make room for a new one (the table was full).
+    pub evicted: u64,
 }
 
 /// One slot's content.
@@ -163,7 +165,11 @@ impl Downlink {
 
     /// Registers or refreshes `mailbox` at `addr`, asking for `asked` datagrams a second;
     /// `verified`: the hello echoed a valid cookie for `addr`, so the downlink runs. The
-    /// rate the mailbox holds now, or `None` when the table is full.
+    /// rate the mailbox holds now (`None` only if that rate cannot be scheduled).
+    ///
+    /// A mailbox is created only by a verified hello: an address that has not shown it
+    /// receives (a spoofed source) gets its welcome and cookie, statelessly, and nothing is
+    /// kept for it. When the table is full, the mailbox heard from longest ago makes room.
     pub fn register(
         &mut self,
         mailbox: MailboxId,
@@ -174,8 +180,11 @@ impl Downlink {
     ) -> Option<u16> {
         let asked = granted(asked);
         if !self.mailboxes.contains_key(&mailbox) {
+            if !verified {
+                return Some(asked);
+            }
             if self.mailboxes.len() >= self.max_mailboxes {
-                return None;
+                self.evict_oldest();
             }
             let link = new_link(asked, now)?;
             self.mailboxes.insert(
@@ -307,6 +316,20 @@ impl Downlink {
             self.stats.missed += m.link.stats.missed - missed;
             self.due
                 .push(Reverse((m.link.next_slot_time(), generation, id)));
+        }
+    }
+
+    /// Forgets the mailbox heard from longest ago (its queued replies dropped).
+    fn evict_oldest(&mut self) {
+        let Some((&id, _)) = self.mailboxes.iter().min_by_key(|(_, m)| m.seen) else {
+            return;
+        };
+        if let Some(mut m) = self.mailboxes.remove(&id) {
+            self.queued -= m.link.drain().count();
+            if self.by_addr.get(&m.addr) == Some(&id) {
+                self.by_addr.remove(&m.addr);
+            }
+            self.stats.evicted += 1;
         }
     }
 

@@ -101,15 +101,20 @@ fn busy_and_idle_send_the_same_datagrams_at_the_same_times() {
 #[test]
 fn nothing_goes_to_an_address_that_did_not_echo_the_cookie() {
     let mut down = Downlink::new(16, &[1; 32]);
-    // A hello without a valid cookie (a spoofed source looks like this): a mailbox, no
-    // downlink; replies wait, answers go out one for one.
-    down.register(CLIENT, addr(1), 1000, false, Time(0));
-    down.push(&CLIENT, data(1)).unwrap();
+    // A hello without a valid cookie (a spoofed source looks like this): nothing is kept,
+    // nothing sent but the one answer.
+    assert_eq!(
+        down.register(CLIENT, addr(1), 1000, false, Time(0)),
+        Some(1000)
+    );
+    assert!(down.is_empty());
+    assert_eq!(down.push(&CLIENT, data(1)), Err(Refused::NoMailbox));
     assert!(run(&mut down, 0, 5 * Time::SECOND, Time::MS, &[]).is_empty());
     assert_eq!(down.next_due(), None);
     assert!(down.answer(addr(1), data(9), Time(0)).is_some());
-    // The echo starts it; what waited goes first.
+    // The echo creates the mailbox and starts the downlink.
     down.register(CLIENT, addr(1), 1000, true, Time(5 * Time::SECOND));
+    down.push(&CLIENT, data(1)).unwrap();
     let sent = run(&mut down, 5 * Time::SECOND, 6 * Time::SECOND, Time::MS, &[]);
     assert_eq!(sent[0].1, (link::REPLY, Some(1)));
     // It stops when no echo came for VERIFIED_FOR, and restarts with the next.
@@ -215,11 +220,6 @@ fn answers_take_the_next_slot_and_queues_are_bounded() {
         down.push(&MailboxId([1; 16]), data(0)),
         Err(Refused::NoMailbox)
     );
-    // A full table refuses a new mailbox.
-    assert_eq!(
-        down.register(MailboxId([1; 16]), addr(3), 0, true, Time(0)),
-        None
-    );
     let mut answer = data(0);
     answer[0] = link::DIR_PAGE;
     // The queue is full: the answer comes back to be sent at once.
@@ -237,4 +237,34 @@ fn answers_take_the_next_slot_and_queues_are_bounded() {
     let mut after = 0;
     down.poll(Time(2 * Time::SECOND), |_, _| after += 1);
     assert_eq!(after, 0);
+}
+
+/// A flood of hellos from spoofed sources fills nothing; a full table of verified
+/// mailboxes makes room by forgetting the one heard from longest ago, with its queue.
+#[test]
+fn spoofed_hellos_fill_nothing_and_a_full_table_forgets_the_oldest() {
+    let mut down = Downlink::new(3, &[1; 32]);
+    for i in 0..10_000u16 {
+        let mut id = [0u8; 16];
+        id[..2].copy_from_slice(&i.to_be_bytes());
+        down.register(MailboxId(id), addr(i), 100, false, Time(0));
+    }
+    assert!(down.is_empty());
+    for (i, at) in [(1u8, 1), (2, 2), (3, 3)] {
+        down.register(MailboxId([i; 16]), addr(u16::from(i)), 100, true, Time(at));
+        down.push(&MailboxId([i; 16]), data(i)).unwrap();
+    }
+    // Mailbox 1 speaks again: 2 is now the one heard from longest ago.
+    down.register(MailboxId([1; 16]), addr(1), 100, true, Time(4));
+    down.register(MailboxId([4; 16]), addr(4), 100, true, Time(5));
+    assert_eq!(down.len(), 3);
+    assert_eq!(down.stats().evicted, 1);
+    assert_eq!(
+        down.push(&MailboxId([2; 16]), data(2)),
+        Err(Refused::NoMailbox)
+    );
+    assert_eq!(down.queued, 2, "the evicted mailbox's queue is gone");
+    for kept in [1u8, 3, 4] {
+        down.push(&MailboxId([kept; 16]), data(kept)).unwrap();
+    }
 }
