@@ -9,16 +9,19 @@
 //! 2. that key is usable: a canonical encoding of a point on Curve25519 itself (not its
 //!    twist) that is not of small order, so that a relay cannot make every client's shared
 //!    secret with it predictable;
-//! 3. its relay is live in the steward's membership view;
-//! 4. its packet address's IPv4 /24 (or IPv6 /48) holds fewer admitted relays than the
+//! 3. its packet address's IPv4 /24 (or IPv6 /48) holds fewer admitted relays than the
 //!    policy's cap; among the rest of a prefix, those of smallest node id go first.
+//!
+//! Liveness is not part of it: every admitted relay is dealt into the layers, and clients
+//! and relays leave out those not live (as [`crate::Topology::compute_live`] does), so a
+//! relay that fails or comes back changes neither the checkpoint nor anyone else's layer.
 
 use std::{collections::HashMap, net::IpAddr};
 
 use curve25519_dalek::montgomery::MontgomeryPoint;
 use pb_sphinx::{Epoch, NodeId};
 
-use crate::descriptor::{Descriptor, SignedDescriptor};
+use crate::descriptor::SignedDescriptor;
 
 /// The caps of the policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,8 +50,6 @@ pub enum Refused {
     Stale,
     /// Its Sphinx key for the epoch is not a usable Curve25519 point.
     BadSphinxKey,
-    /// Its relay is not live.
-    NotLive,
     /// Its prefix already holds the policy's cap.
     PrefixFull,
 }
@@ -95,12 +96,10 @@ fn prefix(ip: IpAddr) -> (bool, [u8; 6]) {
     }
 }
 
-/// Applies `policy` to `descriptors` for `epoch`, with `live` saying which relays the
-/// membership view holds alive.
+/// Applies `policy` to `descriptors` for `epoch`.
 pub fn admit<'d>(
     epoch: Epoch,
     descriptors: impl IntoIterator<Item = &'d SignedDescriptor>,
-    live: impl Fn(&Descriptor) -> bool,
     policy: &Policy,
 ) -> Admission<'d> {
     let mut refused = Vec::new();
@@ -110,7 +109,6 @@ pub fn admit<'d>(
         let why = match d.sphinx_key(epoch) {
             None => Some(Refused::Stale),
             Some(key) if !usable_sphinx_key(&key) => Some(Refused::BadSphinxKey),
-            Some(_) if !live(d) => Some(Refused::NotLive),
             Some(_) => None,
         };
         match why {

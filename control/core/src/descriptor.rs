@@ -231,11 +231,16 @@ pub enum Invalid {
     /// address (and with it that relay's place in SWIM).
     #[error("address claimed by another identity")]
     AddressTaken,
+    /// A Sphinx key is not a usable X25519 public key (non-canonical, off the curve, or of
+    /// small order): every route through the relay would fail, or every client's shared
+    /// secret with it would be one of a few values.
+    #[error("unusable Sphinx key")]
+    BadKey,
 }
 
 impl Invalid {
     /// Every reason, in counter order.
-    pub const ALL: [Invalid; 9] = [
+    pub const ALL: [Invalid; 10] = [
         Invalid::TooLong,
         Invalid::Oversized(""),
         Invalid::Malformed(""),
@@ -245,6 +250,7 @@ impl Invalid {
         Invalid::OldVersion,
         Invalid::DirectoryFull,
         Invalid::AddressTaken,
+        Invalid::BadKey,
     ];
 
     /// Index into [`Invalid::ALL`] (details ignored).
@@ -259,6 +265,7 @@ impl Invalid {
             Invalid::OldVersion => 6,
             Invalid::DirectoryFull => 7,
             Invalid::AddressTaken => 8,
+            Invalid::BadKey => 9,
         }
     }
 
@@ -274,6 +281,7 @@ impl Invalid {
             Invalid::OldVersion => "old_version",
             Invalid::DirectoryFull => "directory_full",
             Invalid::AddressTaken => "address_taken",
+            Invalid::BadKey => "bad_key",
         }
     }
 }

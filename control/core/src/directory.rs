@@ -77,6 +77,12 @@ impl Directory {
         if u64::from(d.epoch.0) > u64::from(epoch.0) + 1 {
             return Err(Invalid::FutureEpoch);
         }
+        if ![d.sphinx_current, d.sphinx_next]
+            .iter()
+            .all(crate::admission::usable_sphinx_key)
+        {
+            return Err(Invalid::BadKey);
+        }
         let held = self.entries.get(&d.identity);
         if held.is_some_and(|h| h.bytes() == signed.bytes()) {
             return Ok(Offered::Unchanged);
@@ -169,6 +175,11 @@ mod tests {
     use crate::descriptor::{Descriptor, IdentityKeyPair, Role};
 
     /// A descriptor of `pair` at addresses of its own (198.18.k.k, k its key's first byte).
+    /// A real X25519 public key, from `secret`.
+    fn key(secret: u8) -> [u8; 32] {
+        pb_sphinx::EpochKey::from_secret(Epoch(0), [secret; 32]).public_key()
+    }
+
     fn signed(pair: &IdentityKeyPair, version: u64, epoch: u32) -> SignedDescriptor {
         let k = pair.public().0[0];
         let at = |port| std::net::SocketAddr::new([198, 18, k, k].into(), port);
@@ -177,8 +188,8 @@ mod tests {
             version,
             role: Role::Mix,
             epoch: Epoch(epoch),
-            sphinx_current: [1; 32],
-            sphinx_next: [2; 32],
+            sphinx_current: key(1),
+            sphinx_next: key(2),
             packet_addr: at(47470),
             gossip_addr: at(47471),
             transports: vec![],
@@ -248,7 +259,7 @@ mod tests {
         // The same version with other contents: equivocation. Whatever the order they
         // arrive in, every directory keeps the same one of the two.
         let mut other = v2.descriptor().clone();
-        other.sphinx_next = [9; 32];
+        other.sphinx_next = key(9);
         let other = a.sign(&other).unwrap();
         let _ = dir.offer(other.bytes(), Epoch(5));
         assert_eq!(dir.equivocations(), 1);
@@ -284,6 +295,46 @@ mod tests {
         assert_eq!(dir.len(), 1, "epoch 4's descriptor has no key for 6");
         assert_eq!(dir.rejected(Invalid::StaleEpoch), 1);
         assert_eq!(dir.rejected(Invalid::FutureEpoch), 1);
+    }
+
+    /// A relay whose Sphinx key is of small order, off the curve or not canonical would
+    /// break every route through it (or make every client's secret with it guessable): its
+    /// descriptor is refused and counted, whatever the signature says.
+    #[test]
+    fn unusable_sphinx_keys_are_refused_and_counted() {
+        let a = IdentityKeyPair::from_seed(&[1; 32]);
+        let mut dir = Directory::new(10);
+        let good = signed(&a, 1, 5);
+        // The identity (small order), p itself (non-canonical zero), a top bit set (a second
+        // encoding), and a u-coordinate on the twist.
+        let mut p = [0xff; 32];
+        p[0] = 0xed;
+        p[31] = 0x7f;
+        let mut high = key(3);
+        high[31] |= 0x80;
+        let twist = (2u8..)
+            .map(|b| [b; 32])
+            .find(|u| {
+                curve25519_dalek::montgomery::MontgomeryPoint(*u)
+                    .to_edwards(0)
+                    .is_none()
+            })
+            .unwrap();
+        for (version, bad) in [[0; 32], p, high, twist].into_iter().enumerate() {
+            for current in [true, false] {
+                let mut d = good.descriptor().clone();
+                d.version = 2 + 2 * version as u64 + u64::from(current);
+                if current {
+                    d.sphinx_current = bad;
+                } else {
+                    d.sphinx_next = bad;
+                }
+                let bytes = a.sign(&d).unwrap();
+                assert_eq!(dir.offer(bytes.bytes(), Epoch(5)), Err(Invalid::BadKey));
+            }
+        }
+        assert_eq!(dir.rejected(Invalid::BadKey), 8);
+        assert_eq!(dir.offer(good.bytes(), Epoch(5)), Ok(Offered::New));
     }
 
     #[test]

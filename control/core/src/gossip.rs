@@ -41,6 +41,7 @@ use crate::{
     cosign::{self, COSIGN_EVERY, Cosigning, KIND_COSIG},
     descriptor::{IdentityKey, IdentityKeyPair, Invalid, SignedDescriptor},
     directory::{Directory, Offered},
+    probe::{KIND_ECHO, KIND_PROBE},
     topology::{Topology, TopologyError},
     wire::{self, KIND_SWIM, KIND_SYNC, MAX_DATAGRAM, Peer, SWIM_OVERHEAD, SwimCodec},
 };
@@ -132,13 +133,18 @@ pub struct GossipStats {
     /// SWIM packets not from who they say: the sender's descriptor refused, a bad signature,
     /// or a source other than the gossip address the sender's descriptor names.
     pub swim_unauthenticated: u64,
-    /// SWIM datagrams dropped unread: their source, or everyone together, sent too many.
+    /// SWIM datagrams from members dropped unread: their source, or all members together,
+    /// sent too many.
     pub swim_limited: u64,
+    /// Datagrams (of any kind) from sources that are no member, dropped unread: the source,
+    /// or all strangers together, sent too many.
+    pub strangers_limited: u64,
     /// Descriptors received (both paths), before verification.
     pub descriptors_received: u64,
     /// Descriptors accepted as new or newer.
     pub descriptors_accepted: u64,
-    /// Sync datagrams dropped unread: their source, or everyone together, sent too many.
+    /// Sync and cosignature datagrams from members dropped unread: their source, or all
+    /// members together, sent too many.
     pub sync_limited: u64,
     /// Directory pushes not sent: the destination had one recently, or the push budget
     /// was spent (a forged announce must not turn a relay into an amplifier).
@@ -150,6 +156,13 @@ pub struct GossipStats {
     /// Cosignature datagrams refused (malformed, another network or epoch, a bad
     /// signature, or no stewards configured).
     pub cosigs_refused: u64,
+    /// Probes sent before a directory push (the address must echo one first).
+    pub probes_sent: u64,
+    /// Probes not sent: the probe budget was spent.
+    pub probes_limited: u64,
+    /// Echoes refused: a cookie not the address's, or not signed by the identity that
+    /// claims the address.
+    pub echoes_refused: u64,
 }
 
 /// Most datagrams waiting to be sent.
@@ -159,8 +172,13 @@ const MAX_EVENTS: usize = 1024;
 /// Directory pushes at once, and per second after that, over all destinations.
 const PUSH_BURST: u32 = 64;
 const PUSH_PER_SECOND: u32 = 8;
-/// Destinations remembered for the once-per-resync push rule.
+/// Destinations remembered for the once-per-resync push rule (and addresses proven, probed).
 const PUSH_DESTINATIONS: usize = 4096;
+/// An address is probed again at most this often.
+const PROBE_AGAIN: Duration = Duration::from_secs(1);
+/// Probes at once, and per second after that, over all addresses.
+const PROBE_BURST: u32 = 256;
+const PROBES_PER_SECOND: u32 = 64;
 
 /// Refills a token bucket `(tokens, last refill)` at `rate` per second up to `burst`.
 fn refill(bucket: &mut (u32, Duration), now: Duration, burst: u32, rate: u32) {
@@ -204,6 +222,20 @@ const SWIM_RATES: Rates = Rates {
     per_second: 64,
     global_burst: 8192,
     global_per_second: 4096,
+};
+/// Sources that are no member's gossip address (a relay joining, or anyone): a budget of
+/// their own, so that junk from strangers, however much, never takes a member's turn.
+const STRANGER_SWIM_RATES: Rates = Rates {
+    burst: 16,
+    per_second: 8,
+    global_burst: 512,
+    global_per_second: 256,
+};
+const STRANGER_SYNC_RATES: Rates = Rates {
+    burst: 8,
+    per_second: 2,
+    global_burst: 256,
+    global_per_second: 64,
 };
 /// Sources remembered; past this, those whose bucket would be full again are forgotten.
 const LIMITED_SOURCES: usize = 4096;
@@ -376,6 +408,20 @@ pub struct Gossip {
     events: VecDeque<Event>,
     sync_limit: RateLimit,
     swim_limit: RateLimit,
+    /// The same for sources that are no member's gossip address.
+    stranger_sync_limit: RateLimit,
+    stranger_swim_limit: RateLimit,
+    /// The live members' gossip addresses (their datagrams draw on the members' budgets).
+    members: std::collections::HashSet<SocketAddr>,
+    /// Cookies for probes, and the addresses that echoed one (signed by the identity that
+    /// claims them) and when: only those get directory pushes.
+    cookies: crate::probe::Cookies,
+    proven: std::collections::HashMap<SocketAddr, Duration>,
+    /// Addresses probed with a push waiting for their echo.
+    awaiting: std::collections::HashSet<SocketAddr>,
+    /// When each address was last probed, and the probes' budget.
+    probed: std::collections::HashMap<SocketAddr, Duration>,
+    probe_budget: (u32, Duration),
     /// When each destination last got a directory push.
     pushed: std::collections::HashMap<SocketAddr, Duration>,
     push_budget: (u32, Duration),
@@ -445,6 +491,7 @@ impl Gossip {
         // Queue our own descriptor for dissemination (refused only if oversized, which a
         // descriptor never is).
         let _ = swim.add_broadcast(own.bytes());
+        let cookies = crate::probe::Cookies::new(&identity, rng_seed, config.resync_every);
         let mut node = Self {
             next_resync: now + config.resync_every,
             next_announce: now,
@@ -462,6 +509,14 @@ impl Gossip {
             events: VecDeque::new(),
             sync_limit: RateLimit::new(SYNC_RATES),
             swim_limit: RateLimit::new(SWIM_RATES),
+            stranger_sync_limit: RateLimit::new(STRANGER_SYNC_RATES),
+            stranger_swim_limit: RateLimit::new(STRANGER_SWIM_RATES),
+            members: std::collections::HashSet::new(),
+            cookies,
+            proven: std::collections::HashMap::new(),
+            awaiting: std::collections::HashSet::new(),
+            probed: std::collections::HashMap::new(),
+            probe_budget: (PROBE_BURST, now),
             pushed: std::collections::HashMap::new(),
             push_budget: (PUSH_BURST, now),
             now,
@@ -471,17 +526,51 @@ impl Gossip {
         Ok(node)
     }
 
+    /// Takes a token for a datagram of `kind` from `from`: a member's from the members'
+    /// budgets, anyone else's from the strangers' (counted apart when refused).
+    fn allowed(&mut self, kind: u8, from: SocketAddr, now: Duration) -> bool {
+        let member = self.members.contains(&from);
+        let limit = match (kind == KIND_SWIM, member) {
+            (true, true) => &mut self.swim_limit,
+            (true, false) => &mut self.stranger_swim_limit,
+            (false, true) => &mut self.sync_limit,
+            (false, false) => &mut self.stranger_sync_limit,
+        };
+        if limit.allow(from.ip(), now) {
+            return true;
+        }
+        let stats = &mut self.shared.borrow_mut().stats;
+        match (kind == KIND_SWIM, member) {
+            (true, true) => stats.swim_limited += 1,
+            (false, true) => stats.sync_limited += 1,
+            (_, false) => stats.strangers_limited += 1,
+        }
+        false
+    }
+
     /// A datagram from `from` arrived at the gossip socket.
     pub fn handle_datagram(&mut self, now: Duration, from: SocketAddr, bytes: &[u8]) {
         self.now = now;
         self.shared.borrow_mut().stats.datagrams += 1;
         match bytes.split_first() {
             _ if bytes.len() > MAX_DATAGRAM => self.malformed(),
-            Some((&KIND_SWIM, _)) if !self.swim_limit.allow(from.ip(), now) => {
-                self.shared.borrow_mut().stats.swim_limited += 1;
-            }
+            Some((&kind, _))
+                if [KIND_SWIM, KIND_SYNC, KIND_COSIG, KIND_PROBE, KIND_ECHO].contains(&kind)
+                    && !self.allowed(kind, from, now) => {}
+            Some((&KIND_PROBE, body)) => match crate::probe::parse_probe(body) {
+                // Stateless: the echo is no larger than the probe, and signed.
+                Some(cookie) => {
+                    let echo = crate::probe::echo(&self.identity, &cookie, from);
+                    self.queue(from, echo);
+                }
+                None => self.malformed(),
+            },
+            Some((&KIND_ECHO, body)) => self.echoed(now, from, body),
             Some((&KIND_SWIM, body)) => match wire::parse_swim(body) {
-                Ok(datagram) if self.authentic(&datagram) => {
+                Ok(datagram) if !self.authentic(&datagram, from) => {
+                    self.shared.borrow_mut().stats.swim_unauthenticated += 1;
+                }
+                Ok(datagram) => {
                     let mut out = std::mem::take(&mut self.out);
                     if self.swim.handle_data(datagram.packet, &mut out).is_err() {
                         self.shared.borrow_mut().stats.swim_refused += 1;
@@ -489,15 +578,9 @@ impl Gossip {
                     self.out = out;
                     self.settle(now);
                 }
-                Ok(_) => self.shared.borrow_mut().stats.swim_unauthenticated += 1,
                 Err(_) => self.malformed(),
             },
-            Some((&KIND_SYNC, _)) if !self.sync_limit.allow(from.ip(), now) => {
-                self.shared.borrow_mut().stats.sync_limited += 1;
-            }
-            Some((&KIND_COSIG, _)) if !self.sync_limit.allow(from.ip(), now) => {
-                self.shared.borrow_mut().stats.sync_limited += 1;
-            }
+
             Some((&KIND_COSIG, body)) => {
                 let kept = self.cosigning.as_mut().map(|(c, _)| c.receive(body));
                 let mut shared = self.shared.borrow_mut();
@@ -526,7 +609,9 @@ impl Gossip {
     /// Whether a SWIM datagram comes from the relay it names as its source: the descriptor
     /// it carries is valid (or an older version of one held), the signature is that
     /// identity's, and the packet's source is the gossip address of the descriptor held.
-    fn authentic(&mut self, datagram: &wire::SwimDatagram<'_>) -> bool {
+    /// The datagram's source (`from`) must be that address too: checked first, before any
+    /// signature, so that packets from elsewhere cost no verification.
+    fn authentic(&mut self, datagram: &wire::SwimDatagram<'_>, from: SocketAddr) -> bool {
         let Some(key) = DescriptorKey::of(datagram.descriptor) else {
             return false;
         };
@@ -538,11 +623,19 @@ impl Gossip {
         };
         let known = held(&self.shared.borrow());
         let gossip_addr = match known {
+            Some((true, addr)) if addr != from => return false,
             Some((true, addr)) => addr,
             // New to us, or another version: verified and filed like any descriptor. An
             // older version (a late or replayed datagram) still names the identity; the
             // held, newer one says where it speaks from.
             _ => {
+                // The address it claims, read unverified: from elsewhere, it costs no
+                // signature check.
+                let claimed = SignedDescriptor::parse_attested(datagram.descriptor)
+                    .map(|d| d.descriptor().gossip_addr);
+                if claimed.is_ok_and(|a| a != from) {
+                    return false;
+                }
                 let offered = self.shared.borrow_mut().offer(datagram.descriptor);
                 match offered {
                     Ok(Offered::New | Offered::Updated) => {
@@ -686,6 +779,8 @@ impl Gossip {
             .position(|k| k.public() == self.identity.public());
         let epoch = self.shared.borrow().epoch;
         self.cosigning = Some((Cosigning::new(stewards, own, epoch, self.now), policy));
+        // The topology is now dealt over what the policy admits.
+        self.shared.borrow_mut().dirty = true;
     }
 
     /// The cosigned checkpoint this node holds (k stewards' signatures over one text), as a
@@ -730,11 +825,15 @@ impl Gossip {
         for note in notes {
             match note {
                 OwnedNotification::MemberUp(peer) => {
+                    self.members.insert(peer.addr);
                     self.shared.borrow_mut().dirty = true;
                     self.event(Event::MemberUp(peer.addr));
                     self.push_directory(peer.addr);
                 }
                 OwnedNotification::MemberDown(peer) => {
+                    self.members.remove(&peer.addr);
+                    self.proven.remove(&peer.addr);
+                    self.awaiting.remove(&peer.addr);
                     self.shared.borrow_mut().dirty = true;
                     self.event(Event::MemberDown(peer.addr));
                     // When it comes back (a restart), it gets a push at once.
@@ -767,8 +866,83 @@ impl Gossip {
 
     /// Sends every descriptor held to `to`: at most once per resync period per destination,
     /// and within an overall budget (an unauthenticated announce can name any address).
+    /// An echo of one of our probes: `from` is proven if the cookie is its own and the
+    /// identity whose descriptor claims `from` signed it; a push waiting for it goes.
+    fn echoed(&mut self, now: Duration, from: SocketAddr, body: &[u8]) {
+        let Some((cookie, signature)) = crate::probe::parse_echo(body) else {
+            return self.malformed();
+        };
+        let me = self.swim.identity().addr;
+        let claimant = self
+            .shared
+            .borrow()
+            .directory
+            .iter()
+            .find(|d| d.descriptor().gossip_addr == from)
+            .map(|d| d.descriptor().identity);
+        let good = self.cookies.valid(from, &cookie, now)
+            && claimant.is_some_and(|id| crate::probe::echo_signed_by(&id, &cookie, me, signature));
+        if !good {
+            self.shared.borrow_mut().stats.echoes_refused += 1;
+            return;
+        }
+        if self.proven.len() >= PUSH_DESTINATIONS && !self.proven.contains_key(&from) {
+            let members = &self.members;
+            self.proven.retain(|addr, _| members.contains(addr));
+            if self.proven.len() >= PUSH_DESTINATIONS {
+                return;
+            }
+        }
+        self.proven.insert(from, now);
+        if self.awaiting.remove(&from) {
+            self.push_directory(from);
+        }
+    }
+
+    /// Sends `to` a probe, unless one went there in the last second or the probe budget
+    /// is spent.
+    fn probe(&mut self, now: Duration, to: SocketAddr) {
+        if self
+            .probed
+            .get(&to)
+            .is_some_and(|at| now.saturating_sub(*at) < PROBE_AGAIN)
+        {
+            return;
+        }
+        refill(&mut self.probe_budget, now, PROBE_BURST, PROBES_PER_SECOND);
+        if self.probe_budget.0 == 0 {
+            self.shared.borrow_mut().stats.probes_limited += 1;
+            return;
+        }
+        if self.probed.len() >= PUSH_DESTINATIONS {
+            self.probed
+                .retain(|_, at| now.saturating_sub(*at) < PROBE_AGAIN);
+            if self.probed.len() >= PUSH_DESTINATIONS {
+                self.shared.borrow_mut().stats.probes_limited += 1;
+                return;
+            }
+        }
+        self.probe_budget.0 -= 1;
+        self.probed.insert(to, now);
+        let probe = crate::probe::probe(&self.cookies.cookie(to, now));
+        self.queue(to, probe);
+        self.shared.borrow_mut().stats.probes_sent += 1;
+    }
+
+    /// Pushes the whole directory to `to`, if `to` has echoed a probe (otherwise probes it
+    /// first, and pushes when the echo comes), has not had a push this resync period, and
+    /// the push budget allows.
     fn push_directory(&mut self, to: SocketAddr) {
         let now = self.now;
+        if !self.proven.contains_key(&to) {
+            if self.awaiting.len() < PUSH_DESTINATIONS || self.awaiting.contains(&to) {
+                self.awaiting.insert(to);
+                self.probe(now, to);
+            } else {
+                self.shared.borrow_mut().stats.pushes_limited += 1;
+            }
+            return;
+        }
         let recent = self
             .pushed
             .get(&to)
@@ -849,39 +1023,42 @@ impl Gossip {
             .collect()
     }
 
-    /// The current epoch's topology over the live members' descriptors.
+    /// The current epoch's topology: every descriptor held (with stewards, every one their
+    /// admission policy admits, as in their checkpoint) dealt over the layers, the live
+    /// members' kept. Dealt the same way as the stewards' checkpoint, so a client routing
+    /// over the checkpointed view uses the links the relays keep.
     pub fn topology(&mut self) -> Result<&Topology, TopologyError> {
         let dirty = std::mem::replace(&mut self.shared.borrow_mut().dirty, false);
         if dirty {
             let live = self.live_members();
             let shared = self.shared.borrow();
-            let descriptors = shared.directory.iter().map(SignedDescriptor::descriptor);
-            self.topology =
-                Topology::compute_live(&self.config.network_seed, shared.epoch, descriptors, |d| {
-                    live.contains(&d.gossip_addr)
-                });
+            let dealt: Vec<&SignedDescriptor> = match &self.cosigning {
+                Some((_, policy)) => admit(shared.epoch, shared.directory.iter(), policy).admitted,
+                None => shared.directory.iter().collect(),
+            };
+            self.topology = Topology::compute_live(
+                &self.config.network_seed,
+                shared.epoch,
+                dealt.iter().map(|s| s.descriptor()),
+                |d| live.contains(&d.gossip_addr),
+            );
         }
         self.topology.as_ref().map_err(|e| *e)
     }
 
     /// The checkpoint this node would sign as a steward of `network`: the descriptors it
-    /// admits under `policy` (its own view: what it holds and who it holds alive), their
-    /// set's hash, and the topology dealt over them alone (a client recomputes it from the
-    /// admitted descriptors) and the admitted descriptors. The ledger's fields are an empty
+    /// admits under `policy` (its own view: what it holds; liveness is not part of it),
+    /// their set's hash, and the topology dealt over all of them (a client recomputes it from
+    /// the admitted descriptors, then leaves out those its gateway marks not live, as relays
+    /// do) and the admitted descriptors. The ledger's fields are an empty
     /// tree's until the ledger exists.
     pub fn checkpoint(
         &self,
         network: &str,
         policy: &Policy,
     ) -> Result<(Checkpoint, Vec<Vec<u8>>), TopologyError> {
-        let live = self.live_members();
         let shared = self.shared.borrow();
-        let admission = admit(
-            shared.epoch,
-            shared.directory.iter(),
-            |d| live.contains(&d.gossip_addr),
-            policy,
-        );
+        let admission = admit(shared.epoch, shared.directory.iter(), policy);
         let topology = Topology::compute(
             &self.config.network_seed,
             shared.epoch,

@@ -31,6 +31,7 @@ mod directory;
 mod gossip;
 pub mod network;
 pub mod note;
+pub mod probe;
 mod topology;
 pub mod trust;
 pub mod wire;

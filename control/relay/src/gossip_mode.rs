@@ -528,6 +528,15 @@ impl GossipDriver {
             ("pb_gossip_swim_limited_total".to_owned(), g.swim_limited),
             ("pb_gossip_sync_limited_total".to_owned(), g.sync_limited),
             (
+                "pb_gossip_strangers_limited_total".to_owned(),
+                g.strangers_limited,
+            ),
+            ("pb_gossip_probes_sent_total".to_owned(), g.probes_sent),
+            (
+                "pb_gossip_echoes_refused_total".to_owned(),
+                g.echoes_refused,
+            ),
+            (
                 "pb_gossip_pushes_limited_total".to_owned(),
                 g.pushes_limited,
             ),

@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 use pb_control::{
     Descriptor, Gossip, GossipConfig, IdentityKeyPair, Role, SignedDescriptor, wire::swim_datagram,
 };
-use pb_sphinx::Epoch;
+use pb_sphinx::{Epoch, EpochKey};
 
 const PEER: &str = "198.18.0.2:47471";
 
@@ -21,8 +21,8 @@ fn descriptor(pair: &IdentityKeyPair, host: u8) -> SignedDescriptor {
         version: 1,
         role: Role::Mix,
         epoch: Epoch(5),
-        sphinx_current: [2; 32],
-        sphinx_next: [3; 32],
+        sphinx_current: EpochKey::from_secret(Epoch(5), [2; 32]).public_key(),
+        sphinx_next: EpochKey::from_secret(Epoch(6), [3; 32]).public_key(),
         packet_addr: format!("198.18.0.{host}:47470").parse().unwrap(),
         gossip_addr: format!("198.18.0.{host}:47471").parse().unwrap(),
         transports: vec![],

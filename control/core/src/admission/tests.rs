@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use pb_sphinx::EpochKey;
 
 use super::*;
-use crate::{IdentityKeyPair, Role};
+use crate::{Descriptor, IdentityKeyPair, Role};
 
 const EPOCH: Epoch = Epoch(10);
 
@@ -106,13 +106,11 @@ fn admission_refuses_stale_bad_dead_and_crowded_relays_whatever_the_order() {
         EPOCH,
         real_key(50),
     ));
-    let dead = all[4].descriptor().node_id();
-    let live = |d: &Descriptor| d.node_id() != dead;
     let policy = Policy {
         per_ipv4_24: 4,
         per_ipv6_48: 2,
     };
-    let a = admit(EPOCH, &all, live, &policy);
+    let a = admit(EPOCH, &all, &policy);
     let why = |seed: u8| {
         let id = IdentityKeyPair::from_seed(&[seed; 32]).public().node_id();
         a.refused.iter().find(|(n, _)| *n == id).map(|(_, w)| *w)
@@ -121,7 +119,7 @@ fn admission_refuses_stale_bad_dead_and_crowded_relays_whatever_the_order() {
     assert_eq!(why(2), None);
     assert_eq!(why(3), Some(Refused::Stale));
     assert_eq!(why(4), Some(Refused::BadSphinxKey));
-    assert_eq!(why(5), Some(Refused::NotLive));
+    assert_eq!(why(5), None, "liveness is not admission's business");
     assert_eq!(
         why(50),
         None,
@@ -145,11 +143,11 @@ fn admission_refuses_stale_bad_dead_and_crowded_relays_whatever_the_order() {
     for id in &crowded[4..] {
         assert!(full.contains(id));
     }
-    assert_eq!(a.admitted.len(), 1 + 1 + 4 + 2 + 1);
+    assert_eq!(a.admitted.len(), 1 + 1 + 1 + 4 + 2 + 1);
     // The same set in another order: the same decision.
     let mut reversed = all.clone();
     reversed.reverse();
-    let b = admit(EPOCH, &reversed, live, &policy);
+    let b = admit(EPOCH, &reversed, &policy);
     let ids = |x: &Admission<'_>| -> Vec<NodeId> {
         x.admitted
             .iter()
