@@ -73,6 +73,8 @@ pub mod file;
 
 use file::{ConfigFile, TopologyFile};
 
+use crate::exit::PortRange;
+
 /// Most pipeline cores one relay runs.
 pub const MAX_CORES: usize = 64;
 
@@ -195,6 +197,9 @@ pub struct GossipSettings {
     pub client_bind: Option<SocketAddr>,
     /// (Exit) networks the exit policy allows although they are special (a testbed's own).
     pub exit_allow: Vec<(std::net::IpAddr, u8)>,
+    /// (Exit) ports refused at every address, in place of
+    /// [`crate::exit::DEFAULT_REFUSED_PORTS`] (`None`: those).
+    pub exit_refuse_ports: Option<Vec<PortRange>>,
     /// The network file (docs/spec/network-file.md): its stewards' checkpoints are followed,
     /// and signed if this relay's identity is a steward's.
     pub network: Option<pb_control::network::NetworkFile>,
@@ -258,6 +263,19 @@ fn network(field: &str, text: &str) -> Result<(std::net::IpAddr, u8), ConfigErro
         None => max,
     };
     Ok((ip, prefix))
+}
+
+/// A port like "25" or a range like "135-139".
+fn port_range(field: &str, text: &str) -> Result<PortRange, ConfigError> {
+    let (first, last) = text.split_once('-').unwrap_or((text, text));
+    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0);
+    let (Some(first), Some(last)) = (port(first), port(last)) else {
+        return Err(bad(
+            field,
+            format!("{text:?} is not a port (1 to 65535) like \"25\" or a range like \"135-139\""),
+        ));
+    };
+    PortRange::new(first, last).ok_or_else(|| bad(field, format!("{text:?} ends before it starts")))
 }
 
 fn role(field: &str, text: &str) -> Result<Role, ConfigError> {
@@ -560,6 +578,21 @@ impl RelayConfig {
                     .iter()
                     .map(|n| network("gossip.exit_allow", n))
                     .collect::<Result<Vec<_>, _>>()?;
+                if g.exit_refuse_ports.is_some() && role != Role::Exit {
+                    return Err(bad(
+                        "gossip.exit_refuse_ports",
+                        "only an exit has an exit policy (gossip.role = \"exit\")",
+                    ));
+                }
+                let exit_refuse_ports = g
+                    .exit_refuse_ports
+                    .map(|ports| {
+                        ports
+                            .iter()
+                            .map(|p| port_range("gossip.exit_refuse_ports", p))
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .transpose()?;
                 let network = g
                     .network_file
                     .map(|f| network_file(&dir.join(f), network_seed, epoch_seconds))
@@ -575,6 +608,7 @@ impl RelayConfig {
                     advertise,
                     client_bind,
                     exit_allow,
+                    exit_refuse_ports,
                     network,
                 })
             }
@@ -833,6 +867,53 @@ mod tests {
         let g = c.gossip.unwrap();
         assert_eq!(g.role, Role::Exit);
         assert_eq!(g.exit_allow, vec![("198.18.0.0".parse().unwrap(), 24)]);
+    }
+
+    /// `gossip.exit_refuse_ports` replaces the default list (an empty list refuses no
+    /// port); a bad port or range, or the key on a relay that is not an exit, is refused in
+    /// one line naming the key and the value.
+    #[test]
+    fn exit_refuse_ports_replace_the_default_and_bad_ones_are_named() {
+        let exit = |ports: Option<Vec<&str>>, role: &str| {
+            let mut file = gossip_file();
+            if let Some(g) = file.gossip.as_mut() {
+                g.role = Some(role.into());
+                g.exit_refuse_ports = ports.map(|p| p.into_iter().map(String::from).collect());
+            }
+            RelayConfig::from_toml(&render(&file).unwrap(), Path::new(""))
+                .map(|c| c.gossip.unwrap().exit_refuse_ports)
+        };
+        assert_eq!(exit(None, "exit").unwrap(), None);
+        assert_eq!(
+            exit(Some(vec!["25", "135-139", "65535"]), "exit").unwrap(),
+            Some(vec![
+                PortRange::new(25, 25).unwrap(),
+                PortRange::new(135, 139).unwrap(),
+                PortRange::new(65535, 65535).unwrap(),
+            ])
+        );
+        assert_eq!(exit(Some(vec![]), "exit").unwrap(), Some(vec![]));
+        for (value, reason) in [
+            ("0", "\"0\" is not a port (1 to 65535)"),
+            ("65536", "\"65536\" is not a port"),
+            ("smtp", "\"smtp\" is not a port"),
+            ("", "\"\" is not a port"),
+            ("25-", "\"25-\" is not a port"),
+            ("-25", "\"-25\" is not a port"),
+            ("1-2-3", "\"1-2-3\" is not a port"),
+            (" 25", "\" 25\" is not a port"),
+            ("139-135", "\"139-135\" ends before it starts"),
+        ] {
+            let e = exit(Some(vec!["443", value]), "exit").unwrap_err();
+            assert_eq!(e.field, "gossip.exit_refuse_ports", "{value:?}");
+            assert!(e.reason.starts_with(reason), "{value:?}: {e}");
+            assert_eq!(e.to_string().lines().count(), 1, "{e}");
+        }
+        let e = exit(Some(vec!["25"]), "mix").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "gossip.exit_refuse_ports: only an exit has an exit policy (gossip.role = \"exit\")"
+        );
     }
 
     /// A gossip-mode mix at every `[mix]` default.

@@ -14,7 +14,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     io::{ErrorKind, Read as _, Write as _},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs as _},
+    net::{SocketAddr, ToSocketAddrs as _},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
@@ -34,6 +34,10 @@ use pb_sphinx::{Epoch, MESSAGE_LEN, PACKET_LEN, Surb};
 
 use crate::slots::Slots;
 
+mod policy;
+
+pub use policy::{DEFAULT_REFUSED_PORTS, ExitPolicy, PortRange};
+
 /// A session without a message for this long is forgotten (its connections closed).
 pub const SESSION_IDLE: Duration = Duration::from_secs(600);
 /// Most sessions at once.
@@ -45,80 +49,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Resolver threads.
 const RESOLVERS: usize = 4;
 const WAKER: Token = Token(0);
-
-/// Which destinations the exit refuses.
-#[derive(Clone, Debug, Default)]
-pub struct ExitPolicy {
-    /// Networks allowed although special (a testbed's own namespaces): address and prefix.
-    pub allow: Vec<(IpAddr, u8)>,
-}
-
-fn in_net(ip: IpAddr, (net, prefix): (IpAddr, u8)) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = u32::MAX
-                .checked_shl(32 - u32::from(prefix.min(32)))
-                .unwrap_or(0);
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(prefix.min(128)))
-                .unwrap_or(0);
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
-}
-
-/// Addresses no exit opens by default: this host, private, shared, link-local, multicast,
-/// reserved, benchmarking and documentation ranges (RFC 6890).
-fn special(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let nets: [(Ipv4Addr, u8); 14] = [
-                (Ipv4Addr::new(0, 0, 0, 0), 8),
-                (Ipv4Addr::new(10, 0, 0, 0), 8),
-                (Ipv4Addr::new(100, 64, 0, 0), 10),
-                (Ipv4Addr::new(127, 0, 0, 0), 8),
-                (Ipv4Addr::new(169, 254, 0, 0), 16),
-                (Ipv4Addr::new(172, 16, 0, 0), 12),
-                (Ipv4Addr::new(192, 0, 0, 0), 24),
-                (Ipv4Addr::new(192, 0, 2, 0), 24),
-                (Ipv4Addr::new(192, 168, 0, 0), 16),
-                (Ipv4Addr::new(198, 18, 0, 0), 15),
-                (Ipv4Addr::new(198, 51, 100, 0), 24),
-                (Ipv4Addr::new(203, 0, 113, 0), 24),
-                (Ipv4Addr::new(224, 0, 0, 0), 4),
-                (Ipv4Addr::new(240, 0, 0, 0), 4),
-            ];
-            nets.iter()
-                .any(|(n, p)| in_net(IpAddr::V4(v4), (IpAddr::V4(*n), *p)))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return special(IpAddr::V4(v4));
-            }
-            let nets: [(Ipv6Addr, u8); 6] = [
-                (Ipv6Addr::UNSPECIFIED, 128),
-                (Ipv6Addr::LOCALHOST, 128),
-                (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7),
-                (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10),
-                (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8),
-                (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32),
-            ];
-            nets.iter()
-                .any(|(n, p)| in_net(IpAddr::V6(v6), (IpAddr::V6(*n), *p)))
-        }
-    }
-}
-
-impl ExitPolicy {
-    /// Whether the exit may connect to `ip`.
-    pub fn allows(&self, ip: IpAddr) -> bool {
-        self.allow.iter().any(|net| in_net(ip, *net)) || !special(ip)
-    }
-}
+/// The host's addresses are read again this often, for the exit policy.
+const OWN_ADDRESSES_REFRESH: Duration = Duration::from_secs(10);
 
 /// Counters of the exit.
 #[derive(Debug, Default)]
@@ -244,13 +176,15 @@ pub struct Exit {
 }
 
 impl Exit {
-    /// The exit thread's state, with its resolvers started.
+    /// The exit thread's state, with its resolvers started and the host's addresses read
+    /// for the policy (an exit that cannot read them does not start).
     pub fn new(
         inbox: ExitInbox,
         handoff: Arc<Handoff>,
-        policy: ExitPolicy,
+        mut policy: ExitPolicy,
         epoch: Arc<AtomicU32>,
     ) -> anyhow::Result<Self> {
+        policy.refresh_own()?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (lookups, requests) = mpsc::sync_channel::<Lookup>(256);
@@ -303,6 +237,7 @@ impl Exit {
     pub fn run(mut self, stop: &AtomicBool) {
         let mut events = Events::with_capacity(256);
         let mut sweep_at = Instant::now();
+        let mut own_read_at = Instant::now();
         let origin = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let _ = self.poll.poll(&mut events, Some(Duration::from_millis(3)));
@@ -324,6 +259,11 @@ impl Exit {
             if sweep_at.elapsed() >= Duration::from_secs(1) {
                 sweep_at = Instant::now();
                 self.sweep();
+            }
+            if own_read_at.elapsed() >= OWN_ADDRESSES_REFRESH {
+                own_read_at = Instant::now();
+                // A failure is warned about and keeps the last list.
+                let _ = self.policy.refresh_own();
             }
         }
     }
@@ -456,9 +396,10 @@ impl Exit {
         }
     }
 
-    /// Connects to the first address the policy allows; refuses the stream if none.
+    /// Connects to the first address the policy allows (address and port); refuses the
+    /// stream if none.
     fn connect(&mut self, session: SessionId, stream: StreamId, addrs: Vec<SocketAddr>) {
-        let Some(addr) = addrs.iter().find(|a| self.policy.allows(a.ip())).copied() else {
+        let Some(addr) = addrs.iter().find(|a| self.policy.allows(**a)).copied() else {
             self.stats().refused_policy.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
                 destination = %pb_log::Sensitive::new(&addrs),
@@ -734,44 +675,5 @@ impl core::fmt::Debug for ExitInbox {
 impl core::fmt::Debug for Exit {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Exit").finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_default_policy_refuses_special_ranges_and_the_testbed_allows_its_own() {
-        let policy = ExitPolicy::default();
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.1.1",
-            "224.0.0.1",
-            "100.64.0.1",
-            "198.18.0.5",
-            "0.0.0.0",
-            "255.255.255.255",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "ff02::1",
-            "::ffff:127.0.0.1",
-        ] {
-            let ip: IpAddr = ip.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-            assert!(!policy.allows(ip), "{ip}");
-        }
-        for ip in ["93.184.216.34", "2606:2800:220:1::1", "::ffff:8.8.8.8"] {
-            let ip: IpAddr = ip.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-            assert!(policy.allows(ip), "{ip}");
-        }
-        let testbed = ExitPolicy {
-            allow: vec![(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 0)), 15)],
-        };
-        assert!(testbed.allows(IpAddr::V4(Ipv4Addr::new(198, 19, 255, 1))));
-        assert!(!testbed.allows(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1))));
     }
 }

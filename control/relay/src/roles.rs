@@ -112,9 +112,10 @@ pub fn start(
     if settings.role == pb_control::Role::Exit {
         let stats = Arc::new(exit::ExitStats::default());
         let inbox = exit::ExitInbox::new(4096, stats.clone());
-        let policy = exit::ExitPolicy {
-            allow: settings.exit_allow.clone(),
-        };
+        let policy = exit::ExitPolicy::new(
+            settings.exit_allow.clone(),
+            settings.exit_refuse_ports.clone(),
+        );
         let service = exit::Exit::new(inbox.clone(), handoff.clone(), policy, roles.epoch.clone())?;
         services.push(spawn("pb-exit", stop, move |stop| service.run(stop))?);
         roles.exit = Some(inbox);

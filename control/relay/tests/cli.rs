@@ -448,6 +448,23 @@ fn gossip_mode_mistakes_are_one_line_each() {
             "gossip.exit_allow: \"10.0.0.0/33\" is not a network",
         ),
         (
+            gossip(
+                free,
+                &set(|g| g.exit_refuse_ports = Some(vec!["25".into()])),
+            ),
+            "gossip.exit_refuse_ports: only an exit has an exit policy",
+        ),
+        (
+            gossip(
+                free,
+                &set(|g| {
+                    g.role = Some("exit".into());
+                    g.exit_refuse_ports = Some(vec!["139-135".into()]);
+                }),
+            ),
+            "gossip.exit_refuse_ports: \"139-135\" ends before it starts",
+        ),
+        (
             gossip(free, &|c| {
                 let g = c.gossip.as_mut().unwrap();
                 g.role = Some("gateway".into());

@@ -199,6 +199,29 @@ pub fn link_addrs(ifindex: u32) -> Result<Vec<IpAddr>, IoError> {
     Ok(out)
 }
 
+/// Every address configured on any interface, of every scope (loopback and link-local
+/// too), with a point-to-point link's peer address: the addresses that reach this host, or
+/// that it treats as its own link's other end.
+pub fn host_addrs() -> Result<Vec<IpAddr>, IoError> {
+    let mut out = Vec::new();
+    for msg in dump(
+        "address dump",
+        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+    )? {
+        let RouteNetlinkMessage::NewAddress(addr) = msg else {
+            continue;
+        };
+        for attr in addr.attributes {
+            if let AddressAttribute::Address(ip) | AddressAttribute::Local(ip) = attr
+                && !out.contains(&ip)
+            {
+                out.push(ip);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The MAC the neighbour table holds for `ip` on `ifindex`, if the entry is usable.
 pub fn neighbour(ifindex: u32, ip: IpAddr) -> Result<Option<[u8; 6]>, IoError> {
     for msg in dump(

@@ -213,6 +213,10 @@ pub struct GossipSection {
     /// (Exit) networks the exit may open although they are special (a testbed's own).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_allow: Option<Vec<String>>,
+    /// (Exit) ports the exit refuses at every address, like "25" or "135-139", in place of
+    /// the default list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_refuse_ports: Option<Vec<String>>,
     /// The network file (stewards, threshold, gateways), relative to the configuration file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network_file: Option<String>,
