@@ -95,6 +95,7 @@ fn main() {
         gateways: vec!["198.18.0.1:47480".parse().unwrap()],
         epoch_seconds: EPOCH_SECONDS,
         policy: Policy::default(),
+        allow_prefixes: Vec::new(),
     };
     let note = sign(&checkpoint.text(), &[&signers[0], &signers[2], &signers[4]]).unwrap();
     // Warm up, then as many checks as fit in about three seconds.

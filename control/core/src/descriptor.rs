@@ -236,11 +236,16 @@ pub enum Invalid {
     /// secret with it would be one of a few values.
     #[error("unusable Sphinx key")]
     BadKey,
+    /// Its packet or gossip address is special-purpose (loopback, private, link-local, ...)
+    /// and the network does not allow that range: gossip would steer traffic at a service
+    /// no relay runs.
+    #[error("special-purpose address")]
+    SpecialAddress,
 }
 
 impl Invalid {
     /// Every reason, in counter order.
-    pub const ALL: [Invalid; 10] = [
+    pub const ALL: [Invalid; 11] = [
         Invalid::TooLong,
         Invalid::Oversized(""),
         Invalid::Malformed(""),
@@ -251,6 +256,7 @@ impl Invalid {
         Invalid::DirectoryFull,
         Invalid::AddressTaken,
         Invalid::BadKey,
+        Invalid::SpecialAddress,
     ];
 
     /// Index into [`Invalid::ALL`] (details ignored).
@@ -266,6 +272,7 @@ impl Invalid {
             Invalid::DirectoryFull => 7,
             Invalid::AddressTaken => 8,
             Invalid::BadKey => 9,
+            Invalid::SpecialAddress => 10,
         }
     }
 
@@ -282,6 +289,7 @@ impl Invalid {
             Invalid::DirectoryFull => "directory_full",
             Invalid::AddressTaken => "address_taken",
             Invalid::BadKey => "bad_key",
+            Invalid::SpecialAddress => "special_address",
         }
     }
 }

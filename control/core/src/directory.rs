@@ -23,6 +23,8 @@ pub enum Offered {
 pub struct Directory {
     entries: BTreeMap<IdentityKey, SignedDescriptor>,
     capacity: usize,
+    /// Networks whose special-purpose addresses descriptors may name anyway.
+    allowed: Vec<(std::net::IpAddr, u8)>,
     rejected: [u64; Invalid::ALL.len()],
     equivocations: u64,
 }
@@ -33,9 +35,16 @@ impl Directory {
         Self {
             entries: BTreeMap::new(),
             capacity,
+            allowed: Vec::new(),
             rejected: [0; Invalid::ALL.len()],
             equivocations: 0,
         }
+    }
+
+    /// Lets descriptors name special-purpose addresses in `networks` (a testbed's own).
+    pub fn allowing(mut self, networks: Vec<(std::net::IpAddr, u8)>) -> Self {
+        self.allowed = networks;
+        self
     }
 
     /// Parses, verifies and files `bytes` while `epoch` is current: accepted if it carries
@@ -82,6 +91,12 @@ impl Directory {
             .all(crate::admission::usable_sphinx_key)
         {
             return Err(Invalid::BadKey);
+        }
+        if ![d.packet_addr, d.gossip_addr]
+            .iter()
+            .all(|a| crate::special::relay_may_use(a.ip(), &self.allowed))
+        {
+            return Err(Invalid::SpecialAddress);
         }
         let held = self.entries.get(&d.identity);
         if held.is_some_and(|h| h.bytes() == signed.bytes()) {
@@ -175,6 +190,11 @@ mod tests {
     use crate::descriptor::{Descriptor, IdentityKeyPair, Role};
 
     /// A descriptor of `pair` at addresses of its own (198.18.k.k, k its key's first byte).
+    /// A directory allowing the tests' benchmarking range (198.18.0.0/15).
+    fn testbed(capacity: usize) -> Directory {
+        Directory::new(capacity).allowing(vec![("198.18.0.0".parse().unwrap(), 15)])
+    }
+
     /// A real X25519 public key, from `secret`.
     fn key(secret: u8) -> [u8; 32] {
         pb_sphinx::EpochKey::from_secret(Epoch(0), [secret; 32]).public_key()
@@ -201,7 +221,7 @@ mod tests {
     fn an_address_belongs_to_the_first_identity_that_claims_it() {
         let a = IdentityKeyPair::from_seed(&[1; 32]);
         let b = IdentityKeyPair::from_seed(&[2; 32]);
-        let mut dir = Directory::new(10);
+        let mut dir = testbed(10);
         let held = signed(&a, 1, 5);
         dir.offer(held.bytes(), Epoch(5)).unwrap();
         // Another identity claiming either of a's addresses, as either of its own: refused.
@@ -247,7 +267,7 @@ mod tests {
     #[test]
     fn newer_versions_replace_older_ones_and_replays_are_refused() {
         let a = IdentityKeyPair::from_seed(&[1; 32]);
-        let mut dir = Directory::new(10);
+        let mut dir = testbed(10);
         let v1 = signed(&a, 1, 5);
         let v2 = signed(&a, 2, 5);
         assert_eq!(dir.offer(v1.bytes(), Epoch(5)), Ok(Offered::New));
@@ -263,7 +283,7 @@ mod tests {
         let other = a.sign(&other).unwrap();
         let _ = dir.offer(other.bytes(), Epoch(5));
         assert_eq!(dir.equivocations(), 1);
-        let mut reversed = Directory::new(10);
+        let mut reversed = testbed(10);
         reversed.offer(other.bytes(), Epoch(5)).unwrap();
         let _ = reversed.offer(v2.bytes(), Epoch(5));
         assert_eq!(dir.get(&a.public()), reversed.get(&a.public()));
@@ -272,7 +292,7 @@ mod tests {
     #[test]
     fn epochs_outside_the_window_are_refused_and_expire() {
         let a = IdentityKeyPair::from_seed(&[1; 32]);
-        let mut dir = Directory::new(10);
+        let mut dir = testbed(10);
         assert_eq!(
             dir.offer(signed(&a, 1, 3).bytes(), Epoch(5)),
             Err(Invalid::StaleEpoch)
@@ -303,7 +323,7 @@ mod tests {
     #[test]
     fn unusable_sphinx_keys_are_refused_and_counted() {
         let a = IdentityKeyPair::from_seed(&[1; 32]);
-        let mut dir = Directory::new(10);
+        let mut dir = testbed(10);
         let good = signed(&a, 1, 5);
         // The identity (small order), p itself (non-canonical zero), a top bit set (a second
         // encoding), and a u-coordinate on the twist.
@@ -337,9 +357,42 @@ mod tests {
         assert_eq!(dir.offer(good.bytes(), Epoch(5)), Ok(Offered::New));
     }
 
+    /// A descriptor naming a loopback, private or otherwise special-purpose address is
+    /// refused and counted, unless the network allows that range (a testbed's own).
+    #[test]
+    fn special_purpose_addresses_are_refused_unless_allowed() {
+        let a = IdentityKeyPair::from_seed(&[1; 32]);
+        let mut d = signed(&a, 1, 5).descriptor().clone();
+        let mut open = Directory::new(10);
+        for (version, addr) in [
+            "127.0.0.1:53",
+            "10.0.0.1:47470",
+            "[::1]:53",
+            "198.18.1.1:47470",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            d.version = version as u64 + 1;
+            d.packet_addr = addr.parse().unwrap();
+            let bytes = a.sign(&d).unwrap();
+            assert_eq!(
+                open.offer(bytes.bytes(), Epoch(5)),
+                Err(Invalid::SpecialAddress),
+                "{addr}"
+            );
+        }
+        assert_eq!(open.rejected(Invalid::SpecialAddress), 4);
+        let mut allowed = testbed(10);
+        assert_eq!(
+            allowed.offer(a.sign(&d).unwrap().bytes(), Epoch(5)),
+            Ok(Offered::New)
+        );
+    }
+
     #[test]
     fn bad_bytes_are_counted_and_capacity_is_bounded() {
-        let mut dir = Directory::new(1);
+        let mut dir = testbed(1);
         assert!(dir.offer(b"nonsense", Epoch(1)).is_err());
         assert_eq!(dir.rejected(Invalid::Malformed("")), 1);
         let mut forged = signed(&IdentityKeyPair::from_seed(&[1; 32]), 1, 1)

@@ -65,6 +65,9 @@ pub struct GossipConfig {
     pub resync_every: Duration,
     /// Period of announcing to the seeds while no member is known.
     pub announce_every: Duration,
+    /// Networks whose special-purpose addresses descriptors may name anyway (a testbed's
+    /// own range, from the network file); none by default.
+    pub allowed_prefixes: Vec<(std::net::IpAddr, u8)>,
 }
 
 impl GossipConfig {
@@ -80,6 +83,7 @@ impl GossipConfig {
             suspect_to_down_after: Duration::from_secs(4),
             resync_every: Duration::from_secs(10),
             announce_every: Duration::from_secs(2),
+            allowed_prefixes: Vec::new(),
         }
     }
 
@@ -471,7 +475,8 @@ impl Gossip {
             bump,
         };
         let shared = Rc::new(RefCell::new(Shared {
-            directory: Directory::new(config.max_descriptors),
+            directory: Directory::new(config.max_descriptors)
+                .allowing(config.allowed_prefixes.clone()),
             epoch,
             dirty: true,
             stats: GossipStats::default(),

@@ -13,12 +13,13 @@
 //! gateway = 198.18.0.1:47480
 //! prefix_cap_ipv4 = 4                     optional (default 4)
 //! prefix_cap_ipv6 = 4                     optional (default 4)
+//! allow_prefix = 198.18.0.0/24            optional, repeats: a testbed's own range
 //! ```
 //!
 //! Parsing is strict: an unknown or repeated key, a malformed value, a threshold the
 //! stewards cannot meet, or no gateway is refused with the line it is on.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::{
     admission::Policy,
@@ -59,6 +60,31 @@ pub struct NetworkFile {
     pub epoch_seconds: u64,
     /// The admission caps.
     pub policy: Policy,
+    /// Networks whose special-purpose addresses (private, loopback, benchmarking, ...)
+    /// relays may name in their descriptors anyway: a testbed's own range. Empty for a
+    /// network on the Internet.
+    pub allow_prefixes: Vec<(IpAddr, u8)>,
+}
+
+/// A network `address/length`, the address's bits past the length zero.
+fn prefix(text: &str) -> Option<(IpAddr, u8)> {
+    let (ip, len) = text.split_once('/')?;
+    let ip: IpAddr = ip.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    let bits = if ip.is_ipv4() { 32 } else { 128 };
+    if len > bits {
+        return None;
+    }
+    let canonical = match ip {
+        IpAddr::V4(v4) => {
+            u32::from(v4) & u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0) == u32::from(v4)
+        }
+        IpAddr::V6(v6) => {
+            u128::from(v6) & u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0)
+                == u128::from(v6)
+        }
+    };
+    canonical.then_some((ip, len))
 }
 
 /// Refuses a key seen before.
@@ -91,7 +117,7 @@ impl NetworkFile {
         let text = core::str::from_utf8(bytes).map_err(|_| NetworkFileError::Unreadable)?;
         let (mut name, mut seed, mut threshold) = (None, None, None);
         let (mut caps4, mut caps6, mut epoch_seconds) = (None, None, None);
-        let (mut stewards, mut gateways) = (Vec::new(), Vec::new());
+        let (mut stewards, mut gateways, mut allow) = (Vec::new(), Vec::new(), Vec::new());
         for (n, line) in text.lines().enumerate() {
             let n = n + 1;
             let line = line.trim();
@@ -142,6 +168,8 @@ impl NetworkFile {
                 "steward" => stewards.push(
                     NoteKey::from_vkey(value).map_err(|_| bad("not a steward verifier key"))?,
                 ),
+                "allow_prefix" => allow
+                    .push(prefix(value).ok_or(bad("not an address/length with zero host bits"))?),
                 "gateway" => gateways.push(
                     value
                         .parse::<SocketAddr>()
@@ -169,6 +197,7 @@ impl NetworkFile {
                 per_ipv4_24: caps4.unwrap_or(defaults.per_ipv4_24),
                 per_ipv6_48: caps6.unwrap_or(defaults.per_ipv6_48),
             },
+            allow_prefixes: allow,
         })
     }
 
@@ -197,6 +226,9 @@ impl NetworkFile {
             "prefix_cap_ipv4 = {}\nprefix_cap_ipv6 = {}\n",
             self.policy.per_ipv4_24, self.policy.per_ipv6_48
         ));
+        for (ip, len) in &self.allow_prefixes {
+            out.push_str(&format!("allow_prefix = {ip}/{len}\n"));
+        }
         out
     }
 }

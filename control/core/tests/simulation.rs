@@ -136,7 +136,14 @@ impl Net {
     /// A network of `n` nodes.
     fn with(n: usize) -> Self {
         let seeds: Vec<SocketAddr> = (0..3).map(|i| addr(i, 47471)).collect();
-        let config = GossipConfig::new([0x42; 32], seeds);
+        // The simulation's own range and the attackers' are allowed in descriptors.
+        let config = GossipConfig {
+            allowed_prefixes: vec![
+                (Ipv4Addr::new(198, 18, 0, 0).into(), 15),
+                (Ipv4Addr::new(203, 0, 113, 0).into(), 24),
+            ],
+            ..GossipConfig::new([0x42; 32], seeds)
+        };
         let nodes = (0..n)
             .map(|i| {
                 Some(

@@ -168,7 +168,15 @@ impl GossipDriver {
         getrandom::fill(&mut random).map_err(|e| anyhow!("OS randomness: {e}"))?;
         let own = sign(&identity, settings, version, epoch, &current, &next)?;
         let gossip = Gossip::new(
-            GossipConfig::new(settings.network_seed, settings.seeds.clone()),
+            GossipConfig {
+                // A testbed's network file allows its own range in descriptors.
+                allowed_prefixes: settings
+                    .network
+                    .as_ref()
+                    .map(|n| n.allow_prefixes.clone())
+                    .unwrap_or_default(),
+                ..GossipConfig::new(settings.network_seed, settings.seeds.clone())
+            },
             identity,
             own,
             epoch,

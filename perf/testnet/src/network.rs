@@ -243,6 +243,8 @@ impl Network {
                 per_ipv4_24: 256,
                 per_ipv6_48: 4,
             },
+            // The testbed's own range (benchmarking or loopback addresses).
+            allow_prefixes: vec![self.own_prefix()],
         })
     }
 
@@ -376,6 +378,21 @@ impl Network {
             .iter()
             .find(|(relay, _)| *relay == i)
             .map(|(_, to)| *to)
+    }
+
+    /// The range the testbed's nodes take their addresses from, as a network (the loopback
+    /// site's /16 or the star's /24).
+    pub fn own_prefix(&self) -> (std::net::IpAddr, u8) {
+        match &self.site {
+            Site::Loopback { first } => {
+                let [a, b, ..] = first.octets();
+                (std::net::Ipv4Addr::new(a, b, 0, 0).into(), 16)
+            }
+            Site::Netns { .. } => {
+                let [a, b, c, _] = pb_testbed::star_address(0).octets();
+                (std::net::Ipv4Addr::new(a, b, c, 0).into(), 24)
+            }
+        }
     }
 
     /// The site's own range, which the exit may open (nothing else special): the loopback

@@ -34,7 +34,10 @@ thread_local! {
     static NODE: RefCell<Gossip> = RefCell::new({
         let pair = IdentityKeyPair::from_seed(&[1; 32]);
         let own = descriptor(&pair, 1);
-        let config = GossipConfig::new([4; 32], vec![PEER.parse().unwrap()]);
+        let config = GossipConfig {
+            allowed_prefixes: vec![("198.18.0.0".parse().unwrap(), 24)],
+            ..GossipConfig::new([4; 32], vec![PEER.parse().unwrap()])
+        };
         Gossip::new(config, pair, own, Epoch(5), 1, 7, Duration::ZERO).unwrap()
     });
     static PEER_KEY: (IdentityKeyPair, SignedDescriptor) = {

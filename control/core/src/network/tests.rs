@@ -29,6 +29,10 @@ fn file() -> NetworkFile {
             per_ipv4_24: 8,
             per_ipv6_48: 4,
         },
+        allow_prefixes: vec![
+            ("198.18.0.0".parse().unwrap(), 24),
+            ("fd00::".parse().unwrap(), 8),
+        ],
     }
 }
 
@@ -57,7 +61,15 @@ fn a_bad_network_file_is_refused_with_its_line() {
         ),
         (
             format!("{text}name = pb.test/other\n"),
-            NetworkFileError::Line(13, "repeated key"),
+            NetworkFileError::Line(15, "repeated key"),
+        ),
+        (
+            format!("{text}allow_prefix = 198.18.0.1/24\n"),
+            NetworkFileError::Line(15, "not an address/length with zero host bits"),
+        ),
+        (
+            format!("{text}allow_prefix = 10.0.0.0/33\n"),
+            NetworkFileError::Line(15, "not an address/length with zero host bits"),
         ),
         (
             text.replacen("seed = 42", "seed = 4", 1),

@@ -92,6 +92,7 @@ impl Setup {
             gateways: vec!["198.18.0.1:47480".parse().unwrap()],
             epoch_seconds: EPOCH_SECONDS,
             policy: Policy::default(),
+            allow_prefixes: Vec::new(),
         };
         Self { pairs, network }
     }
