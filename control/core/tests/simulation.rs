@@ -701,39 +701,9 @@ fn a_flood_from_strangers_knocks_nobody_out_of_membership() {
     let mut net = Net::new();
     assert!(net.converge(NODES, Duration::from_secs(60)).is_some());
     let victim = 5;
-    // An outsider's valid descriptor and a signed SWIM packet: each one the node reads costs
-    // it a signature check before it is refused (the source is not the descriptor's).
-    let outsider = IdentityKeyPair::from_seed(&[0xee; 32]);
+    // An outsider's valid descriptor and a signed SWIM packet, sent from elsewhere.
     let elsewhere = SocketAddr::new(Ipv4Addr::new(203, 0, 113, 99).into(), 4000);
-    let forged = outsider
-        .sign(&Descriptor {
-            identity: outsider.public(),
-            version: 1,
-            role: Role::Mix,
-            epoch: EPOCH,
-            sphinx_current: sphinx_key(0xee, 1, EPOCH),
-            sphinx_next: sphinx_key(0xee, 1, Epoch(EPOCH.0 + 1)),
-            packet_addr: elsewhere,
-            gossip_addr: elsewhere,
-            transports: vec![],
-        })
-        .unwrap();
-    let mut packet = Vec::new();
-    let header = Header {
-        src: Peer {
-            addr: elsewhere,
-            bump: 1,
-        },
-        src_incarnation: 0,
-        dst: Peer {
-            addr: addr(victim, 47471),
-            bump: 1,
-        },
-        message: Message::Ping(1),
-    };
-    SwimCodec.encode_header(&header, &mut packet).unwrap();
-    packet.extend_from_slice(&0u16.to_be_bytes());
-    let junk = swim_datagram(&outsider, forged.bytes(), &packet);
+    let junk = outsider_ping(0xee, elsewhere, victim);
     let start = net.now;
     let mut sent = 0u64;
     let mut k = 0u8;
@@ -774,38 +744,9 @@ fn a_spoofed_announce_gets_a_probe_not_a_directory_push() {
     let mut net = Net::new();
     assert!(net.converge(NODES, Duration::from_secs(60)).is_some());
     let victim = SocketAddr::new(Ipv4Addr::new(203, 0, 113, 50).into(), 53);
-    let attacker = IdentityKeyPair::from_seed(&[0xab; 32]);
-    let claimed = attacker
-        .sign(&Descriptor {
-            identity: attacker.public(),
-            version: 1,
-            role: Role::Mix,
-            epoch: EPOCH,
-            sphinx_current: sphinx_key(0xab, 1, EPOCH),
-            sphinx_next: sphinx_key(0xab, 1, Epoch(EPOCH.0 + 1)),
-            packet_addr: SocketAddr::new(victim.ip(), 54),
-            gossip_addr: victim,
-            transports: vec![],
-        })
-        .unwrap();
     let mut sent = 0;
     for target in [5, 6, 7] {
-        let mut packet = Vec::new();
-        let header = Header {
-            src: Peer {
-                addr: victim,
-                bump: 1,
-            },
-            src_incarnation: 0,
-            dst: Peer {
-                addr: addr(target, 47471),
-                bump: 1,
-            },
-            message: Message::Ping(1),
-        };
-        SwimCodec.encode_header(&header, &mut packet).unwrap();
-        packet.extend_from_slice(&0u16.to_be_bytes());
-        let datagram = swim_datagram(&attacker, claimed.bytes(), &packet);
+        let datagram = outsider_ping(0xab, victim, target);
         sent += datagram.len();
         let now = net.now;
         net.nodes[target]
@@ -827,4 +768,39 @@ fn a_spoofed_announce_gets_a_probe_not_a_directory_push() {
         "attacker sent {sent} bytes; the victim got {received} in {} datagrams ({probes} probes, the rest SWIM)",
         got.len()
     );
+}
+
+/// A signed SWIM ping to node `to` by an outsider (identity seed `seed`) whose valid
+/// descriptor claims `claimed` as both its addresses.
+fn outsider_ping(seed: u8, claimed: SocketAddr, to: usize) -> Vec<u8> {
+    let outsider = IdentityKeyPair::from_seed(&[seed; 32]);
+    let descriptor = outsider
+        .sign(&Descriptor {
+            identity: outsider.public(),
+            version: 1,
+            role: Role::Mix,
+            epoch: EPOCH,
+            sphinx_current: sphinx_key(usize::from(seed), 1, EPOCH),
+            sphinx_next: sphinx_key(usize::from(seed), 1, Epoch(EPOCH.0 + 1)),
+            packet_addr: claimed,
+            gossip_addr: claimed,
+            transports: vec![],
+        })
+        .unwrap();
+    let mut packet = Vec::new();
+    let header = Header {
+        src: Peer {
+            addr: claimed,
+            bump: 1,
+        },
+        src_incarnation: 0,
+        dst: Peer {
+            addr: addr(to, 47471),
+            bump: 1,
+        },
+        message: Message::Ping(1),
+    };
+    SwimCodec.encode_header(&header, &mut packet).unwrap();
+    packet.extend_from_slice(&0u16.to_be_bytes());
+    swim_datagram(&outsider, descriptor.bytes(), &packet)
 }
