@@ -388,7 +388,8 @@ impl Streams {
                 let Some(s) = self.streams.get_mut(&stream) else {
                     return;
                 };
-                if s.fin_received {
+                // A refused stream keeps nothing of what was sent before the client heard.
+                if s.fin_received || s.closing {
                     return;
                 }
                 // Past the credit granted: the peer ignores flow control.
@@ -526,6 +527,11 @@ mod tests {
         exchange(&mut client, &mut exit, 1000);
         exit.poll_event();
         exit.refuse(id, Reply::NotAllowed);
+        // What the client sends before it hears is not kept.
+        assert_eq!(client.write(id, &[5u8; 1000]), 1000);
+        exchange(&mut client, &mut exit, 1100);
+        assert_eq!(exit.readable(id), 0);
+        assert_eq!(exit.poll_event(), None);
         exchange(&mut exit, &mut client, 1000);
         assert_eq!(
             client.poll_event(),

@@ -239,7 +239,9 @@ pub enum Invalid {
     /// Its packet or gossip address is special-purpose (loopback, private, link-local, ...)
     /// and the network does not allow that range: gossip would steer traffic at a service
     /// no relay runs.
-    #[error("special-purpose address")]
+    #[error(
+        "special-purpose address (a relay may name one only in a range the network file's allow_prefix lists)"
+    )]
     SpecialAddress,
 }
 

@@ -81,6 +81,11 @@ pub const MAX_CORES: usize = 64;
 /// The longest epoch, in seconds (a week).
 pub const MAX_EPOCH_SECONDS: u64 = 7 * 24 * 3600;
 
+/// The largest `gossip.exit_max_connections`: a TCP port's worth. Each connection may hold
+/// a few hundred KiB towards its destination (docs/operator.md, "Gateways and exits"), and
+/// the open-files limit caps it further at start.
+pub const MAX_EXIT_CONNECTIONS: usize = 65_536;
+
 /// The largest `mix.replay_memory_mib`: two tables of [`pb_mix::MAX_SLOTS`] slots.
 pub const MAX_REPLAY_MEMORY_MIB: u64 = 64 * 1024;
 
@@ -200,6 +205,9 @@ pub struct GossipSettings {
     /// (Exit) ports refused at every address, in place of
     /// [`crate::exit::DEFAULT_REFUSED_PORTS`] (`None`: those).
     pub exit_refuse_ports: Option<Vec<PortRange>>,
+    /// (Exit) the most connections open or connecting at once
+    /// ([`crate::exit::limits::DEFAULT_MAX_CONNECTIONS`] unless set).
+    pub exit_max_connections: usize,
     /// The network file (docs/spec/network-file.md): its stewards' checkpoints are followed,
     /// and signed if this relay's identity is a steward's.
     pub network: Option<pb_control::network::NetworkFile>,
@@ -593,6 +601,19 @@ impl RelayConfig {
                             .collect::<Result<Vec<_>, _>>()
                     })
                     .transpose()?;
+                if g.exit_max_connections.is_some() && role != Role::Exit {
+                    return Err(bad(
+                        "gossip.exit_max_connections",
+                        "only an exit opens connections (gossip.role = \"exit\")",
+                    ));
+                }
+                let exit_max_connections = in_range(
+                    "gossip.exit_max_connections",
+                    g.exit_max_connections,
+                    crate::exit::limits::DEFAULT_MAX_CONNECTIONS,
+                    1,
+                    MAX_EXIT_CONNECTIONS,
+                )?;
                 let network = g
                     .network_file
                     .map(|f| network_file(&dir.join(f), network_seed, epoch_seconds))
@@ -609,6 +630,7 @@ impl RelayConfig {
                     client_bind,
                     exit_allow,
                     exit_refuse_ports,
+                    exit_max_connections,
                     network,
                 })
             }
@@ -913,6 +935,42 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "gossip.exit_refuse_ports: only an exit has an exit policy (gossip.role = \"exit\")"
+        );
+    }
+
+    /// `gossip.exit_max_connections` caps an exit's connections (4096 unless set); zero,
+    /// more than a port's worth, or the key on a relay that is not an exit, is refused in
+    /// one line naming the key.
+    #[test]
+    fn exit_max_connections_is_an_exits_and_in_range() {
+        let exit = |max: Option<usize>, role: &str| {
+            let mut file = gossip_file();
+            if let Some(g) = file.gossip.as_mut() {
+                g.role = Some(role.into());
+                g.exit_max_connections = max;
+            }
+            RelayConfig::from_toml(&render(&file).unwrap(), Path::new(""))
+                .map(|c| c.gossip.unwrap().exit_max_connections)
+        };
+        assert_eq!(
+            exit(None, "exit").unwrap(),
+            crate::exit::limits::DEFAULT_MAX_CONNECTIONS
+        );
+        assert_eq!(exit(Some(100), "exit").unwrap(), 100);
+        for max in [0, MAX_EXIT_CONNECTIONS + 1] {
+            let e = exit(Some(max), "exit").unwrap_err();
+            assert_eq!(e.field, "gossip.exit_max_connections");
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "gossip.exit_max_connections: {max} is out of range (1 to {MAX_EXIT_CONNECTIONS})"
+                )
+            );
+        }
+        let e = exit(Some(100), "mix").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "gossip.exit_max_connections: only an exit opens connections (gossip.role = \"exit\")"
         );
     }
 

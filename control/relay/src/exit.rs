@@ -1,26 +1,26 @@
 //! The exit: opens the TCP connections clients ask for, under the exit policy, and sends
 //! what comes back in replies built from the SURBs the clients supply. One thread, a mio
-//! loop over the TCP connections; names are resolved by a small pool of resolver threads,
-//! so a slow DNS answer holds up nobody else.
+//! loop over the TCP connections; names are resolved by a pool of resolver threads, each
+//! lookup answered by a deadline ([`lookups`]).
 //!
 //! Client messages reach it from the cores' sinks through a bounded queue; its replies go
 //! to the dataplane through [`Handoff::inject`], where they wait for a slot on the link to
 //! their first hop like any forwarded packet, so the link's constant rate is kept.
 //!
 //! A session is known by the random id in its messages; it holds a reliable channel, its
-//! streams and its SURBs, and is forgotten after [`SESSION_IDLE`] without a message.
-//! Nothing about a session is logged; counters only.
+//! streams and its SURBs, and is forgotten after [`SESSION_IDLE`] without a message, or
+//! sooner to make room for a new one if it holds no connection ([`limits`]). Connections,
+//! lookups and buffered bytes are capped per session and in all, so that no client can take
+//! the exit's file descriptors or memory. Nothing about a session is logged; counters only.
 
 use std::{
     collections::{HashMap, VecDeque},
     io::{ErrorKind, Read as _, Write as _},
-    net::{SocketAddr, ToSocketAddrs as _},
+    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
-        mpsc,
     },
-    thread,
     time::{Duration, Instant},
 };
 
@@ -34,20 +34,20 @@ use pb_sphinx::{Epoch, MESSAGE_LEN, PACKET_LEN, Surb};
 
 use crate::slots::Slots;
 
+pub(crate) mod limits;
+pub(crate) mod lookups;
 mod policy;
 
+use limits::{Refusal, SessionTable};
+use lookups::{LookupId, Lookups, Resolvers};
 pub use policy::{DEFAULT_REFUSED_PORTS, ExitPolicy, PortRange};
 
 /// A session without a message for this long is forgotten (its connections closed).
 pub const SESSION_IDLE: Duration = Duration::from_secs(600);
-/// Most sessions at once.
-const MAX_SESSIONS: usize = 4096;
 /// Most SURBs held per session.
 const MAX_SURBS: usize = 2048;
 /// Connection attempts give up after this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Resolver threads.
-const RESOLVERS: usize = 4;
 const WAKER: Token = Token(0);
 /// The host's addresses are read again this often, for the exit policy.
 const OWN_ADDRESSES_REFRESH: Duration = Duration::from_secs(10);
@@ -63,6 +63,10 @@ pub struct ExitStats {
     pub queue_full: AtomicU64,
     /// Sessions opened.
     pub sessions: AtomicU64,
+    /// Sessions forgotten to make room for a new one (the table was full).
+    pub sessions_evicted: AtomicU64,
+    /// New sessions refused: the table was full of sessions holding connections or lookups.
+    pub sessions_refused: AtomicU64,
     /// Streams opened to a destination.
     pub connected: AtomicU64,
     /// Streams refused by the exit policy.
@@ -75,6 +79,18 @@ pub struct ExitStats {
     pub inject_full: AtomicU64,
     /// SURBs dropped unused (stale epoch, or over the per-session bound).
     pub surbs_dropped: AtomicU64,
+    /// Streams refused (0x01): the session had its most connections.
+    pub refused_session_connections: AtomicU64,
+    /// Streams refused (0x01): the exit had its most connections.
+    pub refused_connections: AtomicU64,
+    /// Streams refused (0x01): the session had its most name lookups.
+    pub refused_session_lookups: AtomicU64,
+    /// Streams refused (0x01): the exit had its most name lookups.
+    pub refused_lookups: AtomicU64,
+    /// Streams answered 0x04: their name did not resolve by the deadline.
+    pub lookup_timeouts: AtomicU64,
+    /// Streams reset: the exit held too much for destinations that did not take it.
+    pub reset_buffered: AtomicU64,
 }
 
 impl ExitStats {
@@ -85,12 +101,23 @@ impl ExitStats {
             ("malformed", &self.malformed),
             ("queue_full", &self.queue_full),
             ("sessions", &self.sessions),
+            ("sessions_evicted", &self.sessions_evicted),
+            ("sessions_refused", &self.sessions_refused),
             ("connected", &self.connected),
             ("refused_policy", &self.refused_policy),
             ("failed", &self.failed),
             ("replies", &self.replies),
             ("inject_full", &self.inject_full),
             ("surbs_dropped", &self.surbs_dropped),
+            (
+                "refused_session_connections",
+                &self.refused_session_connections,
+            ),
+            ("refused_connections", &self.refused_connections),
+            ("refused_session_lookups", &self.refused_session_lookups),
+            ("refused_lookups", &self.refused_lookups),
+            ("lookup_timeouts", &self.lookup_timeouts),
+            ("reset_buffered", &self.reset_buffered),
         ]
         .into_iter()
         .map(|(name, v)| crate::metrics::role_metric("exit", name, v))
@@ -131,7 +158,6 @@ struct Session {
     channel: Channel,
     streams: Streams,
     surbs: VecDeque<(Epoch, Surb)>,
-    last_heard: Instant,
 }
 
 struct Conn {
@@ -139,7 +165,7 @@ struct Conn {
     stream: StreamId,
     tcp: TcpStream,
     connected: bool,
-    started: Instant,
+    started: Duration,
     /// Bytes from the client not yet written to the destination.
     pending: Vec<u8>,
     /// The client's half-close has been passed on.
@@ -151,84 +177,66 @@ struct Conn {
     may_read: bool,
 }
 
-/// A name to resolve for a stream.
-struct Lookup {
-    session: SessionId,
-    stream: StreamId,
-    name: String,
-    port: u16,
-}
-
 /// The exit's thread.
 pub struct Exit {
     inbox: ExitInbox,
     handoff: Arc<Handoff>,
     policy: ExitPolicy,
     epoch: Arc<AtomicU32>,
-    sessions: HashMap<SessionId, Session>,
+    sessions: SessionTable<Session>,
     conns: HashMap<Token, Conn>,
     by_stream: HashMap<(SessionId, StreamId), Token>,
     next_token: usize,
     poll: Poll,
-    lookups: mpsc::SyncSender<Lookup>,
-    answers: mpsc::Receiver<(Lookup, std::io::Result<Vec<SocketAddr>>)>,
+    lookups: Lookups,
+    resolvers: Resolvers,
+    /// Bytes each stream may hold for its client ([`limits::stream_buffer`]).
+    stream_buffer: usize,
     buf: Vec<u8>,
 }
 
 impl Exit {
     /// The exit thread's state, with its resolvers started and the host's addresses read
-    /// for the policy (an exit that cannot read them does not start).
+    /// for the policy (an exit that cannot read them does not start). It allows at most
+    /// `max_connections`, fewer if the process's open-files limit is too low for them.
     pub fn new(
         inbox: ExitInbox,
         handoff: Arc<Handoff>,
         mut policy: ExitPolicy,
         epoch: Arc<AtomicU32>,
+        max_connections: usize,
     ) -> anyhow::Result<Self> {
         policy.refresh_own()?;
+        let allowed = limits::connection_cap(max_connections, limits::open_files_limit());
+        if allowed < max_connections {
+            tracing::warn!(
+                configured = max_connections,
+                allowed,
+                "the open-files limit leaves room for fewer exit connections than configured; \
+                 raise it (LimitNOFILE) to allow more"
+            );
+        }
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (lookups, requests) = mpsc::sync_channel::<Lookup>(256);
-        let requests = Arc::new(std::sync::Mutex::new(requests));
-        let (answer, answers) = mpsc::channel();
-        for i in 0..RESOLVERS {
-            let requests = requests.clone();
-            let answer = answer.clone();
-            let waker = waker.clone();
-            thread::Builder::new()
-                .name(format!("pb-exit-dns-{i}"))
-                .spawn(move || {
-                    loop {
-                        let lookup = {
-                            let requests = requests
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner);
-                            match requests.recv() {
-                                Ok(l) => l,
-                                Err(_) => return,
-                            }
-                        };
-                        let result = (lookup.name.as_str(), lookup.port)
-                            .to_socket_addrs()
-                            .map(Iterator::collect);
-                        if answer.send((lookup, result)).is_err() {
-                            return;
-                        }
-                        let _ = waker.wake();
-                    }
-                })?;
-        }
+        let resolvers = Resolvers::start(lookups::RESOLVERS, waker)?;
+        let stats = inbox.stats.clone();
         Ok(Self {
             inbox,
             handoff,
             policy,
             epoch,
-            sessions: HashMap::new(),
+            sessions: SessionTable::new(limits::Caps::with_connections(allowed), stats),
             conns: HashMap::new(),
             by_stream: HashMap::new(),
             next_token: 1,
             poll,
-            lookups,
-            answers,
+            lookups: Lookups::new(
+                lookups::RESOLVERS,
+                lookups::MAX_LOOKUPS,
+                lookups::LOOKUP_DEADLINE,
+            ),
+            resolvers,
+            stream_buffer: limits::stream_buffer(allowed),
             buf: vec![0; 16 * 1024],
         })
     }
@@ -247,18 +255,20 @@ impl Exit {
                     self.connection_ready(event.token());
                 }
             }
-            while let Ok((lookup, result)) = self.answers.try_recv() {
-                self.resolved(lookup, result);
+            while let Some((id, result)) = self.resolvers.try_answer() {
+                self.resolved(id, result, now);
             }
             while let Some(message) = self.inbox.slots.pop() {
                 self.message(&message[..], now);
                 self.inbox.slots.give_back(message);
             }
-            self.pump();
+            self.expire_lookups(now);
+            self.dispatch_lookups();
+            self.pump(now);
             self.send(now);
             if sweep_at.elapsed() >= Duration::from_secs(1) {
                 sweep_at = Instant::now();
-                self.sweep();
+                self.sweep(now);
             }
             if own_read_at.elapsed() >= OWN_ADDRESSES_REFRESH {
                 own_read_at = Instant::now();
@@ -279,26 +289,16 @@ impl Exit {
             self.stats().malformed.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        if !self.sessions.contains_key(&m.session) {
-            if self.sessions.len() >= MAX_SESSIONS {
-                return;
-            }
-            self.stats().sessions.fetch_add(1, Ordering::Relaxed);
-            self.sessions.insert(
-                m.session,
-                Session {
-                    channel: Channel::new(ChannelConfig::default()),
-                    streams: Streams::new(Side::Exit),
-                    surbs: VecDeque::new(),
-                    last_heard: Instant::now(),
-                },
-            );
-        }
         let epoch = Epoch(self.epoch.load(Ordering::Relaxed));
-        let Some(session) = self.sessions.get_mut(&m.session) else {
+        let new = || Session {
+            channel: Channel::new(ChannelConfig::default()),
+            streams: Streams::new(Side::Exit),
+            surbs: VecDeque::new(),
+        };
+        // `None`: the table is full of sessions holding connections (counted).
+        let Some(session) = self.sessions.admit(m.session, now, new) else {
             return;
         };
-        session.last_heard = Instant::now();
         for bytes in &m.surbs {
             let Ok(surb) = Surb::from_bytes(bytes) else {
                 self.inbox
@@ -337,10 +337,10 @@ impl Exit {
             }
         }
         let id = m.session;
-        self.stream_events(id);
+        self.stream_events(id, now);
     }
 
-    fn stream_events(&mut self, id: SessionId) {
+    fn stream_events(&mut self, id: SessionId, now: Duration) {
         loop {
             let Some(event) = self
                 .sessions
@@ -350,7 +350,7 @@ impl Exit {
                 return;
             };
             match event {
-                StreamEvent::Open { stream, target } => self.open(id, stream, target),
+                StreamEvent::Open { stream, target } => self.open(id, stream, target, now),
                 StreamEvent::Readable(stream) | StreamEvent::Finished(stream) => {
                     if let Some(token) = self.by_stream.get(&(id, stream)).copied() {
                         self.forward_to_destination(token);
@@ -362,30 +362,56 @@ impl Exit {
         }
     }
 
-    fn open(&mut self, session: SessionId, stream: StreamId, target: Target) {
+    fn open(&mut self, session: SessionId, stream: StreamId, target: Target, now: Duration) {
         match target {
-            Target::V4(ip, port) => self.connect(session, stream, vec![(ip, port).into()]),
-            Target::V6(ip, port) => self.connect(session, stream, vec![(ip, port).into()]),
+            Target::V4(ip, port) => self.connect(session, stream, &[(ip, port).into()], now),
+            Target::V6(ip, port) => self.connect(session, stream, &[(ip, port).into()], now),
             Target::Name(name, port) => {
-                let lookup = Lookup {
-                    session,
-                    stream,
-                    name,
-                    port,
-                };
-                if self.lookups.try_send(lookup).is_err() {
-                    self.refuse(session, stream, Reply::GeneralFailure);
+                if let Err(why) = self.sessions.start_lookup(session) {
+                    self.refuse_for(session, stream, why);
+                    return;
+                }
+                if let Err(why) = self.lookups.submit(session, stream, name, port, now) {
+                    self.sessions.end_lookup(session);
+                    self.refuse_for(session, stream, why);
                 }
             }
         }
     }
 
-    fn resolved(&mut self, lookup: Lookup, result: std::io::Result<Vec<SocketAddr>>) {
+    /// Hands waiting lookups to the resolver threads that are free.
+    fn dispatch_lookups(&mut self) {
+        while let Some(job) = self.lookups.next_job() {
+            self.resolvers.run(job);
+        }
+    }
+
+    /// Answers 0x04 to the streams whose names have not resolved by their deadline.
+    fn expire_lookups(&mut self, now: Duration) {
+        for (session, stream) in self.lookups.expire(now) {
+            self.sessions.end_lookup(session);
+            self.refuse_for(session, stream, Refusal::LookupTimedOut);
+        }
+    }
+
+    fn resolved(&mut self, id: LookupId, result: std::io::Result<Vec<SocketAddr>>, now: Duration) {
+        // `None`: answered at its deadline already, or its stream or session is gone.
+        let Some((session, stream)) = self.lookups.answered(id) else {
+            return;
+        };
+        self.sessions.end_lookup(session);
+        if !self
+            .sessions
+            .get_mut(&session)
+            .is_some_and(|s| s.streams.contains(stream))
+        {
+            return;
+        }
         match result {
-            Ok(addrs) if !addrs.is_empty() => self.connect(lookup.session, lookup.stream, addrs),
+            Ok(addrs) if !addrs.is_empty() => self.connect(session, stream, &addrs, now),
             _ => {
                 self.stats().failed.fetch_add(1, Ordering::Relaxed);
-                self.refuse(lookup.session, lookup.stream, Reply::HostUnreachable);
+                self.refuse(session, stream, Reply::HostUnreachable);
             }
         }
     }
@@ -396,22 +422,41 @@ impl Exit {
         }
     }
 
+    /// Refuses a stream over a cap, or past its lookup's deadline: its reply and counter.
+    fn refuse_for(&mut self, session: SessionId, stream: StreamId, why: Refusal) {
+        match self.sessions.get_mut(&session) {
+            Some(s) => limits::refuse_stream(&mut s.streams, stream, why, &self.inbox.stats),
+            None => why.count(&self.inbox.stats),
+        }
+    }
+
     /// Connects to the first address the policy allows (address and port); refuses the
     /// stream if none.
-    fn connect(&mut self, session: SessionId, stream: StreamId, addrs: Vec<SocketAddr>) {
+    fn connect(
+        &mut self,
+        session: SessionId,
+        stream: StreamId,
+        addrs: &[SocketAddr],
+        now: Duration,
+    ) {
         let Some(addr) = addrs.iter().find(|a| self.policy.allows(**a)).copied() else {
             self.stats().refused_policy.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
-                destination = %pb_log::Sensitive::new(&addrs),
+                destination = %pb_log::Sensitive::new(addrs),
                 "refused by the exit policy"
             );
             self.refuse(session, stream, Reply::NotAllowed);
             return;
         };
+        if let Err(why) = self.sessions.open_connection(session) {
+            self.refuse_for(session, stream, why);
+            return;
+        }
         tracing::debug!(destination = %pb_log::Sensitive::new(addr), "connecting");
         let mut tcp = match TcpStream::connect(addr) {
             Ok(tcp) => tcp,
             Err(e) => {
+                self.sessions.close_connection(session);
                 self.stats().failed.fetch_add(1, Ordering::Relaxed);
                 self.refuse(session, stream, reply_for(&e));
                 return;
@@ -425,6 +470,7 @@ impl Exit {
             .register(&mut tcp, token, Interest::READABLE | Interest::WRITABLE)
             .is_err()
         {
+            self.sessions.close_connection(session);
             self.refuse(session, stream, Reply::GeneralFailure);
             return;
         }
@@ -436,7 +482,7 @@ impl Exit {
                 stream,
                 tcp,
                 connected: false,
-                started: Instant::now(),
+                started: now,
                 pending: Vec::new(),
                 shut_down: false,
                 read_done: false,
@@ -519,15 +565,17 @@ impl Exit {
         }
     }
 
-    /// Moves destination bytes into the streams while they have room.
-    fn pump(&mut self) {
+    /// Moves destination bytes into the streams while they are under their share
+    /// ([`limits::read_room`]): past it the exit stops reading, and the destination's TCP
+    /// window closes.
+    fn pump(&mut self, now: Duration) {
         let tokens: Vec<Token> = self.conns.keys().copied().collect();
         for token in tokens {
             let Some(conn) = self.conns.get_mut(&token) else {
                 continue;
             };
             if !conn.connected {
-                if conn.started.elapsed() > CONNECT_TIMEOUT {
+                if now.saturating_sub(conn.started) > CONNECT_TIMEOUT {
                     let (session, stream) = (conn.session, conn.stream);
                     self.stats().failed.fetch_add(1, Ordering::Relaxed);
                     self.refuse(session, stream, Reply::TtlExpired);
@@ -543,7 +591,9 @@ impl Exit {
                 continue;
             }
             while !conn.read_done && conn.may_read {
-                let room = session.streams.send_room(conn.stream).min(self.buf.len());
+                let room =
+                    limits::read_room(session.streams.send_room(conn.stream), self.stream_buffer)
+                        .min(self.buf.len());
                 if room == 0 {
                     break;
                 }
@@ -568,7 +618,7 @@ impl Exit {
     /// Sends what each session has, while it has SURBs.
     fn send(&mut self, now: Duration) {
         let mut packet = [0u8; PACKET_LEN];
-        for session in self.sessions.values_mut() {
+        for (_, session, _) in self.sessions.iter_mut() {
             while !session.surbs.is_empty() {
                 let due = session.channel.retransmission_due(now)
                     || (session.channel.can_send_new() && session.streams.has_pending())
@@ -610,23 +660,25 @@ impl Exit {
         }
     }
 
-    /// Forgets idle or broken sessions and stale SURBs.
-    fn sweep(&mut self) {
+    /// Forgets idle or broken sessions and stale SURBs, and sheds what is buffered towards
+    /// destinations over the budget.
+    fn sweep(&mut self, now: Duration) {
         let epoch = self.epoch.load(Ordering::Relaxed);
         let mut gone = Vec::new();
-        for (id, s) in self.sessions.iter_mut() {
+        for (id, s, last_heard) in self.sessions.iter_mut() {
             let before = s.surbs.len();
             s.surbs.retain(|(e, _)| e.0.saturating_add(1) >= epoch);
             self.inbox
                 .stats
                 .surbs_dropped
                 .fetch_add((before - s.surbs.len()) as u64, Ordering::Relaxed);
-            if s.last_heard.elapsed() > SESSION_IDLE || s.channel.is_broken() {
-                gone.push(*id);
+            if now.saturating_sub(last_heard) > SESSION_IDLE || s.channel.is_broken() {
+                gone.push(id);
             }
         }
         for id in gone {
             self.sessions.remove(&id);
+            self.lookups.forget_session(id);
             let tokens: Vec<Token> = self
                 .conns
                 .iter()
@@ -637,11 +689,46 @@ impl Exit {
                 self.drop_conn(t);
             }
         }
+        self.shed_buffered();
+    }
+
+    /// Over [`limits::TO_DESTINATIONS_BUFFERED`] held for destinations (a stream's unread
+    /// bytes and its write buffer), resets the streams holding the most until the rest fit:
+    /// their destinations are the ones not reading.
+    fn shed_buffered(&mut self) {
+        let holders: Vec<(usize, Token)> = self
+            .conns
+            .iter()
+            .map(|(token, c)| {
+                let unread = self
+                    .sessions
+                    .get(&c.session)
+                    .map_or(0, |s| s.streams.readable(c.stream));
+                (unread + c.pending.len(), *token)
+            })
+            .collect();
+        for token in limits::over_budget(holders, limits::TO_DESTINATIONS_BUFFERED) {
+            let Some(conn) = self.conns.get(&token) else {
+                continue;
+            };
+            if let Some(s) = self.sessions.get_mut(&conn.session) {
+                limits::reset_stream(
+                    &mut s.streams,
+                    conn.stream,
+                    Refusal::Buffered,
+                    &self.inbox.stats,
+                );
+            }
+            self.drop_conn(token);
+        }
     }
 
     fn close(&mut self, session: SessionId, stream: StreamId) {
         if let Some(token) = self.by_stream.get(&(session, stream)).copied() {
             self.drop_conn(token);
+        }
+        if self.lookups.forget(session, stream) {
+            self.sessions.end_lookup(session);
         }
     }
 
@@ -649,6 +736,7 @@ impl Exit {
         if let Some(mut conn) = self.conns.remove(&token) {
             let _ = self.poll.registry().deregister(&mut conn.tcp);
             self.by_stream.remove(&(conn.session, conn.stream));
+            self.sessions.close_connection(conn.session);
         }
     }
 }

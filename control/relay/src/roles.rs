@@ -116,7 +116,13 @@ pub fn start(
             settings.exit_allow.clone(),
             settings.exit_refuse_ports.clone(),
         );
-        let service = exit::Exit::new(inbox.clone(), handoff.clone(), policy, roles.epoch.clone())?;
+        let service = exit::Exit::new(
+            inbox.clone(),
+            handoff.clone(),
+            policy,
+            roles.epoch.clone(),
+            settings.exit_max_connections,
+        )?;
         services.push(spawn("pb-exit", stop, move |stop| service.run(stop))?);
         roles.exit = Some(inbox);
         roles.exit_stats = Some(stats);

@@ -356,7 +356,9 @@ fn gossip_mode_mistakes_are_one_line_each() {
     let set = |change: fn(&mut pb_relay::config::file::GossipSection)| {
         move |file: &mut ConfigFile| change(file.gossip.as_mut().unwrap())
     };
-    let free = "127.0.0.1:47999";
+    // Inside the site's range, which its network file allows in descriptors.
+    let site = format!("127.78.{}", std::process::id() % 200);
+    let free = &format!("{site}.51:47999");
     // The network file the configurations name, and one of another network.
     let file = net.network_file().unwrap();
     std::fs::write(dir.join("network.txt"), file.render()).unwrap();
@@ -493,7 +495,7 @@ fn gossip_mode_mistakes_are_one_line_each() {
         assert!(stderr.contains(expected), "{stderr:?} lacks {expected:?}");
     }
     // A good gossip config runs (alone: no seeds, no topology) and stops cleanly.
-    let free = std::net::UdpSocket::bind("127.0.0.1:0")
+    let free = std::net::UdpSocket::bind(format!("{site}.52:0"))
         .unwrap()
         .local_addr()
         .unwrap();

@@ -217,6 +217,9 @@ pub struct GossipSection {
     /// the default list.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_refuse_ports: Option<Vec<String>>,
+    /// (Exit) the most TCP connections open or connecting at once, in all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_max_connections: Option<usize>,
     /// The network file (stewards, threshold, gateways), relative to the configuration file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network_file: Option<String>,

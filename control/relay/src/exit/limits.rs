@@ -1,0 +1,407 @@
+//! What one exit holds at most, and the bookkeeping that keeps it there, sans-IO: the
+//! session table (least recently heard sessions make room for new ones), the connections
+//! and name lookups each session and the whole exit may have, and the bytes buffered per
+//! stream. Time is an argument (`now`, the exit's clock as a [`Duration`]); nothing here
+//! touches a socket.
+//!
+//! What it does not do: decide anything about destinations (that is [`super::ExitPolicy`]),
+//! or tell one client from another. A client may open as many sessions as it likes, so the
+//! caps keep the exit alive and its memory and file descriptors bounded, and refuse what is
+//! over them with a reply and a counter; they cannot stop one client that opens many
+//! sessions from taking every connection.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use pb_proto::{Reply, SessionId, StreamId, Streams, streams::SEND_BUFFER};
+
+use super::ExitStats;
+
+/// Most sessions at once. A session may hold hundreds of KiB (up to 2048 SURBs of a few
+/// hundred bytes, its channel's window), so this bounds that memory; the table never refuses
+/// a new session while one without connections or lookups can make room.
+pub const MAX_SESSIONS: usize = 4096;
+/// Connections (open or connecting) the exit allows in all unless `gossip.exit_max_connections`
+/// says otherwise, and never more than its file descriptor limit allows (see
+/// [`connection_cap`]). Each is a socket and its buffers (see [`stream_buffer`] and
+/// [`TO_DESTINATIONS_BUFFERED`]); 4096 is 64 sessions at [`SESSION_CONNECTIONS`], or over a
+/// hundred using a few dozen each, and needs an open-files limit of 4352.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Connections (open or connecting) one session may have: a browser opens a few dozen at
+/// most, and 64 sessions are needed to take every connection at the default.
+pub const SESSION_CONNECTIONS: usize = 64;
+/// Name lookups one session may have waiting or resolving: a web page's host names at once
+/// (a browser opens dozens of connections to a dozen names through one session). At most
+/// half of [`super::lookups::RESOLVERS`] of them resolve at once, so one session never holds
+/// every resolver.
+pub const SESSION_LOOKUPS: usize = 64;
+/// File descriptors kept for everything but destination connections (the dataplane's and
+/// gossip's sockets, the admin endpoint, the resolvers' sockets, files read): the exit's
+/// connections stay this far below the process's open-files limit.
+pub const RESERVED_FDS: u64 = 256;
+/// Bytes from destinations the exit holds for its clients in all; each stream's share of it
+/// (see [`stream_buffer`]) is where the exit stops reading from that destination. 64 MiB over
+/// 4096 connections is 16 KiB a stream, which the exit can refill every 3 ms turn of its
+/// loop: megabytes a second, far more than a session's SURBs carry away.
+pub const TO_CLIENTS_BUFFERED: usize = 64 * 1024 * 1024;
+/// The least a stream may hold for its client, however many connections are allowed.
+pub const MIN_STREAM_BUFFER: usize = 4 * 1024;
+/// Bytes from clients the exit holds for destinations that have not taken them, in all. A
+/// stream holds at most its credit (256 KiB) and a write buffer, so this is reached only when
+/// about a thousand destinations stop reading; then the streams holding the most are reset
+/// (see [`over_budget`]), checked once a second.
+pub const TO_DESTINATIONS_BUFFERED: usize = 256 * 1024 * 1024;
+
+/// Why the exit refused a stream (or could not keep it): each has its SOCKS reply and its
+/// counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The session has [`SESSION_CONNECTIONS`] open or connecting.
+    SessionConnections,
+    /// The exit has its most connections open or connecting.
+    Connections,
+    /// The session has [`SESSION_LOOKUPS`] waiting or resolving.
+    SessionLookups,
+    /// The exit has [`super::lookups::MAX_LOOKUPS`] waiting or resolving.
+    Lookups,
+    /// The name did not resolve by [`super::lookups::LOOKUP_DEADLINE`].
+    LookupTimedOut,
+    /// The destination took too little of what the client sent while the exit's buffers
+    /// towards destinations were over [`TO_DESTINATIONS_BUFFERED`].
+    Buffered,
+}
+
+impl Refusal {
+    /// The SOCKS reply the client's application sees: 0x04 (host unreachable) for a name
+    /// that did not resolve in time, as for one that does not resolve; 0x01 (general
+    /// failure: the exit's own) for the caps.
+    pub fn reply(self) -> Reply {
+        match self {
+            Refusal::LookupTimedOut => Reply::HostUnreachable,
+            Refusal::SessionConnections
+            | Refusal::Connections
+            | Refusal::SessionLookups
+            | Refusal::Lookups
+            | Refusal::Buffered => Reply::GeneralFailure,
+        }
+    }
+
+    /// Counts it.
+    pub fn count(self, stats: &ExitStats) {
+        let counter = match self {
+            Refusal::SessionConnections => &stats.refused_session_connections,
+            Refusal::Connections => &stats.refused_connections,
+            Refusal::SessionLookups => &stats.refused_session_lookups,
+            Refusal::Lookups => &stats.refused_lookups,
+            Refusal::LookupTimedOut => &stats.lookup_timeouts,
+            Refusal::Buffered => &stats.reset_buffered,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Answers a stream the exit will not open for `why`: its SOCKS reply to the client, and
+/// the counter.
+pub fn refuse_stream(streams: &mut Streams, stream: StreamId, why: Refusal, stats: &ExitStats) {
+    why.count(stats);
+    streams.refuse(stream, why.reply());
+}
+
+/// Ends an open stream the exit will not carry on for `why`: a reset with its reply code,
+/// and the counter.
+pub fn reset_stream(streams: &mut Streams, stream: StreamId, why: Refusal, stats: &ExitStats) {
+    why.count(stats);
+    streams.reset(stream, why.reply());
+}
+
+/// The caps a [`SessionTable`] enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    /// Sessions.
+    pub sessions: usize,
+    /// Connections (open or connecting), in all.
+    pub connections: usize,
+    /// Connections (open or connecting), per session.
+    pub session_connections: usize,
+    /// Name lookups (waiting or resolving), per session.
+    pub session_lookups: usize,
+}
+
+impl Caps {
+    /// The defaults, with at most `connections` in all.
+    pub fn with_connections(connections: usize) -> Self {
+        Self {
+            sessions: MAX_SESSIONS,
+            connections,
+            session_connections: SESSION_CONNECTIONS.min(connections),
+            session_lookups: SESSION_LOOKUPS,
+        }
+    }
+}
+
+struct Entry<S> {
+    value: S,
+    last_heard: Duration,
+    connections: usize,
+    lookups: usize,
+}
+
+impl<S> Entry<S> {
+    /// Holds a connection or a lookup: not evicted for a new session.
+    fn busy(&self) -> bool {
+        self.connections > 0 || self.lookups > 0
+    }
+}
+
+/// The exit's sessions, with what each holds.
+///
+/// A new session when the table is full evicts the session heard from longest ago among
+/// those with no connection and no lookup (its streams, if any, are only answers waiting
+/// for a SURB); only when every session holds one is the new one refused. Both are counted
+/// ([`ExitStats::sessions_evicted`], [`ExitStats::sessions_refused`]).
+pub struct SessionTable<S> {
+    caps: Caps,
+    entries: HashMap<SessionId, Entry<S>>,
+    /// The sessions that hold nothing, by when they were last heard: the eviction order.
+    idle: BTreeSet<(Duration, SessionId)>,
+    connections: usize,
+    stats: Arc<ExitStats>,
+}
+
+impl<S> SessionTable<S> {
+    /// No sessions yet.
+    pub fn new(caps: Caps, stats: Arc<ExitStats>) -> Self {
+        Self {
+            caps,
+            entries: HashMap::new(),
+            idle: BTreeSet::new(),
+            connections: 0,
+            stats,
+        }
+    }
+
+    /// Sessions held.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Connections open or connecting, in all.
+    #[cfg(test)]
+    pub fn connections(&self) -> usize {
+        self.connections
+    }
+
+    /// The session `id`, heard from at `now`: the one held, or a new one from `new`
+    /// (evicting the least recently heard idle session if the table is full). `None`: the
+    /// table is full of sessions that hold connections or lookups.
+    pub fn admit(
+        &mut self,
+        id: SessionId,
+        now: Duration,
+        new: impl FnOnce() -> S,
+    ) -> Option<&mut S> {
+        if !self.entries.contains_key(&id) {
+            if self.entries.len() >= self.caps.sessions && !self.evict_one() {
+                self.stats.sessions_refused.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+            self.entries.insert(
+                id,
+                Entry {
+                    value: new(),
+                    last_heard: now,
+                    connections: 0,
+                    lookups: 0,
+                },
+            );
+            self.idle.insert((now, id));
+        }
+        let entry = self.entries.get_mut(&id)?;
+        if !entry.busy() {
+            self.idle.remove(&(entry.last_heard, id));
+            self.idle.insert((now, id));
+        }
+        entry.last_heard = now;
+        Some(&mut entry.value)
+    }
+
+    /// Forgets the idle session heard from longest ago; false if every session is busy.
+    fn evict_one(&mut self) -> bool {
+        let Some((_, id)) = self.idle.pop_first() else {
+            return false;
+        };
+        self.entries.remove(&id);
+        self.stats.sessions_evicted.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// The session `id`.
+    pub fn get(&self, id: &SessionId) -> Option<&S> {
+        self.entries.get(id).map(|e| &e.value)
+    }
+
+    /// The session `id`.
+    pub fn get_mut(&mut self, id: &SessionId) -> Option<&mut S> {
+        self.entries.get_mut(id).map(|e| &mut e.value)
+    }
+
+    /// Every session, with when it was last heard.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (SessionId, &mut S, Duration)> {
+        self.entries
+            .iter_mut()
+            .map(|(id, e)| (*id, &mut e.value, e.last_heard))
+    }
+
+    /// Forgets the session `id` with what it holds: its connections no longer count (the
+    /// caller closes them).
+    pub fn remove(&mut self, id: &SessionId) -> Option<S> {
+        let entry = self.entries.remove(id)?;
+        self.idle.remove(&(entry.last_heard, *id));
+        self.connections -= entry.connections;
+        Some(entry.value)
+    }
+
+    /// Counts a connection of `id` about to be opened, or says which cap it is over.
+    pub fn open_connection(&mut self, id: SessionId) -> Result<(), Refusal> {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return Err(Refusal::SessionConnections);
+        };
+        if entry.connections >= self.caps.session_connections {
+            return Err(Refusal::SessionConnections);
+        }
+        if self.connections >= self.caps.connections {
+            return Err(Refusal::Connections);
+        }
+        if !entry.busy() {
+            self.idle.remove(&(entry.last_heard, id));
+        }
+        entry.connections += 1;
+        self.connections += 1;
+        Ok(())
+    }
+
+    /// A connection of `id` is closed (or failed to open). Nothing if the session is gone.
+    pub fn close_connection(&mut self, id: SessionId) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        if entry.connections == 0 {
+            return;
+        }
+        entry.connections -= 1;
+        self.connections -= 1;
+        if !entry.busy() {
+            self.idle.insert((entry.last_heard, id));
+        }
+    }
+
+    /// Counts a name lookup of `id` about to start, or says that the session has its most.
+    pub fn start_lookup(&mut self, id: SessionId) -> Result<(), Refusal> {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return Err(Refusal::SessionLookups);
+        };
+        if entry.lookups >= self.caps.session_lookups {
+            return Err(Refusal::SessionLookups);
+        }
+        if !entry.busy() {
+            self.idle.remove(&(entry.last_heard, id));
+        }
+        entry.lookups += 1;
+        Ok(())
+    }
+
+    /// A lookup of `id` has ended (answered, timed out or abandoned). Nothing if the
+    /// session is gone.
+    pub fn end_lookup(&mut self, id: SessionId) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        if entry.lookups == 0 {
+            return;
+        }
+        entry.lookups -= 1;
+        if !entry.busy() {
+            self.idle.insert((entry.last_heard, id));
+        }
+    }
+}
+
+/// Bytes to read from a destination now for a stream whose send buffer has `send_room`
+/// left ([`Streams::send_room`]), when each stream may hold `share` bytes for its client:
+/// none once it holds its share, so a client that takes nothing (no SURBs) stops its
+/// destination, whose TCP window then closes, rather than the exit buffering more.
+pub fn read_room(send_room: usize, share: usize) -> usize {
+    if send_room == 0 {
+        return 0; // finished, closing, or full
+    }
+    let held = SEND_BUFFER.saturating_sub(send_room);
+    share.min(SEND_BUFFER).saturating_sub(held)
+}
+
+/// Each stream's share of [`TO_CLIENTS_BUFFERED`] when `connections` are allowed, within
+/// [`MIN_STREAM_BUFFER`] and [`SEND_BUFFER`]: the exit then holds at most `connections`
+/// times this for its clients.
+pub fn stream_buffer(connections: usize) -> usize {
+    (TO_CLIENTS_BUFFERED / connections.max(1)).clamp(MIN_STREAM_BUFFER, SEND_BUFFER)
+}
+
+/// The holders to reset so that what is left is within `budget`: none if all of them hold
+/// no more than it, else those holding the most (their destinations take the least), in
+/// that order. Each holder is `(bytes held, who)`.
+pub fn over_budget<T: Copy>(mut holders: Vec<(usize, T)>, budget: usize) -> Vec<T> {
+    let mut total: usize = holders.iter().map(|(bytes, _)| bytes).sum();
+    if total <= budget {
+        return Vec::new();
+    }
+    holders.sort_by_key(|h| std::cmp::Reverse(h.0));
+    let mut reset = Vec::new();
+    for (bytes, who) in holders {
+        if total <= budget {
+            break;
+        }
+        total -= bytes;
+        reset.push(who);
+    }
+    reset
+}
+
+/// The most connections the exit allows: `configured`, but no more than the open-files
+/// limit `soft_limit` (the process's soft `RLIMIT_NOFILE`, if known) leaves once
+/// [`RESERVED_FDS`] are kept for the rest of the relay (or half of a limit smaller than
+/// twice that), and at least one.
+pub fn connection_cap(configured: usize, soft_limit: Option<u64>) -> usize {
+    let Some(limit) = soft_limit else {
+        return configured.max(1);
+    };
+    let usable = limit.saturating_sub(RESERVED_FDS).max(limit / 2);
+    let usable = usize::try_from(usable).unwrap_or(usize::MAX);
+    configured.min(usable).max(1)
+}
+
+/// The soft open-files limit from the text of `/proc/self/limits` (`None`: unlimited, or
+/// not found).
+pub fn parse_open_files_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line
+        .strip_prefix("Max open files")?
+        .split_whitespace()
+        .next()?;
+    soft.parse().ok()
+}
+
+/// The process's soft open-files limit, read from `/proc/self/limits` (no system call
+/// needed, so no `unsafe`); `None` where that file is not there or says unlimited.
+pub fn open_files_limit() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .as_deref()
+        .and_then(parse_open_files_limit)
+}
+
+#[cfg(test)]
+mod tests;
