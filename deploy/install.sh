@@ -96,6 +96,9 @@ bind = "127.0.0.1:47470"
 [gossip]
 bind = "127.0.0.1:47471"
 seeds = []
+# The starter's own loopback addresses; remove this line when joining a network on the
+# Internet (descriptors naming private or loopback addresses are refused otherwise).
+allow_prefix = ["127.0.0.0/8"]
 network_seed = "$seed"
 identity_file = "identity.key"
 role = "mix"

@@ -208,6 +208,9 @@ pub struct GossipSettings {
     /// (Exit) the most connections open or connecting at once
     /// ([`crate::exit::limits::DEFAULT_MAX_CONNECTIONS`] unless set).
     pub exit_max_connections: usize,
+    /// Networks whose special-purpose addresses descriptors may name anyway: this file's
+    /// `gossip.allow_prefix` and the network file's `allow_prefix`.
+    pub allow_prefixes: Vec<(std::net::IpAddr, u8)>,
     /// The network file (docs/spec/network-file.md): its stewards' checkpoints are followed,
     /// and signed if this relay's identity is a steward's.
     pub network: Option<pb_control::network::NetworkFile>,
@@ -586,6 +589,12 @@ impl RelayConfig {
                     .iter()
                     .map(|n| network("gossip.exit_allow", n))
                     .collect::<Result<Vec<_>, _>>()?;
+                let allow_prefixes = g
+                    .allow_prefix
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|n| network("gossip.allow_prefix", n))
+                    .collect::<Result<Vec<_>, _>>()?;
                 if g.exit_refuse_ports.is_some() && role != Role::Exit {
                     return Err(bad(
                         "gossip.exit_refuse_ports",
@@ -631,6 +640,7 @@ impl RelayConfig {
                     exit_allow,
                     exit_refuse_ports,
                     exit_max_connections,
+                    allow_prefixes,
                     network,
                 })
             }
@@ -874,6 +884,7 @@ mod tests {
                 identity_file: Some("identity.key".into()),
                 role: Some("exit".into()),
                 exit_allow: Some(vec!["198.18.0.0/24".into()]),
+                allow_prefix: Some(vec!["198.18.0.0/24".into()]),
                 ..GossipSection::default()
             }),
             ..static_file()
@@ -889,6 +900,7 @@ mod tests {
         let g = c.gossip.unwrap();
         assert_eq!(g.role, Role::Exit);
         assert_eq!(g.exit_allow, vec![("198.18.0.0".parse().unwrap(), 24)]);
+        assert_eq!(g.allow_prefixes, vec![("198.18.0.0".parse().unwrap(), 24)]);
     }
 
     /// `gossip.exit_refuse_ports` replaces the default list (an empty list refuses no

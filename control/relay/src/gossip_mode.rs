@@ -172,9 +172,10 @@ impl GossipDriver {
                 // A testbed's network file allows its own range in descriptors.
                 allowed_prefixes: settings
                     .network
-                    .as_ref()
-                    .map(|n| n.allow_prefixes.clone())
-                    .unwrap_or_default(),
+                    .iter()
+                    .flat_map(|n| n.allow_prefixes.iter().copied())
+                    .chain(settings.allow_prefixes.iter().copied())
+                    .collect(),
                 ..GossipConfig::new(settings.network_seed, settings.seeds.clone())
             },
             identity,

@@ -220,6 +220,10 @@ pub struct GossipSection {
     /// (Exit) the most TCP connections open or connecting at once, in all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_max_connections: Option<usize>,
+    /// Networks whose special-purpose addresses descriptors may name anyway, for a network
+    /// without a network file (the starter's own loopback): like the file's allow_prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_prefix: Option<Vec<String>>,
     /// The network file (stewards, threshold, gateways), relative to the configuration file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network_file: Option<String>,
