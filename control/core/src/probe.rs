@@ -75,8 +75,9 @@ pub fn echo_signed_by(
     identity.verify(ECHO_CONTEXT, &signed(cookie, prober), signature)
 }
 
-/// Cookies for addresses: a keyed hash of the address and the period (valid in its period
-/// and the next).
+/// Return-routability cookies for addresses: a keyed hash of the address and the period,
+/// valid in its period and the next. Gossip probes use them, and so does a gateway's client
+/// link (a hello's cookie).
 pub struct Cookies {
     key: [u8; 32],
     period: Duration,
@@ -100,8 +101,16 @@ impl Cookies {
     pub fn new(identity: &IdentityKeyPair, seed: u64, period: Duration) -> Self {
         let signature =
             identity.sign_message(b"PhantomBand v1 probe cookie key\0", &seed.to_le_bytes());
+        Self::with_key(
+            blake3::derive_key("PhantomBand v1 probe cookies", &signature),
+            period,
+        )
+    }
+
+    /// Cookies under `key` (32 secret random bytes; zeroized on drop), of `period` each.
+    pub fn with_key(key: [u8; 32], period: Duration) -> Self {
         Self {
-            key: blake3::derive_key("PhantomBand v1 probe cookies", &signature),
+            key,
             period: period.max(Duration::from_secs(1)),
         }
     }

@@ -27,7 +27,6 @@ use pb_control::IdentityKeyPair;
 use pb_mix::Time;
 use pb_proto::link::{self, Cookie, FromClient};
 use pb_sphinx::{Epoch, EpochKey, MESSAGE_LEN, MailboxId, NodeId, NodeKeys, PAYLOAD_LEN, SurbId};
-use subtle::ConstantTimeEq as _;
 
 use crate::{
     downlink::{Downlink, Refused},
@@ -170,16 +169,10 @@ pub struct ClientLink {
     replies: ReplyQueue,
     directory: Arc<Published<Arc<Directory>>>,
     downlink: Downlink,
-    /// Keys this run's cookies.
-    cookie_key: [u8; 32],
+    /// This run's cookies (keyed from the OS's randomness at start).
+    cookies: pb_control::probe::Cookies,
     origin: Instant,
     buf: Vec<u8>,
-}
-
-impl Drop for ClientLink {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.cookie_key);
-    }
 }
 
 impl ClientLink {
@@ -199,6 +192,8 @@ impl ClientLink {
         let mut cookie_key = [0u8; 32];
         let mut padding_seed = [0u8; 32];
         getrandom::fill(&mut cookie_key).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
+        let cookies = pb_control::probe::Cookies::with_key(cookie_key, COOKIE_PERIOD);
+        zeroize::Zeroize::zeroize(&mut cookie_key);
         getrandom::fill(&mut padding_seed).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
         // Whoever knew the seed could tell padding from replies.
         let downlink = Downlink::new(MAX_MAILBOXES, &padding_seed);
@@ -212,7 +207,7 @@ impl ClientLink {
             replies,
             directory,
             downlink,
-            cookie_key,
+            cookies,
             origin: Instant::now(),
             buf: vec![0; 2048],
         })
@@ -222,18 +217,9 @@ impl ClientLink {
         Time(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
     }
 
-    /// The cookie for `addr` in cookie period `period`.
-    fn cookie(&self, addr: SocketAddr, period: u64) -> Cookie {
-        let mut hasher = blake3::Hasher::new_keyed(&self.cookie_key);
-        hasher.update(addr.to_string().as_bytes());
-        hasher.update(&period.to_be_bytes());
-        let mut cookie = [0u8; 16];
-        cookie.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
-        cookie
-    }
-
-    fn period(&self) -> u64 {
-        self.origin.elapsed().as_secs() / COOKIE_PERIOD.as_secs()
+    /// The cookie for `addr` now.
+    fn cookie(&self, addr: SocketAddr) -> Cookie {
+        self.cookies.cookie(addr, self.origin.elapsed())
     }
 
     /// The key (and its public half) that hellos for `epoch` are sealed to, if the cores
@@ -258,10 +244,7 @@ impl ClientLink {
 
     /// Whether `cookie` is one this run gave `addr`, in this period or the last.
     fn cookie_valid(&self, addr: SocketAddr, cookie: &Cookie) -> bool {
-        let period = self.period();
-        let now = self.cookie(addr, period).ct_eq(cookie);
-        let last = self.cookie(addr, period.saturating_sub(1)).ct_eq(cookie);
-        bool::from(now | last)
+        self.cookies.valid(addr, cookie, self.origin.elapsed())
     }
 
     /// Serves until `stop` is set.
@@ -402,7 +385,7 @@ impl ClientLink {
                     mailboxes = self.downlink.len(),
                     "mailbox registered"
                 );
-                let cookie = self.cookie(from, self.period());
+                let cookie = self.cookie(from);
                 let signature = self.identity.sign_message(
                     link::WELCOME_CONTEXT,
                     &link::welcome_signed(self.node, &keys, mailbox, &cookie, rate),

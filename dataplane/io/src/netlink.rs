@@ -175,16 +175,24 @@ pub fn link_mac(ifindex: u32) -> Result<[u8; 6], IoError> {
     Err(nl_err(WHAT, format!("no link with index {ifindex}")))
 }
 
+/// Every address entry the kernel holds, of every interface.
+fn address_dump() -> Result<Vec<AddressMessage>, IoError> {
+    Ok(dump(
+        "address dump",
+        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+    )?
+    .into_iter()
+    .filter_map(|msg| match msg {
+        RouteNetlinkMessage::NewAddress(addr) => Some(addr),
+        _ => None,
+    })
+    .collect())
+}
+
 /// Addresses of interface `ifindex` usable as a source (global or site scope, not link-local).
 pub fn link_addrs(ifindex: u32) -> Result<Vec<IpAddr>, IoError> {
     let mut out = Vec::new();
-    for msg in dump(
-        "address dump",
-        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-    )? {
-        let RouteNetlinkMessage::NewAddress(addr) = msg else {
-            continue;
-        };
+    for addr in address_dump()? {
         if addr.header.index != ifindex
             || matches!(addr.header.scope, AddressScope::Link | AddressScope::Host)
         {
@@ -204,13 +212,7 @@ pub fn link_addrs(ifindex: u32) -> Result<Vec<IpAddr>, IoError> {
 /// that it treats as its own link's other end.
 pub fn host_addrs() -> Result<Vec<IpAddr>, IoError> {
     let mut out = Vec::new();
-    for msg in dump(
-        "address dump",
-        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-    )? {
-        let RouteNetlinkMessage::NewAddress(addr) = msg else {
-            continue;
-        };
+    for addr in address_dump()? {
         for attr in addr.attributes {
             if let AddressAttribute::Address(ip) | AddressAttribute::Local(ip) = attr
                 && !out.contains(&ip)
