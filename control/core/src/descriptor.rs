@@ -243,11 +243,17 @@ pub enum Invalid {
         "special-purpose address (a relay may name one only in a range the network file's allow_prefix lists)"
     )]
     SpecialAddress,
+    /// Its packet address is on another IP than its gossip address. Relays prove an address
+    /// by a probe to the gossip address, signed back by the identity; a packet address
+    /// elsewhere would be unproven, and links would pour constant-rate traffic at whatever
+    /// host it names.
+    #[error("packet address on another IP than the gossip address")]
+    SplitAddress,
 }
 
 impl Invalid {
     /// Every reason, in counter order.
-    pub const ALL: [Invalid; 11] = [
+    pub const ALL: [Invalid; 12] = [
         Invalid::TooLong,
         Invalid::Oversized(""),
         Invalid::Malformed(""),
@@ -259,6 +265,7 @@ impl Invalid {
         Invalid::AddressTaken,
         Invalid::BadKey,
         Invalid::SpecialAddress,
+        Invalid::SplitAddress,
     ];
 
     /// Index into [`Invalid::ALL`] (details ignored).
@@ -275,6 +282,7 @@ impl Invalid {
             Invalid::AddressTaken => 8,
             Invalid::BadKey => 9,
             Invalid::SpecialAddress => 10,
+            Invalid::SplitAddress => 11,
         }
     }
 
@@ -292,6 +300,7 @@ impl Invalid {
             Invalid::AddressTaken => "address_taken",
             Invalid::BadKey => "bad_key",
             Invalid::SpecialAddress => "special_address",
+            Invalid::SplitAddress => "split_address",
         }
     }
 }

@@ -18,6 +18,14 @@ pub enum Offered {
     Unchanged,
 }
 
+/// `ip` with an IPv4-mapped IPv6 address written as its IPv4 address.
+fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// Verified descriptors by identity.
 #[derive(Debug)]
 pub struct Directory {
@@ -97,6 +105,9 @@ impl Directory {
             .all(|a| crate::special::relay_may_use(a.ip(), &self.allowed))
         {
             return Err(Invalid::SpecialAddress);
+        }
+        if canonical_ip(d.packet_addr.ip()) != canonical_ip(d.gossip_addr.ip()) {
+            return Err(Invalid::SplitAddress);
         }
         let held = self.entries.get(&d.identity);
         if held.is_some_and(|h| h.bytes() == signed.bytes()) {
@@ -225,19 +236,12 @@ mod tests {
         let held = signed(&a, 1, 5);
         dir.offer(held.bytes(), Epoch(5)).unwrap();
         // Another identity claiming either of a's addresses, as either of its own: refused.
+        // (Its own two addresses share an IP: a descriptor's addresses always do.)
+        let other = std::net::SocketAddr::new(held.descriptor().gossip_addr.ip(), 1);
         for (gossip, packet) in [
-            (
-                held.descriptor().gossip_addr,
-                "198.18.9.9:1".parse().unwrap(),
-            ),
-            (
-                "198.18.9.9:1".parse().unwrap(),
-                held.descriptor().gossip_addr,
-            ),
-            (
-                "198.18.9.9:1".parse().unwrap(),
-                held.descriptor().packet_addr,
-            ),
+            (held.descriptor().gossip_addr, other),
+            (other, held.descriptor().gossip_addr),
+            (other, held.descriptor().packet_addr),
         ] {
             let mut squat = signed(&b, 1, 5).descriptor().clone();
             squat.gossip_addr = gossip;
@@ -258,6 +262,7 @@ mod tests {
         dir.expire(Epoch(7));
         let mut late = signed(&b, 1, 7).descriptor().clone();
         late.gossip_addr = held.descriptor().gossip_addr;
+        late.packet_addr = held.descriptor().packet_addr;
         assert_eq!(
             dir.offer(b.sign(&late).unwrap().bytes(), Epoch(7)),
             Ok(Offered::New)
@@ -375,6 +380,7 @@ mod tests {
         {
             d.version = version as u64 + 1;
             d.packet_addr = addr.parse().unwrap();
+            d.gossip_addr = std::net::SocketAddr::new(d.packet_addr.ip(), 47471);
             let bytes = a.sign(&d).unwrap();
             assert_eq!(
                 open.offer(bytes.bytes(), Epoch(5)),
@@ -388,6 +394,32 @@ mod tests {
             allowed.offer(a.sign(&d).unwrap().bytes(), Epoch(5)),
             Ok(Offered::New)
         );
+    }
+
+    /// A packet address on another IP than the gossip address is refused and counted: only
+    /// the gossip address is proven by a probe, so links would go to an unproven host.
+    #[test]
+    fn a_packet_address_away_from_the_gossip_address_is_refused() {
+        let a = IdentityKeyPair::from_seed(&[1; 32]);
+        let mut d = signed(&a, 1, 5).descriptor().clone();
+        let mut dir = testbed(10);
+        d.packet_addr = "198.18.77.77:53".parse().unwrap();
+        assert_eq!(
+            dir.offer(a.sign(&d).unwrap().bytes(), Epoch(5)),
+            Err(Invalid::SplitAddress)
+        );
+        // The same IP written as IPv4-mapped IPv6 is the same host.
+        d.version = 2;
+        let v4 = match d.gossip_addr.ip() {
+            std::net::IpAddr::V4(v4) => v4,
+            std::net::IpAddr::V6(_) => unreachable!("the test's addresses are IPv4"),
+        };
+        d.packet_addr = std::net::SocketAddr::new(v4.to_ipv6_mapped().into(), 47470);
+        assert_eq!(
+            dir.offer(a.sign(&d).unwrap().bytes(), Epoch(5)),
+            Ok(Offered::New)
+        );
+        assert_eq!(dir.rejected(Invalid::SplitAddress), 1);
     }
 
     #[test]

@@ -157,9 +157,11 @@ pub struct GossipStats {
     pub transmit_dropped: u64,
     /// Stewards' signatures kept (valid, for this network and epoch).
     pub cosigs_kept: u64,
-    /// Cosignature datagrams refused (malformed, another network or epoch, a bad
-    /// signature, or no stewards configured).
+    /// Cosignature datagrams refused (malformed, another network, a bad signature, or no
+    /// stewards configured).
     pub cosigs_refused: u64,
+    /// Cosignatures for another epoch than ours (late or early; not refused as bad).
+    pub cosigs_other_epoch: u64,
     /// Probes sent before a directory push (the address must echo one first).
     pub probes_sent: u64,
     /// Probes not sent: the probe budget was spent.
@@ -167,6 +169,11 @@ pub struct GossipStats {
     /// Echoes refused: a cookie not the address's, or not signed by the identity that
     /// claims the address.
     pub echoes_refused: u64,
+    /// SWIM datagrams from a source that is neither a member nor proven, held until the
+    /// source echoes a probe (a relay joining; or a forged source, which never echoes).
+    pub swim_held: u64,
+    /// Such datagrams dropped: the table of held datagrams was full.
+    pub swim_held_dropped: u64,
 }
 
 /// Most datagrams waiting to be sent.
@@ -180,6 +187,9 @@ const PUSH_PER_SECOND: u32 = 8;
 const PUSH_DESTINATIONS: usize = 4096;
 /// An address is probed again at most this often.
 const PROBE_AGAIN: Duration = Duration::from_secs(1);
+/// Sources with a SWIM datagram held for a probe's echo, and how long one waits.
+const HELD_SOURCES: usize = 256;
+const HELD_FOR: Duration = Duration::from_secs(5);
 /// Probes at once, and per second after that, over all addresses.
 const PROBE_BURST: u32 = 256;
 const PROBES_PER_SECOND: u32 = 64;
@@ -423,6 +433,9 @@ pub struct Gossip {
     proven: std::collections::HashMap<SocketAddr, Duration>,
     /// Addresses probed with a push waiting for their echo.
     awaiting: std::collections::HashSet<SocketAddr>,
+    /// The last SWIM packet (authenticated, foca's bytes) from each source that is neither a
+    /// member nor proven, and when it came: foca sees it when the source echoes a probe.
+    held: std::collections::HashMap<SocketAddr, (Duration, Vec<u8>)>,
     /// When each address was last probed, and the probes' budget.
     probed: std::collections::HashMap<SocketAddr, Duration>,
     probe_budget: (u32, Duration),
@@ -520,6 +533,7 @@ impl Gossip {
             cookies,
             proven: std::collections::HashMap::new(),
             awaiting: std::collections::HashSet::new(),
+            held: std::collections::HashMap::new(),
             probed: std::collections::HashMap::new(),
             probe_budget: (PROBE_BURST, now),
             pushed: std::collections::HashMap::new(),
@@ -559,8 +573,18 @@ impl Gossip {
         self.shared.borrow_mut().stats.datagrams += 1;
         match bytes.split_first() {
             _ if bytes.len() > MAX_DATAGRAM => self.malformed(),
+            // An echo is read only from an address probed lately: the probes' budget is its
+            // budget, and a joining relay's echo never waits behind strangers' traffic.
+            Some((&KIND_ECHO, _))
+                if self
+                    .probed
+                    .get(&from)
+                    .is_none_or(|at| now.saturating_sub(*at) >= HELD_FOR) =>
+            {
+                self.shared.borrow_mut().stats.echoes_refused += 1;
+            }
             Some((&kind, _))
-                if [KIND_SWIM, KIND_SYNC, KIND_COSIG, KIND_PROBE, KIND_ECHO].contains(&kind)
+                if [KIND_SWIM, KIND_SYNC, KIND_COSIG, KIND_PROBE].contains(&kind)
                     && !self.allowed(kind, from, now) => {}
             Some((&KIND_PROBE, body)) => match crate::probe::parse_probe(body) {
                 // Stateless: the echo is no larger than the probe, and signed.
@@ -575,14 +599,15 @@ impl Gossip {
                 Ok(datagram) if !self.authentic(&datagram, from) => {
                     self.shared.borrow_mut().stats.swim_unauthenticated += 1;
                 }
-                Ok(datagram) => {
-                    let mut out = std::mem::take(&mut self.out);
-                    if self.swim.handle_data(datagram.packet, &mut out).is_err() {
-                        self.shared.borrow_mut().stats.swim_refused += 1;
-                    }
-                    self.out = out;
-                    self.settle(now);
+                // A source foca does not know yet: whatever it says waits until it proves
+                // that it answers at `from`. Otherwise one forged datagram would make it a
+                // member that every relay then pings, gossips to and links to.
+                Ok(datagram)
+                    if !self.members.contains(&from) && !self.proven.contains_key(&from) =>
+                {
+                    self.hold(now, from, datagram.packet.to_vec());
                 }
+                Ok(datagram) => self.feed_swim(now, datagram.packet),
                 Err(_) => self.malformed(),
             },
 
@@ -591,6 +616,8 @@ impl Gossip {
                 let mut shared = self.shared.borrow_mut();
                 match kept {
                     Some(Ok(())) => shared.stats.cosigs_kept += 1,
+                    // Late (the epoch moved on while it travelled) or early: not an attack.
+                    Some(Err(cosign::Refused::OtherEpoch)) => shared.stats.cosigs_other_epoch += 1,
                     _ => shared.stats.cosigs_refused += 1,
                 }
             }
@@ -666,6 +693,32 @@ impl Gossip {
         SwimCodec
             .decode_header(datagram.packet)
             .map_or(true, |header| header.src.addr == gossip_addr)
+    }
+
+    /// Hands foca an authenticated SWIM packet.
+    fn feed_swim(&mut self, now: Duration, packet: &[u8]) {
+        let mut out = std::mem::take(&mut self.out);
+        if self.swim.handle_data(packet, &mut out).is_err() {
+            self.shared.borrow_mut().stats.swim_refused += 1;
+        }
+        self.out = out;
+        self.settle(now);
+    }
+
+    /// Keeps `packet` from an unproven `from` (its latest only) and probes `from`; the
+    /// packet goes to foca when the echo comes, and is forgotten after [`HELD_FOR`].
+    fn hold(&mut self, now: Duration, from: SocketAddr, packet: Vec<u8>) {
+        if self.held.len() >= HELD_SOURCES && !self.held.contains_key(&from) {
+            self.held
+                .retain(|_, (at, _)| now.saturating_sub(*at) < HELD_FOR);
+            if self.held.len() >= HELD_SOURCES {
+                self.shared.borrow_mut().stats.swim_held_dropped += 1;
+                return;
+            }
+        }
+        self.held.insert(from, (now, packet));
+        self.shared.borrow_mut().stats.swim_held += 1;
+        self.probe(now, from);
     }
 
     fn malformed(&mut self) {
@@ -899,6 +952,11 @@ impl Gossip {
             }
         }
         self.proven.insert(from, now);
+        if let Some((at, packet)) = self.held.remove(&from)
+            && now.saturating_sub(at) < HELD_FOR
+        {
+            self.feed_swim(now, &packet);
+        }
         if self.awaiting.remove(&from) {
             self.push_directory(from);
         }

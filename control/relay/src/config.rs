@@ -30,7 +30,8 @@
 //! role = "mix"                    # gateway | mix | exit
 //! epoch_seconds = 3600
 //! max_layer_width = 4             # the most relays in one layer (sizes the replay filter)
-//! advertise = "198.18.0.1:47470"  # where packets reach this relay (default: io.bind)
+//! advertise = "198.18.0.1:47470"  # where packets reach this relay (default: io.bind);
+//!                                 # on gossip.bind's IP
 //! admin = "127.0.0.1:9100"        # the same as the top-level `admin` (give one of them);
 //!                                 # in gossip mode it also serves /descriptors
 //!
@@ -567,6 +568,12 @@ impl RelayConfig {
                 if advertise.port() == 0 || advertise.ip().is_unspecified() {
                     return Err(bad("gossip.advertise", "needs an address and a port"));
                 }
+                if advertise.ip() != bind.ip() {
+                    return Err(bad(
+                        "gossip.advertise",
+                        "must be on gossip.bind's IP address: relays prove a relay's packet address by probing its gossip address",
+                    ));
+                }
                 let client_bind = g
                     .client_bind
                     .map(|a| address("gossip.client_bind", &a))
@@ -996,7 +1003,7 @@ mod tests {
             }),
             mix: None,
             gossip: Some(GossipSection {
-                bind: Some("198.18.0.1:47471".into()),
+                bind: Some("127.0.0.1:47471".into()),
                 network_seed: Some("42".repeat(32)),
                 identity_file: Some("identity.key".into()),
                 role: Some("mix".into()),
@@ -1004,6 +1011,26 @@ mod tests {
             }),
             ..static_file()
         }
+    }
+
+    /// The packet address a relay advertises must be on its gossip address's IP (only that
+    /// is proven by probes); anywhere else is refused in one line naming the key.
+    #[test]
+    fn an_advertised_packet_address_off_the_gossip_ip_is_refused() {
+        let mut file = gossip_file();
+        if let Some(g) = file.gossip.as_mut() {
+            g.advertise = Some("127.0.0.2:47470".into());
+        }
+        let e = RelayConfig::from_toml(&render(&file).unwrap(), Path::new("")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("gossip.advertise: must be on gossip.bind's IP"),
+            "{e}"
+        );
+        if let Some(g) = file.gossip.as_mut() {
+            g.advertise = Some("127.0.0.1:40000".into());
+        }
+        assert!(RelayConfig::from_toml(&render(&file).unwrap(), Path::new("")).is_ok());
     }
 
     /// The replay filter is sized from the rates and the epoch length: a configuration

@@ -540,7 +540,21 @@ impl GossipDriver {
                 "pb_gossip_strangers_limited_total".to_owned(),
                 g.strangers_limited,
             ),
+            ("pb_gossip_cosigs_kept_total".to_owned(), g.cosigs_kept),
+            (
+                "pb_gossip_cosigs_refused_total".to_owned(),
+                g.cosigs_refused,
+            ),
             ("pb_gossip_probes_sent_total".to_owned(), g.probes_sent),
+            (
+                "pb_gossip_probes_limited_total".to_owned(),
+                g.probes_limited,
+            ),
+            ("pb_gossip_swim_held_total".to_owned(), g.swim_held),
+            (
+                "pb_gossip_swim_held_dropped_total".to_owned(),
+                g.swim_held_dropped,
+            ),
             (
                 "pb_gossip_echoes_refused_total".to_owned(),
                 g.echoes_refused,
