@@ -2,6 +2,14 @@
 //! packets go ([`Forwarder`]), and the core loop ([`run_core`]), which sleeps until the
 //! pipeline's next deadline (a link slot, a delay expiry, a batch top-up) or the next
 //! packet, whichever comes first, instead of polling.
+//!
+//! Also which sources the packet port serves ([`static_sources`], [`sources_for_links`],
+//! [`install_sources`]): a relay takes packets only from its adjacent layers. Mixes and
+//! exits drop every other source ([`StrangerPolicy::Drop`]); gateways, whose clients send
+//! their packets to the packet port from any address, hold every other source to a token
+//! bucket ([`StrangerPolicy::Limit`], [`source_limits`]). Until a relay knows a link (a
+//! gossip relay before its first topology) nothing is filtered; a topology that goes away
+//! later leaves the last link set in force (with no links nothing is forwarded anyway).
 
 use std::{
     io::Write as _,
@@ -15,12 +23,21 @@ use std::{
 };
 
 use anyhow::Context as _;
-use pb_io::PacketIo;
+use pb_io::{
+    PacketIo,
+    sources::{SourceFilter, SourceLimits, StrangerPolicy},
+    xdp::XdpProgram,
+};
 use pb_mix::{LinkStats, SharedReplayFilter, Time};
 use pb_pipeline::{CoverPool, Handoff, Neighbour, Pipeline, PipelineConfig, Sink};
 use pb_sphinx::{MailboxId, NodeKeys};
 
-use crate::{metrics::CoreReport, published::Published, roles::Roles};
+use crate::{
+    config::{RelayConfig, Topology},
+    metrics::CoreReport,
+    published::Published,
+    roles::Roles,
+};
 
 /// The longest a core sleeps without looking at its stop flag, keys and links.
 const MAX_SLEEP: Duration = Duration::from_millis(20);
@@ -95,6 +112,12 @@ pub struct Shared {
     pub interval: Duration,
     /// The loops' loss judgements (the main thread's; never taken by a core).
     pub loop_watch: Mutex<crate::loop_watch::LoopWatch>,
+    /// The sources the packet port serves (the UDP backend's cores check them; the XDP
+    /// program's maps hold the same, see [`install_sources`]).
+    pub sources: Published<SourceFilter>,
+    /// The XDP program (AF_XDP backend): its maps and counters. Only the main thread
+    /// takes the lock.
+    pub xdp: Mutex<Option<XdpProgram>>,
 }
 
 impl Shared {
@@ -108,6 +131,78 @@ impl Shared {
             .cloned()
             .collect()
     }
+}
+
+/// The per-source limits of this relay: the token bucket ([`pb_io::sources`]'s defaults,
+/// raised to twice the link rate so that a relay link from a non-adjacent sender, such as
+/// an exit's to a gateway, is never cut) and the gateway's client-link port.
+pub fn source_limits(config: &RelayConfig) -> SourceLimits {
+    let defaults = SourceLimits::default();
+    let link = config.mix.link_rate.saturating_mul(2);
+    SourceLimits {
+        client_port: config
+            .gossip
+            .as_ref()
+            .and_then(|g| g.client_bind)
+            .map(|a| a.port()),
+        rate: defaults.rate.max(link),
+        burst: defaults.burst.max(link),
+    }
+}
+
+/// Static mode's sources: the nodes of the layers before and after this node's (the
+/// topology is a cycle: the previous layer sends forward, and replies and loops come round
+/// from it too). A gateway limits every other source; any other node drops it.
+pub fn static_sources(topology: &Topology, me: pb_sphinx::NodeId) -> SourceFilter {
+    let Some(node) = topology.node(me) else {
+        return SourceFilter::default();
+    };
+    let layers = topology.layers.max(1);
+    let previous = (node.layer + layers - 1) % layers;
+    let next = (node.layer + 1) % layers;
+    let policy = if node.role == pb_control::Role::Gateway {
+        StrangerPolicy::Limit
+    } else {
+        StrangerPolicy::Drop
+    };
+    SourceFilter::new(
+        policy,
+        topology
+            .nodes
+            .iter()
+            .filter(|n| n.layer == previous || n.layer == next)
+            .map(|n| n.addr.ip()),
+    )
+}
+
+/// The sources once `links` are the links: their addresses, under the policy in force
+/// (gateways keep limiting strangers; anyone else starts dropping them with its first link
+/// set). An empty link set (no topology) keeps `current`.
+pub fn sources_for_links(current: &SourceFilter, links: &[Neighbour]) -> SourceFilter {
+    if links.is_empty() {
+        return current.clone();
+    }
+    let policy = match current.policy {
+        StrangerPolicy::Limit => StrangerPolicy::Limit,
+        StrangerPolicy::Pass | StrangerPolicy::Drop => StrangerPolicy::Drop,
+    };
+    SourceFilter::new(policy, links.iter().map(|n| n.addr.ip()))
+}
+
+/// Puts `filter` in force: for the cores (UDP backend) and in the XDP program's maps. A
+/// filter the maps refuse (too many addresses) leaves the program's previous one, with a
+/// warning.
+pub fn install_sources(shared: &Shared, filter: SourceFilter) {
+    if let Some(program) = shared
+        .xdp
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_mut()
+        && let Err(e) = program.set_sources(&filter)
+    {
+        pb_log::warn_limited!("installing the packet port's sources in XDP: {e}");
+    }
+    shared.sources.set(filter);
 }
 
 /// Where a core's delivered packets go: SURB replies to the gateway's client link, client
@@ -201,6 +296,7 @@ pub fn run_core<I: PacketIo>(
     drop(ready);
     let mut windows = crate::report::Windows::new(pipeline.link_stats());
     let mut links_generation = 0;
+    let mut sources_generation = None;
     let mut snapshot_at = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         // New keys or links: an atomic load per turn; the lock only when they changed.
@@ -216,6 +312,11 @@ pub fn run_core<I: PacketIo>(
             pipeline.set_neighbours(neighbours, owner, now())?;
             links_generation = g;
             windows.reset(pipeline.link_stats());
+        }
+        if sources_generation != Some(shared.sources.generation()) {
+            let (g, filter) = shared.sources.get();
+            pipeline.io_mut().set_sources(&filter);
+            sources_generation = Some(g);
         }
         let t = now();
         pipeline.step(t, sleep_until(pipeline.next_deadline(), t))?;
@@ -252,7 +353,79 @@ impl core::fmt::Debug for Shared {
 
 #[cfg(test)]
 mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests")]
+
+    use std::net::IpAddr;
+
+    use pb_sphinx::NodeId;
+
     use super::*;
+    use crate::config::TopologyNode;
+
+    fn node(i: u8, role: pb_control::Role, layer: u32) -> TopologyNode {
+        TopologyNode {
+            id: NodeId([i; 16]),
+            role,
+            layer,
+            addr: SocketAddr::from(([198, 18, 0, i], 47470)),
+            public_key: [i; 32],
+        }
+    }
+
+    fn ip(i: u8) -> IpAddr {
+        IpAddr::from([198, 18, 0, i])
+    }
+
+    #[test]
+    fn static_sources_are_the_adjacent_layers() {
+        use pb_control::Role::{Exit, Gateway, Mix};
+        let topology = Topology {
+            nodes: vec![
+                node(1, Gateway, 0),
+                node(2, Mix, 1),
+                node(3, Mix, 2),
+                node(4, Mix, 3),
+                node(5, Exit, 4),
+            ],
+            layers: 5,
+        };
+        let mix = static_sources(&topology, NodeId([3; 16]));
+        assert_eq!(mix.policy, StrangerPolicy::Drop);
+        assert_eq!(mix.allowed().collect::<Vec<_>>(), vec![ip(2), ip(4)]);
+        // The gateway's previous layer is the exits' (the cycle), and it limits strangers.
+        let gateway = static_sources(&topology, NodeId([1; 16]));
+        assert_eq!(gateway.policy, StrangerPolicy::Limit);
+        assert_eq!(gateway.allowed().collect::<Vec<_>>(), vec![ip(2), ip(5)]);
+        assert_eq!(
+            static_sources(&topology, NodeId([9; 16])),
+            SourceFilter::default()
+        );
+    }
+
+    #[test]
+    fn the_first_links_turn_the_filter_on_and_no_topology_keeps_it() {
+        let links = |ips: &[u8]| -> Vec<Neighbour> {
+            ips.iter()
+                .map(|i| Neighbour {
+                    node: NodeId([*i; 16]),
+                    addr: SocketAddr::from(([198, 18, 0, *i], 47470)),
+                })
+                .collect()
+        };
+        let off = SourceFilter::default();
+        assert_eq!(sources_for_links(&off, &[]), off);
+        let on = sources_for_links(&off, &links(&[2, 3]));
+        assert_eq!(on.policy, StrangerPolicy::Drop);
+        assert_eq!(on.allowed().collect::<Vec<_>>(), vec![ip(2), ip(3)]);
+        assert_eq!(sources_for_links(&on, &[]), on);
+        let moved = sources_for_links(&on, &links(&[4]));
+        assert_eq!(moved.allowed().collect::<Vec<_>>(), vec![ip(4)]);
+        // A gateway keeps limiting strangers.
+        let gateway = SourceFilter::new(StrangerPolicy::Limit, []);
+        let gateway = sources_for_links(&gateway, &links(&[2]));
+        assert_eq!(gateway.policy, StrangerPolicy::Limit);
+        assert!(gateway.is_allowed("198.18.0.2".parse().unwrap()));
+    }
 
     #[test]
     fn a_core_sleeps_until_its_deadline_but_not_longer_than_the_cap() {

@@ -20,6 +20,7 @@ use clap::{Parser, Subcommand};
 use pb_io::{
     PacketIo,
     afxdp::{AfXdpConfig, AfXdpIo},
+    sources::{SourceFilter, StrangerPolicy},
     udp::{UdpConfig, UdpIo},
     xdp::XdpProgram,
 };
@@ -114,7 +115,8 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
 
     // What each mode starts from: the node, its keys, its links and their loop plans, and
     // the replay filter it needs.
-    let (node, epoch, keys, neighbours, plans, described, mode, plan) = match &config.gossip {
+    let (node, epoch, keys, neighbours, plans, described, mode, plan, filter) = match &config.gossip
+    {
         None => {
             let loaded = static_mode::load(path)?;
             let me = loaded.me()?;
@@ -144,6 +146,7 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
                     role,
                 },
                 loaded.replay,
+                pb_relay::core::static_sources(&loaded.topology, config.node),
             )
         }
         Some(settings) => {
@@ -160,6 +163,13 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
                 described,
                 Mode::Gossip(Box::new(driver)),
                 plan,
+                // No filter before the first topology, but a gateway limits strangers from
+                // the start (its clients are all strangers).
+                if settings.role == pb_control::Role::Gateway {
+                    SourceFilter::new(StrangerPolicy::Limit, [])
+                } else {
+                    SourceFilter::default()
+                },
             )
         }
     };
@@ -243,7 +253,10 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
         start: Instant::now(),
         interval,
         loop_watch: Mutex::new(pb_relay::loop_watch::LoopWatch::default()),
+        sources: Published::new(filter),
+        xdp: Mutex::new(None),
     };
+    let limits = pb_relay::core::source_limits(&config);
     let banner = format!(
         "node {} ({described}), {} links at {} pkt/s, format {:?}, {cores} core{}, replay filter {} ({} packets per epoch)",
         short(&node.0),
@@ -266,6 +279,7 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
             let mut udp = UdpConfig::new(*bind);
             udp.packet_len = pb_sphinx::PACKET_LEN as u16;
             udp.reuse_port = cores > 1;
+            udp.limits = limits;
             let mut ios = Vec::new();
             for _ in 0..cores {
                 let io = UdpIo::open(&udp).with_context(|| format!("binding {bind}"))?;
@@ -286,11 +300,12 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
                     );
                 }
             }
-            let mut program = XdpProgram::attach_new(
+            let mut program = XdpProgram::attach_with(
                 &io_config.interface,
                 io_config.xdp_mode,
                 io_config.port,
                 io_config.packet_len,
+                &limits,
             )?;
             let mut ios = Vec::new();
             for (core, queue) in io_config.queues.iter().enumerate() {
@@ -310,8 +325,18 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
                 }
                 ios.push(io);
             }
+            *shared
+                .xdp
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(program);
             let result = serve(ios, &shared, control);
-            if let Ok(counters) = program.counters() {
+            if let Some(Ok(counters)) = shared
+                .xdp
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+                .map(XdpProgram::counters)
+            {
                 for (counter, value) in counters.iter() {
                     println!("stat xdp_{} {value}", counter.name());
                 }

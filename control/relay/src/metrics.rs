@@ -8,11 +8,16 @@
 //! once. The gateway's client link and the exit keep their own lists next to their counters
 //! ([`crate::client_link::ClientLinkStats::metrics`], [`crate::exit::ExitStats::metrics`]).
 //! The replay filter's gauges (how full the current epoch's table is) are
-//! [`replay_filter`]'s.
+//! [`replay_filter`]'s; the XDP program's counters ([`xdp`]) and the packet port's source
+//! filter ([`source_filter`]) are read from the program and the filter in force.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use pb_io::IoStats;
+use pb_io::{
+    IoStats,
+    sources::{SourceFilter, StrangerPolicy},
+    xdp::XdpCounters,
+};
 use pb_mix::{Fill, LinkStats, LoopStats};
 use pb_pipeline::PipelineStats;
 use pb_sphinx::DropReason;
@@ -127,6 +132,16 @@ pub const COUNTERS: &[Counter] = &[
         "io_rx_dropped_not_local",
         "pb_io_rx_dropped_not_local_total",
         |r| r.io.rx_dropped_not_local,
+    ),
+    counter(
+        "io_rx_dropped_stranger",
+        "pb_io_rx_dropped_stranger_total",
+        |r| r.io.rx_dropped_stranger,
+    ),
+    counter(
+        "io_rx_dropped_over_rate",
+        "pb_io_rx_dropped_over_rate_total",
+        |r| r.io.rx_dropped_over_rate,
     ),
     counter("io_tx_packets", "pb_packets_sent_total", |r| {
         r.io.tx_packets
@@ -292,6 +307,33 @@ pub fn replay_filter(current: Option<Fill>, slots: usize) -> Vec<(String, u64)> 
         ("pb_replay_filter_slots".to_owned(), slots as u64),
         ("pb_replay_filter_packets".to_owned(), fill.packets),
         ("pb_replay_filter_fill_percent".to_owned(), fill.percent()),
+    ]
+}
+
+/// The XDP program's counters (AF_XDP backend): `pb_xdp_<name>_total`, the names of
+/// `pb_xdp_common::Counter` (the summary prints them as `stat xdp_<name>`).
+pub fn xdp(counters: &XdpCounters) -> Vec<(String, u64)> {
+    counters
+        .iter()
+        .map(|(c, v)| (format!("pb_xdp_{}_total", c.name()), v))
+        .collect()
+}
+
+/// The packet port's source filter: how many addresses it serves
+/// (`pb_source_filter_allowed`) and what happens to the others
+/// (`pb_source_filter_policy`: 0 served, no filter yet; 1 dropped; 2 held to the per-source
+/// token bucket).
+pub fn source_filter(filter: &SourceFilter) -> Vec<(String, u64)> {
+    vec![
+        ("pb_source_filter_allowed".to_owned(), filter.len() as u64),
+        (
+            "pb_source_filter_policy".to_owned(),
+            u64::from(match filter.policy {
+                StrangerPolicy::Pass => 0u8,
+                StrangerPolicy::Drop => 1,
+                StrangerPolicy::Limit => 2,
+            }),
+        ),
     ]
 }
 

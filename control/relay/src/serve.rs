@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::{
     admin::Admin,
-    core::{Shared, run_core},
+    core::{Shared, install_sources, run_core, sources_for_links},
     gossip_mode::{self, GossipDriver},
     metrics::{self, CoreReport},
     replay::{self, FillAlarm},
@@ -77,6 +77,16 @@ fn dataplane_metrics(shared: &Shared) -> Vec<(String, u64)> {
         shared.replay.slots(),
     ));
     m.extend(shared.roles.metrics());
+    if let Some(program) = shared
+        .xdp
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_ref()
+        && let Ok(counters) = program.counters()
+    {
+        m.extend(metrics::xdp(&counters));
+    }
+    m.extend(metrics::source_filter(&shared.sources.get().1));
     m
 }
 
@@ -122,6 +132,8 @@ pub fn serve<I: PacketIo + Send>(
     control: Control<'_>,
 ) -> anyhow::Result<()> {
     let cores = ios.len();
+    // The XDP program (if any) takes the sources the relay starts with.
+    install_sources(shared, shared.sources.get().1);
     let (ready, started) = std::sync::mpsc::channel::<()>();
     let reports: Vec<anyhow::Result<CoreReport>> = thread::scope(|scope| {
         let handles: Vec<_> = ios
@@ -226,7 +238,8 @@ pub fn serve<I: PacketIo + Send>(
 
 /// Hands what gossip changed to the cores: keys (after readying the replay filter for
 /// their epoch; when an overlap ended, retiring the previous epoch's table once the cores
-/// have dropped its key), links and the loop plans along them.
+/// have dropped its key), links and the loop plans along them, and the sources the packet
+/// port serves (the links' addresses, before the cores start sending on new links).
 fn apply(update: gossip_mode::Update, shared: &Shared) {
     for note in update.notes {
         info!("{note}");
@@ -249,6 +262,11 @@ fn apply(update: gossip_mode::Update, shared: &Shared) {
         neighbours.truncate(MAX_LINKS);
         routes.truncate(MAX_LINKS);
         shared.cover.set_routes(epoch, routes, true);
+        let current = shared.sources.get().1;
+        let sources = sources_for_links(&current, &neighbours);
+        if sources != current {
+            install_sources(shared, sources);
+        }
         shared.links.set(neighbours);
     }
     if !update.reports.is_empty() {

@@ -30,6 +30,7 @@ pub mod cpu;
 pub mod mem;
 pub mod netlink;
 mod pool;
+pub mod sources;
 pub mod udp;
 pub mod wire;
 pub mod xdp;
@@ -113,6 +114,14 @@ pub struct IoStats {
     /// Datagrams addressed to an IP that is not this interface's (a bridge or promiscuous
     /// NIC passes such frames up; AF_XDP only): dropped.
     pub rx_dropped_not_local: u64,
+    /// Datagrams from a source that is not one of the relay's links, under
+    /// [`sources::StrangerPolicy::Drop`]: dropped before any Sphinx work (UDP backend; on
+    /// AF_XDP the XDP program drops them and counts `drop_stranger`).
+    pub rx_dropped_stranger: u64,
+    /// Datagrams from a source that is not one of the relay's links, over its token bucket
+    /// under [`sources::StrangerPolicy::Limit`]: dropped (UDP backend; on AF_XDP the XDP
+    /// program counts `drop_source_rate`).
+    pub rx_dropped_over_rate: u64,
     /// Packets queued to the kernel for transmission.
     pub tx_packets: u64,
     /// Packets dropped on send because no next-hop MAC was known yet (AF_XDP only).
@@ -266,4 +275,12 @@ pub trait PacketIo {
 
     /// The local UDP endpoint packets arrive at.
     fn local_addr(&self) -> SocketAddr;
+
+    /// Serves packets from the sources `filter` allows from now on (see [`sources`]). The
+    /// UDP backend checks every datagram's source in user space before handing it up; the
+    /// default does nothing, for backends whose filter lives elsewhere (AF_XDP: the XDP
+    /// program, whose maps the control plane fills) or that have no strangers (in memory).
+    fn set_sources(&mut self, filter: &sources::SourceFilter) {
+        let _ = filter;
+    }
 }

@@ -13,7 +13,11 @@ use std::{
     time::Duration,
 };
 
-use crate::{FrameId, IoError, IoStats, Packet, PacketIo, pool::FramePool};
+use crate::{
+    FrameId, IoError, IoStats, Packet, PacketIo,
+    pool::FramePool,
+    sources::{Admission, SourceFilter, SourceGate, SourceLimits},
+};
 
 /// The most packets one system call moves.
 const MAX_BATCH: usize = 256;
@@ -32,6 +36,10 @@ pub struct UdpConfig {
     /// Set `SO_REUSEPORT` before binding, so that several sockets (one per relay core) share
     /// the address and the kernel spreads incoming flows over them by a hash of the peer.
     pub reuse_port: bool,
+    /// The token bucket strangers are held to once a filter with
+    /// [`StrangerPolicy::Limit`](crate::sources::StrangerPolicy::Limit) is set
+    /// ([`PacketIo::set_sources`]); until then every source is served.
+    pub limits: SourceLimits,
 }
 
 impl UdpConfig {
@@ -43,6 +51,7 @@ impl UdpConfig {
             frame_count: 4096,
             socket_buffer: 4 << 20,
             reuse_port: false,
+            limits: SourceLimits::default(),
         }
     }
 }
@@ -78,6 +87,8 @@ pub struct UdpIo {
     packet_len: usize,
     local: SocketAddr,
     stats: IoStats,
+    /// Which sources are served (everyone until a filter is set).
+    gate: SourceGate,
 }
 
 fn sys(call: &'static str) -> impl FnOnce(io::Error) -> IoError {
@@ -117,6 +128,7 @@ impl UdpIo {
             packet_len: usize::from(config.packet_len),
             local,
             stats: IoStats::default(),
+            gate: SourceGate::new(&config.limits),
         })
     }
 
@@ -211,7 +223,18 @@ impl UdpIo {
             let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             let packet = match sockaddr_to_std(&self.scratch.names[i]) {
                 Some(peer) if len == self.packet_len && !truncated => {
-                    self.pool.received(id, len, peer)
+                    match self.gate.admit(peer.ip()) {
+                        Admission::Pass => self.pool.received(id, len, peer),
+                        refused => {
+                            if refused == Admission::Stranger {
+                                self.stats.rx_dropped_stranger += 1;
+                            } else {
+                                self.stats.rx_dropped_over_rate += 1;
+                            }
+                            self.pool.put_back(id);
+                            continue;
+                        }
+                    }
                 }
                 _ => None,
             };
@@ -321,6 +344,10 @@ impl PacketIo for UdpIo {
 
     fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    fn set_sources(&mut self, filter: &SourceFilter) {
+        self.gate.set_filter(filter);
     }
 }
 

@@ -1,5 +1,6 @@
 //! Loads the PhantomBand XDP program (built from `ebpf/pb-xdp` and embedded here), attaches
-//! it to an interface, registers AF_XDP sockets in its XSKMAP and reads its counters.
+//! it to an interface, registers AF_XDP sockets in its XSKMAP, installs the sources it
+//! serves ([`XdpProgram::set_sources`]) and reads its counters.
 //!
 //! The attachment is a kernel `bpf_link` owned by [`XdpProgram`]: dropping it, or the
 //! process exiting for any reason, detaches the program. Nothing is pinned. (On kernels older
@@ -8,13 +9,17 @@
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{PerCpuArray, XskMap},
+    maps::{Array, HashMap, PerCpuArray, XskMap},
     programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
 };
 use pb_xdp_common::{
-    Counter, PACKET_LEN_GLOBAL, PORT_GLOBAL, PROGRAM_NAME, STATS_MAP_NAME, XSK_MAP_NAME,
+    ALLOWED_V4_MAP_NAME, ALLOWED_V6_MAP_NAME, BURST_NS_GLOBAL, CLIENT_PORT_GLOBAL, Counter,
+    MAX_ALLOWED_SOURCES, NS_PER_TOKEN_GLOBAL, PACKET_LEN_GLOBAL, POLICY_MAP_NAME, PORT_GLOBAL,
+    PROGRAM_NAME, STATS_MAP_NAME, XSK_MAP_NAME, bucket_params,
 };
-use std::os::fd::RawFd;
+use std::{collections::BTreeSet, os::fd::RawFd};
+
+use crate::sources::{SourceFilter, SourceLimits};
 
 /// The program object, built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pb-xdp.o"));
@@ -83,9 +88,20 @@ impl XdpProgram {
     /// Loads the program into the kernel (verifier included) for PhantomBand datagrams to
     /// `port` with UDP payloads of exactly `packet_len` bytes. Does not attach it.
     pub fn load(port: u16, packet_len: u16) -> Result<Self, IoError> {
+        Self::load_with(port, packet_len, &SourceLimits::default())
+    }
+
+    /// As [`load`](Self::load), with the per-source limits of a gateway: the client-link
+    /// port (0: none) and the token bucket's rate and burst.
+    pub fn load_with(port: u16, packet_len: u16, limits: &SourceLimits) -> Result<Self, IoError> {
+        let (ns_per_token, burst_ns) = bucket_params(limits.rate, limits.burst);
+        let client_port = limits.client_port.unwrap_or(0);
         let mut ebpf = EbpfLoader::new()
             .override_global(PORT_GLOBAL, &port, true)
             .override_global(PACKET_LEN_GLOBAL, &packet_len, true)
+            .override_global(CLIENT_PORT_GLOBAL, &client_port, true)
+            .override_global(NS_PER_TOKEN_GLOBAL, &ns_per_token, true)
+            .override_global(BURST_NS_GLOBAL, &burst_ns, true)
             .load(OBJECT)
             .map_err(|e| refused_by("-", &e))?;
         let program: &mut Xdp = ebpf
@@ -143,6 +159,74 @@ impl XdpProgram {
         let mut program = Self::load(port, packet_len)?;
         program.attach(interface, mode)?;
         Ok(program)
+    }
+
+    /// Loads with `limits` and attaches in one step.
+    pub fn attach_with(
+        interface: &str,
+        mode: AttachMode,
+        port: u16,
+        packet_len: u16,
+        limits: &SourceLimits,
+    ) -> Result<Self, IoError> {
+        let mut program = Self::load_with(port, packet_len, limits)?;
+        program.attach(interface, mode)?;
+        Ok(program)
+    }
+
+    /// Installs the sources PhantomBand datagrams are served from: `filter`'s addresses
+    /// become the allowed maps' whole content (new ones added first, stale ones removed
+    /// after, so a source in both the old and the new set is never refused in between), then
+    /// its policy for every other source takes effect. Addresses past
+    /// [`MAX_ALLOWED_SOURCES`] per family are refused.
+    pub fn set_sources(&mut self, filter: &SourceFilter) -> Result<(), IoError> {
+        let (v4, v6) = filter.split();
+        if v4.len() > MAX_ALLOWED_SOURCES as usize || v6.len() > MAX_ALLOWED_SOURCES as usize {
+            return Err(refused(
+                "-",
+                format!(
+                    "{} IPv4 and {} IPv6 sources; the maps hold {MAX_ALLOWED_SOURCES} each",
+                    v4.len(),
+                    v6.len()
+                ),
+            ));
+        }
+        self.sync_allowed::<4>(ALLOWED_V4_MAP_NAME, &v4)?;
+        self.sync_allowed::<16>(ALLOWED_V6_MAP_NAME, &v6)?;
+        let map = self
+            .ebpf
+            .map_mut(POLICY_MAP_NAME)
+            .ok_or_else(|| refused("-", "policy map missing"))?;
+        let mut policy = Array::<_, u32>::try_from(map).map_err(|e| refused("-", e))?;
+        policy
+            .set(0, filter.policy.as_u32(), 0)
+            .map_err(|e| refused("-", e))
+    }
+
+    /// Makes the hash map `name` hold exactly `want` (values unused).
+    fn sync_allowed<const N: usize>(
+        &mut self,
+        name: &str,
+        want: &BTreeSet<[u8; N]>,
+    ) -> Result<(), IoError> {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or_else(|| refused("-", format!("{name} missing")))?;
+        let mut allowed = HashMap::<_, [u8; N], u8>::try_from(map).map_err(|e| refused("-", e))?;
+        for key in want {
+            allowed.insert(key, 1, 0).map_err(|e| refused("-", e))?;
+        }
+        // Keys are collected first: removing while iterating would restart the walk.
+        let stale: Vec<[u8; N]> = allowed
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !want.contains(k))
+            .collect();
+        for key in stale {
+            allowed.remove(&key).map_err(|e| refused("-", e))?;
+        }
+        Ok(())
     }
 
     /// The interface the program is attached to, if any.

@@ -5,11 +5,12 @@
 //! namespace of its own). Without root they skip with a message; with `CI=true` they fail.
 #![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use pb_io::{
     XdpCounter,
     afxdp::{AfXdpConfig, AfXdpIo, BindMode},
+    sources::{SourceFilter, SourceLimits, StrangerPolicy},
     wire::{self, Route},
     xdp::{XdpCounters, XdpProgram},
 };
@@ -43,11 +44,24 @@ fn route(v6: bool, dst_port: u16) -> Route {
 
 /// A well-formed UDP frame with a `payload_len`-byte payload.
 fn udp_frame(v6: bool, dst_port: u16, payload_len: usize) -> Vec<u8> {
-    let header = wire::header_len(v6);
+    frame_on(&route(v6, dst_port), payload_len)
+}
+
+/// A well-formed UDP frame along `route` with a `payload_len`-byte payload.
+fn frame_on(route: &Route, payload_len: usize) -> Vec<u8> {
+    let header = wire::header_len(route.dst.is_ipv6());
     let mut frame = vec![0xa5; header + payload_len];
-    let n = wire::build(&mut frame, &route(v6, dst_port), payload_len).unwrap();
+    let n = wire::build(&mut frame, route, payload_len).unwrap();
     assert_eq!(n, frame.len());
     frame
+}
+
+/// A right-size frame to `dst_port` from `src` (IPv4 or IPv6 as `src` is).
+fn frame_from(src: &str, dst_port: u16) -> Vec<u8> {
+    let src: IpAddr = src.parse().unwrap();
+    let mut r = route(src.is_ipv6(), dst_port);
+    r.src = SocketAddr::new(src, 40000);
+    frame_on(&r, usize::from(LEN))
 }
 
 fn arp_frame() -> Vec<u8> {
@@ -77,8 +91,11 @@ fn delta(before: &XdpCounters, after: &XdpCounters, c: XdpCounter) -> u64 {
     after.get(c) - before.get(c)
 }
 
+const COUNTERS: usize = XdpCounter::ALL.len();
+type Deltas = [u64; COUNTERS];
+
 /// Runs `frame` once and returns (action, counter deltas).
-fn run(p: &XdpProgram, frame: &[u8]) -> (u32, [u64; 4]) {
+fn run(p: &XdpProgram, frame: &[u8]) -> (u32, Deltas) {
     let before = counters(p);
     let action = p.test_run(frame).unwrap();
     let after = counters(p);
@@ -86,11 +103,22 @@ fn run(p: &XdpProgram, frame: &[u8]) -> (u32, [u64; 4]) {
     (action, d)
 }
 
-const NONE: [u64; 4] = [0, 0, 0, 0];
-const REDIRECTED: [u64; 4] = [1, 0, 0, 0];
-const WRONG_SIZE: [u64; 4] = [0, 1, 0, 0];
-const TRUNCATED: [u64; 4] = [0, 0, 1, 0];
-const NO_SOCKET: [u64; 4] = [0, 0, 0, 1];
+/// Deltas with `counter` one up and the others unchanged.
+const fn one(counter: XdpCounter) -> Deltas {
+    let mut d = [0; COUNTERS];
+    d[counter.index() as usize] = 1;
+    d
+}
+
+const NONE: Deltas = [0; COUNTERS];
+const REDIRECTED: Deltas = one(XdpCounter::Redirected);
+const WRONG_SIZE: Deltas = one(XdpCounter::DropWrongSize);
+const TRUNCATED: Deltas = one(XdpCounter::DropTruncated);
+const NO_SOCKET: Deltas = one(XdpCounter::DropNoSocket);
+const STRANGER: Deltas = one(XdpCounter::DropStranger);
+const OVER_RATE: Deltas = one(XdpCounter::DropSourceRate);
+const CLIENT_PASSED: Deltas = one(XdpCounter::ClientLinkPassed);
+const CLIENT_OVER_RATE: Deltas = one(XdpCounter::DropClientLinkRate);
 
 #[test]
 fn program_classifies_crafted_frames() {
@@ -113,7 +141,7 @@ fn program_classifies_crafted_frames() {
     program.register(0, socket.fd()).unwrap();
 
     let len = usize::from(LEN);
-    let cases: Vec<(&str, Vec<u8>, u32, [u64; 4])> = vec![
+    let cases: Vec<(&str, Vec<u8>, u32, Deltas)> = vec![
         (
             "IPv4 UDP to the port, right size",
             udp_frame(false, PORT, len),
@@ -272,6 +300,145 @@ fn port_and_packet_length_come_from_the_loader() {
         run(&program, &udp_frame(false, PORT, 200)),
         (XDP_PASS, NONE)
     );
+}
+
+#[test]
+fn sources_are_filtered_and_strangers_limited_in_the_program() {
+    if !pb_testbed::require_privileged("sources_are_filtered_and_strangers_limited_in_the_program")
+    {
+        return;
+    }
+    const CLIENT_PORT: u16 = 47480;
+    // One token a second and bursts of three: the test runs in far less than a second, so
+    // no source earns a fourth.
+    let limits = SourceLimits {
+        client_port: Some(CLIENT_PORT),
+        rate: 1,
+        burst: 3,
+    };
+    let mut program = XdpProgram::load_with(PORT, LEN, &limits).unwrap();
+    // No socket is registered: a datagram the filter lets through is dropped as no-socket,
+    // which tells it apart from one the filter drops.
+    let link4 = "198.18.0.7";
+    let link6 = "fd70:6862::7";
+    let stranger4 = "198.18.0.66";
+    let stranger6 = "fd70:6862::66";
+
+    // Before any link set: no filter.
+    for src in [link4, stranger4, stranger6] {
+        assert_eq!(
+            run(&program, &frame_from(src, PORT)),
+            (XDP_DROP, NO_SOCKET),
+            "{src}"
+        );
+    }
+
+    // Mixes and exits: strangers are dropped, links served, in both families.
+    let links = SourceFilter::new(
+        StrangerPolicy::Drop,
+        [link4.parse().unwrap(), link6.parse().unwrap()],
+    );
+    program.set_sources(&links).unwrap();
+    for src in [link4, link6] {
+        assert_eq!(
+            run(&program, &frame_from(src, PORT)),
+            (XDP_DROP, NO_SOCKET),
+            "{src}"
+        );
+    }
+    for src in [stranger4, stranger6] {
+        assert_eq!(
+            run(&program, &frame_from(src, PORT)),
+            (XDP_DROP, STRANGER),
+            "{src}"
+        );
+    }
+    // Wrong-size datagrams are still counted as such, whoever sends them.
+    assert_eq!(
+        run(&program, &udp_frame(false, PORT, 100)),
+        (XDP_DROP, WRONG_SIZE)
+    );
+    // Other ports are none of the filter's business.
+    let mut other = route(false, 53);
+    other.src = SocketAddr::new(stranger4.parse().unwrap(), 40000);
+    assert_eq!(run(&program, &frame_on(&other, 100)), (XDP_PASS, NONE));
+
+    // A new link set replaces the old one: the old link is a stranger now.
+    let moved = SourceFilter::new(StrangerPolicy::Drop, [stranger4.parse().unwrap()]);
+    program.set_sources(&moved).unwrap();
+    assert_eq!(
+        run(&program, &frame_from(link4, PORT)),
+        (XDP_DROP, STRANGER)
+    );
+    assert_eq!(
+        run(&program, &frame_from(link6, PORT)),
+        (XDP_DROP, STRANGER)
+    );
+    assert_eq!(
+        run(&program, &frame_from(stranger4, PORT)),
+        (XDP_DROP, NO_SOCKET)
+    );
+
+    // Gateways: strangers get their bucket (three), links are not limited.
+    let gateway = SourceFilter::new(StrangerPolicy::Limit, [link4.parse().unwrap()]);
+    program.set_sources(&gateway).unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            run(&program, &frame_from(stranger6, PORT)),
+            (XDP_DROP, NO_SOCKET)
+        );
+    }
+    assert_eq!(
+        run(&program, &frame_from(stranger6, PORT)),
+        (XDP_DROP, OVER_RATE)
+    );
+    // Another address of the same IPv6 /64 shares the bucket.
+    assert_eq!(
+        run(&program, &frame_from("fd70:6862::67", PORT)),
+        (XDP_DROP, OVER_RATE)
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            run(&program, &frame_from(link4, PORT)),
+            (XDP_DROP, NO_SOCKET)
+        );
+    }
+
+    // The client link: every source has its bucket there (shared with the packet port).
+    let client = "198.18.0.99";
+    for _ in 0..3 {
+        assert_eq!(
+            run(&program, &frame_from(client, CLIENT_PORT)),
+            (XDP_PASS, CLIENT_PASSED)
+        );
+    }
+    assert_eq!(
+        run(&program, &frame_from(client, CLIENT_PORT)),
+        (XDP_DROP, CLIENT_OVER_RATE)
+    );
+    assert_eq!(
+        run(&program, &frame_from(client, PORT)),
+        (XDP_DROP, OVER_RATE)
+    );
+    // A second source is unaffected.
+    assert_eq!(
+        run(&program, &frame_from("198.18.0.98", CLIENT_PORT)),
+        (XDP_PASS, CLIENT_PASSED)
+    );
+}
+
+#[test]
+fn without_a_client_port_the_client_link_is_not_limited() {
+    if !pb_testbed::require_privileged("without_a_client_port_the_client_link_is_not_limited") {
+        return;
+    }
+    let program = XdpProgram::load(PORT, LEN).unwrap();
+    for _ in 0..2000 {
+        assert_eq!(
+            run(&program, &frame_from("198.18.0.99", 47480)),
+            (XDP_PASS, NONE)
+        );
+    }
 }
 
 /// `frame` with `bytes` written at `at`.

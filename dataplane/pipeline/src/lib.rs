@@ -336,6 +336,12 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
         &self.io
     }
 
+    /// The backend, to change its settings (such as the sources it serves,
+    /// [`PacketIo::set_sources`]) between turns.
+    pub fn io_mut(&mut self) -> &mut I {
+        &mut self.io
+    }
+
     /// Replaces the keys (epoch rotation).
     pub fn set_keys(&mut self, keys: NodeKeys) {
         self.keys = keys;
