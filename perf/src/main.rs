@@ -8,12 +8,14 @@
 //! fetch through a local testnet against the same fetch made directly, per client profile,
 //! and the idle client's cost), and `testnet`, the main job: a whole network (namespaces and
 //! XDP as root, loopback otherwise) with pb-client on 127.0.0.1:1080, a fetch and a summary,
-//! up until Ctrl-C.
+//! up until Ctrl-C; `attack` (the abuse attacks against a testnet in namespaces, with an
+//! honest fetch during each).
 //!
 //! Not here: the testnet itself (pb-testnet, which the tests share), assertions on speed
 //! (tests never make them; the figures go to docs/perf.md with their commands).
 #![forbid(unsafe_code)]
 
+mod attack;
 mod e2e_bench;
 mod idle_bench;
 mod io_bench;
@@ -152,6 +154,28 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         baseline_relay: Option<std::path::PathBuf>,
     },
+    /// The abuse attacks (docs/threat-model.md) against eight pb-relay processes in network
+    /// namespaces, each while pb-client fetches through them: per attack the attacker's and
+    /// the victim's bytes, their ratio, whether the honest fetch and every relay's membership
+    /// survived, and the relays' largest RSS (needs root).
+    Attack {
+        /// Seconds each attack lasts (at least as long as its honest fetch).
+        #[arg(long, default_value_t = 8.0, value_parser = seconds)]
+        seconds: f64,
+        /// Attacks to play (comma-separated).
+        #[arg(long, value_delimiter = ',', value_enum,
+              default_values = ["link-flood", "directory-push", "swim-junk", "hello-flood", "gateway-flood"])]
+        attack: Vec<attack::Attack>,
+        /// Datagrams per second of the flooding attacks.
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=200_000))]
+        rate: u32,
+        /// Bytes of the honest fetch during each attack.
+        #[arg(long, default_value_t = 128 * 1024)]
+        bytes: usize,
+        /// The relays' packet I/O: af-xdp (the XDP program and AF_XDP sockets) or udp.
+        #[arg(long, default_value = "af-xdp", value_parser = ["af-xdp", "udp"])]
+        backend: String,
+    },
     /// Charts (into --svg DIR) from rows an earlier run wrote with --json or --svg.
     Plot {
         /// JSON-lines files of rows.
@@ -276,6 +300,23 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             link_rate: *link_rate,
             baseline_relay: baseline_relay.clone(),
         })?,
+        Command::Attack {
+            seconds,
+            attack,
+            rate,
+            bytes,
+            backend,
+        } => attack::run(&attack::AttackArgs {
+            seconds: *seconds,
+            attacks: attack.clone(),
+            rate: *rate,
+            bytes: (*bytes).max(1),
+            backend: if backend == "udp" {
+                pb_testnet::Backend::Udp
+            } else {
+                pb_testnet::Backend::AfXdp
+            },
+        })?,
         Command::Plot { files } => {
             let Some(dir) = &cli.svg else {
                 anyhow::bail!("plot: where to? pass --svg DIR");
@@ -342,6 +383,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             Command::E2e { .. } => "e2e",
             Command::Idle { .. } => "idle",
             Command::Testnet { .. } => "testnet",
+            Command::Attack { .. } => "attack",
             Command::Plot { .. } => "plot",
         };
         let files = plot::write(dir, name, &rows)?;

@@ -1,0 +1,793 @@
+//! `pb-perf attack`: the attacks of docs/threat-model.md ("Abuse of the relays themselves")
+//! played against a testnet of eight pb-relay processes in network namespaces (root), while
+//! an honest pb-client fetches through it. Per attack it prints the attacker's bytes, the
+//! victim's bytes (what arrived at the address the attack aims the network at) and their
+//! ratio, whether the honest fetch came back byte-identical with every relay still a member
+//! everywhere, and the largest relay's resident memory.
+//!
+//! Where the attacker and the victim are: two extra addresses of the web server's namespace
+//! on the testbed's bridge (198.18.0.200, the attacker's own, and 198.18.0.201, the
+//! victim's). A spoofing attacker sends from the victim's address, as a raw socket on the
+//! Internet would let it; whatever the relays send back to that address is counted as the
+//! victim's. Traffic goes only to the testbed's own namespaces, for a bounded time, at a
+//! bounded rate.
+//!
+//! The attacks (each named as in the rows `attack.<name>.*`):
+//! - `link_flood`: a sybil relay whose descriptor names the victim as its packet address
+//!   and its own address for gossip; it announces itself and answers probes as a relay
+//!   would. If the network took it in, every neighbour would send it a constant-rate link.
+//! - `directory_push`: signed SWIM announces from the victim's address (spoofed), by an
+//!   identity whose descriptor claims it: each used to win a directory push (up to ~1 MB)
+//!   and SWIM membership.
+//! - `swim_junk`: junk and badly signed SWIM datagrams at every relay's gossip port, to
+//!   crowd out the members' pings and acks.
+//! - `hello_flood`: sealed client-link hellos to the gateway from the victim's address.
+//! - `gateway_flood`: MAC-valid Sphinx packets the attacker made itself, at the gateway's
+//!   packet port (each costs an X25519 and a replay-filter entry).
+//!
+//! Not yet here (docs/perf.md says so): the exit attacks (session exhaustion, slow DNS,
+//! buffer bloat), which need an attacking mixnet client.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow};
+use foca::{Codec as _, Header, Message};
+use pb_control::{
+    Descriptor, IdentityKeyPair, Role, SignedDescriptor,
+    wire::{Peer, SwimCodec, swim_datagram},
+};
+use pb_sphinx::{Epoch, EpochKey, Hop, MailboxId, PACKET_LEN};
+use pb_testnet::{FileServer, GOSSIP_PORT, Network, Node, Testnet, binary, fetch, pattern};
+use serde_json::json;
+
+use crate::{
+    procfs::rss_mib,
+    progress::Progress,
+    report::{Measurement, row},
+};
+
+/// One attack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Attack {
+    /// A sybil whose packet address is the victim's.
+    LinkFlood,
+    /// Spoofed signed announces that used to win directory pushes.
+    DirectoryPush,
+    /// Junk at the gossip ports.
+    SwimJunk,
+    /// Sealed hellos at the gateway's client link.
+    HelloFlood,
+    /// Self-made Sphinx packets at the gateway's packet port.
+    GatewayFlood,
+}
+
+impl Attack {
+    /// The name in the rows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Attack::LinkFlood => "link_flood",
+            Attack::DirectoryPush => "directory_push",
+            Attack::SwimJunk => "swim_junk",
+            Attack::HelloFlood => "hello_flood",
+            Attack::GatewayFlood => "gateway_flood",
+        }
+    }
+}
+
+/// Settings of a run.
+pub struct AttackArgs {
+    /// Seconds each attack lasts (at least as long as the honest fetch during it).
+    pub seconds: f64,
+    /// The attacks, in order.
+    pub attacks: Vec<Attack>,
+    /// Datagrams per second the attacker sends (flooding attacks).
+    pub rate: u32,
+    /// Bytes of the honest fetch during each attack.
+    pub bytes: usize,
+    /// The relays' packet I/O.
+    pub backend: pb_testnet::Backend,
+}
+
+const RELAYS: usize = 8;
+/// The attacker's own address and the victim's, on the testbed's bridge.
+const ATTACKER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 200);
+const VICTIM: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 201);
+/// How often the relays' membership and memory are looked at during an attack.
+const SAMPLE_EVERY: Duration = Duration::from_millis(500);
+
+/// Runs the attacks; see the module docs.
+pub fn run(args: &AttackArgs) -> anyhow::Result<Vec<Measurement>> {
+    pb_testbed::privileged().map_err(|reason| {
+        anyhow!("pb-perf attack runs a testnet in network namespaces and needs root: {reason}")
+    })?;
+    let client_bin = binary("pb-client")?;
+    let network = Network::builder()
+        .relays(RELAYS)
+        .netns("pbatk")
+        .backend(args.backend)
+        .loop_rate(1)
+        .admin(true)
+        .build()?;
+    let progress = Progress::new("pb-perf attack", 2 + args.attacks.len());
+    progress.step(&format!(
+        "building namespaces, starting {RELAYS} relays ({})",
+        network.describe()
+    ));
+    let mut net = Testnet::start(network)?;
+    net.wait_for_agreement(Duration::from_secs(90))?;
+    let web = net
+        .netns(Node::Web)
+        .ok_or_else(|| anyhow!("the testnet has no web namespace"))?;
+    let ifname = pb_testbed::star_ifname(net.network().relays());
+    for addr in [ATTACKER, VICTIM] {
+        web.run(&["addr", "add", &format!("{addr}/24"), "dev", &ifname])
+            .with_context(|| format!("adding {addr} to the web namespace"))?;
+    }
+    let server = FileServer::start(net.listen(Node::Web, 0)?, Arc::new(pattern(args.bytes)))?;
+    progress.step("starting pb-client");
+    let socks = SocketAddr::from(([127, 0, 0, 1], 1080));
+    let mut command = net.client_command(&client_bin);
+    command.args(["--listen", &socks.to_string()]);
+    net.start_client("pb-client", command, Duration::from_secs(60))?;
+    let epoch = net
+        .view(0)
+        .map(|v| Epoch(v.epoch))
+        .ok_or_else(|| anyhow!("the gateway reports no topology"))?;
+    let descriptors = descriptors(&net)?;
+    let mut rows = Vec::new();
+    // The baseline: the relays' memory before any attack.
+    let before = sample(&net)?;
+    rows.push(row(
+        "attack.none.max_rss",
+        "pb-relay",
+        &[("relays", json!(RELAYS))],
+        round1(before.max_rss),
+        "MiB",
+    ));
+    let context = Context {
+        epoch,
+        relays: (0..RELAYS).map(|i| net.network().gossip_addr(i)).collect(),
+        gateway_packet: net.network().packet_addr(0),
+        client_link: net.network().client_link(),
+        descriptors,
+        gateway_identity: IdentityKeyPair::from_seed(&net.network().identity_seed(0)).public(),
+        rate: args.rate,
+    };
+    for attack in &args.attacks {
+        progress.step(&format!(
+            "{}: {} s at up to {} datagrams/s, fetching {} KiB through pb-client",
+            attack.name(),
+            args.seconds,
+            args.rate,
+            args.bytes / 1024
+        ));
+        let outcome = play(&net, *attack, &context, args, socks, server.addr(), &before)?;
+        progress.note(&format!(
+            "{}: attacker sent {} B, victim got {} B (x{:.3}); honest fetch {}, membership {}; relays' RSS at most {:.1} MiB",
+            attack.name(),
+            outcome.sent,
+            outcome.received,
+            outcome.amplification(),
+            if outcome.fetched { "ok" } else { "FAILED" },
+            if outcome.membership_kept { "kept" } else { "LOST" },
+            outcome.max_rss
+        ));
+        if let Some(why) = &outcome.why {
+            progress.note(&format!("{}: {why}", attack.name()));
+        }
+        rows.extend(outcome.rows(*attack, args));
+    }
+    Ok(rows)
+}
+
+/// What every attack needs to know about the network (all of it public, or the attacker's).
+struct Context {
+    epoch: Epoch,
+    /// The relays' gossip addresses.
+    relays: Vec<SocketAddr>,
+    gateway_packet: SocketAddr,
+    client_link: SocketAddr,
+    /// The descriptors the gateway serves (as any client gets them).
+    descriptors: Vec<SignedDescriptor>,
+    gateway_identity: pb_control::IdentityKey,
+    rate: u32,
+}
+
+/// What one attack came to.
+struct Outcome {
+    sent: u64,
+    received: u64,
+    fetched: bool,
+    membership_kept: bool,
+    max_rss: f64,
+    /// Why the honest side failed, if it did.
+    why: Option<String>,
+}
+
+impl Outcome {
+    fn amplification(&self) -> f64 {
+        if self.sent == 0 {
+            0.0
+        } else {
+            self.received as f64 / self.sent as f64
+        }
+    }
+
+    fn rows(&self, attack: Attack, args: &AttackArgs) -> Vec<Measurement> {
+        let name = attack.name();
+        let params = [
+            ("seconds", json!(args.seconds)),
+            ("rate", json!(args.rate)),
+            ("relays", json!(RELAYS)),
+        ];
+        vec![
+            row(
+                &format!("attack.{name}.attacker_bytes"),
+                "pb-relay",
+                &params,
+                self.sent as f64,
+                "B",
+            ),
+            row(
+                &format!("attack.{name}.victim_bytes"),
+                "pb-relay",
+                &params,
+                self.received as f64,
+                "B",
+            ),
+            row(
+                &format!("attack.{name}.amplification"),
+                "pb-relay",
+                &params,
+                (self.amplification() * 1e4).round() / 1e4,
+                "ratio",
+            ),
+            row(
+                &format!("attack.{name}.honest_ok"),
+                "pb-relay",
+                &params,
+                if self.fetched && self.membership_kept {
+                    1.0
+                } else {
+                    0.0
+                },
+                "bool",
+            ),
+            row(
+                &format!("attack.{name}.max_rss"),
+                "pb-relay",
+                &params,
+                round1(self.max_rss),
+                "MiB",
+            ),
+        ]
+    }
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+/// The relays at one moment: the fewest live members any relay sees, the fewest nodes in
+/// any relay's topology, the largest resident memory.
+struct Sample {
+    min_members: u64,
+    min_nodes: usize,
+    max_rss: f64,
+}
+
+fn sample(net: &Testnet) -> anyhow::Result<Sample> {
+    let mut s = Sample {
+        min_members: u64::MAX,
+        min_nodes: usize::MAX,
+        max_rss: 0.0,
+    };
+    for i in 0..RELAYS {
+        let proc = net
+            .relay(i)
+            .ok_or_else(|| anyhow!("relay {i} is not running"))?;
+        s.max_rss = s.max_rss.max(rss_mib(proc.child.id())?);
+        let metrics = net.admin_get(i, "/metrics")?;
+        let members = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("pb_gossip_members "))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| anyhow!("relay {i}'s /metrics has no pb_gossip_members"))?;
+        s.min_members = s.min_members.min(members);
+        s.min_nodes = s.min_nodes.min(net.view(i).map_or(0, |v| v.nodes));
+    }
+    Ok(s)
+}
+
+/// The descriptors the gateway serves, verified.
+fn descriptors(net: &Testnet) -> anyhow::Result<Vec<SignedDescriptor>> {
+    net.admin_get(0, "/descriptors")?
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|h| {
+            let bytes = (0..h.len() / 2)
+                .map(|k| u8::from_str_radix(h.get(2 * k..2 * k + 2).unwrap_or("zz"), 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .context("a descriptor that is not hex")?;
+            SignedDescriptor::parse(&bytes).map_err(|e| anyhow!("a descriptor: {e}"))
+        })
+        .collect()
+}
+
+/// Plays `attack` for `args.seconds` (and as long as the honest fetch takes) while watching
+/// the relays.
+fn play(
+    net: &Testnet,
+    attack: Attack,
+    context: &Context,
+    args: &AttackArgs,
+    socks: SocketAddr,
+    server: SocketAddr,
+    before: &Sample,
+) -> anyhow::Result<Outcome> {
+    let web = net
+        .netns(Node::Web)
+        .ok_or_else(|| anyhow!("the testnet has no web namespace"))?;
+    let client = net
+        .netns(Node::Client)
+        .ok_or_else(|| anyhow!("the testnet has no client namespace"))?;
+    let stop = AtomicBool::new(false);
+    let sent = AtomicU64::new(0);
+    let received = AtomicU64::new(0);
+    let seconds = Duration::from_secs_f64(args.seconds);
+    let start = Instant::now();
+    let mut min_members = u64::MAX;
+    let mut min_nodes = usize::MAX;
+    let mut max_rss = 0.0f64;
+    let (fetched, attacked) = thread::scope(|scope| -> anyhow::Result<_> {
+        let attacker = scope.spawn(|| {
+            let result = attack_loop(attack, context, web, &stop, &sent, &received);
+            stop.store(true, Ordering::Relaxed);
+            result
+        });
+        // The honest fetch starts once the attack is under way.
+        let mut fetching = Some(scope.spawn(|| {
+            thread::sleep(Duration::from_secs(1));
+            client.in_netns(|| fetch(Some(socks), server, args.bytes))
+        }));
+        let mut fetched = None;
+        let mut sampling_error = None;
+        // Until the attack's time is up and the fetch is done (or the attacker failed).
+        loop {
+            match sample(net) {
+                Ok(s) => {
+                    min_members = min_members.min(s.min_members);
+                    min_nodes = min_nodes.min(s.min_nodes);
+                    max_rss = max_rss.max(s.max_rss);
+                }
+                Err(e) => sampling_error = Some(e),
+            }
+            if let Some(done) = fetching.take_if(|h| h.is_finished()) {
+                fetched = Some(done.join());
+            }
+            if stop.load(Ordering::Relaxed) || (fetched.is_some() && start.elapsed() >= seconds) {
+                break;
+            }
+            thread::sleep(SAMPLE_EVERY);
+        }
+        stop.store(true, Ordering::Relaxed);
+        let fetched = match (fetched, fetching) {
+            (Some(f), _) => f,
+            (None, Some(h)) => h.join(),
+            (None, None) => Err(Box::new("no fetch") as Box<dyn std::any::Any + Send>),
+        };
+        let attacked = attacker
+            .join()
+            .map_err(|_| anyhow!("the attacker's thread panicked"))?;
+        if let Some(e) = sampling_error {
+            return Err(e.context("watching the relays"));
+        }
+        Ok((fetched, attacked))
+    })?;
+    attacked.with_context(|| format!("the {} attack", attack.name()))?;
+    // The last look, after the attack: nobody declared down since.
+    thread::sleep(Duration::from_secs(1));
+    let after = sample(net)?;
+    min_members = min_members.min(after.min_members);
+    min_nodes = min_nodes.min(after.min_nodes);
+    max_rss = max_rss.max(after.max_rss);
+    let fetch_error = match fetched {
+        Ok(Ok(Ok(_))) => None,
+        Ok(Ok(Err(e))) => Some(format!("the honest fetch failed: {e:#}")),
+        Ok(Err(e)) => Some(format!("entering the client's namespace: {e}")),
+        Err(_) => Some("the fetching thread panicked".to_owned()),
+    };
+    let membership_kept = min_members >= before.min_members && min_nodes >= before.min_nodes;
+    let why = fetch_error.clone().or_else(|| {
+        (!membership_kept).then(|| {
+            format!(
+                "membership fell: before, every relay saw {} members and {} nodes; during, as few as {min_members} and {min_nodes}",
+                before.min_members, before.min_nodes
+            )
+        })
+    });
+    Ok(Outcome {
+        sent: sent.load(Ordering::Relaxed),
+        received: received.load(Ordering::Relaxed),
+        fetched: fetch_error.is_none(),
+        membership_kept,
+        max_rss,
+        why,
+    })
+}
+
+/// A stream of pseudo-random bytes (the attacker's; nothing here needs to be secret).
+struct Noise {
+    key: [u8; 32],
+    counter: u64,
+}
+
+impl Noise {
+    fn new(label: &str) -> Self {
+        Self {
+            key: blake3::derive_key("PhantomBand pb-perf attack noise", label.as_bytes()),
+            counter: 0,
+        }
+    }
+
+    fn fill(&mut self, out: &mut [u8]) {
+        self.counter += 1;
+        let mut hasher = blake3::Hasher::new_keyed(&self.key);
+        hasher.update(&self.counter.to_le_bytes());
+        hasher.finalize_xof().fill(out);
+    }
+
+    fn bytes32(&mut self) -> [u8; 32] {
+        let mut out = [0; 32];
+        self.fill(&mut out);
+        out
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        let mut b = [0; 8];
+        self.fill(&mut b);
+        u64::from_le_bytes(b) % n.max(1)
+    }
+}
+
+/// Keeps a sender at `rate` datagrams a second: sleeps as needed after each send.
+struct Pacer {
+    rate: f64,
+    start: Instant,
+    sent: u64,
+}
+
+impl Pacer {
+    fn new(rate: u32) -> Self {
+        Self {
+            rate: f64::from(rate.max(1)),
+            start: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    fn wait(&mut self) {
+        self.sent += 1;
+        let due = Duration::from_secs_f64(self.sent as f64 / self.rate);
+        if let Some(ahead) = due.checked_sub(self.start.elapsed()) {
+            thread::sleep(ahead);
+        }
+    }
+}
+
+/// A UDP socket bound to `addr` in the web namespace (where the attacker's and the victim's
+/// addresses are), reading with a short timeout.
+fn socket(web: &pb_testbed::Netns, addr: SocketAddr) -> anyhow::Result<UdpSocket> {
+    let socket = web
+        .in_netns(|| UdpSocket::bind(addr))?
+        .with_context(|| format!("binding {addr}"))?;
+    socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+    Ok(socket)
+}
+
+/// Counts what arrives at `socket` into `received` until `stop`; answers each datagram
+/// with what `answer` makes of it (counted into `sent`).
+fn sink(
+    socket: &UdpSocket,
+    stop: &AtomicBool,
+    received: &AtomicU64,
+    sent: &AtomicU64,
+    mut answer: impl FnMut(&[u8], SocketAddr) -> Option<Vec<u8>>,
+) {
+    let mut buf = vec![0u8; 65536];
+    while !stop.load(Ordering::Relaxed) {
+        let Ok((n, from)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        received.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(reply) = answer(&buf[..n], from)
+            && socket.send_to(&reply, from).is_ok()
+        {
+            sent.fetch_add(reply.len() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A signed descriptor for an attacker's identity (from `seed`) with these addresses and
+/// usable Sphinx keys for `epoch` and the next.
+fn sybil(
+    seed: u8,
+    epoch: Epoch,
+    packet_addr: SocketAddr,
+    gossip_addr: SocketAddr,
+) -> anyhow::Result<(IdentityKeyPair, SignedDescriptor)> {
+    let identity = IdentityKeyPair::from_seed(&[seed; 32]);
+    let key = |e: Epoch| EpochKey::from_secret(e, [seed ^ 0x5a; 32]).public_key();
+    let signed = identity
+        .sign(&Descriptor {
+            identity: identity.public(),
+            version: 1,
+            role: Role::Mix,
+            epoch,
+            sphinx_current: key(epoch),
+            sphinx_next: key(Epoch(epoch.0 + 1)),
+            packet_addr,
+            gossip_addr,
+            transports: vec![],
+        })
+        .map_err(|e| anyhow!("the sybil's descriptor: {e}"))?;
+    Ok((identity, signed))
+}
+
+/// A signed SWIM announce from `from` to the relay at `to`.
+fn announce(
+    identity: &IdentityKeyPair,
+    descriptor: &SignedDescriptor,
+    from: SocketAddr,
+    to: SocketAddr,
+) -> anyhow::Result<Vec<u8>> {
+    let mut packet = Vec::new();
+    let header = Header {
+        src: Peer {
+            addr: from,
+            bump: 1,
+        },
+        src_incarnation: 0,
+        dst: Peer { addr: to, bump: 0 },
+        message: Message::Announce,
+    };
+    SwimCodec
+        .encode_header(&header, &mut packet)
+        .map_err(|e| anyhow!("encoding an announce: {e:?}"))?;
+    packet.extend_from_slice(&0u16.to_be_bytes());
+    Ok(swim_datagram(identity, descriptor.bytes(), &packet))
+}
+
+/// Runs `attack` until `stop`, counting the attacker's bytes into `sent` and the victim's
+/// into `received`.
+fn attack_loop(
+    attack: Attack,
+    context: &Context,
+    web: &pb_testbed::Netns,
+    stop: &AtomicBool,
+    sent: &AtomicU64,
+    received: &AtomicU64,
+) -> anyhow::Result<()> {
+    let count = |n: usize| {
+        sent.fetch_add(n as u64, Ordering::Relaxed);
+    };
+    match attack {
+        Attack::LinkFlood => {
+            // The sybil gossips from its own address and answers probes there; the victim
+            // is where its descriptor says packets go.
+            let own = SocketAddr::from((ATTACKER, GOSSIP_PORT));
+            let victim = SocketAddr::from((VICTIM, pb_testnet::PACKET_PORT));
+            let (identity, descriptor) = sybil(0xa1, context.epoch, victim, own)?;
+            let gossip = socket(web, own)?;
+            let at_victim = socket(web, victim)?;
+            let ignored = AtomicU64::new(0);
+            let ignored = &ignored;
+            thread::scope(|scope| -> anyhow::Result<()> {
+                let at_victim = &at_victim;
+                scope.spawn(move || sink(at_victim, stop, received, ignored, |_, _| None));
+                let replies = gossip.try_clone()?;
+                let identity = &identity;
+                scope.spawn(move || {
+                    sink(&replies, stop, ignored, sent, |datagram, from| {
+                        let (&kind, body) = datagram.split_first()?;
+                        (kind == pb_control::probe::KIND_PROBE)
+                            .then(|| pb_control::probe::parse_probe(body))
+                            .flatten()
+                            .map(|cookie| pb_control::probe::echo(identity, &cookie, from))
+                    });
+                });
+                while !stop.load(Ordering::Relaxed) {
+                    for relay in &context.relays {
+                        let datagram = announce(identity, &descriptor, own, *relay)?;
+                        if gossip.send_to(&datagram, relay).is_ok() {
+                            count(datagram.len());
+                        }
+                    }
+                    thread::sleep(Duration::from_millis(200));
+                }
+                Ok(())
+            })
+        }
+        Attack::DirectoryPush => {
+            let victim = SocketAddr::from((VICTIM, GOSSIP_PORT));
+            let packet = SocketAddr::from((VICTIM, pb_testnet::PACKET_PORT));
+            let (identity, descriptor) = sybil(0xa2, context.epoch, packet, victim)?;
+            let spoofed = socket(web, victim)?;
+            let ignored = AtomicU64::new(0);
+            let datagrams = context
+                .relays
+                .iter()
+                .map(|relay| Ok((*relay, announce(&identity, &descriptor, victim, *relay)?)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            thread::scope(|scope| {
+                let listener = spoofed.try_clone()?;
+                scope.spawn(move || sink(&listener, stop, received, &ignored, |_, _| None));
+                let mut pacer = Pacer::new(context.rate.min(2000));
+                'attack: loop {
+                    for (relay, datagram) in &datagrams {
+                        if stop.load(Ordering::Relaxed) {
+                            break 'attack;
+                        }
+                        if spoofed.send_to(datagram, relay).is_ok() {
+                            count(datagram.len());
+                        }
+                        pacer.wait();
+                    }
+                }
+                Ok(())
+            })
+        }
+        Attack::SwimJunk => {
+            let victim = SocketAddr::from((VICTIM, 40_000));
+            let spoofed = socket(web, victim)?;
+            let ignored = AtomicU64::new(0);
+            // Half plain junk, half SWIM datagrams with a valid descriptor and a bad
+            // signature (each costs the relay a signature check).
+            let (identity, descriptor) = sybil(0xa3, context.epoch, victim, victim)?;
+            let mut noise = Noise::new("swim_junk");
+            thread::scope(|scope| {
+                let listener = spoofed.try_clone()?;
+                scope.spawn(move || sink(&listener, stop, received, &ignored, |_, _| None));
+                let mut pacer = Pacer::new(context.rate);
+                let mut k = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let relay = context.relays[k % context.relays.len()];
+                    k += 1;
+                    let datagram = if k.is_multiple_of(2) {
+                        let mut d = announce(&identity, &descriptor, victim, relay)?;
+                        let last = d.len() - 1;
+                        d[last] ^= 1;
+                        d
+                    } else {
+                        let len = 64 + noise.below(1_300) as usize;
+                        let mut d = vec![0u8; len];
+                        noise.fill(&mut d);
+                        d[0] = 1 + (noise.below(5) as u8);
+                        d
+                    };
+                    if spoofed.send_to(&datagram, relay).is_ok() {
+                        count(datagram.len());
+                    }
+                    pacer.wait();
+                }
+                Ok(())
+            })
+        }
+        Attack::HelloFlood => {
+            let victim = SocketAddr::from((VICTIM, 40_001));
+            let gateway_key = context
+                .descriptors
+                .iter()
+                .find(|d| d.descriptor().identity == context.gateway_identity)
+                .and_then(|d| d.descriptor().sphinx_key(context.epoch))
+                .ok_or_else(|| anyhow!("the gateway's descriptor is not in its directory"))?;
+            let spoofed = socket(web, victim)?;
+            let ignored = AtomicU64::new(0);
+            let mut noise = Noise::new("hello_flood");
+            thread::scope(|scope| {
+                let listener = spoofed.try_clone()?;
+                scope.spawn(move || sink(&listener, stop, received, &ignored, |_, _| None));
+                let mut pacer = Pacer::new(context.rate);
+                while !stop.load(Ordering::Relaxed) {
+                    let (datagram, _keys) = pb_proto::link::hello(
+                        &gateway_key,
+                        context.epoch,
+                        noise.bytes32(),
+                        &noise.bytes32(),
+                        0,
+                        &[0; 16],
+                    )
+                    .ok_or_else(|| anyhow!("the gateway's Sphinx key is unusable"))?;
+                    if spoofed.send_to(&datagram, context.client_link).is_ok() {
+                        count(datagram.len());
+                    }
+                    pacer.wait();
+                }
+                Ok(())
+            })
+        }
+        Attack::GatewayFlood => {
+            let victim = SocketAddr::from((VICTIM, 40_002));
+            let gateway = context
+                .descriptors
+                .iter()
+                .find(|d| d.descriptor().identity == context.gateway_identity)
+                .ok_or_else(|| anyhow!("the gateway's descriptor is not in its directory"))?;
+            let key = gateway
+                .descriptor()
+                .sphinx_key(context.epoch)
+                .ok_or_else(|| anyhow!("the gateway has no key for this epoch"))?;
+            let route = [Hop {
+                node: gateway.descriptor().node_id(),
+                public_key: key,
+                delay: pb_sphinx::DelayMs(0),
+            }];
+            let spoofed = socket(web, victim)?;
+            let ignored = AtomicU64::new(0);
+            let mut noise = Noise::new("gateway_flood");
+            thread::scope(|scope| {
+                let listener = spoofed.try_clone()?;
+                scope.spawn(move || sink(&listener, stop, received, &ignored, |_, _| None));
+                let mut pacer = Pacer::new(context.rate);
+                let mut packet = [0u8; PACKET_LEN];
+                while !stop.load(Ordering::Relaxed) {
+                    let mut mailbox = [0u8; 16];
+                    noise.fill(&mut mailbox);
+                    pb_sphinx::create_packet(
+                        &mut packet,
+                        context.epoch,
+                        &route,
+                        MailboxId(mailbox),
+                        &[],
+                        &noise.bytes32(),
+                    )
+                    .map_err(|e| anyhow!("making a packet: {e}"))?;
+                    if spoofed.send_to(&packet, context.gateway_packet).is_ok() {
+                        count(packet.len());
+                    }
+                    pacer.wait();
+                }
+                Ok(())
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    /// The announce an attacker sends is what a relay's codec reads: its header names the
+    /// claimed source.
+    #[test]
+    fn an_announce_decodes_with_the_claimed_source() {
+        let from = SocketAddr::from((VICTIM, GOSSIP_PORT));
+        let to = SocketAddr::from(([198, 18, 0, 1], GOSSIP_PORT));
+        let (identity, descriptor) =
+            sybil(0xa2, Epoch(5), SocketAddr::from((VICTIM, 1)), from).unwrap();
+        let datagram = announce(&identity, &descriptor, from, to).unwrap();
+        let parsed = pb_control::wire::parse_swim(&datagram[1..]).unwrap();
+        let header = SwimCodec.decode_header(parsed.packet).unwrap();
+        assert_eq!(header.src.addr, from);
+        assert_eq!(header.dst.addr, to);
+        assert!(matches!(header.message, Message::Announce));
+    }
+
+    #[test]
+    fn the_noise_differs_and_stays_in_range() {
+        let mut noise = Noise::new("test");
+        let (a, b) = (noise.bytes32(), noise.bytes32());
+        assert_ne!(a, b);
+        assert!((0..1000).all(|_| noise.below(7) < 7));
+    }
+}
