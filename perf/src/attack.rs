@@ -24,9 +24,13 @@
 //! - `hello_flood`: sealed client-link hellos to the gateway from the victim's address.
 //! - `gateway_flood`: MAC-valid Sphinx packets the attacker made itself, at the gateway's
 //!   packet port (each costs an X25519 and a replay-filter entry).
-//!
-//! Not yet here (docs/perf.md says so): the exit attacks (session exhaustion, slow DNS,
-//! buffer bloat), which need an attacking mixnet client.
+//! - `exit_sessions`, `exit_slow_dns`, `exit_bloat`: an attacking mixnet client of its own
+//!   ([`ExitClient`]: the directory any client gets, packets through the gateway and a mix
+//!   per layer to the exit, never a SURB) opens fresh sessions faster than they expire, each
+//!   holding a connection to the victim; asks for names that only a name server that never
+//!   answers could resolve (the exit's namespace has the victim as its name server, and the
+//!   honest fetch then goes to a name in the exit's hosts file); or opens streams to a server
+//!   of its own that sends as fast as the exit reads, and never reads an answer.
 
 use std::{
     net::{Ipv4Addr, SocketAddr, UdpSocket},
@@ -45,7 +49,7 @@ use pb_control::{
     wire::{Peer, SwimCodec, swim_datagram},
 };
 use pb_sphinx::{Epoch, EpochKey, Hop, MailboxId, PACKET_LEN};
-use pb_testnet::{FileServer, GOSSIP_PORT, Network, Node, Testnet, binary, fetch, pattern};
+use pb_testnet::{FileServer, GOSSIP_PORT, Network, Node, Testnet, binary, pattern};
 use serde_json::json;
 
 use crate::{
@@ -67,6 +71,12 @@ pub enum Attack {
     HelloFlood,
     /// Self-made Sphinx packets at the gateway's packet port.
     GatewayFlood,
+    /// Fresh exit sessions, each holding a connection, faster than they expire.
+    ExitSessions,
+    /// Names whose name server never answers, from many sessions.
+    ExitSlowDns,
+    /// Streams from a server that sends as fast as it can, to a client that never reads.
+    ExitBloat,
 }
 
 impl Attack {
@@ -78,6 +88,9 @@ impl Attack {
             Attack::SwimJunk => "swim_junk",
             Attack::HelloFlood => "hello_flood",
             Attack::GatewayFlood => "gateway_flood",
+            Attack::ExitSessions => "exit_sessions",
+            Attack::ExitSlowDns => "exit_slow_dns",
+            Attack::ExitBloat => "exit_bloat",
         }
     }
 }
@@ -100,6 +113,15 @@ const RELAYS: usize = 8;
 /// The attacker's own address and the victim's, on the testbed's bridge.
 const ATTACKER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 200);
 const VICTIM: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 201);
+/// Packets a second the attacker's client sends at most: the testbed's links carry 100 a
+/// second each, two to a layer, and honest clients need room too (more would flood the
+/// network's capacity, which no exit defence is about).
+const EXIT_RATE: u32 = 100;
+/// The name the honest fetch of `exit_slow_dns` asks the exit for (in its hosts file).
+const HONEST_NAME: &str = "web.pb.test";
+/// Where the victim listens for the exit's connections, and the attacker's server for them.
+const VICTIM_TCP: u16 = 9;
+const BLOAT_PORT: u16 = 8080;
 /// How often the relays' membership and memory are looked at during an attack.
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 
@@ -121,7 +143,11 @@ pub fn run(args: &AttackArgs) -> anyhow::Result<Vec<Measurement>> {
         "building namespaces, starting {RELAYS} relays ({})",
         network.describe()
     ));
-    let mut net = Testnet::start(network)?;
+    let mut net = Testnet::create(network)?;
+    // The exit's name server is the victim's address, and the honest name is in its hosts
+    // file (`ip netns exec` puts /etc/netns/<namespace>/ over /etc).
+    let _etc = ExitEtc::write(&net)?;
+    net.start_relays()?;
     net.wait_for_agreement(Duration::from_secs(90))?;
     let web = net
         .netns(Node::Web)
@@ -153,6 +179,7 @@ pub fn run(args: &AttackArgs) -> anyhow::Result<Vec<Measurement>> {
         "MiB",
     ));
     let context = Context {
+        network_seed: net.network().network_seed(),
         epoch,
         relays: (0..RELAYS).map(|i| net.network().gossip_addr(i)).collect(),
         gateway_packet: net.network().packet_addr(0),
@@ -169,7 +196,9 @@ pub fn run(args: &AttackArgs) -> anyhow::Result<Vec<Measurement>> {
             args.rate,
             args.bytes / 1024
         ));
+        let exit_before = counters(&net, RELAYS - 1, "pb_exit_")?;
         let outcome = play(&net, *attack, &context, args, socks, server.addr(), &before)?;
+        let exit_after = counters(&net, RELAYS - 1, "pb_exit_")?;
         progress.note(&format!(
             "{}: attacker sent {} B, victim got {} B (x{:.3}); honest fetch {}, membership {}; relays' RSS at most {:.1} MiB",
             attack.name(),
@@ -180,6 +209,29 @@ pub fn run(args: &AttackArgs) -> anyhow::Result<Vec<Measurement>> {
             if outcome.membership_kept { "kept" } else { "LOST" },
             outcome.max_rss
         ));
+        let moved: Vec<String> = exit_after
+            .iter()
+            .filter_map(|(name, v)| {
+                let d = v.saturating_sub(exit_before.get(name).copied().unwrap_or(0));
+                (d > 0).then(|| {
+                    format!(
+                        "{} +{d}",
+                        name.trim_start_matches("pb_exit_")
+                            .trim_end_matches("_total")
+                    )
+                })
+            })
+            .collect();
+        if matches!(
+            attack,
+            Attack::ExitSessions | Attack::ExitSlowDns | Attack::ExitBloat
+        ) {
+            progress.note(&format!(
+                "{}: the exit's counters: {}",
+                attack.name(),
+                moved.join(", ")
+            ));
+        }
         if let Some(why) = &outcome.why {
             progress.note(&format!("{}: {why}", attack.name()));
         }
@@ -190,6 +242,7 @@ pub fn run(args: &AttackArgs) -> anyhow::Result<Vec<Measurement>> {
 
 /// What every attack needs to know about the network (all of it public, or the attacker's).
 struct Context {
+    network_seed: [u8; 32],
     epoch: Epoch,
     /// The relays' gossip addresses.
     relays: Vec<SocketAddr>,
@@ -307,6 +360,23 @@ fn sample(net: &Testnet) -> anyhow::Result<Sample> {
     Ok(s)
 }
 
+/// Relay `i`'s `/metrics` counters whose names start with `prefix`.
+fn counters(
+    net: &Testnet,
+    i: usize,
+    prefix: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    Ok(net
+        .admin_get(i, "/metrics")?
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect())
+}
+
 /// The descriptors the gateway serves, verified.
 fn descriptors(net: &Testnet) -> anyhow::Result<Vec<SignedDescriptor>> {
     net.admin_get(0, "/descriptors")?
@@ -356,7 +426,10 @@ fn play(
         // The honest fetch starts once the attack is under way.
         let mut fetching = Some(scope.spawn(|| {
             thread::sleep(Duration::from_secs(1));
-            client.in_netns(|| fetch(Some(socks), server, args.bytes))
+            client.in_netns(|| {
+                let name = (attack == Attack::ExitSlowDns).then_some(HONEST_NAME);
+                honest_fetch(socks, server, name, args.bytes)
+            })
         }));
         let mut fetched = None;
         let mut sampling_error = None;
@@ -422,6 +495,199 @@ fn play(
         max_rss,
         why,
     })
+}
+
+/// One honest fetch through pb-client's SOCKS5 port at `socks` (in the client's namespace)
+/// of `server`, by `name` if given (the exit resolves it) or by its address; `Ok` only if
+/// the body is exactly the file server's `bytes` bytes.
+fn honest_fetch(
+    socks: SocketAddr,
+    server: SocketAddr,
+    name: Option<&str>,
+    bytes: usize,
+) -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(socks).context("connecting to pb-client")?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    s.write_all(&[5, 1, 0])?;
+    let mut method = [0u8; 2];
+    s.read_exact(&mut method)?;
+    let mut request = vec![5, 1, 0];
+    match (name, server) {
+        (Some(name), _) => {
+            request.push(3);
+            request.push(u8::try_from(name.len()).context("a long name")?);
+            request.extend_from_slice(name.as_bytes());
+        }
+        (None, SocketAddr::V4(v4)) => {
+            request.push(1);
+            request.extend_from_slice(&v4.ip().octets());
+        }
+        (None, SocketAddr::V6(_)) => anyhow::bail!("an IPv4 server"),
+    }
+    request.extend_from_slice(&server.port().to_be_bytes());
+    s.write_all(&request)?;
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply)?;
+    if reply[1] != 0 {
+        anyhow::bail!(
+            "pb-client answered the CONNECT with SOCKS reply {:#04x}",
+            reply[1]
+        );
+    }
+    s.write_all(b"GET / HTTP/1.0\r\nHost: pb-testnet\r\n\r\n")?;
+    let mut response = Vec::new();
+    s.read_to_end(&mut response).context("reading the fetch")?;
+    let body = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|end| &response[end + 4..])
+        .ok_or_else(|| anyhow!("no HTTP answer ({} bytes)", response.len()))?;
+    if body != pattern(bytes).as_slice() {
+        anyhow::bail!(
+            "the body is not the file: {} bytes, {} expected",
+            body.len(),
+            bytes
+        );
+    }
+    Ok(())
+}
+
+/// `/etc/netns/<the exit's namespace>/`: `resolv.conf` naming the victim as the only name
+/// server, and `hosts` with the honest name. Removed when dropped (and stale ones of
+/// namespaces that are gone, when written).
+struct ExitEtc(std::path::PathBuf);
+
+impl ExitEtc {
+    fn write(net: &Testnet) -> anyhow::Result<Self> {
+        let etc = std::path::Path::new("/etc/netns");
+        if let Ok(entries) = std::fs::read_dir(etc) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let stale = name.to_string_lossy().starts_with("pbt-")
+                    && !std::path::Path::new("/var/run/netns").join(&name).exists();
+                if stale {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let ns = net
+            .netns(Node::Relay(RELAYS - 1))
+            .ok_or_else(|| anyhow!("the exit has no namespace"))?;
+        let dir = etc.join(ns.name());
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let guard = Self(dir);
+        std::fs::write(
+            guard.0.join("resolv.conf"),
+            format!(
+                "# pb-perf attack: the victim is the exit's name server\nnameserver {VICTIM}\n"
+            ),
+        )?;
+        std::fs::write(
+            guard.0.join("hosts"),
+            format!(
+                "127.0.0.1 localhost\n{} {HONEST_NAME}\n",
+                net.network().address(Node::Web)
+            ),
+        )?;
+        Ok(guard)
+    }
+}
+
+impl Drop for ExitEtc {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The attacker's own mixnet client: the directory the gateway serves any client, the
+/// topology every client computes from it, and packets to the exit through the gateway and
+/// one mix per layer, carrying frames of the attacker's choosing, never a SURB (it never
+/// reads an answer).
+struct ExitClient {
+    topology: pb_control::Topology,
+    noise: Noise,
+}
+
+impl ExitClient {
+    fn new(context: &Context, label: &str) -> anyhow::Result<Self> {
+        let topology = pb_control::Topology::compute(
+            &context.network_seed,
+            context.epoch,
+            context.descriptors.iter().map(SignedDescriptor::descriptor),
+        )
+        .map_err(|e| anyhow!("the topology of the gateway's directory: {e}"))?;
+        Ok(Self {
+            topology,
+            noise: Noise::new(label),
+        })
+    }
+
+    /// A packet for the exit: `frames` as the first message of `session`'s channel.
+    fn packet(
+        &mut self,
+        session: pb_proto::SessionId,
+        frames: &[u8],
+    ) -> anyhow::Result<[u8; PACKET_LEN]> {
+        let mut route = Vec::with_capacity(pb_control::LAYERS);
+        for layer in 0..pb_control::LAYERS {
+            let nodes = self.topology.layer(layer);
+            let node = nodes
+                .get(self.noise.below(nodes.len() as u64) as usize)
+                .ok_or_else(|| anyhow!("layer {layer} of the topology is empty"))?;
+            route.push(Hop {
+                node: node.node,
+                public_key: node.sphinx_key,
+                delay: pb_sphinx::DelayMs(0),
+            });
+        }
+        let mut channel = pb_proto::Channel::new(pb_proto::ChannelConfig::default());
+        let message = channel
+            .transmit(
+                Duration::ZERO,
+                pb_proto::message::CLIENT_CHANNEL_ROOM,
+                |out, _| out.extend_from_slice(frames),
+            )
+            .ok_or_else(|| anyhow!("the channel sent nothing"))?;
+        let message = pb_proto::ClientMessage {
+            session,
+            surbs: Vec::new(),
+            channel: &message,
+        }
+        .encode()
+        .map_err(|e| anyhow!("encoding a client message: {e}"))?;
+        let mut packet = [0u8; PACKET_LEN];
+        pb_sphinx::create_packet(
+            &mut packet,
+            self.topology.epoch(),
+            &route,
+            pb_proto::message::EXIT_MAILBOX,
+            &message,
+            &self.noise.bytes32(),
+        )
+        .map_err(|e| anyhow!("making a packet: {e}"))?;
+        Ok(packet)
+    }
+
+    /// A fresh session id.
+    fn session(&mut self) -> pb_proto::SessionId {
+        let mut id = [0u8; 16];
+        self.noise.fill(&mut id);
+        pb_proto::SessionId(id)
+    }
+}
+
+/// Frames opening streams 1..=`count` to `target`.
+fn opens(count: u32, target: &pb_proto::Target) -> Vec<u8> {
+    let mut out = Vec::new();
+    for k in 1..=count {
+        pb_proto::Frame::Open {
+            stream: pb_proto::StreamId(k),
+            target: target.clone(),
+        }
+        .encode(&mut out);
+    }
+    out
 }
 
 /// A stream of pseudo-random bytes (the attacker's; nothing here needs to be secret).
@@ -757,6 +1023,123 @@ fn attack_loop(
                 }
                 Ok(())
             })
+        }
+        Attack::ExitSessions | Attack::ExitSlowDns | Attack::ExitBloat => {
+            exit_attack(attack, context, web, stop, sent, received)
+        }
+    }
+}
+
+/// The exit attacks: the attacker's client sends from its own address (the gateway takes
+/// any client's packets there) at up to `context.rate` packets a second.
+fn exit_attack(
+    attack: Attack,
+    context: &Context,
+    web: &pb_testbed::Netns,
+    stop: &AtomicBool,
+    sent: &AtomicU64,
+    received: &AtomicU64,
+) -> anyhow::Result<()> {
+    let mut client = ExitClient::new(context, attack.name())?;
+    let own = socket(web, SocketAddr::from((ATTACKER, 40_003)))?;
+    let victim_tcp = web.in_netns(|| std::net::TcpListener::bind((VICTIM, VICTIM_TCP)))??;
+    victim_tcp.set_nonblocking(true)?;
+    let dns = socket(web, SocketAddr::from((VICTIM, 53)))?;
+    let bloat = web.in_netns(|| std::net::TcpListener::bind((ATTACKER, BLOAT_PORT)))??;
+    bloat.set_nonblocking(true)?;
+    let ignored = AtomicU64::new(0);
+    let ignored = &ignored;
+    // What each packet asks of the exit, and how fast: one connection per fresh session;
+    // 8 names per fresh session; 32 streams per session to the attacker's server.
+    let (rate, per_packet) = match attack {
+        Attack::ExitSessions => (context.rate.min(EXIT_RATE), 1),
+        Attack::ExitSlowDns => (context.rate.min(EXIT_RATE), 8),
+        _ => (context.rate.min(20), 32),
+    };
+    thread::scope(|scope| -> anyhow::Result<()> {
+        // The victim: a name server that never answers, and a TCP server that takes every
+        // connection, keeps it and counts what comes.
+        scope.spawn(|| sink(&dns, stop, received, ignored, |_, _| None));
+        scope.spawn(|| hold_connections(&victim_tcp, stop, received, None));
+        // The attacker's server: sends to every connection as fast as it is read.
+        scope.spawn(|| hold_connections(&bloat, stop, ignored, Some(sent)));
+        let mut pacer = Pacer::new(rate);
+        let mut k = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let frames = match attack {
+                Attack::ExitSessions => {
+                    opens(per_packet, &pb_proto::Target::V4(VICTIM, VICTIM_TCP))
+                }
+                Attack::ExitSlowDns => {
+                    let mut out = Vec::new();
+                    for n in 0..per_packet {
+                        k += 1;
+                        pb_proto::Frame::Open {
+                            stream: pb_proto::StreamId(n + 1),
+                            target: pb_proto::Target::Name(format!("slow{k}.attack.test"), 80),
+                        }
+                        .encode(&mut out);
+                    }
+                    out
+                }
+                _ => opens(per_packet, &pb_proto::Target::V4(ATTACKER, BLOAT_PORT)),
+            };
+            let session = client.session();
+            let packet = client.packet(session, &frames)?;
+            if own.send_to(&packet, context.gateway_packet).is_ok() {
+                sent.fetch_add(packet.len() as u64, Ordering::Relaxed);
+            }
+            pacer.wait();
+        }
+        Ok(())
+    })
+}
+
+/// Accepts every connection on `listener` and keeps it until `stop`, counting what arrives
+/// into `received`; with `push`, also writes to each as fast as it takes bytes, counted
+/// there.
+fn hold_connections(
+    listener: &std::net::TcpListener,
+    stop: &AtomicBool,
+    received: &AtomicU64,
+    push: Option<&AtomicU64>,
+) {
+    use std::io::{ErrorKind, Read as _, Write as _};
+    let mut held: Vec<std::net::TcpStream> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let chunk = vec![0x5au8; 64 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        let mut idle = true;
+        while let Ok((stream, _)) = listener.accept() {
+            if stream.set_nonblocking(true).is_ok() {
+                held.push(stream);
+                idle = false;
+            }
+        }
+        held.retain_mut(|stream| {
+            match stream.read(&mut buf) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    received.fetch_add(n as u64, Ordering::Relaxed);
+                    idle = false;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => return false,
+            }
+            if let Some(pushed) = push {
+                match stream.write(&chunk) {
+                    Ok(n) => {
+                        pushed.fetch_add(n as u64, Ordering::Relaxed);
+                        idle = idle && n == 0;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(_) => return false,
+                }
+            }
+            true
+        });
+        if idle {
+            thread::sleep(Duration::from_millis(5));
         }
     }
 }

@@ -164,7 +164,8 @@ enum Command {
         seconds: f64,
         /// Attacks to play (comma-separated).
         #[arg(long, value_delimiter = ',', value_enum,
-              default_values = ["link-flood", "directory-push", "swim-junk", "hello-flood", "gateway-flood"])]
+              default_values = ["link-flood", "directory-push", "swim-junk", "hello-flood",
+                                "gateway-flood", "exit-sessions", "exit-slow-dns", "exit-bloat"])]
         attack: Vec<attack::Attack>,
         /// Datagrams per second of the flooding attacks.
         #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=200_000))]

@@ -83,6 +83,9 @@ pub struct ExitStats {
     pub refused_session_connections: AtomicU64,
     /// Streams refused (0x01): the exit had its most connections.
     pub refused_connections: AtomicU64,
+    /// Connections taken back for a session that asked when the exit held its most: a
+    /// quiet session's, or one of the largest holder's ([`limits::Reclaim`]).
+    pub connections_reclaimed: AtomicU64,
     /// Streams refused (0x01): the session had its most name lookups.
     pub refused_session_lookups: AtomicU64,
     /// Streams refused (0x01): the exit had its most name lookups.
@@ -114,6 +117,7 @@ impl ExitStats {
                 &self.refused_session_connections,
             ),
             ("refused_connections", &self.refused_connections),
+            ("connections_reclaimed", &self.connections_reclaimed),
             ("refused_session_lookups", &self.refused_session_lookups),
             ("refused_lookups", &self.refused_lookups),
             ("lookup_timeouts", &self.lookup_timeouts),
@@ -448,7 +452,7 @@ impl Exit {
             self.refuse(session, stream, Reply::NotAllowed);
             return;
         };
-        if let Err(why) = self.sessions.open_connection(session) {
+        if let Err(why) = self.open_connection(session, now) {
             self.refuse_for(session, stream, why);
             return;
         }
@@ -660,6 +664,54 @@ impl Exit {
         }
     }
 
+    /// Counts a connection of `session`; when the exit holds its most, first takes one back
+    /// as [`limits::SessionTable::reclaim`] says (counted as `connections_reclaimed`).
+    fn open_connection(&mut self, session: SessionId, now: Duration) -> Result<(), Refusal> {
+        match self.sessions.open_connection(session) {
+            Err(Refusal::Connections) => {}
+            other => return other,
+        }
+        match self.sessions.reclaim(session, now, limits::RECLAIM_QUIET) {
+            Some(limits::Reclaim::Session(quiet)) => self.forget_session(quiet),
+            Some(limits::Reclaim::ConnectionOf(holder)) => {
+                // Its oldest connection (the lowest token).
+                let Some(token) = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.session == holder)
+                    .map(|(t, _)| *t)
+                    .min()
+                else {
+                    return Err(Refusal::Connections);
+                };
+                if let Some(stream) = self.conns.get(&token).map(|c| c.stream) {
+                    self.refuse(holder, stream, Reply::GeneralFailure);
+                }
+                self.drop_conn(token);
+            }
+            None => return Err(Refusal::Connections),
+        }
+        self.stats()
+            .connections_reclaimed
+            .fetch_add(1, Ordering::Relaxed);
+        self.sessions.open_connection(session)
+    }
+
+    /// Forgets session `id` with its lookups and connections.
+    fn forget_session(&mut self, id: SessionId) {
+        self.sessions.remove(&id);
+        self.lookups.forget_session(id);
+        let tokens: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.session == id)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in tokens {
+            self.drop_conn(t);
+        }
+    }
+
     /// Forgets idle or broken sessions and stale SURBs, and sheds what is buffered towards
     /// destinations over the budget.
     fn sweep(&mut self, now: Duration) {
@@ -677,17 +729,7 @@ impl Exit {
             }
         }
         for id in gone {
-            self.sessions.remove(&id);
-            self.lookups.forget_session(id);
-            let tokens: Vec<Token> = self
-                .conns
-                .iter()
-                .filter(|(_, c)| c.session == id)
-                .map(|(t, _)| *t)
-                .collect();
-            for t in tokens {
-                self.drop_conn(t);
-            }
+            self.forget_session(id);
         }
         self.shed_buffered();
     }

@@ -55,6 +55,24 @@ pub const MIN_STREAM_BUFFER: usize = 4 * 1024;
 /// (see [`over_budget`]), checked once a second.
 pub const TO_DESTINATIONS_BUFFERED: usize = 256 * 1024 * 1024;
 
+/// What the exit takes back to make room for a connection when it holds its most
+/// ([`SessionTable::reclaim`]). One client may open as many sessions as it likes, so a full
+/// exit favours sessions that keep talking over those that went quiet (a session must be
+/// heard from to keep what it holds), and sessions holding few connections over those
+/// holding many: an attacker who takes every connection must keep every one of its sessions
+/// talking, and still loses connections to whoever holds fewer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reclaim {
+    /// Forget this quiet session with everything it holds.
+    Session(SessionId),
+    /// Close one connection of this session (the one holding the most).
+    ConnectionOf(SessionId),
+}
+
+/// How long a session holding connections may go unheard before a full exit takes them
+/// back for a session that is talking.
+pub const RECLAIM_QUIET: Duration = Duration::from_secs(30);
+
 /// Why the exit refused a stream (or could not keep it): each has its SOCKS reply and its
 /// counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -283,6 +301,29 @@ impl<S> SessionTable<S> {
         entry.connections += 1;
         self.connections += 1;
         Ok(())
+    }
+
+    /// What to take back when session `asker` wants a connection and the exit holds its most
+    /// (see [`Reclaim`]): the session holding connections that was heard from longest ago,
+    /// if that was over `quiet` before `now`; else a connection of the session holding the
+    /// most, if it holds at least two more than `asker`. `None`: the asker is refused.
+    pub fn reclaim(&self, asker: SessionId, now: Duration, quiet: Duration) -> Option<Reclaim> {
+        let holders = || {
+            self.entries
+                .iter()
+                .filter(|(id, e)| **id != asker && e.connections > 0)
+        };
+        let stalest = holders()
+            .min_by_key(|(id, e)| (e.last_heard, id.0))
+            .filter(|(_, e)| now.saturating_sub(e.last_heard) > quiet);
+        if let Some((id, _)) = stalest {
+            return Some(Reclaim::Session(*id));
+        }
+        let asked = self.entries.get(&asker).map_or(0, |e| e.connections);
+        holders()
+            .max_by_key(|(id, e)| (e.connections, std::cmp::Reverse(id.0)))
+            .filter(|(_, e)| e.connections >= asked + 2)
+            .map(|(id, _)| Reclaim::ConnectionOf(*id))
     }
 
     /// A connection of `id` is closed (or failed to open). Nothing if the session is gone.

@@ -264,3 +264,47 @@ Max locked memory         8388608              8388608              bytes
     );
     assert_eq!(parse_open_files_limit(""), None);
 }
+
+/// A full exit takes back a quiet session's connections first, then a connection of
+/// whoever holds the most; a session holding about as few as the asker keeps them.
+#[test]
+fn a_full_exit_reclaims_from_quiet_sessions_then_from_the_largest_holder() {
+    let caps = Caps {
+        sessions: 64,
+        connections: 8,
+        session_connections: 64,
+        session_lookups: 64,
+    };
+    let mut t: SessionTable<u16> = SessionTable::new(caps, Arc::new(ExitStats::default()));
+    // An attacker's session, quiet since t = 0, holds 5; a talking one holds 3.
+    t.admit(session(1), secs(0), || 1).unwrap();
+    for _ in 0..5 {
+        t.open_connection(session(1)).unwrap();
+    }
+    t.admit(session(2), secs(100), || 2).unwrap();
+    for _ in 0..3 {
+        t.open_connection(session(2)).unwrap();
+    }
+    t.admit(session(3), secs(100), || 3).unwrap();
+    assert_eq!(t.open_connection(session(3)), Err(Refusal::Connections));
+    assert_eq!(
+        t.reclaim(session(3), secs(100), RECLAIM_QUIET),
+        Some(Reclaim::Session(session(1)))
+    );
+    // Within the quiet time, the largest holder gives one up.
+    assert_eq!(
+        t.reclaim(session(3), secs(10), RECLAIM_QUIET),
+        Some(Reclaim::ConnectionOf(session(1)))
+    );
+    // Once the holders hold about as few as the asker, it is refused.
+    t.remove(&session(1));
+    t.admit(session(4), secs(100), || 4).unwrap();
+    for _ in 0..2 {
+        t.open_connection(session(3)).unwrap();
+    }
+    for _ in 0..3 {
+        t.open_connection(session(4)).unwrap();
+    }
+    assert_eq!(t.connections(), 8);
+    assert_eq!(t.reclaim(session(3), secs(110), RECLAIM_QUIET), None);
+}
