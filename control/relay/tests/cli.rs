@@ -350,6 +350,9 @@ fn gossip_mode_mistakes_are_one_line_each() {
         let g = file.gossip.as_mut().unwrap();
         g.bind = Some(bind.into());
         g.identity_file = Some("identity.key".into());
+        // Packets on the gossip address's IP (a relay advertises no other).
+        let ip = bind.rsplit_once(':').map_or(bind, |(ip, _)| ip);
+        io(&mut file).bind = Some(format!("{ip}:{}", pb_testnet::PACKET_PORT));
         change(&mut file);
         text(&file)
     };
