@@ -190,6 +190,8 @@ const PROBE_AGAIN: Duration = Duration::from_secs(1);
 /// Sources with a SWIM datagram held for a probe's echo, and how long one waits.
 const HELD_SOURCES: usize = 256;
 const HELD_FOR: Duration = Duration::from_secs(5);
+/// Sync datagrams held per source (a directory push is a few).
+const HELD_SYNCS: usize = 8;
 /// Probes at once, and per second after that, over all addresses.
 const PROBE_BURST: u32 = 256;
 const PROBES_PER_SECOND: u32 = 64;
@@ -403,6 +405,17 @@ impl Runtime<Peer> for Outbox {
 
 type Swim = Foca<Peer, SwimCodec, Xoshiro256PlusPlus, Handler>;
 
+/// What an unproven source sent, waiting for its echo: its last SWIM packet (authenticated,
+/// foca's bytes) with the descriptor that came with it (verified, not filed), and its first
+/// few sync datagrams; and when the last of it came.
+#[derive(Default)]
+struct Held {
+    at: Duration,
+    descriptor: Option<Vec<u8>>,
+    swim: Option<Vec<u8>>,
+    syncs: Vec<Vec<u8>>,
+}
+
 /// One node's gossip state.
 pub struct Gossip {
     config: GossipConfig,
@@ -433,9 +446,9 @@ pub struct Gossip {
     proven: std::collections::HashMap<SocketAddr, Duration>,
     /// Addresses probed with a push waiting for their echo.
     awaiting: std::collections::HashSet<SocketAddr>,
-    /// The last SWIM packet (authenticated, foca's bytes) from each source that is neither a
-    /// member nor proven, and when it came: foca sees it when the source echoes a probe.
-    held: std::collections::HashMap<SocketAddr, (Duration, Vec<u8>)>,
+    /// What each source that is neither a member nor proven sent (see [`Held`]): read when
+    /// the source echoes a probe.
+    held: std::collections::HashMap<SocketAddr, Held>,
     /// When each address was last probed, and the probes' budget.
     probed: std::collections::HashMap<SocketAddr, Duration>,
     probe_budget: (u32, Duration),
@@ -596,18 +609,24 @@ impl Gossip {
             },
             Some((&KIND_ECHO, body)) => self.echoed(now, from, body),
             Some((&KIND_SWIM, body)) => match wire::parse_swim(body) {
-                Ok(datagram) if !self.authentic(&datagram, from) => {
-                    self.shared.borrow_mut().stats.swim_unauthenticated += 1;
+                Ok(datagram) => {
+                    let known = self.knows(from);
+                    if !self.authentic(&datagram, from, known) {
+                        self.shared.borrow_mut().stats.swim_unauthenticated += 1;
+                    } else if known {
+                        self.feed_swim(now, datagram.packet);
+                    } else {
+                        // A source foca does not know yet: what it says, and its descriptor,
+                        // wait until it proves that it answers at `from`. Otherwise one
+                        // forged datagram would make it a member that every relay then
+                        // pings, gossips to and links to, and its descriptor would move
+                        // every mix's layer.
+                        self.hold(now, from, |held| {
+                            held.descriptor = Some(datagram.descriptor.to_vec());
+                            held.swim = Some(datagram.packet.to_vec());
+                        });
+                    }
                 }
-                // A source foca does not know yet: whatever it says waits until it proves
-                // that it answers at `from`. Otherwise one forged datagram would make it a
-                // member that every relay then pings, gossips to and links to.
-                Ok(datagram)
-                    if !self.members.contains(&from) && !self.proven.contains_key(&from) =>
-                {
-                    self.hold(now, from, datagram.packet.to_vec());
-                }
-                Ok(datagram) => self.feed_swim(now, datagram.packet),
                 Err(_) => self.malformed(),
             },
 
@@ -622,28 +641,52 @@ impl Gossip {
                 }
             }
             Some((&KIND_SYNC, body)) => match wire::parse_sync(body) {
-                Ok(items) => {
-                    for item in items {
-                        let offered = self.shared.borrow_mut().offer(item);
-                        if let Ok(Offered::New | Offered::Updated) = offered {
-                            // Pass it on with the SWIM traffic too.
-                            let _ = self.swim.add_broadcast(item);
-                        }
+                Ok(_) if self.knows(from) => self.file_sync(now, body),
+                // Descriptors pushed from an unproven source wait for its echo too.
+                Ok(_) => self.hold(now, from, |held| {
+                    if held.syncs.len() < HELD_SYNCS {
+                        held.syncs.push(body.to_vec());
                     }
-                    self.settle(now);
-                }
+                }),
                 Err(_) => self.malformed(),
             },
             _ => self.malformed(),
         }
     }
 
+    /// Whether `from` is a live member's gossip address or proven by an echo.
+    fn knows(&self, from: SocketAddr) -> bool {
+        self.members.contains(&from) || self.proven.contains_key(&from)
+    }
+
+    /// Files the descriptors of a sync datagram (parsed before), passing new ones on.
+    fn file_sync(&mut self, now: Duration, body: &[u8]) {
+        let Ok(items) = wire::parse_sync(body) else {
+            return self.malformed();
+        };
+        for item in items {
+            let offered = self.shared.borrow_mut().offer(item);
+            if let Ok(Offered::New | Offered::Updated) = offered {
+                // Pass it on with the SWIM traffic too.
+                let _ = self.swim.add_broadcast(item);
+            }
+        }
+        self.settle(now);
+    }
+
     /// Whether a SWIM datagram comes from the relay it names as its source: the descriptor
     /// it carries is valid (or an older version of one held), the signature is that
     /// identity's, and the packet's source is the gossip address of the descriptor held.
     /// The datagram's source (`from`) must be that address too: checked first, before any
-    /// signature, so that packets from elsewhere cost no verification.
-    fn authentic(&mut self, datagram: &wire::SwimDatagram<'_>, from: SocketAddr) -> bool {
+    /// signature, so that packets from elsewhere cost no verification. A descriptor new to
+    /// us is filed only if `file` (the source is known); otherwise only its signature is
+    /// checked, and it waits with the datagram for the source's echo.
+    fn authentic(
+        &mut self,
+        datagram: &wire::SwimDatagram<'_>,
+        from: SocketAddr,
+        file: bool,
+    ) -> bool {
         let Some(key) = DescriptorKey::of(datagram.descriptor) else {
             return false;
         };
@@ -667,6 +710,23 @@ impl Gossip {
                     .map(|d| d.descriptor().gossip_addr);
                 if claimed.is_ok_and(|a| a != from) {
                     return false;
+                }
+                if !file {
+                    // Verified, not filed.
+                    match SignedDescriptor::parse(datagram.descriptor) {
+                        Ok(d) if d.descriptor().gossip_addr == from => {}
+                        _ => return false,
+                    }
+                    return key.identity.verify(
+                        wire::SWIM_CONTEXT,
+                        datagram.packet,
+                        datagram.signature,
+                    ) && {
+                        use foca::Codec as _;
+                        SwimCodec
+                            .decode_header(datagram.packet)
+                            .map_or(true, |header| header.src.addr == from)
+                    };
                 }
                 let offered = self.shared.borrow_mut().offer(datagram.descriptor);
                 match offered {
@@ -705,18 +765,19 @@ impl Gossip {
         self.settle(now);
     }
 
-    /// Keeps `packet` from an unproven `from` (its latest only) and probes `from`; the
-    /// packet goes to foca when the echo comes, and is forgotten after [`HELD_FOR`].
-    fn hold(&mut self, now: Duration, from: SocketAddr, packet: Vec<u8>) {
+    /// Keeps what an unproven `from` sent (`keep` adds it to what is held for it) and
+    /// probes `from`; it is read when the echo comes, and forgotten after [`HELD_FOR`].
+    fn hold(&mut self, now: Duration, from: SocketAddr, keep: impl FnOnce(&mut Held)) {
         if self.held.len() >= HELD_SOURCES && !self.held.contains_key(&from) {
-            self.held
-                .retain(|_, (at, _)| now.saturating_sub(*at) < HELD_FOR);
+            self.held.retain(|_, h| now.saturating_sub(h.at) < HELD_FOR);
             if self.held.len() >= HELD_SOURCES {
                 self.shared.borrow_mut().stats.swim_held_dropped += 1;
                 return;
             }
         }
-        self.held.insert(from, (now, packet));
+        let held = self.held.entry(from).or_default();
+        held.at = now;
+        keep(held);
         self.shared.borrow_mut().stats.swim_held += 1;
         self.probe(now, from);
     }
@@ -931,13 +992,21 @@ impl Gossip {
             return self.malformed();
         };
         let me = self.swim.identity().addr;
+        let held_claimant = || {
+            self.held
+                .get(&from)
+                .and_then(|h| h.descriptor.as_deref())
+                .and_then(|d| SignedDescriptor::parse_attested(d).ok())
+                .map(|d| d.descriptor().identity)
+        };
         let claimant = self
             .shared
             .borrow()
             .directory
             .iter()
             .find(|d| d.descriptor().gossip_addr == from)
-            .map(|d| d.descriptor().identity);
+            .map(|d| d.descriptor().identity)
+            .or_else(held_claimant);
         let good = self.cookies.valid(from, &cookie, now)
             && claimant.is_some_and(|id| crate::probe::echo_signed_by(&id, &cookie, me, signature));
         if !good {
@@ -952,10 +1021,26 @@ impl Gossip {
             }
         }
         self.proven.insert(from, now);
-        if let Some((at, packet)) = self.held.remove(&from)
-            && now.saturating_sub(at) < HELD_FOR
+        if let Some(held) = self.held.remove(&from)
+            && now.saturating_sub(held.at) < HELD_FOR
         {
-            self.feed_swim(now, &packet);
+            let mut filed = true;
+            if let Some(descriptor) = &held.descriptor {
+                let offered = self.shared.borrow_mut().offer(descriptor);
+                match offered {
+                    Ok(Offered::New | Offered::Updated) => {
+                        let _ = self.swim.add_broadcast(descriptor);
+                    }
+                    Ok(Offered::Unchanged) | Err(Invalid::OldVersion) => {}
+                    Err(_) => filed = false,
+                }
+            }
+            if let (true, Some(packet)) = (filed, &held.swim) {
+                self.feed_swim(now, packet);
+            }
+            for sync in &held.syncs {
+                self.file_sync(now, sync);
+            }
         }
         if self.awaiting.remove(&from) {
             self.push_directory(from);
