@@ -1,7 +1,7 @@
 //! The exit: opens the TCP connections clients ask for, under the exit policy, and sends
 //! what comes back in replies built from the SURBs the clients supply. One thread, a mio
-//! loop over the TCP connections; names are resolved by a pool of resolver threads, each
-//! lookup answered by a deadline ([`lookups`]).
+//! loop over the TCP connections; names are resolved by a non-blocking resolver on a thread
+//! of its own ([`resolver`]), each lookup answered by a deadline ([`lookups`]).
 //!
 //! Client messages reach it from the cores' sinks through a bounded queue; its replies go
 //! to the dataplane through [`Handoff::inject`], where they wait for a slot on the link to
@@ -16,7 +16,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     io::{ErrorKind, Read as _, Write as _},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
@@ -37,10 +37,12 @@ use crate::slots::Slots;
 pub(crate) mod limits;
 pub(crate) mod lookups;
 mod policy;
+pub(crate) mod resolver;
 
 use limits::{Refusal, SessionTable};
-use lookups::{LookupId, Lookups, Resolvers};
+use lookups::{LookupId, Lookups};
 pub use policy::{DEFAULT_REFUSED_PORTS, ExitPolicy, PortRange};
+use resolver::Resolver;
 
 /// A session without a message for this long is forgotten (its connections closed).
 pub const SESSION_IDLE: Duration = Duration::from_secs(600);
@@ -92,6 +94,9 @@ pub struct ExitStats {
     pub refused_lookups: AtomicU64,
     /// Streams answered 0x04: their name did not resolve by the deadline.
     pub lookup_timeouts: AtomicU64,
+    /// DNS answers dropped: malformed, or not from the server asked, or under another id or
+    /// about another question (a confused server, or an off-path attacker guessing).
+    pub lookup_answers_refused: AtomicU64,
     /// Streams reset: the exit held too much for destinations that did not take it.
     pub reset_buffered: AtomicU64,
 }
@@ -121,6 +126,7 @@ impl ExitStats {
             ("refused_session_lookups", &self.refused_session_lookups),
             ("refused_lookups", &self.refused_lookups),
             ("lookup_timeouts", &self.lookup_timeouts),
+            ("lookup_answers_refused", &self.lookup_answers_refused),
             ("reset_buffered", &self.reset_buffered),
         ]
         .into_iter()
@@ -193,7 +199,7 @@ pub struct Exit {
     next_token: usize,
     poll: Poll,
     lookups: Lookups,
-    resolvers: Resolvers,
+    resolver: Resolver,
     /// Bytes each stream may hold for its client ([`limits::stream_buffer`]).
     stream_buffer: usize,
     buf: Vec<u8>,
@@ -222,8 +228,13 @@ impl Exit {
         }
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let resolvers = Resolvers::start(lookups::RESOLVERS, waker)?;
         let stats = inbox.stats.clone();
+        let resolver = Resolver::start(
+            resolver::Files::system(),
+            resolver::conf::Budget::EXIT,
+            waker,
+            stats.clone(),
+        )?;
         Ok(Self {
             inbox,
             handoff,
@@ -235,11 +246,11 @@ impl Exit {
             next_token: 1,
             poll,
             lookups: Lookups::new(
-                lookups::RESOLVERS,
+                lookups::RESOLVING,
                 lookups::MAX_LOOKUPS,
                 lookups::LOOKUP_DEADLINE,
             ),
-            resolvers,
+            resolver,
             stream_buffer: limits::stream_buffer(allowed),
             buf: vec![0; 16 * 1024],
         })
@@ -259,7 +270,7 @@ impl Exit {
                     self.connection_ready(event.token());
                 }
             }
-            while let Some((id, result)) = self.resolvers.try_answer() {
+            while let Some((id, result)) = self.resolver.try_answer() {
                 self.resolved(id, result, now);
             }
             while let Some(message) = self.inbox.slots.pop() {
@@ -371,6 +382,11 @@ impl Exit {
             Target::V4(ip, port) => self.connect(session, stream, &[(ip, port).into()], now),
             Target::V6(ip, port) => self.connect(session, stream, &[(ip, port).into()], now),
             Target::Name(name, port) => {
+                // An address written as a name is no name to resolve.
+                if let Ok(ip) = name.parse::<IpAddr>() {
+                    self.connect(session, stream, &[SocketAddr::new(ip, port)], now);
+                    return;
+                }
                 if let Err(why) = self.sessions.start_lookup(session) {
                     self.refuse_for(session, stream, why);
                     return;
@@ -383,10 +399,14 @@ impl Exit {
         }
     }
 
-    /// Hands waiting lookups to the resolver threads that are free.
+    /// Tells the resolver which lookups to drop (past their deadline, or their streams
+    /// gone), and hands it waiting lookups while it has room.
     fn dispatch_lookups(&mut self) {
+        while let Some(id) = self.lookups.poll_cancelled() {
+            self.resolver.cancel(id);
+        }
         while let Some(job) = self.lookups.next_job() {
-            self.resolvers.run(job);
+            self.resolver.resolve(job);
         }
     }
 

@@ -1,37 +1,33 @@
-//! Name lookups for the exit's streams: a queue with a deadline per lookup, sans-IO
-//! ([`Lookups`]), and the resolver threads that run them ([`Resolvers`]).
+//! Name lookups for the exit's streams, sans-IO: a queue with a deadline per lookup
+//! ([`Lookups`]); the resolver that runs them is [`super::resolver`].
 //!
-//! Names are resolved with the system resolver (`getaddrinfo`, so `/etc/hosts` and the
-//! host's DNS setup apply), which blocks: a slow name holds its thread until the resolver
-//! gives up. So a lookup goes to a thread only when one is free, a lookup not answered by
-//! [`LOOKUP_DEADLINE`] is answered for its stream (0x04) and forgotten, whether it still
-//! waits (it is dropped) or is resolving (its answer is dropped when it comes, and until then
-//! it counts against [`MAX_LOOKUPS`] and holds its thread). One session has at most
-//! [`super::limits::SESSION_LOOKUPS`] waiting or resolving, and at most half the threads
-//! resolving: the next lookup to go is the oldest of a session below that. What it does not
-//! do: make a slow name fast. Clients that open many sessions can still keep every thread busy with slow
-//! names; then other lookups are answered at their deadline, never later.
+//! The resolver blocks no thread: a lookup resolving holds one UDP socket and a few hundred
+//! bytes, and a lookup answered at its deadline, or abandoned, frees its place at once (the
+//! resolver is told to drop it: [`Lookups::poll_cancelled`]). So up to [`RESOLVING`] resolve
+//! at once and the rest wait; a lookup not answered by [`LOOKUP_DEADLINE`] is answered for
+//! its stream (0x04) and forgotten, waiting or resolving. One session has at most
+//! [`super::limits::SESSION_LOOKUPS`] waiting or resolving, and at most half of
+//! [`RESOLVING`] resolving: the next lookup to go is the oldest of a session below that.
+//! What it does not do: make a slow name fast. Clients that open many sessions can still
+//! fill every place with slow names, for as long as the resolver takes to give up on them
+//! (4 s at most); then other lookups wait or are refused (0x01), never answered later than
+//! their deadline.
 
 use std::{
     collections::{HashMap, VecDeque},
-    net::{SocketAddr, ToSocketAddrs as _},
-    sync::Arc,
-    thread,
     time::Duration,
 };
 
-use crossbeam::channel::{Receiver, Sender, unbounded};
-use mio::Waker;
 use pb_proto::{SessionId, StreamId};
 
 use super::limits::Refusal;
 
-/// Resolver threads: as many slow names as can be resolving at once. A thread blocked in
-/// `getaddrinfo` costs its stack and one socket.
-pub const RESOLVERS: usize = 16;
-/// Lookups waiting or resolving in all (including those past their deadline still holding
-/// a thread): room for 16 sessions' worth at [`super::limits::SESSION_LOOKUPS`] each while
-/// the threads are busy.
+/// Lookups resolving at once. Each holds one UDP socket (its A and AAAA queries share it)
+/// until it is answered, given up (4 s at most) or abandoned: these are within the file
+/// descriptors [`super::limits::RESERVED_FDS`] keeps for the rest of the relay.
+pub const RESOLVING: usize = 128;
+/// Lookups waiting or resolving in all: room for 4 sessions' worth at
+/// [`super::limits::SESSION_LOOKUPS`] each. One waiting holds its name (255 bytes at most).
 pub const MAX_LOOKUPS: usize = 256;
 /// A name not resolved this long after the stream asked is answered 0x04: longer than a
 /// working resolver takes, shorter than the time a SOCKS client waits, and it bounds how
@@ -41,7 +37,7 @@ pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(5);
 /// One lookup's number, to match its answer.
 pub type LookupId = u64;
 
-/// A lookup for a resolver thread.
+/// A lookup for the resolver.
 pub struct Job {
     /// Its number.
     pub id: LookupId,
@@ -49,6 +45,15 @@ pub struct Job {
     pub name: String,
     /// The port the stream asked for.
     pub port: u16,
+}
+
+/// Opaque in `Debug`: it holds a name a user asked for.
+impl core::fmt::Debug for Job {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Job")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The stream a lookup is for, until it is answered.
@@ -68,27 +73,31 @@ struct Waiting {
 
 /// The lookups the exit has asked for, sans-IO.
 pub struct Lookups {
-    threads: usize,
+    slots: usize,
     most: usize,
     deadline: Duration,
     next_id: LookupId,
     /// In the order asked, so by deadline.
     waiting: VecDeque<Waiting>,
-    /// On a thread; `None`: past its deadline or its stream gone, the answer to be dropped.
-    resolving: HashMap<LookupId, Option<Owner>>,
+    /// With the resolver.
+    resolving: HashMap<LookupId, Owner>,
+    /// Taken from the resolving (past their deadline, or their stream gone): the resolver
+    /// is to drop them.
+    cancelled: Vec<LookupId>,
 }
 
 impl Lookups {
-    /// None yet, for `threads` resolver threads, at most `most` lookups in all, each
-    /// answered within `deadline`.
-    pub fn new(threads: usize, most: usize, deadline: Duration) -> Self {
+    /// None yet, at most `slots` resolving at once and `most` in all, each answered within
+    /// `deadline`.
+    pub fn new(slots: usize, most: usize, deadline: Duration) -> Self {
         Self {
-            threads,
+            slots,
             most,
             deadline,
             next_id: 0,
             waiting: VecDeque::new(),
             resolving: HashMap::new(),
+            cancelled: Vec::new(),
         }
     }
 
@@ -120,18 +129,18 @@ impl Lookups {
         Ok(())
     }
 
-    /// The next lookup for a resolver thread, if one is free: the oldest waiting one whose
-    /// session has fewer than half the threads resolving (so one session's slow names never
-    /// hold every thread).
+    /// The next lookup for the resolver, if it has room: the oldest waiting one whose
+    /// session has fewer than half the slots resolving (so one session's slow names never
+    /// hold every slot).
     pub fn next_job(&mut self) -> Option<Job> {
-        if self.resolving.len() >= self.threads {
+        if self.resolving.len() >= self.slots {
             return None;
         }
-        let share = (self.threads / 2).max(1);
+        let share = (self.slots / 2).max(1);
         let busy = |session: SessionId| {
             self.resolving
                 .values()
-                .filter(|o| o.is_some_and(|o| o.session == session))
+                .filter(|o| o.session == session)
                 .count()
         };
         let at = self
@@ -139,7 +148,7 @@ impl Lookups {
             .iter()
             .position(|w| busy(w.owner.session) < share)?;
         let w = self.waiting.remove(at)?;
-        self.resolving.insert(w.id, Some(w.owner));
+        self.resolving.insert(w.id, w.owner);
         Some(Job {
             id: w.id,
             name: w.name,
@@ -147,18 +156,15 @@ impl Lookups {
         })
     }
 
-    /// A thread has answered `id` (and is free again): the stream to carry on with, or
-    /// `None` if the lookup was already answered or abandoned.
+    /// The resolver has answered `id`: the stream to carry on with, or `None` if the lookup
+    /// was already answered or abandoned.
     pub fn answered(&mut self, id: LookupId) -> Option<(SessionId, StreamId)> {
-        self.resolving
-            .remove(&id)
-            .flatten()
-            .map(|o| (o.session, o.stream))
+        self.resolving.remove(&id).map(|o| (o.session, o.stream))
     }
 
     /// The streams whose lookups are past their deadline at `now`, to be answered
-    /// [`Refusal::LookupTimedOut`]; the lookups are forgotten (one on a thread keeps it
-    /// until its answer comes, and is then dropped).
+    /// [`Refusal::LookupTimedOut`]; the lookups are forgotten and their places free at
+    /// once (those resolving are for [`Lookups::poll_cancelled`]).
     pub fn expire(&mut self, now: Duration) -> Vec<(SessionId, StreamId)> {
         let mut expired = Vec::new();
         while let Some(w) = self.waiting.front()
@@ -167,15 +173,22 @@ impl Lookups {
             expired.push((w.owner.session, w.owner.stream));
             self.waiting.pop_front();
         }
-        for slot in self.resolving.values_mut() {
-            if let Some(o) = *slot
-                && o.deadline <= now
-            {
+        let cancelled = &mut self.cancelled;
+        self.resolving.retain(|id, o| {
+            let late = o.deadline <= now;
+            if late {
                 expired.push((o.session, o.stream));
-                *slot = None;
+                cancelled.push(*id);
             }
-        }
+            !late
+        });
         expired
+    }
+
+    /// A lookup taken from the resolving since the last call (past its deadline, or its
+    /// stream gone), which the resolver is to drop.
+    pub fn poll_cancelled(&mut self) -> Option<LookupId> {
+        self.cancelled.pop()
     }
 
     /// Abandons the lookup for `stream` of `session` (the client reset the stream); true if
@@ -191,70 +204,23 @@ impl Lookups {
     }
 
     fn abandon(&mut self, which: impl Fn(&Owner) -> bool) -> usize {
-        let before = self.waiting.len();
+        let before = self.waiting.len() + self.resolving.len();
         self.waiting.retain(|w| !which(&w.owner));
-        let mut n = before - self.waiting.len();
-        for slot in self.resolving.values_mut() {
-            if slot.as_ref().is_some_and(&which) {
-                *slot = None;
-                n += 1;
+        let cancelled = &mut self.cancelled;
+        self.resolving.retain(|id, o| {
+            let gone = which(o);
+            if gone {
+                cancelled.push(*id);
             }
-        }
-        n
+            !gone
+        });
+        before - self.waiting.len() - self.resolving.len()
     }
 
-    /// Lookups waiting or resolving, the abandoned ones still on a thread included.
+    /// Lookups waiting or resolving.
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.waiting.len() + self.resolving.len()
-    }
-}
-
-/// A thread's answer: the lookup and the addresses (or the error).
-pub type Answer = (LookupId, std::io::Result<Vec<SocketAddr>>);
-
-/// The resolver threads.
-pub struct Resolvers {
-    jobs: Sender<Job>,
-    answers: Receiver<Answer>,
-}
-
-impl Resolvers {
-    /// Starts `threads` threads, which wake the exit's poll through `waker` when they answer.
-    /// They end when this is dropped.
-    pub fn start(threads: usize, waker: Arc<Waker>) -> std::io::Result<Self> {
-        let (jobs, requests) = unbounded::<Job>();
-        let (answer, answers) = unbounded();
-        for i in 0..threads {
-            let requests = requests.clone();
-            let answer = answer.clone();
-            let waker = waker.clone();
-            thread::Builder::new()
-                .name(format!("pb-exit-dns-{i}"))
-                .spawn(move || {
-                    while let Ok(job) = requests.recv() {
-                        let result = (job.name.as_str(), job.port)
-                            .to_socket_addrs()
-                            .map(Iterator::collect);
-                        if answer.send((job.id, result)).is_err() {
-                            return;
-                        }
-                        let _ = waker.wake();
-                    }
-                })?;
-        }
-        Ok(Self { jobs, answers })
-    }
-
-    /// Hands a lookup to a thread ([`Lookups::next_job`] ensures one is free).
-    pub fn run(&self, job: Job) {
-        // The threads hold the receiver until this is dropped, so the send cannot fail.
-        let _ = self.jobs.send(job);
-    }
-
-    /// The next answer, if any.
-    pub fn try_answer(&self) -> Option<Answer> {
-        self.answers.try_recv().ok()
     }
 }
 
@@ -281,11 +247,11 @@ mod tests {
         Duration::from_secs(s)
     }
 
-    /// A lookup still waiting at its deadline is returned for its 0x04 and never reaches a
-    /// thread; one resolving at its deadline is returned too, and its late answer is dropped
-    /// while its thread stays counted busy until then.
+    /// A lookup still waiting at its deadline is returned for its 0x04 and never reaches
+    /// the resolver; one resolving at its deadline is returned too, its place is free at
+    /// once (the resolver is told to drop it) and its late answer is dropped.
     #[test]
-    fn a_lookup_past_its_deadline_is_answered_and_its_late_answer_dropped() {
+    fn a_lookup_past_its_deadline_is_answered_and_frees_its_place_at_once() {
         let mut l = Lookups::new(1, 8, secs(5));
         l.submit(session(1), StreamId(1), "slow.example".into(), 80, secs(0))
             .unwrap();
@@ -293,16 +259,16 @@ mod tests {
             .unwrap();
         let slow = l.next_job().unwrap();
         assert_eq!(slow.name, "slow.example");
-        assert!(l.next_job().is_none(), "the one thread is busy");
+        assert!(l.next_job().is_none(), "the one slot is taken");
         assert!(l.expire(secs(4)).is_empty());
+        assert_eq!(l.poll_cancelled(), None);
         assert_eq!(l.expire(secs(5)), vec![(session(1), StreamId(1))]);
-        assert_eq!(l.expire(secs(6)), vec![(session(2), StreamId(1))]);
-        assert!(
-            l.next_job().is_none(),
-            "the expired lookup never reaches a thread"
-        );
-        assert_eq!(l.len(), 1, "the slow one still holds its thread");
+        assert_eq!(l.poll_cancelled(), Some(slow.id), "the resolver drops it");
+        assert_eq!(l.poll_cancelled(), None);
+        let fast = l.next_job().unwrap();
+        assert_eq!(fast.name, "fast.example", "the slot is free at once");
         assert_eq!(l.answered(slow.id), None, "its late answer is dropped");
+        assert_eq!(l.answered(fast.id), Some((session(2), StreamId(1))));
         assert_eq!(l.len(), 0);
         assert!(l.expire(secs(60)).is_empty(), "answered once only");
     }
@@ -329,24 +295,26 @@ mod tests {
             Err(Refusal::Lookups)
         );
         let jobs: Vec<Job> = std::iter::from_fn(|| l.next_job()).collect();
-        assert_eq!(jobs.len(), 2, "two threads");
+        assert_eq!(jobs.len(), 2, "two slots");
         let expired = l.expire(secs(6));
         assert_eq!(expired.len(), 4);
         assert!(expired.contains(&(session(2), StreamId(1))));
-        // Once a thread answers, the next lookup goes to it.
+        let mut cancelled: Vec<LookupId> = std::iter::from_fn(|| l.poll_cancelled()).collect();
+        cancelled.sort_unstable();
+        assert_eq!(cancelled, [jobs[0].id, jobs[1].id]);
+        // The expired ones freed their slots: the next lookup goes at once.
         l.submit(session(2), StreamId(2), "next.example".into(), 443, secs(7))
             .unwrap();
-        assert!(l.next_job().is_none());
         assert_eq!(l.answered(jobs[0].id), None);
         let next = l.next_job().unwrap();
         assert_eq!((next.name.as_str(), next.port), ("next.example", 443));
         assert_eq!(l.answered(next.id), Some((session(2), StreamId(2))));
     }
 
-    /// One session with many slow names resolves at most half the threads' worth at once;
-    /// another session's lookup, asked later, goes to a free thread ahead of the rest.
+    /// One session with many slow names resolves at most half the slots' worth at once;
+    /// another session's lookup, asked later, goes to a free slot ahead of the rest.
     #[test]
-    fn one_session_resolves_at_most_half_the_threads_at_once() {
+    fn one_session_resolves_at_most_half_the_slots_at_once() {
         let mut l = Lookups::new(4, 100, secs(5));
         for s in 1..=10 {
             l.submit(
@@ -363,7 +331,7 @@ mod tests {
         let jobs: Vec<Job> = std::iter::from_fn(|| l.next_job()).collect();
         let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
         assert_eq!(names, ["s1.example", "s2.example", "other.example"]);
-        // A thread frees: session 1's next name goes.
+        // A slot frees: session 1's next name goes.
         assert_eq!(l.answered(jobs[0].id), Some((session(1), StreamId(1))));
         assert_eq!(l.next_job().map(|j| j.name), Some("s3.example".into()));
     }
@@ -381,6 +349,7 @@ mod tests {
         let a = l.next_job().unwrap();
         assert!(l.forget(session(1), StreamId(1)));
         assert!(!l.forget(session(1), StreamId(1)), "once");
+        assert_eq!(l.poll_cancelled(), Some(a.id), "the resolver drops it");
         l.forget_session(session(1));
         assert_eq!(l.answered(a.id), None);
         let c = l.next_job().unwrap();
