@@ -778,7 +778,11 @@ fn a_spoofed_announce_gets_a_probe_not_a_directory_push() {
             "the spoofed address became a member"
         );
         // Nor is its descriptor filed: a new mix would move every mix's layer.
-        assert_eq!(node.descriptors(), NODES, "the spoofed descriptor was filed");
+        assert_eq!(
+            node.descriptors(),
+            NODES,
+            "the spoofed descriptor was filed"
+        );
     }
     assert!(
         !got.iter().any(|(kind, _)| *kind == KIND_SYNC),

@@ -94,6 +94,10 @@ pub struct ExitStats {
     pub refused_lookups: AtomicU64,
     /// Streams answered 0x04: their name did not resolve by the deadline.
     pub lookup_timeouts: AtomicU64,
+    /// Streams answered 0x04: their lookup gave its place to another while the exit was
+    /// full (the session holding the most lookups gave one up, or a lookup resolving for
+    /// half a second gave its slot to a waiting one).
+    pub lookups_preempted: AtomicU64,
     /// DNS answers dropped: malformed, or not from the server asked, or under another id or
     /// about another question (a confused server, or an off-path attacker guessing).
     pub lookup_answers_refused: AtomicU64,
@@ -126,6 +130,7 @@ impl ExitStats {
             ("refused_session_lookups", &self.refused_session_lookups),
             ("refused_lookups", &self.refused_lookups),
             ("lookup_timeouts", &self.lookup_timeouts),
+            ("lookups_preempted", &self.lookups_preempted),
             ("lookup_answers_refused", &self.lookup_answers_refused),
             ("reset_buffered", &self.reset_buffered),
         ]
@@ -278,7 +283,7 @@ impl Exit {
                 self.inbox.slots.give_back(message);
             }
             self.expire_lookups(now);
-            self.dispatch_lookups();
+            self.dispatch_lookups(now);
             self.pump(now);
             self.send(now);
             if sweep_at.elapsed() >= Duration::from_secs(1) {
@@ -401,13 +406,19 @@ impl Exit {
 
     /// Tells the resolver which lookups to drop (past their deadline, or their streams
     /// gone), and hands it waiting lookups while it has room.
-    fn dispatch_lookups(&mut self) {
+    fn dispatch_lookups(&mut self, now: Duration) {
         while let Some(id) = self.lookups.poll_cancelled() {
             self.resolver.cancel(id);
         }
-        while let Some(job) = self.lookups.next_job() {
+        while let Some(job) = self.lookups.next_job(now) {
             self.resolver.resolve(job);
         }
+        // Slots taken back for waiting lookups: the resolver drops them, their streams are
+        // answered.
+        while let Some(id) = self.lookups.poll_cancelled() {
+            self.resolver.cancel(id);
+        }
+        self.answer_preempted();
     }
 
     /// Answers 0x04 to the streams whose names have not resolved by their deadline.
@@ -415,6 +426,19 @@ impl Exit {
         for (session, stream) in self.lookups.expire(now) {
             self.sessions.end_lookup(session);
             self.refuse_for(session, stream, Refusal::LookupTimedOut);
+        }
+        self.answer_preempted();
+    }
+
+    /// Answers 0x04 to the streams whose lookups gave their places to others (counted as
+    /// `lookups_preempted`).
+    fn answer_preempted(&mut self) {
+        while let Some((session, stream)) = self.lookups.poll_preempted() {
+            self.sessions.end_lookup(session);
+            self.stats()
+                .lookups_preempted
+                .fetch_add(1, Ordering::Relaxed);
+            self.refuse(session, stream, Reply::HostUnreachable);
         }
     }
 

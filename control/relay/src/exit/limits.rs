@@ -35,8 +35,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const SESSION_CONNECTIONS: usize = 64;
 /// Name lookups one session may have waiting or resolving: a web page's host names at once
 /// (a browser opens dozens of connections to a dozen names through one session). At most
-/// half of [`super::lookups::RESOLVERS`] of them resolve at once, so one session never holds
-/// every resolver.
+/// half of [`super::lookups::RESOLVING`] of them resolve at once, so one session never holds
+/// every slot.
 pub const SESSION_LOOKUPS: usize = 64;
 /// File descriptors kept for everything but destination connections (the dataplane's and
 /// gossip's sockets, the admin endpoint, the resolvers' sockets, files read): the exit's

@@ -8,10 +8,16 @@
 //! its stream (0x04) and forgotten, waiting or resolving. One session has at most
 //! [`super::limits::SESSION_LOOKUPS`] waiting or resolving, and at most half of
 //! [`RESOLVING`] resolving: the next lookup to go is the oldest of a session below that.
-//! What it does not do: make a slow name fast. Clients that open many sessions can still
-//! fill every place with slow names, for as long as the resolver takes to give up on them
-//! (4 s at most); then other lookups wait or are refused (0x01), never answered later than
-//! their deadline.
+//!
+//! Slow names must not starve everyone else's, and session ids are free, so when the exit is
+//! full it takes places back rather than refuse (the lookups it takes back are answered 0x04
+//! as if past their deadline, [`Lookups::poll_preempted`]): a new lookup takes the place of
+//! one of the session holding the most (if it holds two more than the asker's), and while
+//! lookups wait, one resolving for [`PREEMPT_AFTER`] gives its slot to the next. A name that
+//! resolves at all resolves well within that; one that does not holds a slot no longer. To
+//! keep honest lookups out, an attacker must now bring more than [`RESOLVING`] ÷
+//! [`PREEMPT_AFTER`] (256) fresh sessions a second, each a packet through the network.
+//! What it does not do: make a slow name fast.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -33,6 +39,10 @@ pub const MAX_LOOKUPS: usize = 256;
 /// working resolver takes, shorter than the time a SOCKS client waits, and it bounds how
 /// long a queue of slow names can hold up anyone else's.
 pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// While lookups wait, a lookup resolving this long gives its slot to the next (it is
+/// answered 0x04): a name that resolves at all, through a working resolver, does so sooner.
+pub const PREEMPT_AFTER: Duration = Duration::from_millis(500);
 
 /// One lookup's number, to match its answer.
 pub type LookupId = u64;
@@ -62,6 +72,8 @@ struct Owner {
     session: SessionId,
     stream: StreamId,
     deadline: Duration,
+    /// When it went to the resolver (while waiting: when it was asked).
+    started: Duration,
 }
 
 struct Waiting {
@@ -84,6 +96,8 @@ pub struct Lookups {
     /// Taken from the resolving (past their deadline, or their stream gone): the resolver
     /// is to drop them.
     cancelled: Vec<LookupId>,
+    /// Streams whose lookups gave their place to others, to be answered 0x04.
+    preempted: Vec<(SessionId, StreamId)>,
 }
 
 impl Lookups {
@@ -98,11 +112,14 @@ impl Lookups {
             waiting: VecDeque::new(),
             resolving: HashMap::new(),
             cancelled: Vec::new(),
+            preempted: Vec::new(),
         }
     }
 
-    /// Asks for `name` for `stream` of `session` at `now`, or refuses when the exit has its
-    /// most lookups.
+    /// Asks for `name` for `stream` of `session` at `now`. When the exit has its most
+    /// lookups, takes the place of a lookup of the session holding the most (its newest
+    /// waiting one, else its longest resolving), if that session holds at least two more
+    /// than `session`; otherwise refuses.
     pub fn submit(
         &mut self,
         session: SessionId,
@@ -111,7 +128,7 @@ impl Lookups {
         port: u16,
         now: Duration,
     ) -> Result<(), Refusal> {
-        if self.waiting.len() + self.resolving.len() >= self.most {
+        if self.waiting.len() + self.resolving.len() >= self.most && !self.make_room(session) {
             return Err(Refusal::Lookups);
         }
         let id = self.next_id;
@@ -122,6 +139,7 @@ impl Lookups {
                 session,
                 stream,
                 deadline: now + self.deadline,
+                started: now,
             },
             name,
             port,
@@ -129,12 +147,69 @@ impl Lookups {
         Ok(())
     }
 
-    /// The next lookup for the resolver, if it has room: the oldest waiting one whose
-    /// session has fewer than half the slots resolving (so one session's slow names never
-    /// hold every slot).
-    pub fn next_job(&mut self) -> Option<Job> {
+    /// Frees a place for `asker` from the session holding the most, if it holds at least two
+    /// more; true if it did.
+    fn make_room(&mut self, asker: SessionId) -> bool {
+        let mut held: HashMap<SessionId, usize> = HashMap::new();
+        let owners = self
+            .waiting
+            .iter()
+            .map(|w| &w.owner)
+            .chain(self.resolving.values());
+        for o in owners {
+            *held.entry(o.session).or_default() += 1;
+        }
+        let mine = held.get(&asker).copied().unwrap_or(0);
+        let Some((&largest, _)) = held
+            .iter()
+            .filter(|(_, n)| **n >= mine + 2)
+            .max_by_key(|(id, n)| (**n, std::cmp::Reverse(id.0)))
+        else {
+            return false;
+        };
+        if let Some(at) = self
+            .waiting
+            .iter()
+            .rposition(|w| w.owner.session == largest)
+            && let Some(w) = self.waiting.remove(at)
+        {
+            self.preempted.push((w.owner.session, w.owner.stream));
+            return true;
+        }
+        let oldest = self
+            .resolving
+            .iter()
+            .filter(|(_, o)| o.session == largest)
+            .min_by_key(|(id, o)| (o.started, **id))
+            .map(|(id, _)| *id);
+        if let Some(id) = oldest
+            && let Some(o) = self.resolving.remove(&id)
+        {
+            self.cancelled.push(id);
+            self.preempted.push((o.session, o.stream));
+            return true;
+        }
+        false
+    }
+
+    /// The next lookup for the resolver at `now`, if it has room: the oldest waiting one
+    /// whose session has fewer than half the slots resolving (so one session's slow names
+    /// never hold every slot). With every slot taken and lookups waiting, the lookup
+    /// resolving longest gives up its slot if it has been at it for [`PREEMPT_AFTER`].
+    pub fn next_job(&mut self, now: Duration) -> Option<Job> {
         if self.resolving.len() >= self.slots {
-            return None;
+            if self.waiting.is_empty() {
+                return None;
+            }
+            let (&id, _) = self
+                .resolving
+                .iter()
+                .filter(|(_, o)| now.saturating_sub(o.started) >= PREEMPT_AFTER)
+                .min_by_key(|(id, o)| (o.started, **id))?;
+            if let Some(o) = self.resolving.remove(&id) {
+                self.cancelled.push(id);
+                self.preempted.push((o.session, o.stream));
+            }
         }
         let share = (self.slots / 2).max(1);
         let busy = |session: SessionId| {
@@ -147,7 +222,8 @@ impl Lookups {
             .waiting
             .iter()
             .position(|w| busy(w.owner.session) < share)?;
-        let w = self.waiting.remove(at)?;
+        let mut w = self.waiting.remove(at)?;
+        w.owner.started = now;
         self.resolving.insert(w.id, w.owner);
         Some(Job {
             id: w.id,
@@ -183,6 +259,12 @@ impl Lookups {
             !late
         });
         expired
+    }
+
+    /// A stream whose lookup gave its place to another since the last call, to be answered
+    /// 0x04.
+    pub fn poll_preempted(&mut self) -> Option<(SessionId, StreamId)> {
+        self.preempted.pop()
     }
 
     /// A lookup taken from the resolving since the last call (past its deadline, or its
@@ -257,15 +339,15 @@ mod tests {
             .unwrap();
         l.submit(session(2), StreamId(1), "fast.example".into(), 80, secs(1))
             .unwrap();
-        let slow = l.next_job().unwrap();
+        let slow = l.next_job(secs(0)).unwrap();
         assert_eq!(slow.name, "slow.example");
-        assert!(l.next_job().is_none(), "the one slot is taken");
+        assert!(l.next_job(secs(0)).is_none(), "the one slot is taken");
         assert!(l.expire(secs(4)).is_empty());
         assert_eq!(l.poll_cancelled(), None);
         assert_eq!(l.expire(secs(5)), vec![(session(1), StreamId(1))]);
         assert_eq!(l.poll_cancelled(), Some(slow.id), "the resolver drops it");
         assert_eq!(l.poll_cancelled(), None);
-        let fast = l.next_job().unwrap();
+        let fast = l.next_job(secs(0)).unwrap();
         assert_eq!(fast.name, "fast.example", "the slot is free at once");
         assert_eq!(l.answered(slow.id), None, "its late answer is dropped");
         assert_eq!(l.answered(fast.id), Some((session(2), StreamId(1))));
@@ -273,10 +355,11 @@ mod tests {
         assert!(l.expire(secs(60)).is_empty(), "answered once only");
     }
 
-    /// A queue full of one session's slow names holds up another session's lookup no longer
-    /// than its deadline, and the exit refuses lookups past its total.
+    /// A full exit takes a place from the session holding the most (two more than the
+    /// asker), and refuses when nobody does; a lookup resolving for half a second gives its
+    /// slot to a waiting one; what gave way is answered, and the resolver drops it.
     #[test]
-    fn slow_names_hold_others_up_no_longer_than_the_deadline() {
+    fn a_full_exit_takes_places_from_the_largest_holder_and_slots_from_slow_names() {
         let mut l = Lookups::new(2, 4, secs(5));
         for s in 1..=3 {
             l.submit(
@@ -288,27 +371,42 @@ mod tests {
             )
             .unwrap();
         }
-        l.submit(session(2), StreamId(1), "fast.example".into(), 443, secs(1))
+        l.submit(session(2), StreamId(1), "fast.example".into(), 443, secs(0))
             .unwrap();
+        let jobs: Vec<Job> = std::iter::from_fn(|| l.next_job(secs(0))).collect();
+        let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
         assert_eq!(
-            l.submit(session(3), StreamId(1), "x.example".into(), 80, secs(1)),
+            names,
+            ["slow1.example", "fast.example"],
+            "one slot per session"
+        );
+        // Full: session 1 holds 3, session 3 none, so session 1's newest waiting gives way.
+        l.submit(session(3), StreamId(1), "x.example".into(), 80, secs(0))
+            .unwrap();
+        assert_eq!(l.poll_preempted(), Some((session(1), StreamId(3))));
+        // Now 2, 1, 1: session 1 still holds two more than a new session.
+        l.submit(session(4), StreamId(1), "y.example".into(), 80, secs(0))
+            .unwrap();
+        assert_eq!(l.poll_preempted(), Some((session(1), StreamId(2))));
+        // 1, 1, 1, 1: nobody does.
+        assert_eq!(
+            l.submit(session(5), StreamId(1), "z.example".into(), 80, secs(0)),
             Err(Refusal::Lookups)
         );
-        let jobs: Vec<Job> = std::iter::from_fn(|| l.next_job()).collect();
-        assert_eq!(jobs.len(), 2, "two slots");
-        let expired = l.expire(secs(6));
-        assert_eq!(expired.len(), 4);
-        assert!(expired.contains(&(session(2), StreamId(1))));
-        let mut cancelled: Vec<LookupId> = std::iter::from_fn(|| l.poll_cancelled()).collect();
-        cancelled.sort_unstable();
-        assert_eq!(cancelled, [jobs[0].id, jobs[1].id]);
-        // The expired ones freed their slots: the next lookup goes at once.
-        l.submit(session(2), StreamId(2), "next.example".into(), 443, secs(7))
-            .unwrap();
-        assert_eq!(l.answered(jobs[0].id), None);
-        let next = l.next_job().unwrap();
-        assert_eq!((next.name.as_str(), next.port), ("next.example", 443));
-        assert_eq!(l.answered(next.id), Some((session(2), StreamId(2))));
+        assert_eq!(l.poll_preempted(), None);
+        // Both slots busy, two waiting: nothing moves before half a second...
+        assert!(l.next_job(PREEMPT_AFTER / 2).is_none());
+        // ...then the lookup resolving longest gives its slot to the oldest waiting one.
+        let next = l.next_job(PREEMPT_AFTER).unwrap();
+        assert_eq!(next.name, "x.example");
+        assert_eq!(l.poll_preempted(), Some((session(1), StreamId(1))));
+        assert_eq!(
+            l.poll_cancelled(),
+            Some(jobs[0].id),
+            "the resolver drops it"
+        );
+        assert_eq!(l.answered(jobs[0].id), None, "its late answer is dropped");
+        assert_eq!(l.len(), 3);
     }
 
     /// One session with many slow names resolves at most half the slots' worth at once;
@@ -328,12 +426,15 @@ mod tests {
         }
         l.submit(session(2), StreamId(1), "other.example".into(), 80, secs(1))
             .unwrap();
-        let jobs: Vec<Job> = std::iter::from_fn(|| l.next_job()).collect();
+        let jobs: Vec<Job> = std::iter::from_fn(|| l.next_job(secs(0))).collect();
         let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
         assert_eq!(names, ["s1.example", "s2.example", "other.example"]);
         // A slot frees: session 1's next name goes.
         assert_eq!(l.answered(jobs[0].id), Some((session(1), StreamId(1))));
-        assert_eq!(l.next_job().map(|j| j.name), Some("s3.example".into()));
+        assert_eq!(
+            l.next_job(secs(0)).map(|j| j.name),
+            Some("s3.example".into())
+        );
     }
 
     /// A lookup whose stream is reset, or whose session is forgotten, is never answered.
@@ -346,13 +447,13 @@ mod tests {
             .unwrap();
         l.submit(session(2), StreamId(1), "c.example".into(), 80, secs(0))
             .unwrap();
-        let a = l.next_job().unwrap();
+        let a = l.next_job(secs(0)).unwrap();
         assert!(l.forget(session(1), StreamId(1)));
         assert!(!l.forget(session(1), StreamId(1)), "once");
         assert_eq!(l.poll_cancelled(), Some(a.id), "the resolver drops it");
         l.forget_session(session(1));
         assert_eq!(l.answered(a.id), None);
-        let c = l.next_job().unwrap();
+        let c = l.next_job(secs(0)).unwrap();
         assert_eq!(c.name, "c.example", "b was dropped with its session");
         assert_eq!(l.expire(secs(10)), vec![(session(2), StreamId(1))]);
     }
