@@ -4,17 +4,22 @@
 //! the test that fails if one of the defences of docs/threat-model.md ("Abuse of the relays
 //! themselves") goes away: without the probe before membership, `directory_push` amplifies;
 //! without the split-address rule, `link_flood` floods the victim; without the members'
-//! own budgets, `swim_junk` knocks relays out.
+//! own budgets, `swim_junk` knocks relays out; without lookup places taken back from the
+//! largest holder, `exit_slow_dns` refuses the honest lookup; without connections taken back
+//! from quiet sessions, `exit_bloat` locks the honest fetch out.
 #![expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
 use std::{collections::BTreeMap, path::Path, process::Command};
 
-const ATTACKS: [&str; 5] = [
+const ATTACKS: [&str; 8] = [
     "link_flood",
     "directory_push",
     "swim_junk",
     "hello_flood",
     "gateway_flood",
+    "exit_sessions",
+    "exit_slow_dns",
+    "exit_bloat",
 ];
 
 #[test]
@@ -76,7 +81,14 @@ fn every_attack_is_absorbed_without_amplification_or_harm_to_honest_users() {
         assert!(get("max_rss") > 0.0);
     }
     // The defences keep what reaches a victim well below what an attacker spends.
-    for attack in ["link_flood", "directory_push", "swim_junk", "gateway_flood"] {
+    for attack in [
+        "link_flood",
+        "directory_push",
+        "swim_junk",
+        "gateway_flood",
+        "exit_sessions",
+        "exit_bloat",
+    ] {
         let ratio = rows[&format!("attack.{attack}.amplification")];
         assert!(ratio < 0.05, "{attack}: amplification {ratio}");
     }
