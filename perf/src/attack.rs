@@ -107,6 +107,9 @@ pub struct AttackArgs {
     pub bytes: usize,
     /// The relays' packet I/O.
     pub backend: pb_testnet::Backend,
+    /// Another pb-relay binary (e.g. built from an older commit) to attack first, side by
+    /// side.
+    pub baseline_relay: Option<std::path::PathBuf>,
 }
 
 const RELAYS: usize = 8;
@@ -125,20 +128,46 @@ const BLOAT_PORT: u16 = 8080;
 /// How often the relays' membership and memory are looked at during an attack.
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 
-/// Runs the attacks; see the module docs.
+/// Runs the attacks; see the module docs. With a baseline relay binary, first against a
+/// network of those (rows `baseline`), then against the one next to pb-perf (`pb-relay`).
 pub fn run(args: &AttackArgs) -> anyhow::Result<Vec<Measurement>> {
     pb_testbed::privileged().map_err(|reason| {
         anyhow!("pb-perf attack runs a testnet in network namespaces and needs root: {reason}")
     })?;
+    let mut rows = Vec::new();
+    if let Some(baseline) = &args.baseline_relay {
+        if !baseline.is_file() {
+            anyhow::bail!("--baseline-relay {}: no such file", baseline.display());
+        }
+        rows.extend(run_against(args, Some(baseline))?);
+    }
+    rows.extend(run_against(args, None)?);
+    Ok(rows)
+}
+
+/// The attacks against eight relays of `relay_binary` (default: next to pb-perf).
+fn run_against(
+    args: &AttackArgs,
+    relay_binary: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<Measurement>> {
     let client_bin = binary("pb-client")?;
-    let network = Network::builder()
+    let imp = if relay_binary.is_some() {
+        "baseline"
+    } else {
+        "pb-relay"
+    };
+    let builder = Network::builder()
         .relays(RELAYS)
         .netns("pbatk")
         .backend(args.backend)
         .loop_rate(1)
-        .admin(true)
-        .build()?;
-    let progress = Progress::new("pb-perf attack", 2 + args.attacks.len());
+        .admin(true);
+    let network = match relay_binary {
+        Some(path) => builder.relay_binary(path),
+        None => builder,
+    }
+    .build()?;
+    let progress = Progress::new(&format!("pb-perf attack ({imp})"), 2 + args.attacks.len());
     progress.step(&format!(
         "building namespaces, starting {RELAYS} relays ({})",
         network.describe()
@@ -167,28 +196,28 @@ pub fn run(args: &AttackArgs) -> anyhow::Result<Vec<Measurement>> {
         .view(0)
         .map(|v| Epoch(v.epoch))
         .ok_or_else(|| anyhow!("the gateway reports no topology"))?;
-    let descriptors = descriptors(&net)?;
     let mut rows = Vec::new();
     // The baseline: the relays' memory before any attack.
     let before = sample(&net)?;
     rows.push(row(
         "attack.none.max_rss",
-        "pb-relay",
+        imp,
         &[("relays", json!(RELAYS))],
         round1(before.max_rss),
         "MiB",
     ));
-    let context = Context {
-        network_seed: net.network().network_seed(),
-        epoch,
-        relays: (0..RELAYS).map(|i| net.network().gossip_addr(i)).collect(),
-        gateway_packet: net.network().packet_addr(0),
-        client_link: net.network().client_link(),
-        descriptors,
-        gateway_identity: IdentityKeyPair::from_seed(&net.network().identity_seed(0)).public(),
-        rate: args.rate,
-    };
     for attack in &args.attacks {
+        // What any client gets from the gateway now (an earlier attack may have moved it).
+        let context = Context {
+            network_seed: net.network().network_seed(),
+            epoch,
+            relays: (0..RELAYS).map(|i| net.network().gossip_addr(i)).collect(),
+            gateway_packet: net.network().packet_addr(0),
+            client_link: net.network().client_link(),
+            descriptors: descriptors(&net)?,
+            gateway_identity: IdentityKeyPair::from_seed(&net.network().identity_seed(0)).public(),
+            rate: args.rate,
+        };
         progress.step(&format!(
             "{}: {} s at up to {} datagrams/s, fetching {} KiB through pb-client",
             attack.name(),
@@ -197,8 +226,10 @@ pub fn run(args: &AttackArgs) -> anyhow::Result<Vec<Measurement>> {
             args.bytes / 1024
         ));
         let exit_before = counters(&net, RELAYS - 1, "pb_exit_")?;
+        let gossip_before = counters(&net, 1, "pb_gossip_")?;
         let outcome = play(&net, *attack, &context, args, socks, server.addr(), &before)?;
         let exit_after = counters(&net, RELAYS - 1, "pb_exit_")?;
+        let gossip_after = counters(&net, 1, "pb_gossip_")?;
         progress.note(&format!(
             "{}: attacker sent {} B, victim got {} B (x{:.3}); honest fetch {}, membership {}; relays' RSS at most {:.1} MiB",
             attack.name(),
@@ -209,19 +240,17 @@ pub fn run(args: &AttackArgs) -> anyhow::Result<Vec<Measurement>> {
             if outcome.membership_kept { "kept" } else { "LOST" },
             outcome.max_rss
         ));
-        let moved: Vec<String> = exit_after
-            .iter()
-            .filter_map(|(name, v)| {
-                let d = v.saturating_sub(exit_before.get(name).copied().unwrap_or(0));
-                (d > 0).then(|| {
-                    format!(
-                        "{} +{d}",
-                        name.trim_start_matches("pb_exit_")
-                            .trim_end_matches("_total")
-                    )
+        let moved = |before: &Counters, after: &Counters, prefix: &str| {
+            after
+                .iter()
+                .filter_map(|(name, v)| {
+                    let d = v.saturating_sub(before.get(name).copied().unwrap_or(0));
+                    let short = name.trim_start_matches(prefix).trim_end_matches("_total");
+                    (d > 0 && !short.starts_with("datagrams")).then(|| format!("{short} +{d}"))
                 })
-            })
-            .collect();
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         if matches!(
             attack,
             Attack::ExitSessions | Attack::ExitSlowDns | Attack::ExitBloat
@@ -229,13 +258,19 @@ pub fn run(args: &AttackArgs) -> anyhow::Result<Vec<Measurement>> {
             progress.note(&format!(
                 "{}: the exit's counters: {}",
                 attack.name(),
-                moved.join(", ")
+                moved(&exit_before, &exit_after, "pb_exit_")
+            ));
+        } else {
+            progress.note(&format!(
+                "{}: a mix's gossip counters: {}",
+                attack.name(),
+                moved(&gossip_before, &gossip_after, "pb_gossip_")
             ));
         }
         if let Some(why) = &outcome.why {
             progress.note(&format!("{}: {why}", attack.name()));
         }
-        rows.extend(outcome.rows(*attack, args));
+        rows.extend(outcome.rows(*attack, args, imp));
     }
     Ok(rows)
 }
@@ -274,7 +309,7 @@ impl Outcome {
         }
     }
 
-    fn rows(&self, attack: Attack, args: &AttackArgs) -> Vec<Measurement> {
+    fn rows(&self, attack: Attack, args: &AttackArgs, imp: &str) -> Vec<Measurement> {
         let name = attack.name();
         let params = [
             ("seconds", json!(args.seconds)),
@@ -284,28 +319,28 @@ impl Outcome {
         vec![
             row(
                 &format!("attack.{name}.attacker_bytes"),
-                "pb-relay",
+                imp,
                 &params,
                 self.sent as f64,
                 "B",
             ),
             row(
                 &format!("attack.{name}.victim_bytes"),
-                "pb-relay",
+                imp,
                 &params,
                 self.received as f64,
                 "B",
             ),
             row(
                 &format!("attack.{name}.amplification"),
-                "pb-relay",
+                imp,
                 &params,
                 (self.amplification() * 1e4).round() / 1e4,
                 "ratio",
             ),
             row(
                 &format!("attack.{name}.honest_ok"),
-                "pb-relay",
+                imp,
                 &params,
                 if self.fetched && self.membership_kept {
                     1.0
@@ -316,7 +351,7 @@ impl Outcome {
             ),
             row(
                 &format!("attack.{name}.max_rss"),
-                "pb-relay",
+                imp,
                 &params,
                 round1(self.max_rss),
                 "MiB",
@@ -360,12 +395,11 @@ fn sample(net: &Testnet) -> anyhow::Result<Sample> {
     Ok(s)
 }
 
+/// Metric names and values.
+type Counters = std::collections::BTreeMap<String, u64>;
+
 /// Relay `i`'s `/metrics` counters whose names start with `prefix`.
-fn counters(
-    net: &Testnet,
-    i: usize,
-    prefix: &str,
-) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+fn counters(net: &Testnet, i: usize, prefix: &str) -> anyhow::Result<Counters> {
     Ok(net
         .admin_get(i, "/metrics")?
         .lines()
@@ -828,7 +862,7 @@ fn announce(
     SwimCodec
         .encode_header(&header, &mut packet)
         .map_err(|e| anyhow!("encoding an announce: {e:?}"))?;
-    packet.extend_from_slice(&0u16.to_be_bytes());
+    // An announce carries nothing after its header (foca refuses one that does).
     Ok(swim_datagram(identity, descriptor.bytes(), &packet))
 }
 

@@ -176,6 +176,10 @@ enum Command {
         /// The relays' packet I/O: af-xdp (the XDP program and AF_XDP sockets) or udp.
         #[arg(long, default_value = "af-xdp", value_parser = ["af-xdp", "udp"])]
         backend: String,
+        /// Another pb-relay binary (e.g. built from an older commit) to attack first, side by
+        /// side with the one next to pb-perf (rows `baseline` and `pb-relay`).
+        #[arg(long, value_name = "PATH")]
+        baseline_relay: Option<std::path::PathBuf>,
     },
     /// Charts (into --svg DIR) from rows an earlier run wrote with --json or --svg.
     Plot {
@@ -307,6 +311,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             rate,
             bytes,
             backend,
+            baseline_relay,
         } => attack::run(&attack::AttackArgs {
             seconds: *seconds,
             attacks: attack.clone(),
@@ -317,6 +322,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             } else {
                 pb_testnet::Backend::AfXdp
             },
+            baseline_relay: baseline_relay.clone(),
         })?,
         Command::Plot { files } => {
             let Some(dir) = &cli.svg else {
