@@ -904,163 +904,184 @@ fn attack_loop(
                             .map(|cookie| pb_control::probe::echo(identity, &cookie, from))
                     });
                 });
-                while !stop.load(Ordering::Relaxed) {
-                    for relay in &context.relays {
-                        let datagram = announce(identity, &descriptor, own, *relay)?;
-                        if gossip.send_to(&datagram, relay).is_ok() {
-                            count(datagram.len());
+                let result = (|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        for relay in &context.relays {
+                            let datagram = announce(identity, &descriptor, own, *relay)?;
+                            if gossip.send_to(&datagram, relay).is_ok() {
+                                count(datagram.len());
+                            }
                         }
+                        thread::sleep(Duration::from_millis(200));
                     }
-                    thread::sleep(Duration::from_millis(200));
-                }
-                Ok(())
+                    Ok(())
+                })();
+                // The listeners end with it, also after a failure.
+                stop.store(true, Ordering::Relaxed);
+                result
             })
         }
         Attack::DirectoryPush => {
             let victim = SocketAddr::from((VICTIM, GOSSIP_PORT));
-            let packet = SocketAddr::from((VICTIM, pb_testnet::PACKET_PORT));
+            // Not link_flood's packet address: the first claim of an address stands.
+            let packet = SocketAddr::from((VICTIM, pb_testnet::PACKET_PORT + 2));
             let (identity, descriptor) = sybil(0xa2, context.epoch, packet, victim)?;
-            let spoofed = socket(web, victim)?;
-            let ignored = AtomicU64::new(0);
             let datagrams = context
                 .relays
                 .iter()
                 .map(|relay| Ok((*relay, announce(&identity, &descriptor, victim, *relay)?)))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            thread::scope(|scope| {
-                let listener = spoofed.try_clone()?;
-                scope.spawn(move || sink(&listener, stop, received, &ignored, |_, _| None));
-                let mut pacer = Pacer::new(context.rate.min(2000));
-                'attack: loop {
-                    for (relay, datagram) in &datagrams {
-                        if stop.load(Ordering::Relaxed) {
-                            break 'attack;
-                        }
-                        if spoofed.send_to(datagram, relay).is_ok() {
-                            count(datagram.len());
-                        }
-                        pacer.wait();
-                    }
-                }
-                Ok(())
+            let mut next = datagrams.iter().cycle();
+            let flood = Flood::new(web, victim, context.rate.min(2000), stop, sent, received)?;
+            flood.run(|| {
+                next.next()
+                    .map(|(to, d)| (*to, d.clone()))
+                    .ok_or_else(|| anyhow!("no relays"))
             })
         }
         Attack::SwimJunk => {
             let victim = SocketAddr::from((VICTIM, 40_000));
-            let spoofed = socket(web, victim)?;
-            let ignored = AtomicU64::new(0);
             // Half plain junk, half SWIM datagrams with a valid descriptor and a bad
             // signature (each costs the relay a signature check).
             let (identity, descriptor) = sybil(0xa3, context.epoch, victim, victim)?;
             let mut noise = Noise::new("swim_junk");
-            thread::scope(|scope| {
-                let listener = spoofed.try_clone()?;
-                scope.spawn(move || sink(&listener, stop, received, &ignored, |_, _| None));
-                let mut pacer = Pacer::new(context.rate);
-                let mut k = 0usize;
-                while !stop.load(Ordering::Relaxed) {
-                    let relay = context.relays[k % context.relays.len()];
-                    k += 1;
-                    let datagram = if k.is_multiple_of(2) {
-                        let mut d = announce(&identity, &descriptor, victim, relay)?;
-                        let last = d.len() - 1;
-                        d[last] ^= 1;
-                        d
-                    } else {
-                        let len = 64 + noise.below(1_300) as usize;
-                        let mut d = vec![0u8; len];
-                        noise.fill(&mut d);
-                        d[0] = 1 + (noise.below(5) as u8);
-                        d
-                    };
-                    if spoofed.send_to(&datagram, relay).is_ok() {
-                        count(datagram.len());
-                    }
-                    pacer.wait();
-                }
-                Ok(())
+            let mut k = 0usize;
+            let flood = Flood::new(web, victim, context.rate, stop, sent, received)?;
+            flood.run(|| {
+                let relay = context.relays[k % context.relays.len()];
+                k += 1;
+                let datagram = if k.is_multiple_of(2) {
+                    let mut d = announce(&identity, &descriptor, victim, relay)?;
+                    let last = d.len() - 1;
+                    d[last] ^= 1;
+                    d
+                } else {
+                    let mut d = vec![0u8; 64 + noise.below(1_300) as usize];
+                    noise.fill(&mut d);
+                    d[0] = 1 + (noise.below(5) as u8);
+                    d
+                };
+                Ok((relay, datagram))
             })
         }
         Attack::HelloFlood => {
             let victim = SocketAddr::from((VICTIM, 40_001));
-            let gateway_key = context
-                .descriptors
-                .iter()
-                .find(|d| d.descriptor().identity == context.gateway_identity)
-                .and_then(|d| d.descriptor().sphinx_key(context.epoch))
-                .ok_or_else(|| anyhow!("the gateway's descriptor is not in its directory"))?;
-            let spoofed = socket(web, victim)?;
-            let ignored = AtomicU64::new(0);
+            let gateway_key = gateway(context)?
+                .descriptor()
+                .sphinx_key(context.epoch)
+                .ok_or_else(|| anyhow!("the gateway has no key for this epoch"))?;
             let mut noise = Noise::new("hello_flood");
-            thread::scope(|scope| {
-                let listener = spoofed.try_clone()?;
-                scope.spawn(move || sink(&listener, stop, received, &ignored, |_, _| None));
-                let mut pacer = Pacer::new(context.rate);
-                while !stop.load(Ordering::Relaxed) {
-                    let (datagram, _keys) = pb_proto::link::hello(
-                        &gateway_key,
-                        context.epoch,
-                        noise.bytes32(),
-                        &noise.bytes32(),
-                        0,
-                        &[0; 16],
-                    )
-                    .ok_or_else(|| anyhow!("the gateway's Sphinx key is unusable"))?;
-                    if spoofed.send_to(&datagram, context.client_link).is_ok() {
-                        count(datagram.len());
-                    }
-                    pacer.wait();
-                }
-                Ok(())
+            let flood = Flood::new(web, victim, context.rate, stop, sent, received)?;
+            flood.run(|| {
+                let (datagram, _keys) = pb_proto::link::hello(
+                    &gateway_key,
+                    context.epoch,
+                    noise.bytes32(),
+                    &noise.bytes32(),
+                    0,
+                    &[0; 16],
+                )
+                .ok_or_else(|| anyhow!("the gateway's Sphinx key is unusable"))?;
+                Ok((context.client_link, datagram.to_vec()))
             })
         }
         Attack::GatewayFlood => {
             let victim = SocketAddr::from((VICTIM, 40_002));
-            let gateway = context
-                .descriptors
-                .iter()
-                .find(|d| d.descriptor().identity == context.gateway_identity)
-                .ok_or_else(|| anyhow!("the gateway's descriptor is not in its directory"))?;
-            let key = gateway
-                .descriptor()
-                .sphinx_key(context.epoch)
-                .ok_or_else(|| anyhow!("the gateway has no key for this epoch"))?;
+            let gateway = gateway(context)?.descriptor();
             let route = [Hop {
-                node: gateway.descriptor().node_id(),
-                public_key: key,
+                node: gateway.node_id(),
+                public_key: gateway
+                    .sphinx_key(context.epoch)
+                    .ok_or_else(|| anyhow!("the gateway has no key for this epoch"))?,
                 delay: pb_sphinx::DelayMs(0),
             }];
-            let spoofed = socket(web, victim)?;
-            let ignored = AtomicU64::new(0);
             let mut noise = Noise::new("gateway_flood");
-            thread::scope(|scope| {
-                let listener = spoofed.try_clone()?;
-                scope.spawn(move || sink(&listener, stop, received, &ignored, |_, _| None));
-                let mut pacer = Pacer::new(context.rate);
+            let flood = Flood::new(web, victim, context.rate, stop, sent, received)?;
+            flood.run(|| {
                 let mut packet = [0u8; PACKET_LEN];
-                while !stop.load(Ordering::Relaxed) {
-                    let mut mailbox = [0u8; 16];
-                    noise.fill(&mut mailbox);
-                    pb_sphinx::create_packet(
-                        &mut packet,
-                        context.epoch,
-                        &route,
-                        MailboxId(mailbox),
-                        &[],
-                        &noise.bytes32(),
-                    )
-                    .map_err(|e| anyhow!("making a packet: {e}"))?;
-                    if spoofed.send_to(&packet, context.gateway_packet).is_ok() {
-                        count(packet.len());
-                    }
-                    pacer.wait();
-                }
-                Ok(())
+                let mut mailbox = [0u8; 16];
+                noise.fill(&mut mailbox);
+                pb_sphinx::create_packet(
+                    &mut packet,
+                    context.epoch,
+                    &route,
+                    MailboxId(mailbox),
+                    &[],
+                    &noise.bytes32(),
+                )
+                .map_err(|e| anyhow!("making a packet: {e}"))?;
+                Ok((context.gateway_packet, packet.to_vec()))
             })
         }
         Attack::ExitSessions | Attack::ExitSlowDns | Attack::ExitBloat => {
             exit_attack(attack, context, web, stop, sent, received)
         }
+    }
+}
+
+/// The gateway's descriptor in the directory it serves.
+fn gateway(context: &Context) -> anyhow::Result<&SignedDescriptor> {
+    context
+        .descriptors
+        .iter()
+        .find(|d| d.descriptor().identity == context.gateway_identity)
+        .ok_or_else(|| anyhow!("the gateway's descriptor is not in its directory"))
+}
+
+/// A flood from the victim's address (spoofed): what the attacker sends is counted as its,
+/// what comes back to that address as the victim's.
+struct Flood<'a> {
+    socket: UdpSocket,
+    rate: u32,
+    stop: &'a AtomicBool,
+    sent: &'a AtomicU64,
+    received: &'a AtomicU64,
+}
+
+impl<'a> Flood<'a> {
+    fn new(
+        web: &pb_testbed::Netns,
+        victim: SocketAddr,
+        rate: u32,
+        stop: &'a AtomicBool,
+        sent: &'a AtomicU64,
+        received: &'a AtomicU64,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            socket: socket(web, victim)?,
+            rate,
+            stop,
+            sent,
+            received,
+        })
+    }
+
+    /// Sends each datagram `make` makes to where it says, at the flood's rate, until stopped.
+    fn run(
+        self,
+        mut make: impl FnMut() -> anyhow::Result<(SocketAddr, Vec<u8>)>,
+    ) -> anyhow::Result<()> {
+        let listener = self.socket.try_clone()?;
+        let ignored = AtomicU64::new(0);
+        let (stop, received) = (self.stop, self.received);
+        thread::scope(|scope| {
+            scope.spawn(|| sink(&listener, stop, received, &ignored, |_, _| None));
+            let mut pacer = Pacer::new(self.rate);
+            let result = (|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let (to, datagram) = make()?;
+                    if self.socket.send_to(&datagram, to).is_ok() {
+                        self.sent
+                            .fetch_add(datagram.len() as u64, Ordering::Relaxed);
+                    }
+                    pacer.wait();
+                }
+                Ok(())
+            })();
+            // The listener ends with it, also after a failure.
+            stop.store(true, Ordering::Relaxed);
+            result
+        })
     }
 }
 
@@ -1099,33 +1120,39 @@ fn exit_attack(
         scope.spawn(|| hold_connections(&bloat, stop, ignored, Some(sent)));
         let mut pacer = Pacer::new(rate);
         let mut k = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let frames = match attack {
-                Attack::ExitSessions => {
-                    opens(per_packet, &pb_proto::Target::V4(VICTIM, VICTIM_TCP))
-                }
-                Attack::ExitSlowDns => {
-                    let mut out = Vec::new();
-                    for n in 0..per_packet {
-                        k += 1;
-                        pb_proto::Frame::Open {
-                            stream: pb_proto::StreamId(n + 1),
-                            target: pb_proto::Target::Name(format!("slow{k}.attack.test"), 80),
-                        }
-                        .encode(&mut out);
+        let mut send_all = || -> anyhow::Result<()> {
+            while !stop.load(Ordering::Relaxed) {
+                let frames = match attack {
+                    Attack::ExitSessions => {
+                        opens(per_packet, &pb_proto::Target::V4(VICTIM, VICTIM_TCP))
                     }
-                    out
+                    Attack::ExitSlowDns => {
+                        let mut out = Vec::new();
+                        for n in 0..per_packet {
+                            k += 1;
+                            pb_proto::Frame::Open {
+                                stream: pb_proto::StreamId(n + 1),
+                                target: pb_proto::Target::Name(format!("slow{k}.attack.test"), 80),
+                            }
+                            .encode(&mut out);
+                        }
+                        out
+                    }
+                    _ => opens(per_packet, &pb_proto::Target::V4(ATTACKER, BLOAT_PORT)),
+                };
+                let session = client.session();
+                let packet = client.packet(session, &frames)?;
+                if own.send_to(&packet, context.gateway_packet).is_ok() {
+                    sent.fetch_add(packet.len() as u64, Ordering::Relaxed);
                 }
-                _ => opens(per_packet, &pb_proto::Target::V4(ATTACKER, BLOAT_PORT)),
-            };
-            let session = client.session();
-            let packet = client.packet(session, &frames)?;
-            if own.send_to(&packet, context.gateway_packet).is_ok() {
-                sent.fetch_add(packet.len() as u64, Ordering::Relaxed);
+                pacer.wait();
             }
-            pacer.wait();
-        }
-        Ok(())
+            Ok(())
+        };
+        let result = send_all();
+        // The victim's and the attacker's servers end with it, also after a failure.
+        stop.store(true, Ordering::Relaxed);
+        result
     })
 }
 

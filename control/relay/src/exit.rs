@@ -85,6 +85,9 @@ pub struct ExitStats {
     pub refused_session_connections: AtomicU64,
     /// Streams refused (0x01): the exit had its most connections.
     pub refused_connections: AtomicU64,
+    /// Sessions forgotten, with their connections and lookups, to make room for a new one in
+    /// a table full of sessions holding something: each had been quiet over 30 s.
+    pub sessions_reclaimed: AtomicU64,
     /// Connections taken back for a session that asked when the exit held its most: a
     /// quiet session's, or one of the largest holder's ([`limits::Reclaim`]).
     pub connections_reclaimed: AtomicU64,
@@ -115,6 +118,7 @@ impl ExitStats {
             ("sessions", &self.sessions),
             ("sessions_evicted", &self.sessions_evicted),
             ("sessions_refused", &self.sessions_refused),
+            ("sessions_reclaimed", &self.sessions_reclaimed),
             ("connected", &self.connected),
             ("refused_policy", &self.refused_policy),
             ("failed", &self.failed),
@@ -315,6 +319,17 @@ impl Exit {
             streams: Streams::new(Side::Exit),
             surbs: VecDeque::new(),
         };
+        // A full table of sessions that all hold something makes room by forgetting one
+        // that has gone quiet.
+        if let Some(quiet) = self
+            .sessions
+            .quiet_to_evict(m.session, now, limits::RECLAIM_QUIET)
+        {
+            self.forget_session(quiet);
+            self.stats()
+                .sessions_reclaimed
+                .fetch_add(1, Ordering::Relaxed);
+        }
         // `None`: the table is full of sessions holding connections (counted).
         let Some(session) = self.sessions.admit(m.session, now, new) else {
             return;

@@ -248,6 +248,29 @@ impl<S> SessionTable<S> {
         Some(&mut entry.value)
     }
 
+    /// When a new session `id` would be refused (the table is full and every session holds a
+    /// connection or a lookup): the session heard from longest ago, if it has been quiet over
+    /// `quiet`. The caller forgets it, with what it holds, to make room: a session must be
+    /// heard from to keep its place (see [`Reclaim`]).
+    pub fn quiet_to_evict(
+        &self,
+        id: SessionId,
+        now: Duration,
+        quiet: Duration,
+    ) -> Option<SessionId> {
+        if self.entries.contains_key(&id)
+            || self.entries.len() < self.caps.sessions
+            || !self.idle.is_empty()
+        {
+            return None;
+        }
+        self.entries
+            .iter()
+            .min_by_key(|(k, e)| (e.last_heard, k.0))
+            .filter(|(_, e)| now.saturating_sub(e.last_heard) > quiet)
+            .map(|(k, _)| *k)
+    }
+
     /// Forgets the idle session heard from longest ago; false if every session is busy.
     fn evict_one(&mut self) -> bool {
         let Some((_, id)) = self.idle.pop_first() else {

@@ -308,3 +308,33 @@ fn a_full_exit_reclaims_from_quiet_sessions_then_from_the_largest_holder() {
     assert_eq!(t.connections(), 8);
     assert_eq!(t.reclaim(session(3), secs(110), RECLAIM_QUIET), None);
 }
+
+/// A table full of sessions that all hold connections makes room for a new session by
+/// forgetting one quiet over [`RECLAIM_QUIET`], and only such a one.
+#[test]
+fn a_full_table_of_busy_sessions_gives_up_a_quiet_one() {
+    let caps = Caps {
+        sessions: 2,
+        connections: 8,
+        session_connections: 4,
+        session_lookups: 4,
+    };
+    let mut t: SessionTable<u16> = SessionTable::new(caps, Arc::new(ExitStats::default()));
+    t.admit(session(1), secs(0), || 1).unwrap();
+    t.open_connection(session(1)).unwrap();
+    t.admit(session(2), secs(20), || 2).unwrap();
+    t.open_connection(session(2)).unwrap();
+    // Room left for a held session, and none needed for one already held.
+    assert_eq!(t.quiet_to_evict(session(1), secs(100), RECLAIM_QUIET), None);
+    // Full, and session 1 quiet for 25 s: not yet.
+    assert_eq!(t.quiet_to_evict(session(3), secs(25), RECLAIM_QUIET), None);
+    assert!(t.admit(session(3), secs(25), || 3).is_none());
+    // Quiet for 31 s: it goes (the caller forgets it), and the new one is admitted.
+    assert_eq!(
+        t.quiet_to_evict(session(3), secs(31), RECLAIM_QUIET),
+        Some(session(1))
+    );
+    t.remove(&session(1));
+    assert!(t.admit(session(3), secs(31), || 3).is_some());
+    assert_eq!(t.connections(), 1);
+}
