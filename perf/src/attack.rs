@@ -231,12 +231,13 @@ fn run_against(
         let exit_after = counters(&net, RELAYS - 1, "pb_exit_")?;
         let gossip_after = counters(&net, 1, "pb_gossip_")?;
         progress.note(&format!(
-            "{}: attacker sent {} B, victim got {} B (x{:.3}); honest fetch {}, membership {}; relays' RSS at most {:.1} MiB",
+            "{}: attacker sent {} B, victim got {} B (x{:.3}); honest fetches {} ({} byte-identical), membership {}; relays' RSS at most {:.1} MiB",
             attack.name(),
             outcome.sent,
             outcome.received,
             outcome.amplification(),
             if outcome.fetched { "ok" } else { "FAILED" },
+            outcome.fetches,
             if outcome.membership_kept { "kept" } else { "LOST" },
             outcome.max_rss
         ));
@@ -294,6 +295,8 @@ struct Outcome {
     sent: u64,
     received: u64,
     fetched: bool,
+    /// Honest fetches that came back byte-identical.
+    fetches: usize,
     membership_kept: bool,
     max_rss: f64,
     /// Why the honest side failed, if it did.
@@ -348,6 +351,13 @@ impl Outcome {
                     0.0
                 },
                 "bool",
+            ),
+            row(
+                &format!("attack.{name}.honest_fetches"),
+                imp,
+                &params,
+                self.fetches as f64,
+                "fetches",
             ),
             row(
                 &format!("attack.{name}.max_rss"),
@@ -458,12 +468,22 @@ fn play(
             result
         });
         // The honest fetch starts once the attack is under way.
-        let mut fetching = Some(scope.spawn(|| {
+        // Honest fetches one after the other, the first once the attack is under way, the
+        // last begun before its time is up: how many went through, or the first failure.
+        let mut fetching = Some(scope.spawn(|| -> anyhow::Result<usize> {
             thread::sleep(Duration::from_secs(1));
-            client.in_netns(|| {
-                let name = (attack == Attack::ExitSlowDns).then_some(HONEST_NAME);
-                honest_fetch(socks, server, name, args.bytes)
-            })
+            let name = (attack == Attack::ExitSlowDns).then_some(HONEST_NAME);
+            let mut done = 0;
+            loop {
+                client
+                    .in_netns(|| honest_fetch(socks, server, name, args.bytes))
+                    .context("entering the client's namespace")?
+                    .with_context(|| format!("honest fetch {}", done + 1))?;
+                done += 1;
+                if start.elapsed() >= seconds || stop.load(Ordering::Relaxed) {
+                    return Ok(done);
+                }
+            }
         }));
         let mut fetched = None;
         let mut sampling_error = None;
@@ -506,11 +526,10 @@ fn play(
     min_members = min_members.min(after.min_members);
     min_nodes = min_nodes.min(after.min_nodes);
     max_rss = max_rss.max(after.max_rss);
-    let fetch_error = match fetched {
-        Ok(Ok(Ok(_))) => None,
-        Ok(Ok(Err(e))) => Some(format!("the honest fetch failed: {e:#}")),
-        Ok(Err(e)) => Some(format!("entering the client's namespace: {e}")),
-        Err(_) => Some("the fetching thread panicked".to_owned()),
+    let (fetches, fetch_error) = match fetched {
+        Ok(Ok(n)) => (n, None),
+        Ok(Err(e)) => (0, Some(format!("{e:#}"))),
+        Err(_) => (0, Some("the fetching thread panicked".to_owned())),
     };
     let membership_kept = min_members >= before.min_members && min_nodes >= before.min_nodes;
     let why = fetch_error.clone().or_else(|| {
@@ -525,6 +544,7 @@ fn play(
         sent: sent.load(Ordering::Relaxed),
         received: received.load(Ordering::Relaxed),
         fetched: fetch_error.is_none(),
+        fetches,
         membership_kept,
         max_rss,
         why,
