@@ -1,16 +1,18 @@
 //! `pb-perf attack`: the attacks of docs/threat-model.md ("Abuse of the relays themselves")
 //! played against a testnet of eight pb-relay processes in network namespaces (root), while
-//! an honest pb-client fetches through it. Per attack it prints the attacker's bytes, the
-//! victim's bytes (what arrived at the address the attack aims the network at) and their
-//! ratio, whether the honest fetch came back byte-identical with every relay still a member
-//! everywhere, and the largest relay's resident memory.
+//! an honest pb-client fetches through it (again and again, the whole attack long). Per
+//! attack it prints the attacker's bytes, the victim's bytes (what arrived at the address the
+//! attack aims the network at) and their ratio, whether every honest fetch came back
+//! byte-identical with every relay still a member everywhere, and the largest relay's
+//! resident memory. With `--baseline-relay`, the same against another pb-relay binary first.
 //!
 //! Where the attacker and the victim are: two extra addresses of the web server's namespace
 //! on the testbed's bridge (198.18.0.200, the attacker's own, and 198.18.0.201, the
 //! victim's). A spoofing attacker sends from the victim's address, as a raw socket on the
 //! Internet would let it; whatever the relays send back to that address is counted as the
 //! victim's. Traffic goes only to the testbed's own namespaces, for a bounded time, at a
-//! bounded rate.
+//! bounded rate. For the run, `/etc/netns/<the exit's namespace>/` holds the exit's
+//! `resolv.conf` and `hosts` (removed afterwards, and left-overs of gone namespaces too).
 //!
 //! The attacks (each named as in the rows `attack.<name>.*`):
 //! - `link_flood`: a sybil relay whose descriptor names the victim as its packet address
@@ -467,7 +469,6 @@ fn play(
             stop.store(true, Ordering::Relaxed);
             result
         });
-        // The honest fetch starts once the attack is under way.
         // Honest fetches one after the other, the first once the attack is under way, the
         // last begun before its time is up: how many went through, or the first failure.
         let mut fetching = Some(scope.spawn(|| -> anyhow::Result<usize> {
@@ -487,7 +488,7 @@ fn play(
         }));
         let mut fetched = None;
         let mut sampling_error = None;
-        // Until the attack's time is up and the fetch is done (or the attacker failed).
+        // Until the attack's time is up and the fetches are done (or the attacker failed).
         loop {
             match sample(net) {
                 Ok(s) => {
