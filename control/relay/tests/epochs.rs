@@ -51,14 +51,21 @@ fn epochs_turn_over_with_an_overlap() {
 
     // The network agrees; take the client's view early enough in an epoch that the packets
     // are made before it ends.
-    let (view, _) = converge(&mut net, RELAYS, 0);
-    while seconds_into_epoch() > EPOCH_SECONDS - 5 {
-        thread::sleep(Duration::from_millis(200));
-    }
-    let (view, _) = converge(&mut net, RELAYS, view.epoch);
+    // (The relays and the gateway's directory move at slightly different moments: near a
+    // boundary, take both again until they name the same epoch.)
+    let (mut view, _) = converge(&mut net, RELAYS, 0);
+    let old = loop {
+        while seconds_into_epoch() > EPOCH_SECONDS - 5 {
+            thread::sleep(Duration::from_millis(200));
+        }
+        view = converge(&mut net, RELAYS, view.epoch).0;
+        let old = client_view(&net);
+        if old.epoch().0 == view.epoch {
+            break old;
+        }
+        view.epoch = view.epoch.max(old.epoch().0);
+    };
     let epoch = view.epoch;
-    let old = client_view(&net);
-    assert_eq!(old.epoch().0, epoch);
     let during_overlap = packets(&old, 3, 1);
     let after_overlap = packets(&old, 1, 2);
 
