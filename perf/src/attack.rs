@@ -562,34 +562,12 @@ fn honest_fetch(
     bytes: usize,
 ) -> anyhow::Result<()> {
     use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(socks).context("connecting to pb-client")?;
-    s.set_read_timeout(Some(Duration::from_secs(120)))?;
-    s.write_all(&[5, 1, 0])?;
-    let mut method = [0u8; 2];
-    s.read_exact(&mut method)?;
-    let mut request = vec![5, 1, 0];
-    match (name, server) {
-        (Some(name), _) => {
-            request.push(3);
-            request.push(u8::try_from(name.len()).context("a long name")?);
-            request.extend_from_slice(name.as_bytes());
-        }
-        (None, SocketAddr::V4(v4)) => {
-            request.push(1);
-            request.extend_from_slice(&v4.ip().octets());
-        }
+    let mut s = match (name, server) {
+        (Some(name), _) => pb_testnet::socks_connect_name(socks, name, server.port()),
+        (None, SocketAddr::V4(v4)) => pb_testnet::socks_connect(socks, v4),
         (None, SocketAddr::V6(_)) => anyhow::bail!("an IPv4 server"),
     }
-    request.extend_from_slice(&server.port().to_be_bytes());
-    s.write_all(&request)?;
-    let mut reply = [0u8; 10];
-    s.read_exact(&mut reply)?;
-    if reply[1] != 0 {
-        anyhow::bail!(
-            "pb-client answered the CONNECT with SOCKS reply {:#04x}",
-            reply[1]
-        );
-    }
+    .context("pb-client")?;
     s.write_all(b"GET / HTTP/1.0\r\nHost: pb-testnet\r\n\r\n")?;
     let mut response = Vec::new();
     s.read_to_end(&mut response).context("reading the fetch")?;

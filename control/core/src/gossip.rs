@@ -712,33 +712,24 @@ impl Gossip {
                     return false;
                 }
                 if !file {
-                    // Verified, not filed.
+                    // Verified, not filed: the address it claims is where it speaks from.
                     match SignedDescriptor::parse(datagram.descriptor) {
-                        Ok(d) if d.descriptor().gossip_addr == from => {}
+                        Ok(d) if d.descriptor().gossip_addr == from => from,
                         _ => return false,
                     }
-                    return key.identity.verify(
-                        wire::SWIM_CONTEXT,
-                        datagram.packet,
-                        datagram.signature,
-                    ) && {
-                        use foca::Codec as _;
-                        SwimCodec
-                            .decode_header(datagram.packet)
-                            .map_or(true, |header| header.src.addr == from)
-                    };
-                }
-                let offered = self.shared.borrow_mut().offer(datagram.descriptor);
-                match offered {
-                    Ok(Offered::New | Offered::Updated) => {
-                        let _ = self.swim.add_broadcast(datagram.descriptor);
+                } else {
+                    let offered = self.shared.borrow_mut().offer(datagram.descriptor);
+                    match offered {
+                        Ok(Offered::New | Offered::Updated) => {
+                            let _ = self.swim.add_broadcast(datagram.descriptor);
+                        }
+                        Ok(Offered::Unchanged) | Err(Invalid::OldVersion) => {}
+                        Err(_) => return false,
                     }
-                    Ok(Offered::Unchanged) | Err(Invalid::OldVersion) => {}
-                    Err(_) => return false,
-                }
-                match held(&self.shared.borrow()) {
-                    Some((_, addr)) => addr,
-                    None => return false,
+                    match held(&self.shared.borrow()) {
+                        Some((_, addr)) => addr,
+                        None => return false,
+                    }
                 }
             }
         };

@@ -152,14 +152,35 @@ impl FileServer {
 /// The proxy cannot be reached, or answers with an error (its reply code is in the
 /// message).
 pub fn socks_connect(proxy: SocketAddr, target: SocketAddrV4) -> anyhow::Result<TcpStream> {
+    let mut address = vec![1];
+    address.extend_from_slice(&target.ip().octets());
+    socks_request(proxy, &address, target.port())
+}
+
+/// As [`socks_connect`], to a name the proxy resolves (SOCKS5 address type 3).
+///
+/// # Errors
+/// As [`socks_connect`]; a name over 255 bytes.
+pub fn socks_connect_name(proxy: SocketAddr, name: &str, port: u16) -> anyhow::Result<TcpStream> {
+    let mut address = vec![
+        3,
+        u8::try_from(name.len()).context("a name over 255 bytes")?,
+    ];
+    address.extend_from_slice(name.as_bytes());
+    socks_request(proxy, &address, port)
+}
+
+/// A SOCKS5 CONNECT (no authentication) through `proxy` to `address` (its type byte and
+/// bytes) and `port`.
+fn socks_request(proxy: SocketAddr, address: &[u8], port: u16) -> anyhow::Result<TcpStream> {
     let mut s = TcpStream::connect(proxy).context("connecting to the SOCKS5 proxy")?;
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
     s.write_all(&[5, 1, 0])?;
     let mut method = [0u8; 2];
     s.read_exact(&mut method)?;
-    let mut request = vec![5, 1, 0, 1];
-    request.extend_from_slice(&target.ip().octets());
-    request.extend_from_slice(&target.port().to_be_bytes());
+    let mut request = vec![5, 1, 0];
+    request.extend_from_slice(address);
+    request.extend_from_slice(&port.to_be_bytes());
     s.write_all(&request)?;
     let mut reply = [0u8; 10];
     s.read_exact(&mut reply)?;
