@@ -24,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod tls;
 mod udp;
 
 use std::{net::SocketAddr, os::fd::AsRawFd, time::Instant};
