@@ -23,7 +23,9 @@
 //!   and SWIM membership.
 //! - `swim_junk`: junk and badly signed SWIM datagrams at every relay's gossip port, to
 //!   crowd out the members' pings and acks.
-//! - `hello_flood`: sealed client-link hellos to the gateway from the victim's address.
+//! - `hello_flood`: client-link inits (the Noise handshake's first record, made to the
+//!   gateway's link key, without a cookie) to the gateway from the victim's address: each
+//!   gets one cookie record back, and nothing is kept.
 //! - `gateway_flood`: MAC-valid Sphinx packets the attacker made itself, at the gateway's
 //!   packet port (each costs an X25519 and a replay-filter entry).
 //! - `exit_sessions`, `exit_slow_dns`, `exit_bloat`: an attacking mixnet client of its own
@@ -69,7 +71,7 @@ pub enum Attack {
     DirectoryPush,
     /// Junk at the gossip ports.
     SwimJunk,
-    /// Sealed hellos at the gateway's client link.
+    /// Client-link inits at the gateway, from the victim's address.
     HelloFlood,
     /// Self-made Sphinx packets at the gateway's packet port.
     GatewayFlood,
@@ -835,6 +837,7 @@ fn sybil(
             sphinx_next: key(Epoch(epoch.0 + 1)),
             packet_addr,
             gossip_addr,
+            link_key: identity.link_public(),
             transports: vec![],
         })
         .map_err(|e| anyhow!("the sybil's descriptor: {e}"))?;
@@ -965,23 +968,19 @@ fn attack_loop(
         }
         Attack::HelloFlood => {
             let victim = SocketAddr::from((VICTIM, 40_001));
-            let gateway_key = gateway(context)?
-                .descriptor()
-                .sphinx_key(context.epoch)
-                .ok_or_else(|| anyhow!("the gateway has no key for this epoch"))?;
+            let link_key = gateway(context)?.descriptor().link_key;
             let mut noise = Noise::new("hello_flood");
             let flood = Flood::new(web, victim, context.rate, stop, sent, received)?;
             flood.run(|| {
-                let (datagram, _keys) = pb_proto::link::hello(
-                    &gateway_key,
-                    context.epoch,
-                    noise.bytes32(),
-                    &noise.bytes32(),
-                    0,
-                    &[0; 16],
+                let mut nonce = [0u8; pb_link::handshake::NONCE];
+                noise.fill(&mut nonce);
+                let (_, init) = pb_link::handshake::Initiator::new(
+                    &link_key,
+                    pb_link::Rates { down: 0, up: 64 },
+                    nonce,
                 )
-                .ok_or_else(|| anyhow!("the gateway's Sphinx key is unusable"))?;
-                Ok((context.client_link, datagram.to_vec()))
+                .map_err(|e| anyhow!("the gateway's link key: {e}"))?;
+                Ok((context.client_link, init.to_vec()))
             })
         }
         Attack::GatewayFlood => {

@@ -1,14 +1,15 @@
 //! `pb-client`: a SOCKS5 proxy on 127.0.0.1:1080 whose TCP connections cross the
 //! PhantomBand mixnet to an exit, with replies coming back through SURBs.
 //!
-//! It fetches the signed directory from its gateway, verifies every descriptor and computes
-//! the topology itself (with a network file, only a view k stewards signed counts); it
-//! registers a mailbox for its replies with a hello sealed to the gateway's key from that
-//! view, and takes only a welcome the gateway signed; then it sends one packet
-//! per tick of a Poisson process, a real one when a session has something to send and cover
-//! otherwise, so its link shows the same rate whether the user is idle or busy; its gateway
-//! sends down at the profile's constant rate, padding that looks like a reply when none is
-//! due (a reply under no SURB of ours, dropped). Names are
+//! Everything it says to its gateway goes over the client link (`pb_link`): a Noise
+//! handshake to the gateway's link key (from the network file, or `--gateway-key`), then
+//! random-looking records at the profile's constant rate each way, padding when nothing is
+//! due, carried by a transport (`pb_transport`). Over it, it fetches the signed directory,
+//! verifies every descriptor and computes the topology itself (with a network file, only a
+//! view k stewards signed counts), checks that the node the gateway claims to be has the
+//! link key its handshake was made to, and registers a mailbox for its replies; then it
+//! makes one packet per tick of a Poisson process, a real one when a session has something
+//! to send and cover otherwise. Names are
 //! resolved by the exit, never here. Keys, session ids and the mailbox are fresh every run,
 //! and nothing is written to disk; nothing about destinations or routes is logged.
 #![forbid(unsafe_code)]
@@ -19,7 +20,7 @@ mod schedule;
 mod session;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     io::{ErrorKind, Read as _, Write as _},
     net::SocketAddr,
     sync::{Arc, atomic::AtomicBool},
@@ -30,24 +31,27 @@ use anyhow::{Context as _, anyhow};
 use clap::Parser;
 use mio::{
     Events, Interest, Poll, Token,
-    net::{TcpListener, TcpStream, UdpSocket},
+    net::{TcpListener, TcpStream},
+    unix::SourceFd,
 };
-use pb_control::Topology;
+use pb_control::{Topology, network::GatewayEntry};
+use pb_link::{ClientLink, Rates};
 use pb_proto::{
     Action, Reply, Socks, StreamEvent, StreamId, Target,
-    link::{self, Cookie, FromGateway},
+    link::{self, FromGateway},
 };
 use pb_sphinx::{MailboxId, NodeId, PACKET_LEN};
+use pb_transport::ClientCarrier;
 
 use crate::{
     directory::Fetch,
     loops::Loops,
     schedule::{Due, Schedule},
-    session::{FETCH_GAP, HELLO_GAP, Profile, Random, Session, slot_packet},
+    session::{FETCH_GAP, Profile, Random, Session, slot_packet},
 };
 
 /// Gateways built into this binary (`PB_BOOTSTRAP` at build time: comma-separated
-/// client-link addresses).
+/// entries as a network file's `gateway` lines give them, `ADDR KEY ...`).
 const BOOTSTRAP: Option<&str> = option_env!("PB_BOOTSTRAP");
 /// The network seed built into this binary (`PB_NETWORK_SEED` at build time, hex).
 const NETWORK_SEED: Option<&str> = option_env!("PB_NETWORK_SEED");
@@ -64,6 +68,10 @@ struct Args {
     /// A gateway's client-link address (default: the network file's, or the ones built in).
     #[arg(long)]
     gateway: Option<SocketAddr>,
+    /// The link key of the gateway `--gateway` names, 64 hex digits (pb-relay logs it at
+    /// start); not needed when the network file lists that gateway.
+    #[arg(long)]
+    gateway_key: Option<String>,
     /// The network file (docs/spec/network-file.md): the network's seed, stewards and
     /// gateways. With it, a gateway's directory is used only if k stewards signed it; a
     /// gateway that serves anything else is left for the next. Default: the one built in,
@@ -117,19 +125,13 @@ fn main() {
 }
 
 const LISTENER: Token = Token(0);
-const UDP: Token = Token(1);
+const CARRIER: Token = Token(1);
 /// Sessions at once (one per SOCKS username/password, plus the default one).
 const MAX_SESSIONS: usize = 16;
 /// A SOCKS connection whose exit has not answered after this long gets reply 0x06.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
-/// A packet is built this long before its send time, then sent at that time exactly: how
-/// long building takes (more for a real packet with SURBs than for cover) and how late the
-/// event loop wakes (later when it is busy) then never show in the send times.
-const LEAD: Duration = Duration::from_millis(5);
-/// A packet sent this long after its time is counted late.
+/// A record sent this long after its slot is counted late.
 const LATE: Duration = Duration::from_micros(500);
-/// Hellos whose welcome is still awaited (their keys kept to open it).
-const MAX_HELLOS: usize = 4;
 
 /// An application's SOCKS connection.
 struct App {
@@ -157,10 +159,11 @@ type Isolation = Option<(Vec<u8>, Vec<u8>)>;
 struct Client {
     poll: Poll,
     listener: TcpListener,
-    udp: UdpSocket,
-    gateway_link: SocketAddr,
+    /// The link to the gateway in use, and what carries it.
+    link: ClientLink,
+    carrier: Box<dyn ClientCarrier>,
     /// Every gateway to try, in order, and which one is in use.
-    gateways: Vec<SocketAddr>,
+    gateways: Vec<GatewayEntry>,
     gateway_index: usize,
     /// The network file, when given: views are checked against its stewards.
     network: Option<pb_control::network::NetworkFile>,
@@ -172,11 +175,11 @@ struct Client {
     token: [u8; 32],
     mailbox: MailboxId,
     /// The node the gateway's directory pages say it is, once that node is a gateway of
-    /// the verified view: hellos are sealed to its key.
+    /// the verified view whose link key is the one our handshake was made to.
     claimed: Option<NodeId>,
-    /// The keys of the last hellos, to open their welcomes.
-    hellos: VecDeque<link::HelloKeys>,
-    /// The gateway, once a welcome proved the claim (sealed to our hello and signed).
+    /// Whether the gateway registered our mailbox with this link.
+    registered: bool,
+    /// The gateway, once the claim holds and our mailbox is registered.
     gateway: Option<NodeId>,
     topology: Option<Topology>,
     fetch: Fetch,
@@ -186,15 +189,12 @@ struct Client {
     origin: Instant,
     schedule: Schedule,
     loops: Loops,
-    /// The gateway's last cookie, and the one our last hello echoed.
-    cookie: Cookie,
-    echoed: Cookie,
-    next_hello: Duration,
     next_fetch: Duration,
+    next_register: Duration,
     buf: Vec<u8>,
     turn: usize,
     cover: u64,
-    /// Packets sent more than [`LATE`] after their time (the event loop fell behind).
+    /// Records sent more than [`LATE`] after their slot (the event loop fell behind).
     late: u64,
 }
 
@@ -231,21 +231,49 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut gateways: Vec<SocketAddr> = args.gateway.into_iter().collect();
+    let mut gateways: Vec<GatewayEntry> = Vec::new();
+    if let Some(addr) = args.gateway {
+        let listed = network
+            .as_ref()
+            .and_then(|n| n.gateways.iter().find(|g| g.addr == addr));
+        let link_key = match (&args.gateway_key, listed) {
+            (Some(hex), _) => pb_control::network::hex32(hex)
+                .ok_or_else(|| anyhow!("--gateway-key: expected 64 hex digits"))?,
+            (None, Some(g)) => g.link_key,
+            (None, None) => {
+                return Err(anyhow!(
+                    "--gateway {addr}: its link key is needed too: pass --gateway-key HEX \
+                     (pb-relay logs it when it starts)"
+                ));
+            }
+        };
+        gateways.push(GatewayEntry {
+            addr,
+            link_key,
+            offers: listed.map(|g| g.offers.clone()).unwrap_or_default(),
+        });
+    } else if args.gateway_key.is_some() {
+        return Err(anyhow!("--gateway-key: it goes with --gateway ADDR:PORT"));
+    }
     if let Some(n) = &network {
-        gateways.extend(n.gateways.iter().filter(|g| Some(**g) != args.gateway));
+        gateways.extend(
+            n.gateways
+                .iter()
+                .filter(|g| Some(g.addr) != args.gateway)
+                .cloned(),
+        );
     }
     if gateways.is_empty() {
         gateways.extend(
             BOOTSTRAP
                 .unwrap_or("")
                 .split(',')
-                .filter_map(|g| g.trim().parse::<SocketAddr>().ok()),
+                .filter_map(|g| GatewayEntry::parse(g.trim()).ok()),
         );
     }
-    let gateway_link = *gateways.first().ok_or_else(|| {
+    let first = gateways.first().cloned().ok_or_else(|| {
         anyhow!(
-            "no gateway: this build has none built in; pass --network FILE or --gateway ADDR:PORT"
+            "no gateway: this build has none built in; pass --network FILE or --gateway ADDR:PORT --gateway-key HEX"
         )
     })?;
     let network_seed = match (&network, args.network_seed.as_deref().or(NETWORK_SEED)) {
@@ -285,17 +313,21 @@ fn run(args: Args) -> anyhow::Result<()> {
     let poll = Poll::new().context("mio poll")?;
     let mut listener = TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let bind: SocketAddr = if gateway_link.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let mut udp = UdpSocket::bind(bind).context("client socket")?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
-    poll.registry()
-        .register(&mut udp, UDP, Interest::READABLE)?;
     let mut random = OsRandom;
+    let carrier = connect(&first)?;
+    poll.registry().register(
+        &mut SourceFd(&carrier.as_raw_fd()),
+        CARRIER,
+        Interest::READABLE,
+    )?;
+    let link = ClientLink::new(
+        Duration::ZERO,
+        &first.link_key,
+        rates(&profile),
+        &random.seed(),
+    );
     let token = random.seed();
     let loops = Loops::new();
     let schedule = Schedule::new(&random.seed(), &profile, Duration::ZERO);
@@ -304,8 +336,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut client = Client {
         poll,
         listener,
-        udp,
-        gateway_link,
+        link,
+        carrier,
         gateways,
         gateway_index: 0,
         network,
@@ -316,7 +348,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         mailbox: link::mailbox_of(&token),
         token,
         claimed: None,
-        hellos: VecDeque::new(),
+        registered: false,
         gateway: None,
         topology: None,
         fetch: Fetch::new(nonce),
@@ -326,10 +358,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         origin: Instant::now(),
         schedule,
         loops,
-        cookie: [0; 16],
-        echoed: [0; 16],
-        next_hello: Duration::ZERO,
         next_fetch: Duration::ZERO,
+        next_register: Duration::ZERO,
         buf: vec![0; 64 * 1024],
         turn: 0,
         cover: 0,
@@ -337,9 +367,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     // The gateway's address is public (it is in the directory); the user's is never logged.
     tracing::info!(
-        "SOCKS5 on {}, gateway {}, profile {}",
+        "SOCKS5 on {}, gateway {} over {}, profile {}",
         args.listen,
-        gateway_link,
+        first.addr,
+        client.carrier.kind(),
         args.profile
     );
     let started = Instant::now();
@@ -349,12 +380,18 @@ fn run(args: Args) -> anyhow::Result<()> {
         && limit.is_none_or(|l| started.elapsed() < l)
     {
         let now = client.origin.elapsed();
-        let wait = client
+        let mut wait = client
             .schedule
             .next()
             .0
-            .saturating_sub(now + LEAD)
+            .saturating_sub(now)
             .min(Duration::from_millis(50));
+        if let Some(at) = client.link.next_deadline(now) {
+            wait = wait.min(at.saturating_sub(now));
+        }
+        if let Some(at) = client.carrier.next_deadline() {
+            wait = wait.min(at.saturating_duration_since(Instant::now()));
+        }
         if let Err(e) = client.poll.poll(&mut events, Some(wait))
             && e.kind() != ErrorKind::Interrupted
         {
@@ -363,7 +400,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         for event in events.iter() {
             match event.token() {
                 LISTENER => client.accept(),
-                UDP => client.datagrams(),
+                CARRIER => {}
                 token => {
                     if let Some(app) = client.apps.get_mut(&token) {
                         app.may_read = true;
@@ -372,22 +409,23 @@ fn run(args: Args) -> anyhow::Result<()> {
                 }
             }
         }
+        client.pump();
         client.timers();
         client.send_due();
+        client.pump();
         client.serve_apps();
         if !announced && client.topology.is_some() && client.gateway.is_some() {
             announced = true;
             if let Some(t) = &client.topology {
                 let relays = t.nodes().count();
-                let pages = relays.div_ceil(link::PER_PAGE) as u32;
                 tracing::info!(
                     "ready: {relays} relays verified, topology {}, epoch {}; the link carries \
-                     {:.0} datagrams/s up and {} down, idle or busy (about {:.1} GB a day)",
+                     {} records/s up and {} down, idle or busy (about {:.1} GB a day)",
                     hex(&t.hash()[..8]),
                     t.epoch().0,
-                    client.profile.uplink_per_second(pages),
+                    client.profile.uplink_rate,
                     client.profile.downlink_rate,
-                    client.profile.bytes_per_day(pages) / 1e9
+                    client.profile.bytes_per_day() / 1e9
                 );
             }
         }
@@ -415,6 +453,21 @@ fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A carrier to `gateway` (plain UDP for now; the disguises follow).
+fn connect(gateway: &GatewayEntry) -> anyhow::Result<Box<dyn ClientCarrier>> {
+    let carrier = pb_transport::UdpCarrier::connect(gateway.addr)
+        .with_context(|| format!("gateway {}", gateway.addr))?;
+    Ok(Box::new(carrier))
+}
+
+/// What the link asks its gateway for: the profile's rates.
+fn rates(profile: &Profile) -> Rates {
+    Rates {
+        down: profile.downlink_rate,
+        up: profile.uplink_rate,
+    }
+}
+
 /// Whether `node` is a gateway (layer 0) of `topology`.
 fn is_gateway(topology: &Topology, node: NodeId) -> bool {
     topology.layer(0).iter().any(|p| p.node == node)
@@ -429,52 +482,44 @@ impl Client {
         self.origin.elapsed()
     }
 
-    fn send_link(&self, datagram: &[u8]) {
-        // A full socket buffer drops it; what matters is asked again.
-        let _ = self.udp.send_to(datagram, self.gateway_link);
+    /// Queues a request for the gateway, ahead of the packets.
+    fn request(&mut self, message: pb_link::Message) {
+        // A full queue drops it; what matters is asked again.
+        let _ = self.link.send(message, true);
     }
 
-    /// A hello sealed to the claimed gateway's key for the view's epoch; whether one went
-    /// (none before a verified view names the gateway).
-    fn hello(&mut self) -> bool {
-        let (Some(topology), Some(claimed)) = (&self.topology, self.claimed) else {
-            return false;
-        };
-        let Some(gateway_key) = topology.find(claimed).map(|p| p.sphinx_key) else {
-            return false;
-        };
-        let mut secret = zeroize::Zeroizing::new([0u8; 32]);
-        self.random.fill(&mut secret[..]);
-        let Some((datagram, keys)) = link::hello(
-            &gateway_key,
-            topology.epoch(),
-            *secret,
-            &self.token,
-            self.profile.downlink_rate,
-            &self.cookie,
-        ) else {
-            return false;
-        };
-        if self.hellos.len() == MAX_HELLOS {
-            self.hellos.pop_front();
+    /// Moves records between the carrier and the link: what arrived into the link (and its
+    /// messages on), what the link has due out.
+    fn pump(&mut self) {
+        if let Err(e) = self.carrier.drive(Instant::now()) {
+            return self.leave_gateway(&format!("its link closed: {e}"));
         }
-        self.hellos.push_back(keys);
-        self.echoed = self.cookie;
-        self.send_link(&datagram);
-        true
+        let now = self.now();
+        while let Some(record) = self.carrier.recv() {
+            self.link.handle_record(now, &record);
+        }
+        while let Some(message) = self.link.poll_message() {
+            self.message(now, &message);
+        }
+        if let Some(e) = self.link.failed() {
+            return self.leave_gateway(&e.to_string());
+        }
+        while let Some(record) = self.link.poll_record(now) {
+            if self.now().saturating_sub(now) > LATE {
+                self.late += 1;
+            }
+            // A full carrier loses the record, like a lost datagram.
+            let _ = self.carrier.send(&record);
+        }
     }
 
-    /// Hellos and directory fetches.
+    /// Registration and directory fetches.
     fn timers(&mut self) {
         let now = self.now();
-        if now >= self.next_hello && self.hello() {
-            // Until the gateway answers, ask every second; then every HELLO_GAP.
-            self.next_hello = now
-                + if self.gateway.is_some() {
-                    HELLO_GAP
-                } else {
-                    Duration::from_secs(1)
-                };
+        if self.link.is_open() && !self.registered && now >= self.next_register {
+            // Once per link: the mailbox stays with this link until another registers it.
+            self.request(link::register(&self.token));
+            self.next_register = now + Duration::from_secs(1);
         }
         if now >= self.next_fetch {
             if self.fetch.is_complete() {
@@ -484,10 +529,10 @@ impl Client {
                 self.checkpoint = None;
             }
             for page in self.fetch.missing() {
-                self.send_link(&link::request(self.fetch.nonce, page));
+                self.request(link::request(self.fetch.nonce, page));
             }
             if self.network.is_some() && self.checkpoint.is_none() {
-                self.send_link(&link::checkpoint_request(self.fetch.nonce));
+                self.request(link::checkpoint_request(self.fetch.nonce));
             }
             self.next_fetch = now
                 + if self.topology.is_some() {
@@ -498,37 +543,28 @@ impl Client {
         }
     }
 
-    /// Every send and loop due within [`LEAD`]: all of them built first, then each sent at
-    /// its time (building one after sending another would stretch short gaps by the build
-    /// time, longer for a real packet than for cover).
+    /// Every send and loop due: each packet made at its time and queued on the link, whose
+    /// records leave at the link's own constant rate.
     fn send_due(&mut self) {
-        let by = self.now() + LEAD;
-        let mut batch = Vec::new();
-        while let Some((at, due)) = self.schedule.take(by) {
+        let now = self.now();
+        while let Some((_, due)) = self.schedule.take(now) {
             let packet = match due {
                 Due::Send => self.slot_packet(),
                 Due::Loop => self.loop_packet(),
             };
-            batch.extend(packet.map(|p| (at, p)));
-        }
-        for (at, (packet, first)) in batch {
-            let now = self.now();
-            if at > now {
-                std::thread::sleep(at - now);
-            } else if now - at > LATE {
-                self.late += 1;
+            if let Some(packet) = packet {
+                // A full link drops it, like a lost packet (the channel sends it again).
+                let _ = self.link.send(link::packet(&packet), false);
             }
-            let _ = self.udp.send_to(&packet, first);
         }
     }
 
-    /// One send slot: a real packet of the next session that has something, else cover;
-    /// and where it goes (none before the directory and the gateway are known).
-    fn slot_packet(&mut self) -> Option<([u8; PACKET_LEN], SocketAddr)> {
+    /// One send slot: a real packet of the next session that has something, else cover
+    /// (none before the directory and the gateway are known).
+    fn slot_packet(&mut self) -> Option<[u8; PACKET_LEN]> {
         let (Some(topology), Some(gateway)) = (&self.topology, self.gateway) else {
             return None;
         };
-        let first = topology.find(gateway)?.packet_addr;
         let (packet, carried) = slot_packet(
             self.sessions.iter_mut().map(|(_, s)| s),
             &mut self.turn,
@@ -542,17 +578,15 @@ impl Client {
         if carried == session::Carried::Cover {
             self.cover += 1;
         }
-        Some((packet, first))
+        Some(packet)
     }
 
-    /// One loop packet, out and back to our own mailbox, and where it goes.
-    fn loop_packet(&mut self) -> Option<([u8; PACKET_LEN], SocketAddr)> {
+    /// One loop packet, out and back to our own mailbox.
+    fn loop_packet(&mut self) -> Option<[u8; PACKET_LEN]> {
         let (Some(topology), Some(gateway)) = (&self.topology, self.gateway) else {
             return None;
         };
-        let first = topology.find(gateway)?.packet_addr;
-        let packet = self
-            .loops
+        self.loops
             .packet(
                 self.origin.elapsed(),
                 topology,
@@ -561,104 +595,58 @@ impl Client {
                 &self.profile,
                 &mut self.random,
             )
-            .ok()?;
-        Some((packet, first))
+            .ok()
     }
 
-    fn datagrams(&mut self) {
-        let mut buf = [0u8; 2048];
-        loop {
-            let (n, from) = match self.udp.recv_from(&mut buf) {
-                Ok(x) => x,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(_) => return,
-            };
-            if from != self.gateway_link {
-                continue;
+    /// A message from the gateway.
+    fn message(&mut self, now: Duration, message: &pb_link::Message) {
+        match link::parse(message) {
+            Some(FromGateway::Registered { mailbox }) if mailbox == self.mailbox => {
+                self.registered = true;
+                self.prove();
             }
-            let now = self.now();
-            match link::parse(&buf[..n]) {
-                Some(FromGateway::Welcome {
-                    ephemeral,
-                    nonce,
-                    sealed,
-                    signature,
-                }) => {
-                    // Only an answer to one of our hellos counts; anything else is dropped.
-                    let Some(keys) = self.hellos.iter().find(|k| *k.ephemeral() == ephemeral)
-                    else {
-                        continue;
-                    };
-                    let (Some(claimed), Some(topology)) = (self.claimed, &self.topology) else {
-                        continue;
-                    };
-                    let identity = topology.find(claimed).map(|p| p.identity);
-                    let proven = link::open_welcome(keys, &nonce, &sealed).filter(|(c, rate)| {
-                        let signed = link::welcome_signed(claimed, keys, self.mailbox, c, *rate);
-                        identity
-                            .is_some_and(|id| id.verify(link::WELCOME_CONTEXT, &signed, &signature))
-                    });
-                    let Some((cookie, _)) = proven else {
-                        self.leave_gateway(&format!(
-                            "its welcome is not from gateway {} (not sealed to our hello or \
-                             not signed by that node's identity key)",
-                            hex(&claimed.0[..8])
-                        ));
-                        continue;
-                    };
-                    self.gateway = Some(claimed);
-                    self.cookie = cookie;
-                    // A new cookie is echoed at once: the downlink starts (or follows a
-                    // new address) without waiting for the next hello.
-                    if cookie != self.echoed {
-                        self.hello();
-                    }
-                }
-                Some(FromGateway::Page {
-                    nonce,
-                    page,
-                    pages,
-                    epoch,
-                    gateway,
-                    descriptors,
-                }) => {
-                    // Each page counts once: a duplicate answer neither asks again nor
-                    // verifies the directory again.
-                    if !self
-                        .fetch
-                        .take(nonce, page, pages, (epoch, gateway), &descriptors)
-                    {
-                        continue;
-                    }
-                    if self.fetch.is_complete() {
-                        self.try_directory();
-                    } else if page == 0 {
-                        // Page 0 says how many there are: ask for the rest once; the fetch
-                        // timer asks again for what is still missing.
-                        for page in self.fetch.missing() {
-                            self.send_link(&link::request(self.fetch.nonce, page));
-                        }
-                    }
-                }
-                Some(FromGateway::Checkpoint { nonce, note })
-                    if nonce == self.fetch.nonce && self.network.is_some() && !note.is_empty() =>
+            Some(FromGateway::Page {
+                nonce,
+                page,
+                pages,
+                epoch,
+                gateway,
+                descriptors,
+            }) => {
+                // Each page counts once: a duplicate answer neither asks again nor
+                // verifies the directory again.
+                if !self
+                    .fetch
+                    .take(nonce, page, pages, (epoch, gateway), &descriptors)
                 {
-                    self.checkpoint = Some(note.to_vec());
+                    return;
+                }
+                if self.fetch.is_complete() {
                     self.try_directory();
-                }
-                Some(FromGateway::Reply { surb, payload }) => {
-                    let mut payload = payload.to_vec();
-                    if let Some((_, session)) =
-                        self.sessions.iter_mut().find(|(_, s)| s.owns(&surb))
-                    {
-                        session.reply(now, surb, &mut payload);
-                    } else if self.loops.owns(&surb) {
-                        self.loops.reply(now, surb, &mut payload);
+                } else if page == 0 {
+                    // Page 0 says how many there are: ask for the rest once; the fetch
+                    // timer asks again for what is still missing.
+                    for page in self.fetch.missing() {
+                        self.request(link::request(self.fetch.nonce, page));
                     }
-                    // Otherwise padding (or a reply through a SURB given up): dropped.
                 }
-                _ => {}
             }
+            Some(FromGateway::Checkpoint { nonce, note })
+                if nonce == self.fetch.nonce && self.network.is_some() && !note.is_empty() =>
+            {
+                self.checkpoint = Some(note.to_vec());
+                self.try_directory();
+            }
+            Some(FromGateway::Reply { surb, payload }) => {
+                let mut payload = payload.to_vec();
+                if let Some((_, session)) = self.sessions.iter_mut().find(|(_, s)| s.owns(&surb)) {
+                    session.reply(now, surb, &mut payload);
+                } else if self.loops.owns(&surb) {
+                    self.loops.reply(now, surb, &mut payload);
+                }
+                // Otherwise a reply through a SURB given up: dropped.
+            }
+            _ => {}
         }
     }
 
@@ -702,27 +690,53 @@ impl Client {
     /// The gateway served a view that failed a check: say so in one line, forget what came
     /// from it, and start again with the next gateway.
     fn leave_gateway(&mut self, why: &str) {
-        let next = (self.gateway_index + 1) % self.gateways.len();
+        let failed = self.gateways[self.gateway_index].addr;
+        // The next gateway that a carrier reaches (at worst this one again).
+        let mut next = self.gateway_index;
+        let mut carrier = None;
+        for _ in 0..self.gateways.len() {
+            next = (next + 1) % self.gateways.len();
+            match connect(&self.gateways[next]) {
+                Ok(c) => {
+                    carrier = Some(c);
+                    break;
+                }
+                Err(e) => tracing::warn!("gateway {}: {e:#}", self.gateways[next].addr),
+            }
+        }
         // The gateway's address is public; nothing of the user's is in the line.
         tracing::warn!(
-            "gateway {} refused: {why}; trying {}",
-            self.gateway_link,
-            self.gateways[next]
+            "gateway {failed} refused: {why}; trying {}",
+            self.gateways[next].addr
         );
+        if let Some(mut carrier) = carrier {
+            let registry = self.poll.registry();
+            let _ = registry.deregister(&mut SourceFd(&self.carrier.as_raw_fd()));
+            let _ = registry.register(
+                &mut SourceFd(&carrier.as_raw_fd()),
+                CARRIER,
+                Interest::READABLE,
+            );
+            core::mem::swap(&mut self.carrier, &mut carrier);
+        }
         self.gateway_index = next;
-        self.gateway_link = self.gateways[next];
+        self.link = ClientLink::new(
+            self.now(),
+            &self.gateways[next].link_key,
+            rates(&self.profile),
+            &self.random.seed(),
+        );
         self.gateway = None;
         self.claimed = None;
-        self.hellos.clear();
+        self.registered = false;
         self.topology = None;
         self.checkpoint = None;
-        (self.cookie, self.echoed) = ([0; 16], [0; 16]);
         let mut nonce = [0u8; 8];
         self.random.fill(&mut nonce);
         self.fetch = Fetch::new(nonce);
         let now = self.now();
         // Not at once when every gateway failed: one try a second.
-        self.next_hello = now + Duration::from_secs(1);
+        self.next_register = now + Duration::from_secs(1);
         self.next_fetch = now + Duration::from_secs(1);
         // Sessions' replies come through the old gateway: they end.
         let closed = self.apps.values().filter(|a| a.stream.is_some()).count();
@@ -738,14 +752,29 @@ impl Client {
         self.loops.restart();
     }
 
-    /// The gateway's claim, from a view that holds it: hellos go to that node's key. A
-    /// changed claim needs a new welcome.
+    /// The gateway's claim, from a view that holds it: the node it names must have the
+    /// link key our handshake was made to (only that key's holder could answer it), or the
+    /// gateway is left.
     fn claim(&mut self, claimed: NodeId) {
-        if self.claimed != Some(claimed) {
-            self.claimed = Some(claimed);
-            self.gateway = None;
-            self.hellos.clear();
-            self.next_hello = self.now();
+        let key = self
+            .topology
+            .as_ref()
+            .and_then(|t| t.find(claimed))
+            .map(|p| p.link_key);
+        if key != Some(self.gateways[self.gateway_index].link_key) {
+            return self.leave_gateway(&format!(
+                "it says it is node {}, whose link key is not the one it answered our handshake with",
+                hex(&claimed.0[..8])
+            ));
+        }
+        self.claimed = Some(claimed);
+        self.prove();
+    }
+
+    /// The gateway is proven once its claim holds and it registered our mailbox.
+    fn prove(&mut self) {
+        if self.registered && self.claimed.is_some() {
+            self.gateway = self.claimed;
         }
     }
 

@@ -60,8 +60,11 @@ pub struct Profile {
     pub idle_surbs: u32,
     /// SURBs kept at the exit while something is.
     pub busy_surbs: u32,
-    /// Datagrams a second the gateway sends down, replies or padding: the download ceiling.
+    /// Records a second the gateway sends down, replies or padding: the download ceiling.
     pub downlink_rate: u16,
+    /// Records a second the client sends up, packets or padding: room for its Poisson
+    /// packets and loops (a packet is a little more than a record) with some to spare.
+    pub uplink_rate: u16,
 }
 
 impl Profile {
@@ -74,6 +77,7 @@ impl Profile {
         idle_surbs: 16,
         busy_surbs: 64,
         downlink_rate: 100,
+        uplink_rate: 64,
     };
     /// The low-power profile for phones: 5 packets a second plus a loop every 10 s up, 10
     /// datagrams a second down, 20 ms per hop, a smaller SURB stock.
@@ -84,28 +88,18 @@ impl Profile {
         idle_surbs: 8,
         busy_surbs: 8,
         downlink_rate: 10,
+        uplink_rate: 8,
     };
 
-    /// Datagrams a second the client sends while idle: its packets, its loops, a hello
-    /// every [`HELLO_GAP`] and a directory refresh of `pages` pages every [`FETCH_GAP`].
-    pub fn uplink_per_second(&self, pages: u32) -> f64 {
-        1.0 / self.mean_gap.as_secs_f64()
-            + 1.0 / self.loop_gap.as_secs_f64()
-            + 1.0 / HELLO_GAP.as_secs_f64()
-            + f64::from(pages) / FETCH_GAP.as_secs_f64()
-    }
-
-    /// Bytes a day on the client's link, both ways, idle or busy alike (UDP payloads; IP
-    /// and UDP headers add 28 bytes a datagram), with a directory of `pages` pages.
-    pub fn bytes_per_day(&self, pages: u32) -> f64 {
-        (self.uplink_per_second(pages) + f64::from(self.downlink_rate))
-            * PACKET_LEN as f64
+    /// Bytes a day on the client's link, both ways, idle or busy alike: its records at
+    /// the two constant rates (UDP payloads; IP and UDP headers add 28 bytes a record).
+    pub fn bytes_per_day(&self) -> f64 {
+        (f64::from(self.uplink_rate) + f64::from(self.downlink_rate))
+            * pb_link::RECORD_LEN as f64
             * 86_400.0
     }
 }
 
-/// How often a client says hello to its gateway (keeping its mailbox and downlink).
-pub const HELLO_GAP: Duration = Duration::from_secs(10);
 /// How often a client fetches the directory again once it has one.
 pub const FETCH_GAP: Duration = Duration::from_secs(5);
 
@@ -564,6 +558,7 @@ pub(crate) mod tests {
                 sphinx_next: [0; 32],
                 packet_addr: at(47470),
                 gossip_addr: at(47471),
+                link_key: pair.link_public(),
                 transports: vec![],
             };
             keys.insert(

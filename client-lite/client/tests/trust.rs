@@ -6,12 +6,12 @@
 //! Shows, for each lie: (a) an invented network of self-signed relays, with a checkpoint the
 //! attacker signed under the stewards' names; (b) the real network with one mix replaced;
 //! (c) a stale checkpoint (genuinely signed, two epochs old); (d) a checkpoint with k - 1
-//! signatures; (e) the real view, claiming to be the real gateway, but a welcome that gateway
-//! did not sign (the liar cannot open the hello, which is sealed to that gateway's key);
-//! (f) the real view, claiming to be a node that is not a gateway: the client refuses the
-//! gateway with one line naming the reason, moves to the honest gateway and fetches through
-//! it byte-identical; and no packet ever reaches the invented network's relays (sockets of
-//! the test's own).
+//! signatures; (e) the real view, claiming to be the real gateway, whose link key is not the
+//! liar's (the client's handshake was made to the liar's key, which the network file gives
+//! for the liar's address); (f) the real view, claiming to be a node that is not a gateway:
+//! the client refuses the gateway with one line naming the reason, moves to the honest
+//! gateway and fetches through it byte-identical; and it sends no packet through the liar,
+//! nor does any reach the invented network's relays (sockets of the test's own).
 #![cfg(target_arch = "x86_64")]
 #![expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
@@ -20,6 +20,7 @@ mod common {
 }
 
 use std::{
+    collections::HashMap,
     net::{SocketAddr, UdpSocket},
     sync::{
         Arc, Mutex,
@@ -33,11 +34,12 @@ use common::testnet::{curl_via, exit_resolves, relay_binary};
 use pb_control::{
     Descriptor, IdentityKeyPair, Role, SignedDescriptor,
     checkpoint::{Checkpoint, descriptor_set_hash, empty_tree_root},
-    network::NetworkFile,
+    network::{GatewayEntry, NetworkFile},
     note::{Note, NoteSigner, sign},
 };
+use pb_link::{ClientLink, GatewayKey, GatewayLink, Rates, Responded, Responder};
 use pb_proto::link::{self, FromClient, FromGateway};
-use pb_sphinx::{Epoch, EpochKey, NodeId, PACKET_LEN};
+use pb_sphinx::{Epoch, EpochKey, NodeId};
 use pb_testnet::{FileServer, Network, Node, Testnet};
 
 const RELAYS: usize = 8;
@@ -59,31 +61,47 @@ struct Lie {
     claims: NodeId,
 }
 
-/// The honest gateway's view, fetched as a client would.
+/// The honest gateway's view, fetched as a client would: over a link to its key.
 fn honest_view(net: &Testnet) -> (Vec<u8>, Vec<Vec<u8>>, Epoch) {
-    let gateway = net.network().client_link();
+    let network = net.network();
+    let gateway = network.client_link();
     let socket = net
         .in_node(Node::Client, || UdpSocket::bind("0.0.0.0:0").unwrap())
         .unwrap();
     socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
+        .set_read_timeout(Some(Duration::from_millis(5)))
         .unwrap();
+    let origin = Instant::now();
+    let mut client = ClientLink::new(
+        Duration::ZERO,
+        &network.gateway_link_key(),
+        Rates { down: 100, up: 20 },
+        &[0x77; 32],
+    );
     let nonce = [7u8; 8];
     let deadline = Instant::now() + Duration::from_secs(60);
     let (mut note, mut pages, mut epoch) = (None, Vec::new(), Epoch(0));
     let mut count = None;
+    let mut asked = origin;
     while Instant::now() < deadline {
-        socket
-            .send_to(&link::checkpoint_request(nonce), gateway)
-            .unwrap();
-        for page in 0..count.unwrap_or(1) {
-            socket
-                .send_to(&link::request(nonce, page), gateway)
-                .unwrap();
+        if client.is_open() && Instant::now() >= asked {
+            client.send(link::checkpoint_request(nonce), true).unwrap();
+            for page in 0..count.unwrap_or(1) {
+                client.send(link::request(nonce, page), true).unwrap();
+            }
+            asked = Instant::now() + Duration::from_secs(1);
+        }
+        while let Some(record) = client.poll_record(origin.elapsed()) {
+            socket.send_to(&record, gateway).unwrap();
         }
         let mut buf = [0u8; 2048];
         while let Ok(n) = socket.recv(&mut buf) {
-            match link::parse(&buf[..n]) {
+            if let Ok(record) = <&pb_link::Record>::try_from(&buf[..n]) {
+                client.handle_record(origin.elapsed(), record);
+            }
+        }
+        while let Some(m) = client.poll_message() {
+            match link::parse(&m) {
                 Some(FromGateway::Checkpoint { note: n, .. }) if !n.is_empty() => {
                     note = Some(n.to_vec());
                 }
@@ -131,57 +149,85 @@ fn invented(seed: u8, role: Role, epoch: Epoch, trap: std::net::IpAddr) -> Signe
         sphinx_next: EpochKey::from_secret(Epoch(epoch.0 + 1), [seed; 32]).public_key(),
         packet_addr: at,
         gossip_addr: at,
+        link_key: pair.link_public(),
         transports: vec![],
     })
     .unwrap()
 }
 
-/// The hostile gateway: answers pages, checkpoint requests and hellos from `lie`.
-fn serve(socket: UdpSocket, lie: Arc<Mutex<Lie>>, stop: Arc<AtomicBool>) {
+/// The liar's link key.
+const LIAR_KEY: [u8; 32] = [0x4c; 32];
+
+/// The hostile gateway: a real client link to the liar's own key, answering pages,
+/// checkpoint requests and registrations from `lie`; counts the packets clients send it.
+fn serve(socket: UdpSocket, lie: Arc<Mutex<Lie>>, packets: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
     socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
+        .set_read_timeout(Some(Duration::from_millis(1)))
         .unwrap();
+    let origin = Instant::now();
+    let mut responder = Responder::new(GatewayKey::from_secret(LIAR_KEY), &[0x4d; 32]);
+    let mut links: HashMap<SocketAddr, GatewayLink> = HashMap::new();
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
+        let now = origin.elapsed();
+        for (addr, l) in &mut links {
+            l.poll_records(now, |r| {
+                let _ = socket.send_to(&r, addr);
+            });
+        }
         let Ok((n, from)) = socket.recv_from(&mut buf) else {
             continue;
         };
-        let lie = lie.lock().unwrap().clone();
-        let answer: [u8; PACKET_LEN] = match link::parse_request(&buf[..n]) {
-            Some(FromClient::DirRequest { nonce, page }) => {
-                let all: Vec<(bool, Vec<u8>)> =
-                    lie.descriptors.iter().map(|d| (true, d.clone())).collect();
-                let pages = all.len().div_ceil(link::PER_PAGE);
-                let first = (usize::from(page) * link::PER_PAGE).min(all.len());
-                let last = (first + link::PER_PAGE).min(all.len());
-                link::page(
-                    nonce,
-                    page,
-                    pages as u8,
-                    lie.epoch,
-                    lie.claims,
-                    &all[first..last],
-                )
-            }
-            Some(FromClient::CheckpointRequest { nonce }) => {
-                link::checkpoint(nonce, Some(&lie.note))
-            }
-            Some(FromClient::Hello { ephemeral, .. }) => {
-                // The hello is sealed to the claimed gateway's key: all the liar can do is
-                // echo the ephemeral key, with a seal and a signature of its own.
-                let mut forged = [0u8; PACKET_LEN];
-                forged[0] = link::WELCOME;
-                forged[1..33].copy_from_slice(&ephemeral);
-                let signed_at = 45 + link::SEALED_WELCOME_LEN;
-                forged[33..signed_at].fill(0x5a);
-                let signature = IdentityKeyPair::from_seed(&[0xee; 32])
-                    .sign_message(link::WELCOME_CONTEXT, &forged[1..signed_at]);
-                forged[signed_at..signed_at + link::SIGNATURE_LEN].copy_from_slice(&signature);
-                forged
-            }
-            None => continue,
+        let Ok(record) = <&pb_link::Record>::try_from(&buf[..n]) else {
+            continue;
         };
-        let _ = socket.send_to(&answer, from);
+        if let Some(l) = links.get_mut(&from)
+            && l.handle_record(now, record)
+        {
+            let lie = lie.lock().unwrap().clone();
+            while let Some(m) = l.poll_message() {
+                let answer = match link::parse_request(&m) {
+                    Some(FromClient::DirRequest { nonce, page }) => {
+                        let all: Vec<(bool, Vec<u8>)> =
+                            lie.descriptors.iter().map(|d| (true, d.clone())).collect();
+                        let pages = all.len().div_ceil(link::PER_PAGE);
+                        let first = (usize::from(page) * link::PER_PAGE).min(all.len());
+                        let last = (first + link::PER_PAGE).min(all.len());
+                        link::page(
+                            nonce,
+                            page,
+                            pages as u8,
+                            lie.epoch,
+                            lie.claims,
+                            &all[first..last],
+                        )
+                    }
+                    Some(FromClient::CheckpointRequest { nonce }) => {
+                        link::checkpoint(nonce, Some(&lie.note))
+                    }
+                    Some(FromClient::Register { token }) => {
+                        link::registered(link::mailbox_of(token))
+                    }
+                    Some(FromClient::Packet(_)) => {
+                        packets.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    None => continue,
+                };
+                l.send(answer, true);
+            }
+            continue;
+        }
+        match responder.respond(now, from, record) {
+            Responded::Reply(r) => {
+                let _ = socket.send_to(&r, from);
+            }
+            Responded::Open(r, l) => {
+                let _ = socket.send_to(&r, from);
+                links.insert(from, *l);
+            }
+            Responded::Stranger => {}
+        }
     }
 }
 
@@ -348,14 +394,14 @@ fn a_lying_gateway_is_refused_and_the_next_one_used() {
             "1 of the 2 steward signatures needed",
         ),
         (
-            "(e) a welcome the gateway it names did not sign",
+            "(e) claiming to be the real gateway, with another link key",
             Lie {
                 note: real_note.clone(),
                 descriptors: real_descriptors.clone(),
                 epoch,
                 claims: gateway_id,
             },
-            "its welcome is not from gateway",
+            "whose link key is not the one it answered our handshake with",
         ),
         (
             "(f) claiming to be a node that is not a gateway",
@@ -373,15 +419,23 @@ fn a_lying_gateway_is_refused_and_the_next_one_used() {
         .in_node(Node::Web, || UdpSocket::bind(fake_addr).unwrap())
         .unwrap();
     let current = Arc::new(Mutex::new(lies[0].1.clone()));
+    let through_liar = Arc::new(AtomicU64::new(0));
     let fake = {
-        let (current, stop) = (current.clone(), stop.clone());
-        thread::spawn(move || serve(fake_socket, current, stop))
+        let (current, stop, packets) = (current.clone(), stop.clone(), through_liar.clone());
+        thread::spawn(move || serve(fake_socket, current, packets, stop))
     };
-    // The client's network file: the liar first, the honest gateway second.
-    let client_file = NetworkFile {
-        gateways: vec![fake_addr, network.client_link()],
-        ..file
-    };
+    // The client's network file: the liar first (with its own link key: a client that had
+    // it from elsewhere), the honest gateway second.
+    let mut gateways = file.gateways.clone();
+    gateways.insert(
+        0,
+        GatewayEntry {
+            addr: fake_addr,
+            link_key: GatewayKey::from_secret(LIAR_KEY).public(),
+            offers: vec![],
+        },
+    );
+    let client_file = NetworkFile { gateways, ..file };
     let path = net.dir().join("client-network.txt");
     std::fs::write(&path, client_file.render()).unwrap();
     let url = format!("http://{SERVER_NAME}:{HTTP_PORT}/file");
@@ -430,5 +484,10 @@ fn a_lying_gateway_is_refused_and_the_next_one_used() {
         trapped.load(Ordering::Relaxed),
         0,
         "packets reached the invented network"
+    );
+    assert_eq!(
+        through_liar.load(Ordering::Relaxed),
+        0,
+        "the client sent packets through a gateway it had not proven"
     );
 }

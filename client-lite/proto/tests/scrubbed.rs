@@ -4,11 +4,11 @@
 
 use pb_proto::{
     frame::{Frame, StreamId},
-    link::{self, FromClient},
+    link,
     message::SessionId,
     socks::Target,
 };
-use pb_sphinx::{Epoch, EpochKey, MailboxId};
+use pb_sphinx::MailboxId;
 
 fn assert_scrubbed(printed: &str, secrets: &[&str]) {
     for secret in secrets {
@@ -32,27 +32,9 @@ fn targets_frames_tokens_sessions_and_mailboxes_print_scrubbed() {
         stream: StreamId(3),
         bytes: b"GET /private-path HTTP/1.1",
     };
-    // A hello as parsed, and opened: neither the ephemeral key, the seal, the token nor
-    // the cookie prints.
-    let gateway = EpochKey::from_secret(Epoch(1), [0x11; 32]);
-    let (datagram, keys) = link::hello(
-        &gateway.public_key(),
-        Epoch(1),
-        [0x22; 32],
-        &[0xa7; 32],
-        100,
-        &[0xc5; 16],
-    )
-    .unwrap();
-    let hello = link::parse_request(&datagram).unwrap();
-    let FromClient::Hello {
-        ephemeral, sealed, ..
-    } = &hello
-    else {
-        unreachable!("a hello")
-    };
-    let opened = link::open_hello(&gateway, &gateway.public_key(), ephemeral, sealed).unwrap();
-    let hello = format!("{hello:?} {opened:?} {keys:?}");
+    // A registration as sent and as parsed: the token does not print.
+    let register = link::register(&[0xa7; 32]);
+    let hello = format!("{register:?} {:?}", link::parse_request(&register).unwrap());
     let session = SessionId([0x5c; 16]);
     let mailbox = MailboxId([0x3e; 16]);
     let printed = format!(

@@ -56,6 +56,7 @@ fn main() {
                     sphinx_next: EpochKey::from_secret(Epoch(epoch.0 + 1), s).public_key(),
                     packet_addr: at,
                     gossip_addr: SocketAddr::new(at.ip(), 47471),
+                    link_key: pair.link_public(),
                     transports: vec![],
                 })
                 .unwrap();
@@ -92,7 +93,11 @@ fn main() {
         )
         .unwrap(),
         seed,
-        gateways: vec!["198.18.0.1:47480".parse().unwrap()],
+        gateways: vec![pb_control::network::GatewayEntry {
+            addr: "198.18.0.1:47480".parse().unwrap(),
+            link_key: [9; 32],
+            offers: vec![],
+        }],
         epoch_seconds: EPOCH_SECONDS,
         policy: Policy::default(),
         allow_prefixes: Vec::new(),

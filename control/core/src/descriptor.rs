@@ -11,16 +11,29 @@ use std::net::SocketAddr;
 use pb_sphinx::{Epoch, NodeId};
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
 
-/// The first bytes of every descriptor (format version 1).
-pub const MAGIC: [u8; 4] = *b"PBD1";
+/// The first bytes of every descriptor (format version 2).
+pub const MAGIC: [u8; 4] = *b"PBD2";
 /// What the signature covers, before the descriptor's body: keeps a descriptor signature from
 /// being valid for anything else signed with the identity key.
-const SIGNING_CONTEXT: &[u8] = b"PhantomBand descriptor v1\0";
+const SIGNING_CONTEXT: &[u8] = b"PhantomBand descriptor v2\0";
 /// Most transports a descriptor lists.
-pub const MAX_TRANSPORTS: usize = 8;
-/// The longest descriptor on the wire: both addresses IPv6 and every transport listed.
-pub const MAX_DESCRIPTOR_LEN: usize =
-    4 + 32 + 8 + 1 + 4 + 32 + 32 + 2 * crate::addr::MAX_LEN + 1 + MAX_TRANSPORTS + SIGNATURE_LEN;
+pub const MAX_TRANSPORTS: usize = 4;
+/// Longest parameters of one transport (a certificate pin).
+pub const MAX_PARAMS: usize = 32;
+/// The longest descriptor on the wire: both addresses IPv6 and every transport listed
+/// with the longest parameters.
+pub const MAX_DESCRIPTOR_LEN: usize = 4
+    + 32
+    + 8
+    + 1
+    + 4
+    + 32
+    + 32
+    + 2 * crate::addr::MAX_LEN
+    + 32
+    + 1
+    + MAX_TRANSPORTS * (1 + 2 + 1 + MAX_PARAMS)
+    + SIGNATURE_LEN;
 /// Length of an Ed25519 signature.
 pub const SIGNATURE_LEN: usize = 64;
 
@@ -54,10 +67,10 @@ impl Role {
     }
 }
 
-/// A client-to-gateway transport a gateway offers.
+/// A client-to-gateway transport (docs/spec/transports.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Transport {
-    /// Plain UDP to the packet address.
+    /// Plain UDP.
     Udp,
     /// QUIC.
     Quic,
@@ -70,7 +83,8 @@ pub enum Transport {
 }
 
 impl Transport {
-    fn code(self) -> u8 {
+    /// Its number on the wire.
+    pub fn code(self) -> u8 {
         match self {
             Transport::Udp => 0,
             Transport::Quic => 1,
@@ -80,7 +94,8 @@ impl Transport {
         }
     }
 
-    fn from_code(code: u8) -> Option<Self> {
+    /// The transport numbered `code`.
+    pub fn from_code(code: u8) -> Option<Self> {
         match code {
             0 => Some(Transport::Udp),
             1 => Some(Transport::Quic),
@@ -90,6 +105,18 @@ impl Transport {
             _ => None,
         }
     }
+}
+
+/// A transport a gateway offers its clients: where it listens (the gossip address's IP,
+/// this port) and what a client needs to know besides (a certificate pin for QUIC and WSS).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransportOffer {
+    /// Which transport.
+    pub transport: Transport,
+    /// Its port, on the IP of the gossip address.
+    pub port: u16,
+    /// Its parameters, at most [`MAX_PARAMS`] bytes.
+    pub params: Vec<u8>,
 }
 
 /// An Ed25519 public identity key.
@@ -133,8 +160,12 @@ pub struct Descriptor {
     pub packet_addr: SocketAddr,
     /// Where gossip goes.
     pub gossip_addr: SocketAddr,
-    /// Transports offered to clients (gateways), at most [`MAX_TRANSPORTS`], no repeats.
-    pub transports: Vec<Transport>,
+    /// The X25519 key clients make their link's Noise handshake to (a gateway's; every
+    /// relay publishes one, derived from its identity: [`IdentityKeyPair::link_secret`]).
+    pub link_key: [u8; 32],
+    /// Transports offered to clients (gateways), at most [`MAX_TRANSPORTS`], no transport
+    /// twice.
+    pub transports: Vec<TransportOffer>,
 }
 
 impl Descriptor {
@@ -159,8 +190,17 @@ impl Descriptor {
         if self.transports.len() > MAX_TRANSPORTS {
             return Err(Invalid::Oversized("transports"));
         }
-        if has_repeats(&self.transports) {
+        let kinds: Vec<Transport> = self.transports.iter().map(|t| t.transport).collect();
+        if has_repeats(&kinds) {
             return Err(Invalid::Malformed("a transport is listed twice"));
+        }
+        for t in &self.transports {
+            if t.params.len() > MAX_PARAMS {
+                return Err(Invalid::Oversized("transport parameters"));
+            }
+            if t.port == 0 {
+                return Err(Invalid::Malformed("port 0"));
+            }
         }
         for addr in [self.packet_addr, self.gossip_addr] {
             check_addr(addr)?;
@@ -176,8 +216,14 @@ impl Descriptor {
         for addr in [self.packet_addr, self.gossip_addr] {
             crate::addr::put(&mut out, addr);
         }
+        out.extend_from_slice(&self.link_key);
         out.push(self.transports.len() as u8);
-        out.extend(self.transports.iter().map(|t| t.code()));
+        for t in &self.transports {
+            out.push(t.transport.code());
+            out.extend_from_slice(&t.port.to_be_bytes());
+            out.push(t.params.len() as u8);
+            out.extend_from_slice(&t.params);
+        }
         Ok(out)
     }
 }
@@ -335,6 +381,21 @@ impl IdentityKeyPair {
         }
     }
 
+    /// The secret of the relay's link key (the X25519 key clients make their Noise
+    /// handshakes to): derived from the identity seed, so it lives as long as the identity
+    /// and needs no file of its own.
+    pub fn link_secret(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(blake3::derive_key(
+            "PhantomBand v1 gateway link key",
+            &self.seed,
+        ))
+    }
+
+    /// The public link key (what descriptors carry).
+    pub fn link_public(&self) -> [u8; 32] {
+        curve25519_dalek::MontgomeryPoint::mul_base_clamped(*self.link_secret()).to_bytes()
+    }
+
     /// The public identity key.
     pub fn public(&self) -> IdentityKey {
         let mut key = [0u8; 32];
@@ -416,7 +477,7 @@ impl SignedDescriptor {
         let (body, signature) = bytes.split_at(body_len);
         let mut r = Reader(body);
         if r.take::<4>()? != MAGIC {
-            return Err(Invalid::Malformed("not a PhantomBand descriptor v1"));
+            return Err(Invalid::Malformed("not a PhantomBand descriptor v2"));
         }
         let identity = IdentityKey(r.take::<32>()?);
         let version = u64::from_be_bytes(r.take::<8>()?);
@@ -426,15 +487,26 @@ impl SignedDescriptor {
         let sphinx_next = r.take::<32>()?;
         let packet_addr = r.addr()?;
         let gossip_addr = r.addr()?;
+        let link_key = r.take::<32>()?;
         let count = usize::from(r.byte()?);
         if count > MAX_TRANSPORTS {
             return Err(Invalid::Oversized("transports"));
         }
         let mut transports = Vec::with_capacity(count);
         for _ in 0..count {
-            transports.push(
-                Transport::from_code(r.byte()?).ok_or(Invalid::Malformed("unknown transport"))?,
-            );
+            let transport =
+                Transport::from_code(r.byte()?).ok_or(Invalid::Malformed("unknown transport"))?;
+            let port = u16::from_be_bytes(r.take::<2>()?);
+            let len = usize::from(r.byte()?);
+            if len > MAX_PARAMS {
+                return Err(Invalid::Oversized("transport parameters"));
+            }
+            let params = r.bytes(len)?.to_vec();
+            transports.push(TransportOffer {
+                transport,
+                port,
+                params,
+            });
         }
         if !r.0.is_empty() {
             return Err(Invalid::Malformed("trailing bytes"));
@@ -448,6 +520,7 @@ impl SignedDescriptor {
             sphinx_next,
             packet_addr,
             gossip_addr,
+            link_key,
             transports,
         };
         // Reject what `sign` would refuse to produce (repeats, bad addresses): one canonical
@@ -481,6 +554,15 @@ impl Reader<'_> {
         Ok(self.take::<1>()?[0])
     }
 
+    fn bytes(&mut self, n: usize) -> Result<&[u8], Invalid> {
+        let (head, rest) = self
+            .0
+            .split_at_checked(n)
+            .ok_or(Invalid::Malformed("truncated"))?;
+        self.0 = rest;
+        Ok(head)
+    }
+
     fn addr(&mut self) -> Result<SocketAddr, Invalid> {
         let addr = crate::addr::get(&mut self.0).map_err(|e| match e {
             crate::addr::BadAddr::Truncated => Invalid::Malformed("truncated"),
@@ -506,7 +588,19 @@ mod tests {
             sphinx_next: [2; 32],
             packet_addr: "198.18.0.1:47470".parse().unwrap(),
             gossip_addr: "[fd00::1]:47471".parse().unwrap(),
-            transports: vec![Transport::Udp, Transport::Quic],
+            link_key: pair.link_public(),
+            transports: vec![
+                TransportOffer {
+                    transport: Transport::Udp,
+                    port: 47480,
+                    params: vec![],
+                },
+                TransportOffer {
+                    transport: Transport::Quic,
+                    port: 443,
+                    params: vec![7; MAX_PARAMS],
+                },
+            ],
         }
     }
 
@@ -558,12 +652,29 @@ mod tests {
             SignedDescriptor::parse(&good.bytes()[..good.bytes().len() - 1]),
             Err(Invalid::Malformed(_) | Invalid::BadSignature)
         ));
+        let udp = TransportOffer {
+            transport: Transport::Udp,
+            port: 1,
+            params: vec![],
+        };
         let mut too_many = sample(&pair, 1, 1);
-        too_many.transports = vec![Transport::Udp; 9];
+        too_many.transports = vec![udp.clone(); MAX_TRANSPORTS + 1];
         assert_eq!(pair.sign(&too_many), Err(Invalid::Oversized("transports")));
         let mut repeated = sample(&pair, 1, 1);
-        repeated.transports = vec![Transport::Udp, Transport::Udp];
+        repeated.transports = vec![udp.clone(), udp.clone()];
         assert!(matches!(pair.sign(&repeated), Err(Invalid::Malformed(_))));
+        let mut long_params = sample(&pair, 1, 1);
+        long_params.transports[1].params = vec![0; MAX_PARAMS + 1];
+        assert_eq!(
+            pair.sign(&long_params),
+            Err(Invalid::Oversized("transport parameters"))
+        );
+        let mut transport_port0 = sample(&pair, 1, 1);
+        transport_port0.transports[0].port = 0;
+        assert!(matches!(
+            pair.sign(&transport_port0),
+            Err(Invalid::Malformed(_))
+        ));
         let mut port0 = sample(&pair, 1, 1);
         port0.packet_addr = "198.18.0.1:0".parse().unwrap();
         assert!(matches!(pair.sign(&port0), Err(Invalid::Malformed(_))));
@@ -571,10 +682,14 @@ mod tests {
         let other = IdentityKeyPair::from_seed(&[8; 32]);
         assert_eq!(pair.sign(&sample(&other, 1, 1)), Err(Invalid::BadSignature));
         // A transport count over the bound, re-signed so only the bound is wrong.
-        let mut body = sample(&pair, 1, 1).body().unwrap();
-        let count_at = body.len() - 3;
-        body[count_at] = 9;
-        body.extend_from_slice(&[0; 7]);
+        let mut none = sample(&pair, 1, 1);
+        none.transports.clear();
+        let mut body = none.body().unwrap();
+        let count_at = body.len() - 1;
+        body[count_at] = MAX_TRANSPORTS as u8 + 1;
+        for _ in 0..=MAX_TRANSPORTS {
+            body.extend_from_slice(&[0, 0, 1, 0]);
+        }
         let sig = pair.sign_message(SIGNING_CONTEXT, &body);
         body.extend_from_slice(sig.as_ref());
         assert_eq!(

@@ -94,7 +94,7 @@ impl Directory {
         if u64::from(d.epoch.0) > u64::from(epoch.0) + 1 {
             return Err(Invalid::FutureEpoch);
         }
-        if ![d.sphinx_current, d.sphinx_next]
+        if ![d.sphinx_current, d.sphinx_next, d.link_key]
             .iter()
             .all(crate::admission::usable_sphinx_key)
         {
@@ -223,6 +223,7 @@ mod tests {
             sphinx_next: key(2),
             packet_addr: at(47470),
             gossip_addr: at(47471),
+            link_key: pair.link_public(),
             transports: vec![],
         })
         .unwrap()

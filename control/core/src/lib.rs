@@ -39,6 +39,7 @@ pub mod wire;
 
 pub use descriptor::{
     Descriptor, IdentityKey, IdentityKeyPair, Invalid, Role, SignedDescriptor, Transport,
+    TransportOffer,
 };
 pub use directory::{Directory, Offered};
 pub use gossip::{Event, Gossip, GossipConfig, GossipError, GossipStats};

@@ -10,7 +10,8 @@
 //! steward = pb.test/demo/steward-1+754cb450+AYqI…   (Go's verifier key form)
 //! threshold = 3
 //! epoch_seconds = 3600                    the epoch length (epoch n starts at n × it, Unix time)
-//! gateway = 198.18.0.1:47480
+//! gateway = 198.18.0.1:47480 9f2c…e1      the client link's UDP address, its link key (64 hex digits),
+//!                                         then optional offers: quic=443/PIN wss=8443/PIN (PIN: 64 hex)
 //! prefix_cap_ipv4 = 4                     optional (default 4)
 //! prefix_cap_ipv6 = 4                     optional (default 4)
 //! allow_prefix = 198.18.0.0/24            optional, repeats: a testbed's own range
@@ -22,10 +23,83 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::{
+    Transport, TransportOffer,
     admission::Policy,
     checkpoint::{CheckpointError, Stewards},
     note::NoteKey,
 };
+
+/// A gateway a client may start from: where its client link listens (plain UDP), the key
+/// the link's Noise handshake is made to, and the other transports it offers (for
+/// disguises, on the same IP).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayEntry {
+    /// The client link's UDP address.
+    pub addr: SocketAddr,
+    /// The gateway's link key (X25519, public).
+    pub link_key: [u8; 32],
+    /// Other transports: each with its port on `addr`'s IP and its parameters.
+    pub offers: Vec<TransportOffer>,
+}
+
+impl GatewayEntry {
+    /// Parses `ADDR KEY [quic=PORT/PIN] [wss=PORT/PIN]` (a network file's `gateway` value).
+    pub fn parse(value: &str) -> Result<Self, &'static str> {
+        let mut words = value.split_whitespace();
+        let addr = words
+            .next()
+            .and_then(|w| w.parse::<SocketAddr>().ok())
+            .ok_or("not an address:port")?;
+        let link_key = words
+            .next()
+            .and_then(hex32)
+            .ok_or("no link key (64 hex digits) after the address")?;
+        let mut offers: Vec<TransportOffer> = Vec::new();
+        for word in words {
+            let (name, rest) = word.split_once('=').ok_or("an offer is name=PORT/PIN")?;
+            let transport = match name {
+                "quic" => Transport::Quic,
+                "wss" => Transport::WebSocket,
+                _ => return Err("unknown transport (quic, wss)"),
+            };
+            let (port, pin) = rest.split_once('/').ok_or("an offer is name=PORT/PIN")?;
+            let port = port
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or("not a port")?;
+            let pin = hex32(pin).ok_or("a pin is 64 hex digits")?;
+            if offers.iter().any(|o| o.transport == transport) {
+                return Err("a transport offered twice");
+            }
+            offers.push(TransportOffer {
+                transport,
+                port,
+                params: pin.to_vec(),
+            });
+        }
+        Ok(Self {
+            addr,
+            link_key,
+            offers,
+        })
+    }
+
+    /// The entry as [`GatewayEntry::parse`] reads it.
+    pub fn render(&self) -> String {
+        let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let mut out = format!("{} {}", self.addr, hex(&self.link_key));
+        for o in &self.offers {
+            let name = match o.transport {
+                Transport::Quic => "quic",
+                Transport::WebSocket => "wss",
+                _ => continue,
+            };
+            out.push_str(&format!(" {name}={}/{}", o.port, hex(&o.params)));
+        }
+        out
+    }
+}
 
 /// The longest network file read.
 pub const MAX_FILE: usize = 64 * 1024;
@@ -54,8 +128,8 @@ pub struct NetworkFile {
     pub stewards: Stewards,
     /// The network seed (layers are dealt by it).
     pub seed: [u8; 32],
-    /// The gateways' client-link addresses, in the order a client tries them.
-    pub gateways: Vec<SocketAddr>,
+    /// The gateways a client may start from, in the order it tries them.
+    pub gateways: Vec<GatewayEntry>,
     /// The epoch length in seconds: epoch n runs from n × it to (n + 1) × it, Unix time.
     pub epoch_seconds: u64,
     /// The admission caps.
@@ -170,11 +244,7 @@ impl NetworkFile {
                 ),
                 "allow_prefix" => allow
                     .push(prefix(value).ok_or(bad("not an address/length with zero host bits"))?),
-                "gateway" => gateways.push(
-                    value
-                        .parse::<SocketAddr>()
-                        .map_err(|_| bad("not an address:port"))?,
-                ),
+                "gateway" => gateways.push(GatewayEntry::parse(value).map_err(bad)?),
                 _ => return Err(bad("unknown key")),
             }
         }
@@ -220,7 +290,7 @@ impl NetworkFile {
             self.epoch_seconds
         ));
         for gateway in &self.gateways {
-            out.push_str(&format!("gateway = {gateway}\n"));
+            out.push_str(&format!("gateway = {}\n", gateway.render()));
         }
         out.push_str(&format!(
             "prefix_cap_ipv4 = {}\nprefix_cap_ipv6 = {}\n",

@@ -29,6 +29,8 @@ pub struct Placed {
     pub packet_addr: SocketAddr,
     /// Its Sphinx public key for the topology's epoch.
     pub sphinx_key: [u8; 32],
+    /// Its link key (a gateway's: clients' Noise handshakes are made to it).
+    pub link_key: [u8; 32],
 }
 
 /// The layers of one epoch.
@@ -86,6 +88,7 @@ impl Topology {
                 layer: 0,
                 packet_addr: d.packet_addr,
                 sphinx_key,
+                link_key: d.link_key,
             };
             match d.role {
                 Role::Gateway if alive => layers[0].push(placed),
@@ -220,6 +223,7 @@ mod tests {
             sphinx_next: [i ^ 0xff; 32],
             packet_addr: SocketAddr::new([198, 18, 0, i].into(), 47470),
             gossip_addr: SocketAddr::new([198, 18, 0, i].into(), 47471),
+            link_key: IdentityKeyPair::from_seed(&[i; 32]).link_public(),
             transports: vec![],
         }
     }

@@ -28,7 +28,7 @@ use std::{
 use foca::{Codec as _, Header, Member, Message, State};
 use pb_control::{
     Descriptor, Gossip, GossipConfig, IdentityKey, IdentityKeyPair, Invalid, Role,
-    SignedDescriptor, Transport,
+    SignedDescriptor, Transport, TransportOffer,
     admission::Policy,
     checkpoint::Stewards,
     note::{NoteSigner, sign},
@@ -93,7 +93,12 @@ fn descriptor(i: usize, version: u64, epoch: Epoch) -> SignedDescriptor {
         // A new version moves the packet port, so that the topology hash shows it.
         packet_addr: addr(i, 47469 + version as u16),
         gossip_addr: addr(i, 47471),
-        transports: vec![Transport::Udp],
+        link_key: p.link_public(),
+        transports: vec![TransportOffer {
+            transport: Transport::Udp,
+            port: 1,
+            params: vec![],
+        }],
     })
     .unwrap()
 }
@@ -327,6 +332,7 @@ fn fifty_nodes_agree_detect_failures_heal_and_refuse_forgeries() {
             sphinx_next: sphinx_key(0xee, 1, Epoch(EPOCH.0 + 1)),
             packet_addr: attacker,
             gossip_addr: attacker,
+            link_key: outsider.link_public(),
             transports: vec![],
         };
         outsider.sign(&d).unwrap()
@@ -819,6 +825,7 @@ fn outsider_ping(seed: u8, claimed: SocketAddr, to: usize) -> Vec<u8> {
             sphinx_next: sphinx_key(usize::from(seed), 1, Epoch(EPOCH.0 + 1)),
             packet_addr: claimed,
             gossip_addr: claimed,
+            link_key: outsider.link_public(),
             transports: vec![],
         })
         .unwrap();

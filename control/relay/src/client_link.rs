@@ -1,21 +1,21 @@
 //! The gateway's client link: where clients fetch the signed directory, register the mailbox
-//! their replies come to, and receive those replies. UDP for now (the transports add
-//! disguises); every datagram either way is exactly [`PACKET_LEN`] bytes, so sizes tell an
-//! observer nothing. A hello is sealed to the gateway's Sphinx key for the epoch (the one in
-//! the checkpointed directory), so its token is never in clear; the welcome is sealed back
-//! and signed with the gateway's identity key, so a client knows which relay registered it. Clients send their Sphinx packets to the gateway's packet address like
-//! any relay does; this socket carries only the rest. Format: docs/spec/client-link.md.
+//! their replies come to, send their Sphinx packets and receive their replies.
 //!
-//! A mailbox id is derived from a secret token the client picks per session, so only that
-//! client can (re)register it, for instance from a new address after its phone changed
-//! networks. Replies leave at the client's own constant rate, padding when none is due
-//! ([`crate::downlink`]), so the link's timing says nothing about what the user does.
-//! Requests are answered with at most one datagram of the same size, and the constant
-//! downlink runs only to an address that echoed the cookie sent to it: the link cannot be
-//! used to amplify.
+//! Every client speaks through `pb_link`: a Noise handshake to this relay's link key behind
+//! a stateless cookie, then fixed-size records of random-looking bytes at a constant rate
+//! each way, carried by any of the transports the gateway listens on (`pb_transport`). A
+//! record from someone without the key gets nothing back; an init without a valid cookie
+//! for its source gets one record (the cookie) and nothing is kept; state is kept only once
+//! Noise succeeds, and the downlink runs only to a source that proved it receives. A
+//! mailbox is registered inside a link with the client's secret token, so only that client
+//! can move it to another link (a phone that changed networks). Replies leave at the
+//! client's own constant rate, padding when none is due, so the link's timing says nothing
+//! about what the user does. Format: docs/spec/client-link.md.
 
 use std::{
-    net::{SocketAddr, UdpSocket},
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap, VecDeque},
+    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -23,24 +23,29 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pb_control::IdentityKeyPair;
-use pb_mix::Time;
-use pb_proto::link::{self, Cookie, FromClient};
-use pb_sphinx::{Epoch, EpochKey, MESSAGE_LEN, MailboxId, NodeId, NodeKeys, PAYLOAD_LEN, SurbId};
+use mio::{Events, Interest, Poll, Token, unix::SourceFd};
+use pb_link::{GatewayKey, GatewayLink, Message, Responded, Responder};
+use pb_pipeline::Handoff;
+use pb_proto::link::{self, FromClient};
+use pb_sphinx::{Epoch, MESSAGE_LEN, MailboxId, NodeId, PAYLOAD_LEN, SurbId};
+use pb_transport::{Listener, Peer, TransportKind};
 
-use crate::{
-    downlink::{Downlink, Refused},
-    published::Published,
-    slots::Slots,
-};
+use crate::{published::Published, slots::Slots};
 
-/// A mailbox not refreshed for this long is forgotten.
+/// A mailbox without a link, not registered again for this long, is forgotten.
 pub const MAILBOX_IDLE: Duration = Duration::from_secs(120);
-/// Most mailboxes held.
+/// A link not heard from for this long is closed (a client sends records at a constant
+/// rate, so silence means it is gone).
+pub const LINK_IDLE: Duration = Duration::from_secs(30);
+/// Most links held; past that, the one heard from longest ago is closed.
+const MAX_LINKS: usize = 65536;
+/// Most mailboxes held; past that, the one seen longest ago is forgotten.
 const MAX_MAILBOXES: usize = 65536;
-/// A cookie is good for the period it was made in and the next one.
-const COOKIE_PERIOD: Duration = Duration::from_secs(60);
-/// Longest sleep between two looks at the socket and the reply queue.
+/// Messages a mailbox without a link holds (its client is changing links).
+const HELD: usize = 512;
+/// Bytes queued for clients over all links, at most (about 190 MB).
+const MAX_QUEUED: usize = 190 << 20;
+/// Longest wait between two turns.
 const TURN: Duration = Duration::from_millis(1);
 
 /// The signed directory a gateway serves: the epoch and its live members' descriptors.
@@ -63,7 +68,7 @@ pub struct ToClient {
     payload: [u8; PAYLOAD_LEN],
 }
 
-/// Counters of the client link. None counts the replies themselves: next to the datagrams
+/// Counters of the client link. None counts the replies themselves: next to the records
 /// sent, that would publish how much of a client's downlink is padding, which is what the
 /// padding hides.
 #[derive(Debug, Default)]
@@ -74,20 +79,29 @@ pub struct ClientLinkStats {
     pub queue_full: AtomicU64,
     /// Replies dropped because their mailbox's queue (or all queues) were full.
     pub mailbox_full: AtomicU64,
-    /// Datagrams sent in downlink slots (replies and padding together).
+    /// Records sent in downlink slots (replies and padding together).
     pub downlink_sent: AtomicU64,
     /// Downlink slots missed (the thread was late).
     pub downlink_missed: AtomicU64,
-    /// Mailboxes forgotten to make room for a new one (the table was full).
+    /// Mailboxes or links forgotten to make room for new ones (the table was full).
     pub evicted: AtomicU64,
-    /// Hellos whose cookie was missing or stale (the downlink waits for a good one).
-    pub unverified: AtomicU64,
-    /// Hellos that did not open: sealed to another key or epoch, or altered.
-    pub unopened: AtomicU64,
-    /// Datagrams from clients that were not a known request of the right size.
+    /// Records from strangers (no init made with our key, or no record of a link): dropped
+    /// without an answer.
+    pub strangers: AtomicU64,
+    /// Cookie replies sent (inits without a valid cookie for their source).
+    pub cookies: AtomicU64,
+    /// Handshakes completed: links opened.
+    pub handshakes: AtomicU64,
+    /// Links closed (idle, gone, or replaced by a new handshake).
+    pub links_closed: AtomicU64,
+    /// Messages in a link that were no request of a client.
     pub malformed: AtomicU64,
-    /// Mailboxes registered or refreshed.
-    pub hellos: AtomicU64,
+    /// Mailboxes registered (or moved to another link).
+    pub registrations: AtomicU64,
+    /// Sphinx packets clients sent over their links, passed to the cores.
+    pub packets_in: AtomicU64,
+    /// Sphinx packets dropped because the cores' arrivals queue was full.
+    pub arrivals_full: AtomicU64,
     /// Directory pages served.
     pub pages: AtomicU64,
     /// Cosigned checkpoints served.
@@ -104,16 +118,24 @@ impl ClientLinkStats {
             ("downlink_sent", &self.downlink_sent),
             ("downlink_missed", &self.downlink_missed),
             ("evicted", &self.evicted),
-            ("unverified", &self.unverified),
-            ("unopened", &self.unopened),
+            ("strangers", &self.strangers),
+            ("cookies", &self.cookies),
+            ("handshakes", &self.handshakes),
+            ("links_closed", &self.links_closed),
             ("malformed", &self.malformed),
-            ("hellos", &self.hellos),
+            ("registrations", &self.registrations),
+            ("packets_in", &self.packets_in),
+            ("arrivals_full", &self.arrivals_full),
             ("pages", &self.pages),
             ("checkpoints", &self.checkpoints),
         ]
         .into_iter()
         .map(|(name, v)| crate::metrics::role_metric("client_link", name, v))
         .collect()
+    }
+
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -151,266 +173,437 @@ impl ReplyQueue {
             slot.payload[payload.len()..].fill(0);
         });
         if !queued {
-            self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+            ClientLinkStats::add(&self.stats.queue_full, 1);
         }
     }
+}
+
+/// A link: which listener, which of its peers.
+type Key = (usize, Peer);
+
+struct Client {
+    link: Box<GatewayLink>,
+    mailbox: Option<MailboxId>,
+    /// Which heap entry is current (older ones are skipped).
+    generation: u32,
+}
+
+struct Mailbox {
+    link: Option<Key>,
+    /// What arrived while no link held the mailbox.
+    held: VecDeque<Message>,
+    seen: Duration,
 }
 
 /// The client link's thread.
 pub struct ClientLink {
-    socket: UdpSocket,
+    poll: Poll,
+    events: Events,
+    listeners: Vec<Box<dyn Listener>>,
     node: NodeId,
-    /// Signs welcomes.
-    identity: IdentityKeyPair,
-    /// The Sphinx keys the cores process with; hellos are sealed to them.
-    keys: Arc<Published<NodeKeys>>,
-    /// Those keys with their public halves, for the generation in front.
-    hello_keys: (u64, Vec<(EpochKey, [u8; 32])>),
+    responder: Responder,
+    links: HashMap<Key, Client>,
+    due: BinaryHeap<Reverse<(Duration, Key, u32)>>,
+    mailboxes: HashMap<MailboxId, Mailbox>,
+    /// Bytes queued in all links.
+    queued: usize,
     replies: ReplyQueue,
     directory: Arc<Published<Arc<Directory>>>,
-    downlink: Downlink,
-    /// This run's cookies (keyed from the OS's randomness at start).
-    cookies: pb_control::probe::Cookies,
+    handoff: Arc<Handoff>,
     origin: Instant,
-    buf: Vec<u8>,
+    generation: u32,
 }
 
 impl ClientLink {
-    /// Binds the client socket. `identity` is the relay's (it signs the welcomes); `keys`
-    /// are the Sphinx keys the cores process with, which hellos are sealed to.
-    pub fn bind(
-        addr: SocketAddr,
-        identity: IdentityKeyPair,
-        keys: Arc<Published<NodeKeys>>,
+    /// The client link over `listeners`, its handshakes made to `key` (the relay's link
+    /// key; `node` is the relay's id, which directory pages name).
+    pub fn new(
+        listeners: Vec<Box<dyn Listener>>,
+        node: NodeId,
+        key: GatewayKey,
         replies: ReplyQueue,
         directory: Arc<Published<Arc<Directory>>>,
+        handoff: Arc<Handoff>,
     ) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        let socket = UdpSocket::bind(addr)
-            .with_context(|| format!("gossip.client_bind: cannot bind {addr}"))?;
-        socket.set_nonblocking(true)?;
-        let mut cookie_key = [0u8; 32];
-        let mut padding_seed = [0u8; 32];
-        getrandom::fill(&mut cookie_key).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
-        let cookies = pb_control::probe::Cookies::with_key(cookie_key, COOKIE_PERIOD);
-        zeroize::Zeroize::zeroize(&mut cookie_key);
-        getrandom::fill(&mut padding_seed).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
-        // Whoever knew the seed could tell padding from replies.
-        let downlink = Downlink::new(MAX_MAILBOXES, &padding_seed);
-        zeroize::Zeroize::zeroize(&mut padding_seed);
+        let poll = Poll::new()?;
+        for (i, l) in listeners.iter().enumerate() {
+            poll.registry().register(
+                &mut SourceFd(&l.as_raw_fd()),
+                Token(i),
+                Interest::READABLE,
+            )?;
+        }
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(&mut seed[..]).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
         Ok(Self {
-            socket,
-            node: identity.public().node_id(),
-            identity,
-            keys,
-            hello_keys: (u64::MAX, Vec::new()),
+            poll,
+            events: Events::with_capacity(64),
+            listeners,
+            node,
+            responder: Responder::new(key, &seed),
+            links: HashMap::new(),
+            due: BinaryHeap::new(),
+            mailboxes: HashMap::new(),
+            queued: 0,
             replies,
             directory,
-            downlink,
-            cookies,
+            handoff,
             origin: Instant::now(),
-            buf: vec![0; 2048],
+            generation: 0,
         })
     }
 
-    fn now(&self) -> Time {
-        Time(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
     }
 
-    /// The cookie for `addr` now.
-    fn cookie(&self, addr: SocketAddr) -> Cookie {
-        self.cookies.cookie(addr, self.origin.elapsed())
-    }
-
-    /// The key (and its public half) that hellos for `epoch` are sealed to, if the cores
-    /// hold it.
-    fn hello_key(&mut self, epoch: Epoch) -> Option<&(EpochKey, [u8; 32])> {
-        if self.keys.generation() != self.hello_keys.0 {
-            let (generation, keys) = self.keys.get();
-            let held = [Some(keys.current), keys.previous];
-            self.hello_keys = (
-                generation,
-                held.into_iter()
-                    .flatten()
-                    .map(|k| {
-                        let public = k.public_key();
-                        (k, public)
-                    })
-                    .collect(),
-            );
-        }
-        self.hello_keys.1.iter().find(|(k, _)| k.epoch() == epoch)
-    }
-
-    /// Whether `cookie` is one this run gave `addr`, in this period or the last.
-    fn cookie_valid(&self, addr: SocketAddr, cookie: &Cookie) -> bool {
-        self.cookies.valid(addr, cookie, self.origin.elapsed())
+    fn stats(&self) -> &ClientLinkStats {
+        &self.replies.stats
     }
 
     /// Serves until `stop` is set.
     pub fn run(mut self, stop: &AtomicBool) {
-        let mut expire_at = Instant::now() + MAILBOX_IDLE;
+        let mut expire_at = Instant::now() + Duration::from_secs(10);
         while !stop.load(Ordering::Relaxed) {
             // First every downlink slot that is due, right after the wake-up (so that how
-            // much else there is to do never moves a slot); then requests, a bounded number
-            // per turn; then replies into their mailboxes.
-            let now = self.now();
-            let (socket, stats) = (&self.socket, &self.replies.stats);
-            let before = self.downlink.stats();
-            self.downlink.poll(now, |to, datagram| {
-                // A full socket buffer loses the datagram, like a lost packet.
-                let _ = socket.send_to(datagram, to);
-            });
-            let after = self.downlink.stats();
-            stats
-                .downlink_sent
-                .fetch_add(after.sent - before.sent, Ordering::Relaxed);
-            stats
-                .downlink_missed
-                .fetch_add(after.missed - before.missed, Ordering::Relaxed);
-            stats.evicted.store(after.evicted, Ordering::Relaxed);
-            for _ in 0..64 {
-                match self.socket.recv_from(&mut self.buf) {
-                    Ok((n, from)) => self.request(n, from),
-                    Err(_) => break,
+            // much else there is to do never moves a slot); then what arrived.
+            self.slots(self.now());
+            for i in 0..self.listeners.len() {
+                if let Err(e) = self.listeners[i].drive(Instant::now()) {
+                    pb_log::warn_limited!(
+                        transport = %self.listeners[i].kind(),
+                        "client link listener: {e}"
+                    );
                 }
+                self.receive(i);
             }
             self.take_replies();
             if Instant::now() >= expire_at {
-                let idle = u64::try_from(MAILBOX_IDLE.as_nanos()).unwrap_or(u64::MAX);
-                self.downlink.expire(Time(now.0.saturating_sub(idle)));
+                self.expire(self.now());
                 expire_at = Instant::now() + Duration::from_secs(10);
             }
-            // Sleep to the next slot (a precise timer: the slots' timing is what an
-            // observer sees), or one turn.
+            // Sleep to the next slot or event (a precise timer: the slots' timing is what
+            // an observer sees), at most one turn.
             let now = self.now();
-            let wait = self
-                .downlink
-                .next_due()
-                .map_or(TURN, |due| {
-                    Duration::from_nanos(due.0.saturating_sub(now.0))
-                })
+            let mut wait = self
+                .due
+                .peek()
+                .map_or(TURN, |Reverse((at, _, _))| at.saturating_sub(now))
                 .min(TURN);
-            if !wait.is_zero() {
+            for l in &self.listeners {
+                if let Some(at) = l.next_deadline() {
+                    wait = wait.min(at.saturating_duration_since(Instant::now()));
+                }
+            }
+            if !wait.is_zero() && self.poll.poll(&mut self.events, Some(wait)).is_err() {
                 std::thread::sleep(wait);
             }
         }
     }
 
-    /// Moves what the cores delivered into the clients' mailboxes.
-    fn take_replies(&mut self) {
-        let stats = &self.replies.stats;
-        while let Some(reply) = self.replies.slots.pop() {
-            let datagram = Box::new(match reply.surb {
-                Some(surb) => link::reply(surb, &reply.payload),
-                None => link::looped(&reply.payload[..MESSAGE_LEN]),
+    /// Sends the records of every downlink slot due by `now`.
+    fn slots(&mut self, now: Duration) {
+        let (mut sent, mut missed) = (0, 0);
+        while let Some(&Reverse((at, key, generation))) = self.due.peek() {
+            if at > now {
+                break;
+            }
+            self.due.pop();
+            let Some(client) = self.links.get_mut(&key) else {
+                continue;
+            };
+            if client.generation != generation {
+                continue;
+            }
+            let (before, was_missed) = (client.link.queued(), client.link.missed());
+            let listener = &mut self.listeners[key.0];
+            client.link.poll_records(now, |record| {
+                sent += 1;
+                // A full buffer loses the record, like a lost datagram.
+                let _ = listener.send(key.1, &record);
             });
-            match self.downlink.push(&reply.mailbox, datagram) {
-                Ok(()) => {}
-                Err(Refused::NoMailbox) => {
-                    stats.no_mailbox.fetch_add(1, Ordering::Relaxed);
+            self.queued -= before - client.link.queued();
+            missed += client.link.missed() - was_missed;
+            self.due
+                .push(Reverse((client.link.next_due(), key, generation)));
+        }
+        let stats = self.stats();
+        ClientLinkStats::add(&stats.downlink_sent, sent);
+        ClientLinkStats::add(&stats.downlink_missed, missed);
+    }
+
+    /// Takes the records listener `i` received.
+    fn receive(&mut self, i: usize) {
+        while let Some(peer) = self.listeners[i].poll_closed() {
+            self.close((i, peer), false);
+        }
+        for _ in 0..1024 {
+            let Some((peer, record)) = self.listeners[i].recv() else {
+                return;
+            };
+            let now = self.now();
+            let key = (i, peer);
+            if let Some(client) = self.links.get_mut(&key)
+                && client.link.handle_record(now, &record)
+            {
+                if let Some(m) = client.mailbox.and_then(|m| self.mailboxes.get_mut(&m)) {
+                    m.seen = now;
                 }
-                Err(Refused::Full) => {
-                    stats.mailbox_full.fetch_add(1, Ordering::Relaxed);
+                self.messages(key);
+                continue;
+            }
+            let Some(source) = self.listeners[i].source(peer) else {
+                continue;
+            };
+            match self.responder.respond(now, source, &record) {
+                Responded::Stranger => {
+                    ClientLinkStats::add(&self.stats().strangers, 1);
+                    if !self.links.contains_key(&key) {
+                        self.listeners[i].close(peer);
+                    }
+                }
+                Responded::Reply(cookie) => {
+                    ClientLinkStats::add(&self.stats().cookies, 1);
+                    self.listeners[i].send(peer, &cookie);
+                    // Stateless: a datagram listener forgets the address at once (a stream
+                    // keeps its connection for the init that echoes the cookie).
+                    if self.listeners[i].kind() == TransportKind::Udp
+                        && !self.links.contains_key(&key)
+                    {
+                        self.listeners[i].close(peer);
+                    }
+                }
+                Responded::Open(response, link) => {
+                    ClientLinkStats::add(&self.stats().handshakes, 1);
+                    // A new handshake on a peer replaces its link (the client restarted).
+                    self.close(key, false);
+                    self.listeners[i].send(peer, &response);
+                    self.open(key, link, now);
                 }
             }
-            self.replies.slots.give_back(reply);
         }
     }
 
-    fn request(&mut self, n: usize, from: SocketAddr) {
-        let stats = self.replies.stats.clone();
-        let answer = match link::parse_request(&self.buf[..n]) {
-            Some(FromClient::DirRequest { nonce, page }) => {
-                // A shared handle: a page request copies no descriptor.
-                let (_, directory) = self.directory.get();
-                let all = &directory.descriptors;
-                let pages = all.len().div_ceil(link::PER_PAGE).max(1);
-                let first = (usize::from(page) * link::PER_PAGE).min(all.len());
-                let items = &all[first..(first + link::PER_PAGE).min(all.len())];
-                stats.pages.fetch_add(1, Ordering::Relaxed);
-                link::page(
-                    nonce,
-                    page,
-                    pages.min(255) as u8,
-                    Epoch(directory.epoch),
-                    self.node,
-                    items,
-                )
-            }
-            Some(FromClient::CheckpointRequest { nonce }) => {
-                let (_, directory) = self.directory.get();
-                stats.checkpoints.fetch_add(1, Ordering::Relaxed);
-                link::checkpoint(nonce, directory.checkpoint.as_deref().map(str::as_bytes))
-            }
-            Some(FromClient::Hello {
-                epoch,
-                ephemeral,
-                sealed,
-            }) => {
-                let opened = self
-                    .hello_key(epoch)
-                    .and_then(|(key, public)| link::open_hello(key, public, &ephemeral, &sealed));
-                let Some(link::OpenedHello {
-                    token,
-                    rate,
-                    cookie,
-                    keys,
-                }) = opened
-                else {
-                    stats.unopened.fetch_add(1, Ordering::Relaxed);
-                    pb_log::warn_limited!(
-                        client = %pb_log::Sensitive::new(from),
-                        epoch = epoch.0,
-                        "a hello that does not open (sealed to another key or epoch; counted as unopened)"
-                    );
-                    return;
-                };
-                let mailbox = link::mailbox_of(&token);
-                drop(token);
-                let verified = self.cookie_valid(from, &cookie);
-                if !verified {
-                    stats.unverified.fetch_add(1, Ordering::Relaxed);
-                }
-                let now = self.now();
-                let Some(rate) = self.downlink.register(mailbox, from, rate, verified, now) else {
-                    return;
-                };
-                stats.hellos.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(
-                    client = %pb_log::Sensitive::new(from),
-                    ?mailbox,
-                    verified,
-                    rate,
-                    mailboxes = self.downlink.len(),
-                    "mailbox registered"
-                );
-                let cookie = self.cookie(from);
-                let signature = self.identity.sign_message(
-                    link::WELCOME_CONTEXT,
-                    &link::welcome_signed(self.node, &keys, mailbox, &cookie, rate),
-                );
-                let mut nonce = [0u8; 12];
-                if getrandom::fill(&mut nonce).is_err() {
-                    return;
-                }
-                link::welcome(&keys, nonce, &cookie, rate, &signature)
-            }
-            None => {
-                stats.malformed.fetch_add(1, Ordering::Relaxed);
-                pb_log::warn_limited!(
-                    client = %pb_log::Sensitive::new(from),
-                    "a client-link datagram that is no request (counted as malformed)"
-                );
-                return;
-            }
+    fn open(&mut self, key: Key, link: Box<GatewayLink>, now: Duration) {
+        if self.links.len() >= MAX_LINKS
+            && let Some((&oldest, _)) = self.links.iter().min_by_key(|(_, c)| c.link.heard())
+        {
+            ClientLinkStats::add(&self.stats().evicted, 1);
+            self.close(oldest, true);
+        }
+        let _ = now;
+        self.generation = self.generation.wrapping_add(1);
+        self.due
+            .push(Reverse((link.next_due(), key, self.generation)));
+        self.links.insert(
+            key,
+            Client {
+                link,
+                mailbox: None,
+                generation: self.generation,
+            },
+        );
+    }
+
+    /// Forgets link `key` (`tell`: close the peer too); its mailbox stays, holding what
+    /// arrives for it.
+    fn close(&mut self, key: Key, tell: bool) {
+        let Some(client) = self.links.remove(&key) else {
+            return;
         };
-        // A client whose downlink runs gets the answer in its next slot; anyone else at
-        // once (one datagram for one).
-        if let Some(answer) = self.downlink.answer(from, Box::new(answer), self.now()) {
-            let _ = self.socket.send_to(&answer[..], from);
+        ClientLinkStats::add(&self.stats().links_closed, 1);
+        self.queued -= client.link.queued();
+        if let Some(m) = client.mailbox.and_then(|m| self.mailboxes.get_mut(&m))
+            && m.link == Some(key)
+        {
+            m.link = None;
+        }
+        if tell {
+            self.listeners[key.0].close(key.1);
         }
     }
+
+    /// Answers the messages link `key` received.
+    fn messages(&mut self, key: Key) {
+        loop {
+            let Some(message) = self.links.get_mut(&key).and_then(|c| c.link.poll_message()) else {
+                return;
+            };
+            let answer = match link::parse_request(&message) {
+                Some(FromClient::Packet(packet)) => {
+                    let stats = &self.replies.stats;
+                    if self.handoff.arrive(packet) {
+                        ClientLinkStats::add(&stats.packets_in, 1);
+                    } else {
+                        ClientLinkStats::add(&stats.arrivals_full, 1);
+                    }
+                    None
+                }
+                Some(FromClient::DirRequest { nonce, page }) => {
+                    // A shared handle: a page request copies no descriptor.
+                    let (_, directory) = self.directory.get();
+                    let all = &directory.descriptors;
+                    let pages = all.len().div_ceil(link::PER_PAGE).max(1);
+                    let first = (usize::from(page) * link::PER_PAGE).min(all.len());
+                    let items = &all[first..(first + link::PER_PAGE).min(all.len())];
+                    ClientLinkStats::add(&self.stats().pages, 1);
+                    Some(link::page(
+                        nonce,
+                        page,
+                        pages.min(255) as u8,
+                        Epoch(directory.epoch),
+                        self.node,
+                        items,
+                    ))
+                }
+                Some(FromClient::CheckpointRequest { nonce }) => {
+                    let (_, directory) = self.directory.get();
+                    ClientLinkStats::add(&self.stats().checkpoints, 1);
+                    Some(link::checkpoint(
+                        nonce,
+                        directory.checkpoint.as_deref().map(str::as_bytes),
+                    ))
+                }
+                Some(FromClient::Register { token }) => {
+                    let mailbox = link::mailbox_of(token);
+                    self.register(key, mailbox);
+                    Some(link::registered(mailbox))
+                }
+                None => {
+                    ClientLinkStats::add(&self.stats().malformed, 1);
+                    None
+                }
+            };
+            if let Some(answer) = answer {
+                self.send(key, answer, true);
+            }
+        }
+    }
+
+    /// Binds `mailbox` to link `key`, taking it from any other link.
+    fn register(&mut self, key: Key, mailbox: MailboxId) {
+        let now = self.now();
+        ClientLinkStats::add(&self.stats().registrations, 1);
+        if !self.mailboxes.contains_key(&mailbox) && self.mailboxes.len() >= MAX_MAILBOXES {
+            let oldest = self
+                .mailboxes
+                .iter()
+                .min_by_key(|(_, m)| m.seen)
+                .map(|(id, _)| *id);
+            if let Some(id) = oldest {
+                self.forget(id);
+                ClientLinkStats::add(&self.stats().evicted, 1);
+            }
+        }
+        let m = self.mailboxes.entry(mailbox).or_insert_with(|| Mailbox {
+            link: None,
+            held: VecDeque::new(),
+            seen: now,
+        });
+        m.seen = now;
+        let previous = m.link.replace(key);
+        let held: Vec<Message> = m.held.drain(..).collect();
+        if let Some(old) = previous.filter(|old| *old != key)
+            && let Some(c) = self.links.get_mut(&old)
+        {
+            c.mailbox = None;
+        }
+        if let Some(c) = self.links.get_mut(&key)
+            && let Some(other) = c.mailbox.replace(mailbox).filter(|o| *o != mailbox)
+            && let Some(m) = self.mailboxes.get_mut(&other)
+        {
+            m.link = None;
+        }
+        for message in held {
+            self.send(key, message, false);
+        }
+    }
+
+    fn forget(&mut self, id: MailboxId) {
+        if let Some(m) = self.mailboxes.remove(&id)
+            && let Some(c) = m.link.and_then(|k| self.links.get_mut(&k))
+        {
+            c.mailbox = None;
+        }
+    }
+
+    /// Queues `message` on link `key`; `false` if it was dropped (no room).
+    fn send(&mut self, key: Key, message: Message, urgent: bool) -> bool {
+        let len = message.body.len() + 3;
+        let Some(client) = self.links.get_mut(&key) else {
+            return false;
+        };
+        if self.queued + len > MAX_QUEUED || !client.link.send(message, urgent) {
+            return false;
+        }
+        self.queued += len;
+        true
+    }
+
+    /// Moves what the cores delivered into the clients' links (or their mailboxes, while
+    /// they have none).
+    fn take_replies(&mut self) {
+        while let Some(reply) = self.replies.slots.pop() {
+            let message = match reply.surb {
+                Some(surb) => link::reply(surb, &reply.payload),
+                None => link::looped(&reply.payload[..MESSAGE_LEN]),
+            };
+            let mailbox = reply.mailbox;
+            self.replies.slots.give_back(reply);
+            let stats = self.replies.stats.clone();
+            match self.mailboxes.get_mut(&mailbox) {
+                None => ClientLinkStats::add(&stats.no_mailbox, 1),
+                Some(m) => match m.link {
+                    Some(key) => {
+                        if !self.send(key, message, false) {
+                            ClientLinkStats::add(&stats.mailbox_full, 1);
+                        }
+                    }
+                    None if m.held.len() < HELD => m.held.push_back(message),
+                    None => ClientLinkStats::add(&stats.mailbox_full, 1),
+                },
+            }
+        }
+    }
+
+    /// Closes links not heard from for [`LINK_IDLE`] and forgets mailboxes without a link
+    /// not seen for [`MAILBOX_IDLE`].
+    fn expire(&mut self, now: Duration) {
+        let idle: Vec<Key> = self
+            .links
+            .iter()
+            .filter(|(_, c)| now.saturating_sub(c.link.heard()) > LINK_IDLE)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in idle {
+            self.close(key, true);
+        }
+        self.mailboxes
+            .retain(|_, m| m.link.is_some() || now.saturating_sub(m.seen) <= MAILBOX_IDLE);
+        // Entries of closed links are skipped as they come up; drop them now when they
+        // are most of the heap.
+        if self.due.len() > 2 * self.links.len() + 64 {
+            let links = &self.links;
+            self.due
+                .retain(|Reverse((_, k, g))| links.get(k).is_some_and(|c| c.generation == *g));
+        }
+    }
+}
+
+/// The addresses the client link listens on, for logs.
+pub fn describe(listeners: &[Box<dyn Listener>]) -> String {
+    listeners
+        .iter()
+        .map(|l| format!("{} on {}", l.kind(), l.local_addr()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The plain UDP listener at `addr`.
+pub fn udp_listener(addr: SocketAddr) -> anyhow::Result<Box<dyn Listener>> {
+    let l = pb_transport::UdpListener::bind(addr)
+        .map_err(|e| anyhow::anyhow!("gossip.client_bind: cannot bind {addr}: {e}"))?;
+    Ok(Box::new(l))
 }
 
 /// Opaque in `Debug`: it holds buffers, sockets or user data.

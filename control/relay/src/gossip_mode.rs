@@ -18,8 +18,8 @@ use std::{
 use anyhow::{Context as _, anyhow};
 use mio::{Events, Interest, Poll, Token, unix::SourceFd};
 use pb_control::{
-    Descriptor, Gossip, GossipConfig, IdentityKeyPair, Invalid, Role, SignedDescriptor, Topology,
-    Transport,
+    Descriptor, Gossip, GossipConfig, IdentityKeyPair, Invalid, SignedDescriptor, Topology,
+    Transport, TransportOffer,
 };
 use pb_pipeline::{LoopPlan, Neighbour};
 use pb_sphinx::{DelayMs, Epoch, EpochKey, Format, Hop, NodeId, NodeKeys};
@@ -624,11 +624,17 @@ fn sign(
             sphinx_next: next.public_key(),
             packet_addr: settings.advertise,
             gossip_addr: settings.bind,
-            transports: if settings.role == Role::Gateway {
-                vec![Transport::Udp]
-            } else {
-                Vec::new()
-            },
+            link_key: identity.link_public(),
+            // The client link's plain UDP listener; the other transports join it here.
+            transports: settings
+                .client_bind
+                .map(|a| TransportOffer {
+                    transport: Transport::Udp,
+                    port: a.port(),
+                    params: Vec::new(),
+                })
+                .into_iter()
+                .collect(),
         })
         .map_err(|e| anyhow!("own descriptor: {e}"))
 }

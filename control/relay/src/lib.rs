@@ -20,7 +20,6 @@ pub mod admin;
 pub mod client_link;
 pub mod config;
 pub mod core;
-pub mod downlink;
 pub mod exit;
 pub mod gossip_mode;
 pub mod loop_watch;

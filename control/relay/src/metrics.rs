@@ -117,6 +117,7 @@ pub const COUNTERS: &[Counter] = &[
     counter("injected", "pb_packets_injected_total", |r| {
         r.stats.injected
     }),
+    counter("arrived", "pb_packets_arrived_total", |r| r.stats.arrived),
     counter("cover_failures", "pb_cover_failures_total", |r| {
         r.stats.cover_failures
     }),

@@ -30,8 +30,6 @@ pub struct Roles {
     pub exit_stats: Option<Arc<exit::ExitStats>>,
     /// The current epoch.
     pub epoch: Arc<AtomicU32>,
-    /// The Sphinx keys as the cores hold them, for the client link's hellos (a gateway).
-    pub link_keys: Option<Arc<Published<NodeKeys>>>,
 }
 
 impl core::fmt::Debug for Roles {
@@ -95,19 +93,28 @@ pub fn start(
         let replies = client_link::ReplyQueue::new(4096, stats.clone());
         let directory = Arc::new(Published::new(Arc::new(client_link::Directory::default())));
         let identity = crate::gossip_mode::read_identity(&settings.identity_file)?;
-        let keys = Arc::new(Published::new(node_keys.clone()));
-        let link = client_link::ClientLink::bind(
-            bind,
-            identity,
-            keys.clone(),
+        let key = pb_link::GatewayKey::from_secret(*identity.link_secret());
+        let listeners = vec![client_link::udp_listener(bind)?];
+        tracing::info!(
+            "client link: {}; link key {}",
+            client_link::describe(&listeners),
+            key.public()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let link = client_link::ClientLink::new(
+            listeners,
+            identity.public().node_id(),
+            key,
             replies.clone(),
             directory.clone(),
+            handoff.clone(),
         )?;
         services.push(spawn("pb-client-link", stop, move |stop| link.run(stop))?);
         roles.replies = Some(replies);
         roles.client_stats = Some(stats);
         roles.directory = Some(directory);
-        roles.link_keys = Some(keys);
     }
     if settings.role == pb_control::Role::Exit {
         let stats = Arc::new(exit::ExitStats::default());

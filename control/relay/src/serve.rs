@@ -246,9 +246,6 @@ fn apply(update: gossip_mode::Update, shared: &Shared) {
     }
     if let Some((epoch, keys)) = update.keys {
         replay::begin(&shared.replay, epoch);
-        if let Some(link_keys) = &shared.roles.link_keys {
-            link_keys.set(keys.clone());
-        }
         shared.keys.keys.set(keys);
         shared.roles.epoch.store(epoch.0, Ordering::Relaxed);
         if let Some(retired) = update.retired {

@@ -10,7 +10,9 @@
 //! by the sending core.
 //!
 //! Packets a relay makes itself for a link (an exit's replies) enter the same way through
-//! [`Handoff::inject`]: any core takes them and passes each to its link's owner.
+//! [`Handoff::inject`]: any core takes them and passes each to its link's owner. Packets a
+//! gateway's clients send over their encrypted link enter through [`Handoff::arrive`]: any
+//! core takes them as if received, and unwraps them with the rest of its batch.
 
 use crossbeam::queue::ArrayQueue;
 use pb_sphinx::{NodeId, PACKET_LEN};
@@ -28,6 +30,7 @@ pub(crate) struct Crossing {
 pub struct Handoff {
     inboxes: Vec<ArrayQueue<Crossing>>,
     injected: ArrayQueue<Crossing>,
+    arrivals: ArrayQueue<Box<[u8; PACKET_LEN]>>,
     free: ArrayQueue<Box<[u8; PACKET_LEN]>>,
 }
 
@@ -41,11 +44,12 @@ impl core::fmt::Debug for Handoff {
 }
 
 impl Handoff {
-    /// Inboxes for `cores` cores and one for injected packets, holding `depth` packets
-    /// each, and as many buffers as all inboxes together hold (allocated now, never again).
+    /// Inboxes for `cores` cores, one for injected packets and one for arrivals, holding
+    /// `depth` packets each, and as many buffers as all of them together hold (allocated
+    /// now, never again).
     pub fn new(cores: usize, depth: usize) -> Self {
         let (cores, depth) = (cores.max(1), depth.max(1));
-        let buffers = (cores + 1) * depth;
+        let buffers = (cores + 2) * depth;
         let free = ArrayQueue::new(buffers);
         for _ in 0..buffers {
             let _ = free.push(Box::new([0u8; PACKET_LEN]));
@@ -53,6 +57,7 @@ impl Handoff {
         Self {
             inboxes: (0..cores).map(|_| ArrayQueue::new(depth)).collect(),
             injected: ArrayQueue::new(depth),
+            arrivals: ArrayQueue::new(depth),
             free,
         }
     }
@@ -76,6 +81,36 @@ impl Handoff {
                 false
             }
         }
+    }
+
+    /// Queues a packet a client sent over its link (a gateway's): a core takes it on its
+    /// next turn and processes it like a packet received on the wire. `false` (nothing
+    /// queued) if the queue is full, no buffer is free or `packet` has the wrong length.
+    pub fn arrive(&self, packet: &[u8]) -> bool {
+        let Ok(packet) = <&[u8; PACKET_LEN]>::try_from(packet) else {
+            return false;
+        };
+        let Some(mut bytes) = self.free.pop() else {
+            return false;
+        };
+        *bytes = *packet;
+        match self.arrivals.push(bytes) {
+            Ok(()) => true,
+            Err(refused) => {
+                self.give_back(refused);
+                false
+            }
+        }
+    }
+
+    /// The next packet that arrived over a client link.
+    pub(crate) fn receive_arrival(&self) -> Option<Box<[u8; PACKET_LEN]>> {
+        self.arrivals.pop()
+    }
+
+    /// Whether packets wait in the arrivals queue.
+    pub(crate) fn has_arrivals(&self) -> bool {
+        !self.arrivals.is_empty()
     }
 
     /// The next injected packet.
@@ -151,7 +186,7 @@ mod tests {
             );
             h.give_back(c.bytes);
         }
-        assert_eq!(h.free.len(), 9, "every buffer is back");
+        assert_eq!(h.free.len(), 12, "every buffer is back");
     }
 
     #[test]
@@ -160,8 +195,8 @@ mod tests {
         let n = NodeId([0; 16]);
         assert!(!h.send(2, n, &[0; PACKET_LEN]));
         assert!(!h.send(0, n, &[0; 100]));
-        assert_eq!(h.free.len(), 6);
-        // With every buffer out (all inboxes full), nothing more crosses.
+        assert_eq!(h.free.len(), 8);
+        // With every buffer out (all inboxes and queues full), nothing more crosses.
         for core in [0, 0, 1, 1] {
             assert!(h.send(core, n, &[1; PACKET_LEN]));
         }
@@ -170,8 +205,15 @@ mod tests {
             !h.inject(n, &[4; PACKET_LEN]),
             "the injection queue holds 2"
         );
+        assert!(!h.arrive(&[5; 100]), "an arrival of the wrong length");
+        assert!(h.arrive(&[5; PACKET_LEN]) && h.arrive(&[6; PACKET_LEN]));
+        assert!(!h.arrive(&[7; PACKET_LEN]), "the arrivals queue holds 2");
         assert!(!h.send(0, n, &[1; PACKET_LEN]));
         assert_eq!(h.receive_injected().unwrap().bytes[0], 2);
+        assert!(h.has_arrivals());
+        assert_eq!(h.receive_arrival().unwrap()[0], 5);
+        assert_eq!(h.receive_arrival().unwrap()[0], 6);
+        assert!(!h.has_arrivals() && h.receive_arrival().is_none());
         assert_eq!(Handoff::round_robin(5, 2), vec![0, 1, 0, 1, 0]);
         assert_eq!(Handoff::round_robin(2, 0), vec![0, 0]);
     }

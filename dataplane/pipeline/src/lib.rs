@@ -146,6 +146,8 @@ pub struct PipelineStats {
     pub dropped_handoff: u64,
     /// Packets the relay made itself ([`Handoff::inject`]) taken for a link it has.
     pub injected: u64,
+    /// Packets that arrived over a gateway's client links and joined a batch.
+    pub arrived: u64,
 }
 
 /// A received batch smaller than this is held back (not yet unwrapped) for up to
@@ -384,6 +386,13 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             Some(until) => wait.min(Duration::from_nanos(until.0.saturating_sub(now.0))),
             None => wait,
         };
+        // Packets a gateway's clients sent over their links join the batch first; then
+        // the wire, without waiting if they already make a batch.
+        let wait = if self.take_arrivals() > 0 {
+            Duration::ZERO
+        } else {
+            wait
+        };
         let room = self.batch - self.rx.len();
         self.io.recv(&mut self.rx, room, wait)?;
         let got = self.rx.len();
@@ -461,6 +470,36 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
         }
         self.io.release(&mut self.spare);
         Ok(())
+    }
+
+    /// Moves packets that arrived over client links into the batch, each in a frame of
+    /// this core's pool; how many.
+    fn take_arrivals(&mut self) -> usize {
+        let Some(handoff) = &self.handoff else {
+            return 0;
+        };
+        if !handoff.has_arrivals() {
+            return 0;
+        }
+        let mut taken = 0;
+        let local = self.io.local_addr();
+        while self.rx.len() < self.batch {
+            let Some(bytes) = handoff.receive_arrival() else {
+                break;
+            };
+            match self.io.alloc(local) {
+                Some(mut packet) => {
+                    self.io.set_len(&mut packet, PACKET_LEN);
+                    self.io.payload_mut(&packet).copy_from_slice(&bytes[..]);
+                    self.stats.arrived += 1;
+                    self.rx.push(packet);
+                    taken += 1;
+                }
+                None => self.stats.dropped_handoff += 1,
+            }
+            handoff.give_back(bytes);
+        }
+        taken
     }
 
     fn release_due(&mut self, now: Time) {

@@ -237,7 +237,11 @@ impl Network {
         Some(pb_control::network::NetworkFile {
             stewards: pb_control::checkpoint::Stewards::new(&name, keys, k).ok()?,
             seed: self.network_seed,
-            gateways: vec![self.client_link()],
+            gateways: vec![pb_control::network::GatewayEntry {
+                addr: self.client_link(),
+                link_key: self.gateway_link_key(),
+                offers: Vec::new(),
+            }],
             epoch_seconds,
             policy: pb_control::admission::Policy {
                 per_ipv4_24: 256,
@@ -361,6 +365,19 @@ impl Network {
     /// Where pb-client reaches the gateway.
     pub fn client_link(&self) -> SocketAddr {
         SocketAddr::from((self.address(Node::Relay(0)), CLIENT_LINK_PORT))
+    }
+
+    /// The gateway's (relay 0's) link key: what a client's Noise handshake is made to.
+    pub fn gateway_link_key(&self) -> [u8; 32] {
+        pb_control::IdentityKeyPair::from_seed(&self.identity_seed(0)).link_public()
+    }
+
+    /// The gateway's link key as pb-client's `--gateway-key` takes it.
+    pub fn gateway_link_key_hex(&self) -> String {
+        self.gateway_link_key()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Relay `i`'s admin endpoint, if the relays have one: its loopback address on a

@@ -339,7 +339,7 @@ impl Testnet {
     }
 
     /// pb-client's arguments for this network: `--network <the network file>` (gossip mode
-    /// with stewards), else `--gateway <client link> --network-seed <hex>`.
+    /// with stewards), else `--gateway <client link> --gateway-key <hex> --network-seed <hex>`.
     pub fn client_args(&self) -> Vec<String> {
         if self.network.network_file().is_some() {
             return vec![
@@ -353,6 +353,8 @@ impl Testnet {
         vec![
             "--gateway".into(),
             self.network.client_link().to_string(),
+            "--gateway-key".into(),
+            self.network.gateway_link_key_hex(),
             "--network-seed".into(),
             self.network.network_seed_hex(),
         ]

@@ -62,6 +62,22 @@ impl TlsIdentity {
         })
     }
 
+    /// A fresh self-signed certificate for `name` on a stored key (PKCS#8 DER, from
+    /// [`TlsIdentity::key_der`] of an earlier identity): the pin stays the key's, whatever
+    /// the certificate's dates.
+    pub fn with_key(key_der: &[u8], name: &str) -> Result<Self, TlsError> {
+        let key =
+            rcgen::KeyPair::try_from(key_der).map_err(|e| TlsError::Generate(e.to_string()))?;
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .and_then(|p| p.self_signed(&key))
+            .map_err(|e| TlsError::Generate(e.to_string()))?;
+        Ok(Self {
+            cert_der: cert.der().to_vec(),
+            key_der: zeroize::Zeroizing::new(key_der.to_vec()),
+            name: name.to_owned(),
+        })
+    }
+
     /// The identity from a certificate and its PKCS#8 key (both DER), as stored.
     pub fn from_der(cert_der: Vec<u8>, key_der: Vec<u8>, name: &str) -> Result<Self, TlsError> {
         pin_of(&cert_der)?;

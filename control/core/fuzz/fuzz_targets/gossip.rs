@@ -25,6 +25,7 @@ fn descriptor(pair: &IdentityKeyPair, host: u8) -> SignedDescriptor {
         sphinx_next: EpochKey::from_secret(Epoch(6), [3; 32]).public_key(),
         packet_addr: format!("198.18.0.{host}:47470").parse().unwrap(),
         gossip_addr: format!("198.18.0.{host}:47471").parse().unwrap(),
+        link_key: pair.link_public(),
         transports: vec![],
     })
     .unwrap()

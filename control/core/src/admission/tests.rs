@@ -25,6 +25,7 @@ fn descriptor(seed: u8, addr: &str, epoch: Epoch, sphinx: [u8; 32]) -> SignedDes
         sphinx_next: real_key(seed.wrapping_add(100)),
         packet_addr,
         gossip_addr: SocketAddr::new(packet_addr.ip(), 47471),
+        link_key: pair.link_public(),
         transports: vec![],
     })
     .unwrap()

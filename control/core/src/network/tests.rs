@@ -21,8 +21,27 @@ fn file() -> NetworkFile {
         stewards: Stewards::new("pb.test/demo", keys, 2).unwrap(),
         seed: [0x42; 32],
         gateways: vec![
-            "198.18.0.1:47480".parse().unwrap(),
-            "[2001:db8::1]:47480".parse().unwrap(),
+            GatewayEntry {
+                addr: "198.18.0.1:47480".parse().unwrap(),
+                link_key: [0x11; 32],
+                offers: vec![],
+            },
+            GatewayEntry {
+                addr: "[2001:db8::1]:47480".parse().unwrap(),
+                link_key: [0x22; 32],
+                offers: vec![
+                    TransportOffer {
+                        transport: Transport::Quic,
+                        port: 443,
+                        params: vec![0xab; 32],
+                    },
+                    TransportOffer {
+                        transport: Transport::WebSocket,
+                        port: 8443,
+                        params: vec![0xcd; 32],
+                    },
+                ],
+            },
         ],
         epoch_seconds: 3600,
         policy: Policy {
@@ -82,6 +101,22 @@ fn a_bad_network_file_is_refused_with_its_line() {
         (
             text.replacen("gateway = 198.18.0.1:47480", "gateway = 198.18.0.1", 1),
             NetworkFileError::Line(9, "not an address:port"),
+        ),
+        (
+            text.replacen(&"11".repeat(32), "11", 1),
+            NetworkFileError::Line(9, "no link key (64 hex digits) after the address"),
+        ),
+        (
+            text.replacen(" quic=443/", " ftp=443/", 1),
+            NetworkFileError::Line(10, "unknown transport (quic, wss)"),
+        ),
+        (
+            text.replacen(" quic=443/", " quic=0/", 1),
+            NetworkFileError::Line(10, "not a port"),
+        ),
+        (
+            text.replacen(" wss=8443/", " quic=8443/", 1),
+            NetworkFileError::Line(10, "a transport offered twice"),
         ),
         (
             text.replacen("steward = pb.test/demo/steward-1+", "steward = x+", 1),

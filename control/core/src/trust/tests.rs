@@ -30,6 +30,7 @@ fn relay(seed: u8, role: Role) -> SignedDescriptor {
         sphinx_next: EpochKey::from_secret(Epoch(EPOCH.0 + 1), [seed; 32]).public_key(),
         packet_addr: at,
         gossip_addr: SocketAddr::new(at.ip(), 47471),
+        link_key: pair.link_public(),
         transports: vec![],
     })
     .unwrap()
@@ -89,7 +90,11 @@ impl Setup {
         let network = NetworkFile {
             stewards: Stewards::new("pb.test/trust", keys, 3).unwrap(),
             seed: SEED,
-            gateways: vec!["198.18.0.1:47480".parse().unwrap()],
+            gateways: vec![crate::network::GatewayEntry {
+                addr: "198.18.0.1:47480".parse().unwrap(),
+                link_key: [9; 32],
+                offers: vec![],
+            }],
             epoch_seconds: EPOCH_SECONDS,
             policy: Policy::default(),
             allow_prefixes: Vec::new(),
