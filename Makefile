@@ -3,10 +3,12 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 EBPF_DIR := ebpf/pb-xdp
-FUZZ_DIRS := dataplane/sphinx/fuzz control/core/fuzz client-lite/proto/fuzz transports/link/fuzz
+FUZZ_DIRS := dataplane/sphinx/fuzz control/core/fuzz client-lite/proto/fuzz transports/link/fuzz \
+	transports/quic/fuzz transports/wss/fuzz
 # Each fuzz target as <crate folder>:<target>.
 FUZZ_TARGETS := dataplane/sphinx/fuzz:process dataplane/sphinx/fuzz:surb control/core/fuzz:gossip control/core/fuzz:checkpoint \
-	client-lite/proto/fuzz:socks client-lite/proto/fuzz:session transports/link/fuzz:records
+	client-lite/proto/fuzz:socks client-lite/proto/fuzz:session transports/link/fuzz:records \
+	transports/quic/fuzz:h3 transports/wss/fuzz:server
 # Seconds each fuzz target runs in `make test` (longer runs: make fuzz FUZZ_SECONDS=600).
 FUZZ_SECONDS ?= 15
 AARCH64 := aarch64-unknown-linux-musl
@@ -72,6 +74,9 @@ test-aarch64:
 	$(AARCH64_ENV) cargo test --locked -p pb-sphinx --target $(AARCH64) --lib --test roundtrip --test vectors
 	$(AARCH64_ENV) cargo test --locked -p pb-x25519-batch --target $(AARCH64)
 	$(AARCH64_ENV) cargo test --locked -p pb-proto --target $(AARCH64)
+	$(AARCH64_ENV) cargo test --locked -p pb-link --target $(AARCH64)
+	$(AARCH64_ENV) cargo test --locked -p pb-quic --no-default-features --target $(AARCH64) --lib
+	$(AARCH64_ENV) cargo test --locked -p pb-wss --target $(AARCH64) --lib --test memory --test loopback
 	$(AARCH64_ENV) cargo test --locked -p pb-client --target $(AARCH64) --bins
 
 # Every fuzz target for FUZZ_SECONDS from the committed seed corpus; new inputs go to a

@@ -24,6 +24,7 @@ packages=(
   qemu-user                                                    # aarch64 client tests
   libcap2-bin passwd systemd                                   # deploy/install.sh and its test
   golang-go golang-golang-x-mod-dev                            # Go's signed-note peer (interop)
+  ngtcp2-client tshark python3-websockets                      # transports' real peers
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -41,7 +41,7 @@ use pb_proto::{
     link::{self, FromGateway},
 };
 use pb_sphinx::{MailboxId, NodeId, PACKET_LEN};
-use pb_transport::ClientCarrier;
+use pb_transport::{ClientCarrier, TransportKind};
 
 use crate::{
     directory::Fetch,
@@ -84,6 +84,12 @@ struct Args {
     /// The network's seed, 64 hex digits (default: the one built in).
     #[arg(long)]
     network_seed: Option<String>,
+    /// What carries the link to the gateway: `quic` (HTTP/3), `wss` (WebSocket over TLS),
+    /// `udp`, or `auto`: plain UDP (the cheapest), then QUIC and WSS where the gateway
+    /// offers them, each tried until one answers. Where UDP links are watched or blocked,
+    /// ask for a disguise directly.
+    #[arg(long, default_value = "auto")]
+    transport: String,
     /// How much to send: `default` (50 packets a second) or `low-power` (5).
     #[arg(long, default_value = "default")]
     profile: String,
@@ -165,6 +171,9 @@ struct Client {
     /// Every gateway to try, in order, and which one is in use.
     gateways: Vec<GatewayEntry>,
     gateway_index: usize,
+    /// The transport asked for (`None`: auto), and which of the gateway's is in use.
+    transport: Option<TransportKind>,
+    transport_index: usize,
     /// The network file, when given: views are checked against its stewards.
     network: Option<pb_control::network::NetworkFile>,
     /// The gateway's cosigned checkpoint for the fetch in progress.
@@ -316,7 +325,28 @@ fn run(args: Args) -> anyhow::Result<()> {
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut random = OsRandom;
-    let carrier = connect(&first)?;
+    let transport = match args.transport.as_str() {
+        "auto" => None,
+        name => Some(
+            TransportKind::from_name(name)
+                .filter(|k| {
+                    matches!(
+                        k,
+                        TransportKind::Udp | TransportKind::Quic | TransportKind::Wss
+                    )
+                })
+                .ok_or_else(|| anyhow!("--transport: {name:?} is not quic, wss, udp or auto"))?,
+        ),
+    };
+    let kinds = transports_of(&first, transport);
+    let kind = *kinds.first().ok_or_else(|| {
+        anyhow!(
+            "gateway {}: it offers no {} transport",
+            first.addr,
+            args.transport
+        )
+    })?;
+    let carrier = connect(&first, kind)?;
     poll.registry().register(
         &mut SourceFd(&carrier.as_raw_fd()),
         CARRIER,
@@ -340,6 +370,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         carrier,
         gateways,
         gateway_index: 0,
+        transport,
+        transport_index: 0,
         network,
         checkpoint: None,
         network_seed,
@@ -453,11 +485,56 @@ fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A carrier to `gateway` (plain UDP for now; the disguises follow).
-fn connect(gateway: &GatewayEntry) -> anyhow::Result<Box<dyn ClientCarrier>> {
-    let carrier = pb_transport::UdpCarrier::connect(gateway.addr)
-        .with_context(|| format!("gateway {}", gateway.addr))?;
-    Ok(Box::new(carrier))
+/// The transports to try at `gateway`, in order: `asked` alone if it offers it, else
+/// (auto) plain UDP, then QUIC and WSS where offered.
+fn transports_of(gateway: &GatewayEntry, asked: Option<TransportKind>) -> Vec<TransportKind> {
+    let offered = |k: TransportKind| {
+        k == TransportKind::Udp || gateway.offers.iter().any(|o| o.transport.code() == k as u8)
+    };
+    let order = match asked {
+        Some(k) => vec![k],
+        None => vec![TransportKind::Udp, TransportKind::Quic, TransportKind::Wss],
+    };
+    order.into_iter().filter(|k| offered(*k)).collect()
+}
+
+/// A carrier of `kind` to `gateway`.
+fn connect(gateway: &GatewayEntry, kind: TransportKind) -> anyhow::Result<Box<dyn ClientCarrier>> {
+    let offer = gateway
+        .offers
+        .iter()
+        .find(|o| o.transport.code() == kind as u8);
+    let pin = offer.and_then(|o| <[u8; 32]>::try_from(&o.params[..]).ok());
+    let context = || format!("gateway {} over {kind}", gateway.addr);
+    let at = |port: u16| SocketAddr::new(gateway.addr.ip(), port);
+    // No SNI: the client connects to an address, as to any server known by its IP.
+    let name = gateway.addr.ip().to_string();
+    Ok(match (kind, offer, pin) {
+        (TransportKind::Udp, _, _) => {
+            Box::new(pb_transport::UdpCarrier::connect(gateway.addr).with_context(context)?)
+        }
+        (TransportKind::Quic, Some(offer), Some(pin)) => {
+            let secret = pb_transport::tls::path_secret(kind, &gateway.link_key, &pin);
+            let config = pb_quic::QuicCarrierConfig::new(
+                at(offer.port),
+                &name,
+                pin,
+                pb_quic::LinkPath::from_secret(&secret),
+            );
+            Box::new(pb_quic::QuicCarrier::connect(&config, Instant::now()).with_context(context)?)
+        }
+        (TransportKind::Wss, Some(offer), Some(pin)) => {
+            let secret = pb_transport::tls::path_secret(kind, &gateway.link_key, &pin);
+            let config = pb_wss::WssClientConfig::new(
+                pin,
+                &name,
+                offer.port,
+                pb_wss::SecretPath::from_random(secret),
+            );
+            Box::new(pb_wss::WssCarrier::connect(at(offer.port), &config).with_context(context)?)
+        }
+        _ => return Err(anyhow!("{}: not offered (or no pin)", context())),
+    })
 }
 
 /// What the link asks its gateway for: the profile's rates.
@@ -492,7 +569,7 @@ impl Client {
     /// messages on), what the link has due out.
     fn pump(&mut self) {
         if let Err(e) = self.carrier.drive(Instant::now()) {
-            return self.leave_gateway(&format!("its link closed: {e}"));
+            return self.link_failed(&format!("its link closed: {e}"));
         }
         let now = self.now();
         while let Some(record) = self.carrier.recv() {
@@ -502,7 +579,7 @@ impl Client {
             self.message(now, &message);
         }
         if let Some(e) = self.link.failed() {
-            return self.leave_gateway(&e.to_string());
+            return self.link_failed(&e.to_string());
         }
         while let Some(record) = self.link.poll_record(now) {
             if self.now().saturating_sub(now) > LATE {
@@ -690,36 +767,72 @@ impl Client {
     /// The gateway served a view that failed a check: say so in one line, forget what came
     /// from it, and start again with the next gateway.
     fn leave_gateway(&mut self, why: &str) {
+        self.move_on(why, false);
+    }
+
+    /// The link failed (no answer, or its carrier closed): the gateway's next transport,
+    /// or the next gateway when it has none left.
+    fn link_failed(&mut self, why: &str) {
+        self.move_on(why, true);
+    }
+
+    /// Moves to the next transport of this gateway (`next_transport`) or to the next
+    /// gateway, and starts a new link there; forgets what came from the old one.
+    fn move_on(&mut self, why: &str, next_transport: bool) {
         let failed = self.gateways[self.gateway_index].addr;
-        // The next gateway that a carrier reaches (at worst this one again).
-        let mut next = self.gateway_index;
-        let mut carrier = None;
-        for _ in 0..self.gateways.len() {
-            next = (next + 1) % self.gateways.len();
-            match connect(&self.gateways[next]) {
-                Ok(c) => {
-                    carrier = Some(c);
-                    break;
-                }
-                Err(e) => tracing::warn!("gateway {}: {e:#}", self.gateways[next].addr),
+        let failed_kind = self.carrier.kind();
+        let mut candidates = Vec::new();
+        let kinds = transports_of(&self.gateways[self.gateway_index], self.transport);
+        if next_transport {
+            for t in self.transport_index + 1..kinds.len() {
+                candidates.push((self.gateway_index, t));
             }
         }
+        for step in 1..=self.gateways.len() {
+            let g = (self.gateway_index + step) % self.gateways.len();
+            let n = transports_of(&self.gateways[g], self.transport).len();
+            candidates.extend((0..n).map(|t| (g, t)));
+        }
+        let mut chosen = None;
+        for (g, t) in candidates {
+            let kind = transports_of(&self.gateways[g], self.transport)[t];
+            match connect(&self.gateways[g], kind) {
+                Ok(c) => {
+                    chosen = Some((g, t, c));
+                    break;
+                }
+                Err(e) => tracing::warn!("{e:#}"),
+            }
+        }
+        let Some((next, t, mut carrier)) = chosen else {
+            // Nothing reachable: the same again, after a pause.
+            tracing::warn!(
+                "gateway {failed} over {failed_kind} refused: {why}; no other gateway reachable"
+            );
+            self.link = ClientLink::new(
+                self.now() + Duration::from_secs(1),
+                &self.gateways[self.gateway_index].link_key,
+                rates(&self.profile),
+                &self.random.seed(),
+            );
+            return;
+        };
         // The gateway's address is public; nothing of the user's is in the line.
         tracing::warn!(
-            "gateway {failed} refused: {why}; trying {}",
-            self.gateways[next].addr
+            "gateway {failed} over {failed_kind} refused: {why}; trying {} over {}",
+            self.gateways[next].addr,
+            carrier.kind()
         );
-        if let Some(mut carrier) = carrier {
-            let registry = self.poll.registry();
-            let _ = registry.deregister(&mut SourceFd(&self.carrier.as_raw_fd()));
-            let _ = registry.register(
-                &mut SourceFd(&carrier.as_raw_fd()),
-                CARRIER,
-                Interest::READABLE,
-            );
-            core::mem::swap(&mut self.carrier, &mut carrier);
-        }
+        let registry = self.poll.registry();
+        let _ = registry.deregister(&mut SourceFd(&self.carrier.as_raw_fd()));
+        let _ = registry.register(
+            &mut SourceFd(&carrier.as_raw_fd()),
+            CARRIER,
+            Interest::READABLE,
+        );
+        core::mem::swap(&mut self.carrier, &mut carrier);
         self.gateway_index = next;
+        self.transport_index = t;
         self.link = ClientLink::new(
             self.now(),
             &self.gateways[next].link_key,
@@ -735,9 +848,8 @@ impl Client {
         self.random.fill(&mut nonce);
         self.fetch = Fetch::new(nonce);
         let now = self.now();
-        // Not at once when every gateway failed: one try a second.
-        self.next_register = now + Duration::from_secs(1);
-        self.next_fetch = now + Duration::from_secs(1);
+        self.next_register = now;
+        self.next_fetch = now;
         // Sessions' replies come through the old gateway: they end.
         let closed = self.apps.values().filter(|a| a.stream.is_some()).count();
         for app in self.apps.values_mut() {

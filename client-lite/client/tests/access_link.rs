@@ -6,11 +6,14 @@
 //!
 //! Shows: in an idle window (nothing fetched) and a busy window of the same length (curl
 //! fetching a large file through pb-client the whole time, and fetching at least
-//! [`MIN_FETCHED`] bytes), each of the four streams (up to the gateway's packet port, up to
-//! its client-link port, down from each) has per-second datagram counts and inter-send gaps
-//! that a two-sample Kolmogorov-Smirnov test cannot tell apart (every p-value, corrected for
-//! the number of comparisons, at least [`P_MIN`]); a stream
-//! present in one window and absent from the other fails outright. It is the acceptance
+//! [`MIN_FETCHED`] bytes), the client speaks to its gateway only over the client link (the
+//! plain UDP transport): every datagram either way is one size, 1452 bytes; every second of
+//! both windows holds the link's rate each way (64 up, 100 down, within [`SLACK`]); and
+//! each of the four streams (up to the gateway's packet port, up to its client-link port,
+//! down from each) has per-second datagram counts and inter-send gaps that a two-sample
+//! Kolmogorov-Smirnov test cannot tell apart (every p-value, corrected for the number of
+//! comparisons, at least [`P_MIN`]); a stream present in one window and absent from the
+//! other fails outright (the packet port's are absent from both). It is the acceptance
 //! test for "an observer of the link cannot tell idle from busy"; it proves nothing about
 //! what the gateway, or anyone past it, can tell.
 #![cfg(target_arch = "x86_64")]
@@ -69,6 +72,12 @@ const HANDFUL: usize = 5;
 /// the event loop (p about 1e-7) fails it by orders of magnitude.
 const P_MIN: f64 = 0.05;
 
+/// The client link's rates under the default profile, records a second: up, down.
+const RATES: (f64, f64) = (64.0, 100.0);
+/// How far one second's count may be from the rate (a slot falls either side of a second's
+/// boundary, and the capture's clock is not the sender's).
+const SLACK: f64 = 2.0;
+
 /// The datagrams an observer of the link tells apart by address and port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stream {
@@ -111,20 +120,27 @@ impl Gateway {
     /// The stream an Ethernet frame belongs to; `None` for anything else (not IPv4, not
     /// UDP, a later fragment, another peer, too short to tell).
     fn classify(&self, frame: &[u8]) -> Option<Stream> {
-        let (from, to) = udp_endpoints(frame)?;
-        match (from, to) {
-            (_, to) if to == self.packet => Some(Stream::UpPacket),
-            (_, to) if to == self.link => Some(Stream::UpLink),
-            (from, _) if from == self.packet => Some(Stream::DownPacket),
-            (from, _) if from == self.link => Some(Stream::DownLink),
-            _ => None,
-        }
+        self.classify_sized(frame).map(|(s, _)| s)
+    }
+
+    /// The stream and the UDP payload's length.
+    fn classify_sized(&self, frame: &[u8]) -> Option<(Stream, usize)> {
+        let (from, to, len) = udp_endpoints(frame)?;
+        let stream = match (from, to) {
+            (_, to) if to == self.packet => Stream::UpPacket,
+            (_, to) if to == self.link => Stream::UpLink,
+            (from, _) if from == self.packet => Stream::DownPacket,
+            (from, _) if from == self.link => Stream::DownLink,
+            _ => return None,
+        };
+        Some((stream, len))
     }
 }
 
-/// The source and destination of an Ethernet frame holding an IPv4 UDP datagram (its first
-/// fragment, which has the UDP header); `None` for anything else, however short or odd.
-fn udp_endpoints(frame: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
+/// The source, the destination and the payload length of an Ethernet frame holding an IPv4
+/// UDP datagram (its first fragment, which has the UDP header); `None` for anything else,
+/// however short or odd.
+fn udp_endpoints(frame: &[u8]) -> Option<(SocketAddr, SocketAddr, usize)> {
     const ETHERNET_HEADER: usize = 14;
     const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
     const PROTOCOL_UDP: u8 = 17;
@@ -149,6 +165,7 @@ fn udp_endpoints(frame: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
     Some((
         SocketAddr::from((address(12), port(0))),
         SocketAddr::from((address(16), port(2))),
+        usize::from(port(4)).saturating_sub(8),
     ))
 }
 
@@ -331,6 +348,8 @@ fn now_ns() -> i128 {
 struct Seen {
     /// Each classified datagram and when (nanoseconds since the Unix epoch).
     datagrams: Vec<(Stream, i128)>,
+    /// The UDP payload lengths seen, per stream.
+    sizes: Vec<(Stream, usize)>,
     /// Frames of any kind.
     frames: u64,
     /// Frames without a kernel timestamp (timed at receipt instead).
@@ -365,8 +384,12 @@ impl Capture {
                     seen.unstamped += 1;
                     now_ns()
                 });
-                if let Some(stream) = frame.get(..n).and_then(|f| gateway.classify(f)) {
+                if let Some((stream, len)) = frame.get(..n).and_then(|f| gateway.classify_sized(f))
+                {
                     seen.datagrams.push((stream, at));
+                    if !seen.sizes.contains(&(stream, len)) {
+                        seen.sizes.push((stream, len));
+                    }
                 }
             }
             seen.drops = socket.drops()?;
@@ -616,6 +639,29 @@ fn an_observer_of_the_access_link_cannot_tell_idle_from_busy() {
         seen.drops
     );
     let (mut failures, mut made) = (Vec::new(), Vec::new());
+    // One size, and the link's rate in every second, both ways, idle and busy.
+    println!("datagram sizes seen: {:?}", seen.sizes);
+    for (stream, len) in &seen.sizes {
+        if *len != pb_link::RECORD_LEN {
+            failures.push(format!("{}: a datagram of {len} bytes", stream.name()));
+        }
+    }
+    for (stream, rate) in [(Stream::UpLink, RATES.0), (Stream::DownLink, RATES.1)] {
+        for (window, start) in [("idle", idle_start), ("busy", busy_start)] {
+            let counts = counts_per_second(&in_window(&seen.datagrams, stream, start));
+            let worst = counts.iter().map(|c| (c - rate).abs()).fold(0.0, f64::max);
+            println!(
+                "{} {window}: {rate}/s, worst second off by {worst}",
+                stream.name()
+            );
+            if worst > SLACK {
+                failures.push(format!(
+                    "{} {window}: a second {worst} datagrams off the link's {rate}/s: {counts:?}",
+                    stream.name()
+                ));
+            }
+        }
+    }
     for stream in Stream::ALL {
         let idle = in_window(&seen.datagrams, stream, idle_start);
         let busy = in_window(&seen.datagrams, stream, busy_start);

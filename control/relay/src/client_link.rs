@@ -15,7 +15,6 @@
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap, VecDeque},
-    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -597,13 +596,6 @@ pub fn describe(listeners: &[Box<dyn Listener>]) -> String {
         .map(|l| format!("{} on {}", l.kind(), l.local_addr()))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// The plain UDP listener at `addr`.
-pub fn udp_listener(addr: SocketAddr) -> anyhow::Result<Box<dyn Listener>> {
-    let l = pb_transport::UdpListener::bind(addr)
-        .map_err(|e| anyhow::anyhow!("gossip.client_bind: cannot bind {addr}: {e}"))?;
-    Ok(Box::new(l))
 }
 
 /// Opaque in `Debug`: it holds buffers, sockets or user data.

@@ -201,6 +201,12 @@ pub struct GossipSettings {
     pub advertise: SocketAddr,
     /// (Gateway) where clients reach the client link.
     pub client_bind: Option<SocketAddr>,
+    /// (Gateway) where clients reach it over QUIC (HTTP/3).
+    pub client_quic: Option<SocketAddr>,
+    /// (Gateway) where clients reach it over WebSocket and TLS.
+    pub client_wss: Option<SocketAddr>,
+    /// (Gateway) the TLS key of QUIC and WSS.
+    pub tls_key_file: PathBuf,
     /// (Exit) networks the exit policy allows although they are special (a testbed's own).
     pub exit_allow: Vec<(std::net::IpAddr, u8)>,
     /// (Exit) ports refused at every address, in place of
@@ -584,6 +590,34 @@ impl RelayConfig {
                         "only a gateway serves clients (gossip.role = \"gateway\")",
                     ));
                 }
+                let mut disguised = [None, None];
+                for (slot, (key, value)) in disguised.iter_mut().zip([
+                    ("gossip.client_quic", &g.client_quic),
+                    ("gossip.client_wss", &g.client_wss),
+                ]) {
+                    let Some(value) = value else { continue };
+                    let addr = address(key, value)?;
+                    if role != Role::Gateway {
+                        return Err(bad(
+                            key,
+                            "only a gateway serves clients (gossip.role = \"gateway\")",
+                        ));
+                    }
+                    if client_bind.is_none() {
+                        return Err(bad(
+                            key,
+                            "needs gossip.client_bind (the plain UDP link) too",
+                        ));
+                    }
+                    if addr.port() == 0 || addr.ip() != bind.ip() {
+                        return Err(bad(
+                            key,
+                            "needs a port, on gossip.bind's IP address: descriptors offer transports as ports of that address",
+                        ));
+                    }
+                    *slot = Some(addr);
+                }
+                let [client_quic, client_wss] = disguised;
                 if g.exit_allow.is_some() && role != Role::Exit {
                     return Err(bad(
                         "gossip.exit_allow",
@@ -634,6 +668,14 @@ impl RelayConfig {
                     .network_file
                     .map(|f| network_file(&dir.join(f), network_seed, epoch_seconds))
                     .transpose()?;
+                let tls_key_file = g.tls_key_file.as_ref().map_or_else(
+                    || {
+                        let mut p = identity_file.clone().into_os_string();
+                        p.push(".tls");
+                        PathBuf::from(p)
+                    },
+                    |f| dir.join(f),
+                );
                 Some(GossipSettings {
                     bind,
                     seeds,
@@ -644,6 +686,9 @@ impl RelayConfig {
                     max_layer_width,
                     advertise,
                     client_bind,
+                    client_quic,
+                    client_wss,
+                    tls_key_file,
                     exit_allow,
                     exit_refuse_ports,
                     exit_max_connections,

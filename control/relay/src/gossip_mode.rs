@@ -19,7 +19,6 @@ use anyhow::{Context as _, anyhow};
 use mio::{Events, Interest, Poll, Token, unix::SourceFd};
 use pb_control::{
     Descriptor, Gossip, GossipConfig, IdentityKeyPair, Invalid, SignedDescriptor, Topology,
-    Transport, TransportOffer,
 };
 use pb_pipeline::{LoopPlan, Neighbour};
 use pb_sphinx::{DelayMs, Epoch, EpochKey, Format, Hop, NodeId, NodeKeys};
@@ -625,16 +624,7 @@ fn sign(
             packet_addr: settings.advertise,
             gossip_addr: settings.bind,
             link_key: identity.link_public(),
-            // The client link's plain UDP listener; the other transports join it here.
-            transports: settings
-                .client_bind
-                .map(|a| TransportOffer {
-                    transport: Transport::Udp,
-                    port: a.port(),
-                    params: Vec::new(),
-                })
-                .into_iter()
-                .collect(),
+            transports: crate::transports::offers(settings)?,
         })
         .map_err(|e| anyhow!("own descriptor: {e}"))
 }

@@ -31,3 +31,4 @@ pub mod roles;
 pub mod serve;
 mod slots;
 pub mod static_mode;
+pub mod transports;

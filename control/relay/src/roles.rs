@@ -88,13 +88,13 @@ pub fn start(
     let Some(settings) = &config.gossip else {
         return Ok((roles, services));
     };
-    if let Some(bind) = settings.client_bind {
+    if settings.client_bind.is_some() {
         let stats = Arc::new(client_link::ClientLinkStats::default());
         let replies = client_link::ReplyQueue::new(4096, stats.clone());
         let directory = Arc::new(Published::new(Arc::new(client_link::Directory::default())));
         let identity = crate::gossip_mode::read_identity(&settings.identity_file)?;
         let key = pb_link::GatewayKey::from_secret(*identity.link_secret());
-        let listeners = vec![client_link::udp_listener(bind)?];
+        let listeners = crate::transports::listeners(settings, &key.public())?;
         tracing::info!(
             "client link: {}; link key {}",
             client_link::describe(&listeners),

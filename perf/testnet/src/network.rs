@@ -15,6 +15,10 @@ pub const PACKET_PORT: u16 = 47470;
 pub const GOSSIP_PORT: u16 = 47471;
 /// The gateway's client-link port (where pb-client connects).
 pub const CLIENT_LINK_PORT: u16 = 47480;
+/// The gateway's QUIC (HTTP/3) port, in gossip mode.
+pub const QUIC_PORT: u16 = 4433;
+/// The gateway's WebSocket-over-TLS port, in gossip mode.
+pub const WSS_PORT: u16 = 8443;
 /// The admin endpoint's port, where a relay has one.
 pub const ADMIN_PORT: u16 = 9100;
 
@@ -148,6 +152,9 @@ pub struct Network {
     /// Relays 0 to n - 1 are stewards (gossip mode; 0: no network file), k must sign;
     /// `None` until `build`: three (at most the relays) and two of them (one of one).
     pub(crate) stewards: Option<(usize, usize)>,
+    /// The gateway's TLS key (PKCS#8 DER), for QUIC and WSS: made with the network, written
+    /// where the gateway reads it, its pin in the network file.
+    pub(crate) tls_key: std::sync::Arc<zeroize::Zeroizing<Vec<u8>>>,
 }
 
 impl core::fmt::Debug for Network {
@@ -210,6 +217,11 @@ impl Network {
             log_dir: None,
             scratch: None,
             stewards: None,
+            tls_key: std::sync::Arc::new(zeroize::Zeroizing::new(
+                pb_transport::tls::TlsIdentity::generate("gateway")
+                    .map(|t| t.key_der().to_vec())
+                    .unwrap_or_default(),
+            )),
         })
     }
 
@@ -240,7 +252,7 @@ impl Network {
             gateways: vec![pb_control::network::GatewayEntry {
                 addr: self.client_link(),
                 link_key: self.gateway_link_key(),
-                offers: Vec::new(),
+                offers: self.gateway_offers(),
             }],
             epoch_seconds,
             policy: pb_control::admission::Policy {
@@ -370,6 +382,34 @@ impl Network {
     /// The gateway's (relay 0's) link key: what a client's Noise handshake is made to.
     pub fn gateway_link_key(&self) -> [u8; 32] {
         pb_control::IdentityKeyPair::from_seed(&self.identity_seed(0)).link_public()
+    }
+
+    /// The gateway's TLS key's pin (what clients check QUIC and WSS by).
+    pub fn gateway_pin(&self) -> [u8; 32] {
+        pb_transport::tls::TlsIdentity::with_key(&self.tls_key, "gateway")
+            .map(|t| t.pin())
+            .unwrap_or([0; 32])
+    }
+
+    /// The gateway's disguised transports (gossip mode): QUIC at [`QUIC_PORT`] and WSS at
+    /// [`WSS_PORT`], both with its pin.
+    pub fn gateway_offers(&self) -> Vec<pb_control::TransportOffer> {
+        if !matches!(self.mode, Mode::Gossip { .. }) {
+            return Vec::new();
+        }
+        let pin = self.gateway_pin().to_vec();
+        vec![
+            pb_control::TransportOffer {
+                transport: pb_control::Transport::Quic,
+                port: QUIC_PORT,
+                params: pin.clone(),
+            },
+            pb_control::TransportOffer {
+                transport: pb_control::Transport::WebSocket,
+                port: WSS_PORT,
+                params: pin,
+            },
+        ]
     }
 
     /// The gateway's link key as pb-client's `--gateway-key` takes it.

@@ -62,6 +62,10 @@ impl Network {
                     advertise: (self.backend == Backend::AfXdp)
                         .then(|| self.packet_addr(i).to_string()),
                     client_bind: (role == Role::Gateway).then(|| self.client_link().to_string()),
+                    client_quic: (role == Role::Gateway)
+                        .then(|| format!("{me}:{}", crate::network::QUIC_PORT)),
+                    client_wss: (role == Role::Gateway)
+                        .then(|| format!("{me}:{}", crate::network::WSS_PORT)),
                     exit_allow: (role == Role::Exit && self.exit_allow)
                         .then(|| vec![self.own_range()]),
                     network_file: self.network_file().map(|_| NETWORK_FILE.into()),
@@ -138,6 +142,12 @@ impl Network {
                 hex(&self.identity_seed(i)) + "\n",
             )?;
             write(format!("relay{i}.toml"), render(&self.relay_config(i))?)?;
+        }
+        // The gateway's TLS key, where it looks for it (next to its identity).
+        if matches!(self.mode, Mode::Gossip { .. }) {
+            let path = dir.join("identity0.key.tls");
+            std::fs::write(&path, &self.tls_key[..])
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         if let Some(topology) = self.topology_file() {
             write("topology.toml".into(), render(&topology)?)?;

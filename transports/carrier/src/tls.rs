@@ -147,6 +147,21 @@ fn pem_encode(tag: &str, der: &[u8]) -> String {
     out
 }
 
+/// The secret part of the path a TLS transport's link lives at (QUIC's request, WSS's
+/// WebSocket): SHA-256 of a context, the transport's number, the gateway's link key and
+/// its pin, cut to 16 bytes. Whoever has the gateway's descriptor (or network file entry)
+/// can compute it; a prober who only knows the address cannot, and gets the cover site.
+pub fn path_secret(kind: crate::TransportKind, link_key: &[u8; 32], pin: &Pin) -> [u8; 16] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"PhantomBand v1 link path\0");
+    ctx.update(&[kind as u8]);
+    ctx.update(link_key);
+    ctx.update(pin);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&ctx.finish().as_ref()[..16]);
+    out
+}
+
 /// The pin of a DER certificate: SHA-256 of its SubjectPublicKeyInfo.
 pub fn pin_of(cert_der: &[u8]) -> Result<Pin, TlsError> {
     let der = CertificateDer::from(cert_der);
@@ -296,6 +311,20 @@ mod tests {
             TlsIdentity::from_der(gateway.cert_der.clone(), gateway.key_der().to_vec(), "x")
                 .unwrap();
         assert_eq!(again.pin(), gateway.pin());
+    }
+
+    #[test]
+    fn paths_differ_by_transport_key_and_pin() {
+        use crate::TransportKind::{Quic, Wss};
+        let p = path_secret(Quic, &[1; 32], &[2; 32]);
+        assert_eq!(p, path_secret(Quic, &[1; 32], &[2; 32]));
+        for other in [
+            path_secret(Wss, &[1; 32], &[2; 32]),
+            path_secret(Quic, &[3; 32], &[2; 32]),
+            path_secret(Quic, &[1; 32], &[3; 32]),
+        ] {
+            assert_ne!(p, other);
+        }
     }
 
     #[test]

@@ -210,6 +210,17 @@ pub struct GossipSection {
     /// (Gateway) where clients reach the client link.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_bind: Option<String>,
+    /// (Gateway) where clients reach the client link over QUIC (HTTP/3), on gossip.bind's IP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_quic: Option<String>,
+    /// (Gateway) where clients reach the client link over WebSocket and TLS (HTTPS), on
+    /// gossip.bind's IP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_wss: Option<String>,
+    /// (Gateway) the TLS key QUIC and WSS present (PKCS#8 DER; made at first start when
+    /// missing). Default: the identity file's path with `.tls` added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<String>,
     /// (Exit) networks the exit may open although they are special (a testbed's own).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_allow: Option<Vec<String>>,
