@@ -47,5 +47,5 @@ pb-client --profile low-power "$@"
 WRAPPER
 chmod 0755 "$PREFIX/bin/pb-client-phone"
 say "installed $PREFIX/bin/pb-client and pb-client-phone"
-say "run: pb-client-phone   (add --gateway ADDR:PORT --network-seed HEX unless built in)"
+say "run: pb-client-phone   (add --gateway ADDR:PORT --gateway-key HEX --network-seed HEX unless built in)"
 say "then point apps at SOCKS5 127.0.0.1:1080 with remote DNS (docs/termux.md)"

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod directory;
+mod link_thread;
 mod loops;
 mod schedule;
 mod session;
@@ -32,10 +33,9 @@ use clap::Parser;
 use mio::{
     Events, Interest, Poll, Token,
     net::{TcpListener, TcpStream},
-    unix::SourceFd,
 };
 use pb_control::{Topology, network::GatewayEntry};
-use pb_link::{ClientLink, Rates};
+use pb_link::Rates;
 use pb_proto::{
     Action, Reply, Socks, StreamEvent, StreamId, Target,
     link::{self, FromGateway},
@@ -45,6 +45,7 @@ use pb_transport::{ClientCarrier, TransportKind};
 
 use crate::{
     directory::Fetch,
+    link_thread::{Event, LinkThread},
     loops::Loops,
     schedule::{Due, Schedule},
     session::{FETCH_GAP, Profile, Random, Session, slot_packet},
@@ -136,8 +137,6 @@ const CARRIER: Token = Token(1);
 const MAX_SESSIONS: usize = 16;
 /// A SOCKS connection whose exit has not answered after this long gets reply 0x06.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
-/// A record sent this long after its slot is counted late.
-const LATE: Duration = Duration::from_micros(500);
 
 /// An application's SOCKS connection.
 struct App {
@@ -165,9 +164,12 @@ type Isolation = Option<(Vec<u8>, Vec<u8>)>;
 struct Client {
     poll: Poll,
     listener: TcpListener,
-    /// The link to the gateway in use, and what carries it.
-    link: ClientLink,
-    carrier: Box<dyn ClientCarrier>,
+    /// The link to the gateway in use (on a thread of its own, with its carrier).
+    link: LinkThread,
+    /// Wakes the poll when the link thread has an event.
+    waker: Arc<mio::Waker>,
+    /// When the link died with no other gateway reachable: try again a second later.
+    dead_since: Option<Duration>,
     /// Every gateway to try, in order, and which one is in use.
     gateways: Vec<GatewayEntry>,
     gateway_index: usize,
@@ -203,8 +205,6 @@ struct Client {
     buf: Vec<u8>,
     turn: usize,
     cover: u64,
-    /// Records sent more than [`LATE`] after their slot (the event loop fell behind).
-    late: u64,
 }
 
 impl Drop for Client {
@@ -347,17 +347,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         )
     })?;
     let carrier = connect(&first, kind)?;
-    poll.registry().register(
-        &mut SourceFd(&carrier.as_raw_fd()),
-        CARRIER,
-        Interest::READABLE,
-    )?;
-    let link = ClientLink::new(
-        Duration::ZERO,
-        &first.link_key,
-        rates(&profile),
-        &random.seed(),
-    );
+    let waker = Arc::new(mio::Waker::new(poll.registry(), CARRIER).context("mio waker")?);
+    let link = start_link(carrier, &first, &profile, &mut random, &waker)?;
     let token = random.seed();
     let loops = Loops::new();
     let schedule = Schedule::new(&random.seed(), &profile, Duration::ZERO);
@@ -367,7 +358,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         poll,
         listener,
         link,
-        carrier,
+        waker,
+        dead_since: None,
         gateways,
         gateway_index: 0,
         transport,
@@ -395,14 +387,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         buf: vec![0; 64 * 1024],
         turn: 0,
         cover: 0,
-        late: 0,
     };
     // The gateway's address is public (it is in the directory); the user's is never logged.
     tracing::info!(
         "SOCKS5 on {}, gateway {} over {}, profile {}",
         args.listen,
         first.addr,
-        client.carrier.kind(),
+        client.link.kind(),
         args.profile
     );
     let started = Instant::now();
@@ -412,23 +403,19 @@ fn run(args: Args) -> anyhow::Result<()> {
         && limit.is_none_or(|l| started.elapsed() < l)
     {
         let now = client.origin.elapsed();
-        let mut wait = client
+        let wait = client
             .schedule
             .next()
             .0
             .saturating_sub(now)
             .min(Duration::from_millis(50));
-        if let Some(at) = client.link.next_deadline(now) {
-            wait = wait.min(at.saturating_sub(now));
-        }
-        if let Some(at) = client.carrier.next_deadline() {
-            wait = wait.min(at.saturating_duration_since(Instant::now()));
-        }
+
         if let Err(e) = client.poll.poll(&mut events, Some(wait))
             && e.kind() != ErrorKind::Interrupted
         {
             return Err(e).context("poll");
         }
+
         for event in events.iter() {
             match event.token() {
                 LISTENER => client.accept(),
@@ -444,7 +431,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         client.pump();
         client.timers();
         client.send_due();
-        client.pump();
         client.serve_apps();
         if !announced && client.topology.is_some() && client.gateway.is_some() {
             announced = true;
@@ -475,9 +461,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let loops = client.loops.stats();
     tracing::info!(
-        "{} cover packets, {} sent late; loops: {} sent, {} back, {} lost",
+        "{} cover packets; {} uplink slots missed (the event loop fell behind: sent late); loops: {} sent, {} back, {} lost",
         client.cover,
-        client.late,
+        client.link.missed(),
         loops.sent,
         loops.returned,
         loops.lost
@@ -537,6 +523,27 @@ fn connect(gateway: &GatewayEntry, kind: TransportKind) -> anyhow::Result<Box<dy
     })
 }
 
+/// A link thread over `carrier` to `gateway`, waking the poll through `waker`.
+fn start_link(
+    carrier: Box<dyn ClientCarrier>,
+    gateway: &GatewayEntry,
+    profile: &Profile,
+    random: &mut OsRandom,
+    waker: &Arc<mio::Waker>,
+) -> anyhow::Result<LinkThread> {
+    let waker = waker.clone();
+    LinkThread::start(
+        carrier,
+        &gateway.link_key,
+        rates(profile),
+        &random.seed(),
+        move || {
+            let _ = waker.wake();
+        },
+    )
+    .context("starting the link's thread")
+}
+
 /// What the link asks its gateway for: the profile's rates.
 fn rates(profile: &Profile) -> Rates {
     Rates {
@@ -562,37 +569,29 @@ impl Client {
     /// Queues a request for the gateway, ahead of the packets.
     fn request(&mut self, message: pb_link::Message) {
         // A full queue drops it; what matters is asked again.
-        let _ = self.link.send(message, true);
+        self.link.send(message, true);
     }
 
-    /// Moves records between the carrier and the link: what arrived into the link (and its
-    /// messages on), what the link has due out.
+    /// Takes what the link thread reports: the gateway's messages, or the link's end.
     fn pump(&mut self) {
-        if let Err(e) = self.carrier.drive(Instant::now()) {
-            return self.link_failed(&format!("its link closed: {e}"));
-        }
         let now = self.now();
-        while let Some(record) = self.carrier.recv() {
-            self.link.handle_record(now, &record);
-        }
-        while let Some(message) = self.link.poll_message() {
-            self.message(now, &message);
-        }
-        if let Some(e) = self.link.failed() {
-            return self.link_failed(&e.to_string());
-        }
-        while let Some(record) = self.link.poll_record(now) {
-            if self.now().saturating_sub(now) > LATE {
-                self.late += 1;
+        while let Some(event) = self.link.poll_event() {
+            match event {
+                Event::Message(message) => self.message(now, &message),
+                Event::Failed(why) => return self.link_failed(&why),
             }
-            // A full carrier loses the record, like a lost datagram.
-            let _ = self.carrier.send(&record);
         }
     }
 
     /// Registration and directory fetches.
     fn timers(&mut self) {
         let now = self.now();
+        if self
+            .dead_since
+            .is_some_and(|t| now.saturating_sub(t) >= Duration::from_secs(1))
+        {
+            self.link_failed("no gateway was reachable");
+        }
         if self.link.is_open() && !self.registered && now >= self.next_register {
             // Once per link: the mailbox stays with this link until another registers it.
             self.request(link::register(&self.token));
@@ -631,7 +630,7 @@ impl Client {
             };
             if let Some(packet) = packet {
                 // A full link drops it, like a lost packet (the channel sends it again).
-                let _ = self.link.send(link::packet(&packet), false);
+                self.link.send(link::packet(&packet), false);
             }
         }
     }
@@ -780,7 +779,7 @@ impl Client {
     /// gateway, and starts a new link there; forgets what came from the old one.
     fn move_on(&mut self, why: &str, next_transport: bool) {
         let failed = self.gateways[self.gateway_index].addr;
-        let failed_kind = self.carrier.kind();
+        let failed_kind = self.link.kind();
         let mut candidates = Vec::new();
         let kinds = transports_of(&self.gateways[self.gateway_index], self.transport);
         if next_transport {
@@ -804,17 +803,12 @@ impl Client {
                 Err(e) => tracing::warn!("{e:#}"),
             }
         }
-        let Some((next, t, mut carrier)) = chosen else {
-            // Nothing reachable: the same again, after a pause.
+        let Some((next, t, carrier)) = chosen else {
+            // Nothing reachable: the same again, a second later.
             tracing::warn!(
-                "gateway {failed} over {failed_kind} refused: {why}; no other gateway reachable"
+                "gateway {failed} over {failed_kind} refused: {why}; no gateway reachable"
             );
-            self.link = ClientLink::new(
-                self.now() + Duration::from_secs(1),
-                &self.gateways[self.gateway_index].link_key,
-                rates(&self.profile),
-                &self.random.seed(),
-            );
+            self.dead_since = Some(self.now());
             return;
         };
         // The gateway's address is public; nothing of the user's is in the line.
@@ -823,22 +817,26 @@ impl Client {
             self.gateways[next].addr,
             carrier.kind()
         );
-        let registry = self.poll.registry();
-        let _ = registry.deregister(&mut SourceFd(&self.carrier.as_raw_fd()));
-        let _ = registry.register(
-            &mut SourceFd(&carrier.as_raw_fd()),
-            CARRIER,
-            Interest::READABLE,
-        );
-        core::mem::swap(&mut self.carrier, &mut carrier);
+
+        let kind = carrier.kind();
+        match start_link(
+            carrier,
+            &self.gateways[next],
+            &self.profile,
+            &mut self.random,
+            &self.waker,
+        ) {
+            Ok(link) => {
+                self.link = link;
+                self.dead_since = None;
+            }
+            Err(e) => {
+                tracing::warn!("gateway {} over {kind}: {e:#}", self.gateways[next].addr);
+                self.dead_since = Some(self.now());
+            }
+        }
         self.gateway_index = next;
         self.transport_index = t;
-        self.link = ClientLink::new(
-            self.now(),
-            &self.gateways[next].link_key,
-            rates(&self.profile),
-            &self.random.seed(),
-        );
         self.gateway = None;
         self.claimed = None;
         self.registered = false;

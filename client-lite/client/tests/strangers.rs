@@ -1,6 +1,6 @@
 //! What a party without the gateway's link key, or without a client's token, gets from the
-//! client link: a gossip gateway of pb-testnet's (one relay, loopback, plain UDP), and link
-//! clients of the test's own (`pb_link` over UDP sockets).
+//! client link: a gossip network of pb-testnet's (eight relays on loopback, plain UDP), and
+//! link clients of the test's own (`pb_link` over UDP sockets) at its gateway.
 //!
 //! Shows: random bytes of the record's size and of others, and a version-1 cleartext hello,
 //! get no answer at all; an honest client's handshake records replayed from another address
@@ -118,18 +118,18 @@ fn random(len: usize, seed: u8) -> Vec<u8> {
 #[test]
 fn strangers_get_nothing_replays_open_nothing_and_a_mailbox_id_moves_nothing() {
     let network = Network::builder()
-        .relays(1)
         .loopback("127.76.0.1".parse().unwrap())
         .network_seed([0x4c; 32])
         .identity_seeds(0xc0)
-        .gossip(3600)
-        .gossip_seeds(1)
         .stats_interval(0.0)
         .relay_binary(relay_binary())
         .build()
         .unwrap();
     let mut net = Testnet::create(network.clone()).unwrap();
     net.start_relays().unwrap();
+    if let Err(e) = net.wait_for_agreement(Duration::from_secs(60)) {
+        panic!("{e}");
+    }
     let gateway = network.client_link();
     let key = network.gateway_link_key();
 
@@ -178,18 +178,37 @@ fn strangers_get_nothing_replays_open_nothing_and_a_mailbox_id_moves_nothing() {
     // The attacker: a link of its own, the victim's mailbox id, not its token.
     let mut attacker = Client::new(gateway, &key, 2);
     assert!(attacker.run(Duration::from_secs(20), |c| c.link.is_open()));
-    attacker.link.send(link::request([1; 8], 0), true).unwrap();
-    assert!(attacker.run(Duration::from_secs(5), |c| {
-        !c.of_kind(link::DIR_PAGE).is_empty()
-    }));
-    let page = attacker.of_kind(link::DIR_PAGE)[0].clone();
+    // The gateway's directory, once its own descriptor is in it.
+    let mut page = None;
+    for n in 0..30u8 {
+        attacker.got.clear();
+        attacker.link.send(link::request([n; 8], 0), true).unwrap();
+        attacker.run(Duration::from_secs(1), |c| {
+            !c.of_kind(link::DIR_PAGE).is_empty()
+        });
+        let got = attacker
+            .of_kind(link::DIR_PAGE)
+            .first()
+            .map(|m| (*m).clone());
+        if let Some(m) = got
+            && matches!(link::parse(&m), Some(FromGateway::Page { ref descriptors, .. }) if !descriptors.is_empty())
+        {
+            page = Some(m);
+            break;
+        }
+    }
+    let page = page.unwrap_or_else(|| panic!("the gateway served no descriptor within 30 s"));
     let Some(FromGateway::Page {
         epoch, descriptors, ..
     }) = link::parse(&page)
     else {
         panic!("no directory page");
     };
-    let gw = SignedDescriptor::parse(descriptors[0].1).unwrap();
+    let gw = descriptors
+        .iter()
+        .map(|(_, d)| SignedDescriptor::parse(d).unwrap())
+        .find(|d| d.descriptor().role == pb_control::Role::Gateway)
+        .unwrap_or_else(|| panic!("no gateway in the directory"));
     let gw = gw.descriptor();
     let route = [Hop {
         node: gw.node_id(),
@@ -214,8 +233,14 @@ fn strangers_get_nothing_replays_open_nothing_and_a_mailbox_id_moves_nothing() {
             .filter(|m| m.body.starts_with(&[0xee]))
             .count()
     };
+    // Both links run (the attacker's records carry its packets up).
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until && delivered(&victim) < 10 {
+        attacker.run(Duration::from_millis(5), |_| false);
+        victim.run(Duration::from_millis(5), |_| false);
+    }
     assert!(
-        victim.run(Duration::from_secs(10), |c| delivered(c) == 10),
+        delivered(&victim) == 10,
         "the victim got {} of the 10 packets for its mailbox:\n{}",
         delivered(&victim),
         net.report(20)

@@ -7,7 +7,8 @@
 //! byte-identical, and again with 5 % of the client's access link dropped both ways
 //! (nftables in the client namespace; QUIC and TCP retransmit, the link and the channel
 //! recover what they lose); the static aarch64 pb-client under qemu-aarch64 does the same
-//! over both, without loss; real tools see what we claim: gtlsclient (ngtcp2's HTTP/3
+//! over both, without loss; with the plain UDP link blocked, `--transport auto` gives up on
+//! UDP when its handshake goes unanswered and fetches over QUIC; real tools see what we claim: gtlsclient (ngtcp2's HTTP/3
 //! client) gets the web page from the QUIC listener, `curl -k` gets it from the WSS listener,
 //! and tshark dissects a capture of each client session as QUIC (resp. TLS) with no
 //! malformed packet and no other protocol on the access link.
@@ -136,6 +137,53 @@ impl Drop for Loss {
         let _ = Command::new("ip")
             .args([
                 "netns", "exec", &self.0, "nft", "delete", "table", "inet", "pbloss",
+            ])
+            .status();
+    }
+}
+
+/// Drops every datagram from the client namespace to `port` (a censor blocking the plain
+/// UDP link) while it lives.
+struct Block(String);
+
+impl Block {
+    fn new(ns: &str, port: u16) -> Self {
+        for args in [
+            vec!["add", "table", "inet", "pbblock"],
+            vec![
+                "add",
+                "chain",
+                "inet",
+                "pbblock",
+                "out",
+                "{ type filter hook output priority 0; }",
+            ],
+        ] {
+            let out = Command::new("ip")
+                .args(["netns", "exec", ns, "nft"])
+                .args(&args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "nft {args:?}: {out:?}");
+        }
+        let port = port.to_string();
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", ns, "nft", "add", "rule", "inet", "pbblock", "out",
+            ])
+            .args(["udp", "dport", &port, "drop"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "nft: {out:?}");
+        Self(ns.to_owned())
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args([
+                "netns", "exec", &self.0, "nft", "delete", "table", "inet", "pbblock",
             ])
             .status();
     }
@@ -368,6 +416,47 @@ fn curl_fetches_through_quic_and_wss_with_and_without_loss() {
         } else if loss == 0 && !on_arm {
             missing("tshark/dumpcap (Debian tshark) is not installed");
         }
+    }
+
+    // 3. A censor blocks the plain UDP link: auto falls back to QUIC.
+    {
+        let _block = Block::new(&client_ns, pb_testnet::CLIENT_LINK_PORT);
+        let mut command = net.command(Node::Client, env!("CARGO_BIN_EXE_pb-client"));
+        command
+            .args(["--listen", "127.0.0.1:1099", "--transport", "auto"])
+            .args(net.client_args());
+        let client = match net.start_client("pb-client auto", command, Duration::from_secs(90)) {
+            Ok(c) => c,
+            Err(e) => panic!(
+                "pb-client auto did not get ready: {e:#}\n{}",
+                net.report(30)
+            ),
+        };
+        let lines = net.process(client).unwrap().lines_with("pb-client: ");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("over udp refused") && l.contains("over quic")),
+            "no fallback from UDP to QUIC in: {lines:?}"
+        );
+        let started = Instant::now();
+        match curl_via(
+            &client_ns,
+            "127.0.0.1:1099",
+            "180",
+            &url,
+            &dir.join("got-auto"),
+        ) {
+            Ok(got) if got == *body => {}
+            Ok(got) => panic!("auto: fetched {} bytes, not the file", got.len()),
+            Err(e) => panic!("auto: curl failed: {e}\n{}", net.report(30)),
+        }
+        report.push(format!(
+            "pb-client auto with UDP blocked: fell back to QUIC, 1 MiB in {:.1?}",
+            started.elapsed()
+        ));
+        let status = net.process_mut(client).unwrap().terminate().unwrap();
+        assert!(status.success(), "pb-client auto exited with {status}");
     }
     for line in &report {
         println!("{line}");

@@ -456,7 +456,7 @@ fn a_lying_gateway_is_refused_and_the_next_one_used() {
             .unwrap()
             .lines_with("pb-client: ")
             .into_iter()
-            .filter(|l| l.contains(&format!("gateway {fake_addr} over")))
+            .filter(|l| l.contains(&format!("gateway {fake_addr} over udp refused")))
             .collect::<Vec<_>>();
         assert!(
             refused.iter().any(|l| l.contains(reason)),

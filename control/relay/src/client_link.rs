@@ -22,7 +22,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mio::{Events, Interest, Poll, Token, unix::SourceFd};
 use pb_link::{GatewayKey, GatewayLink, Message, Responded, Responder};
 use pb_pipeline::Handoff;
 use pb_proto::link::{self, FromClient};
@@ -46,6 +45,11 @@ const HELD: usize = 512;
 const MAX_QUEUED: usize = 190 << 20;
 /// Longest wait between two turns.
 const TURN: Duration = Duration::from_millis(1);
+/// A slot due within this long is waited for before any other work (a turn's work is
+/// bounded well below it), so that work never delays a slot.
+const GUARD: Duration = Duration::from_micros(400);
+/// Records taken from one listener in one turn, at most (bounds a turn's work).
+const PER_TURN: usize = 128;
 
 /// The signed directory a gateway serves: the epoch and its live members' descriptors.
 #[derive(Clone, Debug, Default)]
@@ -196,8 +200,6 @@ struct Mailbox {
 
 /// The client link's thread.
 pub struct ClientLink {
-    poll: Poll,
-    events: Events,
     listeners: Vec<Box<dyn Listener>>,
     node: NodeId,
     responder: Responder,
@@ -224,19 +226,9 @@ impl ClientLink {
         directory: Arc<Published<Arc<Directory>>>,
         handoff: Arc<Handoff>,
     ) -> anyhow::Result<Self> {
-        let poll = Poll::new()?;
-        for (i, l) in listeners.iter().enumerate() {
-            poll.registry().register(
-                &mut SourceFd(&l.as_raw_fd()),
-                Token(i),
-                Interest::READABLE,
-            )?;
-        }
         let mut seed = zeroize::Zeroizing::new([0u8; 32]);
         getrandom::fill(&mut seed[..]).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
         Ok(Self {
-            poll,
-            events: Events::with_capacity(64),
             listeners,
             node,
             responder: Responder::new(key, &seed),
@@ -264,9 +256,9 @@ impl ClientLink {
     pub fn run(mut self, stop: &AtomicBool) {
         let mut expire_at = Instant::now() + Duration::from_secs(10);
         while !stop.load(Ordering::Relaxed) {
-            // First every downlink slot that is due, right after the wake-up (so that how
-            // much else there is to do never moves a slot); then what arrived.
-            self.slots(self.now());
+            // First every downlink slot that is due or less than GUARD away (waited for
+            // precisely), so that no work starts that could delay one; then what arrived.
+            self.slots_soon();
             for i in 0..self.listeners.len() {
                 if let Err(e) = self.listeners[i].drive(Instant::now()) {
                     pb_log::warn_limited!(
@@ -281,23 +273,37 @@ impl ClientLink {
                 self.expire(self.now());
                 expire_at = Instant::now() + Duration::from_secs(10);
             }
-            // Sleep to the next slot or event (a precise timer: the slots' timing is what
-            // an observer sees), at most one turn.
+            // Sleep to the next slot, at most one turn: a precise timer, never an event
+            // wait (epoll rounds up to milliseconds, and would wake earlier when clients
+            // are busy), since the slots' timing is what an observer sees. What arrives
+            // meanwhile waits for the turn.
             let now = self.now();
             let mut wait = self
                 .due
                 .peek()
-                .map_or(TURN, |Reverse((at, _, _))| at.saturating_sub(now))
+                .map_or(TURN, |Reverse((at, _, _))| at.saturating_sub(now + GUARD))
                 .min(TURN);
             for l in &self.listeners {
                 if let Some(at) = l.next_deadline() {
                     wait = wait.min(at.saturating_duration_since(Instant::now()));
                 }
             }
-            if !wait.is_zero() && self.poll.poll(&mut self.events, Some(wait)).is_err() {
+            if !wait.is_zero() {
                 std::thread::sleep(wait);
             }
         }
+    }
+
+    /// Sends the slots due now, and those due within [`GUARD`] at their time.
+    fn slots_soon(&mut self) {
+        let now = self.now();
+        if let Some(&Reverse((at, _, _))) = self.due.peek()
+            && at > now
+            && at <= now + GUARD
+        {
+            std::thread::sleep(at - now);
+        }
+        self.slots(self.now());
     }
 
     /// Sends the records of every downlink slot due by `now`.
@@ -336,7 +342,7 @@ impl ClientLink {
         while let Some(peer) = self.listeners[i].poll_closed() {
             self.close((i, peer), false);
         }
-        for _ in 0..1024 {
+        for _ in 0..PER_TURN {
             let Some((peer, record)) = self.listeners[i].recv() else {
                 return;
             };

@@ -1078,6 +1078,51 @@ mod tests {
         assert!(RelayConfig::from_toml(&render(&file).unwrap(), Path::new("")).is_ok());
     }
 
+    /// A gateway's QUIC and WSS listeners: on the gossip IP, beside the plain UDP one, at
+    /// a gateway only; the TLS key defaults to the identity file's path with `.tls`.
+    #[test]
+    fn disguised_listeners_are_a_gateways_on_its_gossip_ip() {
+        let parse = |file: &ConfigFile| {
+            RelayConfig::from_toml(&render(file).unwrap(), Path::new("/etc/pb"))
+        };
+        let with = |role: &str, udp: Option<&str>, quic: &str| {
+            let mut file = gossip_file();
+            if let Some(g) = file.gossip.as_mut() {
+                g.role = Some(role.into());
+                g.client_bind = udp.map(Into::into);
+                g.client_quic = Some(quic.into());
+                g.client_wss = Some("127.0.0.1:8443".into());
+            }
+            file
+        };
+        let c = parse(&with("gateway", Some("127.0.0.1:47480"), "127.0.0.1:443")).unwrap();
+        let g = c.gossip.unwrap();
+        assert_eq!(g.client_quic, Some("127.0.0.1:443".parse().unwrap()));
+        assert_eq!(g.client_wss, Some("127.0.0.1:8443".parse().unwrap()));
+        assert_eq!(g.tls_key_file, Path::new("/etc/pb/identity.key.tls"));
+        for (file, field, reason) in [
+            (
+                with("gateway", Some("127.0.0.1:47480"), "127.0.0.2:443"),
+                "gossip.client_quic",
+                "needs a port, on gossip.bind's IP",
+            ),
+            (
+                with("gateway", None, "127.0.0.1:443"),
+                "gossip.client_quic",
+                "needs gossip.client_bind",
+            ),
+            (
+                with("mix", None, "127.0.0.1:443"),
+                "gossip.client_quic",
+                "only a gateway serves clients",
+            ),
+        ] {
+            let e = parse(&file).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.reason.starts_with(reason), "{e}");
+        }
+    }
+
     /// The replay filter is sized from the rates and the epoch length: a configuration
     /// whose filter would not fit in `mix.replay_memory_mib` is refused in one line naming
     /// the fields it is sized from; the same epoch at lower rates fits.

@@ -208,7 +208,7 @@ fn a_gateway_cuts_a_client_link_flood_to_the_bucket() {
     let limits = SourceLimits::default();
     let passed = |m: &str| metric(m, "pb_xdp_client_link_passed_total").unwrap();
     let dropped = |m: &str| metric(m, "pb_xdp_drop_client_link_rate_total").unwrap();
-    let received = |m: &str| metric(m, "pb_client_link_malformed_total").unwrap();
+    let received = |m: &str| metric(m, "pb_client_link_strangers_total").unwrap();
     assert_eq!((passed(&before), dropped(&before)), (0, 0), "{before}");
 
     // One source floods: 4000 junk requests in bursts of 40, about 20,000 a second.
