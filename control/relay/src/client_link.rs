@@ -358,6 +358,8 @@ impl ClientLink {
                 continue;
             }
             let Some(source) = self.listeners[i].source(peer) else {
+                // A peer closed earlier in this turn (a stranger's next datagrams).
+                ClientLinkStats::add(&self.stats().strangers, 1);
                 continue;
             };
             match self.responder.respond(now, source, &record) {
