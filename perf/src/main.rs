@@ -9,7 +9,8 @@
 //! and the idle client's cost), and `testnet`, the main job: a whole network (namespaces and
 //! XDP as root, loopback otherwise) with pb-client on 127.0.0.1:1080, a fetch and a summary,
 //! up until Ctrl-C; `attack` (the abuse attacks against a testnet in namespaces, with an
-//! honest fetch during each).
+//! honest fetch during each); `transports` (the same fetch through a namespace testnet over
+//! each transport of the client link, side by side with plain UDP).
 //!
 //! Not here: the testnet itself (pb-testnet, which the tests share), assertions on speed
 //! (tests never make them; the figures go to docs/perf.md with their commands).
@@ -26,6 +27,7 @@ mod relay_bench;
 mod report;
 mod sphinx_bench;
 mod testnet;
+mod transports;
 
 use std::process::ExitCode;
 
@@ -181,6 +183,26 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         baseline_relay: Option<std::path::PathBuf>,
     },
+    /// The same fetch through eight pb-relay processes in network namespaces (AF_XDP) over
+    /// each transport of the client link, one after the other, side by side with plain UDP:
+    /// time to first byte, download rate, bytes on the access link per body byte, CPU per
+    /// MB of pb-client and of the gateway (needs root).
+    Transports {
+        /// Transports to measure, in this order (comma-separated).
+        #[arg(long, value_delimiter = ',', value_enum, default_values = ["udp", "quic", "wss"])]
+        transports: Vec<transports::Transport>,
+        /// Fetches per transport, one after the other (the medians are reported).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+        fetches: u16,
+        /// Bytes of each fetch's body.
+        #[arg(long, default_value_t = 2 << 20)]
+        size: usize,
+        /// The longest wait before each transport for the gateway to close the last
+        /// client's link (it holds a gone client's link 30 s) and the access link to go
+        /// quiet; 0 does not wait, and the figures then include the leftovers.
+        #[arg(long, default_value_t = 45.0, value_parser = seconds)]
+        settle: f64,
+    },
     /// Charts (into --svg DIR) from rows an earlier run wrote with --json or --svg.
     Plot {
         /// JSON-lines files of rows.
@@ -324,6 +346,18 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             },
             baseline_relay: baseline_relay.clone(),
         })?,
+        Command::Transports {
+            transports,
+            fetches,
+            size,
+            settle,
+        } => transports::run(&transports::TransportsArgs {
+            transports: transports.clone(),
+            fetches: usize::from(*fetches),
+            size: (*size).max(1),
+            settle: std::time::Duration::from_secs_f64(*settle),
+            json: cli.json,
+        })?,
         Command::Plot { files } => {
             let Some(dir) = &cli.svg else {
                 anyhow::bail!("plot: where to? pass --svg DIR");
@@ -391,6 +425,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             Command::Idle { .. } => "idle",
             Command::Testnet { .. } => "testnet",
             Command::Attack { .. } => "attack",
+            Command::Transports { .. } => "transports",
             Command::Plot { .. } => "plot",
         };
         let files = plot::write(dir, name, &rows)?;

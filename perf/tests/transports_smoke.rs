@@ -1,0 +1,74 @@
+//! `pb-perf transports`, short: one small fetch over each transport (plain UDP, QUIC, WSS)
+//! through the namespace testnet on AF_XDP (root, and always in CI). Each transport must
+//! carry the fetch byte-identical (pb-perf fails otherwise) and yield every row with a
+//! positive, finite figure: the test that fails if a transport stops carrying the client
+//! link through the network, or if the benchmark stops measuring one of its figures. Speed
+//! is not asserted (docs/perf.md holds the figures).
+#![expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
+
+use std::{path::Path, process::Command};
+
+const TRANSPORTS: [&str; 3] = ["udp", "quic", "wss"];
+
+#[test]
+fn every_transport_carries_the_fetch_and_yields_every_row() {
+    if !pb_testbed::require_privileged("every_transport_carries_the_fetch_and_yields_every_row") {
+        return;
+    }
+    let me = Path::new(env!("CARGO_BIN_EXE_pb-perf"));
+    let missing: Vec<_> = ["pb-relay", "pb-client"]
+        .iter()
+        .filter(|b| !me.with_file_name(b).exists())
+        .collect();
+    if !missing.is_empty() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI builds every binary: {missing:?} missing"
+        );
+        eprintln!("skipping: {missing:?} not built next to pb-perf");
+        return;
+    }
+    let out = Command::new(me)
+        .args(["transports", "--json", "--size", "262144", "--fetches", "1"])
+        .args(["--settle", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "pb-perf transports failed:\n{stderr}");
+    eprintln!("{stderr}");
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let expected = [
+        ("transport.ttfb", None, "ms"),
+        ("transport.download", None, "KiB/s"),
+        ("transport.overhead", None, "bytes/byte"),
+        ("transport.cpu_per_mb", Some("client"), "cpu_s/MB"),
+        ("transport.cpu_per_mb", Some("gateway"), "cpu_s/MB"),
+    ];
+    for transport in TRANSPORTS {
+        for (bench, side, unit) in expected {
+            let found: Vec<&serde_json::Value> = rows
+                .iter()
+                .filter(|r| {
+                    r["bench"] == bench
+                        && r["impl"] == transport
+                        && side.is_none_or(|s| r["params"]["side"] == s)
+                })
+                .collect();
+            let [row] = found.as_slice() else {
+                panic!("{transport}: not exactly one {bench} {side:?} row:\n{rows:#?}");
+            };
+            let value = row["value"].as_f64().unwrap();
+            assert!(
+                value.is_finite() && value > 0.0,
+                "{transport}: {bench} {side:?} is {value}"
+            );
+            assert_eq!(row["unit"], unit, "{transport}: {bench}");
+            assert_eq!(row["params"]["size"], 262_144, "{transport}: {bench}");
+            assert_eq!(row["params"]["fetches"], 1, "{transport}: {bench}");
+        }
+    }
+    assert_eq!(rows.len(), TRANSPORTS.len() * expected.len(), "{rows:#?}");
+}
