@@ -18,7 +18,7 @@
 //! The client link runs at a constant rate whatever it carries, so the overhead and the CPU
 //! per MB are mostly the link's (and the gateway's other links') cost per second times the
 //! fetch's duration: a slower fetch costs more per byte. A gateway keeps a gone client's
-//! link (and sends its downlink) until the link's idle timeout, 30 s: before each transport
+//! link (and sends its downlink) until the link's idle timeout (`LINK_IDLE`): before each transport
 //! the run waits (`--settle`, at most) until the gateway holds no link and the access link
 //! is quiet, so that one transport's leftovers do not count against the next.
 //!

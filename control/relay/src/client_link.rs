@@ -33,8 +33,11 @@ use crate::{published::Published, slots::Slots};
 /// A mailbox without a link, not registered again for this long, is forgotten.
 pub const MAILBOX_IDLE: Duration = Duration::from_secs(120);
 /// A link not heard from for this long is closed (a client sends records at a constant
-/// rate, so silence means it is gone).
-pub const LINK_IDLE: Duration = Duration::from_secs(30);
+/// rate, at least one a second, so silence means it is gone; a client that moved makes a
+/// new link). Its downlink runs until then.
+pub const LINK_IDLE: Duration = Duration::from_secs(10);
+/// How often idle links and mailboxes are looked for.
+const EXPIRE_EVERY: Duration = Duration::from_secs(2);
 /// Most links held; past that, the one heard from longest ago is closed.
 const MAX_LINKS: usize = 65536;
 /// Most mailboxes held; past that, the one seen longest ago is forgotten.
@@ -254,7 +257,7 @@ impl ClientLink {
 
     /// Serves until `stop` is set.
     pub fn run(mut self, stop: &AtomicBool) {
-        let mut expire_at = Instant::now() + Duration::from_secs(10);
+        let mut expire_at = Instant::now() + EXPIRE_EVERY;
         while !stop.load(Ordering::Relaxed) {
             // First every downlink slot that is due or less than GUARD away (waited for
             // precisely), so that no work starts that could delay one; then what arrived.
@@ -271,7 +274,7 @@ impl ClientLink {
             self.take_replies();
             if Instant::now() >= expire_at {
                 self.expire(self.now());
-                expire_at = Instant::now() + Duration::from_secs(10);
+                expire_at = Instant::now() + EXPIRE_EVERY;
             }
             // Sleep to the next slot, at most one turn: a precise timer, never an event
             // wait (epoll rounds up to milliseconds, and would wake earlier when clients

@@ -152,9 +152,6 @@ pub struct Network {
     /// Relays 0 to n - 1 are stewards (gossip mode; 0: no network file), k must sign;
     /// `None` until `build`: three (at most the relays) and two of them (one of one).
     pub(crate) stewards: Option<(usize, usize)>,
-    /// The gateway's TLS key (PKCS#8 DER), for QUIC and WSS: made with the network, written
-    /// where the gateway reads it, its pin in the network file.
-    pub(crate) tls_key: std::sync::Arc<zeroize::Zeroizing<Vec<u8>>>,
 }
 
 impl core::fmt::Debug for Network {
@@ -217,11 +214,6 @@ impl Network {
             log_dir: None,
             scratch: None,
             stewards: None,
-            tls_key: std::sync::Arc::new(zeroize::Zeroizing::new(
-                pb_transport::tls::TlsIdentity::generate("gateway")
-                    .map(|t| t.key_der().to_vec())
-                    .unwrap_or_default(),
-            )),
         })
     }
 
@@ -384,9 +376,33 @@ impl Network {
         pb_control::IdentityKeyPair::from_seed(&self.identity_seed(0)).link_public()
     }
 
+    /// The gateway's TLS key (PKCS#8 DER): a P-256 key derived from its identity seed, so
+    /// the same network gives the same pin every time it is described (`make demo` builds
+    /// the network file into pb-client before it starts the network).
+    pub fn gateway_tls_key(&self) -> Vec<u8> {
+        use p256::pkcs8::EncodePrivateKey as _;
+        let mut counter = 0u32;
+        loop {
+            let mut scalar = blake3::Hasher::new_derive_key("PhantomBand testnet gateway TLS key")
+                .update(&self.identity_seed(0))
+                .update(&counter.to_be_bytes())
+                .finalize();
+            let key = p256::SecretKey::from_slice(scalar.as_bytes());
+            zeroize::Zeroize::zeroize(&mut scalar);
+            // A 32-byte hash is a valid scalar but for a chance of 2^-32; then the next.
+            if let Ok(der) = key
+                .map_err(|_| ())
+                .and_then(|k| k.to_pkcs8_der().map_err(|_| ()))
+            {
+                return der.as_bytes().to_vec();
+            }
+            counter += 1;
+        }
+    }
+
     /// The gateway's TLS key's pin (what clients check QUIC and WSS by).
     pub fn gateway_pin(&self) -> [u8; 32] {
-        pb_transport::tls::TlsIdentity::with_key(&self.tls_key, "gateway")
+        pb_transport::tls::TlsIdentity::with_key(&self.gateway_tls_key(), "gateway")
             .map(|t| t.pin())
             .unwrap_or([0; 32])
     }
@@ -746,6 +762,28 @@ mod tests {
     #![expect(clippy::unwrap_used, reason = "tests")]
 
     use super::*;
+
+    /// The network file a network is described by (its gateway's pin included) comes out
+    /// the same every time: `make demo` builds it into pb-client before the network starts.
+    #[test]
+    fn the_same_network_gives_the_same_network_file_and_pin() {
+        let build = |base: u8| {
+            Network::builder()
+                .stewards(1, 1)
+                .identity_seeds(base)
+                .build()
+                .unwrap()
+        };
+        let (a, b) = (build(0x30), build(0x30));
+        assert_eq!(
+            a.network_file().unwrap().render(),
+            b.network_file().unwrap().render()
+        );
+        assert_eq!(a.gateway_pin(), b.gateway_pin());
+        assert_ne!(a.gateway_pin(), [0; 32]);
+        assert_ne!(a.gateway_pin(), build(0x31).gateway_pin());
+        assert_eq!(a.gateway_offers().len(), 2);
+    }
 
     #[test]
     fn roles_are_a_gateway_then_mixes_then_an_exit() {

@@ -146,8 +146,11 @@ impl Network {
         // The gateway's TLS key, where it looks for it (next to its identity).
         if matches!(self.mode, Mode::Gossip { .. }) {
             let path = dir.join("identity0.key.tls");
-            std::fs::write(&path, &self.tls_key[..])
-                .with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(
+                &path,
+                zeroize::Zeroizing::new(self.gateway_tls_key()).as_slice(),
+            )
+            .with_context(|| format!("writing {}", path.display()))?;
         }
         if let Some(topology) = self.topology_file() {
             write("topology.toml".into(), render(&topology)?)?;
