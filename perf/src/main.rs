@@ -230,6 +230,10 @@ enum Command {
         /// as root, loopback with UDP otherwise.
         #[arg(long, value_enum, default_value_t = testnet::Backend::Auto)]
         backend: testnet::Backend,
+        /// What carries pb-client's link to the gateway: `udp`, `quic` (HTTP/3) or `wss`
+        /// (the gateway listens on all three).
+        #[arg(long, default_value = "udp", value_parser = ["udp", "quic", "wss"])]
+        transport: String,
         /// Write the network file this run's network has (for the same --backend) to PATH
         /// and exit, starting nothing: `make demo` builds it into pb-client
         /// (PB_NETWORK_FILE), which then runs with no arguments.
@@ -394,6 +398,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                     bytes: (*bytes).max(1),
                     json: false,
                     backend: *backend,
+                    transport: "udp".into(),
                 },
                 path,
             )?;
@@ -405,6 +410,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             link_rate,
             bytes,
             backend,
+            transport,
             write_network_file: None,
         } => testnet::run(&testnet::TestnetArgs {
             listen: *listen,
@@ -414,6 +420,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             bytes: (*bytes).max(1),
             json: cli.json || cli.svg.is_some(),
             backend: *backend,
+            transport: transport.clone(),
         })?,
     };
     if let Some(dir) = &cli.svg {

@@ -60,6 +60,8 @@ pub struct TestnetArgs {
     pub json: bool,
     /// Where the relays run.
     pub backend: Backend,
+    /// What carries pb-client's link: `udp`, `quic` or `wss`.
+    pub transport: String,
 }
 
 const STEPS: usize = 6;
@@ -284,7 +286,7 @@ pub fn run(args: &TestnetArgs) -> anyhow::Result<Vec<Measurement>> {
         } else {
             net.client_command(&client_bin)
         };
-        c.args(["--listen", client_listen]);
+        c.args(["--listen", client_listen, "--transport", &args.transport]);
         c
     })
     .context("starting pb-client")?;
