@@ -9,7 +9,9 @@
 //! from quiet sessions, `exit_bloat` locks the honest fetch out.
 #![expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
-use std::{collections::BTreeMap, path::Path, process::Command};
+mod common;
+
+use std::{collections::BTreeMap, process::Command};
 
 const ATTACKS: [&str; 8] = [
     "link_flood",
@@ -27,19 +29,9 @@ fn every_attack_is_absorbed_without_amplification_or_harm_to_honest_users() {
     if !pb_testbed::require_privileged("every_attack_is_absorbed") {
         return;
     }
-    let me = Path::new(env!("CARGO_BIN_EXE_pb-perf"));
-    let missing: Vec<_> = ["pb-relay", "pb-client"]
-        .iter()
-        .filter(|b| !me.with_file_name(b).exists())
-        .collect();
-    if !missing.is_empty() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI builds every binary: {missing:?} missing"
-        );
-        eprintln!("skipping: {missing:?} not built next to pb-perf");
+    let Some(me) = common::pb_perf_with_binaries() else {
         return;
-    }
+    };
     let out = Command::new(me)
         .args(["attack", "--json", "--seconds", "3", "--rate", "2000"])
         .args(["--bytes", "32768"])

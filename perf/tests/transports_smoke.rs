@@ -6,7 +6,9 @@
 //! is not asserted (docs/perf.md holds the figures).
 #![expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
-use std::{path::Path, process::Command};
+mod common;
+
+use std::process::Command;
 
 const TRANSPORTS: [&str; 3] = ["udp", "quic", "wss"];
 
@@ -15,19 +17,9 @@ fn every_transport_carries_the_fetch_and_yields_every_row() {
     if !pb_testbed::require_privileged("every_transport_carries_the_fetch_and_yields_every_row") {
         return;
     }
-    let me = Path::new(env!("CARGO_BIN_EXE_pb-perf"));
-    let missing: Vec<_> = ["pb-relay", "pb-client"]
-        .iter()
-        .filter(|b| !me.with_file_name(b).exists())
-        .collect();
-    if !missing.is_empty() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI builds every binary: {missing:?} missing"
-        );
-        eprintln!("skipping: {missing:?} not built next to pb-perf");
+    let Some(me) = common::pb_perf_with_binaries() else {
         return;
-    }
+    };
     let out = Command::new(me)
         .args(["transports", "--json", "--size", "262144", "--fetches", "1"])
         .args(["--settle", "0"])

@@ -560,18 +560,22 @@ impl ClientLink {
             };
             let mailbox = reply.mailbox;
             self.replies.slots.give_back(reply);
-            let stats = self.replies.stats.clone();
-            match self.mailboxes.get_mut(&mailbox) {
-                None => ClientLinkStats::add(&stats.no_mailbox, 1),
+            let full = match self.mailboxes.get_mut(&mailbox) {
+                None => {
+                    ClientLinkStats::add(&self.replies.stats.no_mailbox, 1);
+                    false
+                }
                 Some(m) => match m.link {
-                    Some(key) => {
-                        if !self.send(key, message, false) {
-                            ClientLinkStats::add(&stats.mailbox_full, 1);
-                        }
+                    Some(key) => !self.send(key, message, false),
+                    None if m.held.len() < HELD => {
+                        m.held.push_back(message);
+                        false
                     }
-                    None if m.held.len() < HELD => m.held.push_back(message),
-                    None => ClientLinkStats::add(&stats.mailbox_full, 1),
+                    None => true,
                 },
+            };
+            if full {
+                ClientLinkStats::add(&self.replies.stats.mailbox_full, 1);
             }
         }
     }

@@ -104,6 +104,8 @@ pub type Metrics = Vec<(String, u64)>;
 /// The gossip side of a relay.
 pub struct GossipDriver {
     settings: GossipSettings,
+    /// The transports its descriptor offers clients (a gateway's), fixed at start.
+    offers: Vec<pb_control::TransportOffer>,
     format: Format,
     gossip: Gossip,
     socket: UdpSocket,
@@ -165,7 +167,12 @@ impl GossipDriver {
         let version = unix_now().as_millis() as u64;
         let mut random = [0u8; 8];
         getrandom::fill(&mut random).map_err(|e| anyhow!("OS randomness: {e}"))?;
-        let own = sign(&identity, settings, version, epoch, &current, &next)?;
+        // What clients are offered, read once: the listeners present this TLS key from
+        // start to end, so every epoch's descriptor must name the same pin.
+        let offers = crate::transports::offers(settings)?;
+        let own = sign(
+            &identity, settings, &offers, version, epoch, &current, &next,
+        )?;
         let gossip = Gossip::new(
             GossipConfig {
                 // A testbed's network file allows its own range in descriptors.
@@ -191,6 +198,7 @@ impl GossipDriver {
         }
         Ok(Self {
             settings: settings.clone(),
+            offers,
             format,
             gossip,
             socket,
@@ -330,6 +338,7 @@ impl GossipDriver {
                     match sign(
                         self.gossip.identity(),
                         &self.settings,
+                        &self.offers,
                         self.version,
                         self.epoch,
                         &self.current,
@@ -608,6 +617,7 @@ impl GossipDriver {
 fn sign(
     identity: &IdentityKeyPair,
     settings: &GossipSettings,
+    offers: &[pb_control::TransportOffer],
     version: u64,
     epoch: Epoch,
     current: &EpochKey,
@@ -624,7 +634,7 @@ fn sign(
             packet_addr: settings.advertise,
             gossip_addr: settings.bind,
             link_key: identity.link_public(),
-            transports: crate::transports::offers(settings)?,
+            transports: offers.to_vec(),
         })
         .map_err(|e| anyhow!("own descriptor: {e}"))
 }
