@@ -86,6 +86,15 @@ pub enum TestbedError {
         source: io::Error,
     },
     /// Any other I/O error, e.g. reading `/proc` or `/run/netns`.
+    /// A socket or thread of the testbed's own (the capture) failed.
+    #[error("{what}: {source}")]
+    Socket {
+        /// What failed.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
     #[error(transparent)]
     Io(#[from] io::Error),
 }

@@ -15,6 +15,8 @@
 //! - [`pin_to_cpu`], [`cpu_count`], [`allowed_cpus`]: CPU placement for benchmarks.
 //! - [`Proc`]: a child process whose output is collected as it comes (and optionally
 //!   logged to a file), stopped with SIGTERM on request, killed on drop.
+//! - [`Capture`]: a global passive observer's recording of a namespace's frames
+//!   (`AF_PACKET`), with kernel timestamps.
 //! - [`star`]: node namespaces around a bridge, with [`star_address`] and [`star_ifname`]
 //!   saying in advance what node `i` gets.
 //!
@@ -25,7 +27,8 @@
 //! generates no traffic itself. Namespaces of a process killed with `SIGKILL` survive
 //! until the next process using this crate starts.
 //!
-//! All unsafe code (`geteuid`, `setns`, `sched_setaffinity`, `kill`) is in one private module.
+//! All unsafe code (`geteuid`, `setns`, `sched_setaffinity`, `kill`, the capture's
+//! `AF_PACKET` socket) is in one private module.
 
 #![deny(unsafe_code)]
 #![cfg_attr(
@@ -33,6 +36,7 @@
     expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")
 )]
 
+mod capture;
 mod cmd;
 mod cpu;
 mod error;
@@ -44,6 +48,7 @@ mod veth;
 
 use std::sync::OnceLock;
 
+pub use capture::{Capture, Frame, Recording};
 pub use cmd::run_checked;
 pub use cpu::{allowed_cpus, cpu_count, pin_to_cpu};
 pub use error::TestbedError;
