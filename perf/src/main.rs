@@ -10,12 +10,15 @@
 //! XDP as root, loopback otherwise) with pb-client on 127.0.0.1:1080, a fetch and a summary,
 //! up until Ctrl-C; `attack` (the abuse attacks against a testnet in namespaces, with an
 //! honest fetch during each); `transports` (the same fetch through a namespace testnet over
-//! each transport of the client link, side by side with plain UDP).
+//! each transport of the client link, side by side with plain UDP); `anonymity` (a global
+//! passive observer, a flow-correlation attacker and the senders' entropy against a
+//! namespace testnet, idle, busy and under a CPU hog).
 //!
 //! Not here: the testnet itself (pb-testnet, which the tests share), assertions on speed
 //! (tests never make them; the figures go to docs/perf.md with their commands).
 #![forbid(unsafe_code)]
 
+mod anonymity;
 mod attack;
 mod e2e_bench;
 mod idle_bench;
@@ -203,6 +206,35 @@ enum Command {
         #[arg(long, default_value_t = 45.0, value_parser = seconds)]
         settle: f64,
     },
+    /// The adversaries played against eight pb-relay processes (AF_XDP, namespaces) and
+    /// --clients pb-clients, idle, busy and under a CPU hog: a global passive observer's
+    /// tests per link direction, a flow-correlation attacker's true-positive rates, the
+    /// senders' entropy (needs root).
+    Anonymity {
+        /// Seconds per phase (idle, busy, cpu-hog).
+        #[arg(long, default_value_t = 40.0, value_parser = seconds)]
+        seconds: f64,
+        /// pb-client processes (every other one fetches in the busy phase).
+        #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u16).range(2..=100))]
+        clients: u16,
+        /// Packets per second on every relay link (scaled down for a small machine, but
+        /// above what the clients send through each link).
+        #[arg(long, default_value_t = 60)]
+        link_rate: u32,
+        /// The clients' profile.
+        #[arg(long, default_value = "low-power", value_parser = ["default", "low-power"])]
+        profile: String,
+        /// KiB per fetch.
+        #[arg(long, default_value_t = 32)]
+        fetch_kib: usize,
+        /// The known-bad configuration (no cover, no padding), where the adversaries must
+        /// win: the harness's check that it can see.
+        #[arg(long)]
+        insecure_no_cover: bool,
+        /// Seeds the busy clients' fetch times.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Charts (into --svg DIR) from rows an earlier run wrote with --json or --svg.
     Plot {
         /// JSON-lines files of rows.
@@ -362,6 +394,24 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             settle: std::time::Duration::from_secs_f64(*settle),
             json: cli.json,
         })?,
+        Command::Anonymity {
+            seconds,
+            clients,
+            link_rate,
+            profile,
+            fetch_kib,
+            insecure_no_cover,
+            seed,
+        } => anonymity::run(&anonymity::AnonymityArgs {
+            seconds: *seconds,
+            clients: usize::from(*clients),
+            link_rate: (*link_rate).max(1),
+            profile: profile.clone(),
+            fetch_kib: (*fetch_kib).max(1),
+            insecure_no_cover: *insecure_no_cover,
+            svg: cli.svg.clone(),
+            seed: *seed,
+        })?,
         Command::Plot { files } => {
             let Some(dir) = &cli.svg else {
                 anyhow::bail!("plot: where to? pass --svg DIR");
@@ -433,6 +483,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             Command::Testnet { .. } => "testnet",
             Command::Attack { .. } => "attack",
             Command::Transports { .. } => "transports",
+            Command::Anonymity { .. } => "anonymity",
             Command::Plot { .. } => "plot",
         };
         let files = plot::write(dir, name, &rows)?;

@@ -74,6 +74,47 @@ pub(crate) fn rss_mib(pid: u32) -> anyhow::Result<f64> {
     Ok(kib / 1024.0)
 }
 
+/// The local ports of process `pid`'s UDP sockets connected to `peer` (from its open
+/// descriptors and its namespace's `/proc/<pid>/net/udp`): how the observer's recording
+/// is told which access link belongs to which client, for the ground truth.
+pub(crate) fn udp_ports_to(pid: u32, peer: std::net::SocketAddrV4) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/udp")).unwrap_or_default();
+    // The kernel prints an IPv4 address as the hex of its in-memory (network order) u32
+    // read on a little-endian machine, then the port in hex.
+    let remote = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(peer.ip().octets()),
+        peer.port()
+    );
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local, rem, inode) = (fields.get(1)?, fields.get(2)?, fields.get(9)?);
+            if *rem != remote || !inodes.iter().any(|i| i == inode) {
+                return None;
+            }
+            u16::from_str_radix(local.split(':').nth(1)?, 16).ok()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 #[expect(clippy::expect_used, reason = "tests")]
 mod tests {

@@ -55,13 +55,15 @@ pub struct LinkThread {
 }
 
 impl LinkThread {
-    /// Starts a link to the gateway whose link key is `key`, asking for `rates`, over
+    /// Starts a link to the gateway whose link key is `key`, asking for `rates` (idle slots
+    /// padded unless `padding` is false: INSECURE, the known-bad test setup), over
     /// `carrier`; `wake` is called whenever an event is waiting (it wakes the main
     /// thread's poll).
     pub fn start(
         carrier: Box<dyn ClientCarrier>,
         key: &[u8; 32],
         rates: Rates,
+        padding: bool,
         seed: &[u8; 32],
         wake: impl Fn() + Send + 'static,
     ) -> std::io::Result<Self> {
@@ -69,7 +71,8 @@ impl LinkThread {
         let (outbox, events) = mpsc::channel();
         let shared = Arc::new(Shared::default());
         let kind = carrier.kind();
-        let link = ClientLink::new(Duration::ZERO, key, rates, seed);
+        let mut link = ClientLink::new(Duration::ZERO, key, rates, seed);
+        link.set_padding(padding);
         let state = Runner {
             link,
             carrier,
@@ -165,17 +168,20 @@ impl Runner {
     }
 
     fn run(mut self) {
+        // The uplink's slots are this thread's to keep: real-time where the system permits
+        // it (not on a phone), a precise sleep either way.
+        let pacer = pb_pacing::Pacer::new(true);
         loop {
             // The next slot first, at its time, if it is close: nothing else may delay it.
             let now = self.now();
             if let Some(at) = self.link.next_deadline(now)
                 && at <= now + GUARD
             {
-                if at > now {
-                    thread::sleep(at - now);
-                }
+                let emitting = pacer.emit_at(Instant::now() + at.saturating_sub(now));
                 let now = self.now();
-                if let Err(why) = self.send_due(now) {
+                let sent = self.send_due(now);
+                drop(emitting);
+                if let Err(why) = sent {
                     return self.fail(why);
                 }
             }

@@ -97,6 +97,10 @@ struct Args {
     /// Stop after this many seconds (for tests); default: until interrupted.
     #[arg(long)]
     seconds: Option<f64>,
+    /// INSECURE, for the anonymity harness's known-bad setup only: no cover packets and no
+    /// link padding, so the link shows exactly when you are busy.
+    #[arg(long, hide = true)]
+    insecure_no_cover: bool,
 }
 
 /// The OS's randomness.
@@ -214,11 +218,17 @@ impl Drop for Client {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let profile = match args.profile.as_str() {
+    let mut profile = match args.profile.as_str() {
         "default" => Profile::DEFAULT,
         "low-power" => Profile::LOW_POWER,
         other => return Err(anyhow!("--profile: {other:?} is not default or low-power")),
     };
+    if args.insecure_no_cover {
+        eprintln!(
+            "pb-client: --insecure-no-cover: no cover, no padding: your link shows when you are busy (a test setup, never for use)"
+        );
+        profile.cover = false;
+    }
     let network = match &args.network {
         Some(path) => {
             let bytes =
@@ -536,6 +546,7 @@ fn start_link(
         carrier,
         &gateway.link_key,
         rates(profile),
+        profile.cover,
         &random.seed(),
         move || {
             let _ = waker.wake();
@@ -652,6 +663,9 @@ impl Client {
         )
         .ok()?;
         if carried == session::Carried::Cover {
+            if !self.profile.cover {
+                return None;
+            }
             self.cover += 1;
         }
         Some(packet)

@@ -65,6 +65,9 @@ pub struct Profile {
     /// Records a second the client sends up, packets or padding: room for its Poisson
     /// packets and loops (a packet is a little more than a record) with some to spare.
     pub uplink_rate: u16,
+    /// Whether idle slots carry cover packets and idle link records padding: always, but
+    /// in the anonymity harness's known-bad setup (`--insecure-no-cover`).
+    pub cover: bool,
 }
 
 impl Profile {
@@ -78,6 +81,7 @@ impl Profile {
         busy_surbs: 64,
         downlink_rate: 100,
         uplink_rate: 64,
+        cover: true,
     };
     /// The low-power profile for phones: 5 packets a second plus a loop every 10 s up, 10
     /// datagrams a second down, 20 ms per hop, a smaller SURB stock.
@@ -89,6 +93,7 @@ impl Profile {
         busy_surbs: 8,
         downlink_rate: 10,
         uplink_rate: 8,
+        cover: true,
     };
 
     /// Bytes a day on the client's link, both ways, idle or busy alike: its records at

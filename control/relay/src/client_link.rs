@@ -216,6 +216,10 @@ pub struct ClientLink {
     handoff: Arc<Handoff>,
     origin: Instant,
     generation: u32,
+    /// Whether idle downlink slots carry padding (see `mix.insecure_no_cover`).
+    padding: bool,
+    /// Whether the thread asks for real-time priority.
+    realtime: bool,
 }
 
 impl ClientLink {
@@ -244,7 +248,23 @@ impl ClientLink {
             handoff,
             origin: Instant::now(),
             generation: 0,
+            padding: true,
+            realtime: true,
         })
+    }
+
+    /// Without padding (`false`): INSECURE, see `mix.insecure_no_cover`.
+    #[must_use]
+    pub fn with_padding(mut self, on: bool) -> Self {
+        self.padding = on;
+        self
+    }
+
+    /// Whether the thread asks for real-time priority (`io.realtime`).
+    #[must_use]
+    pub fn with_realtime(mut self, on: bool) -> Self {
+        self.realtime = on;
+        self
     }
 
     fn now(&self) -> Duration {
@@ -257,11 +277,18 @@ impl ClientLink {
 
     /// Serves until `stop` is set.
     pub fn run(mut self, stop: &AtomicBool) {
+        // The downlinks' slots are this thread's to keep: real-time where permitted.
+        let pacer = pb_pacing::Pacer::new(self.realtime);
+        if pacer.realtime() {
+            tracing::info!("client link: slot timing: {}", pacer.describe());
+        } else {
+            tracing::warn!("client link: slot timing: {}", pacer.describe());
+        }
         let mut expire_at = Instant::now() + EXPIRE_EVERY;
         while !stop.load(Ordering::Relaxed) {
             // First every downlink slot that is due or less than GUARD away (waited for
             // precisely), so that no work starts that could delay one; then what arrived.
-            self.slots_soon();
+            self.slots_soon(&pacer);
             for i in 0..self.listeners.len() {
                 if let Err(e) = self.listeners[i].drive(Instant::now()) {
                     pb_log::warn_limited!(
@@ -298,14 +325,13 @@ impl ClientLink {
     }
 
     /// Sends the slots due now, and those due within [`GUARD`] at their time.
-    fn slots_soon(&mut self) {
+    fn slots_soon(&mut self, pacer: &pb_pacing::Pacer) {
         let now = self.now();
-        if let Some(&Reverse((at, _, _))) = self.due.peek()
-            && at > now
-            && at <= now + GUARD
-        {
-            std::thread::sleep(at - now);
-        }
+        let at = match self.due.peek() {
+            Some(&Reverse((at, _, _))) if at <= now + GUARD => at,
+            _ => return,
+        };
+        let _emitting = pacer.emit_at(Instant::now() + at.saturating_sub(now));
         self.slots(self.now());
     }
 
@@ -394,7 +420,8 @@ impl ClientLink {
         }
     }
 
-    fn open(&mut self, key: Key, link: Box<GatewayLink>, now: Duration) {
+    fn open(&mut self, key: Key, mut link: Box<GatewayLink>, now: Duration) {
+        link.set_padding(self.padding);
         if self.links.len() >= MAX_LINKS
             && let Some((&oldest, _)) = self.links.iter().min_by_key(|(_, c)| c.link.heard())
         {

@@ -149,6 +149,9 @@ pub struct MixSettings {
     pub loop_timeout_ms: u64,
     /// Packets per receive batch.
     pub batch: usize,
+    /// Whether idle link slots carry cover and idle client-link slots padding (always, but
+    /// in the anonymity harness's known-bad configuration, `mix.insecure_no_cover`).
+    pub cover: bool,
 }
 
 /// A validated relay configuration.
@@ -168,6 +171,8 @@ pub struct RelayConfig {
     pub cores: usize,
     /// The CPU each core's thread is pinned to (empty: not pinned).
     pub cpus: Vec<usize>,
+    /// Whether the cores wait for and send their slots at real-time priority (`io.realtime`).
+    pub realtime: bool,
     /// Mixing settings.
     pub mix: MixSettings,
     /// Where delivered messages go.
@@ -386,6 +391,12 @@ impl RelayConfig {
             other => return Err(bad("node.format", format!("{other:?} is not v1 or v2"))),
         };
         let mut io = required("io", raw.io)?;
+        let realtime = match io.remove("realtime") {
+            None => true,
+            Some(value) => value
+                .as_bool()
+                .ok_or_else(|| bad("io.realtime", "true or false"))?,
+        };
         let cpus = match io.remove("cpus") {
             None => Vec::new(),
             Some(value) => value
@@ -511,6 +522,7 @@ impl RelayConfig {
                 3_600_000,
             )?,
             batch: in_range("mix.batch", mix.batch, 32, 1, pb_io::MAX_BATCH)?,
+            cover: !mix.insecure_no_cover.unwrap_or(false),
         };
         let deliver_to = raw
             .deliver_to
@@ -730,6 +742,7 @@ impl RelayConfig {
             backend,
             cores,
             cpus,
+            realtime,
             mix,
             deliver_to,
             topology,

@@ -41,6 +41,12 @@ use crate::{
 
 /// The longest a core sleeps without looking at its stop flag, keys and links.
 const MAX_SLEEP: Duration = Duration::from_millis(20);
+/// Kept free before a slot for waking up and spinning: no unwrap work may reach into it.
+const MARGIN: Duration = Duration::from_micros(150);
+/// The longest stretch of unwrap work a core does at once. A real-time core holds its CPU
+/// while it works; other real-time pacers on that CPU (another core's, the gateway's client
+/// link) wait at most this long.
+const MAX_CHUNK: Duration = Duration::from_micros(300);
 
 /// The keys every core processes with, and the generation each core has taken.
 #[derive(Debug)]
@@ -102,6 +108,10 @@ pub struct Shared {
     pub deliver_to: Option<SocketAddr>,
     /// The gateway's and exit's services.
     pub roles: Roles,
+    /// Whether idle slots carry cover (`mix.insecure_no_cover` turns it off).
+    pub cover_on: bool,
+    /// Whether cores send their slots at real-time priority (`io.realtime`).
+    pub realtime: bool,
     /// The cores' clock.
     pub clock: Arc<dyn Fn() -> Time + Send + Sync>,
     /// Set to stop every core.
@@ -256,6 +266,78 @@ pub fn sleep_until(deadline: Option<Time>, now: Time) -> Duration {
     })
 }
 
+/// What a core does before its next slot at `left` from now, unwrapping a packet costing
+/// `cost`: wait for the slot and send it (nothing fits before it), or receive and unwrap
+/// up to `budget` packets, waiting at most `wait` for them, so that a batch arriving at the
+/// end of the wait is done [`MARGIN`] before the slot.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Wait for the slot, then send.
+    Send,
+    /// Work first.
+    Work {
+        /// Packets to unwrap at most.
+        budget: usize,
+        /// The longest wait for them.
+        wait: Duration,
+    },
+}
+
+/// The core's plan with `left` until its next slot; see [`Plan`].
+pub fn plan(left: Duration, cost: Duration, batch: usize) -> Plan {
+    let room = left.saturating_sub(MARGIN);
+    let cost = cost.max(Duration::from_nanos(1));
+    let fits = usize::try_from(room.as_nanos() / cost.as_nanos()).unwrap_or(usize::MAX);
+    if fits == 0 {
+        return Plan::Send;
+    }
+    let chunk = usize::try_from(MAX_CHUNK.as_nanos() / cost.as_nanos()).unwrap_or(usize::MAX);
+    let budget = fits.min(chunk.max(1)).min(batch.max(1));
+    let work = cost.saturating_mul(u32::try_from(budget).unwrap_or(u32::MAX));
+    Plan::Work {
+        budget,
+        wait: room.saturating_sub(work),
+    }
+}
+
+/// One turn of a core: the next slot sent at its deadline, or work that ends before it
+/// (see [`plan`]).
+fn turn<I: PacketIo>(
+    pipeline: &mut Pipeline<'_, I>,
+    pacer: &pb_pacing::Pacer,
+    now: impl Fn() -> Time,
+) -> anyhow::Result<()> {
+    let t = now();
+    let wait = sleep_until(pipeline.next_deadline(), t);
+    let Some(slot) = pipeline.next_slot() else {
+        pipeline.step(t, wait)?;
+        return Ok(());
+    };
+    let left = Duration::from_nanos(slot.0.saturating_sub(t.0));
+    match plan(left, pipeline.unwrap_cost(), usize::MAX) {
+        Plan::Send => {
+            pipeline.prepare(t);
+            let _emitting = pacer.emit_at(Instant::now() + left);
+            pipeline.send_slots(now())?;
+        }
+        Plan::Work { budget, wait: most } => {
+            pipeline.step_within(t, wait.min(most), budget)?;
+            // Close to the slot now (the wait ran out, or the work took it there): too
+            // close for another batch, so the slot, rather than polling until then.
+            let left = Duration::from_nanos(slot.0.saturating_sub(now().0));
+            let work = pipeline
+                .unwrap_cost()
+                .saturating_mul(u32::try_from(budget).unwrap_or(u32::MAX));
+            if left <= MARGIN + work {
+                pipeline.prepare(now());
+                let _emitting = pacer.emit_at(Instant::now() + left);
+                pipeline.send_slots(now())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn report<I: PacketIo>(pipeline: &Pipeline<'_, I>) -> CoreReport {
     CoreReport {
         stats: pipeline.stats(),
@@ -292,12 +374,21 @@ pub fn run_core<I: PacketIo>(
     )?;
     // Sharded even alone: the handoff also carries the packets the relay makes itself.
     pipeline = pipeline.shard(core, shared.owner.clone(), shared.handoff.clone())?;
+    if !shared.cover_on {
+        pipeline = pipeline.without_cover();
+    }
     let _ = ready.send(());
     drop(ready);
     let mut windows = crate::report::Windows::new(pipeline.link_stats());
     let mut links_generation = 0;
     let mut sources_generation = None;
     let mut snapshot_at = Instant::now();
+    let pacer = pb_pacing::Pacer::new(shared.realtime);
+    if pacer.realtime() {
+        tracing::info!("core {core}: slot timing: {}", pacer.describe());
+    } else {
+        tracing::warn!("core {core}: slot timing: {}", pacer.describe());
+    }
     while !shared.stop.load(Ordering::Relaxed) {
         // New keys or links: an atomic load per turn; the lock only when they changed.
         if shared.keys.keys.generation() != generation {
@@ -318,8 +409,7 @@ pub fn run_core<I: PacketIo>(
             pipeline.io_mut().set_sources(&filter);
             sources_generation = Some(g);
         }
-        let t = now();
-        pipeline.step(t, sleep_until(pipeline.next_deadline(), t))?;
+        turn(&mut pipeline, &pacer, now)?;
         if snapshot_at.elapsed() >= Duration::from_secs(1) {
             snapshot_at = Instant::now();
             if let Some(slot) = shared
@@ -425,6 +515,45 @@ mod tests {
         let gateway = sources_for_links(&gateway, &links(&[2]));
         assert_eq!(gateway.policy, StrangerPolicy::Limit);
         assert!(gateway.is_allowed("198.18.0.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn work_before_a_slot_ends_a_margin_before_it() {
+        let us = Duration::from_micros;
+        // Far from the slot: a chunk of at most MAX_CHUNK, and a wait that leaves room.
+        assert_eq!(
+            plan(us(10_000), us(50), 32),
+            Plan::Work {
+                budget: 6,
+                wait: us(10_000) - MARGIN - us(50 * 6)
+            }
+        );
+        assert!(matches!(
+            plan(us(10_000), us(5), 32),
+            Plan::Work { budget: 32, .. }
+        ));
+        // Close: only what fits, and no wait.
+        assert_eq!(
+            plan(MARGIN + us(120), us(50), 32),
+            Plan::Work {
+                budget: 2,
+                wait: us(20)
+            }
+        );
+        // Nothing fits: the slot.
+        assert_eq!(plan(MARGIN + us(49), us(50), 32), Plan::Send);
+        assert_eq!(plan(Duration::ZERO, us(50), 32), Plan::Send);
+        // A zero cost (a clock too coarse) still bounds the batch.
+        assert!(matches!(
+            plan(us(1_000), Duration::ZERO, 8),
+            Plan::Work { budget: 8, .. }
+        ));
+        for left in (0..5_000).step_by(37) {
+            if let Plan::Work { budget, wait } = plan(us(left), us(40), 64) {
+                assert!(budget >= 1);
+                assert!(wait + us(40) * budget as u32 + MARGIN <= us(left));
+            }
+        }
     }
 
     #[test]

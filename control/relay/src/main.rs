@@ -246,6 +246,8 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
         snapshots: Mutex::new(vec![None; cores]),
         replay,
         cover,
+        cover_on: config.mix.cover,
+        realtime: config.realtime,
         cpus: config.cpus.clone(),
         deliver_to: config.deliver_to,
         clock,
@@ -256,6 +258,30 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
         sources: Published::new(filter),
         xdp: Mutex::new(None),
     };
+    if !config.mix.cover {
+        tracing::warn!(
+            "mix.insecure_no_cover: no cover and no padding: every link shows its traffic (the anonymity harness's known-bad setup; never for real users)"
+        );
+    }
+    // Idle CPUs that halt wake up late for a slot: hold their wake-up latency at zero for
+    // as long as the relay runs (docs/operator.md, "Slot timing").
+    let _wake_latency = if config.realtime {
+        match pb_pacing::WakeLatency::hold() {
+            Ok(hold) => Some(hold),
+            Err(e) => {
+                tracing::warn!(
+                    "slot timing: cannot hold the CPUs' wake-up latency (/dev/cpu_dma_latency: {e}): slots can come late on idle CPUs"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    tracing::info!(
+        "slot timing in the kernel: {}",
+        pb_pacing::kernel_timing().describe()
+    );
     let limits = pb_relay::core::source_limits(&config);
     let banner = format!(
         "node {} ({described}), {} links at {} pkt/s, format {:?}, {cores} core{}, replay filter {} ({} packets per epoch)",

@@ -110,7 +110,9 @@ pub fn start(
             replies.clone(),
             directory.clone(),
             handoff.clone(),
-        )?;
+        )?
+        .with_padding(config.mix.cover)
+        .with_realtime(config.realtime);
         services.push(spawn("pb-client-link", stop, move |stop| link.run(stop))?);
         roles.replies = Some(replies);
         roles.client_stats = Some(stats);

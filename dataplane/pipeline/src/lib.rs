@@ -42,6 +42,10 @@ pub use cover::{
 };
 pub use handoff::Handoff;
 
+/// What unwrapping a packet is assumed to cost before the first batch is measured: a
+/// serial X25519 and the symmetric work, on a slow core.
+const INITIAL_UNWRAP_NS: u64 = 100_000;
+
 /// One outgoing link: the neighbour's node id and UDP endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Neighbour {
@@ -200,6 +204,10 @@ pub struct Pipeline<'r, I: PacketIo> {
     cover: Box<dyn CoverSource + Send>,
     sink: Box<dyn Sink + Send>,
     loop_mailbox: MailboxId,
+    /// Whether idle slots carry cover (always, but in a known-bad testbed configuration).
+    cover_on: bool,
+    /// What unwrapping a packet costs lately, in nanoseconds ([`Pipeline::unwrap_cost`]).
+    unwrap_ns: u64,
     batch: usize,
     /// A new link's rate, queue capacity and burst.
     rate: (u32, usize, u32),
@@ -271,6 +279,8 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             cover,
             sink,
             loop_mailbox: config.loop_mailbox,
+            cover_on: true,
+            unwrap_ns: INITIAL_UNWRAP_NS,
             batch,
             rate: (config.link_rate, config.link_queue, config.max_burst),
             core: 0,
@@ -283,6 +293,15 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             results: vec![Err(DropReason::WrongLength); batch],
             stats: PipelineStats::default(),
         })
+    }
+
+    /// INSECURE, for the anonymity harness's known-bad configuration only: idle slots stay
+    /// empty instead of carrying cover (and count as missed), so that every link's rate
+    /// follows its real traffic, which is exactly what an observer must not see.
+    #[must_use]
+    pub fn without_cover(mut self) -> Self {
+        self.cover_on = false;
+        self
     }
 
     /// Makes this pipeline core `core` of several sharing `handoff`: it paces and sends only
@@ -371,24 +390,67 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
     /// deadline passes (see [`TOP_UP_BELOW`]), which [`next_deadline`](Self::next_deadline)
     /// reports.
     pub fn step(&mut self, now: Time, wait: Duration) -> Result<(), IoError> {
-        self.receive(now, wait)?;
+        self.step_within(now, wait, self.batch)
+    }
+
+    /// As [`step`](Self::step), unwrapping at most `budget` packets (at least one); the
+    /// rest of a batch waits for the next turn. A core that must send a slot soon gives the
+    /// budget that [`unwrap_cost`](Self::unwrap_cost) says fits before it.
+    pub fn step_within(&mut self, now: Time, wait: Duration, budget: usize) -> Result<(), IoError> {
+        self.receive(now, wait, budget.max(1))?;
+        self.emit(now)
+    }
+
+    /// Sends what is due at `now` without receiving: packets whose delay expired go to
+    /// their links, and the links' due slots leave (real packets or cover). A core calls
+    /// it at a slot's deadline, when nothing else may come first.
+    pub fn emit(&mut self, now: Time) -> Result<(), IoError> {
+        self.prepare(now);
+        self.send_slots(now)
+    }
+
+    /// The first half of [`emit`](Self::emit): packets whose delay expired by `now` go to
+    /// their links (or are delivered), and packets other cores handed over are taken. A
+    /// core does this just before a slot's deadline, so that at the deadline only the
+    /// send is left.
+    pub fn prepare(&mut self, now: Time) {
         self.release_due(now);
         self.take_over();
+    }
+
+    /// The second half of [`emit`](Self::emit): the links' slots due by `now` leave.
+    pub fn send_slots(&mut self, now: Time) -> Result<(), IoError> {
         self.transmit(now)?;
         self.cover.expire(now);
         Ok(())
     }
 
-    /// Receives into the batch and unwraps it, unless it is too small and its top-up
-    /// deadline has not passed (then it waits in `rx` for the next turn).
-    fn receive(&mut self, now: Time, wait: Duration) -> Result<(), IoError> {
+    /// The earliest slot of a link this core owns (`None`: no links).
+    pub fn next_slot(&self) -> Option<Time> {
+        self.links
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.owns(*i))
+            .map(|(_, l)| l.next_slot_time())
+            .min()
+    }
+
+    /// What unwrapping one packet has cost lately (a moving average over batches), for a
+    /// core to size the work it starts before a slot.
+    pub fn unwrap_cost(&self) -> Duration {
+        Duration::from_nanos(self.unwrap_ns)
+    }
+
+    /// Receives into the batch and unwraps up to `budget` of it, unless it is too small and
+    /// its top-up deadline has not passed (then it waits in `rx` for the next turn).
+    fn receive(&mut self, now: Time, wait: Duration, budget: usize) -> Result<(), IoError> {
         let wait = match self.top_up_until {
             Some(until) => wait.min(Duration::from_nanos(until.0.saturating_sub(now.0))),
             None => wait,
         };
         // Packets a gateway's clients sent over their links join the batch first; then
         // the wire, without waiting if they already make a batch.
-        let wait = if self.take_arrivals() > 0 {
+        let wait = if self.take_arrivals() > 0 || self.rx.len() >= TOP_UP_BELOW {
             Duration::ZERO
         } else {
             wait
@@ -408,16 +470,21 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             }
         }
         self.top_up_until = None;
+        let got = got.min(budget);
         self.stats.received += got as u64;
         let (keys, results) = (&self.keys, &mut self.results[..got]);
         let mut replay = self.replay.handle();
-        self.io.with_payloads_mut(&self.rx, &mut |payloads| {
+        let started = std::time::Instant::now();
+        self.io.with_payloads_mut(&self.rx[..got], &mut |payloads| {
             process_batch(payloads, keys, &mut replay, &mut results[..payloads.len()]);
         });
+        let per_packet = (started.elapsed().as_nanos() / got as u128) as u64;
+        // A moving average (1/8 new), so that one slow batch does not starve the next.
+        self.unwrap_ns = (self.unwrap_ns * 7 + per_packet) / 8;
         self.stats.replay_filter_full += replay.stats.full;
         self.stats.replay_filter_no_table += replay.stats.no_table;
         let drop = &mut self.spare;
-        for (packet, result) in self.rx.drain(..).zip(self.results.iter()) {
+        for (packet, result) in self.rx.drain(..got).zip(self.results.iter()) {
             match *result {
                 Ok(Processed::Forward { next, delay, .. }) => {
                     if !self.link_of.contains_key(&next) {
@@ -719,6 +786,7 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             neighbours,
             core,
             owner,
+            cover_on,
             ..
         } = self;
         for (index, link) in links.iter_mut().enumerate() {
@@ -741,6 +809,7 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
                 }
             }
             let mut filler = SlotCover {
+                on: *cover_on,
                 io: &mut *io,
                 cover: cover.as_mut(),
                 stats: &mut *stats,
@@ -772,6 +841,8 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
 /// link (asked at every slot, real packet queued or not), built straight into a fresh frame
 /// of the pool for an idle slot.
 struct SlotCover<'a, I: PacketIo> {
+    /// Cover on (off: only real packets leave, see [`Pipeline::without_cover`]).
+    on: bool,
     io: &'a mut I,
     cover: &'a mut (dyn CoverSource + Send),
     stats: &'a mut PipelineStats,
@@ -783,10 +854,13 @@ struct SlotCover<'a, I: PacketIo> {
 
 impl<I: PacketIo> Filler<Packet> for SlotCover<'_, I> {
     fn ready(&mut self) -> bool {
-        self.cover.ready(self.link)
+        !self.on || self.cover.ready(self.link)
     }
 
     fn cover(&mut self) -> Option<Packet> {
+        if !self.on {
+            return None;
+        }
         let (link, now, cover) = (self.link, self.now, &mut *self.cover);
         let packet = built_frame(self.io, self.peer, self.spare, |frame| {
             cover.fill(link, now, frame)

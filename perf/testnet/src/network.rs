@@ -136,6 +136,7 @@ pub struct Network {
     pub(crate) mode: Mode,
     pub(crate) link_rate: u32,
     pub(crate) loop_rate: Option<u32>,
+    pub(crate) no_cover: bool,
     pub(crate) network_seed: [u8; 32],
     /// Relay `i`'s identity seed is 32 bytes of `identity_base + i`.
     pub(crate) identity_base: u8,
@@ -164,6 +165,7 @@ impl core::fmt::Debug for Network {
             .field("mode", &self.mode)
             .field("link_rate", &self.link_rate)
             .field("loop_rate", &self.loop_rate)
+            .field("no_cover", &self.no_cover)
             .field("identity_seeds", &pb_log::SCRUBBED)
             .field("admin", &self.admin)
             .finish_non_exhaustive()
@@ -200,6 +202,7 @@ impl Network {
             },
             link_rate: 100,
             loop_rate: None,
+            no_cover: false,
             network_seed: [0x42; 32],
             identity_base: 0x30,
             // Resolved by `build`: two, or one for a network of one relay.
@@ -578,6 +581,13 @@ impl NetworkBuilder {
     /// Packets per second on every link.
     pub fn link_rate(mut self, rate: u32) -> Self {
         self.0.link_rate = rate;
+        self
+    }
+
+    /// INSECURE, the anonymity harness's known-bad configuration: relays without cover on
+    /// their links or padding on client links (`mix.insecure_no_cover`).
+    pub fn insecure_no_cover(mut self, on: bool) -> Self {
+        self.0.no_cover = on;
         self
     }
 

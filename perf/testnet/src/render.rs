@@ -93,6 +93,7 @@ impl Network {
             mix: Some(MixSection {
                 link_rate: Some(self.link_rate),
                 loop_rate: self.loop_rate,
+                insecure_no_cover: self.no_cover.then_some(true),
                 ..MixSection::default()
             }),
             gossip,

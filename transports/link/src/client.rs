@@ -55,6 +55,8 @@ pub struct ClientLink {
     out: VecDeque<Record>,
     random: blake3::OutputReader,
     stats: ClientStats,
+    /// Whether idle uplink slots carry padding (always, but in a known-bad testbed setup).
+    padding: bool,
 }
 
 impl core::fmt::Debug for ClientLink {
@@ -95,6 +97,7 @@ impl ClientLink {
             out,
             random,
             stats: ClientStats::default(),
+            padding: true,
         }
     }
 
@@ -215,6 +218,13 @@ impl ClientLink {
         };
     }
 
+    /// INSECURE, for the anonymity harness's known-bad configuration only: an uplink slot
+    /// with nothing queued sends nothing instead of padding, so the uplink follows the
+    /// user's traffic.
+    pub fn set_padding(&mut self, on: bool) {
+        self.padding = on;
+    }
+
     /// The next record to send at `now`, if one is due: a handshake record, or the record
     /// of an uplink slot (messages, or padding when none wait).
     pub fn poll_record(&mut self, now: Duration) -> Option<Record> {
@@ -248,8 +258,14 @@ impl ClientLink {
                 if due == 0 {
                     return None;
                 }
+                if !self.padding && self.packer.is_empty() {
+                    return None;
+                }
                 let mut body = zeroize::Zeroizing::new([0u8; PLAIN_LEN]);
                 for i in 0..due {
+                    if i > 0 && !self.padding && self.packer.is_empty() {
+                        break;
+                    }
                     self.packer.fill(&mut body);
                     let record = session.seal(&body);
                     if i == 0 {

@@ -129,6 +129,8 @@ pub struct GatewayLink {
     heard: Duration,
     /// Records from this client that did not open (dropped).
     pub dropped: u64,
+    /// Whether idle slots carry padding (always, but in a known-bad testbed setup).
+    padding: bool,
 }
 
 impl core::fmt::Debug for GatewayLink {
@@ -155,7 +157,15 @@ impl GatewayLink {
             inbox: VecDeque::new(),
             heard: now,
             dropped: 0,
+            padding: true,
         }
+    }
+
+    /// INSECURE, for the anonymity harness's known-bad configuration only: a slot with
+    /// nothing queued sends nothing instead of padding, so the downlink follows the
+    /// client's downloads.
+    pub fn set_padding(&mut self, on: bool) {
+        self.padding = on;
     }
 
     /// The rates granted.
@@ -206,6 +216,9 @@ impl GatewayLink {
         let due = self.down.take(now);
         let mut body = zeroize::Zeroizing::new([0u8; PLAIN_LEN]);
         for _ in 0..due {
+            if !self.padding && self.packer.is_empty() {
+                continue;
+            }
             self.packer.fill(&mut body);
             out(self.session.seal(&body));
         }

@@ -142,6 +142,38 @@ fn messages_cross_both_ways_and_the_rate_is_the_same_busy_or_idle() {
     assert_eq!(w.client.stats().missed, 0);
 }
 
+/// The known-bad setup of the anonymity harness: without padding, idle slots send nothing
+/// either way and busy ones carry what is queued, so the links follow the traffic (which
+/// the harness's observer must then see).
+#[test]
+fn without_padding_the_links_follow_the_traffic() {
+    let rates = Rates { down: 100, up: 50 };
+    let mut w = World::new(0, rates);
+    w.run(Duration::from_secs(1));
+    assert!(w.client.is_open() && w.gateway.is_some());
+    w.client.set_padding(false);
+    w.gateway.as_mut().unwrap().set_padding(false);
+    let (up0, down0) = (w.up_records, w.down_records);
+    w.run(Duration::from_secs(11));
+    assert_eq!((w.up_records - up0, w.down_records - down0), (0, 0));
+    for n in 0..20 {
+        w.client.send(message(7, n), false).unwrap();
+        assert!(w.gateway.as_mut().unwrap().send(message(8, n), false));
+    }
+    w.run(Duration::from_secs(21));
+    let (up, down) = (w.up_records - up0, w.down_records - down0);
+    // 20 messages of a little more than a record each: 21 records, not 500 and 1000.
+    assert!(
+        (20..=22).contains(&up) && (20..=22).contains(&down),
+        "{up} {down}"
+    );
+    assert_eq!(w.got_up, (0..20).map(|n| message(7, n)).collect::<Vec<_>>());
+    assert_eq!(
+        w.got_down,
+        (0..20).map(|n| message(8, n)).collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn with_five_percent_loss_the_handshake_completes_and_most_messages_arrive_in_order() {
     let mut w = World::new(13, Rates { down: 100, up: 100 });

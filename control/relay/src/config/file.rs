@@ -96,6 +96,10 @@ pub struct IoSection {
     /// AF_XDP: `native` or `generic`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub xdp_mode: Option<String>,
+    /// Whether the cores send their slots at real-time priority (default true; where the
+    /// system refuses it they fall back to a precise sleep and say so).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub realtime: Option<bool>,
 }
 
 impl IoSection {
@@ -173,6 +177,10 @@ pub struct MixSection {
     /// Packets per receive batch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch: Option<usize>,
+    /// INSECURE, for the anonymity harness's known-bad configuration only: no cover on the
+    /// links and no padding on the client links, so that every rate follows the traffic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insecure_no_cover: Option<bool>,
 }
 
 /// `[gossip]`.

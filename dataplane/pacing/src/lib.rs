@@ -1,0 +1,280 @@
+//! Slot timing that CPU load cannot move. Every constant-rate emitter of PhantomBand (a
+//! relay core's links, a gateway's downlinks, pb-client's uplink) sends at absolute
+//! deadlines, and the gaps between its sends are what a global observer measures. Under
+//! an ordinary thread they follow the machine's load: a wake-up comes late when other
+//! threads hold the CPU, and timer slack rounds it. This crate gives the emitters:
+//!
+//! - [`Pacer`]: a pacing thread's state. The thread is made real-time (`SCHED_FIFO`,
+//!   [`Priority::Emit`]) so that no normal thread, whatever the load, runs before it when
+//!   its deadline comes; it sleeps to just before the deadline and spins the rest
+//!   ([`SPIN`]). The work such a thread does between deadlines must be sized to end before
+//!   the next one (a relay core unwraps only what fits), and the system's real-time
+//!   throttling (`kernel.sched_rt_runtime_us`, 95% by default) leaves the rest of the
+//!   machine its share if it is ever saturated. Where real-time priority is not permitted
+//!   (no root, no `CAP_SYS_NICE`, no `RLIMIT_RTPRIO`: phones, containers), the same
+//!   deadline sleep and spin run at normal priority, and [`Pacer::describe`] says so for
+//!   the emitter's log.
+//! - [`kernel_timing`]: what the kernel and the interface offer to time sends themselves
+//!   (`SO_TXTIME` with the `etf` or `fq` qdisc, AF_XDP launch time), detected at run time,
+//!   for the relay's start-up line and docs/perf.md.
+//!
+//! What it does not do: decide when to send (the emitters' slot clocks do) or send.
+
+#![deny(unsafe_code)]
+
+mod sys;
+
+use std::time::{Duration, Instant};
+
+/// What is left of a wait after the sleep: spun, so that the send starts at the deadline
+/// however late the wake-up (a real-time wake-up is late by tens of microseconds at most).
+pub const SPIN: Duration = Duration::from_micros(100);
+
+/// The real-time priorities of PhantomBand's threads (`SCHED_FIFO`, 1-99): low, so that
+/// the kernel's own threads come first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// A pacing thread between its deadlines (receiving, unwrapping): above every normal
+    /// thread, below any pacer's emission.
+    Work = 10,
+    /// Waiting for a deadline and sending: above any pacer's work, so that one relay
+    /// core's batch never delays another's slot on the same CPU.
+    Emit = 20,
+}
+
+/// A thread's pacing state; see the crate docs. Not `Send`: it describes the thread that
+/// made it.
+#[derive(Debug)]
+pub struct Pacer {
+    /// Whether this thread runs real-time.
+    realtime: bool,
+    /// Why not, if it was asked for and refused.
+    refused: Option<String>,
+    _not_send: core::marker::PhantomData<*const ()>,
+}
+
+impl Pacer {
+    /// The calling thread's pacer: the thread is made real-time ([`Priority::Work`]) if
+    /// `realtime` and the system permits it, for good (the work it does between deadlines,
+    /// which it must size to end before the next one; [`emit_at`](Self::emit_at) raises
+    /// it for each emission).
+    pub fn new(realtime: bool) -> Self {
+        let refused = if realtime {
+            sys::set_fifo(Priority::Work as i32)
+                .err()
+                .map(|e| e.to_string())
+        } else {
+            Some("turned off in the configuration".into())
+        };
+        Self {
+            realtime: refused.is_none(),
+            refused,
+            _not_send: core::marker::PhantomData,
+        }
+    }
+
+    /// Whether the thread runs real-time.
+    pub fn realtime(&self) -> bool {
+        self.realtime
+    }
+
+    /// Why it does not, if it does not.
+    pub fn refused(&self) -> Option<&str> {
+        self.refused.as_deref()
+    }
+
+    /// One line for a log: how this thread's sends are timed.
+    pub fn describe(&self) -> String {
+        match &self.refused {
+            None => format!(
+                "real-time priority (SCHED_FIFO {} working, {} sending), deadline sleep then spin",
+                Priority::Work as i32,
+                Priority::Emit as i32
+            ),
+            Some(why) => format!(
+                "deadline sleep then spin at normal priority (real-time refused: {why}); CPU load can delay sends"
+            ),
+        }
+    }
+
+    /// Waits until `deadline` precisely: raised to [`Priority::Emit`] (if real-time),
+    /// asleep until [`SPIN`] before it, spinning the rest; returns at once if it has
+    /// passed. The thread stays raised, for the send, until the returned guard is dropped.
+    #[must_use = "the thread drops back to its working priority when the guard goes"]
+    pub fn emit_at(&self, deadline: Instant) -> Emitting<'_> {
+        if self.realtime {
+            // A refusal now (it was allowed at the start) leaves the working priority:
+            // still real-time, only not above other pacers' work.
+            let _ = sys::set_fifo(Priority::Emit as i32);
+        }
+        precise_sleep_until(deadline);
+        Emitting { pacer: self }
+    }
+}
+
+/// A pacing thread raised for an emission ([`Pacer::emit_at`]); dropping it ends that.
+#[derive(Debug)]
+pub struct Emitting<'a> {
+    pacer: &'a Pacer,
+}
+
+impl Drop for Emitting<'_> {
+    fn drop(&mut self) {
+        if self.pacer.realtime {
+            let _ = sys::set_fifo(Priority::Work as i32);
+        }
+    }
+}
+
+/// Sleeps until [`SPIN`] before `deadline`, then spins until it (at the caller's priority).
+pub fn precise_sleep_until(deadline: Instant) {
+    let now = Instant::now();
+    if deadline <= now {
+        return;
+    }
+    let sleep = (deadline - now).saturating_sub(SPIN);
+    if !sleep.is_zero() {
+        std::thread::sleep(sleep);
+    }
+    while Instant::now() < deadline {
+        std::hint::spin_loop();
+    }
+}
+
+/// A hold on the CPUs' wake-up latency (PM QoS, `/dev/cpu_dma_latency`): while it lives,
+/// idle CPUs stay in states they leave at once (polling rather than halting), so that a
+/// pacer's timer fires on time on an idle machine too. Without it, a deadline on an idle
+/// CPU (or vCPU, which the hypervisor must first schedule again) comes later than on a
+/// busy one: timing that follows load the other way round. Costs power; dropped when the
+/// hold goes.
+#[derive(Debug)]
+pub struct WakeLatency {
+    _file: std::fs::File,
+}
+
+impl WakeLatency {
+    /// Holds the wake-up latency at zero. Needs root (the device is the superuser's).
+    ///
+    /// # Errors
+    /// The device cannot be opened or written.
+    pub fn hold() -> std::io::Result<Self> {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/cpu_dma_latency")?;
+        // The request is a native-endian 32-bit number of microseconds.
+        file.write_all(&0i32.to_ne_bytes())?;
+        Ok(Self { _file: file })
+    }
+}
+
+/// What the kernel offers to time sends itself (see [`kernel_timing`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelTiming {
+    /// The `etf` qdisc (earliest TxTime first, `SO_TXTIME` with a launch time per packet):
+    /// its module is loaded or can be.
+    pub etf: bool,
+    /// The `fq` qdisc, which also honours `SO_TXTIME`.
+    pub fq: bool,
+}
+
+impl KernelTiming {
+    /// One line for logs and docs.
+    pub fn describe(&self) -> String {
+        let yes_no = |b: bool| if b { "available" } else { "not in this kernel" };
+        format!(
+            "etf qdisc {}, fq qdisc {}; AF_XDP launch time needs a NIC that has it (not veth)",
+            yes_no(self.etf),
+            yes_no(self.fq)
+        )
+    }
+}
+
+/// Whether this kernel has the qdiscs that honour `SO_TXTIME` (built in, loaded, or a
+/// module on disk). A packet's launch time is then kept by the kernel or the NIC instead
+/// of the sender's thread; without them the thread's own timing ([`Pacer`]) is all there
+/// is.
+pub fn kernel_timing() -> KernelTiming {
+    KernelTiming {
+        etf: qdisc_available("sch_etf"),
+        fq: qdisc_available("sch_fq"),
+    }
+}
+
+fn qdisc_available(module: &str) -> bool {
+    if std::path::Path::new("/sys/module").join(module).exists() {
+        return true;
+    }
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let base = std::path::Path::new("/lib/modules").join(release.trim());
+    let builtin = std::fs::read_to_string(base.join("modules.builtin")).unwrap_or_default();
+    let listed = std::fs::read_to_string(base.join("modules.dep")).unwrap_or_default();
+    let name = format!("/{module}.ko");
+    builtin
+        .lines()
+        .chain(listed.lines())
+        .any(|l| l.contains(&name))
+}
+
+/// How long until `deadline` from `now`, zero if it passed.
+pub fn until(deadline: Instant, now: Instant) -> Duration {
+    deadline.saturating_duration_since(now)
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    #[test]
+    fn a_precise_wait_never_returns_early() {
+        for micros in [0u64, 50, 300, 2_000] {
+            let deadline = Instant::now() + Duration::from_micros(micros);
+            precise_sleep_until(deadline);
+            assert!(Instant::now() >= deadline);
+        }
+        // A passed deadline returns at once (no sleep of a negative length).
+        precise_sleep_until(Instant::now() - Duration::from_millis(1));
+    }
+
+    #[test]
+    fn the_pacer_says_whether_it_runs_realtime() {
+        // On a thread of its own, which the test leaves real-time when it ends.
+        std::thread::spawn(|| {
+            let pacer = Pacer::new(true);
+            let deadline = Instant::now() + Duration::from_micros(200);
+            let emitting = pacer.emit_at(deadline);
+            assert!(Instant::now() >= deadline);
+            if pacer.realtime() {
+                assert!(pacer.refused().is_none());
+                assert_eq!(sys::priority(), (libc::SCHED_FIFO, Priority::Emit as i32));
+                drop(emitting);
+                assert_eq!(sys::priority(), (libc::SCHED_FIFO, Priority::Work as i32));
+            } else {
+                drop(emitting);
+                println!("real-time priority refused here: {}", pacer.describe());
+                assert_eq!(sys::priority().0, libc::SCHED_OTHER);
+            }
+        })
+        .join()
+        .unwrap();
+        std::thread::spawn(|| {
+            let off = Pacer::new(false);
+            assert!(!off.realtime());
+            assert!(off.describe().contains("turned off"));
+            assert_eq!(sys::priority().0, libc::SCHED_OTHER);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn kernel_timing_is_described() {
+        let timing = kernel_timing();
+        println!("{}", timing.describe());
+        assert!(timing.describe().contains("etf qdisc"));
+    }
+}
