@@ -234,6 +234,12 @@ enum Command {
         /// Seeds the busy clients' fetch times.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Also write the observer's recording to this file (CSV: one line per frame).
+        #[arg(long, value_name = "FILE")]
+        record: Option<std::path::PathBuf>,
+        /// Keep the relays' and clients' logs in this directory.
+        #[arg(long, value_name = "DIR")]
+        log_dir: Option<std::path::PathBuf>,
     },
     /// Charts (into --svg DIR) from rows an earlier run wrote with --json or --svg.
     Plot {
@@ -402,6 +408,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             fetch_kib,
             insecure_no_cover,
             seed,
+            record,
+            log_dir,
         } => anonymity::run(&anonymity::AnonymityArgs {
             seconds: *seconds,
             clients: usize::from(*clients),
@@ -411,6 +419,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             insecure_no_cover: *insecure_no_cover,
             svg: cli.svg.clone(),
             seed: *seed,
+            record: record.clone(),
+            log_dir: log_dir.clone(),
         })?,
         Command::Plot { files } => {
             let Some(dir) = &cli.svg else {

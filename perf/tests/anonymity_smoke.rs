@@ -65,11 +65,20 @@ fn without_cover_every_adversary_wins() {
         value(&rows, "busy.fetches", None) >= 3.0,
         "too few fetches to correlate"
     );
-    // The observer sees the busy phase in the links' rate.
+    // The observer sees the busy phase: in the links' rate, and overwhelmingly in their gaps.
     let p = value(&rows, "gpa.rate", Some("idle_vs_busy"));
     assert!(
-        p < 1e-3,
+        p < 0.01,
         "without cover the rate must give busy away: p = {p}"
+    );
+    let p = value(&rows, "gpa.gap_ks", Some("idle_vs_busy")).min(value(
+        &rows,
+        "gpa.gap_variance",
+        Some("idle_vs_busy"),
+    ));
+    assert!(
+        p < 1e-4,
+        "without cover the gaps must give busy away: p = {p}"
     );
     // The matcher links exit connections to their clients.
     let tpr = value(&rows, "correlation.tpr_at_fpr_0.10", None);

@@ -171,6 +171,11 @@ impl Runner {
         // The uplink's slots are this thread's to keep: real-time where the system permits
         // it (not on a phone), a precise sleep either way.
         let pacer = pb_pacing::Pacer::new(true);
+        if pacer.realtime() {
+            // A real-time thread must not fault (a fault can wait for a preempted thread);
+            // pb-client is small, so all of it stays resident. Refused: faults stay possible.
+            let _ = pb_pacing::lock_memory();
+        }
         loop {
             // The next slot first, at its time, if it is close: nothing else may delay it.
             let now = self.now();

@@ -79,6 +79,10 @@ use crate::exit::PortRange;
 /// Most pipeline cores one relay runs.
 pub const MAX_CORES: usize = 64;
 
+/// `mix.slot_jitter_us` by default: slot offsets up to 2 ms, against the tens of
+/// microseconds that load can still move a send (docs/perf.md, `pb-perf anonymity`).
+pub const DEFAULT_SLOT_JITTER_US: u64 = 2_000;
+
 /// The longest epoch, in seconds (a week).
 pub const MAX_EPOCH_SECONDS: u64 = 7 * 24 * 3600;
 
@@ -149,6 +153,8 @@ pub struct MixSettings {
     pub loop_timeout_ms: u64,
     /// Packets per receive batch.
     pub batch: usize,
+    /// The largest secret offset of a link's slots (`mix.slot_jitter_us`).
+    pub slot_jitter: std::time::Duration,
     /// Whether idle link slots carry cover and idle client-link slots padding (always, but
     /// in the anonymity harness's known-bad configuration, `mix.insecure_no_cover`).
     pub cover: bool,
@@ -522,6 +528,13 @@ impl RelayConfig {
                 3_600_000,
             )?,
             batch: in_range("mix.batch", mix.batch, 32, 1, pb_io::MAX_BATCH)?,
+            slot_jitter: std::time::Duration::from_micros(in_range(
+                "mix.slot_jitter_us",
+                mix.slot_jitter_us,
+                DEFAULT_SLOT_JITTER_US,
+                0,
+                1_000_000,
+            )?),
             cover: !mix.insecure_no_cover.unwrap_or(false),
         };
         let deliver_to = raw

@@ -12,7 +12,6 @@
 //! later leaves the last link set in force (with no links nothing is forwarded anyway).
 
 use std::{
-    io::Write as _,
     net::{SocketAddr, UdpSocket},
     sync::{
         Arc, Mutex,
@@ -108,10 +107,14 @@ pub struct Shared {
     pub deliver_to: Option<SocketAddr>,
     /// The gateway's and exit's services.
     pub roles: Roles,
+    /// Where cores send the lines they print (the control thread writes them out).
+    pub lines: std::sync::mpsc::Sender<Vec<u8>>,
     /// Whether idle slots carry cover (`mix.insecure_no_cover` turns it off).
     pub cover_on: bool,
     /// Whether cores send their slots at real-time priority (`io.realtime`).
     pub realtime: bool,
+    /// The links' slot offsets: the largest, and the seed of every link's key.
+    pub slot_jitter: (Duration, zeroize::Zeroizing<[u8; 32]>),
     /// The cores' clock.
     pub clock: Arc<dyn Fn() -> Time + Send + Sync>,
     /// Set to stop every core.
@@ -377,6 +380,7 @@ pub fn run_core<I: PacketIo>(
     if !shared.cover_on {
         pipeline = pipeline.without_cover();
     }
+    pipeline = pipeline.with_slot_jitter(shared.slot_jitter.0, *shared.slot_jitter.1);
     let _ = ready.send(());
     drop(ready);
     let mut windows = crate::report::Windows::new(pipeline.link_stats());
@@ -410,14 +414,14 @@ pub fn run_core<I: PacketIo>(
             sources_generation = Some(g);
         }
         turn(&mut pipeline, &pacer, now)?;
-        if snapshot_at.elapsed() >= Duration::from_secs(1) {
+        // A real-time core never waits for a lock a normal thread may hold (and be
+        // preempted holding): the snapshot is skipped if the lock is taken, and the window
+        // lines go to the control thread, which prints them.
+        if snapshot_at.elapsed() >= Duration::from_secs(1)
+            && let Ok(mut snapshots) = shared.snapshots.try_lock()
+        {
             snapshot_at = Instant::now();
-            if let Some(slot) = shared
-                .snapshots
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get_mut(core)
-            {
+            if let Some(slot) = snapshots.get_mut(core) {
                 *slot = Some(report(&pipeline));
             }
         }
@@ -426,9 +430,10 @@ pub fn run_core<I: PacketIo>(
                 .map(|i| pipeline.owns(i))
                 .collect();
             let current: Vec<LinkStats> = pipeline.link_stats();
-            let mut out = std::io::stdout().lock();
-            windows.print(&mut out, &current, &owned)?;
-            out.flush()?;
+            let mut text = Vec::new();
+            windows.print(&mut text, &current, &owned)?;
+            // The control thread has gone only when the relay stops.
+            let _ = shared.lines.send(text);
         }
     }
     Ok(report(&pipeline))

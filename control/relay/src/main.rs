@@ -194,6 +194,9 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
     let mut loop_key = zeroize::Zeroizing::new([0u8; 32]);
     cover_key.copy_from_slice(&random[..32]);
     loop_key.copy_from_slice(&random[32..]);
+    let (line_sender, lines) = std::sync::mpsc::channel();
+    let mut jitter_seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(&mut jitter_seed[..]).map_err(|e| anyhow!("OS randomness: {e}"))?;
     let replay = SharedReplayFilter::new(plan.capacity)?;
     replay::start(&replay, epoch);
 
@@ -246,8 +249,10 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
         snapshots: Mutex::new(vec![None; cores]),
         replay,
         cover,
+        lines: line_sender,
         cover_on: config.mix.cover,
         realtime: config.realtime,
+        slot_jitter: (config.mix.slot_jitter, jitter_seed),
         cpus: config.cpus.clone(),
         deliver_to: config.deliver_to,
         clock,
@@ -263,25 +268,18 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
             "mix.insecure_no_cover: no cover and no padding: every link shows its traffic (the anonymity harness's known-bad setup; never for real users)"
         );
     }
-    // Idle CPUs that halt wake up late for a slot: hold their wake-up latency at zero for
-    // as long as the relay runs (docs/operator.md, "Slot timing").
-    let _wake_latency = if config.realtime {
-        match pb_pacing::WakeLatency::hold() {
-            Ok(hold) => Some(hold),
-            Err(e) => {
-                tracing::warn!(
-                    "slot timing: cannot hold the CPUs' wake-up latency (/dev/cpu_dma_latency: {e}): slots can come late on idle CPUs"
-                );
-                None
-            }
-        }
-    } else {
-        None
-    };
     tracing::info!(
         "slot timing in the kernel: {}",
         pb_pacing::kernel_timing().describe()
     );
+    // Real-time cores must not fault: a fault can wait for a lock a preempted thread holds.
+    if config.realtime
+        && let Err(e) = pb_pacing::lock_memory()
+    {
+        tracing::warn!(
+            "slot timing: cannot lock the relay's memory ({e}): a page fault can delay a slot under load"
+        );
+    }
     let limits = pb_relay::core::source_limits(&config);
     let banner = format!(
         "node {} ({described}), {} links at {} pkt/s, format {:?}, {cores} core{}, replay filter {} ({} packets per epoch)",
@@ -299,6 +297,7 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
         mode,
         banner,
         node,
+        lines,
     };
     let result = match &config.backend {
         Backend::Udp { bind } => {

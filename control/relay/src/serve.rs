@@ -57,6 +57,18 @@ pub struct Control<'a> {
     pub banner: String,
     /// This relay's node id.
     pub node: pb_sphinx::NodeId,
+    /// The lines the cores print ([`Shared::lines`]).
+    pub lines: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+/// Writes out what the cores asked to print.
+fn print_lines(lines: &std::sync::mpsc::Receiver<Vec<u8>>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    while let Ok(text) = lines.try_recv() {
+        let _ = out.write_all(&text);
+    }
+    let _ = out.flush();
 }
 
 /// The dataplane's and the roles' metrics for `/metrics`.
@@ -163,6 +175,7 @@ pub fn serve<I: PacketIo + Send>(
         while !shared.stop.load(Ordering::Relaxed)
             && control.limit.is_none_or(|l| shared.start.elapsed() < l)
         {
+            print_lines(&control.lines);
             if watched.elapsed() >= Duration::from_secs(1) {
                 watched = Instant::now();
                 watch_loops(shared);
@@ -230,6 +243,7 @@ pub fn serve<I: PacketIo + Send>(
             })
             .collect()
     });
+    print_lines(&control.lines);
     let reports: Vec<CoreReport> = reports.into_iter().collect::<anyhow::Result<_>>()?;
     let loops = |link| shared.cover.loop_stats(link);
     report::summary(&mut std::io::stdout().lock(), &reports, &loops)?;

@@ -69,8 +69,27 @@ pub struct Link<T> {
     /// Index of the next slot to fill.
     next_slot: u64,
     max_burst: u64,
+    /// Each slot's offset from its nominal time: a keyed hash of its number below `max`
+    /// (0: none). See [`Link::with_jitter`].
+    jitter: Option<Jitter>,
     /// Counters.
     pub stats: LinkStats,
+}
+
+/// A link's secret slot offsets.
+struct Jitter {
+    key: zeroize::Zeroizing<[u8; 32]>,
+    max: u64,
+}
+
+impl Jitter {
+    /// Slot `k`'s offset, in `0..max` nanoseconds.
+    fn of(&self, k: u64) -> u64 {
+        let hash = blake3::keyed_hash(&self.key, &k.to_le_bytes());
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&hash.as_bytes()[..8]);
+        u64::from_le_bytes(word) % self.max
+    }
 }
 
 impl<T> core::fmt::Debug for Link<T> {
@@ -105,8 +124,25 @@ impl<T> Link<T> {
             origin,
             next_slot: 0,
             max_burst: u64::from(max_burst.max(1)),
+            jitter: None,
             stats: LinkStats::default(),
         })
+    }
+
+    /// Offsets each slot from its nominal time by a secret amount below `max` nanoseconds
+    /// (at most half the slot interval, so slots keep their order and the rate per second
+    /// holds): a keyed hash of the slot's number under `key`, drawn afresh for every link.
+    /// The gaps an observer measures then spread over `max` whatever the machine does, and
+    /// the tens of microseconds that load can still move a send are lost in that spread;
+    /// without the key nobody can take the offsets out. Zero turns it off.
+    #[must_use]
+    pub fn with_jitter(mut self, max: u64, key: [u8; 32]) -> Self {
+        let max = max.min(Time::SECOND / self.rate / 2);
+        self.jitter = (max > 0).then(|| Jitter {
+            key: zeroize::Zeroizing::new(key),
+            max,
+        });
+        self
     }
 
     /// Packets per second.
@@ -122,7 +158,10 @@ impl<T> Link<T> {
     /// The time of slot `k`.
     fn slot_time(&self, k: u64) -> Time {
         let offset = u128::from(k) * u128::from(Time::SECOND) / u128::from(self.rate);
-        self.origin.plus(u64::try_from(offset).unwrap_or(u64::MAX))
+        let jitter = self.jitter.as_ref().map_or(0, |j| j.of(k));
+        self.origin
+            .plus(u64::try_from(offset).unwrap_or(u64::MAX))
+            .plus(jitter)
     }
 
     /// The time of the next slot (for a caller that sleeps until then).
@@ -171,8 +210,13 @@ impl<T> Link<T> {
         // Slots due: the number of k with slot_time(k) <= now, i.e. floor((now - origin) *
         // rate / 10^9) + 1.
         let elapsed = u128::from(now.0 - self.origin.0);
-        let due = u64::try_from(elapsed * u128::from(self.rate) / u128::from(Time::SECOND) + 1)
+        let mut due = u64::try_from(elapsed * u128::from(self.rate) / u128::from(Time::SECOND) + 1)
             .unwrap_or(u64::MAX);
+        // Of the slots whose nominal time has come, only the last can still be ahead: its
+        // offset is below half an interval.
+        if due > self.next_slot && self.slot_time(due - 1) > now {
+            due -= 1;
+        }
         if due <= self.next_slot {
             return;
         }
@@ -222,6 +266,62 @@ mod tests {
                 1_333_333_333,
                 1_666_666_666
             ]
+        );
+    }
+
+    #[test]
+    fn jittered_slots_keep_the_rate_and_their_order_and_spread_by_the_key() {
+        const RATE: u32 = 100;
+        let interval = Time::SECOND / u64::from(RATE);
+        let times = |key: [u8; 32], max: u64| {
+            let mut link = Link::new(RATE, 10, 1000, Time(0))
+                .expect("link")
+                .with_jitter(max, key);
+            let mut times = Vec::new();
+            // Polled every 100 µs, as a core would, for 10 s.
+            let mut now = Time(0);
+            while now.0 < 10 * Time::SECOND {
+                link.poll_transmit(now, &mut || Some(()), |_, _, at| times.push(at.0));
+                now = now.plus(100_000);
+            }
+            times
+        };
+        let a = times([1; 32], 2 * Time::MS);
+        assert_eq!(a.len(), 10 * RATE as usize, "the rate holds");
+        for (k, t) in a.iter().enumerate() {
+            let nominal = k as u64 * interval;
+            assert!(
+                (nominal..nominal + 2 * Time::MS).contains(t),
+                "slot {k} at {t}"
+            );
+        }
+        assert!(a.windows(2).all(|w| w[0] < w[1]), "in order");
+        let offsets: Vec<u64> = a
+            .iter()
+            .enumerate()
+            .map(|(k, t)| t - k as u64 * interval)
+            .collect();
+        let spread = offsets.iter().max().unwrap() - offsets.iter().min().unwrap();
+        assert!(spread > Time::MS, "offsets spread over the range: {spread}");
+        assert_ne!(
+            a,
+            times([2; 32], 2 * Time::MS),
+            "another key, other offsets"
+        );
+        // Half an interval at most, and zero is the plain schedule.
+        let capped = times([1; 32], interval * 10);
+        assert!(
+            capped
+                .iter()
+                .enumerate()
+                .all(|(k, t)| t - k as u64 * interval < interval / 2)
+        );
+        let plain = times([1; 32], 0);
+        assert!(
+            plain
+                .iter()
+                .enumerate()
+                .all(|(k, t)| *t == k as u64 * interval)
         );
     }
 

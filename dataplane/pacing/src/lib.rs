@@ -141,31 +141,15 @@ pub fn precise_sleep_until(deadline: Instant) {
     }
 }
 
-/// A hold on the CPUs' wake-up latency (PM QoS, `/dev/cpu_dma_latency`): while it lives,
-/// idle CPUs stay in states they leave at once (polling rather than halting), so that a
-/// pacer's timer fires on time on an idle machine too. Without it, a deadline on an idle
-/// CPU (or vCPU, which the hypervisor must first schedule again) comes later than on a
-/// busy one: timing that follows load the other way round. Costs power; dropped when the
-/// hold goes.
-#[derive(Debug)]
-pub struct WakeLatency {
-    _file: std::fs::File,
-}
-
-impl WakeLatency {
-    /// Holds the wake-up latency at zero. Needs root (the device is the superuser's).
-    ///
-    /// # Errors
-    /// The device cannot be opened or written.
-    pub fn hold() -> std::io::Result<Self> {
-        use std::io::Write as _;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/cpu_dma_latency")?;
-        // The request is a native-endian 32-bit number of microseconds.
-        file.write_all(&0i32.to_ne_bytes())?;
-        Ok(Self { _file: file })
-    }
+/// Locks the process's memory, present and future, so that a pacing thread never takes a
+/// page fault: a fault waits for the address space's lock, which a normal thread may hold
+/// while the load keeps it off the CPU (an inversion no priority cures). Call it once
+/// everything large is allocated; it makes every page resident.
+///
+/// # Errors
+/// The system refuses (no `CAP_IPC_LOCK` and a small `RLIMIT_MEMLOCK`).
+pub fn lock_memory() -> std::io::Result<()> {
+    sys::lock_all_memory()
 }
 
 /// What the kernel offers to time sends itself (see [`kernel_timing`]).

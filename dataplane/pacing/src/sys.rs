@@ -12,6 +12,18 @@ pub(crate) fn set_fifo(priority: i32) -> io::Result<()> {
     set(libc::SCHED_FIFO, priority)
 }
 
+/// Locks every page of the process, present and future, into memory (`mlockall`).
+pub(crate) fn lock_all_memory() -> io::Result<()> {
+    // SAFETY: mlockall reads no memory of ours; it only changes how the kernel keeps this
+    // process's pages.
+    let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn set(policy: i32, priority: i32) -> io::Result<()> {
     let param = libc::sched_param {
         sched_priority: priority,

@@ -208,6 +208,9 @@ pub struct Pipeline<'r, I: PacketIo> {
     cover_on: bool,
     /// What unwrapping a packet costs lately, in nanoseconds ([`Pipeline::unwrap_cost`]).
     unwrap_ns: u64,
+    /// The links' slot offsets: the largest, in nanoseconds, and the key every link's own
+    /// is derived from ([`Pipeline::with_slot_jitter`]).
+    jitter: Option<(u64, zeroize::Zeroizing<[u8; 32]>)>,
     batch: usize,
     /// A new link's rate, queue capacity and burst.
     rate: (u32, usize, u32),
@@ -281,6 +284,7 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             loop_mailbox: config.loop_mailbox,
             cover_on: true,
             unwrap_ns: INITIAL_UNWRAP_NS,
+            jitter: None,
             batch,
             rate: (config.link_rate, config.link_queue, config.max_burst),
             core: 0,
@@ -301,6 +305,23 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
     #[must_use]
     pub fn without_cover(mut self) -> Self {
         self.cover_on = false;
+        self
+    }
+
+    /// Offsets every link's slots by secret amounts below `max` (see
+    /// [`pb_mix::Link::with_jitter`]; at most half a slot interval), each link's drawn
+    /// from `seed` and its neighbour's node id. Links made later get theirs too.
+    #[must_use]
+    pub fn with_slot_jitter(mut self, max: Duration, seed: [u8; 32]) -> Self {
+        let max = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+        let jitter = (max > 0).then(|| (max, zeroize::Zeroizing::new(seed)));
+        let links = std::mem::take(&mut self.links);
+        self.links = links
+            .into_iter()
+            .zip(&self.neighbours)
+            .map(|(link, n)| jittered(link, jitter.as_ref(), n.node))
+            .collect();
+        self.jitter = jitter;
         self
     }
 
@@ -743,16 +764,20 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
         for (i, n) in neighbours.iter().enumerate() {
             let link = match old.remove(&n.node) {
                 Some(link) => link,
-                None => Link::new(
-                    self.rate.0,
-                    self.rate.1,
-                    self.rate.2,
-                    now.plus(phase(i, neighbours.len(), self.rate.0)),
-                )
-                .map_err(|source| PipelineError::Config {
-                    what: "link",
-                    source,
-                })?,
+                None => jittered(
+                    Link::new(
+                        self.rate.0,
+                        self.rate.1,
+                        self.rate.2,
+                        now.plus(phase(i, neighbours.len(), self.rate.0)),
+                    )
+                    .map_err(|source| PipelineError::Config {
+                        what: "link",
+                        source,
+                    })?,
+                    self.jitter.as_ref(),
+                    n.node,
+                ),
             };
             links.push(link);
         }
@@ -892,6 +917,22 @@ fn built_frame<I: PacketIo>(
     } else {
         spare.push(packet);
         None
+    }
+}
+
+/// `link` with its slot offsets, if the pipeline has them: its key is the pipeline's keyed
+/// hash of the neighbour's node id.
+fn jittered<T>(
+    link: Link<T>,
+    jitter: Option<&(u64, zeroize::Zeroizing<[u8; 32]>)>,
+    node: NodeId,
+) -> Link<T> {
+    match jitter {
+        Some((max, seed)) => {
+            let key = blake3::keyed_hash(seed, &node.0);
+            link.with_jitter(*max, *key.as_bytes())
+        }
+        None => link,
     }
 }
 

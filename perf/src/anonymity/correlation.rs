@@ -170,6 +170,52 @@ pub fn auc(curve: &[(f64, f64)]) -> f64 {
         .sum()
 }
 
+/// The best lagged covariance between `flow` and the volume `client` moved over `span`
+/// windows, per unit of the flow's own spread: the maximum over lags `0..=max_lag` of
+/// `Σ_t f̂[t] · (Σ_{j<span} client[t + L + j] − span · mean(client))`, where `f̂` is the flow
+/// centred and scaled to unit length. In bytes: how much more than its usual volume the
+/// client moved right after the flow's bytes did.
+///
+/// Unlike a correlation it is not normalised by the client's spread, so a sparse series
+/// (an idle client's few packets) cannot score high by one chance coincidence: the client
+/// whose volume follows the flow's is the one that moved the bytes. 0.0 for a flat flow or
+/// empty series.
+#[must_use]
+pub fn lagged_covariance(flow: &[f64], client: &[f64], max_lag: usize, span: usize) -> f64 {
+    let n = flow.len().min(client.len());
+    if n == 0 {
+        return 0.0;
+    }
+    let (flow, client) = (&flow[..n], &client[..n]);
+    #[expect(clippy::cast_precision_loss, reason = "series lengths are small")]
+    let count = n as f64;
+    let mean_flow = flow.iter().sum::<f64>() / count;
+    let centred: Vec<f64> = flow.iter().map(|v| v - mean_flow).collect();
+    let norm = centred.iter().map(|v| v * v).sum::<f64>().sqrt();
+    if !(norm.is_finite() && norm > 0.0) {
+        return 0.0;
+    }
+    let span = span.max(1);
+    let mean_client = client.iter().sum::<f64>() / count;
+    #[expect(clippy::cast_precision_loss, reason = "spans are small")]
+    let expected = span as f64 * mean_client;
+    // excess[t]: the client's volume over windows t..t+span beyond its mean.
+    // Near the end, where fewer than `span` windows are left, nothing is counted.
+    let excess: Vec<f64> = (0..n)
+        .map(|t| match client.get(t..t + span) {
+            Some(windows) => windows.iter().sum::<f64>() - expected,
+            None => 0.0,
+        })
+        .collect();
+    (0..=max_lag.min(n - 1))
+        .map(|lag| {
+            (0..n - lag)
+                .map(|t| centred[t] / norm * excess[t + lag])
+                .sum::<f64>()
+        })
+        .fold(f64::NEG_INFINITY, f64::max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,5 +431,40 @@ mod tests {
         let curve = roc(&scored);
         assert!(tpr_at_fpr(&curve, 0.01) < 0.15);
         assert!(close(auc(&curve), 0.5, 0.1), "AUC {}", auc(&curve));
+    }
+
+    #[test]
+    fn the_covariance_matcher_finds_the_client_that_moved_the_bytes() {
+        // A flow's bytes at window 10; the true client downloads them over windows 11-13,
+        // an idle client has two chance packets at 11, a busy one moves a little always.
+        let mut flow = vec![0.0; 40];
+        flow[10] = 16_000.0;
+        let mut truth = vec![0.0; 40];
+        truth[11..14].copy_from_slice(&[6_000.0, 6_000.0, 4_000.0]);
+        let mut idle = vec![0.0; 40];
+        idle[11] = 2_900.0;
+        let busy = vec![1_500.0; 40];
+        let score = |c: &[f64]| lagged_covariance(&flow, c, 2, 2);
+        assert!(
+            score(&truth) > score(&idle),
+            "{} {}",
+            score(&truth),
+            score(&idle)
+        );
+        assert!(score(&truth) > score(&busy));
+        assert!(
+            score(&busy).abs() < 1e-6,
+            "a flat client moved nothing extra"
+        );
+        // A Pearson correlation prefers the sparse idle client: why this matcher exists.
+        assert!(
+            best_lagged_correlation(&flow, &idle, 2) > best_lagged_correlation(&flow, &truth, 2)
+        );
+        assert_eq!(
+            lagged_covariance(&[1.0; 5], &truth, 2, 2),
+            0.0,
+            "a flat flow"
+        );
+        assert_eq!(lagged_covariance(&[], &[], 2, 2), 0.0);
     }
 }

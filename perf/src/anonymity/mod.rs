@@ -71,9 +71,11 @@ const SERVER_PORT: u16 = 8000;
 /// Mean per-hop delay the clients ask for (their profiles'), which the entropy observer
 /// assumes.
 const MEAN_DELAY: f64 = 0.020;
-/// The flow matcher's window and its lag search.
-const FLOW_WINDOW: f64 = 1.0;
-const FLOW_MAX_LAG: usize = 5;
+/// The flow matchers' window, their lag search (the client's downlink follows the exit's
+/// bytes), and the covariance matcher's span (windows of the client's volume summed).
+const FLOW_WINDOW: f64 = 0.5;
+const FLOW_MAX_LAG: usize = 2;
+const FLOW_SPAN: usize = 2;
 /// The observer's rate window.
 const RATE_WINDOW: f64 = 1.0;
 
@@ -96,6 +98,10 @@ pub struct AnonymityArgs {
     pub svg: Option<PathBuf>,
     /// Seeds the busy clients' fetch times.
     pub seed: u64,
+    /// Where to write the observer's recording (CSV), if anywhere.
+    pub record: Option<PathBuf>,
+    /// Where the relays' and clients' logs go, if anywhere.
+    pub log_dir: Option<PathBuf>,
 }
 
 /// One phase's span on the capture's clock (ns since the Unix epoch) and what the machine
@@ -204,8 +210,12 @@ pub fn run(args: &AnonymityArgs) -> anyhow::Result<Vec<Measurement>> {
         .link_rate(args.link_rate)
         .loop_rate(1)
         .stats_interval(1.0)
-        .insecure_no_cover(args.insecure_no_cover)
-        .build()?;
+        .insecure_no_cover(args.insecure_no_cover);
+    let network = match &args.log_dir {
+        Some(dir) => network.log_dir(dir),
+        None => network,
+    }
+    .build()?;
     let mut net = Testnet::start(network)?;
     let body = Arc::new(pattern(args.fetch_kib * 1024));
     let mut servers = Vec::new();
@@ -347,6 +357,10 @@ pub fn run(args: &AnonymityArgs) -> anyhow::Result<Vec<Measurement>> {
     let mut frames = recording.frames;
     frames.sort_by_key(|f| f.ns);
     let view = View::of(net.network(), link, &ports);
+    if let Some(path) = &args.record {
+        write_recording(path, &frames, &view, [idle, busy, hog])
+            .with_context(|| format!("--record {}", path.display()))?;
+    }
     let scale = json!(format!(
         "{} relays, {} pkt/s per link, {} clients ({}), {} KiB fetches, {} s phases",
         RELAYS, args.link_rate, args.clients, args.profile, args.fetch_kib, args.seconds
@@ -454,6 +468,35 @@ fn fetch(proxy: SocketAddr, server: SocketAddr, bytes: usize) -> anyhow::Result<
     }
     if got < bytes {
         bail!("{got} of {bytes} bytes");
+    }
+    Ok(())
+}
+
+/// The observer's recording as CSV: a header naming the phases' spans and the clients'
+/// access links (`# client <k> <port>`), then one line per frame (`ns,src,dst,protocol,
+/// ip_len,payload`). For analyses the harness does not make; holds the testbed's addresses
+/// only.
+fn write_recording(
+    path: &std::path::Path,
+    frames: &[Frame],
+    view: &View,
+    phases: [Phase; 3],
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for (name, p) in ["idle", "busy", "cpu-hog"].iter().zip(phases) {
+        writeln!(out, "# phase {name} {} {}", p.from, p.to)?;
+    }
+    for (k, c) in view.clients.iter().enumerate() {
+        writeln!(out, "# client {k} {}", c.port())?;
+    }
+    writeln!(out, "ns,src,dst,protocol,ip_len,payload")?;
+    for f in frames {
+        writeln!(
+            out,
+            "{},{},{},{},{},{}",
+            f.ns, f.src, f.dst, f.protocol, f.len, f.payload
+        )?;
     }
     Ok(())
 }
@@ -713,6 +756,9 @@ mod gpa {
 mod flows {
     use super::*;
 
+    /// What the main rows' matcher does.
+    const MATCHER: &str = "windowed volume covariance with lag search: the client's downlink volume beyond its mean right after the exit connection's bytes";
+
     /// Rows and the ROC curve. Exit connections are the web servers' TCP data towards the
     /// exit between `from` and `to` (the busy phase and its drain); which client made each
     /// is known from its server's port (ground truth the attacker does not get).
@@ -734,7 +780,7 @@ mod flows {
                 exit.entry((f.src.port(), f.dst))
                     .or_default()
                     .push((t, u32::from(f.payload)));
-            } else if let Some(Hop::Up(k) | Hop::Down(k)) = view.hop(f) {
+            } else if let Some(Hop::Down(k)) = view.hop(f) {
                 access[k].push((t, u32::from(f.payload)));
             }
         }
@@ -746,6 +792,7 @@ mod flows {
         // says which client made it, and each client's access link is its pb-client's UDP
         // socket (read from /proc).
         let mut scored = Vec::new();
+        let mut pearson = Vec::new();
         let mut top1 = 0usize;
         let mut connections = 0usize;
         for ((port, _), events) in &exit {
@@ -759,8 +806,12 @@ mod flows {
             connections += 1;
             let scores: Vec<f64> = series
                 .iter()
-                .map(|s| correlation::best_lagged_correlation(&flow, s, FLOW_MAX_LAG))
+                .map(|s| correlation::lagged_covariance(&flow, s, FLOW_MAX_LAG, FLOW_SPAN))
                 .collect();
+            for (k, s) in series.iter().enumerate() {
+                let r = correlation::best_lagged_correlation(&flow, s, FLOW_MAX_LAG);
+                pearson.push((r, k == truth));
+            }
             let best = scores
                 .iter()
                 .enumerate()
@@ -779,6 +830,7 @@ mod flows {
             }
         }
         let curve = correlation::roc(&scored);
+        let pearson_curve = correlation::roc(&pearson);
         let params = |extra: (&'static str, serde_json::Value)| {
             vec![
                 ("exit_connections", json!(connections)),
@@ -797,10 +849,7 @@ mod flows {
             rows.push(row(
                 name,
                 implementation,
-                &params((
-                    "matcher",
-                    json!("windowed volume cross-correlation, lag search"),
-                )),
+                &params(("matcher", json!(MATCHER))),
                 (correlation::tpr_at_fpr(&curve, fpr) * 1e4).round() / 1e4,
                 "rate",
             ));
@@ -808,11 +857,18 @@ mod flows {
         rows.push(row(
             "correlation.auc",
             implementation,
+            &params(("matcher", json!(MATCHER))),
+            (correlation::auc(&curve) * 1e4).round() / 1e4,
+            "auc",
+        ));
+        rows.push(row(
+            "correlation.pearson_auc",
+            implementation,
             &params((
                 "matcher",
-                json!("windowed volume cross-correlation, lag search"),
+                json!("Pearson correlation with lag search (MixMatch's; weaker on sparse series)"),
             )),
-            (correlation::auc(&curve) * 1e4).round() / 1e4,
+            (correlation::auc(&pearson_curve) * 1e4).round() / 1e4,
             "auc",
         ));
         rows.push(row(

@@ -4,7 +4,7 @@ use std::{collections::VecDeque, time::Duration};
 
 use crate::{
     LinkError, Record,
-    clock::SlotClock,
+    clock::{SLOT_JITTER, SlotClock},
     framing::{Message, Packer, Unpacker},
     handshake::{Answer, Initiator, NONCE, Rates},
     record::{PLAIN_LEN, Session},
@@ -159,6 +159,10 @@ impl ClientLink {
     /// Takes a record from the gateway.
     pub fn handle_record(&mut self, now: Duration, record: &Record) {
         let nonce = self.nonce();
+        let mut jitter_key = zeroize::Zeroizing::new([0u8; 32]);
+        if matches!(self.state, State::Handshaking { .. }) {
+            self.random.fill(&mut jitter_key[..]);
+        }
         let state = core::mem::replace(&mut self.state, State::Failed(LinkError::Handshake));
         self.state = match state {
             State::Handshaking {
@@ -170,7 +174,8 @@ impl ClientLink {
                     self.stats.opened += 1;
                     State::Open {
                         session,
-                        up: SlotClock::new(u32::from(granted.up), now),
+                        up: SlotClock::new(u32::from(granted.up), now)
+                            .with_jitter(SLOT_JITTER, *jitter_key),
                         granted,
                     }
                 }

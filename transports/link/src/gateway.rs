@@ -5,7 +5,7 @@ use std::{collections::VecDeque, net::SocketAddr, time::Duration};
 
 use crate::{
     Record,
-    clock::SlotClock,
+    clock::{SLOT_JITTER, SlotClock},
     framing::{Message, Packer, Unpacker},
     handshake::{GatewayKey, Greeting, Handshaker, NONCE, Rates},
     record::{PLAIN_LEN, Session},
@@ -103,10 +103,13 @@ impl Responder {
                     up: asked.up.clamp(1, MAX_RATE),
                 };
                 self.random.fill(&mut nonce);
+                let mut jitter_key = zeroize::Zeroizing::new([0u8; 32]);
+                self.random.fill(&mut jitter_key[..]);
                 match accepted.accept(granted, nonce) {
                     Ok((response, session)) => {
                         self.stats.handshakes += 1;
-                        Responded::Open(response, Box::new(GatewayLink::new(session, granted, now)))
+                        let link = GatewayLink::new(session, granted, now, &jitter_key);
+                        Responded::Open(response, Box::new(link))
                     }
                     Err(_) => {
                         self.stats.strangers += 1;
@@ -142,7 +145,7 @@ impl core::fmt::Debug for GatewayLink {
 }
 
 impl GatewayLink {
-    fn new(session: Session, granted: Rates, now: Duration) -> Self {
+    fn new(session: Session, granted: Rates, now: Duration, jitter_key: &[u8; 32]) -> Self {
         Self {
             session,
             // The first slot one period after the response: the response is this slot's
@@ -150,7 +153,8 @@ impl GatewayLink {
             down: SlotClock::new(
                 u32::from(granted.down),
                 now + Duration::from_nanos(1_000_000_000 / u64::from(granted.down.max(1))),
-            ),
+            )
+            .with_jitter(SLOT_JITTER, *jitter_key),
             granted,
             packer: Packer::new(MAX_QUEUED),
             unpacker: Unpacker::default(),

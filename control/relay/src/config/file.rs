@@ -177,6 +177,10 @@ pub struct MixSection {
     /// Packets per receive batch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch: Option<usize>,
+    /// The largest secret offset of a link's slots from their nominal times, in
+    /// microseconds (at most half a slot interval; 0: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot_jitter_us: Option<u64>,
     /// INSECURE, for the anonymity harness's known-bad configuration only: no cover on the
     /// links and no padding on the client links, so that every rate follows the traffic.
     #[serde(skip_serializing_if = "Option::is_none")]
