@@ -180,7 +180,7 @@ impl Runner {
             // The next slot first, at its time, if it is close: nothing else may delay it.
             let now = self.now();
             if let Some(at) = self.link.next_deadline(now)
-                && at <= now + GUARD
+                && at <= now + GUARD + pacer.spin()
             {
                 let emitting = pacer.emit_at(Instant::now() + at.saturating_sub(now));
                 let now = self.now();
@@ -240,7 +240,7 @@ impl Runner {
             let mut wait = self
                 .link
                 .next_deadline(now)
-                .map_or(TURN, |at| at.saturating_sub(now + GUARD))
+                .map_or(TURN, |at| at.saturating_sub(now + GUARD + pacer.spin()))
                 .min(TURN);
             if let Some(at) = self.carrier.next_deadline() {
                 wait = wait.min(at.saturating_duration_since(Instant::now()));

@@ -311,7 +311,9 @@ impl ClientLink {
             let mut wait = self
                 .due
                 .peek()
-                .map_or(TURN, |Reverse((at, _, _))| at.saturating_sub(now + GUARD))
+                .map_or(TURN, |Reverse((at, _, _))| {
+                    at.saturating_sub(now + GUARD + pacer.spin())
+                })
                 .min(TURN);
             for l in &self.listeners {
                 if let Some(at) = l.next_deadline() {
@@ -328,7 +330,7 @@ impl ClientLink {
     fn slots_soon(&mut self, pacer: &pb_pacing::Pacer) {
         let now = self.now();
         let at = match self.due.peek() {
-            Some(&Reverse((at, _, _))) if at <= now + GUARD => at,
+            Some(&Reverse((at, _, _))) if at <= now + GUARD + pacer.spin() => at,
             _ => return,
         };
         let _emitting = pacer.emit_at(Instant::now() + at.saturating_sub(now));

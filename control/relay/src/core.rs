@@ -40,8 +40,9 @@ use crate::{
 
 /// The longest a core sleeps without looking at its stop flag, keys and links.
 const MAX_SLEEP: Duration = Duration::from_millis(20);
-/// Kept free before a slot for waking up and spinning: no unwrap work may reach into it.
-const MARGIN: Duration = Duration::from_micros(150);
+/// Kept free before a slot for waking up and spinning, beyond the pacer's spin: no unwrap
+/// work may reach into it.
+const MARGIN: Duration = Duration::from_micros(50);
 /// The longest stretch of unwrap work a core does at once. A real-time core holds its CPU
 /// while it works; other real-time pacers on that CPU (another core's, the gateway's client
 /// link) wait at most this long.
@@ -272,7 +273,7 @@ pub fn sleep_until(deadline: Option<Time>, now: Time) -> Duration {
 /// What a core does before its next slot at `left` from now, unwrapping a packet costing
 /// `cost`: wait for the slot and send it (nothing fits before it), or receive and unwrap
 /// up to `budget` packets, waiting at most `wait` for them, so that a batch arriving at the
-/// end of the wait is done [`MARGIN`] before the slot.
+/// end of the wait is done `margin` before the slot.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Plan {
     /// Wait for the slot, then send.
@@ -287,8 +288,8 @@ pub enum Plan {
 }
 
 /// The core's plan with `left` until its next slot; see [`Plan`].
-pub fn plan(left: Duration, cost: Duration, batch: usize) -> Plan {
-    let room = left.saturating_sub(MARGIN);
+pub fn plan(left: Duration, cost: Duration, batch: usize, margin: Duration) -> Plan {
+    let room = left.saturating_sub(margin);
     let cost = cost.max(Duration::from_nanos(1));
     let fits = usize::try_from(room.as_nanos() / cost.as_nanos()).unwrap_or(usize::MAX);
     if fits == 0 {
@@ -317,7 +318,9 @@ fn turn<I: PacketIo>(
         return Ok(());
     };
     let left = Duration::from_nanos(slot.0.saturating_sub(t.0));
-    match plan(left, pipeline.unwrap_cost(), usize::MAX) {
+    // The pacer sleeps to its spin before the slot; the margin keeps work out of that too.
+    let margin = pacer.spin() + MARGIN;
+    match plan(left, pipeline.unwrap_cost(), usize::MAX, margin) {
         Plan::Send => {
             pipeline.prepare(t);
             let _emitting = pacer.emit_at(Instant::now() + left);
@@ -331,7 +334,7 @@ fn turn<I: PacketIo>(
             let work = pipeline
                 .unwrap_cost()
                 .saturating_mul(u32::try_from(budget).unwrap_or(u32::MAX));
-            if left <= MARGIN + work {
+            if left <= margin + work {
                 pipeline.prepare(now());
                 let _emitting = pacer.emit_at(Instant::now() + left);
                 pipeline.send_slots(now())?;
@@ -524,39 +527,40 @@ mod tests {
 
     #[test]
     fn work_before_a_slot_ends_a_margin_before_it() {
+        const M: Duration = Duration::from_micros(150);
         let us = Duration::from_micros;
         // Far from the slot: a chunk of at most MAX_CHUNK, and a wait that leaves room.
         assert_eq!(
-            plan(us(10_000), us(50), 32),
+            plan(us(10_000), us(50), 32, M),
             Plan::Work {
                 budget: 6,
-                wait: us(10_000) - MARGIN - us(50 * 6)
+                wait: us(10_000) - M - us(50 * 6)
             }
         );
         assert!(matches!(
-            plan(us(10_000), us(5), 32),
+            plan(us(10_000), us(5), 32, M),
             Plan::Work { budget: 32, .. }
         ));
         // Close: only what fits, and no wait.
         assert_eq!(
-            plan(MARGIN + us(120), us(50), 32),
+            plan(M + us(120), us(50), 32, M),
             Plan::Work {
                 budget: 2,
                 wait: us(20)
             }
         );
         // Nothing fits: the slot.
-        assert_eq!(plan(MARGIN + us(49), us(50), 32), Plan::Send);
-        assert_eq!(plan(Duration::ZERO, us(50), 32), Plan::Send);
+        assert_eq!(plan(M + us(49), us(50), 32, M), Plan::Send);
+        assert_eq!(plan(Duration::ZERO, us(50), 32, M), Plan::Send);
         // A zero cost (a clock too coarse) still bounds the batch.
         assert!(matches!(
-            plan(us(1_000), Duration::ZERO, 8),
+            plan(us(1_000), Duration::ZERO, 8, M),
             Plan::Work { budget: 8, .. }
         ));
         for left in (0..5_000).step_by(37) {
-            if let Plan::Work { budget, wait } = plan(us(left), us(40), 64) {
+            if let Plan::Work { budget, wait } = plan(us(left), us(40), 64, M) {
                 assert!(budget >= 1);
-                assert!(wait + us(40) * budget as u32 + MARGIN <= us(left));
+                assert!(wait + us(40) * budget as u32 + M <= us(left));
             }
         }
     }

@@ -26,9 +26,13 @@ mod sys;
 
 use std::time::{Duration, Instant};
 
-/// What is left of a wait after the sleep: spun, so that the send starts at the deadline
-/// however late the wake-up (a real-time wake-up is late by tens of microseconds at most).
+/// What is left of a wait after the sleep, at least: spun, so that the send starts at the
+/// deadline however late the wake-up. A [`Pacer`] spins longer where its wake-ups come
+/// later (an idle CPU, or a virtual CPU the hypervisor must first run again, wakes later
+/// than a busy one: timing that would follow load the other way round), up to [`MAX_SPIN`].
 pub const SPIN: Duration = Duration::from_micros(100);
+/// The longest a [`Pacer`] spins before a deadline.
+pub const MAX_SPIN: Duration = Duration::from_millis(1);
 
 /// The real-time priorities of PhantomBand's threads (`SCHED_FIFO`, 1-99): low, so that
 /// the kernel's own threads come first.
@@ -50,6 +54,8 @@ pub struct Pacer {
     realtime: bool,
     /// Why not, if it was asked for and refused.
     refused: Option<String>,
+    /// How late its wake-ups have come lately (ns; a decaying maximum): the spin covers it.
+    late: core::cell::Cell<u64>,
     _not_send: core::marker::PhantomData<*const ()>,
 }
 
@@ -69,6 +75,7 @@ impl Pacer {
         Self {
             realtime: refused.is_none(),
             refused,
+            late: core::cell::Cell::new(0),
             _not_send: core::marker::PhantomData,
         }
     }
@@ -107,8 +114,18 @@ impl Pacer {
             // still real-time, only not above other pacers' work.
             let _ = sys::set_fifo(Priority::Emit as i32);
         }
-        precise_sleep_until(deadline);
+        let late = self.late.get();
+        let spin = (SPIN + Duration::from_nanos(late)).min(MAX_SPIN);
+        let woke = sleep_then_spin(deadline, spin);
+        // A decaying maximum: one late wake-up raises the spin at once, and it comes down
+        // by 1/64 an emission when wake-ups are punctual again.
+        self.late.set(woke.max(late - late / 64));
         Emitting { pacer: self }
+    }
+
+    /// How long it spins before a deadline now.
+    pub fn spin(&self) -> Duration {
+        (SPIN + Duration::from_nanos(self.late.get())).min(MAX_SPIN)
     }
 }
 
@@ -128,17 +145,28 @@ impl Drop for Emitting<'_> {
 
 /// Sleeps until [`SPIN`] before `deadline`, then spins until it (at the caller's priority).
 pub fn precise_sleep_until(deadline: Instant) {
+    sleep_then_spin(deadline, SPIN);
+}
+
+/// Sleeps until `spin` before `deadline`, then spins until it; how late the wake-up came
+/// after the sleep's end (ns; 0 without a sleep).
+fn sleep_then_spin(deadline: Instant, spin: Duration) -> u64 {
     let now = Instant::now();
     if deadline <= now {
-        return;
+        return 0;
     }
-    let sleep = (deadline - now).saturating_sub(SPIN);
+    let sleep = (deadline - now).saturating_sub(spin);
+    let mut late = 0;
     if !sleep.is_zero() {
+        let until = now + sleep;
         std::thread::sleep(sleep);
+        late = u64::try_from(Instant::now().saturating_duration_since(until).as_nanos())
+            .unwrap_or(u64::MAX);
     }
     while Instant::now() < deadline {
         std::hint::spin_loop();
     }
+    late
 }
 
 /// Locks the process's memory, present and future, so that a pacing thread never takes a
@@ -232,6 +260,7 @@ mod tests {
             let deadline = Instant::now() + Duration::from_micros(200);
             let emitting = pacer.emit_at(deadline);
             assert!(Instant::now() >= deadline);
+            assert!((SPIN..=MAX_SPIN).contains(&pacer.spin()));
             if pacer.realtime() {
                 assert!(pacer.refused().is_none());
                 assert_eq!(sys::priority(), (libc::SCHED_FIFO, Priority::Emit as i32));
