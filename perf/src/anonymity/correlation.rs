@@ -220,27 +220,16 @@ pub fn lagged_covariance(flow: &[f64], client: &[f64], max_lag: usize, span: usi
 mod tests {
     use super::*;
 
-    /// A splitmix64 generator: deterministic test data without the `rand` crate.
-    struct SplitMix(u64);
+    use super::super::Random as SplitMix;
 
-    impl SplitMix {
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
+    /// The tests' draws, on the harness's generator.
+    trait Draws {
+        fn jitter(&mut self) -> f64;
+        fn on_off(&mut self, windows: usize) -> Vec<f64>;
+        fn flat(&mut self, windows: usize, spread: f64) -> Vec<f64>;
+    }
 
-        /// Uniform in [0, 1).
-        #[expect(
-            clippy::cast_precision_loss,
-            reason = "53-bit mantissa by construction"
-        )]
-        fn uniform(&mut self) -> f64 {
-            (self.next_u64() >> 11) as f64 / (1_u64 << 53) as f64
-        }
-
+    impl Draws for SplitMix {
         /// Uniform in [-1, 1).
         fn jitter(&mut self) -> f64 {
             2.0 * self.uniform() - 1.0

@@ -282,22 +282,18 @@ fn count_as_f64(n: usize) -> f64 {
 mod tests {
     use super::*;
 
-    /// A splitmix64 generator: deterministic test data without the `rand` crate.
-    struct SplitMix(u64);
+    use super::super::Random as SplitMix;
 
-    impl SplitMix {
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
+    /// The tests' draws, on the harness's generator.
+    trait Draws {
+        fn below(&mut self, n: usize) -> usize;
+    }
 
+    impl Draws for SplitMix {
         /// Uniform in `0..n`.
         #[expect(clippy::cast_possible_truncation, reason = "the result is below n")]
         fn below(&mut self, n: usize) -> usize {
-            (self.next_u64() % n as u64) as usize
+            (self.next() % n as u64) as usize
         }
     }
 

@@ -114,7 +114,8 @@ struct Phase {
     missed: u64,
 }
 
-/// A tiny deterministic generator (splitmix64) for the fetch schedule.
+/// A tiny deterministic generator (splitmix64): the fetch schedule, and the modules' tests'
+/// data.
 struct Random(u64);
 
 impl Random {
@@ -124,6 +125,12 @@ impl Random {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    #[cfg(test)]
+    fn uniform(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Uniform in (0, 1].

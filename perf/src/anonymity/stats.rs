@@ -430,27 +430,17 @@ pub fn holm(p: &[f64]) -> Vec<f64> {
 mod tests {
     use super::*;
 
-    /// A splitmix64 generator: deterministic test data without the `rand` crate.
-    struct SplitMix(u64);
+    use super::super::Random as SplitMix;
 
-    impl SplitMix {
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
+    /// The tests' draws, on the harness's generator.
+    trait Draws {
+        fn normal(&mut self) -> f64;
+        fn normals(&mut self, n: usize, centre: f64, spread: f64) -> Vec<f64>;
+        fn ar1(&mut self, n: usize, phi: f64) -> Vec<f64>;
+        fn counts(&mut self, n: usize, trials: u32, chance: f64) -> Vec<f64>;
+    }
 
-        /// Uniform in [0, 1).
-        #[expect(
-            clippy::cast_precision_loss,
-            reason = "53-bit mantissa by construction"
-        )]
-        fn uniform(&mut self) -> f64 {
-            (self.next_u64() >> 11) as f64 / (1_u64 << 53) as f64
-        }
-
+    impl Draws for SplitMix {
         /// Standard normal (Box–Muller).
         fn normal(&mut self) -> f64 {
             let u = 1.0 - self.uniform();
