@@ -25,9 +25,10 @@ pub(crate) fn lock_all_memory() -> io::Result<()> {
 }
 
 fn set(policy: i32, priority: i32) -> io::Result<()> {
-    let param = libc::sched_param {
-        sched_priority: priority,
-    };
+    // SAFETY: an all-zero sched_param is a valid value of that plain C struct (musl's has
+    // more fields than glibc's, all zero when unused).
+    let mut param: libc::sched_param = unsafe { std::mem::zeroed() };
+    param.sched_priority = priority;
     // SAFETY: `param` is a live sched_param the kernel only reads; pid 0 is the calling
     // thread, whose scheduling no Rust invariant depends on.
     let rc = unsafe { libc::sched_setscheduler(0, policy, &raw const param) };
@@ -41,10 +42,11 @@ fn set(policy: i32, priority: i32) -> io::Result<()> {
 /// The calling thread's policy and priority.
 #[cfg(test)]
 pub(crate) fn priority() -> (i32, i32) {
-    let mut param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: sched_getscheduler and sched_getparam read no memory of ours but `param`, a
-    // live sched_param the kernel writes; pid 0 is the calling thread.
+    // SAFETY: an all-zero sched_param is a valid value; sched_getscheduler and
+    // sched_getparam read no memory of ours but `param`, a live sched_param the kernel
+    // writes; pid 0 is the calling thread.
     unsafe {
+        let mut param: libc::sched_param = std::mem::zeroed();
         let policy = libc::sched_getscheduler(0);
         libc::sched_getparam(0, &raw mut param);
         (policy, param.sched_priority)
