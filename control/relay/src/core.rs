@@ -114,6 +114,8 @@ pub struct Shared {
     pub cover_on: bool,
     /// Whether cores send their slots at real-time priority (`io.realtime`).
     pub realtime: bool,
+    /// How core 0 times its slots, for the line after the banner.
+    pub timing: Mutex<Option<String>>,
     /// The links' slot offsets: the largest, and the seed of every link's key.
     pub slot_jitter: (Duration, zeroize::Zeroizing<[u8; 32]>),
     /// The cores' clock.
@@ -384,18 +386,24 @@ pub fn run_core<I: PacketIo>(
         pipeline = pipeline.without_cover();
     }
     pipeline = pipeline.with_slot_jitter(shared.slot_jitter.0, *shared.slot_jitter.1);
+    // Real-time from here on (before the relay is announced, so the line after the banner
+    // can say how slots are timed; a refusal is a warning of each core's own).
+    let pacer = pb_pacing::Pacer::new(shared.realtime);
+    if !pacer.realtime() {
+        tracing::warn!("core {core}: slot timing: {}", pacer.describe());
+    }
+    if core == 0 {
+        *shared
+            .timing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pacer.describe());
+    }
     let _ = ready.send(());
     drop(ready);
     let mut windows = crate::report::Windows::new(pipeline.link_stats());
     let mut links_generation = 0;
     let mut sources_generation = None;
     let mut snapshot_at = Instant::now();
-    let pacer = pb_pacing::Pacer::new(shared.realtime);
-    if pacer.realtime() {
-        tracing::info!("core {core}: slot timing: {}", pacer.describe());
-    } else {
-        tracing::warn!("core {core}: slot timing: {}", pacer.describe());
-    }
     while !shared.stop.load(Ordering::Relaxed) {
         // New keys or links: an atomic load per turn; the lock only when they changed.
         if shared.keys.keys.generation() != generation {

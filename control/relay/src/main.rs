@@ -252,6 +252,7 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
         lines: line_sender,
         cover_on: config.mix.cover,
         realtime: config.realtime,
+        timing: Mutex::new(None),
         slot_jitter: (config.mix.slot_jitter, jitter_seed),
         cpus: config.cpus.clone(),
         deliver_to: config.deliver_to,
@@ -268,10 +269,6 @@ fn run(path: &Path, seconds: Option<f64>, stats_interval: f64) -> anyhow::Result
             "mix.insecure_no_cover: no cover and no padding: every link shows its traffic (the anonymity harness's known-bad setup; never for real users)"
         );
     }
-    tracing::info!(
-        "slot timing in the kernel: {}",
-        pb_pacing::kernel_timing().describe()
-    );
     // Real-time cores must not fault: a fault can wait for a lock a preempted thread holds.
     if config.realtime
         && let Err(e) = pb_pacing::lock_memory()

@@ -168,6 +168,17 @@ pub fn serve<I: PacketIo + Send>(
         // drops its sender without sending).
         if (0..cores).all(|_| started.recv().is_ok()) {
             info!("{}", control.banner);
+            let timing = shared
+                .timing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(timing) = timing {
+                info!(
+                    "slot timing: {timing}; in the kernel: {}",
+                    pb_pacing::kernel_timing().describe()
+                );
+            }
         }
         let mut mode = control.mode;
         let mut watched = Instant::now();
