@@ -167,18 +167,19 @@ pub fn serve<I: PacketIo + Send>(
         // Announce the relay only once every core is set up (a core that fails to set up
         // drops its sender without sending).
         if (0..cores).all(|_| started.recv().is_ok()) {
-            info!("{}", control.banner);
+            // One line: the banner, then how slots are timed (tests and operators read the
+            // banner as the relay's first line, and what follows as events).
             let timing = shared
                 .timing
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
-            if let Some(timing) = timing {
-                info!(
-                    "slot timing: {timing}; in the kernel: {}",
-                    pb_pacing::kernel_timing().describe()
-                );
-            }
+                .take()
+                .unwrap_or_default();
+            info!(
+                "{}; slot timing: {timing}; in the kernel: {}",
+                control.banner,
+                pb_pacing::kernel_timing().describe()
+            );
         }
         let mut mode = control.mode;
         let mut watched = Instant::now();
