@@ -155,7 +155,8 @@ pub(crate) fn read_frame(
     msg.msg_iov = &raw mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = size_of_val(&control);
+    // socklen_t on musl, size_t on glibc.
+    msg.msg_controllen = size_of_val(&control) as _;
     // SAFETY: every pointer in `msg` points at a live local (`from`, `iov`, `control`)
     // or at `buf`, of the lengths given, all outliving the call; the kernel writes within
     // them only.
