@@ -68,6 +68,9 @@ pub struct Link<T> {
     origin: Time,
     /// Index of the next slot to fill.
     next_slot: u64,
+    /// Its time, kept so that the cores' every-turn look at the next deadline costs no
+    /// hash of the slot's offset.
+    next_time: Time,
     max_burst: u64,
     /// Each slot's offset from its nominal time: a keyed hash of its number below `max`
     /// (0: none). See [`Link::with_jitter`].
@@ -123,6 +126,7 @@ impl<T> Link<T> {
             rate: u64::from(rate),
             origin,
             next_slot: 0,
+            next_time: origin,
             max_burst: u64::from(max_burst.max(1)),
             jitter: None,
             stats: LinkStats::default(),
@@ -142,6 +146,7 @@ impl<T> Link<T> {
             key: zeroize::Zeroizing::new(key),
             max,
         });
+        self.next_time = self.slot_time(self.next_slot);
         self
     }
 
@@ -166,7 +171,7 @@ impl<T> Link<T> {
 
     /// The time of the next slot (for a caller that sleeps until then).
     pub fn next_slot_time(&self) -> Time {
-        self.slot_time(self.next_slot)
+        self.next_time
     }
 
     /// Takes every queued packet out (the link is going away).
@@ -240,6 +245,7 @@ impl<T> Link<T> {
                 self.stats.missed += 1;
             }
         }
+        self.next_time = self.slot_time(self.next_slot);
     }
 }
 
