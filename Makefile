@@ -17,6 +17,12 @@ AARCH64_ENV := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
 	CC_aarch64_unknown_linux_musl=clang \
 	CFLAGS_aarch64_unknown_linux_musl=--target=aarch64-linux-musl
 
+# A CI run builds once, from clean: incremental caches would only take disk (several GiB on
+# top of the ~8 GiB the test build needs).
+ifeq ($(CI),true)
+export CARGO_INCREMENTAL := 0
+endif
+
 .PHONY: setup demo test test-steps lint build-aarch64 test-host test-aarch64 fuzz
 
 setup:

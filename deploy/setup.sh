@@ -92,4 +92,10 @@ fi
 mountpoint -q /sys/fs/bpf 2>/dev/null || mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
 ip netns list >/dev/null || die "network namespaces unavailable (ip netns list failed)"
 
+# The test build takes about 8 GiB under target/; the linker dies of SIGBUS on a full disk.
+free_gib=$(df --output=avail -BG . 2>/dev/null | tail -1 | tr -dc 0-9)
+if [ -n "$free_gib" ] && [ "$free_gib" -lt 12 ]; then
+  say "warning: only ${free_gib} GiB free here; a full build and test run needs about 12 GiB"
+fi
+
 say "ready: Rust $host_tc, eBPF $ebpf_tc, $(bpf-linker --version)"

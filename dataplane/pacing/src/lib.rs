@@ -33,6 +33,17 @@ use std::time::{Duration, Instant};
 pub const SPIN: Duration = Duration::from_micros(100);
 /// The longest a [`Pacer`] spins before a deadline.
 pub const MAX_SPIN: Duration = Duration::from_millis(1);
+/// A [`Pacer`] spins at most this fraction (1/n) of its time: its spin before a deadline is
+/// at most its mean interval between emissions divided by this. Spinning runs at real-time
+/// priority, where the kernel lets all such threads together take at most 95% of a CPU
+/// (`kernel.sched_rt_runtime_us`) and then stops every one of them for the rest of its
+/// period (up to 50 ms: the stall the spin is there to prevent). The bound also breaks a
+/// loop: pacers that share a CPU make each other's wake-ups late, and each would otherwise
+/// spin longer for it.
+pub const SPIN_SHARE: u32 = 10;
+/// The mean interval between emissions a new [`Pacer`] assumes until it has measured its
+/// own.
+const FIRST_PERIOD: Duration = Duration::from_millis(10);
 
 /// The real-time priorities of PhantomBand's threads (`SCHED_FIFO`, 1-99): low, so that
 /// the kernel's own threads come first.
@@ -56,6 +67,11 @@ pub struct Pacer {
     refused: Option<String>,
     /// How late its wake-ups have come lately (ns; a decaying maximum): the spin covers it.
     late: core::cell::Cell<u64>,
+    /// The mean interval between its emissions (ns; a moving average): it spins at most
+    /// [`SPIN_SHARE`]'s fraction of it.
+    period: core::cell::Cell<u64>,
+    /// The last emission's deadline.
+    last: core::cell::Cell<Option<Instant>>,
     _not_send: core::marker::PhantomData<*const ()>,
 }
 
@@ -76,6 +92,8 @@ impl Pacer {
             realtime: refused.is_none(),
             refused,
             late: core::cell::Cell::new(0),
+            period: core::cell::Cell::new(nanos(FIRST_PERIOD)),
+            last: core::cell::Cell::new(None),
             _not_send: core::marker::PhantomData,
         }
     }
@@ -105,8 +123,8 @@ impl Pacer {
     }
 
     /// Waits until `deadline` precisely: raised to [`Priority::Emit`] (if real-time),
-    /// asleep until [`SPIN`] before it, spinning the rest; returns at once if it has
-    /// passed. The thread stays raised, for the send, until the returned guard is dropped.
+    /// asleep until [`spin`](Self::spin) before it, spinning the rest; returns at once if
+    /// it has passed. The thread stays raised, for the send, until the returned guard is dropped.
     #[must_use = "the thread drops back to its working priority when the guard goes"]
     pub fn emit_at(&self, deadline: Instant) -> Emitting<'_> {
         if self.realtime {
@@ -114,9 +132,14 @@ impl Pacer {
             // still real-time, only not above other pacers' work.
             let _ = sys::set_fifo(Priority::Emit as i32);
         }
+        if let Some(last) = self.last.get() {
+            let gap = nanos(deadline.saturating_duration_since(last));
+            let period = self.period.get();
+            self.period.set(period - period / 16 + gap / 16);
+        }
+        self.last.set(Some(deadline));
         let late = self.late.get();
-        let spin = (SPIN + Duration::from_nanos(late)).min(MAX_SPIN);
-        let woke = sleep_then_spin(deadline, spin);
+        let woke = sleep_then_spin(deadline, self.spin());
         // A decaying maximum: one late wake-up raises the spin at once, and it comes down
         // by 1/64 an emission when wake-ups are punctual again.
         self.late.set(woke.max(late - late / 64));
@@ -125,8 +148,21 @@ impl Pacer {
 
     /// How long it spins before a deadline now.
     pub fn spin(&self) -> Duration {
-        (SPIN + Duration::from_nanos(self.late.get())).min(MAX_SPIN)
+        spin_for(self.late.get(), self.period.get())
     }
+}
+
+/// The spin before a deadline for a pacer whose wake-ups came up to `late` ns late and
+/// whose emissions come every `period` ns on average: [`SPIN`] beyond the lateness, at
+/// most [`MAX_SPIN`] and at most the [`SPIN_SHARE`] of the period.
+fn spin_for(late: u64, period: u64) -> Duration {
+    (SPIN + Duration::from_nanos(late))
+        .min(MAX_SPIN)
+        .min(Duration::from_nanos(period / u64::from(SPIN_SHARE)))
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A pacing thread raised for an emission ([`Pacer::emit_at`]); dropping it ends that.
@@ -260,7 +296,7 @@ mod tests {
             let deadline = Instant::now() + Duration::from_micros(200);
             let emitting = pacer.emit_at(deadline);
             assert!(Instant::now() >= deadline);
-            assert!((SPIN..=MAX_SPIN).contains(&pacer.spin()));
+            assert!(pacer.spin() <= MAX_SPIN);
             if pacer.realtime() {
                 assert!(pacer.refused().is_none());
                 assert_eq!(sys::priority(), (libc::SCHED_FIFO, Priority::Emit as i32));
@@ -279,6 +315,42 @@ mod tests {
             assert!(!off.realtime());
             assert!(off.describe().contains("turned off"));
             assert_eq!(sys::priority().0, libc::SCHED_OTHER);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn the_spin_covers_late_wake_ups_within_its_share_of_the_time() {
+        let ms = |m: u64| m * 1_000_000;
+        // Punctual wake-ups, slots far apart: the minimum spin.
+        assert_eq!(spin_for(0, ms(10)), SPIN);
+        // Late ones: the spin grows to cover them, up to its maximum.
+        assert_eq!(spin_for(300_000, ms(10)), SPIN + Duration::from_micros(300));
+        assert_eq!(spin_for(ms(5), ms(100)), MAX_SPIN);
+        // Many slots a second: a tenth of the interval at most, however late the wake-ups
+        // (1,000 slots a second spin at most 0.1 ms each; 5,000 at most 20 µs).
+        assert_eq!(spin_for(ms(5), ms(1)), Duration::from_micros(100));
+        assert_eq!(spin_for(0, 200_000), Duration::from_micros(20));
+        assert_eq!(spin_for(u64::MAX, 0), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_pacer_measures_its_own_rate() {
+        std::thread::spawn(|| {
+            let pacer = Pacer::new(false);
+            assert_eq!(pacer.spin(), SPIN);
+            // 200 emissions 0.2 ms apart: the spin comes down to a tenth of that.
+            let mut deadline = Instant::now();
+            for _ in 0..200 {
+                deadline += Duration::from_micros(200);
+                drop(pacer.emit_at(deadline));
+            }
+            assert!(
+                pacer.spin() <= Duration::from_micros(25),
+                "spin {:?}",
+                pacer.spin()
+            );
         })
         .join()
         .unwrap();
