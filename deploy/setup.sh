@@ -25,6 +25,7 @@ packages=(
   libcap2-bin passwd systemd                                   # deploy/install.sh and its test
   golang-go golang-golang-x-mod-dev                            # Go's signed-note peer (interop)
   ngtcp2-client tshark python3-websockets                      # transports' real peers
+  obfs4proxy                                                   # obfs4 interop (transports/obfs4)
 )
 missing=()
 for p in "${packages[@]}"; do
