@@ -422,6 +422,7 @@ impl Exit {
     /// Tells the resolver which lookups to drop (past their deadline, or their streams
     /// gone), and hands it waiting lookups while it has room.
     fn dispatch_lookups(&mut self, now: Duration) {
+        self.lookups.taken(self.resolver.taken(), now);
         while let Some(id) = self.lookups.poll_cancelled() {
             self.resolver.cancel(id);
         }

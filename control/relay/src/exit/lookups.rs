@@ -14,7 +14,11 @@
 //! as if past their deadline, [`Lookups::poll_preempted`]): a new lookup takes the place of
 //! one of the session holding the most (if it holds two more than the asker's), and while
 //! lookups wait, one resolving for [`PREEMPT_AFTER`] gives its slot to the next. A name that
-//! resolves at all resolves well within that; one that does not holds a slot no longer. To
+//! resolves at all resolves well within that; one that does not holds a slot no longer.
+//! That time counts from when the resolver took the lookup ([`Lookups::taken`]), not from
+//! when the exit handed it over: on a loaded machine the resolver's thread can wait seconds
+//! for a CPU with hundreds of lookups queued, and a name must not lose its slot before it
+//! was asked at all (`pb-perf attack`'s `exit_slow_dns` lost honest lookups that way). To
 //! keep honest lookups out, an attacker must now bring more than [`RESOLVING`] ÷
 //! [`PREEMPT_AFTER`] (256) fresh sessions a second, each a packet through the network.
 //! What it does not do: make a slow name fast.
@@ -74,6 +78,9 @@ struct Owner {
     deadline: Duration,
     /// When it went to the resolver (while waiting: when it was asked).
     started: Duration,
+    /// When the exit saw that the resolver had taken it ([`Lookups::taken`]); `None` while
+    /// waiting or queued for the resolver.
+    taken: Option<Duration>,
 }
 
 struct Waiting {
@@ -98,6 +105,11 @@ pub struct Lookups {
     cancelled: Vec<LookupId>,
     /// Streams whose lookups gave their place to others, to be answered 0x04.
     preempted: Vec<(SessionId, StreamId)>,
+    /// Jobs handed to the resolver so far.
+    sent: u64,
+    /// Jobs handed over that the resolver has not been seen to take: (their number among
+    /// those sent, their lookup), in the order handed over.
+    untaken: VecDeque<(u64, LookupId)>,
 }
 
 impl Lookups {
@@ -113,6 +125,8 @@ impl Lookups {
             resolving: HashMap::new(),
             cancelled: Vec::new(),
             preempted: Vec::new(),
+            sent: 0,
+            untaken: VecDeque::new(),
         }
     }
 
@@ -140,6 +154,7 @@ impl Lookups {
                 stream,
                 deadline: now + self.deadline,
                 started: now,
+                taken: None,
             },
             name,
             port,
@@ -194,8 +209,10 @@ impl Lookups {
 
     /// The next lookup for the resolver at `now`, if it has room: the oldest waiting one
     /// whose session has fewer than half the slots resolving (so one session's slow names
-    /// never hold every slot). With every slot taken and lookups waiting, the lookup
-    /// resolving longest gives up its slot if it has been at it for [`PREEMPT_AFTER`].
+    /// never hold every slot). With every slot taken and lookups waiting, the lookup the
+    /// resolver has been at longest gives up its slot if that is [`PREEMPT_AFTER`] (one
+    /// the resolver has not taken yet keeps it). The jobs must reach the resolver in the
+    /// order returned, for [`Lookups::taken`].
     pub fn next_job(&mut self, now: Duration) -> Option<Job> {
         if self.resolving.len() >= self.slots {
             if self.waiting.is_empty() {
@@ -204,8 +221,9 @@ impl Lookups {
             let (&id, _) = self
                 .resolving
                 .iter()
-                .filter(|(_, o)| now.saturating_sub(o.started) >= PREEMPT_AFTER)
-                .min_by_key(|(id, o)| (o.started, **id))?;
+                .filter_map(|(id, o)| Some((id, o.taken?)))
+                .filter(|(_, taken)| now.saturating_sub(*taken) >= PREEMPT_AFTER)
+                .min_by_key(|(id, taken)| (*taken, **id))?;
             if let Some(o) = self.resolving.remove(&id) {
                 self.cancelled.push(id);
                 self.preempted.push((o.session, o.stream));
@@ -225,11 +243,27 @@ impl Lookups {
         let mut w = self.waiting.remove(at)?;
         w.owner.started = now;
         self.resolving.insert(w.id, w.owner);
+        self.untaken.push_back((self.sent, w.id));
+        self.sent += 1;
         Some(Job {
             id: w.id,
             name: w.name,
             port: w.port,
         })
+    }
+
+    /// The resolver has taken the first `count` jobs [`Lookups::next_job`] returned (its
+    /// own count: [`super::resolver::Resolver::taken`]), as seen at `now`: from now on the
+    /// lookups among them still resolving count as being resolved.
+    pub fn taken(&mut self, count: u64, now: Duration) {
+        while let Some(&(n, id)) = self.untaken.front()
+            && n < count
+        {
+            self.untaken.pop_front();
+            if let Some(o) = self.resolving.get_mut(&id) {
+                o.taken.get_or_insert(now);
+            }
+        }
     }
 
     /// The resolver has answered `id`: the stream to carry on with, or `None` if the lookup
@@ -394,7 +428,9 @@ mod tests {
             Err(Refusal::Lookups)
         );
         assert_eq!(l.poll_preempted(), None);
-        // Both slots busy, two waiting: nothing moves before half a second...
+        // Both slots busy, two waiting, the resolver has both: nothing moves before half a
+        // second...
+        l.taken(2, secs(0));
         assert!(l.next_job(PREEMPT_AFTER / 2).is_none());
         // ...then the lookup resolving longest gives its slot to the oldest waiting one.
         let next = l.next_job(PREEMPT_AFTER).unwrap();
@@ -407,6 +443,48 @@ mod tests {
         );
         assert_eq!(l.answered(jobs[0].id), None, "its late answer is dropped");
         assert_eq!(l.len(), 3);
+    }
+
+    /// A lookup's half second counts from when the resolver took it: one handed over to a
+    /// resolver that has not got to it (its thread waiting for a CPU) keeps its slot
+    /// however long it waits there, and the lookups taken give way first.
+    #[test]
+    fn a_lookup_the_resolver_has_not_taken_keeps_its_slot() {
+        let mut l = Lookups::new(2, 8, secs(5));
+        for (n, name) in ["slow.example", "queued.example", "next.example"]
+            .into_iter()
+            .enumerate()
+        {
+            let n = u8::try_from(n).unwrap();
+            l.submit(session(n), StreamId(1), name.into(), 80, secs(0))
+                .unwrap();
+        }
+        let slow = l.next_job(secs(0)).unwrap();
+        let queued = l.next_job(secs(0)).unwrap();
+        assert_eq!(queued.name, "queued.example");
+        // The resolver has taken only the first, at 1 s.
+        l.taken(1, secs(1));
+        assert!(l.next_job(secs(1) + PREEMPT_AFTER / 2).is_none());
+        assert_eq!(l.poll_preempted(), None);
+        // Four seconds on, the one never taken still keeps its slot; the slow one gives
+        // way.
+        let next = l.next_job(secs(4)).unwrap();
+        assert_eq!(next.name, "next.example");
+        assert_eq!(l.poll_preempted(), Some((session(0), StreamId(1))));
+        assert_eq!(l.poll_cancelled(), Some(slow.id));
+        // The resolver now gets to the queued one (and the next): only after half a second
+        // of that does it give way, and only to a waiting lookup.
+        l.taken(3, secs(4));
+        l.submit(session(9), StreamId(1), "late.example".into(), 80, secs(4))
+            .unwrap();
+        assert!(l.next_job(secs(4) + PREEMPT_AFTER / 2).is_none());
+        assert_eq!(
+            l.next_job(secs(4) + PREEMPT_AFTER).unwrap().name,
+            "late.example"
+        );
+        assert_eq!(l.poll_preempted(), Some((session(1), StreamId(1))));
+        assert_eq!(l.answered(queued.id), None);
+        assert_eq!(l.answered(next.id), Some((session(2), StreamId(1))));
     }
 
     /// One session with many slow names resolves at most half the slots' worth at once;

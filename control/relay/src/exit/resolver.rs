@@ -29,7 +29,7 @@ use std::{
     path::PathBuf,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     thread::{self, JoinHandle},
     time::{Duration, Instant, SystemTime},
@@ -97,6 +97,8 @@ pub struct Resolver {
     /// Lookups the thread holds, as of its last turn.
     #[cfg_attr(not(test), expect(dead_code, reason = "read by tests"))]
     resolving: Arc<AtomicUsize>,
+    /// Lookups the thread has taken, in the order handed over.
+    taken: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -116,6 +118,7 @@ impl Resolver {
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
         let stop = Arc::new(AtomicBool::new(false));
         let resolving = Arc::new(AtomicUsize::new(0));
+        let taken = Arc::new(AtomicU64::new(0));
         let mut state = Thread {
             poll,
             files,
@@ -132,6 +135,7 @@ impl Resolver {
             stats,
             stop: stop.clone(),
             resolving: resolving.clone(),
+            taken: taken.clone(),
         };
         state.reload();
         let thread = thread::Builder::new()
@@ -143,6 +147,7 @@ impl Resolver {
             waker,
             stop,
             resolving,
+            taken,
             thread: Some(thread),
         })
     }
@@ -161,6 +166,12 @@ impl Resolver {
         // The thread holds the receiver until this is dropped, so the send cannot fail.
         let _ = self.requests.send(request);
         let _ = self.waker.wake();
+    }
+
+    /// Lookups the thread has taken so far, in the order [`Resolver::resolve`] handed them
+    /// over (see [`super::lookups::Lookups::taken`]).
+    pub fn taken(&self) -> u64 {
+        self.taken.load(Ordering::Acquire)
     }
 
     /// The next answer, if any.
@@ -263,6 +274,7 @@ struct Thread {
     stats: Arc<ExitStats>,
     stop: Arc<AtomicBool>,
     resolving: Arc<AtomicUsize>,
+    taken: Arc<AtomicU64>,
 }
 
 impl Thread {
@@ -299,6 +311,9 @@ impl Thread {
                             reloaded = true;
                         }
                         self.start(job, now);
+                        // After its answer, if it had one at once: the exit then never
+                        // sees a lookup answered from the hosts file as still resolving.
+                        self.taken.fetch_add(1, Ordering::Release);
                     }
                     Request::Cancel(id) => {
                         if let Some(token) = self.by_id.remove(&id) {

@@ -254,7 +254,17 @@ fn slow_names_do_not_hold_up_honest_lookups() {
             );
         }
     }
-    // Half a second on, the slow names resolving give their slots to the waiting lookups.
+    // The resolver takes the slow names (their half second counts from then)...
+    let guard = Instant::now() + GUARD;
+    while r.taken() < RESOLVING as u64 {
+        assert!(
+            Instant::now() < guard,
+            "the resolver did not take its lookups"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    l.taken(r.taken(), zero);
+    // ...and half a second on, give their slots to the waiting lookups.
     let now = PREEMPT_AFTER;
     let dispatch = |l: &mut Lookups| {
         std::iter::from_fn(|| l.next_job(now))
