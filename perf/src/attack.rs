@@ -114,6 +114,9 @@ pub struct AttackArgs {
     /// Another pb-relay binary (e.g. built from an older commit) to attack first, side by
     /// side.
     pub baseline_relay: Option<std::path::PathBuf>,
+    /// Where to keep the relays' and pb-client's logs (`<dir>/pb-relay` and
+    /// `<dir>/baseline` for each network).
+    pub log_dir: Option<std::path::PathBuf>,
 }
 
 const RELAYS: usize = 8;
@@ -166,6 +169,10 @@ fn run_against(
         .backend(args.backend)
         .loop_rate(1)
         .admin(true);
+    let builder = match &args.log_dir {
+        Some(dir) => builder.log_dir(dir.join(imp)),
+        None => builder,
+    };
     let network = match relay_binary {
         Some(path) => builder.relay_binary(path),
         None => builder,

@@ -185,6 +185,9 @@ enum Command {
         /// side with the one next to pb-perf (rows `baseline` and `pb-relay`).
         #[arg(long, value_name = "PATH")]
         baseline_relay: Option<std::path::PathBuf>,
+        /// Keep the relays' and pb-client's logs in this directory.
+        #[arg(long, value_name = "DIR")]
+        log_dir: Option<std::path::PathBuf>,
     },
     /// The same fetch through eight pb-relay processes in network namespaces (AF_XDP) over
     /// each transport of the client link, one after the other, side by side with plain UDP:
@@ -376,6 +379,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             bytes,
             backend,
             baseline_relay,
+            log_dir,
         } => attack::run(&attack::AttackArgs {
             seconds: *seconds,
             attacks: attack.clone(),
@@ -387,6 +391,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 pb_testnet::Backend::AfXdp
             },
             baseline_relay: baseline_relay.clone(),
+            log_dir: log_dir.clone(),
         })?,
         Command::Transports {
             transports,
