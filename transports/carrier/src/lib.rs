@@ -13,6 +13,9 @@
 //! - [`ClientCarrier`]: one client's connection to one gateway;
 //! - [`Listener`]: a gateway's listener on one transport, with any number of peers.
 //!
+//! Stream transports (obfs4, and plain TCP behind a local obfs4proxy) share one pair of mio
+//! drivers, [`StreamCarrier`] and [`StreamListener`], around a sans-IO [`StreamCodec`].
+//!
 //! Both own their sockets and a mio `Poll` of their own, whose file descriptor
 //! ([`std::os::fd::AsRawFd`]) the caller waits on next to its other sources: it is readable
 //! when the carrier has something to do. The caller then calls `drive`, and at the latest
@@ -24,11 +27,15 @@
 
 #![forbid(unsafe_code)]
 
+mod stream;
 pub mod tls;
 mod udp;
 
 use std::{net::SocketAddr, os::fd::AsRawFd, time::Instant};
 
+pub use stream::{
+    CodecFactory, Plain, Reassembler, Socks5, StreamCarrier, StreamCodec, StreamListener,
+};
 pub use udp::{UdpCarrier, UdpListener};
 
 /// Bytes in a record: the size of a Sphinx packet, so that on the plain UDP transport a
@@ -52,6 +59,9 @@ pub enum TransportKind {
     Doh = 3,
     /// obfs4.
     Obfs4 = 4,
+    /// Plain TCP, the records as they are: what a local obfs4proxy speaks to its backend
+    /// (server side) and takes through SOCKS5 (client side). Never offered in descriptors.
+    Tcp = 5,
 }
 
 impl TransportKind {
@@ -63,6 +73,7 @@ impl TransportKind {
             2 => Self::Wss,
             3 => Self::Doh,
             4 => Self::Obfs4,
+            5 => Self::Tcp,
             _ => return None,
         })
     }
@@ -75,14 +86,22 @@ impl TransportKind {
             Self::Wss => "wss",
             Self::Doh => "doh",
             Self::Obfs4 => "obfs4",
+            Self::Tcp => "tcp",
         }
     }
 
     /// The kind called `name`.
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::Udp, Self::Quic, Self::Wss, Self::Doh, Self::Obfs4]
-            .into_iter()
-            .find(|k| k.name() == name)
+        [
+            Self::Udp,
+            Self::Quic,
+            Self::Wss,
+            Self::Doh,
+            Self::Obfs4,
+            Self::Tcp,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
     }
 }
 

@@ -19,42 +19,8 @@ pub fn data_frame(out: &mut Vec<u8>, record: &Record) {
     out.extend_from_slice(record);
 }
 
-/// Collects a body's bytes into records.
-#[derive(Debug)]
-pub struct Reassembler {
-    partial: Box<Record>,
-    filled: usize,
-}
-
-impl Default for Reassembler {
-    fn default() -> Self {
-        Self {
-            partial: Box::new([0; RECORD_LEN]),
-            filled: 0,
-        }
-    }
-}
-
-impl Reassembler {
-    /// Takes the next piece of the body; hands each record it completes to `out`.
-    pub fn push(&mut self, mut body: &[u8], mut out: impl FnMut(&Record)) {
-        while !body.is_empty() {
-            let n = (RECORD_LEN - self.filled).min(body.len());
-            self.partial[self.filled..self.filled + n].copy_from_slice(&body[..n]);
-            self.filled += n;
-            body = &body[n..];
-            if self.filled == RECORD_LEN {
-                out(&self.partial);
-                self.filled = 0;
-            }
-        }
-    }
-
-    /// Bytes of a record begun and not finished (a body that ends here was cut short).
-    pub fn pending(&self) -> usize {
-        self.filled
-    }
-}
+/// Collects a body's bytes into records (the stream transports' own).
+pub use pb_transport::Reassembler;
 
 #[cfg(test)]
 mod tests {
@@ -66,24 +32,6 @@ mod tests {
             *b = (i * 31 + j) as u8;
         }
         r
-    }
-
-    #[test]
-    fn records_come_back_whole_and_in_order_from_any_cut() {
-        let sent: Vec<Record> = (0..7).map(record).collect();
-        let body: Vec<u8> = sent.iter().flatten().copied().collect();
-        for step in [1, 100, 1451, 1452, 1453, 5000, body.len()] {
-            let mut r = Reassembler::default();
-            let mut got = Vec::new();
-            for piece in body.chunks(step) {
-                r.push(piece, |rec| got.push(*rec));
-            }
-            assert_eq!(got, sent, "cut every {step} bytes");
-            assert_eq!(r.pending(), 0);
-        }
-        let mut r = Reassembler::default();
-        r.push(&body[..10], |_| unreachable!("no whole record yet"));
-        assert_eq!(r.pending(), 10);
     }
 
     #[test]
