@@ -8,13 +8,15 @@
 //!   the bytes to send and, once done, an [`Established`] pair of framers;
 //! - the framing of each direction ([`FrameEncoder`], [`FrameDecoder`]): XSalsa20-Poly1305
 //!   boxes with obfs4's nonces, lengths hidden by the cumulative SipHash-2-4 mask, payload and
-//!   PRNG-seed packets, padding.
+//!   PRNG-seed packets, padding;
+//! - a whole connection of either side as a [`pb_transport::StreamCodec`] ([`Obfs4Codec`],
+//!   [`Obfs4Server`] for a bridge's shared state): the handshake, then frames, with
+//!   obfs4proxy's shaping of each iat-mode (the length and inter-arrival distributions,
+//!   [`WeightedDist`]) and its way of holding a failed connection open.
 //!
 //! What it does not do:
-//! - no sockets, no clock, no OS randomness: `now` and an [`Entropy`] source are arguments;
-//! - no traffic shaping: the length and inter-arrival distributions obfs4proxy draws padding and
-//!   delays from (`probdist`, iat-mode 1 and 2) are the caller's policy; the encoder takes the
-//!   padding length it is told;
+//! - no sockets: `pb_transport`'s stream drivers run the codec over TCP; the handshakes and
+//!   framers take `now` and an [`Entropy`] source as arguments ([`OsEntropy`] outside tests);
 //! - no Tor pluggable-transport glue (SOCKS, `SMETHOD` lines, state files).
 //!
 //! The wire details follow obfs4proxy's code, not `obfs4-spec.txt`, where the two differ: the
@@ -22,20 +24,24 @@
 //! ntor transcript (see `docs/` and the tests' known-answer vectors).
 #![forbid(unsafe_code)]
 
+mod codec;
 mod crypto;
 mod error;
 mod framing;
 mod handshake;
 mod identity;
 mod mask;
+mod probdist;
 mod replay;
 
+pub use codec::{Obfs4Codec, Obfs4Server, OsEntropy};
 pub use error::{CertError, FrameError, HandshakeError, IatModeError};
 pub use framing::{FrameDecoder, FrameEncoder, Packet, PrngSeed};
 pub use handshake::client::{ClientHandshake, ClientProgress};
 pub use handshake::server::{ServerHandshake, ServerProgress};
 pub use handshake::{EpochHour, Established};
 pub use identity::{Cert, IatMode, IdentityPublicKey, NodeId, ServerIdentity};
+pub use probdist::WeightedDist;
 pub use replay::ReplayFilter;
 
 /// The longest handshake message either side sends or accepts, in bytes.
