@@ -16,10 +16,12 @@ pub const MAGIC: [u8; 4] = *b"PBD2";
 /// What the signature covers, before the descriptor's body: keeps a descriptor signature from
 /// being valid for anything else signed with the identity key.
 const SIGNING_CONTEXT: &[u8] = b"PhantomBand descriptor v2\0";
-/// Most transports a descriptor lists.
-pub const MAX_TRANSPORTS: usize = 4;
-/// Longest parameters of one transport (a certificate pin).
-pub const MAX_PARAMS: usize = 32;
+/// Most transports a descriptor lists: one of each kind (plain UDP, QUIC, WebSocket, DoH,
+/// obfs4).
+pub const MAX_TRANSPORTS: usize = 5;
+/// Longest parameters of one transport: a certificate pin is 32 bytes, an obfs4 bridge's
+/// node id, identity key and iat-mode 53.
+pub const MAX_PARAMS: usize = 64;
 /// The longest descriptor on the wire: both addresses IPv6 and every transport listed
 /// with the longest parameters.
 pub const MAX_DESCRIPTOR_LEN: usize = 4

@@ -12,6 +12,7 @@
 //! epoch_seconds = 3600                    the epoch length (epoch n starts at n × it, Unix time)
 //! gateway = 198.18.0.1:47480 9f2c…e1      the client link's UDP address, its link key (64 hex digits),
 //!                                         then optional offers: quic=443/PIN wss=8443/PIN (PIN: 64 hex)
+//!                                         obfs4=9443/cert=CERT;iat-mode=N (an obfs4 bridge line's arguments)
 //! prefix_cap_ipv4 = 4                     optional (default 4)
 //! prefix_cap_ipv6 = 4                     optional (default 4)
 //! allow_prefix = 198.18.0.0/24            optional, repeats: a testbed's own range
@@ -43,7 +44,8 @@ pub struct GatewayEntry {
 }
 
 impl GatewayEntry {
-    /// Parses `ADDR KEY [quic=PORT/PIN] [wss=PORT/PIN]` (a network file's `gateway` value).
+    /// Parses `ADDR KEY [quic=PORT/PIN] [wss=PORT/PIN] [obfs4=PORT/cert=CERT;iat-mode=N]` (a
+    /// network file's `gateway` value).
     pub fn parse(value: &str) -> Result<Self, &'static str> {
         let mut words = value.split_whitespace();
         let addr = words
@@ -60,22 +62,28 @@ impl GatewayEntry {
             let transport = match name {
                 "quic" => Transport::Quic,
                 "wss" => Transport::WebSocket,
-                _ => return Err("unknown transport (quic, wss)"),
+                "obfs4" => Transport::Obfs4,
+                _ => return Err("unknown transport (quic, wss, obfs4)"),
             };
-            let (port, pin) = rest.split_once('/').ok_or("an offer is name=PORT/PIN")?;
+            let (port, params) = rest.split_once('/').ok_or("an offer is name=PORT/PIN")?;
             let port = port
                 .parse::<u16>()
                 .ok()
                 .filter(|p| *p != 0)
                 .ok_or("not a port")?;
-            let pin = hex32(pin).ok_or("a pin is 64 hex digits")?;
+            let params = match transport {
+                Transport::Obfs4 => {
+                    obfs4_params(params).ok_or("obfs4's offer is PORT/cert=CERT;iat-mode=0|1|2")?
+                }
+                _ => hex32(params).ok_or("a pin is 64 hex digits")?.to_vec(),
+            };
             if offers.iter().any(|o| o.transport == transport) {
                 return Err("a transport offered twice");
             }
             offers.push(TransportOffer {
                 transport,
                 port,
-                params: pin.to_vec(),
+                params,
             });
         }
         Ok(Self {
@@ -90,15 +98,62 @@ impl GatewayEntry {
         let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
         let mut out = format!("{} {}", self.addr, hex(&self.link_key));
         for o in &self.offers {
-            let name = match o.transport {
-                Transport::Quic => "quic",
-                Transport::WebSocket => "wss",
-                _ => continue,
-            };
-            out.push_str(&format!(" {name}={}/{}", o.port, hex(&o.params)));
+            match o.transport {
+                Transport::Quic => out.push_str(&format!(" quic={}/{}", o.port, hex(&o.params))),
+                Transport::WebSocket => {
+                    out.push_str(&format!(" wss={}/{}", o.port, hex(&o.params)));
+                }
+                Transport::Obfs4 => {
+                    if let Some(args) = obfs4_args(&o.params) {
+                        out.push_str(&format!(" obfs4={}/{args}", o.port));
+                    }
+                }
+                _ => {}
+            }
         }
         out
     }
+}
+
+/// Bytes of an obfs4 offer's parameters: the bridge's node id (20), identity key (32) and
+/// iat-mode (1), as in its `cert` (base64 of the first 52) and `iat-mode` arguments.
+pub const OBFS4_PARAMS: usize = 20 + 32 + 1;
+
+/// An obfs4 offer's parameters from a bridge line's arguments `cert=CERT;iat-mode=N` (in
+/// either order).
+pub fn obfs4_params(args: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let (mut cert, mut iat) = (None, None);
+    for arg in args.split([';', ',']) {
+        match arg.split_once('=')? {
+            ("cert", c) if cert.is_none() => {
+                let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+                    .decode(c.trim_end_matches('='))
+                    .ok()?;
+                cert = Some(<[u8; 52]>::try_from(bytes).ok()?);
+            }
+            ("iat-mode", n) if iat.is_none() => {
+                iat = Some(n.parse::<u8>().ok().filter(|n| *n <= 2)?)
+            }
+            _ => return None,
+        }
+    }
+    let mut params = cert?.to_vec();
+    params.push(iat?);
+    Some(params)
+}
+
+/// A bridge line's arguments `cert=CERT;iat-mode=N` from an obfs4 offer's parameters.
+pub fn obfs4_args(params: &[u8]) -> Option<String> {
+    use base64::Engine as _;
+    let (cert, iat) = params.split_at_checked(52)?;
+    let [iat] = iat else { return None };
+    (*iat <= 2).then(|| {
+        format!(
+            "cert={};iat-mode={iat}",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(cert)
+        )
+    })
 }
 
 /// The longest network file read.

@@ -40,6 +40,11 @@ fn file() -> NetworkFile {
                         port: 8443,
                         params: vec![0xcd; 32],
                     },
+                    TransportOffer {
+                        transport: Transport::Obfs4,
+                        port: 9443,
+                        params: [vec![0xef; 52], vec![2]].concat(),
+                    },
                 ],
             },
         ],
@@ -108,7 +113,7 @@ fn a_bad_network_file_is_refused_with_its_line() {
         ),
         (
             text.replacen(" quic=443/", " ftp=443/", 1),
-            NetworkFileError::Line(10, "unknown transport (quic, wss)"),
+            NetworkFileError::Line(10, "unknown transport (quic, wss, obfs4)"),
         ),
         (
             text.replacen(" quic=443/", " quic=0/", 1),
@@ -117,6 +122,14 @@ fn a_bad_network_file_is_refused_with_its_line() {
         (
             text.replacen(" wss=8443/", " quic=8443/", 1),
             NetworkFileError::Line(10, "a transport offered twice"),
+        ),
+        (
+            text.replacen(";iat-mode=2", ";iat-mode=3", 1),
+            NetworkFileError::Line(10, "obfs4's offer is PORT/cert=CERT;iat-mode=0|1|2"),
+        ),
+        (
+            text.replacen(";iat-mode=2", "", 1),
+            NetworkFileError::Line(10, "obfs4's offer is PORT/cert=CERT;iat-mode=0|1|2"),
         ),
         (
             text.replacen("steward = pb.test/demo/steward-1+", "steward = x+", 1),
@@ -159,4 +172,33 @@ fn the_specs_example_parses() {
     assert_eq!(f.stewards.network(), "pb.test/network");
     assert_eq!((f.stewards.threshold(), f.stewards.keys().len()), (2, 3));
     assert_eq!((f.gateways.len(), f.epoch_seconds), (2, 3600));
+}
+
+/// The offer's arguments are an obfs4 bridge line's, as obfs4proxy prints them (this cert is
+/// obfs4proxy 0.0.14's for a known key, docs/spec/transports.md).
+#[test]
+fn an_obfs4_offer_reads_a_bridge_lines_arguments() {
+    let cert = "AAECAwQFBgcICQoLDA0ODxAREhPnmmF6TXg47PsvuX+k3kiOrk4wS+mRZ2wWxVv1Yq4kJA";
+    let params = obfs4_params(&format!("cert={cert};iat-mode=1")).unwrap();
+    assert_eq!(params.len(), OBFS4_PARAMS);
+    assert_eq!(&params[..20], &(0..20).collect::<Vec<u8>>()[..]);
+    assert_eq!(params[52], 1);
+    // obfs4proxy's SMETHOD line separates them with a comma, in the other order.
+    assert_eq!(
+        obfs4_params(&format!("iat-mode=1,cert={cert}")),
+        Some(params.clone())
+    );
+    assert_eq!(
+        obfs4_args(&params).unwrap(),
+        format!("cert={cert};iat-mode=1")
+    );
+    for bad in [
+        format!("cert={cert}"),
+        "iat-mode=0".to_owned(),
+        format!("cert={cert};iat-mode=0;x=1"),
+        format!("cert={};iat-mode=0", &cert[1..]),
+        format!("cert={cert};iat-mode=0;iat-mode=1"),
+    ] {
+        assert_eq!(obfs4_params(&bad), None, "{bad}");
+    }
 }
