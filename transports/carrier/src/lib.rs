@@ -157,6 +157,12 @@ pub trait ClientCarrier: AsRawFd + Send + core::fmt::Debug {
     /// Counters for this connection, with their names (`bytes_sent`, ...): the wire bytes
     /// both ways, so a benchmark can state the disguise's overhead.
     fn counters(&self) -> Vec<(&'static str, u64)>;
+    /// The most records a second each way this disguise carries without queueing without
+    /// end (its timing shaping's capacity), if it has such a bound: the link asks for no
+    /// more.
+    fn max_record_rate(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// One peer of a [`Listener`]: an address (datagram transports) or a connection (stream

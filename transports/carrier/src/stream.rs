@@ -357,6 +357,8 @@ pub struct StreamCarrier {
     /// Whether the TCP connection is up (a connect in progress is not).
     connected: bool,
     dead: Option<String>,
+    /// The record rate the transport's shaping carries, if bounded.
+    max_record_rate: Option<u32>,
     stats: ClientStats,
 }
 
@@ -425,8 +427,16 @@ impl StreamCarrier {
             read_pending: false,
             connected,
             dead: None,
+            max_record_rate: None,
             stats: ClientStats::default(),
         })
+    }
+
+    /// Says that the transport carries at most `rate` records a second each way (its
+    /// timing shaping's capacity; [`ClientCarrier::max_record_rate`]).
+    pub fn with_max_record_rate(mut self, rate: Option<u32>) -> Self {
+        self.max_record_rate = rate;
+        self
     }
 
     fn die(&mut self, why: String) -> CarrierError {
@@ -541,6 +551,10 @@ impl ClientCarrier for StreamCarrier {
 
     fn recv(&mut self) -> Option<Record> {
         self.inbox.pop_front()
+    }
+
+    fn max_record_rate(&self) -> Option<u32> {
+        self.max_record_rate
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

@@ -166,6 +166,27 @@ impl FromStr for IatMode {
     }
 }
 
+impl IatMode {
+    /// Its number in a bridge line (0, 1 or 2).
+    pub fn number(self) -> u8 {
+        match self {
+            Self::None => 0,
+            Self::Enabled => 1,
+            Self::Paranoid => 2,
+        }
+    }
+
+    /// The mode numbered `n`.
+    pub fn from_number(n: u8) -> Option<Self> {
+        match n {
+            0 => Some(Self::None),
+            1 => Some(Self::Enabled),
+            2 => Some(Self::Paranoid),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for IatMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let digit = match self {

@@ -34,7 +34,7 @@ mod mask;
 mod probdist;
 mod replay;
 
-pub use codec::{Obfs4Codec, Obfs4Server, OsEntropy};
+pub use codec::{Obfs4Codec, Obfs4Server, OsEntropy, PARANOID_RECORD_RATE};
 pub use error::{CertError, FrameError, HandshakeError, IatModeError};
 pub use framing::{FrameDecoder, FrameEncoder, Packet, PrngSeed};
 pub use handshake::client::{ClientHandshake, ClientProgress};

@@ -1,20 +1,27 @@
 //! The length and inter-arrival distributions obfs4 draws its padding and delays from.
 //!
-//! As in obfs4proxy (`common/probdist`, `common/drbg`): a 24-byte seed drives a SipHash-2-4
-//! generator in output-feedback mode ([`HashDrbg`]), which picks a random subset of the
-//! allowed values (1 to 100 of them) and a weight for each; samples are then drawn from that
-//! table with the connection's secure random source. The server's seed is fixed per bridge
-//! (its `drbg-seed`) and sent to clients in the handshake's seed frame, so every connection
-//! to one bridge has the same shape, and different bridges differ. The tables are not
-//! bit-identical to obfs4proxy's (that would need Go's `math/rand`); nothing on the wire
-//! depends on them being so.
+//! The same tables as obfs4proxy's (`common/probdist`, `common/drbg`): a 24-byte seed keys a
+//! SipHash-2-4 generator in output-feedback mode ([`HashDrbg`]), which drives Go's
+//! `math/rand` (reproduced in [`GoRand`]) to pick a random subset of the allowed values (1
+//! to 100 of them, from a permutation) and a weight for each; samples are then drawn from
+//! that table with the connection's secure random source. The server's seed is fixed per
+//! bridge (its `drbg-seed`) and sent to clients in the handshake's seed frame, so every
+//! connection to one bridge has the same shape, obfs4proxy's or ours, and different bridges
+//! differ.
+//!
+//! One hazard comes with the tables: obfs4proxy 0.0.14 in iat-mode 2 panics (and exits) when
+//! it draws a length of 0, which a table holds for about one seed in 15. A bridge's seed is
+//! therefore chosen so that its length table does not hold 0 ([`PrngSeed::generate`]).
+
+use core::hash::Hasher as _;
 
 use siphasher::sip::SipHasher24;
 
-use crate::{Entropy, uniform_inclusive};
+use crate::{Entropy, PrngSeed};
 
-/// obfs4proxy's hash DRBG: SipHash-2-4 keyed by the seed's first 16 bytes, over an 8-byte
-/// block that each output replaces.
+/// obfs4proxy's hash DRBG: a SipHash-2-4 keyed by the seed's first 16 bytes, over a stream
+/// to which each 8-byte output is appended (starting with the seed's last 8 bytes); the
+/// hasher is never reset.
 pub(crate) struct HashDrbg {
     hasher: SipHasher24,
     block: [u8; 8],
@@ -32,62 +39,111 @@ impl HashDrbg {
         }
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        let value = self.hasher.hash(&self.block);
-        self.block = value.to_le_bytes();
-        value
+    /// The next block (its digest, little-endian, as Go's `Sum` appends it).
+    fn next_block(&mut self) -> [u8; 8] {
+        self.hasher.write(&self.block);
+        self.block = self.hasher.finish().to_le_bytes();
+        self.block
     }
 
-    /// A uniform value in `0..n` (rejection sampling; `n` ≥ 1).
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        let zone = u64::MAX - (u64::MAX % n);
+    /// Go's `Int63` of it: the block read big-endian, top bit cleared.
+    fn int63(&mut self) -> u64 {
+        u64::from_be_bytes(self.next_block()) & (u64::MAX >> 1)
+    }
+}
+
+/// Go 1.19's `math/rand` methods that obfs4proxy's tables use, over a [`HashDrbg`].
+pub(crate) struct GoRand(HashDrbg);
+
+impl GoRand {
+    pub(crate) fn new(seed: &[u8; 24]) -> Self {
+        Self(HashDrbg::new(seed))
+    }
+
+    fn int31(&mut self) -> u32 {
+        (self.0.int63() >> 32) as u32
+    }
+
+    /// `Int31n(n)`, `0 < n < 2^31`.
+    fn int31n(&mut self, n: u32) -> u32 {
+        if n & (n - 1) == 0 {
+            return self.int31() & (n - 1);
+        }
+        let max = (1u32 << 31) - 1 - (1u32 << 31) % n;
+        let mut v = self.int31();
+        while v > max {
+            v = self.int31();
+        }
+        v % n
+    }
+
+    /// `Intn(n)` for the small `n` here (Go takes `Int31n` below 2^31).
+    pub(crate) fn intn(&mut self, n: usize) -> usize {
+        self.int31n(u32::try_from(n.max(1)).unwrap_or(u32::MAX >> 1)) as usize
+    }
+
+    /// `Perm(n)`.
+    fn perm(&mut self, n: usize) -> Vec<usize> {
+        let mut m = vec![0; n];
+        for i in 0..n {
+            let j = self.intn(i + 1);
+            m[i] = m[j];
+            m[j] = i;
+        }
+        m
+    }
+
+    /// `Float64()`: in [0, 1).
+    fn float64(&mut self) -> f64 {
         loop {
-            let v = self.next_u64();
-            if v < zone {
-                return v % n;
+            let f = self.0.int63() as f64 / (1u64 << 63) as f64;
+            if f < 1.0 {
+                return f;
             }
         }
     }
 }
 
-/// A weighted distribution over a seeded subset of `min..=max`.
+/// A weighted distribution over a seeded subset of `min..=max`, obfs4proxy's.
 #[derive(Clone, Debug)]
 pub struct WeightedDist {
     values: Vec<u16>,
     /// Running sums of the weights, for a binary search.
-    cumulative: Vec<u64>,
+    cumulative: Vec<f64>,
 }
 
 impl WeightedDist {
-    /// The distribution `seed` makes over `min..=max` (`min` ≤ `max`).
+    /// The distribution `seed` makes over `min..=max` (`min` ≤ `max`), as obfs4proxy's
+    /// `probdist.New(seed, min, max, false)`.
     pub fn new(seed: &[u8; 24], min: u16, max: u16) -> Self {
         let (min, max) = (min.min(max), max.max(min));
-        let mut drbg = HashDrbg::new(seed);
-        let mut values: Vec<u16> = (min..=max).collect();
-        // Fisher-Yates: a seeded permutation, of which the first n values are kept.
-        for i in (1..values.len()).rev() {
-            let j = drbg.below(i as u64 + 1) as usize;
-            values.swap(i, j);
-        }
-        let n = drbg.below(values.len().clamp(1, 100) as u64) as usize + 1;
+        let mut rng = GoRand::new(seed);
+        let count = usize::from(max - min) + 1;
+        let mut values = rng.perm(count);
+        let n = rng.intn(count.clamp(1, 100)) + 1;
         values.truncate(n);
-        let mut total = 0u64;
+        let mut total = 0.0;
         let cumulative = values
             .iter()
             .map(|_| {
-                // 16-bit weights, at least 1: no value of the subset is impossible, and the
-                // total (at most 100 × 2^16) fits any usize.
-                total += (drbg.next_u64() >> 48) + 1;
+                total += rng.float64();
                 total
             })
+            .collect();
+        let values = values
+            .into_iter()
+            .map(|v| min + u16::try_from(v).unwrap_or(0))
             .collect();
         Self { values, cumulative }
     }
 
     /// One draw, with `rng`'s randomness.
     pub fn sample(&self, rng: &mut dyn Entropy) -> u16 {
-        let total = self.cumulative.last().copied().unwrap_or(1);
-        let point = uniform_inclusive(rng, 0, (total - 1) as usize) as u64;
+        let total = self.cumulative.last().copied().unwrap_or(0.0);
+        let mut bytes = [0u8; 8];
+        rng.fill_bytes(&mut bytes);
+        // 53 random bits: a uniform point in [0, total).
+        let point = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64 * total;
         let at = self.cumulative.partition_point(|&c| c <= point);
         self.values
             .get(at)
@@ -99,6 +155,41 @@ impl WeightedDist {
     /// The values it can give.
     pub fn support(&self) -> &[u16] {
         &self.values
+    }
+
+    /// Their weights, in the same order.
+    pub fn weights(&self) -> Vec<f64> {
+        let mut prev = 0.0;
+        self.cumulative
+            .iter()
+            .map(|c| {
+                let w = c - prev;
+                prev = *c;
+                w
+            })
+            .collect()
+    }
+}
+
+impl PrngSeed {
+    /// A bridge's seed: random, but one whose length table does not hold 0 (obfs4proxy
+    /// clients in iat-mode 2 would exit on drawing it; see the module docs).
+    pub fn generate(rng: &mut dyn Entropy) -> Self {
+        loop {
+            let mut seed = [0u8; 24];
+            rng.fill_bytes(&mut seed);
+            let seed = Self(seed);
+            if seed.is_safe() {
+                return seed;
+            }
+        }
+    }
+
+    /// Whether its length table leaves 0 out.
+    pub fn is_safe(&self) -> bool {
+        !WeightedDist::new(&self.0, 0, crate::MAX_SEGMENT_LENGTH as u16)
+            .support()
+            .contains(&0)
     }
 }
 
@@ -126,6 +217,36 @@ mod tests {
         // Every value of a small table comes up in 20,000 draws unless its weight is tiny;
         // most do.
         assert!(seen.len() * 2 >= a.support().len(), "{seen:?}");
+    }
+
+    /// The tables of Go 1.19's `math/rand` over obfs4proxy's DRBG, as
+    /// `tests/probdist-go/main.go` printed them (`tests/probdist_go.rs` compares many more
+    /// where Go is installed).
+    #[test]
+    fn the_tables_are_obfs4proxys() {
+        let d = WeightedDist::new(&[9; 24], 0, 1448);
+        assert_eq!(d.support(), [935, 304, 796, 1067, 1139, 842, 1373]);
+        let weights = d.weights();
+        assert!((weights[0] - 0.777_423_923_427_290_7).abs() < 1e-12);
+        assert!((weights[6] - 0.618_762_787_551_001_6).abs() < 1e-12);
+        let d = WeightedDist::new(&[0x5a; 24], 0, 1448);
+        assert_eq!(d.support().len(), 93);
+        assert_eq!(&d.support()[..5], [531, 1388, 232, 1303, 512]);
+        assert_eq!(d.support()[92], 858);
+    }
+
+    #[test]
+    fn a_generated_seed_keeps_zero_out_of_its_length_table() {
+        let mut rng = SeededEntropy::new(5);
+        let mut unsafe_seeds = 0;
+        for _ in 0..300 {
+            let mut seed = [0u8; 24];
+            rng.fill_bytes(&mut seed);
+            unsafe_seeds += usize::from(!PrngSeed(seed).is_safe());
+            assert!(PrngSeed::generate(&mut rng).is_safe());
+        }
+        // About one seed in 15 would hold 0.
+        assert!((5..=60).contains(&unsafe_seeds), "{unsafe_seeds}");
     }
 
     #[test]
