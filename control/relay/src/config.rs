@@ -218,6 +218,14 @@ pub struct GossipSettings {
     pub client_wss: Option<SocketAddr>,
     /// (Gateway) the TLS key of QUIC and WSS.
     pub tls_key_file: PathBuf,
+    /// (Gateway) where clients reach it over obfs4.
+    pub client_obfs4: Option<SocketAddr>,
+    /// (Gateway) the obfs4 listener's iat-mode.
+    pub obfs4_iat_mode: pb_obfs4::IatMode,
+    /// (Gateway) the obfs4 bridge's keys.
+    pub obfs4_state_file: PathBuf,
+    /// (Gateway) plain TCP records, for a local obfs4proxy server.
+    pub client_tcp: Option<SocketAddr>,
     /// (Exit) networks the exit policy allows although they are special (a testbed's own).
     pub exit_allow: Vec<(std::net::IpAddr, u8)>,
     /// (Exit) ports refused at every address, in place of
@@ -615,10 +623,11 @@ impl RelayConfig {
                         "only a gateway serves clients (gossip.role = \"gateway\")",
                     ));
                 }
-                let mut disguised = [None, None];
+                let mut disguised = [None, None, None];
                 for (slot, (key, value)) in disguised.iter_mut().zip([
                     ("gossip.client_quic", &g.client_quic),
                     ("gossip.client_wss", &g.client_wss),
+                    ("gossip.client_obfs4", &g.client_obfs4),
                 ]) {
                     let Some(value) = value else { continue };
                     let addr = address(key, value)?;
@@ -642,7 +651,28 @@ impl RelayConfig {
                     }
                     *slot = Some(addr);
                 }
-                let [client_quic, client_wss] = disguised;
+                let [client_quic, client_wss, client_obfs4] = disguised;
+                let client_tcp = g
+                    .client_tcp
+                    .map(|a| address("gossip.client_tcp", &a))
+                    .transpose()?;
+                if client_tcp.is_some() && client_bind.is_none() {
+                    return Err(bad(
+                        "gossip.client_tcp",
+                        "needs gossip.client_bind (the plain UDP link) too, and a gateway",
+                    ));
+                }
+                if client_tcp.is_some_and(|a| a.port() == 0) {
+                    return Err(bad("gossip.client_tcp", "needs a port"));
+                }
+                if g.obfs4_iat_mode.is_some() && client_obfs4.is_none() {
+                    return Err(bad(
+                        "gossip.obfs4_iat_mode",
+                        "needs gossip.client_obfs4 (the obfs4 listener)",
+                    ));
+                }
+                let obfs4_iat_mode = pb_obfs4::IatMode::from_number(g.obfs4_iat_mode.unwrap_or(0))
+                    .ok_or_else(|| bad("gossip.obfs4_iat_mode", "0, 1 or 2"))?;
                 if g.exit_allow.is_some() && role != Role::Exit {
                     return Err(bad(
                         "gossip.exit_allow",
@@ -701,6 +731,14 @@ impl RelayConfig {
                     },
                     |f| dir.join(f),
                 );
+                let obfs4_state_file = g.obfs4_state_file.as_ref().map_or_else(
+                    || {
+                        let mut p = identity_file.clone().into_os_string();
+                        p.push(".obfs4");
+                        PathBuf::from(p)
+                    },
+                    |f| dir.join(f),
+                );
                 Some(GossipSettings {
                     bind,
                     seeds,
@@ -714,6 +752,10 @@ impl RelayConfig {
                     client_quic,
                     client_wss,
                     tls_key_file,
+                    client_obfs4,
+                    obfs4_iat_mode,
+                    obfs4_state_file,
+                    client_tcp,
                     exit_allow,
                     exit_refuse_ports,
                     exit_max_connections,
@@ -1141,6 +1183,75 @@ mod tests {
                 with("mix", None, "127.0.0.1:443"),
                 "gossip.client_quic",
                 "only a gateway serves clients",
+            ),
+        ] {
+            let e = parse(&file).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.reason.starts_with(reason), "{e}");
+        }
+    }
+
+    /// A gateway's obfs4 listener: like QUIC's and WSS's; its iat-mode 0-2 and only with
+    /// it; its keys next to the identity; the plain TCP listener only beside the UDP one.
+    #[test]
+    fn the_obfs4_listener_and_its_plain_tcp_backend() {
+        let parse = |file: &ConfigFile| {
+            RelayConfig::from_toml(&render(file).unwrap(), Path::new("/etc/pb"))
+        };
+        let with = |obfs4: Option<&str>, iat: Option<u8>, tcp: Option<&str>, udp: bool| {
+            let mut file = gossip_file();
+            if let Some(g) = file.gossip.as_mut() {
+                g.role = Some("gateway".into());
+                g.client_bind = udp.then(|| "127.0.0.1:47480".into());
+                g.client_obfs4 = obfs4.map(Into::into);
+                g.obfs4_iat_mode = iat;
+                g.client_tcp = tcp.map(Into::into);
+            }
+            file
+        };
+        let g = parse(&with(
+            Some("127.0.0.1:9443"),
+            Some(2),
+            Some("127.0.0.1:9080"),
+            true,
+        ))
+        .unwrap()
+        .gossip
+        .unwrap();
+        assert_eq!(g.client_obfs4, Some("127.0.0.1:9443".parse().unwrap()));
+        assert_eq!(g.obfs4_iat_mode, pb_obfs4::IatMode::Paranoid);
+        assert_eq!(g.client_tcp, Some("127.0.0.1:9080".parse().unwrap()));
+        assert_eq!(g.obfs4_state_file, Path::new("/etc/pb/identity.key.obfs4"));
+        let plain = parse(&with(Some("127.0.0.1:9443"), None, None, true))
+            .unwrap()
+            .gossip
+            .unwrap();
+        assert_eq!(plain.obfs4_iat_mode, pb_obfs4::IatMode::None);
+        for (file, field, reason) in [
+            (
+                with(Some("127.0.0.1:9443"), Some(3), None, true),
+                "gossip.obfs4_iat_mode",
+                "0, 1 or 2",
+            ),
+            (
+                with(None, Some(1), None, true),
+                "gossip.obfs4_iat_mode",
+                "needs gossip.client_obfs4",
+            ),
+            (
+                with(Some("127.0.0.2:9443"), None, None, true),
+                "gossip.client_obfs4",
+                "needs a port, on gossip.bind's IP",
+            ),
+            (
+                with(Some("127.0.0.1:9443"), None, None, false),
+                "gossip.client_obfs4",
+                "needs gossip.client_bind",
+            ),
+            (
+                with(None, None, Some("127.0.0.1:9080"), false),
+                "gossip.client_tcp",
+                "needs gossip.client_bind",
             ),
         ] {
             let e = parse(&file).unwrap_err();

@@ -103,6 +103,9 @@ pub fn start(
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>()
         );
+        if let Some(line) = crate::transports::obfs4_bridge_line(settings)? {
+            tracing::info!("obfs4 bridge line: {line}");
+        }
         let link = client_link::ClientLink::new(
             listeners,
             identity.public().node_id(),

@@ -1,7 +1,9 @@
 //! A gateway's transports: the plain UDP listener of its client link and, when configured,
 //! the disguises (`gossip.client_quic`: QUIC presenting as HTTP/3; `gossip.client_wss`:
-//! WebSocket behind an HTTPS page), the TLS key those present (kept in a file next to the
-//! identity, made at first start), and what its descriptor offers clients.
+//! WebSocket behind an HTTPS page; `gossip.client_obfs4`: an obfs4 bridge), the TLS key
+//! QUIC and WSS present and the obfs4 bridge's keys (each kept in a file next to the
+//! identity, made at first start), the plain TCP listener a local obfs4proxy server may sit
+//! in front of (`gossip.client_tcp`, never offered), and what its descriptor offers.
 
 use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _, path::Path};
 
@@ -48,6 +50,77 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// The obfs4 bridge's keys: node id (20 bytes), identity key (32) and the seed of its
+/// length and delay distributions (24), in `gossip.obfs4_state_file` (made and written,
+/// readable by the relay's user only, when missing).
+pub fn obfs4_bridge(settings: &GossipSettings) -> anyhow::Result<pb_obfs4::Obfs4Server> {
+    use pb_obfs4::{Entropy as _, NodeId, OsEntropy, PrngSeed, ServerIdentity};
+    const LEN: usize = 20 + 32 + 24;
+    let path = &settings.obfs4_state_file;
+    let context = || format!("gossip.obfs4_state_file {}", path.display());
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => zeroize::Zeroizing::new(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut fresh = zeroize::Zeroizing::new(vec![0u8; LEN]);
+            OsEntropy.fill_bytes(&mut fresh[..52]);
+            fresh[52..].copy_from_slice(&PrngSeed::generate(&mut OsEntropy).0);
+            write_private(path, &fresh).with_context(context)?;
+            tracing::info!("made obfs4 bridge keys: {}", path.display());
+            fresh
+        }
+        Err(e) => return Err(e).with_context(context),
+    };
+    if bytes.len() != LEN {
+        anyhow::bail!(
+            "{}: {} bytes, not the {LEN} of an obfs4 bridge's keys",
+            context(),
+            bytes.len()
+        );
+    }
+    let mut node_id = [0u8; 20];
+    node_id.copy_from_slice(&bytes[..20]);
+    let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+    secret.copy_from_slice(&bytes[20..52]);
+    let mut seed = [0u8; 24];
+    seed.copy_from_slice(&bytes[52..]);
+    let identity = ServerIdentity::from_secret(NodeId(node_id), secret);
+    if !PrngSeed(seed).is_safe() {
+        tracing::warn!(
+            "{}: its length seed lets obfs4proxy clients in iat-mode 2 draw a length of 0, which makes them exit; delete the file to make new keys (a new bridge line)",
+            context()
+        );
+    }
+    Ok(pb_obfs4::Obfs4Server::new(
+        identity,
+        PrngSeed(seed),
+        settings.obfs4_iat_mode,
+    ))
+}
+
+/// What an obfs4 offer carries: the bridge's cert (node id and identity key) and the
+/// iat-mode clients are to use (docs/spec/transports.md).
+fn obfs4_params(bridge: &pb_obfs4::Obfs4Server) -> Vec<u8> {
+    let cert = bridge.cert();
+    let mut params = cert.node_id.0.to_vec();
+    params.extend_from_slice(&cert.public_key.0);
+    params.push(bridge.iat_mode().number());
+    params
+}
+
+/// The obfs4 listener's bridge line, as obfs4proxy writes it (`Bridge obfs4 ADDR:PORT
+/// cert=… iat-mode=N`, without Tor's fingerprint: PhantomBand has none), if there is one.
+pub fn obfs4_bridge_line(settings: &GossipSettings) -> anyhow::Result<Option<String>> {
+    let Some(addr) = settings.client_obfs4 else {
+        return Ok(None);
+    };
+    let bridge = obfs4_bridge(settings)?;
+    Ok(Some(format!(
+        "Bridge obfs4 {addr} cert={} iat-mode={}",
+        bridge.cert(),
+        bridge.iat_mode()
+    )))
+}
+
 /// Whether `settings` runs a disguise (and so needs the TLS key).
 fn disguised(settings: &GossipSettings) -> bool {
     settings.client_quic.is_some() || settings.client_wss.is_some()
@@ -79,6 +152,13 @@ pub fn offers(settings: &GossipSettings) -> anyhow::Result<Vec<TransportOffer>> 
             }
         }
     }
+    if let Some(addr) = settings.client_obfs4 {
+        offers.push(TransportOffer {
+            transport: Transport::Obfs4,
+            port: addr.port(),
+            params: obfs4_params(&obfs4_bridge(settings)?),
+        });
+    }
     Ok(offers)
 }
 
@@ -94,6 +174,23 @@ pub fn listeners(
         pb_transport::UdpListener::bind(udp)
             .with_context(|| format!("gossip.client_bind: cannot bind {udp}"))?,
     )];
+    if let Some(addr) = settings.client_tcp {
+        let factory: pb_transport::CodecFactory =
+            Box::new(|_| Box::new(pb_transport::Plain::default()));
+        listeners.push(Box::new(
+            pb_transport::StreamListener::bind(TransportKind::Tcp, addr, factory)
+                .with_context(|| format!("gossip.client_tcp: cannot listen on {addr}"))?,
+        ));
+    }
+    if let Some(addr) = settings.client_obfs4 {
+        let bridge = obfs4_bridge(settings)?;
+        let factory: pb_transport::CodecFactory =
+            Box::new(move |now| Box::new(bridge.accept(now, Box::new(pb_obfs4::OsEntropy))));
+        listeners.push(Box::new(
+            pb_transport::StreamListener::bind(TransportKind::Obfs4, addr, factory)
+                .with_context(|| format!("gossip.client_obfs4: cannot listen on {addr}"))?,
+        ));
+    }
     if !disguised(settings) {
         return Ok(listeners);
     }

@@ -233,6 +233,23 @@ pub struct GossipSection {
     /// missing). Default: the identity file's path with `.tls` added.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key_file: Option<String>,
+    /// (Gateway) where clients reach the client link over obfs4 (TCP), on gossip.bind's IP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_obfs4: Option<String>,
+    /// (Gateway) the iat-mode of the obfs4 listener's own writes, and the one its offer asks
+    /// clients to use: 0 (none), 1 (enabled) or 2 (paranoid). Default 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub obfs4_iat_mode: Option<u8>,
+    /// (Gateway) the obfs4 bridge's keys: node id, identity key and length seed (76 bytes;
+    /// made at first start when missing). Default: the identity file's path with `.obfs4`
+    /// added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub obfs4_state_file: Option<String>,
+    /// (Gateway) the client link's records over plain TCP, for a local obfs4proxy server in
+    /// front of the gateway (its `TOR_PT_ORPORT`). Not offered to clients; bind it to
+    /// loopback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_tcp: Option<String>,
     /// (Exit) networks the exit may open although they are special (a testbed's own).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_allow: Option<Vec<String>>,
