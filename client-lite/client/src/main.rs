@@ -17,6 +17,7 @@
 mod directory;
 mod link_thread;
 mod loops;
+mod obfs4;
 mod schedule;
 mod session;
 
@@ -86,11 +87,20 @@ struct Args {
     #[arg(long)]
     network_seed: Option<String>,
     /// What carries the link to the gateway: `quic` (HTTP/3), `wss` (WebSocket over TLS),
-    /// `udp`, or `auto`: plain UDP (the cheapest), then QUIC and WSS where the gateway
-    /// offers them, each tried until one answers. Where UDP links are watched or blocked,
-    /// ask for a disguise directly.
+    /// `obfs4`, `udp`, or `auto`: plain UDP (the cheapest), then QUIC, WSS and obfs4 where
+    /// the gateway offers them, each tried until one answers. Where UDP links are watched
+    /// or blocked, ask for a disguise directly.
     #[arg(long, default_value = "auto")]
     transport: String,
+    /// Reach the first gateway through this obfs4 bridge rather than its own obfs4 offer,
+    /// e.g. an obfs4proxy server in front of it: `obfs4 ADDR:PORT cert=… iat-mode=N` (a
+    /// bridge line; implies `--transport obfs4`).
+    #[arg(long)]
+    bridge: Option<String>,
+    /// Speak obfs4 through this obfs4proxy binary (run as a managed client transport, with
+    /// a temporary state directory) rather than the built-in implementation.
+    #[arg(long, value_name = "PATH")]
+    obfs4proxy: Option<std::path::PathBuf>,
     /// How much to send: `default` (50 packets a second) or `low-power` (5).
     #[arg(long, default_value = "default")]
     profile: String,
@@ -179,6 +189,8 @@ struct Client {
     gateway_index: usize,
     /// The transport asked for (`None`: auto), and which of the gateway's is in use.
     transport: Option<TransportKind>,
+    /// How obfs4 is spoken, and the bridge line given.
+    obfs4: Obfs4Setup,
     transport_index: usize,
     /// The network file, when given: views are checked against its stewards.
     network: Option<pb_control::network::NetworkFile>,
@@ -336,19 +348,44 @@ fn run(args: Args) -> anyhow::Result<()> {
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut random = OsRandom;
     let transport = match args.transport.as_str() {
+        "auto" if args.bridge.is_some() => Some(TransportKind::Obfs4),
         "auto" => None,
         name => Some(
             TransportKind::from_name(name)
                 .filter(|k| {
                     matches!(
                         k,
-                        TransportKind::Udp | TransportKind::Quic | TransportKind::Wss
+                        TransportKind::Udp
+                            | TransportKind::Quic
+                            | TransportKind::Wss
+                            | TransportKind::Obfs4
                     )
                 })
-                .ok_or_else(|| anyhow!("--transport: {name:?} is not quic, wss, udp or auto"))?,
+                .ok_or_else(|| {
+                    anyhow!("--transport: {name:?} is not quic, wss, obfs4, udp or auto")
+                })?,
         ),
     };
-    let kinds = transports_of(&first, transport);
+    if args.bridge.is_some() && transport != Some(TransportKind::Obfs4) {
+        return Err(anyhow!(
+            "--bridge: it is an obfs4 bridge; drop --transport {}",
+            args.transport
+        ));
+    }
+    let obfs4 = Obfs4Setup {
+        bridge: args
+            .bridge
+            .as_deref()
+            .map(obfs4::Bridge::parse)
+            .transpose()?
+            .map(|b| (first.addr, b)),
+        obfs4proxy: args
+            .obfs4proxy
+            .as_deref()
+            .map(obfs4::ManagedClient::start)
+            .transpose()?,
+    };
+    let kinds = transports_of(&first, transport, &obfs4);
     let kind = *kinds.first().ok_or_else(|| {
         anyhow!(
             "gateway {}: it offers no {} transport",
@@ -356,7 +393,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.transport
         )
     })?;
-    let carrier = connect(&first, kind)?;
+    let carrier = connect(&first, kind, &obfs4)?;
     let waker = Arc::new(mio::Waker::new(poll.registry(), CARRIER).context("mio waker")?);
     let link = start_link(carrier, &first, &profile, &mut random, &waker)?;
     let token = random.seed();
@@ -373,6 +410,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         gateways,
         gateway_index: 0,
         transport,
+        obfs4,
         transport_index: 0,
         network,
         checkpoint: None,
@@ -481,21 +519,73 @@ fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How pb-client speaks obfs4.
+#[derive(Debug, Default)]
+struct Obfs4Setup {
+    /// A bridge line given for a gateway (by its client-link address): used in place of
+    /// that gateway's own obfs4 offer.
+    bridge: Option<(SocketAddr, obfs4::Bridge)>,
+    /// obfs4proxy as the obfs4 implementation, if asked for.
+    obfs4proxy: Option<obfs4::ManagedClient>,
+}
+
+impl Obfs4Setup {
+    /// The obfs4 bridge of `gateway`: the bridge line's, else its own offer.
+    fn bridge_of(&self, gateway: &GatewayEntry) -> Option<obfs4::Bridge> {
+        if let Some((addr, bridge)) = &self.bridge
+            && *addr == gateway.addr
+        {
+            return Some(bridge.clone());
+        }
+        let offer = gateway
+            .offers
+            .iter()
+            .find(|o| o.transport == pb_control::Transport::Obfs4)?;
+        Some(obfs4::Bridge {
+            addr: SocketAddr::new(gateway.addr.ip(), offer.port),
+            params: offer.params.clone(),
+        })
+    }
+}
+
 /// The transports to try at `gateway`, in order: `asked` alone if it offers it, else
-/// (auto) plain UDP, then QUIC and WSS where offered.
-fn transports_of(gateway: &GatewayEntry, asked: Option<TransportKind>) -> Vec<TransportKind> {
-    let offered = |k: TransportKind| {
-        k == TransportKind::Udp || gateway.offers.iter().any(|o| o.transport.code() == k as u8)
+/// (auto) plain UDP, then QUIC, WSS and obfs4 where offered.
+fn transports_of(
+    gateway: &GatewayEntry,
+    asked: Option<TransportKind>,
+    obfs4: &Obfs4Setup,
+) -> Vec<TransportKind> {
+    let offered = |k: TransportKind| match k {
+        TransportKind::Udp => true,
+        TransportKind::Obfs4 => obfs4.bridge_of(gateway).is_some(),
+        _ => gateway.offers.iter().any(|o| o.transport.code() == k as u8),
     };
     let order = match asked {
         Some(k) => vec![k],
-        None => vec![TransportKind::Udp, TransportKind::Quic, TransportKind::Wss],
+        None => vec![
+            TransportKind::Udp,
+            TransportKind::Quic,
+            TransportKind::Wss,
+            TransportKind::Obfs4,
+        ],
     };
     order.into_iter().filter(|k| offered(*k)).collect()
 }
 
 /// A carrier of `kind` to `gateway`.
-fn connect(gateway: &GatewayEntry, kind: TransportKind) -> anyhow::Result<Box<dyn ClientCarrier>> {
+fn connect(
+    gateway: &GatewayEntry,
+    kind: TransportKind,
+    obfs4: &Obfs4Setup,
+) -> anyhow::Result<Box<dyn ClientCarrier>> {
+    if kind == TransportKind::Obfs4 {
+        let bridge = obfs4
+            .bridge_of(gateway)
+            .ok_or_else(|| anyhow!("gateway {} over obfs4: not offered", gateway.addr))?;
+        return bridge
+            .carrier(obfs4.obfs4proxy.as_ref())
+            .with_context(|| format!("gateway {} over obfs4", gateway.addr));
+    }
     let offer = gateway
         .offers
         .iter()
@@ -542,10 +632,22 @@ fn start_link(
     waker: &Arc<mio::Waker>,
 ) -> anyhow::Result<LinkThread> {
     let waker = waker.clone();
+    let mut rates = rates(profile);
+    if let Some(most) = carrier.max_record_rate() {
+        let most = u16::try_from(most).unwrap_or(u16::MAX);
+        if rates.down > most || rates.up > most {
+            tracing::info!(
+                "{} carries at most {most} records a second each way: the link asks for no more",
+                carrier.kind()
+            );
+        }
+        rates.down = rates.down.min(most);
+        rates.up = rates.up.min(most);
+    }
     LinkThread::start(
         carrier,
         &gateway.link_key,
-        rates(profile),
+        rates,
         profile.cover,
         &random.seed(),
         move || {
@@ -795,7 +897,11 @@ impl Client {
         let failed = self.gateways[self.gateway_index].addr;
         let failed_kind = self.link.kind();
         let mut candidates = Vec::new();
-        let kinds = transports_of(&self.gateways[self.gateway_index], self.transport);
+        let kinds = transports_of(
+            &self.gateways[self.gateway_index],
+            self.transport,
+            &self.obfs4,
+        );
         if next_transport {
             for t in self.transport_index + 1..kinds.len() {
                 candidates.push((self.gateway_index, t));
@@ -803,13 +909,13 @@ impl Client {
         }
         for step in 1..=self.gateways.len() {
             let g = (self.gateway_index + step) % self.gateways.len();
-            let n = transports_of(&self.gateways[g], self.transport).len();
+            let n = transports_of(&self.gateways[g], self.transport, &self.obfs4).len();
             candidates.extend((0..n).map(|t| (g, t)));
         }
         let mut chosen = None;
         for (g, t) in candidates {
-            let kind = transports_of(&self.gateways[g], self.transport)[t];
-            match connect(&self.gateways[g], kind) {
+            let kind = transports_of(&self.gateways[g], self.transport, &self.obfs4)[t];
+            match connect(&self.gateways[g], kind, &self.obfs4) {
                 Ok(c) => {
                     chosen = Some((g, t, c));
                     break;
