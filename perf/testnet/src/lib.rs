@@ -38,7 +38,8 @@ mod util;
 
 pub use network::{
     ADMIN_PORT, Backend, CLIENT_LINK_PORT, GOSSIP_PORT, Mode, Network, NetworkBuilder, Node,
-    OutsideNode, PACKET_PORT, QUIC_PORT, Role, Site, WSS_PORT, fresh_epoch_seconds,
+    OBFS4_PORT, OutsideNode, PACKET_PORT, QUIC_PORT, Role, Site, TCP_PORT, WSS_PORT,
+    fresh_epoch_seconds,
 };
 pub use run::{Testnet, View};
 pub use util::{

@@ -19,6 +19,11 @@ pub const CLIENT_LINK_PORT: u16 = 47480;
 pub const QUIC_PORT: u16 = 4433;
 /// The gateway's WebSocket-over-TLS port, in gossip mode.
 pub const WSS_PORT: u16 = 8443;
+/// The gateway's obfs4 port, in gossip mode.
+pub const OBFS4_PORT: u16 = 9443;
+/// The gateway's plain TCP port (records as they are, for an obfs4proxy server in front of
+/// it), in gossip mode. Not offered to clients.
+pub const TCP_PORT: u16 = 9080;
 /// The admin endpoint's port, where a relay has one.
 pub const ADMIN_PORT: u16 = 9100;
 
@@ -146,6 +151,7 @@ pub struct Network {
     pub(crate) admin: bool,
     pub(crate) gateway_cores: u32,
     pub(crate) stats_interval: f64,
+    pub(crate) obfs4_iat_mode: u8,
     pub(crate) relay_env: Vec<(String, String)>,
     pub(crate) relay_binary: Option<PathBuf>,
     pub(crate) log_dir: Option<PathBuf>,
@@ -212,6 +218,7 @@ impl Network {
             admin: false,
             gateway_cores: 1,
             stats_interval: 1.0,
+            obfs4_iat_mode: 0,
             relay_env: Vec::new(),
             relay_binary: None,
             log_dir: None,
@@ -410,8 +417,43 @@ impl Network {
             .unwrap_or([0; 32])
     }
 
+    /// The gateway's obfs4 bridge keys (node id, identity key, length seed: the file
+    /// `gossip.obfs4_state_file` holds), derived from its identity seed like its TLS key.
+    /// Its length seed is the first of the derived ones that obfs4proxy clients can use
+    /// (`pb_obfs4::PrngSeed::is_safe`).
+    pub fn gateway_obfs4_state(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut state = zeroize::Zeroizing::new(vec![0u8; 76]);
+        let mut xof = blake3::Hasher::new_derive_key("PhantomBand testnet gateway obfs4 state")
+            .update(&self.identity_seed(0))
+            .finalize_xof();
+        xof.fill(&mut state[..52]);
+        loop {
+            let mut seed = [0u8; 24];
+            xof.fill(&mut seed);
+            if pb_obfs4::PrngSeed(seed).is_safe() {
+                state[52..].copy_from_slice(&seed);
+                return state;
+            }
+        }
+    }
+
+    /// The gateway's obfs4 bridge line arguments as an offer's parameters: node id,
+    /// identity key, iat-mode.
+    pub fn gateway_obfs4_params(&self) -> Vec<u8> {
+        let state = self.gateway_obfs4_state();
+        let mut node_id = [0u8; 20];
+        node_id.copy_from_slice(&state[..20]);
+        let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+        secret.copy_from_slice(&state[20..52]);
+        let cert = pb_obfs4::ServerIdentity::from_secret(pb_obfs4::NodeId(node_id), secret).cert();
+        let mut params = cert.node_id.0.to_vec();
+        params.extend_from_slice(&cert.public_key.0);
+        params.push(self.obfs4_iat_mode);
+        params
+    }
+
     /// The gateway's disguised transports (gossip mode): QUIC at [`QUIC_PORT`] and WSS at
-    /// [`WSS_PORT`], both with its pin.
+    /// [`WSS_PORT`], both with its pin, and obfs4 at [`OBFS4_PORT`].
     pub fn gateway_offers(&self) -> Vec<pb_control::TransportOffer> {
         if !matches!(self.mode, Mode::Gossip { .. }) {
             return Vec::new();
@@ -427,6 +469,11 @@ impl Network {
                 transport: pb_control::Transport::WebSocket,
                 port: WSS_PORT,
                 params: pin,
+            },
+            pb_control::TransportOffer {
+                transport: pb_control::Transport::Obfs4,
+                port: OBFS4_PORT,
+                params: self.gateway_obfs4_params(),
             },
         ]
     }
@@ -641,6 +688,13 @@ impl NetworkBuilder {
         self
     }
 
+    /// The iat-mode of the gateway's obfs4 listener (0, 1 or 2; default 0), and so of its
+    /// clients.
+    pub fn obfs4_iat_mode(mut self, mode: u8) -> Self {
+        self.0.obfs4_iat_mode = mode.min(2);
+        self
+    }
+
     /// `pb-relay run --stats-interval` (0: no per-link lines).
     pub fn stats_interval(mut self, seconds: f64) -> Self {
         self.0.stats_interval = seconds;
@@ -792,7 +846,16 @@ mod tests {
         assert_eq!(a.gateway_pin(), b.gateway_pin());
         assert_ne!(a.gateway_pin(), [0; 32]);
         assert_ne!(a.gateway_pin(), build(0x31).gateway_pin());
-        assert_eq!(a.gateway_offers().len(), 2);
+        assert_eq!(a.gateway_offers().len(), 3);
+        // The obfs4 offer: the same bridge every time, with a length seed obfs4proxy
+        // clients survive.
+        assert_eq!(a.gateway_obfs4_params(), b.gateway_obfs4_params());
+        assert_eq!(a.gateway_obfs4_params().len(), 53);
+        let mut seed = [0u8; 24];
+        seed.copy_from_slice(&a.gateway_obfs4_state()[52..]);
+        assert!(pb_obfs4::PrngSeed(seed).is_safe());
+        let file = a.network_file().unwrap().render();
+        assert!(file.contains(" obfs4=9443/cert="), "{file}");
     }
 
     #[test]

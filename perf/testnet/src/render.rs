@@ -66,6 +66,11 @@ impl Network {
                         .then(|| format!("{me}:{}", crate::network::QUIC_PORT)),
                     client_wss: (role == Role::Gateway)
                         .then(|| format!("{me}:{}", crate::network::WSS_PORT)),
+                    client_obfs4: (role == Role::Gateway)
+                        .then(|| format!("{me}:{}", crate::network::OBFS4_PORT)),
+                    obfs4_iat_mode: (role == Role::Gateway).then_some(self.obfs4_iat_mode),
+                    client_tcp: (role == Role::Gateway)
+                        .then(|| format!("{me}:{}", crate::network::TCP_PORT)),
                     exit_allow: (role == Role::Exit && self.exit_allow)
                         .then(|| vec![self.own_range()]),
                     network_file: self.network_file().map(|_| NETWORK_FILE.into()),
@@ -152,6 +157,9 @@ impl Network {
                 zeroize::Zeroizing::new(self.gateway_tls_key()).as_slice(),
             )
             .with_context(|| format!("writing {}", path.display()))?;
+            let path = dir.join("identity0.key.obfs4");
+            std::fs::write(&path, self.gateway_obfs4_state().as_slice())
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         if let Some(topology) = self.topology_file() {
             write("topology.toml".into(), render(&topology)?)?;
