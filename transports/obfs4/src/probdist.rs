@@ -1,7 +1,8 @@
 //! The length and inter-arrival distributions obfs4 draws its padding and delays from.
 //!
 //! The same tables as obfs4proxy's (`common/probdist`, `common/drbg`): a 24-byte seed keys a
-//! SipHash-2-4 generator in output-feedback mode ([`HashDrbg`]), which drives Go's
+//! SipHash-2-4 generator in output-feedback mode (the one that masks frame lengths,
+//! [`LengthMask`]), which drives Go's
 //! `math/rand` (reproduced in [`GoRand`]) to pick a random subset of the allowed values (1
 //! to 100 of them, from a permutation) and a weight for each; samples are then drawn from
 //! that table with the connection's secure random source. The server's seed is fixed per
@@ -13,55 +14,24 @@
 //! it draws a length of 0, which a table holds for about one seed in 15. A bridge's seed is
 //! therefore chosen so that its length table does not hold 0 ([`PrngSeed::generate`]).
 
-use core::hash::Hasher as _;
+use crate::{Entropy, PrngSeed, mask::LengthMask};
 
-use siphasher::sip::SipHasher24;
-
-use crate::{Entropy, PrngSeed};
-
-/// obfs4proxy's hash DRBG: a SipHash-2-4 keyed by the seed's first 16 bytes, over a stream
-/// to which each 8-byte output is appended (starting with the seed's last 8 bytes); the
-/// hasher is never reset.
-pub(crate) struct HashDrbg {
-    hasher: SipHasher24,
-    block: [u8; 8],
-}
-
-impl HashDrbg {
-    pub(crate) fn new(seed: &[u8; 24]) -> Self {
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&seed[..16]);
-        let mut block = [0u8; 8];
-        block.copy_from_slice(&seed[16..]);
-        Self {
-            hasher: SipHasher24::new_with_key(&key),
-            block,
-        }
-    }
-
-    /// The next block (its digest, little-endian, as Go's `Sum` appends it).
-    fn next_block(&mut self) -> [u8; 8] {
-        self.hasher.write(&self.block);
-        self.block = self.hasher.finish().to_le_bytes();
-        self.block
-    }
-
-    /// Go's `Int63` of it: the block read big-endian, top bit cleared.
-    fn int63(&mut self) -> u64 {
-        u64::from_be_bytes(self.next_block()) & (u64::MAX >> 1)
-    }
-}
-
-/// Go 1.19's `math/rand` methods that obfs4proxy's tables use, over a [`HashDrbg`].
-pub(crate) struct GoRand(HashDrbg);
+/// Go 1.19's `math/rand` methods that obfs4proxy's tables use, over its hash DRBG (the
+/// one that also masks frame lengths, [`LengthMask`]).
+pub(crate) struct GoRand(LengthMask);
 
 impl GoRand {
     pub(crate) fn new(seed: &[u8; 24]) -> Self {
-        Self(HashDrbg::new(seed))
+        Self(LengthMask::new(seed))
+    }
+
+    /// Go's `Int63` of the DRBG: the block read big-endian, top bit cleared.
+    fn int63(&mut self) -> u64 {
+        u64::from_be_bytes(self.0.next_block()) & (u64::MAX >> 1)
     }
 
     fn int31(&mut self) -> u32 {
-        (self.0.int63() >> 32) as u32
+        (self.int63() >> 32) as u32
     }
 
     /// `Int31n(n)`, `0 < n < 2^31`.
@@ -96,7 +66,7 @@ impl GoRand {
     /// `Float64()`: in [0, 1).
     fn float64(&mut self) -> f64 {
         loop {
-            let f = self.0.int63() as f64 / (1u64 << 63) as f64;
+            let f = self.int63() as f64 / (1u64 << 63) as f64;
             if f < 1.0 {
                 return f;
             }
