@@ -195,7 +195,7 @@ enum Command {
     /// MB of pb-client and of the gateway (needs root).
     Transports {
         /// Transports to measure, in this order (comma-separated).
-        #[arg(long, value_delimiter = ',', value_enum, default_values = ["udp", "quic", "wss"])]
+        #[arg(long, value_delimiter = ',', value_enum, default_values = ["udp", "quic", "wss", "obfs4"])]
         transports: Vec<transports::Transport>,
         /// Fetches per transport, one after the other (the medians are reported).
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
@@ -208,6 +208,9 @@ enum Command {
         /// quiet; 0 does not wait, and the figures then include the leftovers.
         #[arg(long, default_value_t = 45.0, value_parser = seconds)]
         settle: f64,
+        /// The gateway's obfs4 iat-mode (0: none, 1, 2: paranoid), and so its clients'.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+        obfs4_iat_mode: u8,
     },
     /// The adversaries played against eight pb-relay processes (AF_XDP, namespaces) and
     /// --clients pb-clients, idle, busy and under a CPU hog: a global passive observer's
@@ -398,12 +401,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             fetches,
             size,
             settle,
+            obfs4_iat_mode,
         } => transports::run(&transports::TransportsArgs {
             transports: transports.clone(),
             fetches: usize::from(*fetches),
             size: (*size).max(1),
             settle: std::time::Duration::from_secs_f64(*settle),
             json: cli.json,
+            obfs4_iat_mode: *obfs4_iat_mode,
         })?,
         Command::Anonymity {
             seconds,

@@ -54,6 +54,8 @@ pub enum Transport {
     Quic,
     /// WebSocket over TLS.
     Wss,
+    /// obfs4, at the gateway's iat-mode (`--obfs4-iat-mode`).
+    Obfs4,
 }
 
 impl Transport {
@@ -63,6 +65,15 @@ impl Transport {
             Transport::Udp => "udp",
             Transport::Quic => "quic",
             Transport::Wss => "wss",
+            Transport::Obfs4 => "obfs4",
+        }
+    }
+
+    /// The rows' `impl`: the name, and obfs4's iat-mode (`obfs4-iat2`).
+    pub fn label(self, obfs4_iat_mode: u8) -> String {
+        match self {
+            Transport::Obfs4 => format!("obfs4-iat{obfs4_iat_mode}"),
+            other => other.name().to_owned(),
         }
     }
 }
@@ -80,6 +91,8 @@ pub struct TransportsArgs {
     pub settle: Duration,
     /// Whether stdout carries JSON rows (then the side-by-side summary goes to stderr).
     pub json: bool,
+    /// The gateway's obfs4 iat-mode (0, 1 or 2), and so its clients'.
+    pub obfs4_iat_mode: u8,
 }
 
 const RELAYS: usize = 8;
@@ -102,7 +115,7 @@ pub fn run(args: &TransportsArgs) -> anyhow::Result<Vec<Measurement>> {
         anyhow!("pb-perf transports runs a testnet in network namespaces and needs root: {reason}")
     })?;
     if args.transports.is_empty() {
-        bail!("--transports: name at least one of udp, quic, wss");
+        bail!("--transports: name at least one of udp, quic, wss, obfs4");
     }
     let client_bin = binary("pb-client")?;
     let clock_ticks = clock_ticks()?;
@@ -113,6 +126,7 @@ pub fn run(args: &TransportsArgs) -> anyhow::Result<Vec<Measurement>> {
         .backend(pb_testnet::Backend::AfXdp)
         .loop_rate(1)
         .admin(true)
+        .obfs4_iat_mode(args.obfs4_iat_mode)
         .build()?;
     let progress = Progress::new(
         "pb-perf transports",
@@ -160,7 +174,7 @@ pub fn run(args: &TransportsArgs) -> anyhow::Result<Vec<Measurement>> {
         results.push(watch.measure(&mut net)?);
     }
     drop(progress);
-    let summary = side_by_side(&results);
+    let summary = side_by_side(&results, args.obfs4_iat_mode);
     if args.json {
         eprint!("{summary}");
     } else {
@@ -571,7 +585,7 @@ fn rows(results: &[Measured], args: &TransportsArgs) -> Vec<Measurement> {
     };
     let mut rows = Vec::new();
     for m in results {
-        let imp = m.transport.name();
+        let imp = &m.transport.label(args.obfs4_iat_mode);
         rows.push(row(
             "transport.ttfb",
             imp,
@@ -613,14 +627,17 @@ fn round(v: f64, decimals: i32) -> f64 {
 
 /// The figures side by side, a column per transport, with each download rate as a share of
 /// plain UDP's (when UDP ran).
-fn side_by_side(results: &[Measured]) -> String {
+fn side_by_side(results: &[Measured], obfs4_iat_mode: u8) -> String {
     let udp = results
         .iter()
         .find(|m| m.transport == Transport::Udp)
         .map(Measured::download);
     let mut lines: Vec<(String, Vec<String>)> = vec![(
         "transport".into(),
-        results.iter().map(|m| m.transport.name().into()).collect(),
+        results
+            .iter()
+            .map(|m| m.transport.label(obfs4_iat_mode))
+            .collect(),
     )];
     let mut line = |label: &str, f: &dyn Fn(&Measured) -> String| {
         lines.push((label.into(), results.iter().map(f).collect()));
@@ -729,6 +746,7 @@ mod tests {
             size: 2_000_000 / 3,
             settle: Duration::ZERO,
             json: true,
+            obfs4_iat_mode: 0,
         };
         let rows = rows(&results, &args);
         assert_eq!(rows.len(), 2 * 5);
@@ -748,7 +766,7 @@ mod tests {
         assert_eq!(get("transport.cpu_per_mb", "udp", Some("client")), 0.5);
         assert_eq!(get("transport.cpu_per_mb", "wss", Some("gateway")), 1.0);
         assert!(rows.iter().all(|r| r.params["fetches"] == 3));
-        let summary = side_by_side(&results);
+        let summary = side_by_side(&results, 0);
         assert!(summary.contains("95.0 %"), "{summary}");
     }
 

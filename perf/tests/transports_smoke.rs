@@ -1,5 +1,6 @@
-//! `pb-perf transports`, short: one small fetch over each transport (plain UDP, QUIC, WSS)
-//! through the namespace testnet on AF_XDP (root, and always in CI). Each transport must
+//! `pb-perf transports`, short: one small fetch over each transport (plain UDP, QUIC, WSS,
+//! obfs4 at iat-mode 0) through the namespace testnet on AF_XDP (root, and always in CI).
+//! Each transport must
 //! carry the fetch byte-identical (pb-perf fails otherwise) and yield every row with a
 //! positive, finite figure: the test that fails if a transport stops carrying the client
 //! link through the network, or if the benchmark stops measuring one of its figures. Speed
@@ -10,7 +11,7 @@ mod common;
 
 use std::process::Command;
 
-const TRANSPORTS: [&str; 3] = ["udp", "quic", "wss"];
+const TRANSPORTS: [&str; 4] = ["udp", "quic", "wss", "obfs4-iat0"];
 
 #[test]
 fn every_transport_carries_the_fetch_and_yields_every_row() {
