@@ -163,6 +163,11 @@ pub trait ClientCarrier: AsRawFd + Send + core::fmt::Debug {
     fn max_record_rate(&self) -> Option<u32> {
         None
     }
+    /// The most records a second upstream, where that is less than downstream (DNS names
+    /// carry less than answers): by default [`ClientCarrier::max_record_rate`].
+    fn max_upstream_rate(&self) -> Option<u32> {
+        self.max_record_rate()
+    }
 }
 
 /// One peer of a [`Listener`]: an address (datagram transports) or a connection (stream
