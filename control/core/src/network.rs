@@ -13,6 +13,7 @@
 //! gateway = 198.18.0.1:47480 9f2c…e1      the client link's UDP address, its link key (64 hex digits),
 //!                                         then optional offers: quic=443/PIN wss=8443/PIN (PIN: 64 hex)
 //!                                         obfs4=9443/cert=CERT;iat-mode=N (an obfs4 bridge line's arguments)
+//!                                         doh=53/t.example.net (the name server's port, its zone)
 //! prefix_cap_ipv4 = 4                     optional (default 4)
 //! prefix_cap_ipv6 = 4                     optional (default 4)
 //! allow_prefix = 198.18.0.0/24            optional, repeats: a testbed's own range
@@ -44,8 +45,8 @@ pub struct GatewayEntry {
 }
 
 impl GatewayEntry {
-    /// Parses `ADDR KEY [quic=PORT/PIN] [wss=PORT/PIN] [obfs4=PORT/cert=CERT;iat-mode=N]` (a
-    /// network file's `gateway` value).
+    /// Parses `ADDR KEY [quic=PORT/PIN] [wss=PORT/PIN] [obfs4=PORT/cert=CERT;iat-mode=N]
+    /// [doh=PORT/ZONE]` (a network file's `gateway` value).
     pub fn parse(value: &str) -> Result<Self, &'static str> {
         let mut words = value.split_whitespace();
         let addr = words
@@ -63,7 +64,8 @@ impl GatewayEntry {
                 "quic" => Transport::Quic,
                 "wss" => Transport::WebSocket,
                 "obfs4" => Transport::Obfs4,
-                _ => return Err("unknown transport (quic, wss, obfs4)"),
+                "doh" => Transport::DoH,
+                _ => return Err("unknown transport (quic, wss, obfs4, doh)"),
             };
             let (port, params) = rest.split_once('/').ok_or("an offer is name=PORT/PIN")?;
             let port = port
@@ -75,6 +77,8 @@ impl GatewayEntry {
                 Transport::Obfs4 => {
                     obfs4_params(params).ok_or("obfs4's offer is PORT/cert=CERT;iat-mode=0|1|2")?
                 }
+                Transport::DoH => dns_zone(params)
+                    .ok_or("doh's offer is PORT/ZONE (a domain name of at most 64 characters)")?,
                 _ => hex32(params).ok_or("a pin is 64 hex digits")?.to_vec(),
             };
             if offers.iter().any(|o| o.transport == transport) {
@@ -108,11 +112,37 @@ impl GatewayEntry {
                         out.push_str(&format!(" obfs4={}/{args}", o.port));
                     }
                 }
-                _ => {}
+                Transport::DoH => {
+                    if let Some(zone) = dns_zone_text(&o.params) {
+                        out.push_str(&format!(" doh={}/{zone}", o.port));
+                    }
+                }
+                Transport::Udp => {}
             }
         }
         out
     }
+}
+
+/// A DNS offer's parameters from its zone (`t.example.net`, the final dot optional):
+/// lowercase letters, digits, `-` and dots, labels of 1 to 63 characters, at most
+/// [`crate::descriptor::MAX_PARAMS`] in all.
+pub fn dns_zone(text: &str) -> Option<Vec<u8>> {
+    let zone = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    (zone.len() <= crate::descriptor::MAX_PARAMS && zone.split('.').all(label_ok))
+        .then(|| zone.into_bytes())
+}
+
+/// The zone a DNS offer's parameters name, if they are one.
+pub fn dns_zone_text(params: &[u8]) -> Option<String> {
+    let text = core::str::from_utf8(params).ok()?;
+    dns_zone(text).is_some().then(|| text.to_owned())
 }
 
 /// Bytes of an obfs4 offer's parameters: the bridge's node id (20), identity key (32) and

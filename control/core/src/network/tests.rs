@@ -45,6 +45,11 @@ fn file() -> NetworkFile {
                         port: 9443,
                         params: [vec![0xef; 52], vec![2]].concat(),
                     },
+                    TransportOffer {
+                        transport: Transport::DoH,
+                        port: 53,
+                        params: b"t.pb.test".to_vec(),
+                    },
                 ],
             },
         ],
@@ -113,7 +118,7 @@ fn a_bad_network_file_is_refused_with_its_line() {
         ),
         (
             text.replacen(" quic=443/", " ftp=443/", 1),
-            NetworkFileError::Line(10, "unknown transport (quic, wss, obfs4)"),
+            NetworkFileError::Line(10, "unknown transport (quic, wss, obfs4, doh)"),
         ),
         (
             text.replacen(" quic=443/", " quic=0/", 1),
@@ -126,6 +131,13 @@ fn a_bad_network_file_is_refused_with_its_line() {
         (
             text.replacen(";iat-mode=2", ";iat-mode=3", 1),
             NetworkFileError::Line(10, "obfs4's offer is PORT/cert=CERT;iat-mode=0|1|2"),
+        ),
+        (
+            text.replacen(" doh=53/t.pb.test", " doh=53/t..pb", 1),
+            NetworkFileError::Line(
+                10,
+                "doh's offer is PORT/ZONE (a domain name of at most 64 characters)",
+            ),
         ),
         (
             text.replacen(";iat-mode=2", "", 1),
