@@ -226,6 +226,8 @@ pub struct GossipSettings {
     pub obfs4_state_file: PathBuf,
     /// (Gateway) plain TCP records, for a local obfs4proxy server.
     pub client_tcp: Option<SocketAddr>,
+    /// (Gateway) its authoritative name server (UDP) and the zone it carries DNS links in.
+    pub client_dns: Option<(SocketAddr, pb_doh::Zone)>,
     /// (Exit) networks the exit policy allows although they are special (a testbed's own).
     pub exit_allow: Vec<(std::net::IpAddr, u8)>,
     /// (Exit) ports refused at every address, in place of
@@ -623,11 +625,12 @@ impl RelayConfig {
                         "only a gateway serves clients (gossip.role = \"gateway\")",
                     ));
                 }
-                let mut disguised = [None, None, None];
+                let mut disguised = [None, None, None, None];
                 for (slot, (key, value)) in disguised.iter_mut().zip([
                     ("gossip.client_quic", &g.client_quic),
                     ("gossip.client_wss", &g.client_wss),
                     ("gossip.client_obfs4", &g.client_obfs4),
+                    ("gossip.client_dns", &g.client_dns),
                 ]) {
                     let Some(value) = value else { continue };
                     let addr = address(key, value)?;
@@ -651,7 +654,39 @@ impl RelayConfig {
                     }
                     *slot = Some(addr);
                 }
-                let [client_quic, client_wss, client_obfs4] = disguised;
+                let [client_quic, client_wss, client_obfs4, client_dns] = disguised;
+                let client_dns = match (client_dns, &g.dns_zone) {
+                    (None, None) => None,
+                    (Some(_), None) => {
+                        return Err(bad(
+                            "gossip.dns_zone",
+                            "missing: the zone gossip.client_dns answers for",
+                        ));
+                    }
+                    (None, Some(_)) => {
+                        return Err(bad(
+                            "gossip.dns_zone",
+                            "needs gossip.client_dns (the name server)",
+                        ));
+                    }
+                    (Some(_), Some(zone))
+                        if zone.trim_end_matches('.').len()
+                            > pb_control::descriptor::MAX_PARAMS =>
+                    {
+                        return Err(bad(
+                            "gossip.dns_zone",
+                            format!(
+                                "longer than a descriptor's offer holds ({} characters)",
+                                pb_control::descriptor::MAX_PARAMS
+                            ),
+                        ));
+                    }
+                    (Some(addr), Some(zone)) => Some((
+                        addr,
+                        pb_doh::Zone::parse(zone)
+                            .map_err(|e| bad("gossip.dns_zone", e.to_string()))?,
+                    )),
+                };
                 let client_tcp = g
                     .client_tcp
                     .map(|a| address("gossip.client_tcp", &a))
@@ -756,6 +791,7 @@ impl RelayConfig {
                     obfs4_iat_mode,
                     obfs4_state_file,
                     client_tcp,
+                    client_dns,
                     exit_allow,
                     exit_refuse_ports,
                     exit_max_connections,
@@ -1252,6 +1288,64 @@ mod tests {
                 with(None, None, Some("127.0.0.1:9080"), false),
                 "gossip.client_tcp",
                 "needs gossip.client_bind",
+            ),
+        ] {
+            let e = parse(&file).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.reason.starts_with(reason), "{e}");
+        }
+    }
+
+    /// A gateway's name server for DNS links: on gossip.bind's IP, with its zone (a domain
+    /// name that fits an offer), neither without the other.
+    #[test]
+    fn the_dns_listener_and_its_zone() {
+        let parse = |file: &ConfigFile| {
+            RelayConfig::from_toml(&render(file).unwrap(), Path::new("/etc/pb"))
+        };
+        let with = |dns: Option<&str>, zone: Option<&str>| {
+            let mut file = gossip_file();
+            if let Some(g) = file.gossip.as_mut() {
+                g.role = Some("gateway".into());
+                g.client_bind = Some("127.0.0.1:47480".into());
+                g.client_dns = dns.map(Into::into);
+                g.dns_zone = zone.map(Into::into);
+            }
+            file
+        };
+        let g = parse(&with(Some("127.0.0.1:53"), Some("T.Example.NET.")))
+            .unwrap()
+            .gossip
+            .unwrap();
+        let (addr, zone) = g.client_dns.unwrap();
+        assert_eq!(addr, "127.0.0.1:53".parse().unwrap());
+        assert_eq!(zone, pb_doh::Zone::parse("t.example.net").unwrap());
+        let long = format!("{}.net", "a".repeat(62));
+        for (file, field, reason) in [
+            (
+                with(Some("127.0.0.1:53"), None),
+                "gossip.dns_zone",
+                "missing",
+            ),
+            (
+                with(None, Some("t.example.net")),
+                "gossip.dns_zone",
+                "needs gossip.client_dns",
+            ),
+            (
+                with(Some("127.0.0.1:53"), Some("a..b")),
+                "gossip.dns_zone",
+                "\"a..b\" is not",
+            ),
+            (
+                with(Some("127.0.0.1:53"), Some(&long)),
+                "gossip.dns_zone",
+                "longer than",
+            ),
+            (
+                with(Some("127.0.0.2:53"), Some("t.example.net")),
+                "gossip.client_dns",
+                "needs a port, on gossip.bind's IP",
             ),
         ] {
             let e = parse(&file).unwrap_err();

@@ -1,6 +1,7 @@
 //! A gateway's transports: the plain UDP listener of its client link and, when configured,
 //! the disguises (`gossip.client_quic`: QUIC presenting as HTTP/3; `gossip.client_wss`:
-//! WebSocket behind an HTTPS page; `gossip.client_obfs4`: an obfs4 bridge), the TLS key
+//! WebSocket behind an HTTPS page; `gossip.client_obfs4`: an obfs4 bridge;
+//! `gossip.client_dns`: the authoritative name server of DNS links), the TLS key
 //! QUIC and WSS present and the obfs4 bridge's keys (each kept in a file next to the
 //! identity, made at first start), the plain TCP listener a local obfs4proxy server may sit
 //! in front of (`gossip.client_tcp`, never offered), and what its descriptor offers.
@@ -121,6 +122,11 @@ pub fn obfs4_bridge_line(settings: &GossipSettings) -> anyhow::Result<Option<Str
     )))
 }
 
+/// A DNS offer's parameters: the zone, lowercase, without the final dot.
+fn zone_text(zone: &pb_doh::Zone) -> String {
+    zone.name().to_ascii().trim_end_matches('.').to_owned()
+}
+
 /// Whether `settings` runs a disguise (and so needs the TLS key).
 fn disguised(settings: &GossipSettings) -> bool {
     settings.client_quic.is_some() || settings.client_wss.is_some()
@@ -151,6 +157,13 @@ pub fn offers(settings: &GossipSettings) -> anyhow::Result<Vec<TransportOffer>> 
                 });
             }
         }
+    }
+    if let Some((addr, zone)) = &settings.client_dns {
+        offers.push(TransportOffer {
+            transport: Transport::DoH,
+            port: addr.port(),
+            params: zone_text(zone).into_bytes(),
+        });
     }
     if let Some(addr) = settings.client_obfs4 {
         offers.push(TransportOffer {
@@ -189,6 +202,12 @@ pub fn listeners(
         listeners.push(Box::new(
             pb_transport::StreamListener::bind(TransportKind::Obfs4, addr, factory)
                 .with_context(|| format!("gossip.client_obfs4: cannot listen on {addr}"))?,
+        ));
+    }
+    if let Some((addr, zone)) = &settings.client_dns {
+        listeners.push(Box::new(
+            pb_doh::DnsListener::bind(*addr, zone.clone())
+                .with_context(|| format!("gossip.client_dns: cannot bind {addr}"))?,
         ));
     }
     if !disguised(settings) {

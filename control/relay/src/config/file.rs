@@ -250,6 +250,15 @@ pub struct GossipSection {
     /// loopback.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_tcp: Option<String>,
+    /// (Gateway) where its authoritative name server for `gossip.dns_zone` listens (UDP,
+    /// usually port 53), on gossip.bind's IP: clients' DNS links reach it through
+    /// recursive resolvers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_dns: Option<String>,
+    /// (Gateway) the zone delegated to that name server (e.g. `t.example.net`): query names
+    /// below it carry clients' DNS links.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_zone: Option<String>,
     /// (Exit) networks the exit may open although they are special (a testbed's own).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_allow: Option<Vec<String>>,
