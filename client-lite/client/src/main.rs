@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod directory;
+mod doh;
 mod link_thread;
 mod loops;
 mod obfs4;
@@ -87,8 +88,9 @@ struct Args {
     #[arg(long)]
     network_seed: Option<String>,
     /// What carries the link to the gateway: `quic` (HTTP/3), `wss` (WebSocket over TLS),
-    /// `obfs4`, `udp`, or `auto`: plain UDP (the cheapest), then QUIC, WSS and obfs4 where
-    /// the gateway offers them, each tried until one answers. Where UDP links are watched
+    /// `obfs4`, `doh` (DNS queries through --doh-resolver), `udp`, or `auto`: plain UDP (the
+    /// cheapest), then QUIC, WSS, obfs4 and DoH where the gateway offers them (DoH only with
+    /// a resolver named), each tried until one answers. Where UDP links are watched
     /// or blocked, ask for a disguise directly.
     #[arg(long, default_value = "auto")]
     transport: String,
@@ -101,6 +103,19 @@ struct Args {
     /// a temporary state directory) rather than the built-in implementation.
     #[arg(long, value_name = "PATH")]
     obfs4proxy: Option<std::path::PathBuf>,
+    /// Carry the link in DNS queries through this DNS-over-HTTPS resolver
+    /// (`https://HOST[:PORT]/PATH`), to gateways that offer DNS (`--transport doh`; `auto`
+    /// tries it last). A host name is looked up with the system's resolver: give an address
+    /// to avoid that.
+    #[arg(long, value_name = "URL")]
+    doh_resolver: Option<String>,
+    /// The certificates (PEM) that vouch for the DoH resolver (default: the system's).
+    #[arg(long, value_name = "FILE")]
+    doh_ca: Option<std::path::PathBuf>,
+    /// DNS queries a second to the resolver, busy or idle: the DNS link's capacity (each
+    /// carries some 130 bytes up and up to about 900 down).
+    #[arg(long, default_value_t = pb_doh::DEFAULT_QUERY_RATE)]
+    doh_rate: u32,
     /// How much to send: `default` (50 packets a second) or `low-power` (5).
     #[arg(long, default_value = "default")]
     profile: String,
@@ -189,8 +204,8 @@ struct Client {
     gateway_index: usize,
     /// The transport asked for (`None`: auto), and which of the gateway's is in use.
     transport: Option<TransportKind>,
-    /// How obfs4 is spoken, and the bridge line given.
-    obfs4: Obfs4Setup,
+    /// How obfs4 is spoken, the bridge line given, the DoH resolver.
+    setup: TransportSetup,
     transport_index: usize,
     /// The network file, when given: views are checked against its stewards.
     network: Option<pb_control::network::NetworkFile>,
@@ -359,10 +374,11 @@ fn run(args: Args) -> anyhow::Result<()> {
                             | TransportKind::Quic
                             | TransportKind::Wss
                             | TransportKind::Obfs4
+                            | TransportKind::Doh
                     )
                 })
                 .ok_or_else(|| {
-                    anyhow!("--transport: {name:?} is not quic, wss, obfs4, udp or auto")
+                    anyhow!("--transport: {name:?} is not quic, wss, obfs4, doh, udp or auto")
                 })?,
         ),
     };
@@ -372,7 +388,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.transport
         ));
     }
-    let obfs4 = Obfs4Setup {
+    let setup = TransportSetup {
         bridge: args
             .bridge
             .as_deref()
@@ -384,8 +400,18 @@ fn run(args: Args) -> anyhow::Result<()> {
             .as_deref()
             .map(obfs4::ManagedClient::start)
             .transpose()?,
+        doh: args
+            .doh_resolver
+            .as_deref()
+            .map(|url| doh::Resolver::new(url, args.doh_ca.as_deref(), args.doh_rate))
+            .transpose()?,
     };
-    let kinds = transports_of(&first, transport, &obfs4);
+    if transport == Some(TransportKind::Doh) && setup.doh.is_none() {
+        return Err(anyhow!(
+            "--transport doh: name the DoH resolver with --doh-resolver URL"
+        ));
+    }
+    let kinds = transports_of(&first, transport, &setup);
     let kind = *kinds.first().ok_or_else(|| {
         anyhow!(
             "gateway {}: it offers no {} transport",
@@ -393,7 +419,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.transport
         )
     })?;
-    let carrier = connect(&first, kind, &obfs4)?;
+    let carrier = connect(&first, kind, &setup)?;
+    let profile = fit_profile(profile, carrier.as_ref());
     let waker = Arc::new(mio::Waker::new(poll.registry(), CARRIER).context("mio waker")?);
     let link = start_link(carrier, &first, &profile, &mut random, &waker)?;
     let token = random.seed();
@@ -410,7 +437,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         gateways,
         gateway_index: 0,
         transport,
-        obfs4,
+        setup,
         transport_index: 0,
         network,
         checkpoint: None,
@@ -521,15 +548,17 @@ fn run(args: Args) -> anyhow::Result<()> {
 
 /// How pb-client speaks obfs4.
 #[derive(Debug, Default)]
-struct Obfs4Setup {
+struct TransportSetup {
     /// A bridge line given for a gateway (by its client-link address): used in place of
     /// that gateway's own obfs4 offer.
     bridge: Option<(SocketAddr, obfs4::Bridge)>,
     /// obfs4proxy as the obfs4 implementation, if asked for.
     obfs4proxy: Option<obfs4::ManagedClient>,
+    /// The DoH resolver DNS links go through, if one was named.
+    doh: Option<doh::Resolver>,
 }
 
-impl Obfs4Setup {
+impl TransportSetup {
     /// The obfs4 bridge of `gateway`: the bridge line's, else its own offer.
     fn bridge_of(&self, gateway: &GatewayEntry) -> Option<obfs4::Bridge> {
         if let Some((addr, bridge)) = &self.bridge
@@ -553,11 +582,12 @@ impl Obfs4Setup {
 fn transports_of(
     gateway: &GatewayEntry,
     asked: Option<TransportKind>,
-    obfs4: &Obfs4Setup,
+    setup: &TransportSetup,
 ) -> Vec<TransportKind> {
     let offered = |k: TransportKind| match k {
         TransportKind::Udp => true,
-        TransportKind::Obfs4 => obfs4.bridge_of(gateway).is_some(),
+        TransportKind::Obfs4 => setup.bridge_of(gateway).is_some(),
+        TransportKind::Doh => setup.doh.is_some() && doh::zone_of(gateway).is_some(),
         _ => gateway.offers.iter().any(|o| o.transport.code() == k as u8),
     };
     let order = match asked {
@@ -567,6 +597,7 @@ fn transports_of(
             TransportKind::Quic,
             TransportKind::Wss,
             TransportKind::Obfs4,
+            TransportKind::Doh,
         ],
     };
     order.into_iter().filter(|k| offered(*k)).collect()
@@ -576,14 +607,21 @@ fn transports_of(
 fn connect(
     gateway: &GatewayEntry,
     kind: TransportKind,
-    obfs4: &Obfs4Setup,
+    setup: &TransportSetup,
 ) -> anyhow::Result<Box<dyn ClientCarrier>> {
+    if kind == TransportKind::Doh {
+        let resolver = setup
+            .doh
+            .as_ref()
+            .ok_or_else(|| anyhow!("gateway {} over DoH: no --doh-resolver", gateway.addr))?;
+        return resolver.carrier(gateway);
+    }
     if kind == TransportKind::Obfs4 {
-        let bridge = obfs4
+        let bridge = setup
             .bridge_of(gateway)
             .ok_or_else(|| anyhow!("gateway {} over obfs4: not offered", gateway.addr))?;
         return bridge
-            .carrier(obfs4.obfs4proxy.as_ref())
+            .carrier(setup.obfs4proxy.as_ref())
             .with_context(|| format!("gateway {} over obfs4", gateway.addr));
     }
     let offer = gateway
@@ -633,17 +671,21 @@ fn start_link(
 ) -> anyhow::Result<LinkThread> {
     let waker = waker.clone();
     let mut rates = rates(profile);
-    if let Some(most) = carrier.max_record_rate() {
-        let most = u16::try_from(most).unwrap_or(u16::MAX);
-        if rates.down > most || rates.up > most {
-            tracing::info!(
-                "{} carries at most {most} records a second each way: the link asks for no more",
-                carrier.kind()
-            );
-        }
-        rates.down = rates.down.min(most);
-        rates.up = rates.up.min(most);
+    let cap = |r: Option<u32>| r.map(|r| u16::try_from(r).unwrap_or(u16::MAX));
+    let (down, up) = (
+        cap(carrier.max_record_rate()),
+        cap(carrier.max_upstream_rate()),
+    );
+    if down.is_some_and(|d| rates.down > d) || up.is_some_and(|u| rates.up > u) {
+        tracing::info!(
+            "{} carries at most {} records a second down and {} up: the link asks for no more",
+            carrier.kind(),
+            down.unwrap_or(rates.down),
+            up.unwrap_or(rates.up)
+        );
     }
+    rates.down = rates.down.min(down.unwrap_or(u16::MAX));
+    rates.up = rates.up.min(up.unwrap_or(u16::MAX));
     LinkThread::start(
         carrier,
         &gateway.link_key,
@@ -655,6 +697,31 @@ fn start_link(
         },
     )
     .context("starting the link's thread")
+}
+
+/// `profile` fitted to what `carrier` carries upstream: where that is less than the
+/// profile's uplink, its packets and loops are spread out in proportion, so that they still
+/// fit the link's slots (a slower but steady flow, rather than a queue without end).
+fn fit_profile(profile: Profile, carrier: &dyn ClientCarrier) -> Profile {
+    let mut fitted = profile;
+    let Some(up) = carrier
+        .max_upstream_rate()
+        .and_then(|u| u16::try_from(u).ok())
+        .filter(|u| *u > 0 && *u < profile.uplink_rate)
+    else {
+        return fitted;
+    };
+    let stretch = f64::from(profile.uplink_rate) / f64::from(up);
+    fitted.mean_gap = profile.mean_gap.mul_f64(stretch);
+    fitted.loop_gap = profile.loop_gap.mul_f64(stretch);
+    fitted.uplink_rate = up;
+    tracing::info!(
+        "{} carries {up} records a second up: packets every {:.0} ms on average rather than {:.0}",
+        carrier.kind(),
+        fitted.mean_gap.as_secs_f64() * 1e3,
+        profile.mean_gap.as_secs_f64() * 1e3
+    );
+    fitted
 }
 
 /// What the link asks its gateway for: the profile's rates.
@@ -900,7 +967,7 @@ impl Client {
         let kinds = transports_of(
             &self.gateways[self.gateway_index],
             self.transport,
-            &self.obfs4,
+            &self.setup,
         );
         if next_transport {
             for t in self.transport_index + 1..kinds.len() {
@@ -909,13 +976,13 @@ impl Client {
         }
         for step in 1..=self.gateways.len() {
             let g = (self.gateway_index + step) % self.gateways.len();
-            let n = transports_of(&self.gateways[g], self.transport, &self.obfs4).len();
+            let n = transports_of(&self.gateways[g], self.transport, &self.setup).len();
             candidates.extend((0..n).map(|t| (g, t)));
         }
         let mut chosen = None;
         for (g, t) in candidates {
-            let kind = transports_of(&self.gateways[g], self.transport, &self.obfs4)[t];
-            match connect(&self.gateways[g], kind, &self.obfs4) {
+            let kind = transports_of(&self.gateways[g], self.transport, &self.setup)[t];
+            match connect(&self.gateways[g], kind, &self.setup) {
                 Ok(c) => {
                     chosen = Some((g, t, c));
                     break;
