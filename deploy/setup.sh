@@ -26,6 +26,7 @@ packages=(
   golang-go golang-golang-x-mod-dev                            # Go's signed-note peer (interop)
   ngtcp2-client tshark python3-websockets                      # transports' real peers
   obfs4proxy                                                   # obfs4 interop (transports/obfs4)
+  unbound                                                      # the DoH resolver (transports/doh)
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -36,6 +37,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The tests run unbound themselves, in a namespace; the package's own resolver service is
+# not wanted (and must not take port 53 or change /etc/resolv.conf).
+if command -v systemctl >/dev/null; then
+  for unit in unbound unbound-resolvconf; do
+    systemctl is-enabled -q "$unit" 2>/dev/null && systemctl disable -q --now "$unit" 2>/dev/null || true
+  done
 fi
 
 # --- Rust ----------------------------------------------------------------------------------

@@ -24,6 +24,13 @@ pub const OBFS4_PORT: u16 = 9443;
 /// The gateway's plain TCP port (records as they are, for an obfs4proxy server in front of
 /// it), in gossip mode. Not offered to clients.
 pub const TCP_PORT: u16 = 9080;
+/// The gateway's authoritative name server for [`DNS_ZONE`] (UDP), in gossip mode on
+/// namespaces.
+pub const DNS_PORT: u16 = 53;
+/// The zone whose names carry DNS links to the gateway.
+pub const DNS_ZONE: &str = "t.pb.test";
+/// Where the testnet's DoH resolver ([`crate::Testnet::start_doh_resolver`]) listens.
+pub const DOH_PORT: u16 = 443;
 /// The admin endpoint's port, where a relay has one.
 pub const ADMIN_PORT: u16 = 9100;
 
@@ -96,6 +103,9 @@ pub enum Node {
     Web,
     /// Where pb-client (or any test's client socket) runs.
     Client,
+    /// A recursive resolver serving DoH, between the client and the gateway's name server
+    /// (only in a network built with [`NetworkBuilder::resolver`]).
+    Resolver,
 }
 
 /// How the relays know the network.
@@ -152,6 +162,7 @@ pub struct Network {
     pub(crate) gateway_cores: u32,
     pub(crate) stats_interval: f64,
     pub(crate) obfs4_iat_mode: u8,
+    pub(crate) resolver: bool,
     pub(crate) relay_env: Vec<(String, String)>,
     pub(crate) relay_binary: Option<PathBuf>,
     pub(crate) log_dir: Option<PathBuf>,
@@ -219,6 +230,7 @@ impl Network {
             gateway_cores: 1,
             stats_interval: 1.0,
             obfs4_iat_mode: 0,
+            resolver: false,
             relay_env: Vec::new(),
             relay_binary: None,
             log_dir: None,
@@ -352,18 +364,32 @@ impl Network {
         }
     }
 
-    /// Node `node`'s index in the star (relays first, then the web server, then the client).
+    /// Node `node`'s index in the star (relays first, then the web server, the client and
+    /// the resolver).
     pub(crate) fn node_index(&self, node: Node) -> usize {
         match node {
             Node::Relay(i) => i,
             Node::Web => self.relays,
             Node::Client => self.relays + 1,
+            Node::Resolver => self.relays + 2,
         }
     }
 
-    /// Nodes of the site: the relays, the web server's and the client's.
+    /// Nodes of the site: the relays, the web server's, the client's and the resolver's (if
+    /// it has one).
     pub(crate) fn nodes(&self) -> usize {
-        self.relays + 2
+        self.relays + 2 + usize::from(self.resolver)
+    }
+
+    /// Whether the gateway runs a name server for DNS links: in gossip mode on namespaces
+    /// (port 53 of a loopback address may be the host's own resolver's).
+    pub fn has_dns(&self) -> bool {
+        matches!(self.mode, Mode::Gossip { .. }) && matches!(self.site, Site::Netns { .. })
+    }
+
+    /// Whether the site has a resolver node.
+    pub fn has_resolver(&self) -> bool {
+        self.resolver && matches!(self.site, Site::Netns { .. })
     }
 
     /// Where relay `i` takes packets.
@@ -453,7 +479,8 @@ impl Network {
     }
 
     /// The gateway's disguised transports (gossip mode): QUIC at [`QUIC_PORT`] and WSS at
-    /// [`WSS_PORT`], both with its pin, and obfs4 at [`OBFS4_PORT`].
+    /// [`WSS_PORT`], both with its pin, obfs4 at [`OBFS4_PORT`], and on namespaces its name
+    /// server for [`DNS_ZONE`] at [`DNS_PORT`].
     pub fn gateway_offers(&self) -> Vec<pb_control::TransportOffer> {
         if !matches!(self.mode, Mode::Gossip { .. }) {
             return Vec::new();
@@ -476,6 +503,13 @@ impl Network {
                 params: self.gateway_obfs4_params(),
             },
         ]
+        .into_iter()
+        .chain(self.has_dns().then(|| pb_control::TransportOffer {
+            transport: pb_control::Transport::DoH,
+            port: DNS_PORT,
+            params: DNS_ZONE.as_bytes().to_vec(),
+        }))
+        .collect()
     }
 
     /// The gateway's link key as pb-client's `--gateway-key` takes it.
@@ -692,6 +726,13 @@ impl NetworkBuilder {
     /// clients.
     pub fn obfs4_iat_mode(mut self, mode: u8) -> Self {
         self.0.obfs4_iat_mode = mode.min(2);
+        self
+    }
+
+    /// A resolver node ([`Node::Resolver`], on namespaces) for
+    /// [`crate::Testnet::start_doh_resolver`].
+    pub fn resolver(mut self, on: bool) -> Self {
+        self.0.resolver = on;
         self
     }
 

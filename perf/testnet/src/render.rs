@@ -71,6 +71,10 @@ impl Network {
                     obfs4_iat_mode: (role == Role::Gateway).then_some(self.obfs4_iat_mode),
                     client_tcp: (role == Role::Gateway)
                         .then(|| format!("{me}:{}", crate::network::TCP_PORT)),
+                    client_dns: (role == Role::Gateway && self.has_dns())
+                        .then(|| format!("{me}:{}", crate::network::DNS_PORT)),
+                    dns_zone: (role == Role::Gateway && self.has_dns())
+                        .then(|| crate::network::DNS_ZONE.to_owned()),
                     exit_allow: (role == Role::Exit && self.exit_allow)
                         .then(|| vec![self.own_range()]),
                     network_file: self.network_file().map(|_| NETWORK_FILE.into()),

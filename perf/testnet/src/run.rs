@@ -476,6 +476,112 @@ impl Testnet {
             .with_context(|| format!("connecting to {to}"))
     }
 
+    /// Starts Debian's unbound in the resolver node as a DoH resolver (RFC 8484 over HTTP/2
+    /// on [`crate::DOH_PORT`], with a self-signed certificate for its address) that asks the
+    /// gateway's name server for [`crate::DNS_ZONE`] as a stub zone and nothing else: its URL
+    /// and the certificate's PEM file, for `pb-client --doh-resolver URL --doh-ca FILE`.
+    ///
+    /// The settings are what a DNS link needs from any resolver, stated here because
+    /// unbound's defaults refuse them: the zone is below `test.` (a local zone unless
+    /// `nodefault`), names go out whole (no QNAME minimisation), and a slow answer must not
+    /// close the client's HTTP/2 connection (`discard-timeout: 0`).
+    ///
+    /// # Errors
+    /// The network has no resolver node ([`crate::NetworkBuilder::resolver`]), unbound or
+    /// openssl is missing, or unbound does not listen within 10 s.
+    pub fn start_doh_resolver(&mut self) -> anyhow::Result<(String, PathBuf)> {
+        ensure!(
+            self.network.has_resolver() && self.network.has_dns(),
+            "this network has no resolver node or no name server (NetworkBuilder::resolver, gossip mode on namespaces)"
+        );
+        let me = self.network.address(Node::Resolver);
+        let gateway = self.network.address(Node::Relay(0));
+        let dir = self.dir.join("unbound");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let (key, pem) = (dir.join("doh.key"), dir.join("doh.pem"));
+        let openssl = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", &format!("/CN={me}")])
+            .args(["-addext", &format!("subjectAltName=IP:{me}")])
+            // A server's certificate, not a CA's: clients that trust it as its own root
+            // (rustls) refuse a CA as the end entity.
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&pem)
+            .output()
+            .context("running openssl (apt-get install openssl)")?;
+        ensure!(
+            openssl.status.success(),
+            "openssl could not make the resolver's certificate: {}",
+            String::from_utf8_lossy(&openssl.stderr).trim()
+        );
+        let range = self.network.own_range();
+        let config = format!(
+            r#"server:
+    verbosity: 1
+    use-syslog: no
+    logfile: ""
+    username: ""
+    chroot: ""
+    pidfile: ""
+    directory: "{dir}"
+    do-daemonize: no
+    num-threads: 1
+    interface: {me}@{port}
+    https-port: {port}
+    http-endpoint: "/dns-query"
+    tls-service-key: "{key}"
+    tls-service-pem: "{pem}"
+    http-max-streams: 100
+    http-nodelay: yes
+    incoming-num-tcp: 100
+    do-ip6: no
+    access-control: {range} allow
+    module-config: "iterator"
+    qname-minimisation: no
+    edns-buffer-size: 1232
+    num-queries-per-thread: 1024
+    outgoing-range: 4096
+    ratelimit: 0
+    ip-ratelimit: 0
+    discard-timeout: 0
+    harden-referral-path: no
+    local-zone: "test." nodefault
+stub-zone:
+    name: "{zone}"
+    stub-addr: {gateway}@{dns}
+    stub-prime: no
+remote-control:
+    control-enable: no
+"#,
+            dir = dir.display(),
+            port = crate::network::DOH_PORT,
+            key = key.display(),
+            pem = pem.display(),
+            zone = crate::network::DNS_ZONE,
+            dns = crate::network::DNS_PORT,
+        );
+        let conf = dir.join("unbound.conf");
+        std::fs::write(&conf, config).with_context(|| format!("writing {}", conf.display()))?;
+        let mut command = self.command(Node::Resolver, "unbound");
+        command.arg("-d").arg("-c").arg(&conf);
+        self.spawn("unbound", command)?;
+        let at = SocketAddr::from((me, crate::network::DOH_PORT));
+        wait_for("unbound to listen", Duration::from_secs(10), || {
+            self.connect(Node::Client, at).is_ok()
+        })?;
+        Ok((format!("https://{me}/dns-query"), pem))
+    }
+
     /// GET `path` from relay `i`'s admin endpoint: the body.
     ///
     /// # Errors
