@@ -17,7 +17,7 @@
 
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -25,9 +25,11 @@ use std::{
 use pb_testnet::{FileServer, Network, Node, QUIC_PORT, Testnet, WSS_PORT};
 
 mod common {
+    pub mod capture;
     pub mod testnet;
 }
 
+use common::capture::{Capture, tshark_count};
 use common::testnet::{curl_via, exit_resolves, relay_binary};
 
 const RELAYS: usize = 8;
@@ -187,44 +189,6 @@ impl Drop for Block {
             ])
             .status();
     }
-}
-
-/// A capture with tshark of the client namespace's interface, stopped when dropped.
-struct Capture(Child);
-
-impl Capture {
-    fn start(ns: &str, file: &Path) -> Option<Self> {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "dumpcap", "-q", "-i", "any", "-w"])
-            .arg(file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        // dumpcap needs a moment before it sees packets.
-        std::thread::sleep(Duration::from_secs(2));
-        Some(Self(child))
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        // SIGTERM lets dumpcap finish the file.
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let _ = self.0.wait();
-    }
-}
-
-/// Frames of `file` that tshark's display filter `filter` matches.
-fn tshark_count(file: &Path, filter: &str, decode_as: &[&str]) -> usize {
-    let mut command = Command::new("tshark");
-    command.arg("-r").arg(file).args(["-Y", filter]);
-    for d in decode_as {
-        command.args(["-d", d]);
-    }
-    let out = command.output().unwrap();
-    assert!(out.status.success(), "tshark {filter}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
 #[test]
