@@ -8,7 +8,6 @@ use anyhow::{Context as _, anyhow};
 use pb_control::network::GatewayEntry;
 use pb_doh::{DohCarrier, DohConfig, Zone};
 use pb_transport::ClientCarrier;
-use rustls::pki_types::{CertificateDer, pem::PemObject as _};
 
 /// The system's root certificates when `--doh-ca` is not given: Debian's, then Termux's.
 const SYSTEM_ROOTS: [&str; 2] = [
@@ -43,22 +42,7 @@ impl Resolver {
                 .ok_or_else(|| anyhow!("--doh-ca: no system certificates found; name a PEM file"))?
                 .to_owned(),
         };
-        let mut roots = rustls::RootCertStore::empty();
-        let certs = CertificateDer::pem_file_iter(&path)
-            .with_context(|| format!("--doh-ca: cannot read {}", path.display()))?;
-        for cert in certs {
-            let cert = cert.with_context(|| format!("--doh-ca: {} is not PEM", path.display()))?;
-            // One odd certificate in a system bundle should not stop the others.
-            let _ = roots.add(cert);
-        }
-        if roots.is_empty() {
-            return Err(anyhow!("--doh-ca: no certificate in {}", path.display()));
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(pb_transport::tls::provider())
-            .with_safe_default_protocol_versions()
-            .context("TLS settings")?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = pb_doh::tls_trusting(&path).map_err(|e| anyhow!("--doh-ca: {e}"))?;
         Ok(Self {
             url: url.to_owned(),
             tls: Arc::new(tls),

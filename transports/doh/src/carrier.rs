@@ -108,6 +108,44 @@ pub fn parse_url(url: &str) -> Result<(SocketAddr, ServerName<'static>, String, 
 /// Where the padding of query names comes from (the OS's randomness, outside tests).
 pub type Padding = Box<dyn FnMut(&mut [u8]) + Send>;
 
+/// Why the resolver's roots cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RootsError {
+    /// The file cannot be read.
+    #[error("cannot read {0}: {1}")]
+    Read(String, String),
+    /// It holds no certificate.
+    #[error("no certificate in {0}")]
+    Empty(String),
+    /// rustls refused the settings.
+    #[error("TLS settings: {0}")]
+    Tls(String),
+}
+
+/// TLS settings that trust the certificates of the PEM file `path` (a resolver's own, or a
+/// system bundle: certificates rustls cannot use are skipped).
+pub fn tls_trusting(path: &std::path::Path) -> Result<rustls::ClientConfig, RootsError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+    let shown = path.display().to_string();
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| RootsError::Read(shown.clone(), e.to_string()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| RootsError::Read(shown.clone(), e.to_string()))?;
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(RootsError::Empty(shown));
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(pb_transport::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| RootsError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
 /// What the carrier and its thread share.
 #[derive(Debug, Default)]
 struct Shared {

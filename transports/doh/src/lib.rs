@@ -24,7 +24,10 @@ mod name;
 pub mod wire;
 
 pub use authority::{Authority, AuthorityCounters, MAX_RESPONSE, MAX_SESSIONS, SESSION_IDLE};
-pub use carrier::{DEFAULT_QUERY_RATE, DohCarrier, DohConfig, Padding, UrlError, parse_url};
+pub use carrier::{
+    DEFAULT_QUERY_RATE, DohCarrier, DohConfig, Padding, RootsError, UrlError, parse_url,
+    tls_trusting,
+};
 pub use client::{AnswerError, DohClient, EDNS_SIZE};
 pub use listener::DnsListener;
 pub use name::{QUERY_HEADER, Zone, ZoneError};
