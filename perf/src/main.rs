@@ -20,6 +20,7 @@
 
 mod anonymity;
 mod attack;
+mod doh_carrier;
 mod e2e_bench;
 mod idle_bench;
 mod io_bench;
@@ -195,7 +196,7 @@ enum Command {
     /// MB of pb-client and of the gateway (needs root).
     Transports {
         /// Transports to measure, in this order (comma-separated).
-        #[arg(long, value_delimiter = ',', value_enum, default_values = ["udp", "quic", "wss", "obfs4"])]
+        #[arg(long, value_delimiter = ',', value_enum, default_values = ["udp", "quic", "wss", "obfs4", "doh"])]
         transports: Vec<transports::Transport>,
         /// Fetches per transport, one after the other (the medians are reported).
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
@@ -211,6 +212,14 @@ enum Command {
         /// The gateway's obfs4 iat-mode (0: none, 1, 2: paranoid), and so its clients'.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
         obfs4_iat_mode: u8,
+        /// With doh: the DNS carrier alone (client to a name server at the gateway's
+        /// address, through the resolver, no mixnet) at each of these query rates, each
+        /// way at once (comma-separated; empty: not measured).
+        #[arg(long, value_delimiter = ',', default_values_t = [400u32, 1000, 2000])]
+        doh_rates: Vec<u32>,
+        /// Seconds of each DNS carrier measurement.
+        #[arg(long, default_value_t = 8.0, value_parser = seconds)]
+        doh_seconds: f64,
     },
     /// The adversaries played against eight pb-relay processes (AF_XDP, namespaces) and
     /// --clients pb-clients, idle, busy and under a CPU hog: a global passive observer's
@@ -402,6 +411,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             size,
             settle,
             obfs4_iat_mode,
+            doh_rates,
+            doh_seconds,
         } => transports::run(&transports::TransportsArgs {
             transports: transports.clone(),
             fetches: usize::from(*fetches),
@@ -409,6 +420,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             settle: std::time::Duration::from_secs_f64(*settle),
             json: cli.json,
             obfs4_iat_mode: *obfs4_iat_mode,
+            doh_rates: doh_rates.clone(),
+            doh_seconds: std::time::Duration::from_secs_f64(*doh_seconds),
         })?,
         Command::Anonymity {
             seconds,

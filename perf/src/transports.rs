@@ -1,8 +1,9 @@
 //! `pb-perf transports`: the same fetch through the mixnet over each transport of the client
 //! link (docs/spec/transports.md), side by side with plain UDP in one run. Eight `pb-relay`
-//! processes in network namespaces on AF_XDP (a gateway listening on plain UDP, QUIC and
-//! WSS; three mix layers of two; an exit), an HTTP file server in the web node, and, one
-//! transport after the other, `pb-client --transport <t>` in the client's namespace. Per
+//! processes in network namespaces on AF_XDP (a gateway listening on plain UDP, QUIC, WSS,
+//! obfs4 and DNS; three mix layers of two; an exit), an HTTP file server in the web node,
+//! with doh unbound as the DoH resolver in a node of its own, and, one transport after the
+//! other, `pb-client --transport <t>` in the client's namespace. Per
 //! transport, `--fetches` fetches of `--size` bytes one after the other through its SOCKS5
 //! port, by a name the exit resolves from its hosts file (`/etc/netns/<exit>/hosts`, written
 //! for the run and removed afterwards). Rows, `impl` the transport:
@@ -14,6 +15,9 @@
 //! - `transport.cpu_per_mb`: CPU seconds (user + system) of pb-client (`side: client`) and of
 //!   the gateway's relay process (`side: gateway`) over the same window, per MB (10^6 bytes)
 //!   of body.
+//!
+//! With doh, the DNS carrier alone is measured too, at each of `--doh-rates` queries a
+//! second (`crate::doh_carrier`: `transport.doh_carrier`, KB/s each way).
 //!
 //! The client link runs at a constant rate whatever it carries, so the overhead and the CPU
 //! per MB are mostly the link's (and the gateway's other links') cost per second times the
@@ -56,6 +60,8 @@ pub enum Transport {
     Wss,
     /// obfs4, at the gateway's iat-mode (`--obfs4-iat-mode`).
     Obfs4,
+    /// DNS queries through the testnet's DoH resolver (unbound) to the gateway's name server.
+    Doh,
 }
 
 impl Transport {
@@ -66,6 +72,7 @@ impl Transport {
             Transport::Quic => "quic",
             Transport::Wss => "wss",
             Transport::Obfs4 => "obfs4",
+            Transport::Doh => "doh",
         }
     }
 
@@ -93,6 +100,10 @@ pub struct TransportsArgs {
     pub json: bool,
     /// The gateway's obfs4 iat-mode (0, 1 or 2), and so its clients'.
     pub obfs4_iat_mode: u8,
+    /// With doh: the DNS carrier alone at each of these query rates (empty: not measured).
+    pub doh_rates: Vec<u32>,
+    /// How long each of those measurements lasts.
+    pub doh_seconds: Duration,
 }
 
 const RELAYS: usize = 8;
@@ -115,7 +126,7 @@ pub fn run(args: &TransportsArgs) -> anyhow::Result<Vec<Measurement>> {
         anyhow!("pb-perf transports runs a testnet in network namespaces and needs root: {reason}")
     })?;
     if args.transports.is_empty() {
-        bail!("--transports: name at least one of udp, quic, wss, obfs4");
+        bail!("--transports: name at least one of udp, quic, wss, obfs4, doh");
     }
     let client_bin = binary("pb-client")?;
     let clock_ticks = clock_ticks()?;
@@ -127,6 +138,7 @@ pub fn run(args: &TransportsArgs) -> anyhow::Result<Vec<Measurement>> {
         .loop_rate(1)
         .admin(true)
         .obfs4_iat_mode(args.obfs4_iat_mode)
+        .resolver(args.transports.contains(&Transport::Doh))
         .build()?;
     let progress = Progress::new(
         "pb-perf transports",
@@ -157,6 +169,12 @@ pub fn run(args: &TransportsArgs) -> anyhow::Result<Vec<Measurement>> {
         "no client yet: the gateway uses {:.1} % of a core",
         busy / at.elapsed().as_secs_f64() * 100.0
     ));
+    let doh = if args.transports.contains(&Transport::Doh) {
+        progress.note("doh: starting unbound as the DoH resolver in its namespace");
+        Some(net.start_doh_resolver()?)
+    } else {
+        None
+    };
     let mut results = Vec::new();
     for (k, transport) in args.transports.iter().enumerate() {
         let socks = SocketAddr::from(([127, 0, 0, 1], FIRST_SOCKS_PORT + k as u16));
@@ -170,18 +188,34 @@ pub fn run(args: &TransportsArgs) -> anyhow::Result<Vec<Measurement>> {
             settle: args.settle,
             clock_ticks,
             progress: &progress,
+            doh: doh.as_ref(),
         };
         results.push(watch.measure(&mut net)?);
     }
+    let mut carrier = Vec::new();
+    if let Some((url, ca)) = &doh {
+        for &rate in &args.doh_rates {
+            progress.note(&format!(
+                "doh: the DNS carrier alone at {rate} queries a second, {:.0} s",
+                args.doh_seconds.as_secs_f64()
+            ));
+            let m = crate::doh_carrier::measure(&net, url, ca, rate, args.doh_seconds)?;
+            progress.note(&format!("doh: {m}"));
+            carrier.push(m);
+        }
+    }
     drop(progress);
-    let summary = side_by_side(&results, args.obfs4_iat_mode);
+    let mut summary = side_by_side(&results, args.obfs4_iat_mode);
+    summary.push_str(&crate::doh_carrier::summary(&carrier));
     if args.json {
         eprint!("{summary}");
     } else {
         print!("{summary}");
         println!();
     }
-    Ok(rows(&results, args))
+    let mut rows = rows(&results, args);
+    rows.extend(carrier.iter().flat_map(crate::doh_carrier::Carried::rows));
+    Ok(rows)
 }
 
 /// An error if the user asked the run to stop, so that it ends and tears down.
@@ -236,6 +270,8 @@ struct Watch<'a> {
     settle: Duration,
     clock_ticks: f64,
     progress: &'a Progress,
+    /// The DoH resolver's URL and certificate, if it runs.
+    doh: Option<&'a (String, PathBuf)>,
 }
 
 impl Watch<'_> {
@@ -265,6 +301,15 @@ impl Watch<'_> {
         }
         let mut command = net.client_command(self.client_bin);
         command.args(["--listen", &self.socks.to_string(), "--transport", name]);
+        if self.transport == Transport::Doh {
+            let (url, ca) = self
+                .doh
+                .ok_or_else(|| anyhow!("doh: the resolver is not running"))?;
+            command
+                .args(["--doh-resolver", url])
+                .arg("--doh-ca")
+                .arg(ca);
+        }
         let k = net.start_client(
             &format!("pb-client {name}"),
             command,
@@ -747,6 +792,8 @@ mod tests {
             settle: Duration::ZERO,
             json: true,
             obfs4_iat_mode: 0,
+            doh_rates: Vec::new(),
+            doh_seconds: Duration::ZERO,
         };
         let rows = rows(&results, &args);
         assert_eq!(rows.len(), 2 * 5);

@@ -1,5 +1,6 @@
 //! `pb-perf transports`, short: one small fetch over each transport (plain UDP, QUIC, WSS,
-//! obfs4 at iat-mode 0) through the namespace testnet on AF_XDP (root, and always in CI).
+//! obfs4 at iat-mode 0, DoH through unbound) through the namespace testnet on AF_XDP (root,
+//! and always in CI), and the DNS carrier alone at one query rate.
 //! Each transport must
 //! carry the fetch byte-identical (pb-perf fails otherwise) and yield every row with a
 //! positive, finite figure: the test that fails if a transport stops carrying the client
@@ -11,7 +12,7 @@ mod common;
 
 use std::process::Command;
 
-const TRANSPORTS: [&str; 4] = ["udp", "quic", "wss", "obfs4-iat0"];
+const TRANSPORTS: [&str; 5] = ["udp", "quic", "wss", "obfs4-iat0", "doh"];
 
 #[test]
 fn every_transport_carries_the_fetch_and_yields_every_row() {
@@ -23,7 +24,7 @@ fn every_transport_carries_the_fetch_and_yields_every_row() {
     };
     let out = Command::new(me)
         .args(["transports", "--json", "--size", "262144", "--fetches", "1"])
-        .args(["--settle", "0"])
+        .args(["--settle", "0", "--doh-rates", "400", "--doh-seconds", "2"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -63,5 +64,28 @@ fn every_transport_carries_the_fetch_and_yields_every_row() {
             assert_eq!(row["params"]["fetches"], 1, "{transport}: {bench}");
         }
     }
-    assert_eq!(rows.len(), TRANSPORTS.len() * expected.len(), "{rows:#?}");
+    for direction in ["up", "down"] {
+        let found: Vec<&serde_json::Value> = rows
+            .iter()
+            .filter(|r| {
+                r["bench"] == "transport.doh_carrier"
+                    && r["params"]["direction"] == direction
+                    && r["params"]["rate"] == 400
+            })
+            .collect();
+        let [row] = found.as_slice() else {
+            panic!("not exactly one doh_carrier {direction} row:\n{rows:#?}");
+        };
+        let value = row["value"].as_f64().unwrap();
+        assert!(
+            value.is_finite() && value > 0.0,
+            "doh_carrier {direction} is {value}"
+        );
+        assert_eq!(row["unit"], "KB/s");
+    }
+    assert_eq!(
+        rows.len(),
+        TRANSPORTS.len() * expected.len() + 2,
+        "{rows:#?}"
+    );
 }

@@ -29,6 +29,11 @@ pub const TCP_PORT: u16 = 9080;
 pub const DNS_PORT: u16 = 53;
 /// The zone whose names carry DNS links to the gateway.
 pub const DNS_ZONE: &str = "t.pb.test";
+/// A second zone the testnet's resolver forwards to the gateway's address, at
+/// [`DNS_BENCH_PORT`]: for a benchmark's own name server beside the relay's.
+pub const DNS_BENCH_ZONE: &str = "b.pb.test";
+/// Where that name server listens, on the gateway's address.
+pub const DNS_BENCH_PORT: u16 = 5353;
 /// Where the testnet's DoH resolver ([`crate::Testnet::start_doh_resolver`]) listens.
 pub const DOH_PORT: u16 = 443;
 /// The admin endpoint's port, where a relay has one.

@@ -478,7 +478,9 @@ impl Testnet {
 
     /// Starts Debian's unbound in the resolver node as a DoH resolver (RFC 8484 over HTTP/2
     /// on [`crate::DOH_PORT`], with a self-signed certificate for its address) that asks the
-    /// gateway's name server for [`crate::DNS_ZONE`] as a stub zone and nothing else: its URL
+    /// gateway's name server for [`crate::DNS_ZONE`] as a stub zone (and
+    /// [`crate::DNS_BENCH_ZONE`] at [`crate::DNS_BENCH_PORT`] of its address, for a benchmark's
+    /// name server) and nothing else: its URL
     /// and the certificate's PEM file, for `pb-client --doh-resolver URL --doh-ca FILE`.
     ///
     /// The settings are what a DNS link needs from any resolver, stated here because
@@ -560,6 +562,10 @@ stub-zone:
     name: "{zone}"
     stub-addr: {gateway}@{dns}
     stub-prime: no
+stub-zone:
+    name: "{bench_zone}"
+    stub-addr: {gateway}@{bench_port}
+    stub-prime: no
 remote-control:
     control-enable: no
 "#,
@@ -569,6 +575,8 @@ remote-control:
             pem = pem.display(),
             zone = crate::network::DNS_ZONE,
             dns = crate::network::DNS_PORT,
+            bench_zone = crate::network::DNS_BENCH_ZONE,
+            bench_port = crate::network::DNS_BENCH_PORT,
         );
         let conf = dir.join("unbound.conf");
         std::fs::write(&conf, config).with_context(|| format!("writing {}", conf.display()))?;
