@@ -42,6 +42,8 @@ pub(crate) struct Request {
     pub keep_alive: bool,
     /// The request announces a body (the server answers, then closes rather than read it).
     pub has_body: bool,
+    /// The body's length when `Content-Length` alone gives it (no `Transfer-Encoding`).
+    pub content_length: Option<u64>,
     /// `If-None-Match`, if sent.
     pub if_none_match: Option<String>,
     /// `If-Modified-Since`, if sent.
@@ -109,6 +111,9 @@ pub(crate) fn parse_request(
     };
     let has_body =
         header("transfer-encoding").is_some() || header("content-length").is_some_and(|n| n != "0");
+    let content_length = header("content-length")
+        .filter(|_| header("transfer-encoding").is_none())
+        .and_then(|n| n.trim().parse::<u64>().ok());
     let upgrade_key = (method == Method::Get
         && version == 1
         && has_token("upgrade", "websocket")
@@ -127,6 +132,7 @@ pub(crate) fn parse_request(
             path,
             keep_alive,
             has_body,
+            content_length,
             if_none_match: header("if-none-match"),
             if_modified_since: header("if-modified-since"),
             upgrade_key,
@@ -205,6 +211,9 @@ pub(crate) enum Answer {
     NotAllowed,
     /// 400 with nginx's 400 page (always closes).
     BadRequest,
+    /// 400 with nginx's page for a plain HTTP request on its TLS port (always closes; the
+    /// answer is in clear).
+    PlainHttp,
 }
 
 impl Answer {
@@ -214,7 +223,7 @@ impl Answer {
             Self::NotModified => ("304", "Not Modified"),
             Self::NotFound => ("404", "Not Found"),
             Self::NotAllowed => ("405", "Not Allowed"),
-            Self::BadRequest => ("400", "Bad Request"),
+            Self::BadRequest | Self::PlainHttp => ("400", "Bad Request"),
         }
     }
 }
@@ -259,6 +268,16 @@ impl Site {
         let (body, content_type): (&[u8], _) = match answer {
             Answer::Page => (&self.page, "text/html"),
             Answer::NotModified => (b"", ""),
+            Answer::PlainHttp => {
+                error_page = format!(
+                    "<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port\
+                     </title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n\
+                     <center>The plain HTTP request was sent to HTTPS port</center>\r\n\
+                     <hr><center>{}</center>\r\n</body>\r\n</html>\r\n",
+                    self.server
+                );
+                (error_page.as_bytes(), "text/html")
+            }
             _ => {
                 error_page = format!(
                     "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n\
@@ -269,7 +288,7 @@ impl Site {
                 (error_page.as_bytes(), "text/html")
             }
         };
-        let keep_alive = keep_alive && answer != Answer::BadRequest;
+        let keep_alive = keep_alive && !matches!(answer, Answer::BadRequest | Answer::PlainHttp);
         let mut out = format!(
             "HTTP/1.1 {code} {reason}\r\nServer: {}\r\nDate: {}\r\n",
             self.server,

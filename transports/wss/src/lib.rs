@@ -129,8 +129,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            request_timeout: Duration::from_secs(10),
-            keepalive_timeout: Duration::from_secs(20),
+            // nginx's defaults: a prober times a half-open connection against them.
+            request_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(75),
             max_requests: 100,
             max_head_bytes: 8192,
             idle_timeout: Duration::from_secs(120),

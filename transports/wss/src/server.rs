@@ -17,6 +17,9 @@ use crate::{
     ws::{WsError, WsSession},
 };
 
+/// The longest request body read and thrown away to keep a connection.
+const MAX_DISCARD: u64 = 1 << 20;
+
 /// What every connection of one listener shares: TLS configuration, site, secret path,
 /// limits and the wall clock for `Date`.
 pub struct ServerShared {
@@ -72,8 +75,17 @@ pub enum ServerEvent {
 }
 
 enum Phase {
-    /// Reading request heads; `head` holds bytes not yet parsed.
-    Http { head: Vec<u8>, served: u32 },
+    /// Nothing received yet: the first byte tells TLS from plain HTTP, as nginx tells them.
+    First,
+    /// Plain HTTP on the TLS port: reading the request head to answer it in clear.
+    PlainHttp(Vec<u8>),
+    /// Reading request heads; `head` holds bytes not yet parsed, the first `discard` of
+    /// which (and of what follows) are the body of a request already answered.
+    Http {
+        head: Vec<u8>,
+        served: u32,
+        discard: u64,
+    },
     /// After the upgrade.
     WebSocket(Box<WsSession>),
     /// The last bytes are queued; input is ignored.
@@ -107,10 +119,7 @@ impl ServerCore {
         Ok(Self {
             shared,
             pipe: TlsPipe::new(tls),
-            phase: Phase::Http {
-                head: Vec::new(),
-                served: 0,
-            },
+            phase: Phase::First,
             deadline,
             records: VecDeque::new(),
             events: VecDeque::new(),
@@ -124,15 +133,43 @@ impl ServerCore {
 
     /// Hands over bytes read from the TCP connection at `now`.
     pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) {
-        if matches!(self.phase, Phase::Closing) {
-            return;
+        match &mut self.phase {
+            Phase::Closing => return,
+            Phase::First => {
+                let Some(&first) = bytes.first() else {
+                    return;
+                };
+                // nginx takes a first byte with the high bit set (SSLv2) or 0x16 (a TLS
+                // handshake record) for TLS, anything else for plain HTTP.
+                if first & 0x80 == 0 && first != 0x16 {
+                    self.phase = Phase::PlainHttp(Vec::new());
+                    self.handle_plain_http(now, bytes);
+                    return;
+                }
+                self.phase = Phase::Http {
+                    head: Vec::new(),
+                    served: 0,
+                    discard: 0,
+                };
+            }
+            Phase::PlainHttp(_) => {
+                self.handle_plain_http(now, bytes);
+                return;
+            }
+            Phase::Http { .. } | Phase::WebSocket(_) => {}
         }
         let mut plain = Vec::new();
         let fed = match self.pipe.feed(bytes, &mut plain) {
             Ok(fed) => fed,
             Err(_) => {
                 self.events.push_back(ServerEvent::TlsFailed);
-                self.start_close(now);
+                // A broken handshake is closed without a word (no alert), as nginx does.
+                if self.pipe.is_handshaking() {
+                    self.pipe.discard_pending();
+                    self.close_silently(now);
+                } else {
+                    self.start_close(now);
+                }
                 return;
             }
         };
@@ -156,8 +193,32 @@ impl ServerCore {
         match &mut self.phase {
             Phase::Http { .. } => self.handle_http(now, plain),
             Phase::WebSocket(_) => self.handle_ws(now, plain),
-            Phase::Closing => {}
+            Phase::First | Phase::PlainHttp(_) | Phase::Closing => {}
         }
+    }
+
+    /// Plain HTTP on the TLS port: nginx reads the request head and answers in clear, 400
+    /// with its page for a plain request on an HTTPS port (or its 400 page for a malformed
+    /// head), then closes.
+    fn handle_plain_http(&mut self, now: Instant, bytes: &[u8]) {
+        let max_head = self.shared.config.limits.max_head_bytes;
+        let Phase::PlainHttp(head) = &mut self.phase else {
+            return;
+        };
+        head.extend_from_slice(bytes);
+        let answer = match http::parse_request(head, max_head) {
+            Ok(None) => return,
+            Ok(Some(_)) => Answer::PlainHttp,
+            Err(_) => Answer::BadRequest,
+        };
+        let bytes = self
+            .shared
+            .config
+            .site
+            .render(answer, false, false, self.wall(now));
+        self.pipe.write_raw(&bytes);
+        self.events.push_back(ServerEvent::BadRequest);
+        self.close_silently(now);
     }
 
     fn handle_http(&mut self, now: Instant, plain: &[u8]) {
@@ -168,9 +229,23 @@ impl ServerCore {
         };
         head.extend_from_slice(plain);
         loop {
-            let Phase::Http { head, served } = &mut self.phase else {
+            let Phase::Http {
+                head,
+                served,
+                discard,
+            } = &mut self.phase
+            else {
                 return;
             };
+            // A body nginx reads and throws away before the next request.
+            let skip = usize::try_from(*discard)
+                .unwrap_or(usize::MAX)
+                .min(head.len());
+            head.drain(..skip);
+            *discard -= skip as u64;
+            if *discard > 0 {
+                return;
+            }
             let (req, len) = match http::parse_request(head, max_head) {
                 Ok(Some(parsed)) => parsed,
                 Ok(None) => return,
@@ -207,7 +282,15 @@ impl ServerCore {
                 return;
             }
             let answer = site.route(&req);
-            let keep_alive = req.keep_alive && !req.has_body && served < max_requests;
+            // A body of known length is read and dropped (nginx discards it and keeps the
+            // connection); any other body ends it.
+            let body = if req.has_body {
+                req.content_length
+            } else {
+                Some(0)
+            };
+            let keep_alive =
+                req.keep_alive && body.is_some_and(|n| n <= MAX_DISCARD) && served < max_requests;
             let bytes = site.render(
                 answer,
                 req.method == Method::Head,
@@ -219,14 +302,18 @@ impl ServerCore {
                 Answer::Page | Answer::NotModified => ServerEvent::PageServed,
                 Answer::NotFound => ServerEvent::NotFound,
                 Answer::NotAllowed => ServerEvent::NotAllowed,
-                Answer::BadRequest => ServerEvent::BadRequest,
+                Answer::BadRequest | Answer::PlainHttp => ServerEvent::BadRequest,
             });
             if !keep_alive {
                 self.start_close(now);
                 return;
             }
             self.deadline = now + self.shared.config.limits.keepalive_timeout;
-            self.phase = Phase::Http { head: rest, served };
+            self.phase = Phase::Http {
+                head: rest,
+                served,
+                discard: body.unwrap_or(0),
+            };
         }
     }
 
@@ -268,6 +355,16 @@ impl ServerCore {
         }
         match self.phase {
             Phase::Closing => self.dead = true,
+            // Before a TLS handshake is done, nginx closes without a word.
+            Phase::First | Phase::PlainHttp(_) => {
+                self.events.push_back(ServerEvent::TimedOut);
+                self.close_silently(now);
+            }
+            _ if self.pipe.is_handshaking() => {
+                self.events.push_back(ServerEvent::TimedOut);
+                self.pipe.discard_pending();
+                self.close_silently(now);
+            }
             _ => {
                 self.events.push_back(ServerEvent::TimedOut);
                 self.close_ws(now);
@@ -292,8 +389,13 @@ impl ServerCore {
     }
 
     fn start_close(&mut self, now: Instant) {
-        self.phase = Phase::Closing;
         self.pipe.close_notify();
+        self.close_silently(now);
+    }
+
+    /// Ends the connection once what is queued is out, with no close_notify.
+    fn close_silently(&mut self, now: Instant) {
+        self.phase = Phase::Closing;
         self.deadline = now + self.shared.config.limits.linger;
     }
 

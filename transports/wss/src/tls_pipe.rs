@@ -87,6 +87,17 @@ impl TlsPipe {
         self.pull();
     }
 
+    /// Forgets every byte not yet handed to the socket (a connection closed without a word).
+    pub(crate) fn discard_pending(&mut self) {
+        self.tx.clear();
+        self.tx_sent = 0;
+    }
+
+    /// Queues bytes for the socket as they are, outside TLS.
+    pub(crate) fn write_raw(&mut self, bytes: &[u8]) {
+        self.tx.extend_from_slice(bytes);
+    }
+
     /// Whether the TLS handshake is still running.
     pub(crate) fn is_handshaking(&self) -> bool {
         self.tls.is_handshaking()

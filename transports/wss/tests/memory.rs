@@ -381,3 +381,75 @@ fn slow_and_quiet_connections_time_out() {
     let err = client.handle_timeout(client.next_deadline()).unwrap_err();
     assert!(matches!(err, CarrierError::Handshake(_)));
 }
+
+/// Before TLS, the listener is nginx on its TLS port: plain HTTP gets nginx's 400 pages in
+/// clear, bytes OpenSSL would refuse get the connection closed without a word (no alert),
+/// and a connection that says nothing is closed silently after nginx's 60 s.
+#[test]
+fn before_tls_it_answers_as_nginx_on_an_https_port() {
+    let w = world();
+    let clear = |input: &[u8]| {
+        let mut server = ServerCore::new(w.shared.clone(), w.t0).unwrap();
+        server.handle_input(w.t0, input);
+        let out = server.transmit().to_vec();
+        (server.is_closing(), text(&out))
+    };
+    let (closing, out) = clear(b"GET / HTTP/1.1\r\nHost: example.org\r\n\r\n");
+    assert!(closing);
+    assert!(
+        out.starts_with("HTTP/1.1 400 Bad Request\r\nServer: nginx\r\n"),
+        "{out}"
+    );
+    assert!(out.contains("Connection: close\r\n"), "{out}");
+    assert!(
+        out.contains("The plain HTTP request was sent to HTTPS port"),
+        "{out}"
+    );
+    let (closing, out) = clear(b"hello there\r\n\r\n");
+    assert!(closing);
+    assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+    assert!(!out.contains("plain HTTP"), "{out}");
+    // A plain request not yet whole: nginx waits for the rest.
+    let (closing, out) = clear(b"GET / HT");
+    assert!(!closing && out.is_empty());
+    // The high bit set (SSLv2, to OpenSSL) but no TLS: closed, nothing sent.
+    let (closing, out) = clear(&[0x80; 64]);
+    assert!(closing);
+    assert!(out.is_empty(), "{out}");
+    // A handshake record that is not one: closed without an alert.
+    let (closing, out) = clear(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5]);
+    assert!(closing);
+    assert!(out.is_empty(), "{out}");
+    // Silence: at 60 s, closed without a word.
+    let mut server = ServerCore::new(w.shared.clone(), w.t0).unwrap();
+    assert_eq!(server.next_deadline(), w.t0 + Duration::from_secs(60));
+    server.handle_timeout(w.t0 + Duration::from_secs(60));
+    assert!(server.is_closing());
+    assert!(server.transmit().is_empty());
+}
+
+/// A request with a body nginx does not want (POST to the page) gets 405 and, when
+/// `Content-Length` gives the body, keeps the connection after reading and dropping it, as
+/// nginx does; a chunked body ends the connection.
+#[test]
+fn a_405_drops_a_sized_body_and_keeps_the_connection() {
+    let w = world();
+    let mut server = ServerCore::new(w.shared.clone(), w.t0).unwrap();
+    let mut browser = Browser::new(&w);
+    let post = text(&browser.ask(
+        &mut server,
+        w.t0,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd",
+    ));
+    assert!(post.starts_with("HTTP/1.1 405 Not Allowed\r\n"), "{post}");
+    assert!(post.contains("Connection: keep-alive\r\n"), "{post}");
+    let get = text(&browser.ask(&mut server, w.t0, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    assert!(get.starts_with("HTTP/1.1 200 OK\r\n"), "{get}");
+    let chunked = text(&browser.ask(
+        &mut server,
+        w.t0,
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n",
+    ));
+    assert!(chunked.contains("Connection: close\r\n"), "{chunked}");
+    assert!(server.is_closing());
+}
