@@ -200,3 +200,49 @@ mod tempdir {
         }
     }
 }
+
+/// Version Negotiation as other QUIC servers send it (RFC 9000 §6, ngtcp2): for a long header
+/// of an unknown version in a datagram of at least 1200 bytes, whatever its type and however
+/// long its connection IDs; never for a smaller datagram.
+#[test]
+fn unknown_versions_get_version_negotiation_only_in_full_size_datagrams() {
+    let (_, mut gateway) = gateway();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(gateway.local_addr()).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut ask = |datagram: &[u8]| -> Option<Vec<u8>> {
+        socket.send(datagram).unwrap();
+        let until = Instant::now() + Duration::from_millis(500);
+        let mut buf = [0u8; 2048];
+        while Instant::now() < until {
+            gateway.drive(Instant::now()).unwrap();
+            if let Ok(n) = socket.recv(&mut buf) {
+                return Some(buf[..n].to_vec());
+            }
+        }
+        None
+    };
+    let long = |first: u8, dcid: &[u8], scid: &[u8], len: usize| {
+        let mut p = vec![first, 0x1a, 0x2a, 0x3a, 0x4a, dcid.len() as u8];
+        p.extend_from_slice(dcid);
+        p.push(scid.len() as u8);
+        p.extend_from_slice(scid);
+        p.resize(len, 0);
+        p
+    };
+    for (first, dcid, scid) in [
+        (0xc0, &[1u8; 8][..], &[2u8; 8][..]),
+        // A Handshake packet's type bits, and IDs far past QUIC v1's 20 bytes.
+        (0xe0, &[3u8; 40][..], &[4u8; 200][..]),
+    ] {
+        let vn = ask(&long(first, dcid, scid, 1200)).unwrap();
+        assert!(vn[0] & 0x80 != 0);
+        assert_eq!(vn[1..5], [0; 4]);
+        // Its destination is our source ID and its source our destination ID.
+        assert_eq!(usize::from(vn[5]), scid.len());
+        assert_eq!(&vn[6..6 + scid.len()], scid);
+        assert_eq!(ask(&long(first, dcid, scid, 1199)), None);
+    }
+}

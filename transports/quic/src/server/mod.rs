@@ -266,7 +266,46 @@ impl QuicListener {
     }
 
     /// The connection a datagram belongs to, accepting a new client's Initial.
+    /// Version Negotiation as RFC 8999 and 9000 ask, and as other servers (ngtcp2) send it:
+    /// for a long header of a version this server does not speak, in a datagram of at least
+    /// 1200 bytes, whatever its packet type, with connection IDs of up to 255 bytes read by
+    /// the invariants alone. Whether the datagram was such (and so is answered, or dropped).
+    fn negotiated(&mut self, pkt: &[u8], from: SocketAddr) -> bool {
+        let Some(&[first, v0, v1, v2, v3]) = pkt.first_chunk::<5>() else {
+            return false;
+        };
+        let version = u32::from_be_bytes([v0, v1, v2, v3]);
+        if first & 0x80 == 0 || version == 0 || quiche::version_is_supported(version) {
+            return false;
+        }
+        if pkt.len() < 1200 {
+            self.stats.bad_packets += 1;
+            return true;
+        }
+        let cid = |at: usize| -> Option<(&[u8], usize)> {
+            let len = usize::from(*pkt.get(at)?);
+            Some((pkt.get(at + 1..at + 1 + len)?, at + 1 + len))
+        };
+        let Some((dcid, scid)) = cid(5).and_then(|(dcid, after)| Some((dcid, cid(after)?.0)))
+        else {
+            self.stats.bad_packets += 1;
+            return true;
+        };
+        let mut out = [0u8; 600];
+        if let Ok(n) = quiche::negotiate_version(
+            &quiche::ConnectionId::from_ref(scid),
+            &quiche::ConnectionId::from_ref(dcid),
+            &mut out,
+        ) {
+            self.send_datagram(from, &out[..n]);
+        }
+        true
+    }
+
     fn route(&mut self, pkt: &mut [u8], from: SocketAddr) -> Option<u64> {
+        if self.negotiated(pkt, from) {
+            return None;
+        }
         let Ok(hdr) = quiche::Header::from_slice(pkt, quiche::MAX_CONN_ID_LEN) else {
             self.stats.bad_packets += 1;
             return None;
@@ -279,10 +318,8 @@ impl QuicListener {
             return None;
         }
         if !quiche::version_is_supported(hdr.version) {
-            let mut out = [0u8; 256];
-            if let Ok(n) = quiche::negotiate_version(&hdr.scid, &hdr.dcid, &mut out) {
-                self.send_datagram(from, &out[..n]);
-            }
+            // Answered by `negotiated` when the datagram is large enough; never otherwise.
+            self.stats.bad_packets += 1;
             return None;
         }
         if self.conns.len() >= self.config.max_connections {
