@@ -7,11 +7,11 @@
 //! carried go to [`Authority::recv`].
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{NS, SOA, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record as DnsRecord, RecordType};
 use pb_transport::{Peer, Record};
 
@@ -61,6 +61,8 @@ pub struct AuthorityCounters {
 #[derive(Debug)]
 pub struct Authority {
     zone: Zone,
+    /// The name server's own address, served as `ns.<zone>` (its glue).
+    ns_address: Option<IpAddr>,
     sessions: HashMap<[u8; 8], Session>,
     ids: HashMap<Peer, [u8; 8]>,
     next_peer: u64,
@@ -74,6 +76,7 @@ impl Authority {
     pub fn new(zone: Zone) -> Self {
         Self {
             zone,
+            ns_address: None,
             sessions: HashMap::new(),
             ids: HashMap::new(),
             next_peer: 0,
@@ -81,6 +84,13 @@ impl Authority {
             closed: VecDeque::new(),
             counters: AuthorityCounters::default(),
         }
+    }
+
+    /// Serves `ip` as the address of `ns.<zone>`, this server's own name, as a zone's file
+    /// does (and its glue with SOA and NS answers).
+    pub fn with_ns_address(mut self, ip: IpAddr) -> Self {
+        self.ns_address = Some(ip);
+        self
     }
 
     /// The zone.
@@ -92,7 +102,7 @@ impl Authority {
     pub fn answer(&mut self, query: &[u8], now: Instant) -> Option<Vec<u8>> {
         let Ok(message) = Message::from_vec(query) else {
             self.counters.malformed += 1;
-            return None;
+            return unparsed_answer(query);
         };
         if message.metadata.message_type != MessageType::Query {
             self.counters.malformed += 1;
@@ -137,27 +147,49 @@ impl Authority {
         }
         self.counters.other_queries += 1;
         let apex = name.num_labels() == self.zone.name().num_labels();
-        match (apex, question.query_type) {
-            (true, RecordType::SOA) => {
+        let glue = self.glue();
+        let ns_here = glue.is_some() && name.eq_ignore_root(&self.ns_name());
+        // As NSD answers from a zone file of SOA, NS and the name server's address.
+        match (apex, ns_here, question.query_type) {
+            (true, _, RecordType::SOA) => {
                 response.add_answer(self.soa());
+                response.add_authority(self.ns());
+                response.add_additionals(glue);
             }
-            (true, RecordType::NS) => {
-                let ns = self.ns_name();
-                response.add_answer(DnsRecord::from_rdata(
-                    self.zone.name().clone(),
-                    3600,
-                    RData::NS(NS(ns)),
-                ));
+            (true, _, RecordType::NS) => {
+                response.add_answer(self.ns());
+                response.add_additionals(glue);
             }
-            (true, _) => {
+            (false, true, t) if glue.as_ref().is_some_and(|g| g.record_type() == t) => {
+                response.add_answers(glue);
+                response.add_authority(self.ns());
+            }
+            (true, _, _) | (false, true, _) => {
                 response.add_authority(self.soa());
             }
-            (false, _) => {
+            (false, false, _) => {
                 response.metadata.response_code = ResponseCode::NXDomain;
                 response.add_authority(self.soa());
             }
         }
         response.to_vec().ok()
+    }
+
+    fn ns(&self) -> DnsRecord {
+        DnsRecord::from_rdata(
+            self.zone.name().clone(),
+            3600,
+            RData::NS(NS(self.ns_name())),
+        )
+    }
+
+    /// The name server's address record, if it has one.
+    fn glue(&self) -> Option<DnsRecord> {
+        let data = match self.ns_address? {
+            IpAddr::V4(ip) => RData::A(A(ip)),
+            IpAddr::V6(ip) => RData::AAAA(AAAA(ip)),
+        };
+        Some(DnsRecord::from_rdata(self.ns_name(), 3600, data))
     }
 
     fn ns_name(&self) -> Name {
@@ -342,4 +374,22 @@ impl Authority {
         c.lost += self.sessions.values().map(|s| s.up.lost).sum::<u64>();
         c
     }
+}
+
+/// What an authoritative server (NSD) answers to a datagram that is no well-formed query but
+/// has a query's header: the header back with QR set, no records, NOTIMP for an opcode other
+/// than QUERY and FORMERR for QUERY; nothing for a response or less than a header.
+fn unparsed_answer(datagram: &[u8]) -> Option<Vec<u8>> {
+    let header = datagram.get(..12)?;
+    if header[2] & 0x80 != 0 {
+        return None;
+    }
+    let opcode = (header[2] >> 3) & 0x0f;
+    let mut answer = header.to_vec();
+    // QR on; the opcode and RD kept; AA and TC off.
+    answer[2] = 0x80 | (header[2] & 0x79);
+    let code = if opcode == 0 { 1 } else { 4 };
+    answer[3] = (header[3] & 0xf0) | code;
+    answer[4..12].fill(0);
+    Some(answer)
 }

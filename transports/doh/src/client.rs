@@ -276,7 +276,45 @@ mod tests {
         assert_eq!(server.sessions(), 0);
         assert!(server.answer(b"\x00\x01garbage", now).is_none());
         assert!(server.answer(&[], now).is_none());
-        assert_eq!(server.counters().malformed, 2);
+        // A query's header over garbage gets it back as NSD sends it: NOTIMP for another
+        // opcode, FORMERR for QUERY, counts zeroed; a response's header gets nothing.
+        let header = [0x12, 0x34, 0x29, 0x80, 0, 5, 0, 0, 0, 0, 0, 0, 0xff, 0xfe];
+        assert_eq!(
+            server.answer(&header, now).unwrap(),
+            [0x12, 0x34, 0xa9, 0x84, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        let query = [0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xff];
+        assert_eq!(
+            server.answer(&query, now).unwrap(),
+            [0x12, 0x34, 0x81, 0x01, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        assert!(
+            server
+                .answer(&[0x12, 0x34, 0x81, 0, 0, 1, 0, 0, 0, 0, 0, 0, 9], now)
+                .is_none()
+        );
+        assert_eq!(server.counters().malformed, 5);
+        // With its address, the server serves its own name and glue, as a zone file does.
+        let mut server =
+            Authority::new(zone()).with_ns_address(std::net::Ipv4Addr::new(192, 0, 2, 53).into());
+        let soa = ask(&mut server, "t.pb.test.", RecordType::SOA);
+        assert_eq!(
+            (
+                soa.answers.len(),
+                soa.authorities.len(),
+                soa.additionals.len()
+            ),
+            (1, 1, 1)
+        );
+        let ns = ask(&mut server, "t.pb.test.", RecordType::NS);
+        assert_eq!((ns.answers.len(), ns.additionals.len()), (1, 1));
+        let a = ask(&mut server, "ns.t.pb.test.", RecordType::A);
+        assert_eq!(a.metadata.response_code, ResponseCode::NoError);
+        assert!(matches!(a.answers[0].data, RData::A(_)));
+        let aaaa = ask(&mut server, "ns.t.pb.test.", RecordType::AAAA);
+        assert_eq!(aaaa.metadata.response_code, ResponseCode::NoError);
+        assert!(aaaa.answers.is_empty());
+        assert_eq!(aaaa.authorities.len(), 1);
     }
 
     #[test]

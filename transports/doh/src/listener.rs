@@ -41,7 +41,11 @@ impl DnsListener {
         let socket = UdpSocket::bind(addr).map_err(|e| CarrierError::io("binding", e))?;
         Ok(Self {
             socket,
-            authority: Authority::new(zone),
+            authority: if addr.ip().is_unspecified() {
+                Authority::new(zone)
+            } else {
+                Authority::new(zone).with_ns_address(addr.ip())
+            },
             buf: Box::new([0; 65_536]),
             outbox: VecDeque::new(),
             bytes_sent: 0,
