@@ -27,6 +27,7 @@ packages=(
   ngtcp2-client tshark python3-websockets                      # transports' real peers
   obfs4proxy                                                   # obfs4 interop (transports/obfs4)
   unbound                                                      # the DoH resolver (transports/doh)
+  nginx-light nsd ngtcp2-server                                # covers for the probe suite (pb-perf probe)
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -38,10 +39,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# The tests run unbound themselves, in a namespace; the package's own resolver service is
-# not wanted (and must not take port 53 or change /etc/resolv.conf).
+# The tests run unbound, nginx, NSD and ngtcp2's server themselves, in namespaces; the
+# packages' own services are not wanted (they must not take ports 53, 80 or 443, or change
+# /etc/resolv.conf).
 if command -v systemctl >/dev/null; then
-  for unit in unbound unbound-resolvconf; do
+  for unit in unbound unbound-resolvconf nginx nsd ngtcp2d; do
     systemctl is-enabled -q "$unit" 2>/dev/null && systemctl disable -q --now "$unit" 2>/dev/null || true
   done
 fi

@@ -25,6 +25,7 @@ mod e2e_bench;
 mod idle_bench;
 mod io_bench;
 mod plot;
+mod probe;
 mod procfs;
 mod progress;
 mod relay_bench;
@@ -220,6 +221,15 @@ enum Command {
         /// Seconds of each DNS carrier measurement.
         #[arg(long, default_value_t = 8.0, value_parser = seconds)]
         doh_seconds: f64,
+    },
+    /// A censor's active probes at every listener of a gateway (WSS, obfs4, DNS, QUIC,
+    /// plain UDP), each beside the same probe at the real service it imitates (nginx,
+    /// obfs4proxy, NSD, ngtcp2-server, an ignoring port) in the same testnet: which probes
+    /// tell them apart (needs root).
+    Probe {
+        /// The longest wait for a server to close a probed connection.
+        #[arg(long, default_value_t = 100.0, value_parser = seconds)]
+        wait: f64,
     },
     /// The adversaries played against eight pb-relay processes (AF_XDP, namespaces) and
     /// --clients pb-clients, idle, busy and under a CPU hog: a global passive observer's
@@ -423,6 +433,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             doh_rates: doh_rates.clone(),
             doh_seconds: std::time::Duration::from_secs_f64(*doh_seconds),
         })?,
+        Command::Probe { wait } => probe::run(&probe::ProbeArgs {
+            wait: std::time::Duration::from_secs_f64(*wait),
+            json: cli.json,
+        })?,
         Command::Anonymity {
             seconds,
             clients,
@@ -516,6 +530,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             Command::Testnet { .. } => "testnet",
             Command::Attack { .. } => "attack",
             Command::Transports { .. } => "transports",
+            Command::Probe { .. } => "probe",
             Command::Anonymity { .. } => "anonymity",
             Command::Plot { .. } => "plot",
         };
