@@ -34,7 +34,8 @@ mod udp;
 use std::{net::SocketAddr, os::fd::AsRawFd, time::Instant};
 
 pub use stream::{
-    CodecFactory, Plain, Reassembler, Socks5, StreamCarrier, StreamCodec, StreamListener,
+    CodecFactory, OPEN_TIMEOUT, Plain, Reassembler, Socks5, StreamCarrier, StreamCodec,
+    StreamListener,
 };
 pub use udp::{UdpCarrier, UdpListener};
 

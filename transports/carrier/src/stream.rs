@@ -40,8 +40,9 @@ const MAX_INBOX: usize = 4096;
 const MAX_TX: usize = 256 * RECORD_LEN;
 /// Connections a listener holds at most (those lingering included).
 const MAX_CONNECTIONS: usize = 4096;
-/// How long a listener's connection may take to open (the codec's handshake).
-const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a listener's connection may take to open (the codec's handshake), unless the
+/// codec says otherwise ([`StreamCodec::open_timeout`]).
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A byte-stream protocol between the records and the socket, sans-IO: bytes and `now` in,
 /// bytes out. One per connection.
@@ -69,6 +70,11 @@ pub trait StreamCodec: Send + core::fmt::Debug {
     /// discarding, until this time, then close it (`None`: close at once).
     fn linger_until(&self) -> Option<Instant> {
         None
+    }
+    /// How long a listener gives the handshake; when it passes, the connection is treated
+    /// as a failed handshake (held until [`StreamCodec::linger_until`], if that is later).
+    fn open_timeout(&self) -> Duration {
+        OPEN_TIMEOUT
     }
 }
 
@@ -715,9 +721,15 @@ impl StreamListener {
         {
             return false;
         }
-        if conn.linger.is_none() && !conn.codec.is_open() && now - conn.accepted > OPEN_TIMEOUT {
+        if conn.linger.is_none()
+            && !conn.codec.is_open()
+            && now - conn.accepted >= conn.codec.open_timeout()
+        {
             self.stats.open_timeouts += 1;
-            return false;
+            match conn.codec.linger_until().filter(|until| *until > now) {
+                Some(until) => conn.linger = Some(until),
+                None => return false,
+            }
         }
         if readable || conn.read_pending {
             let room = (4 * MAX_INBOX).saturating_sub(self.inbox.len());
@@ -818,7 +830,8 @@ impl Listener for StreamListener {
                 if c.read_pending {
                     return Some(Instant::now());
                 }
-                let open_by = (!c.codec.is_open()).then(|| c.accepted + OPEN_TIMEOUT);
+                let open_by = (!c.codec.is_open() && c.linger.is_none())
+                    .then(|| c.accepted + c.codec.open_timeout());
                 [c.linger, open_by, c.codec.next_deadline()]
                     .into_iter()
                     .flatten()

@@ -405,6 +405,16 @@ impl StreamCodec for Obfs4Codec {
         // Only a server holds a failed connection; a client closes at once.
         self.server.as_ref().map(|s| s.close_at)
     }
+
+    fn open_timeout(&self) -> Duration {
+        // obfs4proxy's server gives a handshake 30 s (`serverHandshakeTimeout`), then holds
+        // the connection as a failed one: every failure closes at one time per bridge.
+        if self.server.is_some() {
+            FAILED_HOLD
+        } else {
+            pb_transport::OPEN_TIMEOUT
+        }
+    }
 }
 
 #[cfg(test)]
