@@ -230,7 +230,7 @@ fn tcp_probes(
         b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n".to_vec(),
     ));
     probes.push(("TLS ClientHello, then nothing".into(), client_hello()?));
-    thread::scope(|s| {
+    let verdicts: anyhow::Result<Vec<(Verdict, Seen, Seen)>> = thread::scope(|s| {
         let handles: Vec<_> = probes
             .iter()
             .map(|(name, bytes)| {
@@ -244,16 +244,49 @@ fn tcp_probes(
             .map(|(name, l, c)| {
                 let l = l.join().map_err(|_| anyhow!("a probe panicked"))??;
                 let c = c.join().map_err(|_| anyhow!("a probe panicked"))??;
-                Ok(Verdict {
-                    transport,
-                    probe: name.clone(),
-                    listener: describe(&l),
-                    cover: describe(&c),
-                    same: same_tcp(&l, &c),
-                })
+                Ok((
+                    Verdict {
+                        transport,
+                        probe: name.clone(),
+                        listener: describe(&l),
+                        cover: describe(&c),
+                        same: same_tcp(&l, &c),
+                    },
+                    l,
+                    c,
+                ))
             })
             .collect()
-    })
+    });
+    let verdicts = verdicts?;
+    // One server closes every connection it gave up on at one time (obfs4proxy: 30 s plus
+    // the bridge's delay; nginx: its timeout): a spread across probes tells them apart.
+    let spread = |side: &dyn Fn(&(Verdict, Seen, Seen)) -> &Seen| {
+        let times: Vec<f64> = verdicts
+            .iter()
+            .map(side)
+            .filter(|s| s.reply.is_empty() && s.end == End::Closed && s.after.as_secs_f64() > 5.0)
+            .map(|s| s.after.as_secs_f64())
+            .collect();
+        let lo = times.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = times.iter().copied().fold(0.0, f64::max);
+        (times.len(), lo, hi)
+    };
+    let (ln, llo, lhi) = spread(&|v| &v.1);
+    let (cn, clo, chi) = spread(&|v| &v.2);
+    let words = |n: usize, lo: f64, hi: f64| match n {
+        0 => "none".to_owned(),
+        _ => format!("{n} closed after {lo:.1} to {hi:.1} s"),
+    };
+    let mut out: Vec<Verdict> = verdicts.into_iter().map(|(v, _, _)| v).collect();
+    out.push(Verdict {
+        transport,
+        probe: "silent closes: one time for all".into(),
+        listener: words(ln, llo, lhi),
+        cover: words(cn, clo, chi),
+        same: (ln == 0) == (cn == 0) && (lhi - llo <= 1.5) == (chi - clo <= 1.5),
+    });
+    Ok(out)
 }
 
 /// A TLS 1.3 ClientHello as a browser-less client sends it (rustls, SNI example.com).
