@@ -65,8 +65,11 @@ impl Resolver {
             zone,
             query_rate: self.rate,
         };
-        let mut session = [0u8; 8];
-        getrandom::fill(&mut session).map_err(|e| anyhow!("the OS random generator: {e}"))?;
+        // A random nonce tagged under the key the gateway derives from its link key: only
+        // those who know the gateway's descriptor make names it takes for sessions.
+        let mut nonce = [0u8; 4];
+        getrandom::fill(&mut nonce).map_err(|e| anyhow!("the OS random generator: {e}"))?;
+        let session = pb_doh::SessionKey::derive(&gateway.link_key, &config.zone).session_id(nonce);
         let pad = Box::new(|b: &mut [u8]| {
             // Padding only: zeros if the generator fails would show no secret.
             let _ = getrandom::fill(b);

@@ -206,8 +206,12 @@ pub fn listeners(
     }
     if let Some((addr, zone)) = &settings.client_dns {
         listeners.push(Box::new(
-            pb_doh::DnsListener::bind(*addr, zone.clone())
-                .with_context(|| format!("gossip.client_dns: cannot bind {addr}"))?,
+            pb_doh::DnsListener::bind(
+                *addr,
+                zone.clone(),
+                pb_doh::SessionKey::derive(link_key, zone),
+            )
+            .with_context(|| format!("gossip.client_dns: cannot bind {addr}"))?,
         ));
     }
     if !disguised(settings) {

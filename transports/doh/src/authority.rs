@@ -15,7 +15,7 @@ use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record as DnsRecord, RecordType};
 use pb_transport::{Peer, Record};
 
-use crate::name::{QUERY_HEADER, Zone};
+use crate::name::{QUERY_HEADER, SessionKey, Zone};
 use crate::wire::{Assembler, Chunker};
 
 /// A session not heard from for this long is closed.
@@ -61,6 +61,7 @@ pub struct AuthorityCounters {
 #[derive(Debug)]
 pub struct Authority {
     zone: Zone,
+    key: SessionKey,
     /// The name server's own address, served as `ns.<zone>` (its glue).
     ns_address: Option<IpAddr>,
     sessions: HashMap<[u8; 8], Session>,
@@ -72,10 +73,11 @@ pub struct Authority {
 }
 
 impl Authority {
-    /// A server for `zone`.
-    pub fn new(zone: Zone) -> Self {
+    /// A server for `zone`, whose sessions' ids are tagged under `key`.
+    pub fn new(zone: Zone, key: SessionKey) -> Self {
         Self {
             zone,
+            key,
             ns_address: None,
             sessions: HashMap::new(),
             ids: HashMap::new(),
@@ -141,6 +143,7 @@ impl Authority {
         if question.query_type == RecordType::TXT
             && let Some(bytes) = self.zone.decode(name)
             && bytes.len() >= QUERY_HEADER
+            && self.key.accepts(&bytes[..8])
         {
             self.counters.session_queries += 1;
             return self.session_answer(response, name, &bytes, limit, now);

@@ -181,6 +181,10 @@ mod tests {
         Zone::parse("t.pb.test").unwrap()
     }
 
+    fn key() -> crate::SessionKey {
+        crate::SessionKey::derive(&[9; 32], &zone())
+    }
+
     fn pad() -> impl FnMut(&mut [u8]) {
         let mut x = 0x9e37_79b9u32;
         move |b: &mut [u8]| {
@@ -195,8 +199,8 @@ mod tests {
 
     #[test]
     fn records_cross_both_ways_through_the_name_server() {
-        let mut server = Authority::new(zone());
-        let mut client = DohClient::new(zone(), *b"session1");
+        let mut server = Authority::new(zone(), key());
+        let mut client = DohClient::new(zone(), key().session_id(*b"ses1"));
         let mut pad = pad();
         let now = Instant::now();
         for s in 0..20 {
@@ -253,7 +257,7 @@ mod tests {
 
     #[test]
     fn strangers_get_an_ordinary_name_server() {
-        let mut server = Authority::new(zone());
+        let mut server = Authority::new(zone(), key());
         let now = Instant::now();
         let ask = |server: &mut Authority, name: &str, t: RecordType| {
             let mut m = Message::new(7, MessageType::Query, OpCode::Query);
@@ -270,6 +274,13 @@ mod tests {
         assert_eq!(www.metadata.response_code, ResponseCode::NXDomain);
         let other = ask(&mut server, "example.com.", RecordType::A);
         assert_eq!(other.metadata.response_code, ResponseCode::Refused);
+        // A full-length name whose session id is not tagged under the key is any other name.
+        let mut stranger = DohClient::new(zone(), *b"session!");
+        let q = Message::from_vec(&stranger.query(&mut pad())).unwrap();
+        let name = q.queries[0].name.to_ascii();
+        let forged = ask(&mut server, &name, RecordType::TXT);
+        assert_eq!(forged.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(server.sessions(), 0);
         // A TXT query with a short base32 name opens nothing.
         let short = ask(&mut server, "abcd.t.pb.test.", RecordType::TXT);
         assert_eq!(short.metadata.response_code, ResponseCode::NXDomain);
@@ -295,8 +306,8 @@ mod tests {
         );
         assert_eq!(server.counters().malformed, 5);
         // With its address, the server serves its own name and glue, as a zone file does.
-        let mut server =
-            Authority::new(zone()).with_ns_address(std::net::Ipv4Addr::new(192, 0, 2, 53).into());
+        let mut server = Authority::new(zone(), key())
+            .with_ns_address(std::net::Ipv4Addr::new(192, 0, 2, 53).into());
         let soa = ask(&mut server, "t.pb.test.", RecordType::SOA);
         assert_eq!(
             (
@@ -319,8 +330,8 @@ mod tests {
 
     #[test]
     fn answers_fit_what_the_query_allows() {
-        let mut server = Authority::new(zone());
-        let mut client = DohClient::new(zone(), *b"session2");
+        let mut server = Authority::new(zone(), key());
+        let mut client = DohClient::new(zone(), key().session_id(*b"ses2"));
         let mut pad = pad();
         let now = Instant::now();
         let q = client.query(&mut pad);
@@ -345,7 +356,7 @@ mod tests {
 
     #[test]
     fn bad_answers_are_refused() {
-        let mut client = DohClient::new(zone(), *b"session3");
+        let mut client = DohClient::new(zone(), key().session_id(*b"ses3"));
         assert_eq!(client.answer(b"junk"), Err(AnswerError::Malformed));
         let q = Message::from_vec(&client.query(&mut pad())).unwrap();
         let mut fail = Message::response(0, OpCode::Query);
@@ -355,7 +366,7 @@ mod tests {
             client.answer(&fail.to_vec().unwrap()),
             Err(AnswerError::Failed(2))
         );
-        let mut other = DohClient::new(zone(), *b"otherone");
+        let mut other = DohClient::new(zone(), key().session_id(*b"othr"));
         let theirs = Message::from_vec(&other.query(&mut pad())).unwrap();
         let mut wrong = Message::response(0, OpCode::Query);
         wrong.add_query(theirs.queries[0].clone());

@@ -30,4 +30,4 @@ pub use carrier::{
 };
 pub use client::{AnswerError, DohClient, EDNS_SIZE};
 pub use listener::DnsListener;
-pub use name::{QUERY_HEADER, Zone, ZoneError};
+pub use name::{QUERY_HEADER, SessionKey, Zone, ZoneError};

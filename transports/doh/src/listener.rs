@@ -11,7 +11,7 @@ use mio::net::UdpSocket;
 use pb_transport::{CarrierError, Listener, Peer, Record, TransportKind};
 
 use crate::authority::Authority;
-use crate::name::Zone;
+use crate::name::{SessionKey, Zone};
 
 /// Answers waiting for the socket: more are dropped (the resolver asks again).
 const OUTBOX: usize = 4096;
@@ -36,15 +36,15 @@ impl core::fmt::Debug for DnsListener {
 }
 
 impl DnsListener {
-    /// A name server for `zone` on UDP `addr`.
-    pub fn bind(addr: SocketAddr, zone: Zone) -> Result<Self, CarrierError> {
+    /// A name server for `zone` on UDP `addr`, its sessions' ids tagged under `key`.
+    pub fn bind(addr: SocketAddr, zone: Zone, key: SessionKey) -> Result<Self, CarrierError> {
         let socket = UdpSocket::bind(addr).map_err(|e| CarrierError::io("binding", e))?;
         Ok(Self {
             socket,
             authority: if addr.ip().is_unspecified() {
-                Authority::new(zone)
+                Authority::new(zone, key)
             } else {
-                Authority::new(zone).with_ns_address(addr.ip())
+                Authority::new(zone, key).with_ns_address(addr.ip())
             },
             buf: Box::new([0; 65_536]),
             outbox: VecDeque::new(),

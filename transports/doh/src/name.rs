@@ -104,6 +104,55 @@ impl Zone {
     }
 }
 
+/// What makes a session id one the gateway answers: a key both ends derive from the
+/// gateway's link key and zone (`SHA-256("PhantomBand v1 dns session\0" ‖ link key ‖ zone)`,
+/// the first 16 bytes), as the secret path of QUIC and WSS is derived. A session id is a
+/// random nonce (4 bytes) and its tag (the first 4 bytes of HMAC-SHA256 under the key of
+/// the nonce): a prober who knows only the zone makes names the server treats as any other
+/// name (NXDOMAIN), not sessions.
+#[derive(Clone)]
+pub struct SessionKey([u8; 16]);
+
+impl core::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("SessionKey([scrubbed])")
+    }
+}
+
+impl SessionKey {
+    /// The key of the gateway with `link_key` for `zone`.
+    pub fn derive(link_key: &[u8; 32], zone: &Zone) -> Self {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(b"PhantomBand v1 dns session\0");
+        ctx.update(link_key);
+        ctx.update(zone.name().to_ascii().as_bytes());
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&ctx.finish().as_ref()[..16]);
+        Self(key)
+    }
+
+    fn tag(&self, nonce: &[u8]) -> [u8; 4] {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.0);
+        let mut tag = [0u8; 4];
+        tag.copy_from_slice(&ring::hmac::sign(&key, nonce).as_ref()[..4]);
+        tag
+    }
+
+    /// The session id for `nonce`.
+    pub fn session_id(&self, nonce: [u8; 4]) -> [u8; 8] {
+        let mut id = [0u8; 8];
+        id[..4].copy_from_slice(&nonce);
+        id[4..].copy_from_slice(&self.tag(&nonce));
+        id
+    }
+
+    /// Whether `id` (the first 8 bytes of a query's) is a session id under this key.
+    pub fn accepts(&self, id: &[u8]) -> bool {
+        use subtle::ConstantTimeEq as _;
+        id.len() >= 8 && bool::from(self.tag(&id[..4]).ct_eq(&id[4..8]))
+    }
+}
+
 #[cfg(test)]
 #[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
@@ -147,6 +196,23 @@ mod tests {
             z.decode(&Name::from_ascii("ab-cd.t.pb.test.").unwrap())
                 .is_none()
         );
+    }
+
+    #[test]
+    fn session_ids_are_tagged_by_the_gateways_key() {
+        let zone = Zone::parse("t.pb.test").unwrap();
+        let key = SessionKey::derive(&[7; 32], &zone);
+        let id = key.session_id([1, 2, 3, 4]);
+        assert!(key.accepts(&id));
+        let mut forged = id;
+        forged[7] ^= 1;
+        assert!(!key.accepts(&forged));
+        assert!(!key.accepts(&id[..7]));
+        let other = SessionKey::derive(&[8; 32], &zone);
+        assert!(!other.accepts(&id));
+        let other_zone = SessionKey::derive(&[7; 32], &Zone::parse("u.pb.test").unwrap());
+        assert!(!other_zone.accepts(&id));
+        assert_eq!(format!("{key:?}"), "SessionKey([scrubbed])");
     }
 
     #[test]
