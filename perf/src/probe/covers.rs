@@ -85,7 +85,8 @@ pub fn start(net: &mut Testnet, dir: &Path) -> anyhow::Result<Covers> {
     })
 }
 
-/// nginx serving the gateway's page at `/`, as an operator would: TLS on the WSS port with a
+/// nginx serving the gateway's page at `/` in one process (`master_process off`: killing it
+/// leaves no worker behind), as an operator would: TLS on the WSS port with a
 /// self-signed P-256 certificate, Debian's `nginx.conf` settings (its `ssl_protocols` with
 /// TLS 1.3, `ssl_prefer_server_ciphers`, `gzip`), `server_tokens off`.
 fn nginx(
@@ -106,7 +107,7 @@ fn nginx(
     std::fs::write(
         &conf,
         format!(
-            "daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log;\n\
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log;\n\
              events {{ worker_connections 1024; }}\n\
              http {{\n  include /etc/nginx/mime.types;\n  default_type application/octet-stream;\n  \
              sendfile on;\n  tcp_nopush on;\n  types_hash_max_size 2048;\n  \
