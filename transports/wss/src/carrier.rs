@@ -204,7 +204,7 @@ impl ClientCarrier for WssCarrier {
     }
 
     fn send(&mut self, record: &Record) -> bool {
-        if self.dead.is_some() || !self.core.send_record(record) {
+        if self.dead.is_some() || !self.core.send_record(record, Instant::now()) {
             return false;
         }
         self.stats.records_sent += 1;

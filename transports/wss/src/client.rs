@@ -230,6 +230,7 @@ impl ClientCore {
 
     /// Runs timers; call at [`Self::next_deadline`].
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), CarrierError> {
+        self.pipe.release_due(now);
         if now < self.deadline {
             return Ok(());
         }
@@ -265,8 +266,9 @@ impl ClientCore {
         self.pipe.is_handshaking()
     }
 
-    /// Queues one record; `false` if it was dropped (not open, or too much queued).
-    pub fn send_record(&mut self, record: &Record) -> bool {
+    /// Queues one record at `now`, cut into TLS records of drawn sizes; `false` if it was
+    /// dropped (not open, or too much queued).
+    pub fn send_record(&mut self, record: &Record, now: Instant) -> bool {
         let Phase::Open(ws) = &mut self.phase else {
             return false;
         };
@@ -274,7 +276,7 @@ impl ClientCore {
             return false;
         }
         let output = ws.take_output();
-        self.pipe.write_plain(&output);
+        self.pipe.write_shaped(&output, now);
         true
     }
 
@@ -295,6 +297,8 @@ impl ClientCore {
 
     /// When [`Self::handle_timeout`] must run.
     pub fn next_deadline(&self) -> Instant {
-        self.deadline
+        self.pipe
+            .held_deadline()
+            .map_or(self.deadline, |h| h.min(self.deadline))
     }
 }

@@ -387,11 +387,14 @@ impl Listener for WssListener {
         if !conn.core.is_websocket() {
             return false;
         }
-        if !conn.core.send_record(record) {
+        if !conn.core.send_record(record, Instant::now()) {
             self.stats.outbox_full += 1;
             return false;
         }
         self.stats.records_sent += 1;
+        // Shaped bytes held for the next record have a deadline of their own.
+        let due = conn.core.next_deadline();
+        self.next_deadline = Some(self.next_deadline.map_or(due, |d| d.min(due)));
         // Straight out when the socket takes it: the link above times its records.
         if flush(&mut conn.stream, &mut conn.core, &mut self.stats.bytes_sent) {
             self.remove(peer.0);

@@ -350,6 +350,7 @@ impl ServerCore {
 
     /// Runs timers; call at [`Self::next_deadline`].
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.pipe.release_due(now);
         if now < self.deadline {
             return;
         }
@@ -401,7 +402,7 @@ impl ServerCore {
 
     /// Queues one record as a binary message; `false` if it was dropped (not a WebSocket,
     /// closing, or too much queued).
-    pub fn send_record(&mut self, record: &Record) -> bool {
+    pub fn send_record(&mut self, record: &Record, now: Instant) -> bool {
         let Phase::WebSocket(ws) = &mut self.phase else {
             return false;
         };
@@ -412,7 +413,7 @@ impl ServerCore {
             return false;
         }
         let output = ws.take_output();
-        self.pipe.write_plain(&output);
+        self.pipe.write_shaped(&output, now);
         true
     }
 
@@ -438,7 +439,9 @@ impl ServerCore {
 
     /// When [`Self::handle_timeout`] must run.
     pub fn next_deadline(&self) -> Instant {
-        self.deadline
+        self.pipe
+            .held_deadline()
+            .map_or(self.deadline, |h| h.min(self.deadline))
     }
 
     /// Whether this connection is an open WebSocket (a peer).

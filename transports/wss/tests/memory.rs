@@ -94,20 +94,25 @@ fn records_cross_both_ways_byte_identical_and_in_order() {
     let mut client = ClientCore::new(&w.client_config(), [7; 16], w.t0).unwrap();
     let mut server = ServerCore::new(w.shared.clone(), w.t0).unwrap();
     assert!(
-        !client.send_record(&record(0)),
+        !client.send_record(&record(0), w.t0),
         "nothing goes before the upgrade"
     );
     pump(&mut client, &mut server, w.t0).unwrap();
     assert!(client.is_open() && server.is_websocket());
     assert_eq!(events(&mut server), [ServerEvent::Upgraded]);
     for n in 0..100 {
-        assert!(client.send_record(&record(n)));
-        assert!(server.send_record(&record(1000 + n)));
+        assert!(client.send_record(&record(n), w.t0));
+        assert!(server.send_record(&record(1000 + n), w.t0));
         if n % 7 == 0 {
             pump(&mut client, &mut server, w.t0).unwrap();
         }
     }
-    pump(&mut client, &mut server, w.t0).unwrap();
+    // The last records' tails wait in their shaped TLS records until the hold runs out.
+    assert!(client.next_deadline() <= w.t0 + Duration::from_millis(20));
+    let later = w.t0 + Duration::from_millis(20);
+    client.handle_timeout(later).unwrap();
+    server.handle_timeout(later);
+    pump(&mut client, &mut server, later).unwrap();
     let up: Vec<Record> = std::iter::from_fn(|| server.poll_record()).collect();
     let down: Vec<Record> = std::iter::from_fn(|| client.poll_record()).collect();
     assert_eq!(up, (0..100).map(record).collect::<Vec<_>>());
@@ -452,4 +457,50 @@ fn a_405_drops_a_sized_body_and_keeps_the_connection() {
     ));
     assert!(chunked.contains("Connection: close\r\n"), "{chunked}");
     assert!(server.is_closing());
+}
+
+/// The link's records leave in TLS records of drawn sizes (200 to 3,000 bytes of plaintext),
+/// not one 1,456-byte frame per TLS record: an observer's size histogram of the gateway's
+/// TLS records (and so of its TCP segments) does not show the link's record size.
+#[test]
+fn records_leave_in_tls_records_of_drawn_sizes() {
+    let w = world();
+    let mut client = ClientCore::new(&w.client_config(), [7; 16], w.t0).unwrap();
+    let mut server = ServerCore::new(w.shared.clone(), w.t0).unwrap();
+    pump(&mut client, &mut server, w.t0).unwrap();
+    let mut wire = Vec::new();
+    for n in 0..300 {
+        let now = w.t0 + Duration::from_millis(10 * n);
+        server.handle_timeout(now);
+        assert!(server.send_record(&record(n as u32), now));
+        let out = server.transmit().to_vec();
+        server.advance_transmit(out.len());
+        wire.extend_from_slice(&out);
+        client.handle_input(now, &out).unwrap();
+    }
+    // TLS 1.3 application data records: header (5), then plaintext + type (1) + tag (16).
+    let mut sizes = std::collections::BTreeMap::new();
+    let mut at = 0;
+    while at + 5 <= wire.len() {
+        let len = usize::from(u16::from_be_bytes([wire[at + 3], wire[at + 4]]));
+        if wire[at] == 0x17 {
+            *sizes.entry(len - 17).or_insert(0usize) += 1;
+        }
+        at += 5 + len;
+    }
+    let records: usize = sizes.values().sum();
+    let frames = sizes.get(&1456).copied().unwrap_or(0);
+    assert!(records > 100, "{sizes:?}");
+    assert!(sizes.len() > 50, "only {} sizes: {sizes:?}", sizes.len());
+    assert!(
+        frames * 20 < records,
+        "{frames} of {records} records are one frame"
+    );
+    assert!(sizes.keys().all(|s| *s <= 3000), "{sizes:?}");
+    let got: Vec<Record> = std::iter::from_fn(|| client.poll_record()).collect();
+    assert!(got.len() >= 298, "{}", got.len());
+    assert_eq!(
+        got[..],
+        (0..got.len() as u32).map(record).collect::<Vec<_>>()[..]
+    );
 }

@@ -82,7 +82,7 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     server.handle_plaintext(now, chunk);
                 }
-                server.send_record(&record);
+                server.send_record(&record, now);
                 while server.poll_record().is_some() {}
                 while server.poll_event().is_some() {}
                 let n = server.transmit().len();
@@ -102,7 +102,7 @@ fuzz_target!(|data: &[u8]| {
                 if client.handle_plaintext(now, chunk).is_err() {
                     break;
                 }
-                client.send_record(&record);
+                client.send_record(&record, now);
                 while client.poll_record().is_some() {}
                 let n = client.transmit().len();
                 client.advance_transmit(n);
