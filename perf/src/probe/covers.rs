@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, anyhow, ensure};
+use anyhow::{Context as _, anyhow};
 use pb_testnet::{
     CLIENT_LINK_PORT, DNS_PORT, DNS_ZONE, Node, OBFS4_PORT, QUIC_PORT, TCP_PORT, Testnet, WSS_PORT,
 };
@@ -40,26 +40,7 @@ pub fn start(net: &mut Testnet, dir: &Path) -> anyhow::Result<Covers> {
     let web = net.network().address(Node::Web);
     std::fs::create_dir_all(dir)?;
     let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
-    let openssl = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .context("running openssl")?;
-    ensure!(
-        openssl.status.success(),
-        "openssl could not make a certificate"
-    );
+    pb_testnet::server_certificate(web.into(), &key, &cert)?;
     nginx(net, dir, web, &key, &cert)?;
     nsd(net, dir, web)?;
     let obfs4_cert = obfs4proxy(net, dir, web)?;

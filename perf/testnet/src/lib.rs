@@ -43,6 +43,6 @@ pub use network::{
 };
 pub use run::{Testnet, View};
 pub use util::{
-    FileServer, binary, fetch, http_get, interrupted, pattern, socks_connect, socks_connect_name,
-    stop_on_signals, wait_for,
+    FileServer, binary, fetch, http_get, interrupted, pattern, server_certificate, socks_connect,
+    socks_connect_name, stop_on_signals, wait_for,
 };

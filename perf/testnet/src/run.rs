@@ -501,31 +501,7 @@ impl Testnet {
         let dir = self.dir.join("unbound");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let (key, pem) = (dir.join("doh.key"), dir.join("doh.pem"));
-        let openssl = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-            ])
-            .args(["-nodes", "-days", "2", "-subj", &format!("/CN={me}")])
-            .args(["-addext", &format!("subjectAltName=IP:{me}")])
-            // A server's certificate, not a CA's: clients that trust it as its own root
-            // (rustls) refuse a CA as the end entity.
-            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&pem)
-            .output()
-            .context("running openssl (apt-get install openssl)")?;
-        ensure!(
-            openssl.status.success(),
-            "openssl could not make the resolver's certificate: {}",
-            String::from_utf8_lossy(&openssl.stderr).trim()
-        );
+        crate::util::server_certificate(me.into(), &key, &pem)?;
         let range = self.network.own_range();
         let config = format!(
             r#"server:

@@ -260,6 +260,40 @@ pub fn http_get(mut stream: TcpStream, path: &str) -> anyhow::Result<String> {
     Ok(body.to_owned())
 }
 
+/// A self-signed P-256 server certificate for the address `ip` (its subject alternative
+/// name) made by openssl, its key written to `key` and the certificate to `pem`: what a
+/// testnet's own servers (the DoH resolver, the probe suite's covers) present. A server's
+/// certificate, not a CA's: clients that trust it as its own root (rustls) refuse a CA as
+/// the end entity.
+///
+/// # Errors
+/// openssl is missing or fails.
+pub fn server_certificate(
+    ip: std::net::IpAddr,
+    key: &std::path::Path,
+    pem: &std::path::Path,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let openssl = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", &format!("/CN={ip}")])
+        .args(["-addext", &format!("subjectAltName=IP:{ip}")])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(pem)
+        .output()
+        .context("running openssl (apt-get install openssl)")?;
+    anyhow::ensure!(
+        openssl.status.success(),
+        "openssl could not make a certificate: {}",
+        String::from_utf8_lossy(&openssl.stderr).trim()
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![expect(clippy::unwrap_used, reason = "tests")]
