@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::client::DohClient;
 use crate::name::Zone;
+use crate::rate::QueryRate;
 
 /// Queries a second by default: about 35 records a second up and some 250 down
 /// (docs/spec/transports.md states the rates).
@@ -150,6 +151,10 @@ pub fn tls_trusting(path: &std::path::Path) -> Result<rustls::ClientConfig, Root
 #[derive(Debug, Default)]
 struct Shared {
     client: Mutex<Option<DohClient>>,
+    /// The query rate, judged from the answers.
+    rate: Mutex<Option<QueryRate>>,
+    /// The rate now (for the counters).
+    query_rate: AtomicU64,
     open: AtomicBool,
     failed: Mutex<Option<String>>,
     bytes_sent: AtomicU64,
@@ -166,6 +171,17 @@ impl Shared {
     fn with_client<T>(&self, f: impl FnOnce(&mut DohClient) -> T) -> Option<T> {
         let mut guard = self.client.lock().unwrap_or_else(PoisonError::into_inner);
         guard.as_mut().map(f)
+    }
+
+    fn judge(&self, answered: bool) {
+        let mut guard = self.rate.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(rate) = guard.as_mut() {
+            if answered {
+                rate.answered();
+            } else {
+                rate.failed();
+            }
+        }
     }
 
     fn fail(&self, why: String) {
@@ -209,6 +225,8 @@ impl DohCarrier {
         let down_rate = (u64::from(rate) * 900 * 9 / (10 * RECORD_LEN as u64)).max(1) as u32;
         let shared = Arc::new(Shared {
             client: Mutex::new(Some(client)),
+            rate: Mutex::new(Some(QueryRate::new(rate))),
+            query_rate: AtomicU64::new(u64::from(QueryRate::new(rate).rate())),
             ..Shared::default()
         });
         let (wake, waker) = UnixStream::pair().map_err(|e| CarrierError::io("a socket pair", e))?;
@@ -333,6 +351,7 @@ impl ClientCarrier for DohCarrier {
             ("bad_answers", bad),
             ("records_lost", lost),
             ("slots_skipped", load(&s.slots_skipped)),
+            ("query_rate", load(&s.query_rate)),
             ("timeouts", load(&s.timeouts)),
             ("http_errors", load(&s.http_errors)),
         ]
@@ -455,9 +474,13 @@ async fn run(
     let uri: http::Uri = format!("https://{}{}", config.authority, config.path)
         .parse()
         .map_err(|e| format!("the DoH URL: {e}"))?;
-    let gap = Duration::from_secs_f64(1.0 / f64::from(config.query_rate.max(1)));
-    let mut ticks = tokio::time::interval(gap);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let every = |rate: u32| {
+        let mut ticks =
+            tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        ticks
+    };
+    let mut ticks = every(shared.query_rate.load(Ordering::Relaxed) as u32);
     // The waker is shared with the answer tasks.
     let waker = Arc::new(Waker(waker.0.try_clone().map_err(|e| e.to_string())?));
     while !stop.load(Ordering::Acquire) {
@@ -466,6 +489,17 @@ async fn run(
                 return Err(why.unwrap_or_else(|_| "the DoH connection ended".to_owned()));
             }
             _ = ticks.tick() => {}
+        }
+        // The resolver's failures over the last second set the rate (its limits).
+        let changed = shared
+            .rate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+            .and_then(|r| r.update(Instant::now()));
+        if let Some(rate) = changed {
+            shared.query_rate.store(u64::from(rate), Ordering::Relaxed);
+            ticks = every(rate);
         }
         if shared.in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
             shared.slots_skipped.fetch_add(1, Ordering::Relaxed);
@@ -491,6 +525,7 @@ async fn run(
         };
         if stream.send_data(Bytes::from(body), true).is_err() {
             shared.http_errors.fetch_add(1, Ordering::Relaxed);
+            shared.judge(false);
             continue;
         }
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -501,17 +536,18 @@ async fn run(
             match answer {
                 Err(_) => {
                     shared.timeouts.fetch_add(1, Ordering::Relaxed);
+                    shared.judge(false);
                 }
                 Ok(Err(())) => {
                     shared.http_errors.fetch_add(1, Ordering::Relaxed);
+                    shared.judge(false);
                 }
                 Ok(Ok(bytes)) => {
-                    let news = shared
-                        .with_client(|c| {
-                            let _ = c.answer(&bytes);
-                            c.recv_ready()
-                        })
-                        .unwrap_or(false);
+                    let (taken, news) = shared
+                        .with_client(|c| (c.answer(&bytes).is_ok(), c.recv_ready()))
+                        .unwrap_or((false, false));
+                    // SERVFAIL or REFUSED from the resolver: its limits.
+                    shared.judge(taken);
                     if news {
                         waker.wake();
                     }

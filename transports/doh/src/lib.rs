@@ -21,6 +21,7 @@ mod carrier;
 mod client;
 mod listener;
 mod name;
+mod rate;
 pub mod wire;
 
 pub use authority::{Authority, AuthorityCounters, MAX_RESPONSE, MAX_SESSIONS, SESSION_IDLE};
@@ -31,3 +32,4 @@ pub use carrier::{
 pub use client::{AnswerError, DohClient, EDNS_SIZE};
 pub use listener::DnsListener;
 pub use name::{QUERY_HEADER, SessionKey, Zone, ZoneError};
+pub use rate::{MIN_QUERY_RATE, QueryRate};
