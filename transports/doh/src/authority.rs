@@ -22,6 +22,8 @@ use crate::wire::{Assembler, Chunker};
 pub const SESSION_IDLE: Duration = Duration::from_secs(30);
 /// Sessions at once; the one heard from longest ago makes room.
 pub const MAX_SESSIONS: usize = 16_384;
+/// How often silent sessions are looked for: one walk over them a second, not one a turn.
+const SWEEP: Duration = Duration::from_secs(1);
 /// The largest response this server sends over UDP, whatever a query allows.
 pub const MAX_RESPONSE: usize = 1232;
 /// What a query without EDNS allows (RFC 1035).
@@ -70,6 +72,8 @@ pub struct Authority {
     received: VecDeque<(Peer, Record)>,
     closed: VecDeque<Peer>,
     counters: AuthorityCounters,
+    /// When silent sessions are next looked for (while any is open).
+    next_sweep: Option<Instant>,
 }
 
 impl Authority {
@@ -85,6 +89,7 @@ impl Authority {
             received: VecDeque::new(),
             closed: VecDeque::new(),
             counters: AuthorityCounters::default(),
+            next_sweep: None,
         }
     }
 
@@ -283,6 +288,7 @@ impl Authority {
         {
             self.drop_session(oldest);
         }
+        self.next_sweep.get_or_insert(now + SWEEP);
         let (next_peer, ids, counters) = (&mut self.next_peer, &mut self.ids, &mut self.counters);
         self.sessions.entry(id).or_insert_with(|| {
             let peer = Peer(*next_peer);
@@ -307,8 +313,14 @@ impl Authority {
         }
     }
 
-    /// Closes sessions silent for [`SESSION_IDLE`].
+    /// Closes sessions silent for [`SESSION_IDLE`] (looked for once a second: a session
+    /// closes up to a second late).
     pub fn expire(&mut self, now: Instant) {
+        match self.next_sweep {
+            Some(at) if now >= at => {}
+            _ => return,
+        }
+        self.next_sweep = (!self.sessions.is_empty()).then_some(now + SWEEP);
         let quiet: Vec<[u8; 8]> = self
             .sessions
             .iter()
@@ -320,9 +332,9 @@ impl Authority {
         }
     }
 
-    /// When the next session falls silent, if any is open.
+    /// When [`Authority::expire`] must next run, if any session is open.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.sessions.values().map(|s| s.heard + SESSION_IDLE).min()
+        self.next_sweep
     }
 
     /// The next record received, and from which session.
