@@ -77,6 +77,9 @@ const RATES: (f64, f64) = (64.0, 100.0);
 /// How far one second's count may be from the rate (a slot falls either side of a second's
 /// boundary, and the capture's clock is not the sender's).
 const SLACK: f64 = 2.0;
+/// Missed slots a sender may report and still have its seconds judged with a wider
+/// [`slack`]: two stalls' worth.
+const STALLS_FORGIVEN: u64 = 8;
 
 /// The datagrams an observer of the link tells apart by address and port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -446,6 +449,27 @@ fn counts_per_second(times: &[f64]) -> Vec<f64> {
     counts
 }
 
+/// How far one second's count may be from the rate when the sender counted `missed` slots
+/// it could not keep (its thread was held off the CPU for more than a burst of late slots:
+/// a stall of the machine, which this 2-vCPU testbed shows a few times an hour). Each missed
+/// slot is one datagram fewer, and the late slots sent at once when the thread runs again
+/// ([`pb_link::clock::MAX_BURST`]) can fall into the next second. Only a few stalls are
+/// forgiven: a sender that missed more than [`STALLS_FORGIVEN`] slots keeps [`SLACK`], so a
+/// link whose slots follow its load still fails here (and its counts' KS test as well).
+fn slack(missed: u64) -> f64 {
+    if missed == 0 || missed > STALLS_FORGIVEN {
+        SLACK
+    } else {
+        SLACK + missed as f64 + f64::from(pb_link::clock::MAX_BURST)
+    }
+}
+
+/// The missed slots in pb-client's last report ("… N uplink slots missed …").
+fn slots_missed(line: &str) -> Option<u64> {
+    let (before, _) = line.split_once(" uplink slots missed")?;
+    before.rsplit(' ').next()?.parse().ok()
+}
+
 /// The gaps between consecutive datagrams.
 fn gaps(times: &[f64]) -> Vec<f64> {
     times.windows(2).map(|w| w[1] - w[0]).collect()
@@ -574,6 +598,7 @@ fn an_observer_of_the_access_link_cannot_tell_idle_from_busy() {
         .link_rate(100)
         .loop_rate(1)
         .stats_interval(0.0)
+        .admin(true)
         .relay_binary(relay_binary())
         .build()
         .unwrap();
@@ -638,6 +663,42 @@ fn an_observer_of_the_access_link_cannot_tell_idle_from_busy() {
         seen.unstamped,
         seen.drops
     );
+    // The slots each sender counted as missed (its thread was held off the CPU for more than
+    // a burst of late slots): pb-client's uplink, from its last report, and the gateway's
+    // downlink, from its `/metrics`.
+    let down_missed = net
+        .admin_get(GATEWAY, "/metrics")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                l.strip_prefix("pb_client_link_downlink_missed_total ")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the gateway's /metrics has no downlink_missed counter\n{}",
+                net.report(20)
+            )
+        });
+    if let Some(p) = net.process_mut(client) {
+        let _ = p.terminate();
+    }
+    let client_lines = net
+        .process(client)
+        .map(|p| p.lines_with("pb-client: "))
+        .unwrap_or_default();
+    let up_missed = client_lines
+        .iter()
+        .find_map(|l| slots_missed(l))
+        .unwrap_or_else(|| {
+            panic!(
+                "pb-client did not report its missed slots\n{}",
+                net.report(20)
+            )
+        });
     let (mut failures, mut made) = (Vec::new(), Vec::new());
     // One size, and the link's rate in every second, both ways, idle and busy.
     println!("datagram sizes seen: {:?}", seen.sizes);
@@ -646,15 +707,19 @@ fn an_observer_of_the_access_link_cannot_tell_idle_from_busy() {
             failures.push(format!("{}: a datagram of {len} bytes", stream.name()));
         }
     }
-    for (stream, rate) in [(Stream::UpLink, RATES.0), (Stream::DownLink, RATES.1)] {
+    for (stream, rate, missed) in [
+        (Stream::UpLink, RATES.0, up_missed),
+        (Stream::DownLink, RATES.1, down_missed),
+    ] {
+        let slack = slack(missed);
         for (window, start) in [("idle", idle_start), ("busy", busy_start)] {
             let counts = counts_per_second(&in_window(&seen.datagrams, stream, start));
             let worst = counts.iter().map(|c| (c - rate).abs()).fold(0.0, f64::max);
             println!(
-                "{} {window}: {rate}/s, worst second off by {worst}",
+                "{} {window}: {rate}/s, worst second off by {worst} (allowed {slack}: the sender missed {missed} slots)",
                 stream.name()
             );
-            if worst > SLACK {
+            if worst > slack {
                 failures.push(format!(
                     "{} {window}: a second {worst} datagrams off the link's {rate}/s: {counts:?}",
                     stream.name()
@@ -690,13 +755,7 @@ fn an_observer_of_the_access_link_cannot_tell_idle_from_busy() {
     }
     // pb-client's own counters: its sessions' packets and replies, and the packets it sent
     // late (its event loop fell behind).
-    if let Some(p) = net.process_mut(client) {
-        let _ = p.terminate();
-    }
-    for line in net
-        .process(client)
-        .map(|p| p.lines_with("pb-client: "))
-        .unwrap_or_default()
+    for line in client_lines
         .iter()
         .filter(|l| l.contains("session: ") || l.contains("sent late"))
     {
@@ -784,4 +843,14 @@ fn windows_bin_and_gap_the_times() {
         Some(7)
     );
     assert_eq!(only_interface("1: lo: <LOOPBACK,UP>\n"), None);
+}
+
+#[test]
+fn a_few_missed_slots_widen_the_slack_and_many_do_not() {
+    assert_eq!(slack(0), SLACK);
+    assert_eq!(slack(3), SLACK + 3.0 + f64::from(pb_link::clock::MAX_BURST));
+    assert_eq!(slack(STALLS_FORGIVEN + 1), SLACK);
+    let line = "pb-client: 2223 cover packets; 3 uplink slots missed (the event loop fell behind: sent late); loops: 60 sent, 57 back, 0 lost";
+    assert_eq!(slots_missed(line), Some(3));
+    assert_eq!(slots_missed("pb-client: session: 559 packets"), None);
 }
