@@ -1,6 +1,7 @@
-//! obfs4 end to end, real processes in network namespaces: the testnet of `e2e.rs` (its
-//! gateway listening on obfs4, and on plain TCP for an obfs4proxy server in front of it),
-//! an HTTP server, and curl through pb-client in the client namespace, for the gateway's
+//! obfs4 end to end, real processes in network namespaces: five relays (a gateway, a mix
+//! per layer, an exit: what is tested is the access link, and fewer real-time relays leave
+//! the 2-vCPU testbed's CPU to the transports), the gateway listening on obfs4 and on plain
+//! TCP for an obfs4proxy server in front of it, an HTTP server, and curl through pb-client in the client namespace, for the gateway's
 //! iat-mode 0 and 2:
 //!
 //! - (a) pb-client's own obfs4 to the gateway's obfs4 listener;
@@ -34,7 +35,7 @@ mod common {
 
 use common::testnet::{curl_via, exit_resolves, relay_binary};
 
-const RELAYS: usize = 8;
+const RELAYS: usize = 5;
 const EXIT: Node = Node::Relay(RELAYS - 1);
 const FILE_LEN: usize = 1 << 20;
 const HTTP_PORT: u16 = 8080;
