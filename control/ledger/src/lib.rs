@@ -1,0 +1,20 @@
+//! The incentive ledger's log (docs/spec/ledger.md): an append-only Merkle tree with RFC 6962
+//! hashing, published as static files in the C2SP tlog-tiles layout
+//! (<https://c2sp.org/tlog-tiles>), so that verifiers written elsewhere (Go's
+//! `golang.org/x/mod/sumdb/tlog`) check it without any code of ours.
+//!
+//! - [`tlog`]: leaf and node hashes, a tree that grows by appending, its root at any size,
+//!   inclusion and consistency proofs, and their verification (RFC 9162, section 2.1).
+//! - [`tiles`]: tile and entry-bundle paths, what a tile holds, which tiles a growth from one
+//!   size to another publishes, entry bundles' encoding; a [`tiles::TileDir`] that writes
+//!   them (each file whole, by rename) and reads them back, checking every hash it reads
+//!   against a checkpoint's root.
+//!
+//! Not here: what the entries mean (measurement records), who signs checkpoints (the
+//! stewards, `pb_control::checkpoint`), or serving the files over HTTP.
+#![forbid(unsafe_code)]
+
+pub mod tiles;
+pub mod tlog;
+
+pub use tlog::{Hash, TlogError, Tree};
