@@ -9,11 +9,14 @@
 //!   size to another publishes, entry bundles' encoding; a [`tiles::TileDir`] that writes
 //!   them (each file whole, by rename) and reads them back, checking every hash it reads
 //!   against a checkpoint's root.
+//! - [`record`]: the entries, measurement records: what one relay's loops through each of
+//!   its links measured in one epoch (counts only), a signed note by the relay.
 //!
-//! Not here: what the entries mean (measurement records), who signs checkpoints (the
-//! stewards, `pb_control::checkpoint`), or serving the files over HTTP.
+//! Not here: who signs checkpoints (the stewards, `pb_control::checkpoint`), collecting
+//! records, reputation, or serving the files over HTTP.
 #![forbid(unsafe_code)]
 
+pub mod record;
 pub mod tiles;
 pub mod tlog;
 

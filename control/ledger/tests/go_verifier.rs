@@ -3,12 +3,14 @@
 //! with Debian's Go in GOPATH mode, offline) and none of our code. It checks the stewards'
 //! signatures on the checkpoint (k of the keys), recomputes the tree hash from the hash
 //! tiles, proves sampled records (read from the entry bundles) included, and proves the log
-//! consistent with an older checkpoint.
+//! consistent with an older checkpoint. The entries are measurement records signed by eight
+//! relays, whose signatures Go checks too.
 //!
 //! Shows: Go accepts the log at sizes from 1 to 70,000 (partial and full tiles of three
 //! levels), each consistent with the one before; and refuses it once one byte of a hash
 //! tile, one byte of a record or one byte of a signature changed, with fewer signatures
-//! than k, or against an older checkpoint of another history.
+//! than k, against an older checkpoint of another history, or with a record whose relay
+//! signature does not verify.
 //!
 //! Needs `go` and the x/mod sources (`make test` installs both); without them, and outside
 //! CI, the test says so and passes.
@@ -25,7 +27,11 @@ use pb_control::{
     checkpoint::Checkpoint,
     note::{NoteSigner, sign},
 };
-use pb_ledger::{Tree, tiles::TileDir};
+use pb_ledger::{
+    Tree,
+    record::{LinkMeasurement, Measurement, RTT_BUCKET_COUNT},
+    tiles::TileDir,
+};
 use pb_sphinx::Epoch;
 
 const GOPATH: &str = "/usr/share/gocode";
@@ -81,17 +87,42 @@ fn build(dir: &Path) -> Option<PathBuf> {
     Some(binary)
 }
 
-/// A record of the kind the ledger holds (lengths vary).
-fn record(i: u64) -> Vec<u8> {
-    format!(
-        "pb.test measurement epoch {} relay {:08x} link {} sent {} returned {}\n",
-        i / 1000,
-        i.wrapping_mul(0x9e37_79b9) as u32,
-        i % 7,
-        100 + i % 13,
-        90 + i % 11
-    )
-    .into_bytes()
+/// Eight relays' key pairs, the measurers.
+fn relays() -> Vec<IdentityKeyPair> {
+    (0..8u8)
+        .map(|i| IdentityKeyPair::from_seed(&[0x80 + i; 32]))
+        .collect()
+}
+
+/// Record `i`: relay `i % 8`'s measurement of epoch `i / 8` over its links to two to four
+/// others, signed by it.
+fn record(i: u64, relays: &[IdentityKeyPair]) -> Vec<u8> {
+    let me = (i % 8) as usize;
+    let mut links: Vec<LinkMeasurement> = (1..=2 + i % 3)
+        .map(|d| {
+            let (returned, lost) = (90 + (i + d) % 11, (i + d) % 3);
+            let mut rtt = [0; RTT_BUCKET_COUNT];
+            rtt[LinkMeasurement::bucket(100 + i % 700)] = returned;
+            LinkMeasurement {
+                neighbour: relays[(me + d as usize) % 8].public().node_id(),
+                sent: returned + lost + (i + d) % 13,
+                returned,
+                lost,
+                rtt,
+            }
+        })
+        .collect();
+    links.sort_by_key(|l| l.neighbour);
+    Measurement {
+        network: NETWORK.into(),
+        epoch: Epoch((i / 8) as u32),
+        relay: relays[me].public(),
+        links,
+    }
+    .sign(&relays[me])
+    .unwrap()
+    .as_bytes()
+    .to_vec()
 }
 
 /// Three stewards' keys.
@@ -175,6 +206,7 @@ fn go_verifies_our_log_its_proofs_and_its_growth_and_finds_any_change() {
         return;
     };
     let keys = stewards();
+    let relays = relays();
     let log = scratch.0.join("log");
     let dir = TileDir::new(&log);
     let (mut tree, mut entries) = (Tree::new(), Vec::new());
@@ -183,7 +215,7 @@ fn go_verifies_our_log_its_proofs_and_its_growth_and_finds_any_change() {
     for (epoch, size) in [1u64, 7, 256, 257, 65_536, 70_000].into_iter().enumerate() {
         let before = tree.size();
         while tree.size() < size {
-            let r = record(tree.size());
+            let r = record(tree.size(), &relays);
             tree.push(&r);
             entries.push(r);
         }
@@ -237,6 +269,31 @@ fn go_verifies_our_log_its_proofs_and_its_growth_and_finds_any_change() {
     println!("a record changed: {}", out.trim());
     flip(&bundle, len - 10);
 
+    // A record whose relay signature does not verify, logged as it is: in the tree, but
+    // Go finds the signature bad.
+    let mut bad = record(tree.size(), &relays);
+    let at = bad.len() - 8;
+    bad[at] = if bad[at] == b'A' { b'B' } else { b'A' };
+    let before = tree.size();
+    tree.push(&bad);
+    entries.push(bad);
+    dir.publish(&tree, &entries, before).unwrap();
+    dir.write("checkpoint", checkpoint(&tree, 9, &keys, 2).as_bytes())
+        .unwrap();
+    let (ok, out) = verify(&go, &log, &keys, 2, None);
+    assert!(!ok && out.contains("its relay's signature"), "{out}");
+    println!("a record badly signed: {}", out.trim());
+    tree = Tree::new();
+    entries.truncate(before as usize);
+    for e in &entries {
+        tree.push(e);
+    }
+    // Back to the log of 70,000 (whose tiles are still there).
+    fs::remove_file(log.join("tile/0/273.p/113")).unwrap();
+    fs::remove_file(log.join("tile/entries/273.p/113")).unwrap();
+    dir.write("checkpoint", checkpoint(&tree, 5, &keys, 2).as_bytes())
+        .unwrap();
+
     // One byte of a signature.
     let note = fs::read_to_string(log.join("checkpoint")).unwrap();
     let line = note.lines().last().unwrap();
@@ -259,11 +316,7 @@ fn go_verifies_our_log_its_proofs_and_its_growth_and_finds_any_change() {
     // An older checkpoint of another history: validly signed, but one record differs.
     let mut fork = Tree::new();
     for i in 0..257 {
-        fork.push(&if i == 100 {
-            b"rewritten".to_vec()
-        } else {
-            record(i)
-        });
+        fork.push(&record(if i == 100 { 1000 } else { i }, &relays));
     }
     let forked = scratch.0.join("checkpoint-fork");
     fs::write(&forked, checkpoint(&fork, 3, &keys, 2)).unwrap();

@@ -2,7 +2,8 @@
 // Go's golang.org/x/mod/sumdb/tlog and sumdb/note (Debian's golang-golang-x-mod-dev), and no
 // code of PhantomBand's: the checkpoint's signatures (at least k of the keys given), the
 // tree's hash recomputed from the hash tiles, inclusion proofs of sampled records read from
-// the entry bundles, and consistency with an older checkpoint.
+// the entry bundles (and, for measurement records, the measuring relay's signature), and
+// consistency with an older checkpoint.
 //
 //	verify-go -dir DIR -k K -vkey VKEY [-vkey VKEY ...] [-old FILE] [-samples N] [-seed S]
 //
@@ -21,6 +22,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"crypto/ed25519"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -120,6 +123,44 @@ func record(dir string, i, n int64) ([]byte, error) {
 	return entries[i%width], nil
 }
 
+// recordHeader starts every measurement record.
+const recordHeader = "PhantomBand v1 measurement\n"
+
+// checkRecord verifies a measurement record's signature: a signed note by the key its
+// "relay" line carries, under the key name of its signature line.
+func checkRecord(data []byte) error {
+	text := string(data)
+	if !strings.HasPrefix(text, recordHeader) {
+		return errors.New("not a measurement record")
+	}
+	var key []byte
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, "relay ") {
+			k, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(line, "relay "))
+			if err != nil || len(k) != ed25519.PublicKeySize {
+				return errors.New("bad relay line")
+			}
+			key = k
+			break
+		}
+	}
+	sig := strings.LastIndex(text, "\n\n— ")
+	if key == nil || sig < 0 {
+		return errors.New("no relay key or no signature")
+	}
+	name := strings.SplitN(text[sig+len("\n\n— "):], " ", 2)[0]
+	vkey, err := note.NewEd25519VerifierKey(name, ed25519.PublicKey(key))
+	if err != nil {
+		return err
+	}
+	verifier, err := note.NewVerifier(vkey)
+	if err != nil {
+		return err
+	}
+	_, err = note.Open(data, note.VerifierList(verifier))
+	return err
+}
+
 // open verifies a checkpoint's signatures (k of the known keys at least) and reads its tree.
 func open(path string, known note.Verifiers, k int) (tlog.Tree, int, error) {
 	msg, err := os.ReadFile(path)
@@ -185,7 +226,7 @@ func run() error {
 		return errors.New("the tiles' tree hash is not the checkpoint's")
 	}
 	rng := rand.New(rand.NewSource(*seed))
-	proved := 0
+	proved, signedRecords := 0, 0
 	for s := 0; s < *samples && tree.N > 0; s++ {
 		i := rng.Int63n(tree.N)
 		if s == 0 {
@@ -203,6 +244,12 @@ func run() error {
 			return fmt.Errorf("record %d is not in the tree: %v", i, err)
 		}
 		proved++
+		if strings.HasPrefix(string(data), recordHeader) {
+			if err := checkRecord(data); err != nil {
+				return fmt.Errorf("record %d: its relay's signature: %v", i, err)
+			}
+			signedRecords++
+		}
 	}
 	consistent := ""
 	if *old != "" {
@@ -222,7 +269,7 @@ func run() error {
 		}
 		consistent = fmt.Sprintf("; extends the checkpoint of size %d", older.N)
 	}
-	fmt.Printf("ok: tree of %d records, %d signatures of known keys, tiles hash to its root, %d records proved included%s\n", tree.N, signed, proved, consistent)
+	fmt.Printf("ok: tree of %d records, %d signatures of known keys, tiles hash to its root, %d records proved included (%d relay signatures checked)%s\n", tree.N, signed, proved, signedRecords, consistent)
 	return nil
 }
 
