@@ -11,12 +11,15 @@
 //!   against a checkpoint's root.
 //! - [`record`]: the entries, measurement records: what one relay's loops through each of
 //!   its links measured in one epoch (counts only), a signed note by the relay.
+//! - [`reputation`]: the public formula that turns records into each relay's reputation and
+//!   route weight, in integer arithmetic so that every party computes the same.
 //!
 //! Not here: who signs checkpoints (the stewards, `pb_control::checkpoint`), collecting
-//! records, reputation, or serving the files over HTTP.
+//! records, choosing routes, or serving the files over HTTP.
 #![forbid(unsafe_code)]
 
 pub mod record;
+pub mod reputation;
 pub mod tiles;
 pub mod tlog;
 
