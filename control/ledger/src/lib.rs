@@ -13,14 +13,19 @@
 //!   its links measured in one epoch (counts only), a signed note by the relay.
 //! - [`reputation`]: the public formula that turns records into each relay's reputation and
 //!   route weight, in integer arithmetic so that every party computes the same.
+//! - [`verify`]: a published ledger checked from its files alone (a directory, or a web
+//!   server through [`http`]): signatures, hashes, records, older checkpoints, reputation.
+//!   The `pb-ledger` binary is its command line.
 //!
 //! Not here: who signs checkpoints (the stewards, `pb_control::checkpoint`), collecting
-//! records, choosing routes, or serving the files over HTTP.
+//! records, choosing routes, or serving the files.
 #![forbid(unsafe_code)]
 
+pub mod http;
 pub mod record;
 pub mod reputation;
 pub mod tiles;
 pub mod tlog;
+pub mod verify;
 
 pub use tlog::{Hash, TlogError, Tree};

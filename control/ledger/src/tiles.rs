@@ -39,6 +39,12 @@ pub enum TileError {
         /// What failed.
         source: io::Error,
     },
+    /// A file the log should have is not there (a missing file, an HTTP 404).
+    #[error("{0}: not found")]
+    NotFound(String),
+    /// An HTTP server's answer that is not the file.
+    #[error("{0}")]
+    Http(String),
     /// An entry longer than [`MAX_ENTRY`].
     #[error("an entry of {0} bytes is longer than an entry bundle can hold")]
     EntryTooLong(usize),
@@ -212,6 +218,14 @@ pub fn tile_data(tree: &Tree, tile: TileId) -> Result<Vec<u8>, TileError> {
     Ok(out)
 }
 
+/// Where a log's files are read from: a directory ([`TileDir`]) or a web server
+/// ([`crate::http::HttpSource`]).
+pub trait TileSource {
+    /// The file at `relative` (`checkpoint`, `tile/…`); [`TileError::NotFound`] if there
+    /// is none.
+    fn fetch(&self, relative: &str) -> Result<Vec<u8>, TileError>;
+}
+
 /// A log's files in a directory: `checkpoint` and `tile/…`.
 #[derive(Clone, Debug)]
 pub struct TileDir {
@@ -252,7 +266,10 @@ impl TileDir {
     /// Reads `relative`.
     pub fn read(&self, relative: &str) -> Result<Vec<u8>, TileError> {
         let path = self.root.join(relative);
-        fs::read(&path).map_err(Self::io(&path))
+        fs::read(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => TileError::NotFound(path.display().to_string()),
+            _ => Self::io(&path)(e),
+        })
     }
 
     /// Publishes the tiles and entry bundles that changed since the log had `old` entries
@@ -276,67 +293,81 @@ impl TileDir {
         Ok(())
     }
 
-    /// A tile as wide as `tile` says: its own file, or (a partial tile that has since been
-    /// replaced) the first `width` hashes or entries of the full one.
-    fn read_tile(&self, tile: TileId) -> Result<Vec<u8>, TileError> {
-        match self.read(&tile.path()) {
-            Ok(bytes) => Ok(bytes),
-            Err(TileError::Io { source, .. })
-                if source.kind() == io::ErrorKind::NotFound && tile.width < TILE_WIDTH =>
-            {
-                let full = self.read(&tile.full().path())?;
-                Ok(match tile.level {
-                    Some(_) => full
-                        .get(..tile.width as usize * Hash::LEN)
-                        .ok_or_else(|| TileError::BadTile(tile.full().path()))?
-                        .to_vec(),
-                    None => {
-                        let entries = parse_entry_bundle(&full, TILE_WIDTH, &tile.full().path())?;
-                        entry_bundle(entries.into_iter().take(tile.width as usize))?
-                    }
-                })
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Every entry of the tree of `size` leaves whose root is `root`, read from the entry
-    /// bundles and checked: their leaf hashes, hashed up, must give `root`; and every hash
-    /// tile must hold the hashes the entries give.
+    /// Every entry of the tree of `size` leaves whose root is `root`, checked: see
+    /// [`read_log`].
     pub fn read_log(&self, size: u64, root: &Hash) -> Result<(Tree, Vec<Vec<u8>>), TileError> {
-        let mut tree = Tree::new();
-        let mut entries = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-        for index in 0..size.div_ceil(TILE_WIDTH) {
-            let bundle = TileId {
-                level: None,
-                index,
-                width: (size - index * TILE_WIDTH).min(TILE_WIDTH),
-            };
-            let bytes = self.read_tile(bundle)?;
-            for e in parse_entry_bundle(&bytes, bundle.width, &bundle.path())? {
-                tree.push_leaf_hash(leaf_hash(e));
-                entries.push(e.to_vec());
-            }
-        }
-        if tree.root(size)? != *root {
-            return Err(TileError::Mismatch(
-                "the entries' tree has another root".into(),
-            ));
-        }
-        for tile in new_tiles(0, size) {
-            if tile.level.is_none() {
-                continue;
-            }
-            let bytes = self.read_tile(tile)?;
-            if bytes != tile_data(&tree, tile)? {
-                return Err(TileError::Mismatch(format!(
-                    "{} does not hold the entries' hashes",
-                    tile.path()
-                )));
-            }
-        }
-        Ok((tree, entries))
+        read_log(self, size, root)
     }
+}
+
+impl TileSource for TileDir {
+    fn fetch(&self, relative: &str) -> Result<Vec<u8>, TileError> {
+        self.read(relative)
+    }
+}
+
+/// A tile as wide as `tile` says: its own file, or (a partial tile that has since been
+/// replaced) the first `width` hashes or entries of the full one.
+fn read_tile(source: &dyn TileSource, tile: TileId) -> Result<Vec<u8>, TileError> {
+    match source.fetch(&tile.path()) {
+        Ok(bytes) => Ok(bytes),
+        Err(TileError::NotFound(_)) if tile.width < TILE_WIDTH => {
+            let full = source.fetch(&tile.full().path())?;
+            Ok(match tile.level {
+                Some(_) => full
+                    .get(..tile.width as usize * Hash::LEN)
+                    .ok_or_else(|| TileError::BadTile(tile.full().path()))?
+                    .to_vec(),
+                None => {
+                    let entries = parse_entry_bundle(&full, TILE_WIDTH, &tile.full().path())?;
+                    entry_bundle(entries.into_iter().take(tile.width as usize))?
+                }
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Every entry of the tree of `size` leaves whose root is `root`, read from `source`'s entry
+/// bundles and checked: their leaf hashes, hashed up, must give `root`; and every hash tile
+/// must hold the hashes the entries give.
+pub fn read_log(
+    source: &dyn TileSource,
+    size: u64,
+    root: &Hash,
+) -> Result<(Tree, Vec<Vec<u8>>), TileError> {
+    let mut tree = Tree::new();
+    let mut entries = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    for index in 0..size.div_ceil(TILE_WIDTH) {
+        let bundle = TileId {
+            level: None,
+            index,
+            width: (size - index * TILE_WIDTH).min(TILE_WIDTH),
+        };
+        let bytes = read_tile(source, bundle)?;
+        for e in parse_entry_bundle(&bytes, bundle.width, &bundle.path())? {
+            tree.push_leaf_hash(leaf_hash(e));
+            entries.push(e.to_vec());
+        }
+    }
+    if tree.root(size)? != *root {
+        return Err(TileError::Mismatch(
+            "the entries' tree has another root".into(),
+        ));
+    }
+    for tile in new_tiles(0, size) {
+        if tile.level.is_none() {
+            continue;
+        }
+        let bytes = read_tile(source, tile)?;
+        if bytes != tile_data(&tree, tile)? {
+            return Err(TileError::Mismatch(format!(
+                "{} does not hold the entries' hashes",
+                tile.path()
+            )));
+        }
+    }
+    Ok((tree, entries))
 }
 
 #[cfg(test)]

@@ -146,6 +146,6 @@ fn a_published_log_reads_back_and_a_changed_byte_is_found() {
     fs::remove_file(scratch.0.join("tile/entries/002.p/88")).unwrap();
     assert!(matches!(
         dir.read_log(600, &root),
-        Err(TileError::Io { .. })
+        Err(TileError::NotFound(_))
     ));
 }

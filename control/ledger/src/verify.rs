@@ -1,0 +1,110 @@
+//! Checking a published ledger from its files alone, as `pb-ledger verify` does: the
+//! checkpoint's steward signatures (k of the network's stewards, for this network), every
+//! entry bundle and hash tile against the checkpoint's root, every entry a measurement record
+//! of this network signed by the relay it names, older checkpoints the log must extend, and
+//! the reputation recomputed from the records.
+
+use std::collections::BTreeMap;
+
+use pb_control::checkpoint::{Checkpoint, CheckpointError, Stewards};
+use pb_sphinx::Epoch;
+
+use crate::{
+    Hash, Tree,
+    record::{RecordError, SignedMeasurement},
+    reputation::{EpochScores, Params, Reputation},
+    tiles::{TileError, TileSource, read_log},
+};
+
+/// Why a ledger was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The checkpoint (or an older one) was refused: signatures, threshold, network, form.
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] CheckpointError),
+    /// A file could not be read, or the files do not hash to the checkpoint's root.
+    #[error("{0}")]
+    Tiles(#[from] TileError),
+    /// An entry is not a well-formed record signed by the relay it names.
+    #[error("entry {index}: {error}")]
+    Record {
+        /// Its index in the log.
+        index: u64,
+        /// Why.
+        error: RecordError,
+    },
+    /// An entry is another network's record.
+    #[error("entry {0}: a record of another network")]
+    OtherNetwork(u64),
+    /// The log does not extend an older checkpoint.
+    #[error("the log does not extend the older checkpoint of size {0}")]
+    Inconsistent(u64),
+}
+
+/// A ledger that checked out.
+#[derive(Debug)]
+pub struct Verified {
+    /// Its checkpoint.
+    pub checkpoint: Checkpoint,
+    /// The names of the stewards who signed it.
+    pub signers: Vec<String>,
+    /// Its tree.
+    pub tree: Tree,
+    /// Its records, in log order.
+    pub records: Vec<SignedMeasurement>,
+    /// The sizes of the older checkpoints it extends.
+    pub extends: Vec<u64>,
+    /// Each epoch's scores.
+    pub epochs: BTreeMap<Epoch, EpochScores>,
+    /// Every relay's reputation after the last epoch.
+    pub reputation: Reputation,
+}
+
+/// Checks the ledger `source` holds against `stewards` and the `older` checkpoints (signed
+/// notes) it must extend, and recomputes reputation with `params`.
+pub fn verify(
+    source: &dyn TileSource,
+    stewards: &Stewards,
+    older: &[Vec<u8>],
+    params: Params,
+) -> Result<Verified, VerifyError> {
+    let note = source.fetch("checkpoint")?;
+    let (checkpoint, signed) = stewards.open(&note)?;
+    let signers = signed
+        .iter()
+        .filter_map(|&i| stewards.keys().get(i).map(|k| k.name().to_owned()))
+        .collect();
+    let (tree, entries) = read_log(source, checkpoint.tree_size, &Hash(checkpoint.tree_root))?;
+    let mut records = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        let index = index as u64;
+        let record =
+            SignedMeasurement::open(entry).map_err(|error| VerifyError::Record { index, error })?;
+        if record.measurement().network != stewards.network() {
+            return Err(VerifyError::OtherNetwork(index));
+        }
+        records.push(record);
+    }
+    let mut extends = Vec::new();
+    for note in older {
+        let (old, _) = stewards.open(note)?;
+        let matches = tree
+            .root(old.tree_size)
+            .is_ok_and(|root| root.0 == old.tree_root);
+        if !matches {
+            return Err(VerifyError::Inconsistent(old.tree_size));
+        }
+        extends.push(old.tree_size);
+    }
+    let mut reputation = Reputation::new(params);
+    let epochs = reputation.apply_all(records.iter().map(SignedMeasurement::measurement));
+    Ok(Verified {
+        checkpoint,
+        signers,
+        tree,
+        records,
+        extends,
+        epochs,
+        reputation,
+    })
+}
