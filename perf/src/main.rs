@@ -12,7 +12,8 @@
 //! honest fetch during each); `transports` (the same fetch through a namespace testnet over
 //! each transport of the client link, side by side with plain UDP); `anonymity` (a global
 //! passive observer, a flow-correlation attacker and the senders' entropy against a
-//! namespace testnet, idle, busy and under a CPU hog).
+//! namespace testnet, idle, busy and under a CPU hog); `ledger` (a synthetic incentive ledger
+//! of many relays and epochs: its growth, and the time to verify it).
 //!
 //! Not here: the testnet itself (pb-testnet, which the tests share), assertions on speed
 //! (tests never make them; the figures go to docs/perf.md with their commands).
@@ -24,6 +25,7 @@ mod doh_carrier;
 mod e2e_bench;
 mod idle_bench;
 mod io_bench;
+mod ledger_bench;
 mod plot;
 mod probe;
 mod procfs;
@@ -266,6 +268,21 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         log_dir: Option<std::path::PathBuf>,
     },
+    /// What the incentive ledger costs at scale: a synthetic ledger of --relays relays over
+    /// --epochs epochs (each relay's signed record of its loops through --links neighbours,
+    /// published as tiles with a checkpoint per epoch), its growth per relay per epoch, and
+    /// the time `pb-ledger verify` takes to check all of it. No root.
+    Ledger {
+        /// Relays, one record each per epoch.
+        #[arg(long, default_value_t = 1000)]
+        relays: usize,
+        /// Epochs.
+        #[arg(long, default_value_t = 24)]
+        epochs: u32,
+        /// Links measured per record.
+        #[arg(long, default_value_t = 16)]
+        links: usize,
+    },
     /// Charts (into --svg DIR) from rows an earlier run wrote with --json or --svg.
     Plot {
         /// JSON-lines files of rows.
@@ -459,6 +476,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             record: record.clone(),
             log_dir: log_dir.clone(),
         })?,
+        Command::Ledger {
+            relays,
+            epochs,
+            links,
+        } => ledger_bench::run(&ledger_bench::LedgerArgs {
+            relays: *relays,
+            epochs: *epochs,
+            links: *links,
+        })?,
         Command::Plot { files } => {
             let Some(dir) = &cli.svg else {
                 anyhow::bail!("plot: where to? pass --svg DIR");
@@ -532,6 +558,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             Command::Transports { .. } => "transports",
             Command::Probe { .. } => "probe",
             Command::Anonymity { .. } => "anonymity",
+            Command::Ledger { .. } => "ledger",
             Command::Plot { .. } => "plot",
         };
         let files = plot::write(dir, name, &rows)?;
