@@ -234,6 +234,11 @@ mod tests {
                 let mut reader = std::io::BufReader::new(stream);
                 let mut request = String::new();
                 reader.read_line(&mut request).unwrap();
+                // The rest of the request, so that closing does not reset the connection.
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+                    line.clear();
+                }
                 let mut stream = reader.into_inner();
                 let answer: &[u8] = if request.starts_with("GET /log/checkpoint ") {
                     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"

@@ -273,7 +273,8 @@ impl TileDir {
     }
 
     /// Publishes the tiles and entry bundles that changed since the log had `old` entries
-    /// (`entries` are all of them, `tree` their tree; the checkpoint is the caller's).
+    /// (`entries` are all of them, `tree` their tree; the checkpoint is the caller's), and
+    /// removes the partial tiles a full one replaced.
     pub fn publish(&self, tree: &Tree, entries: &[Vec<u8>], old: u64) -> Result<(), TileError> {
         for tile in new_tiles(old, tree.size()) {
             let bytes = match tile.level {
@@ -289,6 +290,17 @@ impl TileDir {
                 }
             };
             self.write(&tile.path(), &bytes)?;
+            // A full tile replaces the partial ones written before it (a reader of an older
+            // checkpoint takes the first hashes or entries of the full one instead).
+            if tile.width == TILE_WIDTH {
+                let partials = self.root.join(format!("{}.p", tile.path()));
+                match fs::remove_dir_all(&partials) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(Self::io(&partials)(e));
+                    }
+                    _ => {}
+                }
+            }
         }
         Ok(())
     }
