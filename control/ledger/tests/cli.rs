@@ -10,20 +10,19 @@
 //! another history and bad arguments each end in one line on stderr and exit status 1.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
+mod common;
+
 use std::{
     fs,
     net::TcpStream,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use pb_control::{
-    IdentityKeyPair,
-    checkpoint::Checkpoint,
-    note::{NoteSigner, sign},
-};
+use common::{NETWORK, Scratch, checkpoint, stewards};
+use pb_control::{IdentityKeyPair, note::NoteSigner};
 use pb_ledger::{
     Tree,
     record::{LinkMeasurement, Measurement, RTT_BUCKET_COUNT},
@@ -31,25 +30,7 @@ use pb_ledger::{
 };
 use pb_sphinx::Epoch;
 
-const NETWORK: &str = "pb.test/network";
 const DROPPER: usize = 5;
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("pb-ledger-cli-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A child process killed on drop.
 struct Server(Child);
@@ -59,17 +40,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn stewards() -> Vec<(String, IdentityKeyPair)> {
-    (1..=3u8)
-        .map(|i| {
-            (
-                format!("pb.test/steward-{i}"),
-                IdentityKeyPair::from_seed(&[i; 32]),
-            )
-        })
-        .collect()
 }
 
 fn relays() -> Vec<IdentityKeyPair> {
@@ -119,23 +89,6 @@ fn record(network: &str, epoch: u32, me: usize, relays: &[IdentityKeyPair]) -> V
     .unwrap()
     .as_bytes()
     .to_vec()
-}
-
-fn checkpoint(tree: &Tree, epoch: u32, stewards: &[(String, IdentityKeyPair)], k: usize) -> String {
-    let text = Checkpoint {
-        network: NETWORK.into(),
-        tree_size: tree.size(),
-        tree_root: tree.root(tree.size()).unwrap().0,
-        epoch: Epoch(epoch),
-        descriptors: [1; 32],
-        topology: [2; 32],
-    }
-    .text();
-    let signers: Vec<NoteSigner<'_>> = stewards[..k]
-        .iter()
-        .map(|(n, p)| NoteSigner::new(n, p).unwrap())
-        .collect();
-    sign(&text, &signers.iter().collect::<Vec<_>>()).unwrap()
 }
 
 /// Writes the ledger epoch by epoch into `log`, keeping each checkpoint beside it
@@ -190,7 +143,7 @@ fn reputations(out: &str) -> Vec<(String, f64)> {
 
 #[test]
 fn verify_and_show_read_a_ledger_from_a_directory_and_a_web_server() {
-    let scratch = Scratch::new("read");
+    let scratch = Scratch::new("cli-read");
     let log = scratch.0.join("log");
     publish(&scratch.0, &log);
     let network = scratch.0.join("network.txt");
@@ -289,7 +242,7 @@ fn verify_and_show_read_a_ledger_from_a_directory_and_a_web_server() {
 
 #[test]
 fn a_changed_ledger_and_bad_arguments_each_get_one_line_and_status_1() {
-    let scratch = Scratch::new("refuse");
+    let scratch = Scratch::new("cli-refuse");
     let log = scratch.0.join("log");
     let (tree, mut entries) = publish(&scratch.0, &log);
     let network = scratch.0.join("network.txt");

@@ -16,17 +16,16 @@
 //! CI, the test says so and passes.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
+mod common;
+
 use std::{
     fs,
     path::{Path, PathBuf},
     process::Command,
 };
 
-use pb_control::{
-    IdentityKeyPair,
-    checkpoint::Checkpoint,
-    note::{NoteSigner, sign},
-};
+use common::{NETWORK, Scratch, checkpoint, stewards};
+use pb_control::{IdentityKeyPair, note::NoteSigner};
 use pb_ledger::{
     Tree,
     record::{LinkMeasurement, Measurement, RTT_BUCKET_COUNT},
@@ -35,25 +34,6 @@ use pb_ledger::{
 use pb_sphinx::Epoch;
 
 const GOPATH: &str = "/usr/share/gocode";
-const NETWORK: &str = "pb.test/network";
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("pb-ledger-go-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Builds the Go verifier into `dir`; `None` (with why) when Go is missing.
 fn build(dir: &Path) -> Option<PathBuf> {
@@ -125,41 +105,6 @@ fn record(i: u64, relays: &[IdentityKeyPair]) -> Vec<u8> {
     .to_vec()
 }
 
-/// Three stewards' keys.
-fn stewards() -> Vec<(String, IdentityKeyPair)> {
-    (1..=3u8)
-        .map(|i| {
-            (
-                format!("pb.test/steward-{i}"),
-                IdentityKeyPair::from_seed(&[i; 32]),
-            )
-        })
-        .collect()
-}
-
-/// The checkpoint of `tree` at its size, signed by the first `signers` stewards.
-fn checkpoint(
-    tree: &Tree,
-    epoch: u32,
-    keys: &[(String, IdentityKeyPair)],
-    signers: usize,
-) -> String {
-    let text = Checkpoint {
-        network: NETWORK.into(),
-        tree_size: tree.size(),
-        tree_root: tree.root(tree.size()).unwrap().0,
-        epoch: Epoch(epoch),
-        descriptors: [0x44; 32],
-        topology: [0x54; 32],
-    }
-    .text();
-    let signers: Vec<NoteSigner<'_>> = keys[..signers]
-        .iter()
-        .map(|(name, pair)| NoteSigner::new(name, pair).unwrap())
-        .collect();
-    sign(&text, &signers.iter().collect::<Vec<_>>()).unwrap()
-}
-
 /// Runs the verifier on `dir` needing `k` signatures (and `old`, if given): success and
 /// what it printed.
 fn verify(
@@ -201,7 +146,7 @@ fn flip(path: &Path, at: usize) {
 
 #[test]
 fn go_verifies_our_log_its_proofs_and_its_growth_and_finds_any_change() {
-    let scratch = Scratch::new("verify");
+    let scratch = Scratch::new("go-verify");
     let Some(go) = build(&scratch.0) else {
         return;
     };
