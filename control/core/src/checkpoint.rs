@@ -162,8 +162,9 @@ impl Checkpoint {
     }
 }
 
-/// ASCII decimal with no sign and no leading zero (but "0").
-fn decimal(s: &str) -> Option<u64> {
+/// ASCII decimal with no sign and no leading zero (but "0"): the one form a signed text
+/// may write a number in.
+pub fn decimal(s: &str) -> Option<u64> {
     if s.is_empty() || (s.len() > 1 && s.starts_with('0')) || !s.bytes().all(|b| b.is_ascii_digit())
     {
         return None;

@@ -26,6 +26,7 @@
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use pb_control::{
     IdentityKey, IdentityKeyPair,
+    checkpoint::decimal,
     note::{Note, NoteError, NoteKey, NoteSigner, sign},
 };
 use pb_sphinx::{Epoch, NodeId};
@@ -114,15 +115,6 @@ fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
         *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
-}
-
-/// ASCII decimal with no sign and no leading zero (but "0").
-fn decimal(s: &str) -> Option<u64> {
-    if s.is_empty() || (s.len() > 1 && s.starts_with('0')) || !s.bytes().all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    s.parse().ok()
 }
 
 /// The note key name a relay signs its records under.
