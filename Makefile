@@ -4,12 +4,13 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 EBPF_DIR := ebpf/pb-xdp
 FUZZ_DIRS := dataplane/sphinx/fuzz control/core/fuzz client-lite/proto/fuzz transports/link/fuzz \
-	transports/quic/fuzz transports/wss/fuzz transports/obfs4/fuzz transports/doh/fuzz
+	transports/quic/fuzz transports/wss/fuzz transports/obfs4/fuzz transports/doh/fuzz \
+	control/ledger/fuzz
 # Each fuzz target as <crate folder>:<target>.
 FUZZ_TARGETS := dataplane/sphinx/fuzz:process dataplane/sphinx/fuzz:surb control/core/fuzz:gossip control/core/fuzz:checkpoint \
 	client-lite/proto/fuzz:socks client-lite/proto/fuzz:session transports/link/fuzz:records \
 	transports/quic/fuzz:h3 transports/wss/fuzz:server transports/obfs4/fuzz:codec \
-	transports/doh/fuzz:dns
+	transports/doh/fuzz:dns control/ledger/fuzz:entries
 # Seconds each fuzz target runs in `make test` (longer runs: make fuzz FUZZ_SECONDS=600).
 FUZZ_SECONDS ?= 15
 AARCH64 := aarch64-unknown-linux-musl
