@@ -33,11 +33,11 @@ use pb_sphinx::{Epoch, NodeId};
 
 /// The first line of every record.
 pub const HEADER: &str = "PhantomBand v1 measurement";
-/// Upper bounds (ms, exclusive) of the round-trip-time buckets; the last bucket holds the
-/// rest. A loop's round trip is its route's mixing delays and links, hundreds of ms.
-pub const RTT_BUCKETS: [u32; 7] = [50, 100, 200, 400, 800, 1600, 3200];
 /// Buckets in a link's RTT histogram.
-pub const RTT_BUCKET_COUNT: usize = RTT_BUCKETS.len() + 1;
+pub use pb_mix::RTT_BUCKET_COUNT;
+/// Upper bounds (ms, exclusive) of the round-trip-time buckets; the last bucket holds the
+/// rest: the relay's loop monitor's buckets (`pb_mix`), which it counts in.
+pub use pb_mix::RTT_BUCKETS_MS as RTT_BUCKETS;
 /// The most links a record holds (a relay links to the layers before and after its own).
 pub const MAX_LINKS: usize = 64;
 
@@ -76,10 +76,7 @@ pub struct LinkMeasurement {
 impl LinkMeasurement {
     /// The bucket of a round trip of `ms` milliseconds.
     pub fn bucket(ms: u64) -> usize {
-        RTT_BUCKETS
-            .iter()
-            .position(|&b| ms < u64::from(b))
-            .unwrap_or(RTT_BUCKETS.len())
+        pb_mix::rtt_bucket(ms)
     }
 
     fn consistent(&self) -> bool {

@@ -70,6 +70,7 @@ mod tests {
             sent: returned + lost,
             returned,
             lost,
+            ..LoopStats::default()
         }
     }
 

@@ -23,6 +23,7 @@ mod replay;
 pub use delay::{DelayError, DelayQueue};
 pub use loops::{
     LOOP_LOSS_ALERT, LOOP_LOSS_MIN_SETTLED, LOOP_TOKEN_LEN, LoopError, LoopMonitor, LoopStats,
+    RTT_BUCKET_COUNT, RTT_BUCKETS_MS, rtt_bucket,
 };
 pub use pacer::{Filler, Link, LinkStats, Sent};
 pub use replay::{

@@ -16,6 +16,21 @@ use crate::{ConfigError, Time};
 /// Bytes of a loop token (the start of a loop packet's message).
 pub const LOOP_TOKEN_LEN: usize = 8 + 16;
 
+/// Upper bounds (ms, exclusive) of the loops' round-trip-time buckets; the last bucket holds
+/// the rest. A loop's round trip is its route's mixing delays and links, hundreds of ms.
+/// These are the buckets of the ledger's measurement records (docs/spec/ledger.md).
+pub const RTT_BUCKETS_MS: [u32; 7] = [50, 100, 200, 400, 800, 1600, 3200];
+/// Buckets in a link's round-trip-time histogram.
+pub const RTT_BUCKET_COUNT: usize = RTT_BUCKETS_MS.len() + 1;
+
+/// The bucket of a round trip of `ms` milliseconds.
+pub fn rtt_bucket(ms: u64) -> usize {
+    RTT_BUCKETS_MS
+        .iter()
+        .position(|&b| ms < u64::from(b))
+        .unwrap_or(RTT_BUCKETS_MS.len())
+}
+
 /// Loop counters of one link.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LoopStats {
@@ -25,6 +40,8 @@ pub struct LoopStats {
     pub returned: u64,
     /// Loops that did not come back within the timeout (or fell out of the window).
     pub lost: u64,
+    /// Returned loops by round-trip time ([`RTT_BUCKETS_MS`]); they add up to `returned`.
+    pub rtt: [u64; RTT_BUCKET_COUNT],
 }
 
 /// The share of a link's settled loops lost above which the link is reported: well above
@@ -39,10 +56,15 @@ pub const LOOP_LOSS_MIN_SETTLED: u64 = 100;
 impl LoopStats {
     /// The counts since `earlier` (counters only grow).
     pub fn since(&self, earlier: &LoopStats) -> LoopStats {
+        let mut rtt = [0; RTT_BUCKET_COUNT];
+        for ((d, now), then) in rtt.iter_mut().zip(self.rtt).zip(earlier.rtt) {
+            *d = now.saturating_sub(then);
+        }
         LoopStats {
             sent: self.sent.saturating_sub(earlier.sent),
             returned: self.returned.saturating_sub(earlier.returned),
             lost: self.lost.saturating_sub(earlier.lost),
+            rtt,
         }
     }
 
@@ -192,8 +214,11 @@ impl LoopMonitor {
         }
         slot.pending = false;
         let link = slot.link as usize;
-        self.links[link].returned += 1;
-        Ok((link, now.0.saturating_sub(slot.sent_at.0)))
+        let rtt = now.0.saturating_sub(slot.sent_at.0);
+        let stats = &mut self.links[link];
+        stats.returned += 1;
+        stats.rtt[rtt_bucket(rtt / Time::MS)] += 1;
+        Ok((link, rtt))
     }
 
     /// Counts as lost every pending loop sent more than the timeout before `now`.
@@ -245,7 +270,8 @@ mod tests {
             LoopStats {
                 sent: 2,
                 returned: 0,
-                lost: 1
+                lost: 1,
+                ..LoopStats::default()
             }
         );
         m.expire(ms(102));
@@ -254,7 +280,8 @@ mod tests {
             LoopStats {
                 sent: 2,
                 returned: 0,
-                lost: 2
+                lost: 2,
+                ..LoopStats::default()
             }
         );
         // Too late: already counted lost.
@@ -264,7 +291,8 @@ mod tests {
             LoopStats {
                 sent: 1,
                 returned: 1,
-                lost: 0
+                lost: 0,
+                rtt: [1, 0, 0, 0, 0, 0, 0, 0],
             }
         );
         assert_eq!((m.forged, m.stale), (2, 2));
@@ -277,6 +305,7 @@ mod tests {
             sent: returned + lost,
             returned,
             lost,
+            rtt: [0, 0, returned, 0, 0, 0, 0, 0],
         };
         assert_eq!(s(50, 49).loss(), None, "99 settled: not judged");
         assert!(!s(50, 49).alarming());
@@ -284,6 +313,29 @@ mod tests {
         assert!(!s(95, 5).alarming(), "at the threshold, not above");
         assert!(s(94, 6).alarming());
         assert_eq!(s(200, 20).since(&s(100, 10)), s(100, 10));
+    }
+
+    #[test]
+    fn round_trips_fall_in_their_buckets() {
+        assert_eq!(
+            [0, 49, 50, 99, 100, 3199, 3200, u64::MAX].map(rtt_bucket),
+            [0, 0, 1, 1, 2, 6, 7, 7]
+        );
+        let mut m = LoopMonitor::new([3; 32], 1, 16, ms(10_000)).expect("monitor");
+        for (sent, back) in [(0, 49), (1, 51), (2, 252), (3, 5_003)] {
+            let token = m.send(0, ms(sent)).expect("send");
+            m.receive(&token, ms(back)).expect("receive");
+        }
+        let stats = m.stats(0);
+        assert_eq!(stats.rtt, [1, 1, 0, 1, 0, 0, 0, 1]);
+        assert_eq!(stats.rtt.iter().sum::<u64>(), stats.returned);
+        let earlier = LoopStats {
+            rtt: [1, 0, 0, 0, 0, 0, 0, 0],
+            returned: 1,
+            sent: 1,
+            lost: 0,
+        };
+        assert_eq!(stats.since(&earlier).rtt, [0, 1, 0, 1, 0, 0, 0, 1]);
     }
 
     #[test]

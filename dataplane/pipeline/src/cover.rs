@@ -27,7 +27,7 @@ use std::{
 };
 
 use crossbeam::queue::ArrayQueue;
-use pb_mix::{LOOP_TOKEN_LEN, LoopMonitor, LoopStats, Time};
+use pb_mix::{LOOP_TOKEN_LEN, LoopMonitor, LoopStats, RTT_BUCKET_COUNT, Time};
 use pb_sphinx::{
     CreateError, DelayMs, Epoch, Format, Hop, MailboxId, PACKET_LEN, create_packet_with,
 };
@@ -398,8 +398,9 @@ struct Shared {
     loops: Vec<ArrayQueue<Ready>>,
     /// Tokens of messages delivered to the loop mailbox, and when, for the builder to check.
     returns: ArrayQueue<([u8; LOOP_TOKEN_LEN], Time)>,
-    /// Per link: loops sent, returned, lost (published by the builder).
-    stats: Vec<[AtomicU64; 3]>,
+    /// Per link: loops sent, returned, lost, then the returned ones' round-trip-time
+    /// buckets (published by the builder).
+    stats: Vec<[AtomicU64; 3 + RTT_BUCKET_COUNT]>,
     /// Moves on when routes change with `discard`: packets built before are dropped.
     generation: AtomicU64,
     /// New routes for the builder.
@@ -551,7 +552,8 @@ fn build(
         cover.expire(clock());
         for (link, counters) in shared.stats.iter().enumerate() {
             let s = cover.loop_stats(link);
-            for (counter, value) in counters.iter().zip([s.sent, s.returned, s.lost]) {
+            let values = [s.sent, s.returned, s.lost].into_iter().chain(s.rtt);
+            for (counter, value) in counters.iter().zip(values) {
                 counter.store(value, Ordering::Relaxed);
             }
         }
@@ -622,13 +624,15 @@ impl CoverSource for CoverHandle {
     }
 
     fn loop_stats(&self, link: usize) -> LoopStats {
-        let Some([sent, returned, lost]) = self.shared.stats.get(link) else {
+        let Some(counters) = self.shared.stats.get(link) else {
             return LoopStats::default();
         };
+        let load = |i: usize| counters[i].load(Ordering::Relaxed);
         LoopStats {
-            sent: sent.load(Ordering::Relaxed),
-            returned: returned.load(Ordering::Relaxed),
-            lost: lost.load(Ordering::Relaxed),
+            sent: load(0),
+            returned: load(1),
+            lost: load(2),
+            rtt: core::array::from_fn(|b| load(3 + b)),
         }
     }
 }
