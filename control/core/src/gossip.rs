@@ -42,6 +42,7 @@ use crate::{
     descriptor::{IdentityKey, IdentityKeyPair, Invalid, SignedDescriptor},
     directory::{Directory, Offered},
     probe::{KIND_ECHO, KIND_PROBE},
+    records::{KIND_RECORD, Reassembly},
     topology::{Topology, TopologyError},
     wire::{self, KIND_SWIM, KIND_SYNC, MAX_DATAGRAM, Peer, SWIM_OVERHEAD, SwimCodec},
 };
@@ -162,6 +163,14 @@ pub struct GossipStats {
     pub cosigs_refused: u64,
     /// Cosignatures for another epoch than ours (late or early; not refused as bad).
     pub cosigs_other_epoch: u64,
+    /// Measurement records put back together from their fragments (a steward's).
+    pub records_received: u64,
+    /// Record fragments refused: malformed, or a record that did not hash to its id.
+    pub records_refused: u64,
+    /// Record fragments dropped unread: this node is no steward.
+    pub records_not_steward: u64,
+    /// Record fragments sent (to the stewards).
+    pub records_sent: u64,
     /// Probes sent before a directory push (the address must echo one first).
     pub probes_sent: u64,
     /// Probes not sent: the probe budget was spent.
@@ -458,6 +467,8 @@ pub struct Gossip {
     now: Duration,
     /// Stewards' signatures over the epoch's checkpoint, and our own if we are one.
     cosigning: Option<(Cosigning, Policy)>,
+    /// A steward's measurement records in assembly, and the whole ones to take.
+    records: Reassembly,
 }
 
 impl core::fmt::Debug for Gossip {
@@ -553,6 +564,7 @@ impl Gossip {
             push_budget: (PUSH_BURST, now),
             now,
             cosigning: None,
+            records: Reassembly::default(),
         };
         node.handle_timeout(now);
         Ok(node)
@@ -597,7 +609,7 @@ impl Gossip {
                 self.shared.borrow_mut().stats.echoes_refused += 1;
             }
             Some((&kind, _))
-                if [KIND_SWIM, KIND_SYNC, KIND_COSIG, KIND_PROBE].contains(&kind)
+                if [KIND_SWIM, KIND_SYNC, KIND_COSIG, KIND_PROBE, KIND_RECORD].contains(&kind)
                     && !self.allowed(kind, from, now) => {}
             Some((&KIND_PROBE, body)) => match crate::probe::parse_probe(body) {
                 // Stateless: the echo is no larger than the probe, and signed.
@@ -638,6 +650,17 @@ impl Gossip {
                     // Late (the epoch moved on while it travelled) or early: not an attack.
                     Some(Err(cosign::Refused::OtherEpoch)) => shared.stats.cosigs_other_epoch += 1,
                     _ => shared.stats.cosigs_refused += 1,
+                }
+            }
+            Some((&KIND_RECORD, body)) => {
+                let steward = self.cosigning.as_ref().is_some_and(|(c, _)| c.is_steward());
+                let kept = steward.then(|| self.records.receive(body, now));
+                let mut shared = self.shared.borrow_mut();
+                match kept {
+                    None => shared.stats.records_not_steward += 1,
+                    Some(Ok(true)) => shared.stats.records_received += 1,
+                    Some(Ok(false)) => {}
+                    Some(Err(_)) => shared.stats.records_refused += 1,
                 }
             }
             Some((&KIND_SYNC, body)) => match wire::parse_sync(body) {
@@ -891,6 +914,56 @@ impl Gossip {
         self.cosigning = Some((Cosigning::new(stewards, own, epoch, self.now), policy));
         // The topology is now dealt over what the policy admits.
         self.shared.borrow_mut().dirty = true;
+    }
+
+    /// Sends a measurement record (a signed note, at most
+    /// [`MAX_RECORD`](crate::records::MAX_RECORD) bytes) to every live steward, in fragments;
+    /// a steward keeps its own. Returns the stewards it went to (0: none live, no stewards
+    /// configured, or too long).
+    pub fn send_record(&mut self, record: &[u8]) -> usize {
+        let Some((cosigning, _)) = self.cosigning.as_ref() else {
+            return 0;
+        };
+        let Some(datagrams) = crate::records::datagrams(record) else {
+            return 0;
+        };
+        let me = self.swim.identity().addr;
+        let live = self.live_members();
+        let mut to: Vec<SocketAddr> = {
+            let shared = self.shared.borrow();
+            cosigning
+                .stewards()
+                .keys()
+                .iter()
+                .filter_map(|k| shared.directory.get(&k.public()))
+                .map(|held| held.descriptor().gossip_addr)
+                .filter(|a| live.contains(a))
+                .collect()
+        };
+        to.sort_unstable();
+        to.dedup();
+        let mut sent = 0;
+        for addr in &to {
+            if *addr == me {
+                for d in &datagrams {
+                    if let Ok(true) = self.records.receive(&d[1..], self.now) {
+                        self.shared.borrow_mut().stats.records_received += 1;
+                    }
+                }
+                continue;
+            }
+            for d in &datagrams {
+                self.queue(*addr, d.clone());
+                sent += 1;
+            }
+        }
+        self.shared.borrow_mut().stats.records_sent += sent;
+        to.len()
+    }
+
+    /// A whole measurement record a steward received (oldest first); not yet checked.
+    pub fn poll_record(&mut self) -> Option<Vec<u8>> {
+        self.records.take()
     }
 
     /// The cosigned checkpoint this node holds (k stewards' signatures over one text), as a

@@ -32,6 +32,7 @@ mod gossip;
 pub mod network;
 pub mod note;
 pub mod probe;
+pub mod records;
 pub mod special;
 mod topology;
 pub mod trust;
