@@ -21,9 +21,11 @@
 //! records, choosing routes, or serving the files.
 #![forbid(unsafe_code)]
 
+pub mod collect;
 pub mod http;
 pub mod record;
 pub mod reputation;
+pub mod serve;
 pub mod tiles;
 pub mod tlog;
 pub mod verify;

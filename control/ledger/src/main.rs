@@ -126,6 +126,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
                 _ => println!("no records: nobody has a reputation yet"),
             }
+            if let Some(t) = &v.published {
+                println!(
+                    "the published reputation table matches the records: {} relays, from the first {} records, up to epoch {}",
+                    t.relays.len(),
+                    t.size,
+                    t.epoch
+                        .map_or_else(|| "none".to_owned(), |e| e.0.to_string())
+                );
+            }
             let mut counts: std::collections::BTreeMap<NodeId, u64> = Default::default();
             for r in &v.records {
                 *counts.entry(r.measurement().relay.node_id()).or_default() += 1;

@@ -201,5 +201,102 @@ impl Reputation {
     }
 }
 
+/// The first line of a reputation table.
+pub const TABLE_HEADER: &str = "PhantomBand v1 reputation";
+
+/// A reputation table as a steward publishes it next to the log (the `reputation` file):
+/// what the first `size` entries of the log give every relay, one line per relay in
+/// ascending order of node id, its reputation and its route weight in ppm:
+///
+/// ```text
+/// PhantomBand v1 reputation
+/// network <name>
+/// size <entries read>
+/// epoch <last epoch applied, or "none">
+/// <node id, hex> <reputation> <weight>
+/// …
+/// ```
+///
+/// Anyone can check it: `pb-ledger verify` recomputes it from the records alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Table {
+    /// The network's name.
+    pub network: String,
+    /// How many of the log's entries it was computed from (the first ones).
+    pub size: u64,
+    /// The last epoch applied.
+    pub epoch: Option<Epoch>,
+    /// Per relay: its reputation and its weight (ppm).
+    pub relays: BTreeMap<NodeId, (u64, u64)>,
+}
+
+impl Table {
+    /// The table of `reputation`, computed from the first `size` entries of `network`'s log.
+    pub fn of(network: &str, size: u64, reputation: &Reputation) -> Self {
+        Self {
+            network: network.to_owned(),
+            size,
+            epoch: reputation.last_epoch(),
+            relays: reputation
+                .all()
+                .map(|(id, r)| (*id, (r, reputation.weight(id))))
+                .collect(),
+        }
+    }
+
+    /// Its text.
+    pub fn text(&self) -> String {
+        let epoch = self
+            .epoch
+            .map_or_else(|| "none".to_owned(), |e| e.0.to_string());
+        let mut text = format!(
+            "{TABLE_HEADER}\nnetwork {}\nsize {}\nepoch {epoch}\n",
+            self.network, self.size
+        );
+        for (id, (r, w)) in &self.relays {
+            let hex: String = id.0.iter().map(|b| format!("{b:02x}")).collect();
+            text.push_str(&format!("{hex} {r} {w}\n"));
+        }
+        text
+    }
+
+    /// Parses a table's text (as [`text`](Self::text) writes it, and nothing else).
+    pub fn parse(text: &str) -> Option<Self> {
+        use pb_control::checkpoint::decimal;
+        let mut lines = text.strip_suffix('\n')?.split('\n');
+        (lines.next()? == TABLE_HEADER).then_some(())?;
+        let network = lines.next()?.strip_prefix("network ")?.to_owned();
+        let size = decimal(lines.next()?.strip_prefix("size ")?)?;
+        let epoch = match lines.next()?.strip_prefix("epoch ")? {
+            "none" => None,
+            e => Some(Epoch(u32::try_from(decimal(e)?).ok()?)),
+        };
+        let mut relays = BTreeMap::new();
+        for line in lines {
+            let mut words = line.split(' ');
+            let hex = words.next()?;
+            if hex.len() != 32 {
+                return None;
+            }
+            let mut id = [0u8; 16];
+            for (i, b) in id.iter_mut().enumerate() {
+                *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+            }
+            let r = decimal(words.next()?)?;
+            let w = decimal(words.next()?)?;
+            if words.next().is_some() || relays.insert(NodeId(id), (r, w)).is_some() {
+                return None;
+            }
+        }
+        let table = Self {
+            network,
+            size,
+            epoch,
+            relays,
+        };
+        (table.text() == text).then_some(table)
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@ use pb_sphinx::Epoch;
 use crate::{
     Hash, Tree,
     record::{RecordError, SignedMeasurement},
-    reputation::{EpochScores, Params, Reputation},
+    reputation::{EpochScores, Params, Reputation, Table},
     tiles::{TileError, TileSource, read_log},
 };
 
@@ -39,6 +39,9 @@ pub enum VerifyError {
     /// The log does not extend an older checkpoint.
     #[error("the log does not extend the older checkpoint of size {0}")]
     Inconsistent(u64),
+    /// The published reputation table is not what the records give.
+    #[error("the published reputation table: {0}")]
+    Reputation(String),
 }
 
 /// A ledger that checked out.
@@ -58,6 +61,9 @@ pub struct Verified {
     pub epochs: BTreeMap<Epoch, EpochScores>,
     /// Every relay's reputation after the last epoch.
     pub reputation: Reputation,
+    /// The reputation table published with the log (the `reputation` file), if there is
+    /// one: checked to be what its first `size` records give.
+    pub published: Option<Table>,
 }
 
 /// Checks the ledger `source` holds against `stewards` and the `older` checkpoints (signed
@@ -98,6 +104,11 @@ pub fn verify(
     }
     let mut reputation = Reputation::new(params);
     let epochs = reputation.apply_all(records.iter().map(SignedMeasurement::measurement));
+    let published = match source.fetch("reputation") {
+        Err(TileError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+        Ok(bytes) => Some(check_table(&bytes, stewards.network(), &records, params)?),
+    };
     Ok(Verified {
         checkpoint,
         signers,
@@ -106,5 +117,43 @@ pub fn verify(
         extends,
         epochs,
         reputation,
+        published,
     })
+}
+
+/// A published reputation table, checked against what the first records it names give.
+fn check_table(
+    bytes: &[u8],
+    network: &str,
+    records: &[SignedMeasurement],
+    params: Params,
+) -> Result<Table, VerifyError> {
+    let bad = |why: String| VerifyError::Reputation(why);
+    let table = core::str::from_utf8(bytes)
+        .ok()
+        .and_then(Table::parse)
+        .ok_or_else(|| bad("not a reputation table".into()))?;
+    if table.network != network {
+        return Err(bad(format!("of another network, {}", table.network)));
+    }
+    let first = usize::try_from(table.size)
+        .ok()
+        .and_then(|n| records.get(..n))
+        .ok_or_else(|| bad(format!("names {} records, the log has fewer", table.size)))?;
+    let mut reputation = Reputation::new(params);
+    reputation.apply_all(first.iter().map(SignedMeasurement::measurement));
+    let expected = Table::of(network, table.size, &reputation);
+    if expected != table {
+        let differ = expected
+            .relays
+            .iter()
+            .find(|(id, v)| table.relays.get(*id) != Some(*v))
+            .map(|(id, v)| format!("relay {id:?}: {v:?}, published {:?}", table.relays.get(id)))
+            .unwrap_or_else(|| "other relays or epoch".into());
+        return Err(bad(format!(
+            "not what its {} records give: {differ}",
+            table.size
+        )));
+    }
+    Ok(table)
 }

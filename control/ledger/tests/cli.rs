@@ -25,7 +25,8 @@ use common::{NETWORK, Scratch, checkpoint, stewards};
 use pb_control::{IdentityKeyPair, note::NoteSigner};
 use pb_ledger::{
     Tree,
-    record::{LinkMeasurement, Measurement, RTT_BUCKET_COUNT},
+    record::{LinkMeasurement, Measurement, RTT_BUCKET_COUNT, SignedMeasurement},
+    reputation::{Params, Reputation, Table},
     tiles::TileDir,
 };
 use pb_sphinx::Epoch;
@@ -109,6 +110,18 @@ fn publish(root: &Path, log: &Path) -> (Tree, Vec<Vec<u8>>) {
         dir.write("checkpoint", note.as_bytes()).unwrap();
         fs::write(root.join(format!("checkpoint-{epoch}")), note).unwrap();
     }
+    // The stewards' table as of five epochs' records (published before the sixth).
+    let mut reputation = Reputation::new(Params::default());
+    let first: Vec<SignedMeasurement> = entries[..40]
+        .iter()
+        .map(|e| SignedMeasurement::open(e).unwrap())
+        .collect();
+    reputation.apply_all(first.iter().map(SignedMeasurement::measurement));
+    dir.write(
+        "reputation",
+        Table::of(NETWORK, 40, &reputation).text().as_bytes(),
+    )
+    .unwrap();
     (tree, entries)
 }
 
@@ -167,6 +180,9 @@ fn verify_and_show_read_a_ledger_from_a_directory_and_a_web_server() {
     )));
     assert!(out.contains("extends the older checkpoints of size 16"));
     assert!(out.contains("epochs 1 to 6"));
+    assert!(out.contains(
+        "the published reputation table matches the records: 8 relays, from the first 40 records, up to epoch 5"
+    ));
     let table = reputations(&out);
     assert_eq!(table.len(), 8, "{out}");
     let dropper = hex(&relays()[DROPPER].public().node_id().0);
@@ -270,6 +286,22 @@ fn a_changed_ledger_and_bad_arguments_each_get_one_line_and_status_1() {
     fs::write(&tile, &changed).unwrap();
     refused(&verify, "does not hold the entries' hashes");
     fs::write(&tile, &bytes).unwrap();
+
+    // A published reputation that is not the records'.
+    let table = fs::read_to_string(log.join("reputation")).unwrap();
+    let line = table.lines().nth(4).unwrap();
+    let mut words: Vec<String> = line.split(' ').map(str::to_owned).collect();
+    words[1] = format!("{}", words[1].parse::<u64>().unwrap() + 1);
+    fs::write(
+        log.join("reputation"),
+        table.replace(line, &words.join(" ")),
+    )
+    .unwrap();
+    refused(
+        &verify,
+        "the published reputation table: not what its 40 records give",
+    );
+    fs::write(log.join("reputation"), &table).unwrap();
 
     // Too few stewards: a checkpoint signed by one.
     let stewards = stewards();

@@ -217,3 +217,34 @@ fn the_log_order_does_not_matter_but_a_second_record_does_not_count() {
     c.apply_all(&with_second);
     assert_eq!(a, c);
 }
+
+#[test]
+fn a_reputation_table_reads_back_and_refuses_anything_else() {
+    let mut rng = Rng(5);
+    let records: Vec<Measurement> = (1..=3)
+        .flat_map(|e| epoch(e, 1, 100_000, &mut rng))
+        .collect();
+    let mut reputation = Reputation::new(Params::default());
+    reputation.apply_all(&records);
+    let table = Table::of("pb.test/network", records.len() as u64, &reputation);
+    assert_eq!(table.epoch, Some(Epoch(3)));
+    assert!(!table.relays.is_empty());
+    for (id, (r, w)) in &table.relays {
+        assert_eq!((*r, *w), (reputation.get(id), reputation.weight(id)));
+    }
+    let text = table.text();
+    assert_eq!(Table::parse(&text), Some(table.clone()));
+    let empty = Table::of("pb.test/network", 0, &Reputation::new(Params::default()));
+    assert_eq!(Table::parse(&empty.text()), Some(empty));
+    let first = text.lines().nth(4).unwrap().to_owned();
+    for bad in [
+        text.replace("size ", "size 0"),
+        text.replace("epoch 3", "epoch x"),
+        format!("{text}{first}\n"),
+        text.replace(&first, &format!("{first} 1")),
+        text.trim_end().to_owned(),
+        text.replace("PhantomBand v1", "PhantomBand v2"),
+    ] {
+        assert_eq!(Table::parse(&bad), None, "{bad}");
+    }
+}
