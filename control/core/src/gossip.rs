@@ -469,6 +469,8 @@ pub struct Gossip {
     cosigning: Option<(Cosigning, Policy)>,
     /// A steward's measurement records in assembly, and the whole ones to take.
     records: Reassembly,
+    /// The ledger's tree size and root this node's checkpoints name (a steward signs them).
+    ledger: (u64, [u8; 32]),
 }
 
 impl core::fmt::Debug for Gossip {
@@ -565,6 +567,7 @@ impl Gossip {
             now,
             cosigning: None,
             records: Reassembly::default(),
+            ledger: (0, empty_tree_root()),
         };
         node.handle_timeout(now);
         Ok(node)
@@ -961,6 +964,13 @@ impl Gossip {
         to.len()
     }
 
+    /// The ledger's tree (size and root) that this node's checkpoints name from now on: a
+    /// steward's signature then covers it (the log operator's after appending, a witness's
+    /// after checking the operator's tiles).
+    pub fn set_ledger(&mut self, size: u64, root: [u8; 32]) {
+        self.ledger = (size, root);
+    }
+
     /// A whole measurement record a steward received (oldest first); not yet checked.
     pub fn poll_record(&mut self) -> Option<Vec<u8>> {
         self.records.take()
@@ -1262,8 +1272,8 @@ impl Gossip {
     /// admits under `policy` (its own view: what it holds; liveness is not part of it),
     /// their set's hash, and the topology dealt over all of them (a client recomputes it from
     /// the admitted descriptors, then leaves out those its gateway marks not live, as relays
-    /// do) and the admitted descriptors. The ledger's fields are an empty
-    /// tree's until the ledger exists.
+    /// do) and the admitted descriptors. The ledger's fields are what
+    /// [`set_ledger`](Self::set_ledger) set last (an empty tree's before).
     pub fn checkpoint(
         &self,
         network: &str,
@@ -1278,8 +1288,8 @@ impl Gossip {
         )?;
         let checkpoint = Checkpoint {
             network: network.to_owned(),
-            tree_size: 0,
-            tree_root: empty_tree_root(),
+            tree_size: self.ledger.0,
+            tree_root: self.ledger.1,
             epoch: shared.epoch,
             descriptors: descriptor_set_hash(admission.admitted.iter().map(|s| s.bytes())),
             topology: topology.hash(),

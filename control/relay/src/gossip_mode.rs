@@ -471,10 +471,17 @@ impl GossipDriver {
             .gossip
             .checkpoint(network.stewards.network(), &network.policy)
         {
-            Ok((own, admitted)) if own == checkpoint => admitted
-                .iter()
-                .filter_map(|b| pb_control::SignedDescriptor::parse(b).ok())
-                .collect(),
+            // The ledger's tree is the stewards' to witness, not every relay's view.
+            Ok((own, admitted))
+                if own.epoch == checkpoint.epoch
+                    && own.descriptors == checkpoint.descriptors
+                    && own.topology == checkpoint.topology =>
+            {
+                admitted
+                    .iter()
+                    .filter_map(|b| pb_control::SignedDescriptor::parse(b).ok())
+                    .collect()
+            }
             // Our view differs: a gateway cannot tell which descriptors the stewards
             // admitted, and looks again in a second.
             _ if self.settings.client_bind.is_some() => return,
