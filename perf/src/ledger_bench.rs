@@ -24,7 +24,7 @@ use pb_control::{
 use pb_ledger::{
     Tree,
     record::{LinkMeasurement, MAX_LINKS, Measurement, RTT_BUCKET_COUNT},
-    reputation::Params,
+    reputation::{Params, Reputation, Table},
     tiles::TileDir,
     verify::verify,
 };
@@ -147,6 +147,8 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<Vec<Row>> {
     )?;
 
     let (mut tree, mut entries) = (Tree::new(), Vec::new());
+    // The stewards' table, kept up to date epoch by epoch as a steward does.
+    let mut reputation = Reputation::new(Params::default());
     let mut record_bytes = 0u64;
     let started = Instant::now();
     for epoch in 1..=args.epochs {
@@ -155,17 +157,24 @@ pub fn run(args: &LedgerArgs) -> anyhow::Result<Vec<Row>> {
             args.relays
         ));
         let before = tree.size();
+        let mut made = Vec::with_capacity(args.relays);
         for me in 0..args.relays {
-            let signed = record(epoch, me, &relays, args.links).sign(&relays[me])?;
+            let measurement = record(epoch, me, &relays, args.links);
+            let signed = measurement.sign(&relays[me])?;
+            made.push(measurement);
             record_bytes += signed.as_bytes().len() as u64;
             tree.push(signed.as_bytes());
             entries.push(signed.as_bytes().to_vec());
         }
         dir.publish(&tree, &entries, before)?;
+        reputation.apply(Epoch(epoch), &made);
+        let table = Table::of(NETWORK, tree.size(), &reputation);
+        dir.write("reputation", table.text().as_bytes())?;
         let text = Checkpoint {
             network: NETWORK.into(),
             tree_size: tree.size(),
             tree_root: tree.root(tree.size())?.0,
+            reputation: table.commitment(),
             epoch: Epoch(epoch),
             descriptors: [0; 32],
             topology: [0; 32],

@@ -327,6 +327,7 @@ fn a_lying_gateway_is_refused_and_the_next_one_used() {
         network: stewards.network().to_owned(),
         tree_size: 0,
         tree_root: empty_tree_root(),
+        reputation: [0; 32],
         epoch,
         descriptors: descriptor_set_hash(invented_bytes.iter().map(Vec::as_slice)),
         topology: pb_control::Topology::compute(

@@ -71,6 +71,7 @@ fn main() {
         network: "pb.test/cost".into(),
         tree_size: 0,
         tree_root: empty_tree_root(),
+        reputation: [0; 32],
         epoch,
         descriptors: descriptor_set_hash(served.iter().map(|(_, b)| &b[..])),
         topology: Topology::compute(&seed, epoch, descriptors.iter().map(|d| d.descriptor()))
@@ -101,6 +102,7 @@ fn main() {
         epoch_seconds: EPOCH_SECONDS,
         policy: Policy::default(),
         allow_prefixes: Vec::new(),
+        ledger: None,
     };
     let note = sign(&checkpoint.text(), &[&signers[0], &signers[2], &signers[4]]).unwrap();
     // Warm up, then as many checks as fit in about three seconds.

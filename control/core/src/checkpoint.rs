@@ -93,19 +93,24 @@ pub struct Checkpoint {
     pub descriptors: [u8; 32],
     /// The topology's hash.
     pub topology: [u8; 32],
+    /// SHA-256 of the reputation table the ledger's first `tree_size` records give
+    /// (`pb_ledger::reputation::Table`; docs/spec/ledger.md); all zero while the ledger is
+    /// empty. Clients weigh routes by a table only if it hashes to this.
+    pub reputation: [u8; 32],
 }
 
 impl Checkpoint {
     /// Its text, as signed.
     pub fn text(&self) -> String {
         format!(
-            "{}\n{}\n{}\nepoch {}\ndescriptors {}\ntopology {}\n",
+            "{}\n{}\n{}\nepoch {}\ndescriptors {}\ntopology {}\nreputation {}\n",
             self.network,
             self.tree_size,
             BASE64.encode(self.tree_root),
             self.epoch.0,
             BASE64.encode(self.descriptors),
-            BASE64.encode(self.topology)
+            BASE64.encode(self.topology),
+            BASE64.encode(self.reputation)
         )
     }
 
@@ -116,7 +121,16 @@ impl Checkpoint {
             .strip_suffix('\n')
             .ok_or(CheckpointError::Malformed("last"))?;
         let lines: Vec<&str> = body.split('\n').collect();
-        let &[network, size, root, epoch, descriptors, topology] = lines.as_slice() else {
+        let &[
+            network,
+            size,
+            root,
+            epoch,
+            descriptors,
+            topology,
+            reputation,
+        ] = lines.as_slice()
+        else {
             return Err(CheckpointError::Malformed("count of"));
         };
         if network.is_empty() || network.contains(char::is_whitespace) || network.contains('+') {
@@ -152,6 +166,12 @@ impl Checkpoint {
                     .strip_prefix("topology ")
                     .ok_or(CheckpointError::Malformed("topology"))?,
                 "topology",
+            )?,
+            reputation: hash(
+                reputation
+                    .strip_prefix("reputation ")
+                    .ok_or(CheckpointError::Malformed("reputation"))?,
+                "reputation",
             )?,
         };
         // One text per checkpoint: anything that does not write back the same is refused.

@@ -206,6 +206,7 @@ mod tests {
             network: network.into(),
             tree_size: 0,
             tree_root: empty_tree_root(),
+            reputation: [0; 32],
             epoch: Epoch(epoch),
             descriptors: [1; 32],
             topology: [2; 32],

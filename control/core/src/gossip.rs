@@ -469,8 +469,9 @@ pub struct Gossip {
     cosigning: Option<(Cosigning, Policy)>,
     /// A steward's measurement records in assembly, and the whole ones to take.
     records: Reassembly,
-    /// The ledger's tree size and root this node's checkpoints name (a steward signs them).
-    ledger: (u64, [u8; 32]),
+    /// The ledger's tree size and root, and its reputation table's hash, that this node's
+    /// checkpoints name (a steward signs them).
+    ledger: (u64, [u8; 32], [u8; 32]),
 }
 
 impl core::fmt::Debug for Gossip {
@@ -567,7 +568,7 @@ impl Gossip {
             now,
             cosigning: None,
             records: Reassembly::default(),
-            ledger: (0, empty_tree_root()),
+            ledger: (0, empty_tree_root(), [0; 32]),
         };
         node.handle_timeout(now);
         Ok(node)
@@ -964,11 +965,12 @@ impl Gossip {
         to.len()
     }
 
-    /// The ledger's tree (size and root) that this node's checkpoints name from now on: a
-    /// steward's signature then covers it (the log operator's after appending, a witness's
-    /// after checking the operator's tiles).
-    pub fn set_ledger(&mut self, size: u64, root: [u8; 32]) {
-        self.ledger = (size, root);
+    /// The ledger's tree (size and root) and the hash of the reputation table its records
+    /// give, that this node's checkpoints name from now on: a steward's signature then
+    /// covers them (the log operator's after appending, a witness's after checking the
+    /// operator's tiles and computing the table itself).
+    pub fn set_ledger(&mut self, size: u64, root: [u8; 32], reputation: [u8; 32]) {
+        self.ledger = (size, root, reputation);
     }
 
     /// A whole measurement record a steward received (oldest first); not yet checked.
@@ -1290,6 +1292,7 @@ impl Gossip {
             network: network.to_owned(),
             tree_size: self.ledger.0,
             tree_root: self.ledger.1,
+            reputation: self.ledger.2,
             epoch: shared.epoch,
             descriptors: descriptor_set_hash(admission.admitted.iter().map(|s| s.bytes())),
             topology: topology.hash(),

@@ -260,6 +260,18 @@ impl Table {
         text
     }
 
+    /// What a checkpoint commits to (its `reputation` line): SHA-256 of the text, or all
+    /// zero for a table of no records (a network whose ledger is empty).
+    pub fn commitment(&self) -> [u8; 32] {
+        if self.size == 0 {
+            return [0; 32];
+        }
+        let digest = ring::digest::digest(&ring::digest::SHA256, self.text().as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        out
+    }
+
     /// Parses a table's text (as [`text`](Self::text) writes it, and nothing else).
     pub fn parse(text: &str) -> Option<Self> {
         use pb_control::checkpoint::decimal;

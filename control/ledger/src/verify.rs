@@ -104,6 +104,13 @@ pub fn verify(
     }
     let mut reputation = Reputation::new(params);
     let epochs = reputation.apply_all(records.iter().map(SignedMeasurement::measurement));
+    // The stewards signed the hash of the table the whole tree gives.
+    let table = Table::of(stewards.network(), checkpoint.tree_size, &reputation);
+    if table.commitment() != checkpoint.reputation {
+        return Err(VerifyError::Reputation(
+            "the checkpoint's reputation hash is not that of the table its records give".into(),
+        ));
+    }
     let published = match source.fetch("reputation") {
         Err(TileError::NotFound(_)) => None,
         Err(e) => return Err(e.into()),

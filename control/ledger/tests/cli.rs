@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{NETWORK, Scratch, checkpoint, stewards};
+use common::{NETWORK, Scratch, checkpoint, checkpoint_with, stewards};
 use pb_control::{IdentityKeyPair, note::NoteSigner};
 use pb_ledger::{
     Tree,
@@ -106,23 +106,30 @@ fn publish(root: &Path, log: &Path) -> (Tree, Vec<Vec<u8>>) {
             entries.push(r);
         }
         dir.publish(&tree, &entries, before).unwrap();
-        let note = checkpoint(&tree, epoch, &stewards, 2);
+        let note = checkpoint_with(&tree, commitment(&entries), epoch, &stewards, 2);
         dir.write("checkpoint", note.as_bytes()).unwrap();
         fs::write(root.join(format!("checkpoint-{epoch}")), note).unwrap();
     }
     // The stewards' table as of five epochs' records (published before the sixth).
-    let mut reputation = Reputation::new(Params::default());
-    let first: Vec<SignedMeasurement> = entries[..40]
+    dir.write("reputation", table(&entries[..40]).text().as_bytes())
+        .unwrap();
+    (tree, entries)
+}
+
+/// The reputation table `entries` give.
+fn table(entries: &[Vec<u8>]) -> Table {
+    let records: Vec<SignedMeasurement> = entries
         .iter()
         .map(|e| SignedMeasurement::open(e).unwrap())
         .collect();
-    reputation.apply_all(first.iter().map(SignedMeasurement::measurement));
-    dir.write(
-        "reputation",
-        Table::of(NETWORK, 40, &reputation).text().as_bytes(),
-    )
-    .unwrap();
-    (tree, entries)
+    let mut reputation = Reputation::new(Params::default());
+    reputation.apply_all(records.iter().map(SignedMeasurement::measurement));
+    Table::of(NETWORK, entries.len() as u64, &reputation)
+}
+
+/// What a checkpoint of `entries` commits to.
+fn commitment(entries: &[Vec<u8>]) -> [u8; 32] {
+    table(entries).commitment()
 }
 
 fn pb_ledger(args: &[&str]) -> (bool, String, String) {
@@ -302,6 +309,20 @@ fn a_changed_ledger_and_bad_arguments_each_get_one_line_and_status_1() {
         "the published reputation table: not what its 40 records give",
     );
     fs::write(log.join("reputation"), &table).unwrap();
+
+    // A checkpoint committing to another table: validly signed, but not the records'.
+    let good = fs::read(log.join("checkpoint")).unwrap();
+    TileDir::new(&log)
+        .write(
+            "checkpoint",
+            checkpoint_with(&tree, [9; 32], 6, &stewards(), 2).as_bytes(),
+        )
+        .unwrap();
+    refused(
+        &verify,
+        "the checkpoint's reputation hash is not that of the table",
+    );
+    fs::write(log.join("checkpoint"), &good).unwrap();
 
     // Too few stewards: a checkpoint signed by one.
     let stewards = stewards();

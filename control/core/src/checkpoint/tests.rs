@@ -10,6 +10,7 @@ fn checkpoint() -> Checkpoint {
         network: NETWORK.into(),
         tree_size: 0,
         tree_root: empty_tree_root(),
+        reputation: [0; 32],
         epoch: Epoch(7),
         descriptors: descriptor_set_hash([&b"one"[..], &b"two"[..]]),
         topology: [0x5a; 32],
@@ -51,6 +52,7 @@ fn the_text_is_a_tlog_checkpoint_and_parses_back_only_in_its_one_form() {
         [NETWORK, "0", "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="]
     );
     assert_eq!(lines[3], "epoch 7");
+    assert_eq!(lines[6], format!("reputation {}=", "A".repeat(43)));
     assert_eq!(Checkpoint::parse(&text).unwrap(), c);
     let bad = [
         text.replacen("\n0\n", "\n00\n", 1),
@@ -62,6 +64,8 @@ fn the_text_is_a_tlog_checkpoint_and_parses_back_only_in_its_one_form() {
         text.replacen(NETWORK, "pb.test/a b", 1),
         text.replacen(NETWORK, "", 1),
         text.replacen("topology ", "topology AAAA", 1),
+        text.replacen("reputation ", "reputation AAAA", 1),
+        text.replacen("reputation ", "Reputation ", 1),
         format!("{text}extra\n"),
         text.trim_end().to_owned(),
     ];

@@ -59,6 +59,7 @@ fn checkpoint_of(relays: &[SignedDescriptor], epoch: Epoch) -> Checkpoint {
         network: "pb.test/trust".into(),
         tree_size: 0,
         tree_root: empty_tree_root(),
+        reputation: [0; 32],
         epoch,
         descriptors: descriptor_set_hash(relays.iter().map(|d| d.bytes())),
         topology: Topology::compute(&SEED, epoch, relays.iter().map(|d| d.descriptor()))
@@ -98,6 +99,7 @@ impl Setup {
             epoch_seconds: EPOCH_SECONDS,
             policy: Policy::default(),
             allow_prefixes: Vec::new(),
+            ledger: None,
         };
         Self { pairs, network }
     }

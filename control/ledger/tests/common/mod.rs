@@ -45,9 +45,22 @@ pub fn stewards() -> Vec<(String, IdentityKeyPair)> {
         .collect()
 }
 
-/// The checkpoint of `tree` at its size for `epoch`, signed by the first `signers` stewards.
+/// The checkpoint of `tree` at its size for `epoch`, signed by the first `signers` stewards,
+/// committing to no reputation table (all zero: what the Go verifier does not read).
+#[allow(dead_code, reason = "not every test uses it")]
 pub fn checkpoint(
     tree: &Tree,
+    epoch: u32,
+    stewards: &[(String, IdentityKeyPair)],
+    signers: usize,
+) -> String {
+    checkpoint_with(tree, [0; 32], epoch, stewards, signers)
+}
+
+/// The same, committing to the reputation table whose hash is `reputation`.
+pub fn checkpoint_with(
+    tree: &Tree,
+    reputation: [u8; 32],
     epoch: u32,
     stewards: &[(String, IdentityKeyPair)],
     signers: usize,
@@ -56,6 +69,7 @@ pub fn checkpoint(
         network: NETWORK.into(),
         tree_size: tree.size(),
         tree_root: tree.root(tree.size()).unwrap().0,
+        reputation,
         epoch: Epoch(epoch),
         descriptors: [0x44; 32],
         topology: [0x54; 32],
