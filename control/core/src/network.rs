@@ -223,6 +223,9 @@ pub struct NetworkFile {
     /// relays may name in their descriptors anyway: a testbed's own range. Empty for a
     /// network on the Internet.
     pub allow_prefixes: Vec<(IpAddr, u8)>,
+    /// Where the ledger's log is served (`http://host:port[/path]`), by the log operator,
+    /// the first steward; `None`: the network keeps no ledger.
+    pub ledger: Option<String>,
 }
 
 /// A network `address/length`, the address's bits past the length zero.
@@ -277,6 +280,7 @@ impl NetworkFile {
         let (mut name, mut seed, mut threshold) = (None, None, None);
         let (mut caps4, mut caps6, mut epoch_seconds) = (None, None, None);
         let (mut stewards, mut gateways, mut allow) = (Vec::new(), Vec::new(), Vec::new());
+        let mut ledger = None;
         for (n, line) in text.lines().enumerate() {
             let n = n + 1;
             let line = line.trim();
@@ -330,6 +334,20 @@ impl NetworkFile {
                 "allow_prefix" => allow
                     .push(prefix(value).ok_or(bad("not an address/length with zero host bits"))?),
                 "gateway" => gateways.push(GatewayEntry::parse(value).map_err(bad)?),
+                "ledger" => {
+                    once(&ledger, n)?;
+                    let fine = value.strip_prefix("http://").is_some_and(|rest| {
+                        !rest.is_empty()
+                            && !rest.starts_with('/')
+                            && rest
+                                .bytes()
+                                .all(|b| b.is_ascii_graphic() && !b"?#@".contains(&b))
+                    });
+                    if !fine || value.len() > 256 {
+                        return Err(bad("a ledger URL is http://host:port[/path]"));
+                    }
+                    ledger = Some(value.trim_end_matches('/').to_owned());
+                }
                 _ => return Err(bad("unknown key")),
             }
         }
@@ -353,6 +371,7 @@ impl NetworkFile {
                 per_ipv6_48: caps6.unwrap_or(defaults.per_ipv6_48),
             },
             allow_prefixes: allow,
+            ledger,
         })
     }
 
@@ -383,6 +402,9 @@ impl NetworkFile {
         ));
         for (ip, len) in &self.allow_prefixes {
             out.push_str(&format!("allow_prefix = {ip}/{len}\n"));
+        }
+        if let Some(url) = &self.ledger {
+            out.push_str(&format!("ledger = {url}\n"));
         }
         out
     }

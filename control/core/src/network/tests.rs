@@ -62,6 +62,7 @@ fn file() -> NetworkFile {
             ("198.18.0.0".parse().unwrap(), 24),
             ("fd00::".parse().unwrap(), 8),
         ],
+        ledger: Some("http://198.18.0.1:8470/log".into()),
     }
 }
 
@@ -90,15 +91,31 @@ fn a_bad_network_file_is_refused_with_its_line() {
         ),
         (
             format!("{text}name = pb.test/other\n"),
-            NetworkFileError::Line(15, "repeated key"),
+            NetworkFileError::Line(16, "repeated key"),
         ),
         (
             format!("{text}allow_prefix = 198.18.0.1/24\n"),
-            NetworkFileError::Line(15, "not an address/length with zero host bits"),
+            NetworkFileError::Line(16, "not an address/length with zero host bits"),
         ),
         (
             format!("{text}allow_prefix = 10.0.0.0/33\n"),
-            NetworkFileError::Line(15, "not an address/length with zero host bits"),
+            NetworkFileError::Line(16, "not an address/length with zero host bits"),
+        ),
+        (
+            format!("{text}ledger = http://198.18.0.2:8470\n"),
+            NetworkFileError::Line(16, "repeated key"),
+        ),
+        (
+            text.replacen("ledger = http://", "ledger = https://", 1),
+            NetworkFileError::Line(15, "a ledger URL is http://host:port[/path]"),
+        ),
+        (
+            text.replacen(
+                "ledger = http://198.18.0.1:8470/log",
+                "ledger = http://a b",
+                1,
+            ),
+            NetworkFileError::Line(15, "a ledger URL is http://host:port[/path]"),
         ),
         (
             text.replacen("seed = 42", "seed = 4", 1),
