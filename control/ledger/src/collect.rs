@@ -112,6 +112,8 @@ pub const COLLECT_EPOCHS: u32 = 2;
 pub struct Collector {
     network: String,
     held: BTreeMap<u32, BTreeMap<NodeId, SignedMeasurement>>,
+    /// The last epoch taken: its records, and older ones, are refused from then on.
+    taken: Option<u32>,
 }
 
 impl Collector {
@@ -120,6 +122,7 @@ impl Collector {
         Self {
             network: network.to_owned(),
             held: BTreeMap::new(),
+            taken: None,
         }
     }
 
@@ -133,7 +136,7 @@ impl Collector {
             return Err(Refused::OtherNetwork);
         }
         let age = current.0.wrapping_sub(m.epoch.0);
-        if age == 0 || age > COLLECT_EPOCHS {
+        if age == 0 || age > COLLECT_EPOCHS || self.taken.is_some_and(|t| m.epoch.0 <= t) {
             return Err(Refused::OtherEpoch(m.epoch.0));
         }
         let relay = m.relay.node_id();
@@ -146,10 +149,11 @@ impl Collector {
     }
 
     /// The records held of `epoch`, in ascending order of relay, taken out; epochs before it
-    /// are dropped.
+    /// are dropped, and records of it or before refused from now on.
     pub fn take(&mut self, epoch: Epoch) -> Vec<SignedMeasurement> {
         let batch = self.held.remove(&epoch.0).unwrap_or_default();
         self.held.retain(|&e, _| e > epoch.0);
+        self.taken = Some(self.taken.map_or(epoch.0, |t| t.max(epoch.0)));
         batch.into_values().collect()
     }
 
@@ -168,10 +172,11 @@ pub struct Log {
 }
 
 impl Log {
-    /// The log in `dir`: empty if it has no `checkpoint` yet, otherwise read back to the
-    /// tree its checkpoint names (every tile checked against its root).
-    pub fn open(dir: TileDir) -> Result<Self, TileError> {
-        let (tree, entries) = match dir.read("checkpoint") {
+    /// The log in `dir`: empty if it has no `file` (`checkpoint`, or the operator's
+    /// `proposal`) yet, otherwise read back to the tree that file names (every tile checked
+    /// against its root).
+    pub fn open(dir: TileDir, file: &str) -> Result<Self, TileError> {
+        let (tree, entries) = match dir.read(file) {
             Err(TileError::NotFound(_)) => (Tree::new(), Vec::new()),
             Err(e) => return Err(e),
             Ok(note) => {

@@ -1,5 +1,6 @@
 //! Serving a log's files over HTTP, as the tlog-tiles layout expects of a static web server:
-//! `GET /checkpoint`, `GET /tile/…`, `GET /reputation`, nothing else. A steward (and any
+//! `GET /checkpoint`, `GET /tile/…`, `GET /reputation`, `GET /proposal` (the operator's tree
+//! before the witnesses cosign it), nothing else. A steward (and any
 //! mirror) runs it on a thread of its own; anything it serves is checked by its readers
 //! against the stewards' signatures, so it needs no authentication, only bounds: at most
 //! [`MAX_CONNECTIONS`] requests in progress, each within [`TIMEOUT`].
@@ -22,7 +23,7 @@ pub const MAX_CONNECTIONS: usize = 32;
 /// How long reading a request and writing its answer may take.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Whether `path` is one of a log's files: `checkpoint`, `reputation` or under `tile/`,
+/// Whether `path` is one of a log's files: `checkpoint`, `proposal`, `reputation` or under `tile/`,
 /// of path segments of letters, digits, `.` and `_`, none of them `.` or `..`.
 pub fn servable(path: &str) -> bool {
     let fine = |s: &str| {
@@ -32,7 +33,7 @@ pub fn servable(path: &str) -> bool {
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
     };
-    matches!(path, "checkpoint" | "reputation")
+    matches!(path, "checkpoint" | "proposal" | "reputation")
         || path
             .strip_prefix("tile/")
             .is_some_and(|rest| rest.split('/').all(fine))

@@ -242,6 +242,12 @@ pub struct GossipSettings {
     /// The network file (docs/spec/network-file.md): its stewards' checkpoints are followed,
     /// and signed if this relay's identity is a steward's.
     pub network: Option<pb_control::network::NetworkFile>,
+    /// Where this relay keeps the ledger's files (docs/spec/ledger.md): the log operator (the
+    /// network file's first steward) writes its log there, every other relay mirrors the
+    /// operator's there after checking it. `None`: it keeps no copy.
+    pub ledger_dir: Option<PathBuf>,
+    /// Where it serves `ledger_dir` over HTTP.
+    pub ledger_listen: Option<SocketAddr>,
 }
 
 /// Reads the network file at `path`, which must name this configuration's seed and epoch
@@ -758,6 +764,23 @@ impl RelayConfig {
                     .network_file
                     .map(|f| network_file(&dir.join(f), network_seed, epoch_seconds))
                     .transpose()?;
+                let ledger_dir = g.ledger_dir.as_ref().map(|d| dir.join(d));
+                let ledger_listen = g
+                    .ledger_listen
+                    .map(|a| address("gossip.ledger_listen", &a))
+                    .transpose()?;
+                if ledger_dir.is_none() && ledger_listen.is_some() {
+                    return Err(bad(
+                        "gossip.ledger_listen",
+                        "needs gossip.ledger_dir (the files to serve)",
+                    ));
+                }
+                if ledger_dir.is_some() && network.as_ref().is_none_or(|n| n.ledger.is_none()) {
+                    return Err(bad(
+                        "gossip.ledger_dir",
+                        "needs a network file (gossip.network_file) that names the ledger's URL",
+                    ));
+                }
                 let tls_key_file = g.tls_key_file.as_ref().map_or_else(
                     || {
                         let mut p = identity_file.clone().into_os_string();
@@ -797,6 +820,8 @@ impl RelayConfig {
                     exit_max_connections,
                     allow_prefixes,
                     network,
+                    ledger_dir,
+                    ledger_listen,
                 })
             }
         };
@@ -1406,6 +1431,60 @@ mod tests {
         assert_eq!(parse(&both).unwrap_err().field, "mix.epoch_seconds");
         let c = parse(&static_file()).unwrap();
         assert_eq!(c.epoch_seconds(), (3600, "mix.epoch_seconds"));
+    }
+
+    #[test]
+    fn a_ledger_needs_its_directory_and_a_network_file_naming_its_url() {
+        let parse =
+            |file: &ConfigFile| RelayConfig::from_toml(&render(file).unwrap(), Path::new(""));
+        let mut listen_only = gossip_file();
+        if let Some(g) = listen_only.gossip.as_mut() {
+            g.ledger_listen = Some("127.0.0.1:8470".into());
+        }
+        assert_eq!(
+            parse(&listen_only).unwrap_err().field,
+            "gossip.ledger_listen"
+        );
+        let mut no_url = gossip_file();
+        if let Some(g) = no_url.gossip.as_mut() {
+            g.ledger_dir = Some("ledger".into());
+        }
+        let e = parse(&no_url).unwrap_err();
+        assert_eq!(e.field, "gossip.ledger_dir");
+        assert!(e.reason.contains("names the ledger's URL"), "{e}");
+        // With a network file naming the URL: taken, relative to the configuration.
+        let dir =
+            std::env::temp_dir().join(format!("pb-relay-ledger-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pair = pb_control::IdentityKeyPair::from_seed(&[1; 32]);
+        let key = pb_control::note::NoteKey::new("pb.test/steward-1", pair.public()).unwrap();
+        let network = pb_control::network::NetworkFile {
+            stewards: pb_control::checkpoint::Stewards::new("pb.test/network", vec![key], 1)
+                .unwrap(),
+            seed: [0x42; 32],
+            gateways: vec![pb_control::network::GatewayEntry {
+                addr: "198.18.0.1:47480".parse().unwrap(),
+                link_key: [0x11; 32],
+                offers: Vec::new(),
+            }],
+            epoch_seconds: 3600,
+            policy: pb_control::admission::Policy::default(),
+            allow_prefixes: Vec::new(),
+            ledger: Some("http://198.18.0.1:8470".into()),
+        };
+        std::fs::write(dir.join("network.txt"), network.render()).unwrap();
+        let mut with = gossip_file();
+        if let Some(g) = with.gossip.as_mut() {
+            g.network_seed = Some("42".repeat(32));
+            g.network_file = Some("network.txt".into());
+            g.ledger_dir = Some("ledger".into());
+            g.ledger_listen = Some("198.18.0.1:8470".into());
+        }
+        let c = RelayConfig::from_toml(&render(&with).unwrap(), &dir).unwrap();
+        let g = c.gossip.unwrap();
+        assert_eq!(g.ledger_dir, Some(dir.join("ledger")));
+        assert_eq!(g.ledger_listen, Some("198.18.0.1:8470".parse().unwrap()));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

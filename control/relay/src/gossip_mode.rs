@@ -132,6 +132,8 @@ pub struct GossipDriver {
     /// admitted descriptors it names, which are what clients get.
     checkpointed: Option<(String, Vec<pb_control::SignedDescriptor>)>,
     next_checkpoint_look: Duration,
+    /// The relay's part in the ledger (with a network file).
+    ledger: Option<crate::ledger::Ledger>,
 }
 
 impl GossipDriver {
@@ -143,6 +145,7 @@ impl GossipDriver {
         admin: Option<SocketAddr>,
     ) -> anyhow::Result<Self> {
         let identity = read_identity(&settings.identity_file)?;
+        let ledger = crate::ledger::Ledger::start(settings, &identity)?;
         let epoch = Epoch((unix_now().as_secs() / settings.epoch_seconds) as u32);
         let current = fresh_key(epoch)?;
         let next = fresh_key(Epoch(epoch.0.wrapping_add(1)))?;
@@ -196,6 +199,9 @@ impl GossipDriver {
         if let Some(network) = &settings.network {
             gossip.set_stewards(network.stewards.clone(), network.policy);
         }
+        if let Some(ledger) = &ledger {
+            ledger.attach(&mut gossip);
+        }
         Ok(Self {
             settings: settings.clone(),
             offers,
@@ -219,7 +225,16 @@ impl GossipDriver {
             pending: VecDeque::new(),
             checkpointed: None,
             next_checkpoint_look: Duration::ZERO,
+            ledger,
         })
+    }
+
+    /// Reads the links' loop counters for the ledger's records (`links[i]`: link `i`'s
+    /// neighbour now and its counters since the relay started).
+    pub fn observe_loops(&mut self, links: &[(NodeId, pb_mix::LoopStats)]) {
+        if let Some(ledger) = &mut self.ledger {
+            ledger.observe(links);
+        }
     }
 
     /// This relay's node id.
@@ -286,6 +301,11 @@ impl GossipDriver {
         self.flush();
         self.topology_changed(&mut update);
         self.checkpoint_changed(&mut update, now);
+        if let Some(ledger) = &mut self.ledger {
+            update
+                .notes
+                .extend(ledger.turn(&mut self.gossip, self.epoch, now));
+        }
         if admin_ready {
             self.serve_admin(metrics);
         }
@@ -329,7 +349,17 @@ impl GossipDriver {
             match result {
                 Ok(previous) => {
                     self.previous = previous;
+                    let ended = self.epoch;
                     self.epoch = due;
+                    if let Some(ledger) = &mut self.ledger {
+                        let clock = self.origin.elapsed();
+                        update.notes.extend(ledger.epoch_began(
+                            ended,
+                            due,
+                            &mut self.gossip,
+                            clock,
+                        ));
+                    }
                     // The previous epoch's packets are accepted for a sixth of an epoch (at
                     // most a minute): long enough for those in flight.
                     let overlap = crate::replay::overlap(self.settings.epoch_seconds);
@@ -527,6 +557,9 @@ impl GossipDriver {
             Ok(t) => s += &format!("topology {} nodes {}\n", hex(&t.hash()), t.nodes().count()),
             Err(e) => s += &format!("topology none ({e})\n"),
         }
+        if let Some(ledger) = &self.ledger {
+            s += &ledger.status(me);
+        }
         s
     }
 
@@ -590,6 +623,19 @@ impl GossipDriver {
                 "pb_gossip_descriptors_accepted_total".to_owned(),
                 g.descriptors_accepted,
             ),
+            ("pb_gossip_records_sent_total".to_owned(), g.records_sent),
+            (
+                "pb_gossip_records_received_total".to_owned(),
+                g.records_received,
+            ),
+            (
+                "pb_gossip_records_refused_total".to_owned(),
+                g.records_refused,
+            ),
+            (
+                "pb_gossip_records_not_steward_total".to_owned(),
+                g.records_not_steward,
+            ),
         ];
         for reason in Invalid::ALL {
             lines.push((
@@ -599,6 +645,9 @@ impl GossipDriver {
                 ),
                 self.gossip.rejected(reason),
             ));
+        }
+        if let Some(ledger) = &self.ledger {
+            lines.extend(ledger.metrics(self.node_id()));
         }
         lines.extend(dataplane());
         crate::metrics::render(&lines)

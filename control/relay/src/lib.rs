@@ -8,7 +8,8 @@
 //!   pipeline's next deadline; [`metrics`]: every counter in one list; [`report`]: what the
 //!   relay prints on stdout; [`admin`]: the local HTTP admin endpoint.
 //! - [`static_mode`] and [`gossip_mode`]: how the relay learns the network and its keys;
-//!   [`replay`]: the replay filter's size, the life of its tables and its fill alarm.
+//!   [`replay`]: the replay filter's size, the life of its tables and its fill alarm;
+//!   [`ledger`]: records of the loops, collected, logged and mirrored (gossip mode).
 //! - [`roles`]: the services a role adds: a gateway's [`client_link`], an exit's [`exit`].
 //! - [`serve`]: the main thread of a running relay, around the cores.
 //!
@@ -22,6 +23,7 @@ pub mod config;
 pub mod core;
 pub mod exit;
 pub mod gossip_mode;
+pub mod ledger;
 pub mod loop_watch;
 pub mod metrics;
 pub mod published;

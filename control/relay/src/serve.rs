@@ -116,6 +116,18 @@ fn watch_loops(shared: &Shared) {
     }
 }
 
+/// Each link's neighbour now and its loop counters since the relay started.
+fn loops_by_neighbour(shared: &Shared) -> Vec<(pb_sphinx::NodeId, pb_mix::LoopStats)> {
+    shared
+        .links
+        .get()
+        .1
+        .iter()
+        .enumerate()
+        .map(|(link, n)| (n.node, shared.cover.loop_stats(link)))
+        .collect()
+}
+
 /// The epoch the cores process in now.
 fn current_epoch(shared: &Shared) -> Epoch {
     Epoch(shared.roles.epoch.load(Ordering::Relaxed))
@@ -191,6 +203,9 @@ pub fn serve<I: PacketIo + Send>(
             if watched.elapsed() >= Duration::from_secs(1) {
                 watched = Instant::now();
                 watch_loops(shared);
+                if let Mode::Gossip(driver) = &mut mode {
+                    driver.observe_loops(&loops_by_neighbour(shared));
+                }
             }
             match &mut mode {
                 Mode::Static {

@@ -38,8 +38,8 @@ mod util;
 
 pub use network::{
     ADMIN_PORT, Backend, CLIENT_LINK_PORT, DNS_BENCH_PORT, DNS_BENCH_ZONE, DNS_PORT, DNS_ZONE,
-    DOH_PORT, GOSSIP_PORT, Mode, Network, NetworkBuilder, Node, OBFS4_PORT, OutsideNode,
-    PACKET_PORT, QUIC_PORT, Role, Site, TCP_PORT, WSS_PORT, fresh_epoch_seconds,
+    DOH_PORT, GOSSIP_PORT, LEDGER_PORT, Mode, Network, NetworkBuilder, Node, OBFS4_PORT,
+    OutsideNode, PACKET_PORT, QUIC_PORT, Role, Site, TCP_PORT, WSS_PORT, fresh_epoch_seconds,
 };
 pub use run::{Testnet, View};
 pub use util::{

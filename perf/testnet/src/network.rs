@@ -38,6 +38,9 @@ pub const DNS_BENCH_PORT: u16 = 5353;
 pub const DOH_PORT: u16 = 443;
 /// The admin endpoint's port, where a relay has one.
 pub const ADMIN_PORT: u16 = 9100;
+/// The port each relay serves its copy of the ledger on, with [`NetworkBuilder::ledger`]
+/// (relay 0, the first steward, is the log operator: the network file names its URL).
+pub const LEDGER_PORT: u16 = 8470;
 
 /// A relay's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,6 +178,8 @@ pub struct Network {
     /// Relays 0 to n - 1 are stewards (gossip mode; 0: no network file), k must sign;
     /// `None` until `build`: three (at most the relays) and two of them (one of one).
     pub(crate) stewards: Option<(usize, usize)>,
+    /// Whether the network keeps a ledger (every relay a copy in `ledger<i>/`).
+    pub(crate) ledger: bool,
 }
 
 impl core::fmt::Debug for Network {
@@ -241,6 +246,7 @@ impl Network {
             log_dir: None,
             scratch: None,
             stewards: None,
+            ledger: false,
         })
     }
 
@@ -280,7 +286,18 @@ impl Network {
             },
             // The testbed's own range (benchmarking or loopback addresses).
             allow_prefixes: vec![self.own_prefix()],
+            ledger: self.ledger.then(|| self.ledger_url()),
         })
+    }
+
+    /// The ledger's URL (the log operator's, relay 0's, server).
+    pub fn ledger_url(&self) -> String {
+        format!("http://{}:{LEDGER_PORT}", self.address(Node::Relay(0)))
+    }
+
+    /// Whether the network keeps a ledger.
+    pub fn has_ledger(&self) -> bool {
+        self.ledger
     }
 
     /// How many relays.
@@ -779,6 +796,14 @@ impl NetworkBuilder {
         self
     }
 
+    /// The network keeps a ledger (docs/spec/ledger.md; gossip mode with stewards): relay 0
+    /// is its operator, every relay keeps a copy in `ledger<i>/` of the scratch directory and
+    /// serves it on [`LEDGER_PORT`].
+    pub fn ledger(mut self, on: bool) -> Self {
+        self.0.ledger = on;
+        self
+    }
+
     /// The network, if the settings fit together.
     ///
     /// # Errors
@@ -832,6 +857,10 @@ impl NetworkBuilder {
                 n.relays
             );
         }
+        ensure!(
+            !n.ledger || (matches!(n.mode, Mode::Gossip { .. }) && count > 0),
+            "a ledger needs gossip mode and stewards"
+        );
         if let Some((i, _)) = n.deliver_to.iter().find(|(i, _)| *i >= n.relays) {
             bail!("deliver_to for relay {i} of {}", n.relays);
         }

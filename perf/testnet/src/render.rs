@@ -78,6 +78,10 @@ impl Network {
                     exit_allow: (role == Role::Exit && self.exit_allow)
                         .then(|| vec![self.own_range()]),
                     network_file: self.network_file().map(|_| NETWORK_FILE.into()),
+                    ledger_dir: self.ledger.then(|| format!("ledger{i}")),
+                    ledger_listen: self
+                        .ledger
+                        .then(|| format!("{me}:{}", crate::network::LEDGER_PORT)),
                     ..GossipSection::default()
                 }),
                 None,

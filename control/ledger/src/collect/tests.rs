@@ -132,13 +132,18 @@ fn a_steward_keeps_the_first_record_per_relay_of_the_epochs_it_collects() {
     assert!(relays.windows(2).all(|w| w[0] < w[1]), "in order of relay");
     assert_eq!(relays.len(), 2);
     assert_eq!(c.count(Epoch(8)), 0, "older epochs are dropped");
+    // A record of a taken epoch, sent again late, is not taken twice.
+    assert!(matches!(
+        c.offer(record(5, "pb.test/network", 9).as_bytes(), now),
+        Err(Refused::OtherEpoch(9))
+    ));
 }
 
 #[test]
 fn the_operators_log_appends_publishes_and_reopens() {
     let dir = std::env::temp_dir().join(format!("pb-ledger-collect-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut log = Log::open(TileDir::new(&dir)).unwrap();
+    let mut log = Log::open(TileDir::new(&dir), "checkpoint").unwrap();
     assert_eq!(log.tree().size(), 0);
     let batch: Vec<SignedMeasurement> =
         (1..=200).map(|s| record(s, "pb.test/network", 3)).collect();
@@ -149,6 +154,7 @@ fn the_operators_log_appends_publishes_and_reopens() {
         network: "pb.test/network".into(),
         tree_size: 200,
         tree_root: log.root().0,
+        reputation: [0; 32],
         epoch: Epoch(5),
         descriptors: [0; 32],
         topology: [0; 32],
@@ -159,7 +165,7 @@ fn the_operators_log_appends_publishes_and_reopens() {
     let note = pb_control::note::sign(&text, &[&signer]).unwrap();
     assert_eq!(tree_of(note.as_bytes()), Some((200, log.root())));
     log.dir().write("checkpoint", note.as_bytes()).unwrap();
-    let again = Log::open(TileDir::new(&dir)).unwrap();
+    let again = Log::open(TileDir::new(&dir), "checkpoint").unwrap();
     assert_eq!(again.root(), log.root());
     assert_eq!(again.entries(), log.entries());
     std::fs::remove_dir_all(&dir).unwrap();

@@ -276,6 +276,13 @@ pub struct GossipSection {
     /// The network file (stewards, threshold, gateways), relative to the configuration file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network_file: Option<String>,
+    /// Where to keep the ledger's files (the log operator's log, or a checked mirror of it),
+    /// relative to the configuration file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_dir: Option<String>,
+    /// Where to serve the ledger's files over HTTP, e.g. "198.18.0.1:8470".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_listen: Option<String>,
 }
 
 /// The static topology file.
