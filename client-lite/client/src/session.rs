@@ -333,9 +333,10 @@ impl Session {
         layer: usize,
         random: &mut dyn Random,
     ) -> Result<&'a Placed, NoRoute> {
-        let nodes = topology.layer(layer);
-        nodes
-            .get(random.below(nodes.len()))
+        // By the weights of the reputation table the stewards committed to, once the
+        // client holds it (docs/spec/ledger.md); all alike before.
+        topology
+            .pick(layer, |n| random.below(n))
             .ok_or(NoRoute::Topology)
     }
 

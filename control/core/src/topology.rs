@@ -3,7 +3,7 @@
 //! [`MIX_LAYERS`] layers in an order drawn from the epoch's randomness, exits in the last
 //! layer. Its [`hash`](Topology::hash) lets nodes, tests and operators compare views.
 
-use std::net::SocketAddr;
+use std::{collections::BTreeMap, net::SocketAddr};
 
 use pb_sphinx::{Epoch, NodeId};
 
@@ -39,6 +39,11 @@ pub struct Topology {
     epoch: Epoch,
     layers: Vec<Vec<Placed>>,
     hash: [u8; 32],
+    /// Route weights by node (the ledger's reputation table, docs/spec/ledger.md); a node
+    /// not in it weighs `unlisted`. Empty: every node weighs the same. Not in the hash:
+    /// the weights say how to choose among the nodes, not which nodes there are.
+    weights: BTreeMap<NodeId, u64>,
+    unlisted: u64,
 }
 
 /// Why no topology could be formed.
@@ -123,6 +128,8 @@ impl Topology {
             epoch,
             layers,
             hash,
+            weights: BTreeMap::new(),
+            unlisted: 1,
         })
     }
 
@@ -172,6 +179,42 @@ impl Topology {
     /// A digest of the whole topology: equal hashes, equal topologies.
     pub fn hash(&self) -> [u8; 32] {
         self.hash
+    }
+
+    /// Routes choose a node of a layer with probability proportional to its weight in
+    /// `weights`, or `unlisted` if it is not there (a relay new to the ledger). Empty
+    /// `weights`: all alike.
+    pub fn weigh(&mut self, weights: BTreeMap<NodeId, u64>, unlisted: u64) {
+        self.unlisted = if weights.is_empty() { 1 } else { unlisted };
+        self.weights = weights;
+    }
+
+    /// A node's route weight (1 for every node when the topology is not weighed).
+    pub fn weight(&self, node: &NodeId) -> u64 {
+        self.weights.get(node).copied().unwrap_or(self.unlisted)
+    }
+
+    /// A node of `layer` for a route, drawn by weight: `below(n)` must return a uniform
+    /// draw from `0..n`. `None` for an empty layer. Nodes of weight 0 are chosen only if
+    /// every node of the layer weighs 0 (then all alike).
+    pub fn pick(&self, layer: usize, below: impl FnOnce(usize) -> usize) -> Option<&Placed> {
+        let nodes = self.layer(layer);
+        let total: u64 = nodes.iter().map(|p| self.weight(&p.node)).sum();
+        let Ok(total) = usize::try_from(total) else {
+            return nodes.get(below(nodes.len()));
+        };
+        if total == 0 {
+            return nodes.get(below(nodes.len()));
+        }
+        let mut draw = below(total) as u64;
+        for p in nodes {
+            let w = self.weight(&p.node);
+            if draw < w {
+                return Some(p);
+            }
+            draw -= w;
+        }
+        nodes.last()
     }
 }
 
@@ -259,6 +302,46 @@ mod tests {
         assert_eq!(ids(t.links(exit)), [layer_ids(0), layer_ids(3)].concat());
         let mix = t.layer(2)[1].node;
         assert_eq!(ids(t.links(mix)), [layer_ids(3), layer_ids(1)].concat());
+    }
+
+    #[test]
+    fn weighed_routes_choose_nodes_in_proportion_to_their_weights() {
+        let nodes = network(4);
+        let mut t = Topology::compute(&[5; 32], Epoch(4), &nodes).unwrap();
+        let hash = t.hash();
+        let layer: Vec<NodeId> = t.layer(2).iter().map(|p| p.node).collect();
+        // Every draw of 0..n, once: the count each node gets is exactly its weight's share.
+        let counts = |t: &Topology| {
+            let total: u64 = layer.iter().map(|n| t.weight(n)).sum();
+            let mut counts = BTreeMap::new();
+            for draw in 0..total as usize {
+                let picked = t.pick(2, |n| {
+                    assert_eq!(n, total as usize);
+                    draw
+                });
+                *counts.entry(picked.unwrap().node).or_insert(0u64) += 1;
+            }
+            layer
+                .iter()
+                .map(|n| counts.get(n).copied().unwrap_or(0))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(counts(&t), [1, 1, 1], "unweighed: all alike");
+        // The first node well reputed, the second badly, the third new to the ledger.
+        t.weigh(
+            [(layer[0], 900_000), (layer[1], 150_000)]
+                .into_iter()
+                .collect(),
+            100_000,
+        );
+        assert_eq!(t.hash(), hash, "weights are not part of the topology");
+        assert_eq!(counts(&t), [900_000, 150_000, 100_000]);
+        // Weights of zero: chosen only when the whole layer weighs nothing.
+        t.weigh(layer.iter().map(|n| (*n, 0)).collect(), 100_000);
+        assert_eq!(t.pick(2, |n| n - 1).unwrap().node, layer[2]);
+        t.weigh([(layer[0], 0)].into_iter().collect(), 5);
+        assert_eq!(counts(&t), [0, 5, 5]);
+        assert!(t.pick(7, |_| 0).is_none(), "no such layer");
     }
 
     #[test]

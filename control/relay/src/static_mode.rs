@@ -107,6 +107,8 @@ impl Loaded {
                 Some(LoopPlan {
                     first: hop(n),
                     via: if fits { via } else { Vec::new() },
+                    // A static network keeps no ledger: all alike.
+                    weights: Vec::new(),
                     back: me.filter(|_| fits),
                 })
             })

@@ -78,6 +78,10 @@ pub struct LoopPlan {
     pub first: Hop,
     /// The candidates of each layer between the neighbour and this relay.
     pub via: Vec<Vec<Hop>>,
+    /// Each candidate's route weight (the ledger's reputation, as clients weigh routes),
+    /// layer by layer as in `via`; a layer whose weights are missing, of another length or
+    /// all zero draws its candidates alike.
+    pub weights: Vec<Vec<u64>>,
     /// This relay, the loop's last hop.
     pub back: Option<Hop>,
 }
@@ -103,6 +107,7 @@ impl LoopPlan {
         Some(Self {
             first: *first,
             via,
+            weights: Vec::new(),
             back,
         })
     }
@@ -259,11 +264,14 @@ impl LoopCover {
         let back = plan.back?;
         let mut route = Vec::with_capacity(layers + 2);
         route.push(plan.first);
-        for (layer, draw) in plan.via.iter().zip(draws) {
+        for (i, (layer, draw)) in plan.via.iter().zip(draws).enumerate() {
             if layer.is_empty() {
                 return None;
             }
-            let pick = (draw * layer.len() as f64) as usize;
+            let pick = match plan.weights.get(i) {
+                Some(w) if w.len() == layer.len() && w.iter().any(|&x| x > 0) => weighted(w, draw),
+                _ => (draw * layer.len() as f64) as usize,
+            };
             route.push(layer[pick.min(layer.len() - 1)]);
         }
         route.push(back);
@@ -272,6 +280,20 @@ impl LoopCover {
         }
         Some(route)
     }
+}
+
+/// The index `draw` (uniform in [0, 1)) falls on when each index takes a share of [0, 1)
+/// proportional to its weight.
+fn weighted(weights: &[u64], draw: f64) -> usize {
+    let total: f64 = weights.iter().map(|&w| w as f64).sum();
+    let mut left = draw * total;
+    for (i, &w) in weights.iter().enumerate() {
+        if left < w as f64 {
+            return i;
+        }
+        left -= w as f64;
+    }
+    weights.iter().rposition(|&w| w > 0).unwrap_or(0)
 }
 
 impl Drop for LoopCover {
@@ -664,5 +686,23 @@ impl CoverSource for CoverPool {
 
     fn loop_stats(&self, link: usize) -> LoopStats {
         self.handle.loop_stats(link)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::weighted;
+
+    #[test]
+    fn a_weighted_draw_falls_on_each_candidate_by_its_share() {
+        let weights = [900_000, 150_000, 0, 100_000];
+        let mut counts = [0u32; 4];
+        for i in 0..1_150 {
+            counts[weighted(&weights, (f64::from(i) + 0.5) / 1_150.0)] += 1;
+        }
+        assert_eq!(counts, [900, 150, 0, 100]);
+        assert_eq!(weighted(&weights, 0.999_999_999), 3);
+        assert_eq!(weighted(&[0, 5, 0], 0.0), 1);
+        assert_eq!(weighted(&[0, 5, 0], 0.999), 1);
     }
 }

@@ -169,6 +169,7 @@ fn run(real_shapes: bool) -> Outcome {
                             .iter()
                             .map(|l| l.iter().map(|j| relay_hop(*j)).collect())
                             .collect(),
+                        weights: Vec::new(),
                         back: Some(relay_hop(r)),
                     }
                 } else {
@@ -176,6 +177,7 @@ fn run(real_shapes: bool) -> Outcome {
                     LoopPlan {
                         first: relay_hop(*first),
                         via: via.iter().map(|l| vec![relay_hop(l[0])]).collect(),
+                        weights: Vec::new(),
                         back: Some(relay_hop(r)),
                     }
                 })
