@@ -19,6 +19,7 @@ mod doh;
 mod link_thread;
 mod loops;
 mod obfs4;
+mod reputation;
 mod schedule;
 mod session;
 
@@ -224,6 +225,10 @@ struct Client {
     /// The gateway, once the claim holds and our mailbox is registered.
     gateway: Option<NodeId>,
     topology: Option<Topology>,
+    /// The route weights of the reputation table the stewards last committed to (its
+    /// hash), once fetched and checked; the fetch of a newer one.
+    weights: Option<([u8; 32], reputation::Weights)>,
+    reputation: Option<reputation::ReputationFetch>,
     fetch: Fetch,
     sessions: Vec<(Isolation, Session)>,
     apps: HashMap<Token, App>,
@@ -450,6 +455,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         registered: false,
         gateway: None,
         topology: None,
+        weights: None,
+        reputation: None,
         fetch: Fetch::new(nonce),
         sessions: Vec::new(),
         apps: HashMap::new(),
@@ -790,6 +797,12 @@ impl Client {
             if self.network.is_some() && self.checkpoint.is_none() {
                 self.request(link::checkpoint_request(self.fetch.nonce));
             }
+            if let Some(fetch) = &self.reputation {
+                let (nonce, missing) = (fetch.nonce, fetch.missing());
+                for page in missing {
+                    self.request(link::reputation_request(nonce, page));
+                }
+            }
             self.next_fetch = now
                 + if self.topology.is_some() {
                     FETCH_GAP
@@ -896,6 +909,12 @@ impl Client {
                 self.checkpoint = Some(note.to_vec());
                 self.try_directory();
             }
+            Some(FromGateway::Reputation {
+                nonce,
+                page,
+                pages,
+                chunk,
+            }) => self.reputation_page(nonce, page, pages, chunk),
             Some(FromGateway::Reply { surb, payload }) => {
                 let mut payload = payload.to_vec();
                 if let Some((_, session)) = self.sessions.iter_mut().find(|(_, s)| s.owns(&surb)) {
@@ -936,13 +955,75 @@ impl Client {
                     .topology
                     .as_ref()
                     .is_none_or(|t| t.hash() != verified.topology.hash());
-                self.topology = Some(verified.topology);
+                let mut topology = verified.topology;
+                if let Some((_, (weights, unlisted))) = &self.weights {
+                    topology.weigh(weights.clone(), *unlisted);
+                }
+                self.topology = Some(topology);
+                self.want_reputation(verified.checkpoint.reputation);
                 self.claim(claimed);
                 if changed {
                     self.retire_sessions();
                 }
             }
             Err(hostile) => self.leave_gateway(&hostile.to_string()),
+        }
+    }
+
+    /// Fetches the reputation table `want` commits to, unless it is held or being fetched
+    /// (all zero: the ledger is empty, routes weigh all alike).
+    fn want_reputation(&mut self, want: [u8; 32]) {
+        if want == [0; 32]
+            || self.weights.as_ref().is_some_and(|(w, _)| *w == want)
+            || self.reputation.as_ref().is_some_and(|f| f.want == want)
+        {
+            return;
+        }
+        let mut nonce = [0u8; 8];
+        self.random.fill(&mut nonce);
+        self.reputation = Some(reputation::ReputationFetch::new(nonce, want));
+        self.request(link::reputation_request(nonce, 0));
+    }
+
+    /// A page of the reputation table: once all are here and the table is the one the
+    /// stewards committed to, routes weigh relays by it.
+    fn reputation_page(&mut self, nonce: [u8; 8], page: u8, pages: u8, chunk: &[u8]) {
+        let (Some(fetch), Some(network)) = (&mut self.reputation, &self.network) else {
+            return;
+        };
+        let name = network.stewards.network().to_owned();
+        match fetch.take(nonce, page, pages, chunk, &name) {
+            reputation::Taken::Incomplete => {
+                if page == 0 {
+                    let missing = fetch.missing();
+                    for p in missing {
+                        self.request(link::reputation_request(nonce, p));
+                    }
+                }
+            }
+            reputation::Taken::Weights(weights) => {
+                let want = fetch.want;
+                if let Some(topology) = &mut self.topology {
+                    topology.weigh(weights.0.clone(), weights.1);
+                }
+                tracing::info!(
+                    "routes weigh {} relays by the reputation table the stewards signed",
+                    weights.0.len()
+                );
+                self.weights = Some((want, weights));
+                self.reputation = None;
+            }
+            reputation::Taken::NoTable => {
+                pb_log::info_limited!(
+                    "the gateway serves no reputation table: routes weigh relays alike"
+                );
+                self.reputation = None;
+            }
+            reputation::Taken::Refused(why) => {
+                // Weights the stewards did not sign get no say: routes keep what they had.
+                tracing::warn!("the gateway's reputation table refused: {why}");
+                self.reputation = None;
+            }
         }
     }
 
@@ -1029,6 +1110,7 @@ impl Client {
         self.registered = false;
         self.topology = None;
         self.checkpoint = None;
+        self.reputation = None;
         let mut nonce = [0u8; 8];
         self.random.fill(&mut nonce);
         self.fetch = Fetch::new(nonce);

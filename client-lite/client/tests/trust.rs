@@ -205,6 +205,10 @@ fn serve(socket: UdpSocket, lie: Arc<Mutex<Lie>>, packets: Arc<AtomicU64>, stop:
                     Some(FromClient::CheckpointRequest { nonce }) => {
                         link::checkpoint(nonce, Some(&lie.note))
                     }
+                    // This network keeps no ledger: no table to serve.
+                    Some(FromClient::ReputationRequest { nonce, page }) => {
+                        link::reputation_page(nonce, page, None)
+                    }
                     Some(FromClient::Register { token }) => {
                         link::registered(link::mailbox_of(token))
                     }

@@ -18,6 +18,8 @@ pub const DIR_REQUEST: u8 = 0x01;
 pub const REGISTER: u8 = 0x02;
 /// Client to gateway: the stewards' cosigned checkpoint.
 pub const CHECKPOINT_REQUEST: u8 = 0x03;
+/// Client to gateway: a page of the reputation table the cosigned checkpoint commits to.
+pub const REPUTATION_REQUEST: u8 = 0x04;
 /// Client to gateway: a Sphinx packet whose first hop is the gateway.
 pub const PACKET: u8 = 0x10;
 /// Gateway to client: a directory page.
@@ -32,6 +34,10 @@ pub const LOOP: u8 = 0x84;
 pub const CHECKPOINT: u8 = 0x86;
 /// The longest cosigned checkpoint a message carries.
 pub const MAX_CHECKPOINT: usize = 16 * 1024;
+/// Gateway to client: a page of the reputation table (none: the gateway holds none).
+pub const REPUTATION: u8 = 0x87;
+/// Bytes of the reputation table's text per page (a table of 40,000 relays fits 255 pages).
+pub const REPUTATION_PAGE: usize = 8 * 1024;
 
 /// The mailbox of `token` (as the gateway derives it).
 pub fn mailbox_of(token: &[u8; 32]) -> MailboxId {
@@ -55,6 +61,34 @@ pub fn request(nonce: [u8; 8], page: u8) -> Message {
 /// A request for the cosigned checkpoint.
 pub fn checkpoint_request(nonce: [u8; 8]) -> Message {
     message(CHECKPOINT_REQUEST, nonce.to_vec())
+}
+
+/// A request for page `page` of the reputation table.
+pub fn reputation_request(nonce: [u8; 8], page: u8) -> Message {
+    let mut body = nonce.to_vec();
+    body.push(page);
+    message(REPUTATION_REQUEST, body)
+}
+
+/// Page `page` of `table` (the reputation table's text, cut in [`REPUTATION_PAGE`] bytes):
+/// the page's number, how many there are (0: the gateway holds no table, or one longer
+/// than 255 pages), its bytes. A page past the last is empty.
+pub fn reputation_page(nonce: [u8; 8], page: u8, table: Option<&[u8]>) -> Message {
+    let table = table.unwrap_or(&[]);
+    let pages = table.len().div_ceil(REPUTATION_PAGE);
+    let (pages, chunk) = match u8::try_from(pages) {
+        Ok(p) => {
+            let start = (usize::from(page) * REPUTATION_PAGE).min(table.len());
+            let end = (start + REPUTATION_PAGE).min(table.len());
+            (p, &table[start..end])
+        }
+        Err(_) => (0, &[][..]),
+    };
+    let mut body = nonce.to_vec();
+    body.extend_from_slice(&[page, pages]);
+    body.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+    body.extend_from_slice(chunk);
+    message(REPUTATION, body)
 }
 
 /// Registers the mailbox of `token` with the link this goes over (moving it from any other
@@ -169,6 +203,17 @@ pub enum FromGateway<'a> {
         /// The signed note, not yet verified.
         note: &'a [u8],
     },
+    /// A page of the reputation table (not yet checked against the checkpoint).
+    Reputation {
+        /// The request's nonce.
+        nonce: [u8; 8],
+        /// Which page, of how many (0: the gateway holds no table).
+        page: u8,
+        /// Pages in all.
+        pages: u8,
+        /// The page's bytes of the table's text.
+        chunk: &'a [u8],
+    },
 }
 
 /// What a client sent. `Debug` shows no token and no packet.
@@ -185,6 +230,13 @@ pub enum FromClient<'a> {
     CheckpointRequest {
         /// Echoed in the answer.
         nonce: [u8; 8],
+    },
+    /// A page of the reputation table.
+    ReputationRequest {
+        /// Echoed in the answer.
+        nonce: [u8; 8],
+        /// Which page.
+        page: u8,
     },
     /// Register the mailbox of this token.
     Register {
@@ -207,6 +259,11 @@ impl core::fmt::Debug for FromClient<'_> {
                 .debug_struct("CheckpointRequest")
                 .field("nonce", nonce)
                 .finish(),
+            FromClient::ReputationRequest { nonce, page } => f
+                .debug_struct("ReputationRequest")
+                .field("nonce", nonce)
+                .field("page", page)
+                .finish(),
             FromClient::Register { .. } => f.debug_struct("Register").finish_non_exhaustive(),
             FromClient::Packet(_) => f.debug_struct("Packet").finish_non_exhaustive(),
         }
@@ -226,6 +283,10 @@ pub fn parse_request(m: &Message) -> Option<FromClient<'_>> {
             page: b[8],
         }),
         (CHECKPOINT_REQUEST, 8) => Some(FromClient::CheckpointRequest { nonce: nonce(b)? }),
+        (REPUTATION_REQUEST, 9) => Some(FromClient::ReputationRequest {
+            nonce: nonce(b)?,
+            page: b[8],
+        }),
         (REGISTER, 32) => Some(FromClient::Register {
             token: b.try_into().ok()?,
         }),
@@ -275,6 +336,18 @@ pub fn parse(m: &Message) -> Option<FromGateway<'_>> {
             Some(FromGateway::Checkpoint {
                 nonce: nonce(b)?,
                 note: &b[10..],
+            })
+        }
+        REPUTATION => {
+            let len = usize::from(u16::from_be_bytes(b.get(10..12)?.try_into().ok()?));
+            if b.len() != 12 + len || len > REPUTATION_PAGE {
+                return None;
+            }
+            Some(FromGateway::Reputation {
+                nonce: nonce(b)?,
+                page: b[8],
+                pages: b[9],
+                chunk: &b[12..],
             })
         }
         REGISTERED if b.len() == 16 => Some(FromGateway::Registered {
@@ -373,6 +446,59 @@ mod tests {
         assert_eq!(parse(&bad_page), None, "trailing bytes");
         bad_page.body.truncate(100);
         assert_eq!(parse(&bad_page), None, "a descriptor cut short");
+    }
+
+    #[test]
+    fn the_reputation_table_travels_in_pages() {
+        let n = [7u8; 8];
+        assert_eq!(
+            parse_request(&reputation_request(n, 2)),
+            Some(FromClient::ReputationRequest { nonce: n, page: 2 })
+        );
+        let table: Vec<u8> = (0..REPUTATION_PAGE * 2 + 100).map(|i| i as u8).collect();
+        let mut got = Vec::new();
+        for p in 0..3u8 {
+            match parse(&reputation_page(n, p, Some(&table))).unwrap() {
+                FromGateway::Reputation {
+                    nonce,
+                    page,
+                    pages,
+                    chunk,
+                } => {
+                    assert_eq!((nonce, page, pages), (n, p, 3));
+                    got.extend_from_slice(chunk);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, table);
+        // Past the last page, and no table: empty.
+        for m in [
+            reputation_page(n, 9, Some(&table)),
+            reputation_page(n, 0, None),
+        ] {
+            assert!(matches!(
+                parse(&m),
+                Some(FromGateway::Reputation { chunk: b"", .. })
+            ));
+        }
+        let huge = vec![b'x'; REPUTATION_PAGE * 256];
+        assert!(matches!(
+            parse(&reputation_page(n, 0, Some(&huge))),
+            Some(FromGateway::Reputation {
+                pages: 0,
+                chunk: b"",
+                ..
+            })
+        ));
+        let mut bad = reputation_page(n, 0, Some(&table));
+        bad.body.push(0);
+        assert_eq!(parse(&bad), None, "a length that is not the page's");
+        bad.body.truncate(11);
+        assert_eq!(parse(&bad), None, "cut short");
+        let mut long = reputation_request(n, 2);
+        long.body.push(0);
+        assert_eq!(parse_request(&long), None);
     }
 
     #[test]

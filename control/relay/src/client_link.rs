@@ -64,6 +64,9 @@ pub struct Directory {
     /// The stewards' cosigned checkpoint naming these descriptors (a signed note), when the
     /// relay follows a network file and holds one.
     pub checkpoint: Option<String>,
+    /// The reputation table (its text) whose hash that checkpoint commits to, when the
+    /// relay keeps a copy of the ledger and has computed it (docs/spec/ledger.md).
+    pub reputation: Option<String>,
 }
 
 /// A reply on its way from a core to the client link.
@@ -112,6 +115,8 @@ pub struct ClientLinkStats {
     pub pages: AtomicU64,
     /// Cosigned checkpoints served.
     pub checkpoints: AtomicU64,
+    /// Reputation table pages served.
+    pub reputation_pages: AtomicU64,
 }
 
 impl ClientLinkStats {
@@ -134,6 +139,7 @@ impl ClientLinkStats {
             ("arrivals_full", &self.arrivals_full),
             ("pages", &self.pages),
             ("checkpoints", &self.checkpoints),
+            ("reputation_pages", &self.reputation_pages),
         ]
         .into_iter()
         .map(|(name, v)| crate::metrics::role_metric("client_link", name, v))
@@ -501,6 +507,15 @@ impl ClientLink {
                     Some(link::checkpoint(
                         nonce,
                         directory.checkpoint.as_deref().map(str::as_bytes),
+                    ))
+                }
+                Some(FromClient::ReputationRequest { nonce, page }) => {
+                    let (_, directory) = self.directory.get();
+                    ClientLinkStats::add(&self.stats().reputation_pages, 1);
+                    Some(link::reputation_page(
+                        nonce,
+                        page,
+                        directory.reputation.as_deref().map(str::as_bytes),
                     ))
                 }
                 Some(FromClient::Register { token }) => {
