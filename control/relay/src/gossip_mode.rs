@@ -134,6 +134,12 @@ pub struct GossipDriver {
     next_checkpoint_look: Duration,
     /// The relay's part in the ledger (with a network file).
     ledger: Option<crate::ledger::Ledger>,
+    /// The checkpoint whose reputation table a gateway serves.
+    reputation_served: Option<String>,
+    /// The reputation table the loop routes were last weighed by (its hash).
+    last_weights: Option<[u8; 32]>,
+    /// The reputation table hash of the cosigned checkpoint held.
+    checkpoint_reputation: [u8; 32],
 }
 
 impl GossipDriver {
@@ -226,6 +232,9 @@ impl GossipDriver {
             checkpointed: None,
             next_checkpoint_look: Duration::ZERO,
             ledger,
+            reputation_served: None,
+            last_weights: None,
+            checkpoint_reputation: [0; 32],
         })
     }
 
@@ -306,6 +315,7 @@ impl GossipDriver {
                 .notes
                 .extend(ledger.turn(&mut self.gossip, self.epoch, now));
         }
+        self.serve_reputation(&mut update);
         if admin_ready {
             self.serve_admin(metrics);
         }
@@ -414,10 +424,28 @@ impl GossipDriver {
             }
             return;
         };
-        if self.last_hash == Some(topology.hash()) {
+        // Loop routes weigh relays by the reputation table the stewards committed to, once
+        // this relay's copy of the ledger gives it (as clients' routes do).
+        let weights_id = self
+            .ledger
+            .as_ref()
+            .and_then(|l| l.holds_table(&self.checkpoint_reputation))
+            .unwrap_or(false)
+            .then_some(self.checkpoint_reputation);
+        if self.last_hash == Some(topology.hash()) && self.last_weights == weights_id {
             return;
         }
         self.last_hash = Some(topology.hash());
+        self.last_weights = weights_id;
+        let mut topology = topology.clone();
+        if let Some((weights, unlisted)) = self
+            .ledger
+            .as_ref()
+            .and_then(|l| weights_id.and_then(|c| l.route_weights(&c)))
+        {
+            topology.weigh(weights, unlisted);
+        }
+        let topology = &topology;
         let (mut neighbours, mut routes) = links_of(topology, me);
         let my = topology.find(me);
         for old in &self.overlap_links {
@@ -447,6 +475,24 @@ impl GossipDriver {
         }
     }
 
+    /// A gateway whose copy of the ledger now gives the table its checkpoint commits to
+    /// serves it from now on (the copy may trail the checkpoint by a fetch).
+    fn serve_reputation(&mut self, update: &mut Update) {
+        if self.settings.client_bind.is_none() || update.directory.is_some() {
+            return;
+        }
+        let Some((note, _)) = &self.checkpointed else {
+            return;
+        };
+        if self.reputation_served.as_deref() == Some(note.as_str()) {
+            return;
+        }
+        if self.reputation_for(note).is_some() {
+            self.reputation_served = Some(note.clone());
+            update.directory = Some(self.client_directory());
+        }
+    }
+
     /// What a gateway serves clients: with a cosigned checkpoint, the checkpoint and the
     /// descriptors it admitted, each with whether its relay is live now; without one (no
     /// network file, or none cosigned yet), every descriptor held.
@@ -466,15 +512,29 @@ impl GossipDriver {
                         })
                         .collect(),
                     checkpoint: Some(note.clone()),
+                    reputation: self.reputation_for(note),
                 }
             }
             None => crate::client_link::Directory {
                 epoch: self.epoch.0,
                 descriptors: self.gossip.client_view(),
                 checkpoint: None,
+                reputation: None,
             },
         };
         Arc::new(directory)
+    }
+
+    /// The reputation table `note` (a cosigned checkpoint) commits to, if this relay's copy
+    /// of the ledger gives it.
+    fn reputation_for(&self, note: &str) -> Option<String> {
+        let commitment = pb_ledger::collect::reputation_of_note(note.as_bytes())?;
+        let ledger = self.ledger.as_ref()?;
+        if ledger.holds_table(&commitment)? {
+            ledger.table_text()
+        } else {
+            None
+        }
     }
 
     /// Once a second: whether the stewards' cosigned checkpoint changed. Every relay with a
@@ -523,6 +583,7 @@ impl GossipDriver {
             signers.len(),
             hex(&checkpoint.topology)
         ));
+        self.checkpoint_reputation = checkpoint.reputation;
         self.checkpointed = Some((note, admitted));
         if self.settings.client_bind.is_some() {
             update.directory = Some(self.client_directory());
@@ -554,7 +615,13 @@ impl GossipDriver {
             self.epoch.0,
         );
         match self.gossip.topology() {
-            Ok(t) => s += &format!("topology {} nodes {}\n", hex(&t.hash()), t.nodes().count()),
+            Ok(t) => {
+                s += &format!("topology {} nodes {}\n", hex(&t.hash()), t.nodes().count());
+                // Public: every relay computes every relay's layer.
+                if let Some(p) = t.find(me) {
+                    s += &format!("layer {}\n", p.layer);
+                }
+            }
             Err(e) => s += &format!("topology none ({e})\n"),
         }
         if let Some(ledger) = &self.ledger {
@@ -726,12 +793,14 @@ fn loop_plan(topology: &Topology, first: &pb_control::Placed, me: &pb_control::P
         public_key: p.sphinx_key,
         delay: DelayMs(0),
     };
-    let mut via = Vec::new();
+    let (mut via, mut weights) = (Vec::new(), Vec::new());
     let mut layer = (first.layer + 1) % pb_control::LAYERS;
     while layer != me.layer {
-        let candidates: Vec<Hop> = topology.layer(layer).iter().map(hop).collect();
-        if !candidates.is_empty() {
-            via.push(candidates);
+        let nodes = topology.layer(layer);
+        if !nodes.is_empty() {
+            via.push(nodes.iter().map(hop).collect());
+            // Loops choose relays as clients' routes do: by the topology's weights.
+            weights.push(nodes.iter().map(|p| topology.weight(&p.node)).collect());
         }
         layer = (layer + 1) % pb_control::LAYERS;
     }
@@ -741,12 +810,14 @@ fn loop_plan(topology: &Topology, first: &pb_control::Placed, me: &pb_control::P
         return LoopPlan {
             first: hop(first),
             via: Vec::new(),
+            weights: Vec::new(),
             back: None,
         };
     }
     LoopPlan {
         first: hop(first),
         via,
+        weights,
         back: Some(hop(me)),
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! - **Every relay** sums its loops per neighbour through an epoch ([`Recorder`]), signs the
 //!   epoch's record when the next begins, and sends it to the stewards by gossip, again every
-//!   [`resend_every`] until the log takes that epoch.
+//!   [`resend_every`] through that next epoch (the log takes it as the one after begins).
 //! - **Stewards** collect the records ([`Collector`]). The **log operator**, the network
 //!   file's first steward, appends epoch `e`'s records as `e + 2` begins, publishes the
 //!   tiles and its own signed `proposal`, and signs checkpoints naming the new tree. The
@@ -43,7 +43,7 @@ use pb_ledger::{
     http::HttpSource,
     record::SignedMeasurement,
     reputation::{Params, Reputation, Table},
-    tiles::{TileDir, TileSource as _, read_log},
+    tiles::{TileDir, read_log},
 };
 use pb_mix::LoopStats;
 use pb_sphinx::{Epoch, NodeId};
@@ -79,6 +79,27 @@ struct FollowCounters {
     failed: u64,
 }
 
+/// The tree a relay holds (made, or checked), the reputation table its records give, and
+/// that table's hash.
+struct Held {
+    size: u64,
+    root: Hash,
+    table: Table,
+    commitment: [u8; 32],
+}
+
+impl Held {
+    fn new(size: u64, root: Hash, table: Table) -> Self {
+        let commitment = table.commitment();
+        Self {
+            size,
+            root,
+            table,
+            commitment,
+        }
+    }
+}
+
 /// How this relay keeps the log, if it does.
 enum Keeper {
     /// No copy (no `gossip.ledger_dir`).
@@ -111,7 +132,7 @@ pub struct Ledger {
     server: Option<Arc<AtomicBool>>,
     /// The tree this relay holds (made, or checked), what its records give, and the note
     /// naming it that the relay fetched or signed.
-    held: Option<(u64, Hash, Table)>,
+    held: Option<Held>,
     /// The cosigned checkpoint written last as `checkpoint`.
     written: Option<String>,
     made: u64,
@@ -176,7 +197,7 @@ impl Ledger {
                 let (tx, results) = mpsc::channel();
                 let stop = Arc::new(AtomicBool::new(false));
                 let follower = Follower {
-                    source,
+                    source: Box::new(source),
                     file,
                     dir: dir.clone(),
                     stewards: stewards.clone(),
@@ -210,7 +231,7 @@ impl Ledger {
             _ => None,
         };
         let held = match &keeper {
-            Keeper::Operator(log, reputation) => Some((
+            Keeper::Operator(log, reputation) => Some(Held::new(
                 log.tree().size(),
                 log.root(),
                 Table::of(stewards.network(), log.tree().size(), reputation),
@@ -243,8 +264,8 @@ impl Ledger {
 
     /// Tells the gossip which tree this relay's checkpoints name (a restarted operator's).
     pub fn attach(&self, gossip: &mut Gossip) {
-        if let (Some((size, root, table)), Some(_)) = (&self.held, self.steward) {
-            gossip.set_ledger(*size, root.0, table.commitment());
+        if let (Some(held), Some(_)) = (&self.held, self.steward) {
+            gossip.set_ledger(held.size, held.root.0, held.commitment);
         }
     }
 
@@ -293,9 +314,10 @@ impl Ledger {
                         self.appended += batch.len() as u64;
                         reputation.apply(epoch, batch.iter().map(SignedMeasurement::measurement));
                         let (size, root) = (log.tree().size(), log.root());
-                        let table = Table::of(&self.network, size, reputation);
-                        gossip.set_ledger(size, root.0, table.commitment());
-                        self.held = Some((size, root, table));
+                        let held =
+                            Held::new(size, root, Table::of(&self.network, size, reputation));
+                        gossip.set_ledger(size, root.0, held.commitment);
+                        self.held = Some(held);
                         notes.push(format!(
                             "ledger: epoch {}'s {} records appended, {size} in the log",
                             epoch.0,
@@ -309,7 +331,6 @@ impl Ledger {
                 }
             }
         }
-        let _ = now;
         notes
     }
 
@@ -356,10 +377,10 @@ impl Ledger {
         self.collect(gossip, epoch);
         if clock >= self.next_send {
             self.next_send = clock + resend_every(self.epoch_seconds);
-            // The records the log may still take: of the last two epochs.
+            // The record of the epoch before this one: the log takes it as the next begins.
             for record in &self.records {
                 let age = epoch.0.wrapping_sub(record.measurement().epoch.0);
-                if (1..=2).contains(&age) && gossip.send_record(record.as_bytes()) > 0 {
+                if age == 1 && gossip.send_record(record.as_bytes()) > 0 {
                     self.sent += 1;
                 }
             }
@@ -395,7 +416,7 @@ impl Ledger {
                                 }
                             }
                         }
-                        self.held = Some((followed.size, followed.root, followed.table));
+                        self.held = Some(Held::new(followed.size, followed.root, followed.table));
                     }
                     Err(why) if why.starts_with("refused") => {
                         counters.refused += 1;
@@ -420,7 +441,13 @@ impl Ledger {
     /// A steward holding the log writes the cosigned checkpoint of the tree it holds, and
     /// that tree's reputation table, once gossip holds one.
     fn write_cosigned(&mut self, gossip: &Gossip) -> anyhow::Result<()> {
-        let (Some(dir), Some((size, root, table))) = (&self.dir, &self.held) else {
+        let (
+            Some(dir),
+            Some(Held {
+                size, root, table, ..
+            }),
+        ) = (&self.dir, &self.held)
+        else {
             return Ok(());
         };
         let Some(note) = gossip.cosigned_checkpoint() else {
@@ -441,10 +468,41 @@ impl Ledger {
         Ok(())
     }
 
+    /// Whether the table this relay holds is the one of hash `commitment` (`None`: it holds
+    /// none, or the hash is all zero: no table).
+    pub fn holds_table(&self, commitment: &[u8; 32]) -> Option<bool> {
+        let held = self.held.as_ref()?;
+        (*commitment != [0; 32]).then_some(held.commitment == *commitment)
+    }
+
+    /// The route weights of the table of hash `commitment`, if it is the one held: each
+    /// relay's weight, and a new relay's.
+    pub fn route_weights(
+        &self,
+        commitment: &[u8; 32],
+    ) -> Option<(std::collections::BTreeMap<NodeId, u64>, u64)> {
+        let held = self.held.as_ref()?;
+        if held.commitment != *commitment {
+            return None;
+        }
+        let weights = held
+            .table
+            .relays
+            .iter()
+            .map(|(id, (_, w))| (*id, *w))
+            .collect();
+        Some((weights, Params::default().floor))
+    }
+
+    /// The text of the reputation table held.
+    pub fn table_text(&self) -> Option<String> {
+        self.held.as_ref().map(|h| h.table.text())
+    }
+
     /// This relay's own reputation and weight (ppm) in the table it holds, and that table's
     /// log size.
     fn own_standing(&self, me: NodeId) -> Option<(u64, u64, u64)> {
-        let (_, _, table) = self.held.as_ref()?;
+        let table = &self.held.as_ref()?.table;
         let (r, w) = table
             .relays
             .get(&me)
@@ -559,7 +617,7 @@ fn reputation_of(entries: &[Vec<u8>]) -> Reputation {
 
 /// A witness's or mirror's thread: follows the log at a URL, checks it, mirrors it.
 struct Follower {
-    source: HttpSource,
+    source: Box<dyn pb_ledger::tiles::TileSource + Send>,
     /// `proposal` (a witness) or `checkpoint` (a mirror).
     file: &'static str,
     dir: TileDir,
@@ -630,8 +688,8 @@ impl Follower {
                 "refused: the log shrank from {old_size} to {size} records"
             ));
         }
-        let (tree, entries) =
-            read_log(&self.source, size, &root).map_err(|e| format!("reading the log: {e}"))?;
+        let (tree, entries) = read_log(self.source.as_ref(), size, &root)
+            .map_err(|e| format!("reading the log: {e}"))?;
         if tree.root(old_size).map_err(|e| e.to_string())? != old_root {
             return Err(format!(
                 "refused: the log of {size} records does not extend the one of {old_size} taken before"
@@ -661,3 +719,6 @@ impl Follower {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
