@@ -1,11 +1,13 @@
 //! A ledger's entries as a verifier reads them from anyone's server: an entry bundle of any
-//! bytes, each entry opened as a signed measurement record. Neither may panic, and a record
-//! that opens must read back to the same text.
+//! bytes, each entry opened as a signed measurement record, and a reputation table (what a
+//! gateway hands a client). None may panic; a record or a table that parses must read back
+//! to the same text.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use pb_ledger::{
     record::{Measurement, SignedMeasurement},
+    reputation::Table,
     tiles::parse_entry_bundle,
 };
 
@@ -22,5 +24,8 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(record) = SignedMeasurement::open(data) {
         assert!(data.starts_with(record.measurement().text().as_bytes()));
+    }
+    if let Some(table) = core::str::from_utf8(data).ok().and_then(Table::parse) {
+        assert_eq!(table.text().as_bytes(), data);
     }
 });
