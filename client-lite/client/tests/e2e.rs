@@ -35,7 +35,7 @@ mod common {
     pub mod testnet;
 }
 
-use common::testnet::{EtcNetns, curl_via, relay_binary};
+use common::testnet::{EtcNetns, curl_via, nft, relay_binary};
 
 const RELAYS: usize = 8;
 const EXIT: Node = Node::Relay(RELAYS - 1);
@@ -245,16 +245,7 @@ fn curl_through_the_mixnet_fetches_a_file_byte_identical() {
     );
 
     // 6. 5 % loss on every link: every packet between two nodes crosses the bridge once.
-    let switch = net.switch().unwrap();
-    let nft = |args: &str| {
-        let out = switch.exec("nft", args.split(' ')).output().unwrap();
-        assert!(
-            out.status.success(),
-            "nft {args}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let nft = |args: &str| nft(&net, args);
     nft("add table bridge lossy");
     nft("add chain bridge lossy drops { type filter hook forward priority 0 ; }");
     nft("add rule bridge lossy drops numgen random mod 100 < 5 counter drop");

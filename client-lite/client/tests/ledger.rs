@@ -40,7 +40,7 @@ mod common {
     pub mod testnet;
 }
 
-use common::testnet::{curl_via, exit_resolves, relay_binary};
+use common::testnet::{curl_via, exit_resolves, nft, relay_binary};
 
 const RELAYS: usize = 8;
 const EPOCH_SECONDS: u64 = 20;
@@ -189,16 +189,7 @@ fn the_ledger_logs_every_relays_records_and_finds_the_dropping_mix() {
 
     // The dropping mix: one in five of the packets it sends on its packet port.
     let dropper_ip = network.address(Node::Relay(DROPPER));
-    let switch = net.switch().unwrap();
-    let nft = |args: &str| {
-        let out = switch.exec("nft", args.split(' ')).output().unwrap();
-        assert!(
-            out.status.success(),
-            "nft {args}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let nft = |args: &str| nft(&net, args);
     nft("add table bridge dropper");
     nft("add chain bridge dropper drops { type filter hook forward priority 0 ; }");
     nft(&format!(

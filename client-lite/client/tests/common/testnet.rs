@@ -64,3 +64,16 @@ pub fn curl_via(
     }
     std::fs::read(out).map_err(|e| e.to_string())
 }
+
+/// Runs `nft ARGS` in the testnet's switch namespace (the bridge every packet between two
+/// nodes crosses): its output, or the test fails with nft's complaint.
+pub fn nft(net: &pb_testnet::Testnet, args: &str) -> String {
+    let switch = net.switch().unwrap();
+    let out = switch.exec("nft", args.split(' ')).output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
