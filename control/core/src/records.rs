@@ -182,6 +182,11 @@ impl Reassembly {
         }
     }
 
+    /// Records in assembly now.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
     /// A whole record received, oldest first.
     pub fn take(&mut self) -> Option<Vec<u8>> {
         self.done.pop_front()

@@ -169,6 +169,8 @@ pub struct Log {
     dir: TileDir,
     tree: Tree,
     entries: Vec<Vec<u8>>,
+    /// The tree size whose tiles are on disk (behind `tree` after a failed write).
+    published: u64,
 }
 
 impl Log {
@@ -186,7 +188,13 @@ impl Log {
                 dir.read_log(size, &root)?
             }
         };
-        Ok(Self { dir, tree, entries })
+        let published = tree.size();
+        Ok(Self {
+            dir,
+            tree,
+            entries,
+            published,
+        })
     }
 
     /// Its tree.
@@ -206,14 +214,18 @@ impl Log {
             .unwrap_or_else(|_| Hash::empty())
     }
 
-    /// Appends `batch` and publishes the new tiles (the checkpoint is the caller's).
+    /// Appends `batch` and publishes the tiles that changed since the last write that
+    /// succeeded (the checkpoint is the caller's). The entries are in the tree even if the
+    /// write fails: the next append writes them again.
     pub fn append(&mut self, batch: &[SignedMeasurement]) -> Result<(), TileError> {
-        let old = self.tree.size();
         for record in batch {
             self.tree.push(record.as_bytes());
             self.entries.push(record.as_bytes().to_vec());
         }
-        self.dir.publish(&self.tree, &self.entries, old)
+        self.dir
+            .publish(&self.tree, &self.entries, self.published)?;
+        self.published = self.tree.size();
+        Ok(())
     }
 
     /// Where its files are.

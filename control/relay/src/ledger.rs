@@ -309,10 +309,11 @@ impl Ledger {
             let epoch = Epoch(ended.0.wrapping_sub(1));
             let batch = collector.take(epoch);
             if !batch.is_empty() {
+                // In the tree from now on, whether or not its tiles are written yet.
+                self.appended += batch.len() as u64;
+                reputation.apply(epoch, batch.iter().map(SignedMeasurement::measurement));
                 match log.append(&batch) {
                     Ok(()) => {
-                        self.appended += batch.len() as u64;
-                        reputation.apply(epoch, batch.iter().map(SignedMeasurement::measurement));
                         let (size, root) = (log.tree().size(), log.root());
                         let held =
                             Held::new(size, root, Table::of(&self.network, size, reputation));
@@ -327,7 +328,8 @@ impl Ledger {
                             notes.push(format!("ledger: the proposal not written: {e}"));
                         }
                     }
-                    Err(e) => notes.push(format!("ledger: appending epoch {}: {e}", epoch.0)),
+                    // Written again with the next epoch's records.
+                    Err(e) => notes.push(format!("ledger: writing epoch {}: {e}", epoch.0)),
                 }
             }
         }

@@ -1,7 +1,9 @@
 //! Any bytes as a gossip datagram to a running node: a SWIM datagram, a descriptor sync or
 //! junk. The node must count and drop what it cannot use, never panic. Inputs starting with
 //! `SIGN` are instead taken as a foca packet from a known peer and signed with its key, so
-//! that the SWIM decoding behind the signature check is fuzzed too. Any bytes as a
+//! that the SWIM decoding behind the signature check is fuzzed too. Inputs starting with
+//! `FRAG` are a measurement record's fragment to a steward's reassembly (every input a
+//! second later than the one before, so that assembly times out too). Any bytes as a
 //! descriptor: if they parse, they are the one canonical encoding of what they hold.
 #![no_main]
 
@@ -9,7 +11,9 @@ use std::{cell::RefCell, time::Duration};
 
 use libfuzzer_sys::fuzz_target;
 use pb_control::{
-    Descriptor, Gossip, GossipConfig, IdentityKeyPair, Role, SignedDescriptor, wire::swim_datagram,
+    Descriptor, Gossip, GossipConfig, IdentityKeyPair, Role, SignedDescriptor,
+    records::{MAX_PENDING, MAX_RECORD, Reassembly},
+    wire::swim_datagram,
 };
 use pb_sphinx::{Epoch, EpochKey};
 
@@ -41,6 +45,7 @@ thread_local! {
         };
         Gossip::new(config, pair, own, Epoch(5), 1, 7, Duration::ZERO).unwrap()
     });
+    static FRAGMENTS: RefCell<(Reassembly, u64)> = RefCell::new((Reassembly::default(), 0));
     static PEER_KEY: (IdentityKeyPair, SignedDescriptor) = {
         let pair = IdentityKeyPair::from_seed(&[2; 32]);
         let own = descriptor(&pair, 2);
@@ -49,6 +54,18 @@ thread_local! {
 }
 
 fuzz_target!(|data: &[u8]| {
+    if let Some(fragment) = data.strip_prefix(b"FRAG") {
+        FRAGMENTS.with(|f| {
+            let (reassembly, clock) = &mut *f.borrow_mut();
+            *clock += 1;
+            let _ = reassembly.receive(fragment, Duration::from_secs(*clock));
+            while let Some(record) = reassembly.take() {
+                assert!(!record.is_empty() && record.len() <= MAX_RECORD);
+            }
+            assert!(reassembly.pending() <= MAX_PENDING);
+        });
+        return;
+    }
     let datagram = match data.strip_prefix(b"SIGN") {
         Some(packet) => PEER_KEY.with(|(pair, own)| swim_datagram(pair, own.bytes(), packet)),
         None => data.to_vec(),

@@ -170,3 +170,26 @@ fn the_operators_log_appends_publishes_and_reopens() {
     assert_eq!(again.entries(), log.entries());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_failed_write_is_made_good_by_the_next_append() {
+    let dir = std::env::temp_dir().join(format!("pb-ledger-collect-fail-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut log = Log::open(TileDir::new(&dir), "proposal").unwrap();
+    log.append(&[record(1, "pb.test/network", 3)]).unwrap();
+    // A file where the tiles' directory must go: the next write fails.
+    std::fs::remove_dir_all(dir.join("tile")).unwrap();
+    std::fs::write(dir.join("tile"), b"in the way").unwrap();
+    assert!(log.append(&[record(2, "pb.test/network", 3)]).is_err());
+    assert_eq!(
+        log.tree().size(),
+        2,
+        "the entry is in the tree all the same"
+    );
+    std::fs::remove_file(dir.join("tile")).unwrap();
+    log.append(&[record(3, "pb.test/network", 4)]).unwrap();
+    let (_, entries) = TileDir::new(&dir).read_log(3, &log.root()).unwrap();
+    assert_eq!(entries, log.entries());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
