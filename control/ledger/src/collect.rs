@@ -234,12 +234,6 @@ impl Log {
     }
 }
 
-/// The reputation table hash a checkpoint note commits to (its signatures unchecked).
-pub fn reputation_of_note(note: &[u8]) -> Option<[u8; 32]> {
-    let note = Note::parse(note).ok()?;
-    Some(Checkpoint::parse(note.text).ok()?.reputation)
-}
-
 /// The tree size and root a checkpoint note names (its signatures unchecked).
 pub fn tree_of(note: &[u8]) -> Option<(u64, Hash)> {
     let note = Note::parse(note).ok()?;

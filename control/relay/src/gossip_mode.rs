@@ -487,7 +487,7 @@ impl GossipDriver {
         if self.reputation_served.as_deref() == Some(note.as_str()) {
             return;
         }
-        if self.reputation_for(note).is_some() {
+        if self.reputation_for().is_some() {
             self.reputation_served = Some(note.clone());
             update.directory = Some(self.client_directory());
         }
@@ -512,7 +512,7 @@ impl GossipDriver {
                         })
                         .collect(),
                     checkpoint: Some(note.clone()),
-                    reputation: self.reputation_for(note),
+                    reputation: self.reputation_for(),
                 }
             }
             None => crate::client_link::Directory {
@@ -525,12 +525,11 @@ impl GossipDriver {
         Arc::new(directory)
     }
 
-    /// The reputation table `note` (a cosigned checkpoint) commits to, if this relay's copy
+    /// The reputation table the cosigned checkpoint held commits to, if this relay's copy
     /// of the ledger gives it.
-    fn reputation_for(&self, note: &str) -> Option<String> {
-        let commitment = pb_ledger::collect::reputation_of_note(note.as_bytes())?;
+    fn reputation_for(&self) -> Option<String> {
         let ledger = self.ledger.as_ref()?;
-        if ledger.holds_table(&commitment)? {
+        if ledger.holds_table(&self.checkpoint_reputation)? {
             ledger.table_text()
         } else {
             None
