@@ -411,7 +411,11 @@ impl Exit {
                     self.refuse_for(session, stream, why);
                     return;
                 }
-                if let Err(why) = self.lookups.submit(session, stream, name, port, now) {
+                let since = self.sessions.since(&session).unwrap_or(now);
+                if let Err(why) = self
+                    .lookups
+                    .submit_for(session, since, stream, name, port, now)
+                {
                     self.sessions.end_lookup(session);
                     self.refuse_for(session, stream, why);
                 }

@@ -162,6 +162,8 @@ impl Caps {
 
 struct Entry<S> {
     value: S,
+    /// When it was first heard from.
+    since: Duration,
     last_heard: Duration,
     connections: usize,
     lookups: usize,
@@ -174,17 +176,25 @@ impl<S> Entry<S> {
     }
 }
 
+/// Idle sessions first heard within this long are evicted before older ones: session ids
+/// are free, so a flood of fresh ones must not push out an established session that is
+/// idle between two of its user's requests.
+pub const YOUNG: Duration = Duration::from_secs(30);
+
 /// The exit's sessions, with what each holds.
 ///
-/// A new session when the table is full evicts the session heard from longest ago among
-/// those with no connection and no lookup (its streams, if any, are only answers waiting
-/// for a SURB); only when every session holds one is the new one refused. Both are counted
+/// A new session when the table is full evicts, among those with no connection and no
+/// lookup (their streams, if any, are only answers waiting for a SURB), the youngest if
+/// it is younger than [`YOUNG`], else the one heard from longest ago; only when every
+/// session holds one is the new one refused. Both are counted
 /// ([`ExitStats::sessions_evicted`], [`ExitStats::sessions_refused`]).
 pub struct SessionTable<S> {
     caps: Caps,
     entries: HashMap<SessionId, Entry<S>>,
     /// The sessions that hold nothing, by when they were last heard: the eviction order.
     idle: BTreeSet<(Duration, SessionId)>,
+    /// The same, by when they were first heard: young ones go first (see [`YOUNG`]).
+    idle_since: BTreeSet<(Duration, SessionId)>,
     connections: usize,
     stats: Arc<ExitStats>,
 }
@@ -196,6 +206,7 @@ impl<S> SessionTable<S> {
             caps,
             entries: HashMap::new(),
             idle: BTreeSet::new(),
+            idle_since: BTreeSet::new(),
             connections: 0,
             stats,
         }
@@ -223,7 +234,7 @@ impl<S> SessionTable<S> {
         new: impl FnOnce() -> S,
     ) -> Option<&mut S> {
         if !self.entries.contains_key(&id) {
-            if self.entries.len() >= self.caps.sessions && !self.evict_one() {
+            if self.entries.len() >= self.caps.sessions && !self.evict_one(now) {
                 self.stats.sessions_refused.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
@@ -232,12 +243,14 @@ impl<S> SessionTable<S> {
                 id,
                 Entry {
                     value: new(),
+                    since: now,
                     last_heard: now,
                     connections: 0,
                     lookups: 0,
                 },
             );
             self.idle.insert((now, id));
+            self.idle_since.insert((now, id));
         }
         let entry = self.entries.get_mut(&id)?;
         if !entry.busy() {
@@ -271,14 +284,29 @@ impl<S> SessionTable<S> {
             .map(|(k, _)| *k)
     }
 
-    /// Forgets the idle session heard from longest ago; false if every session is busy.
-    fn evict_one(&mut self) -> bool {
-        let Some((_, id)) = self.idle.pop_first() else {
+    /// Forgets an idle session: the youngest if it was first heard within [`YOUNG`] of
+    /// `now`, else the one heard from longest ago; false if every session is busy.
+    fn evict_one(&mut self, now: Duration) -> bool {
+        let young = self
+            .idle_since
+            .last()
+            .filter(|(since, _)| now.saturating_sub(*since) < YOUNG)
+            .map(|(_, id)| *id);
+        let Some(id) = young.or_else(|| self.idle.first().map(|(_, id)| *id)) else {
             return false;
         };
-        self.entries.remove(&id);
+        let Some(entry) = self.entries.remove(&id) else {
+            return false;
+        };
+        self.idle.remove(&(entry.last_heard, id));
+        self.idle_since.remove(&(entry.since, id));
         self.stats.sessions_evicted.fetch_add(1, Ordering::Relaxed);
         true
+    }
+
+    /// When the session `id` was first heard from.
+    pub fn since(&self, id: &SessionId) -> Option<Duration> {
+        self.entries.get(id).map(|e| e.since)
     }
 
     /// The session `id`.
@@ -303,6 +331,7 @@ impl<S> SessionTable<S> {
     pub fn remove(&mut self, id: &SessionId) -> Option<S> {
         let entry = self.entries.remove(id)?;
         self.idle.remove(&(entry.last_heard, *id));
+        self.idle_since.remove(&(entry.since, *id));
         self.connections -= entry.connections;
         Some(entry.value)
     }
@@ -320,6 +349,7 @@ impl<S> SessionTable<S> {
         }
         if !entry.busy() {
             self.idle.remove(&(entry.last_heard, id));
+            self.idle_since.remove(&(entry.since, id));
         }
         entry.connections += 1;
         self.connections += 1;
@@ -361,6 +391,7 @@ impl<S> SessionTable<S> {
         self.connections -= 1;
         if !entry.busy() {
             self.idle.insert((entry.last_heard, id));
+            self.idle_since.insert((entry.since, id));
         }
     }
 
@@ -374,6 +405,7 @@ impl<S> SessionTable<S> {
         }
         if !entry.busy() {
             self.idle.remove(&(entry.last_heard, id));
+            self.idle_since.remove(&(entry.since, id));
         }
         entry.lookups += 1;
         Ok(())
@@ -391,6 +423,7 @@ impl<S> SessionTable<S> {
         entry.lookups -= 1;
         if !entry.busy() {
             self.idle.insert((entry.last_heard, id));
+            self.idle_since.insert((entry.since, id));
         }
     }
 }

@@ -12,16 +12,18 @@
 //! Slow names must not starve everyone else's, and session ids are free, so when the exit is
 //! full it takes places back rather than refuse (the lookups it takes back are answered 0x04
 //! as if past their deadline, [`Lookups::poll_preempted`]): a new lookup takes the place of
-//! one of the session holding the most (if it holds two more than the asker's), and while
-//! lookups wait, one resolving for [`PREEMPT_AFTER`] gives its slot to the next. A name that
+//! one of the session holding the most (if it holds two more than the asker's), else the
+//! waiting one of the youngest session, if it is younger than the asker's
+//! ([`Lookups::submit_for`]: fresh ids holding one lookup each cannot keep an established
+//! session out), and while lookups wait, one resolving for [`PREEMPT_AFTER`] gives its slot
+//! to the next. A name that
 //! resolves at all resolves well within that; one that does not holds a slot no longer.
 //! That time counts from when the resolver took the lookup ([`Lookups::taken`]), not from
 //! when the exit handed it over: on a loaded machine the resolver's thread can wait seconds
 //! for a CPU with hundreds of lookups queued, and a name must not lose its slot before it
-//! was asked at all (`pb-perf attack`'s `exit_slow_dns` lost honest lookups that way). To
-//! keep honest lookups out, an attacker must now bring more than [`RESOLVING`] ÷
-//! [`PREEMPT_AFTER`] (256) fresh sessions a second, each a packet through the network.
-//! What it does not do: make a slow name fast.
+//! was asked at all (`pb-perf attack`'s `exit_slow_dns` lost honest lookups that way).
+//! What it does not do: make a slow name fast, or tell an attacker's old sessions from
+//! honest ones.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -74,6 +76,8 @@ impl core::fmt::Debug for Job {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Owner {
     session: SessionId,
+    /// When the exit first heard from the session (young sessions give way to old ones).
+    since: Duration,
     stream: StreamId,
     deadline: Duration,
     /// When it went to the resolver (while waiting: when it was asked).
@@ -134,6 +138,7 @@ impl Lookups {
     /// lookups, takes the place of a lookup of the session holding the most (its newest
     /// waiting one, else its longest resolving), if that session holds at least two more
     /// than `session`; otherwise refuses.
+    #[cfg(test)]
     pub fn submit(
         &mut self,
         session: SessionId,
@@ -142,7 +147,27 @@ impl Lookups {
         port: u16,
         now: Duration,
     ) -> Result<(), Refusal> {
-        if self.waiting.len() + self.resolving.len() >= self.most && !self.make_room(session) {
+        self.submit_for(session, now, stream, name, port, now)
+    }
+
+    /// As [`submit`](Self::submit), for a session first heard at `since`. When no session
+    /// holds two more than this one, a waiting lookup of the youngest session, if it is
+    /// younger than this one, gives its place: session ids are free, so an attacker's are
+    /// fresh, and a flood of them each holding one lookup would otherwise keep an
+    /// established session's lookups out for as long as it lasts.
+    pub fn submit_for(
+        &mut self,
+        session: SessionId,
+        since: Duration,
+        stream: StreamId,
+        name: String,
+        port: u16,
+        now: Duration,
+    ) -> Result<(), Refusal> {
+        if self.waiting.len() + self.resolving.len() >= self.most
+            && !self.make_room(session)
+            && !self.give_way(since)
+        {
             return Err(Refusal::Lookups);
         }
         let id = self.next_id;
@@ -151,6 +176,7 @@ impl Lookups {
             id,
             owner: Owner {
                 session,
+                since,
                 stream,
                 deadline: now + self.deadline,
                 started: now,
@@ -205,6 +231,28 @@ impl Lookups {
             return true;
         }
         false
+    }
+
+    /// Takes the newest waiting lookup of the youngest session holding one, if that session
+    /// is younger than one first heard at `since`.
+    fn give_way(&mut self, since: Duration) -> bool {
+        let Some(at) = self
+            .waiting
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.owner.since > since)
+            .max_by_key(|(i, w)| (w.owner.since, *i))
+            .map(|(i, _)| i)
+        else {
+            return false;
+        };
+        match self.waiting.remove(at) {
+            Some(w) => {
+                self.preempted.push((w.owner.session, w.owner.stream));
+                true
+            }
+            None => false,
+        }
     }
 
     /// The next lookup for the resolver at `now`, if it has room: the oldest waiting one
@@ -443,6 +491,50 @@ mod tests {
         );
         assert_eq!(l.answered(jobs[0].id), None, "its late answer is dropped");
         assert_eq!(l.len(), 3);
+    }
+
+    /// A flood of fresh sessions, one lookup each, fills every place: an established
+    /// session's lookup takes the place of the youngest session's waiting one; a session as
+    /// young as the flood's gets none.
+    #[test]
+    fn fresh_sessions_give_way_to_an_established_one() {
+        let mut l = Lookups::new(2, 4, secs(5));
+        for n in 10..14u8 {
+            l.submit_for(
+                session(n),
+                secs(10) + Duration::from_millis(u64::from(n)),
+                StreamId(1),
+                format!("slow{n}.example"),
+                80,
+                secs(10),
+            )
+            .unwrap();
+        }
+        // Two resolving, two waiting (sessions 12 and 13, 13 the youngest).
+        assert!(l.next_job(secs(10)).is_some() && l.next_job(secs(10)).is_some());
+        l.submit_for(
+            session(1),
+            secs(1),
+            StreamId(7),
+            "honest.example".into(),
+            80,
+            secs(10),
+        )
+        .unwrap();
+        assert_eq!(l.poll_preempted(), Some((session(13), StreamId(1))));
+        // Another fresh session finds no younger one to take from.
+        assert_eq!(
+            l.submit_for(
+                session(20),
+                secs(11),
+                StreamId(1),
+                "x.example".into(),
+                80,
+                secs(11)
+            ),
+            Err(Refusal::Lookups)
+        );
+        assert_eq!(l.poll_preempted(), None);
     }
 
     /// A lookup's half second counts from when the resolver took it: one handed over to a

@@ -40,28 +40,47 @@ fn load(counter: &std::sync::atomic::AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
 
-/// A full table makes room by forgetting the session heard from longest ago, where hearing
-/// from a session again makes it recent: a flood of fresh ids takes the place of idle
-/// sessions, one for one, and is never refused while one is idle.
+/// A full table makes room by forgetting, among idle sessions, the one heard from longest
+/// ago once none is younger than [`YOUNG`], where hearing from a session again makes it
+/// recent.
 #[test]
 fn a_full_table_evicts_the_least_recently_heard_idle_session() {
     let (mut t, stats) = table(caps(3, 10), 3);
-    // Session 1 speaks again: session 2 is now the oldest.
-    t.admit(session(1), secs(4), || 0).unwrap();
-    assert_eq!(t.admit(session(4), secs(5), || 4).copied(), Some(4));
+    let later = YOUNG + secs(10);
+    // Session 1 speaks again: session 2 is now the one heard from longest ago.
+    t.admit(session(1), later, || 0).unwrap();
+    assert_eq!(t.admit(session(4), later + secs(1), || 4).copied(), Some(4));
     assert!(
         t.get_mut(&session(2)).is_none(),
         "the least recently heard went"
     );
     assert!(t.get_mut(&session(1)).is_some() && t.get_mut(&session(3)).is_some());
     assert_eq!(t.len(), 3);
-    for i in 5..1000 {
-        assert!(t.admit(session(i), secs(u64::from(i) + 1), || i).is_some());
+    assert_eq!(load(&stats.sessions_evicted), 1);
+}
+
+/// A flood of fresh session ids takes the place of the youngest idle session, one for one,
+/// never refused while one is idle, and never pushes out an established session that is
+/// idle between two of its user's requests.
+#[test]
+fn fresh_sessions_push_out_each_other_not_established_ones() {
+    let (mut t, stats) = table(caps(3, 10), 2);
+    let start = YOUNG + secs(100);
+    for i in 3..1000 {
+        let now = start + Duration::from_millis(u64::from(i));
+        assert!(t.admit(session(i), now, || i).is_some());
     }
     assert_eq!(t.len(), 3);
-    assert_eq!(load(&stats.sessions_evicted), 1 + 995);
+    assert!(t.get_mut(&session(1)).is_some() && t.get_mut(&session(2)).is_some());
+    assert!(t.get_mut(&session(999)).is_some());
+    assert_eq!(load(&stats.sessions_evicted), 996);
     assert_eq!(load(&stats.sessions_refused), 0);
-    assert_eq!(load(&stats.sessions), 3 + 1 + 995);
+    assert_eq!(load(&stats.sessions), 2 + 997);
+    // Once the flood's last session is old too, the one heard from longest ago goes.
+    t.admit(session(2), start + YOUNG, || 0).unwrap();
+    assert!(t.admit(session(1000), start + YOUNG * 2, || 0).is_some());
+    assert!(t.get_mut(&session(1)).is_none());
+    assert!(t.get_mut(&session(2)).is_some() && t.get_mut(&session(999)).is_some());
 }
 
 /// A session with a connection or a lookup is not evicted for a new one, however long ago it
@@ -70,23 +89,26 @@ fn a_full_table_evicts_the_least_recently_heard_idle_session() {
 #[test]
 fn sessions_with_connections_or_lookups_are_kept() {
     let (mut t, stats) = table(caps(3, 10), 3);
+    let later = YOUNG + secs(10);
     t.open_connection(session(1)).unwrap();
     t.start_lookup(session(2)).unwrap();
-    assert!(t.admit(session(4), secs(10), || 4).is_some());
+    assert!(t.admit(session(4), later, || 4).is_some());
     assert!(t.get_mut(&session(3)).is_none(), "the only idle one went");
     t.open_connection(session(4)).unwrap();
-    assert_eq!(t.admit(session(5), secs(11), || 5).copied(), None);
+    assert_eq!(t.admit(session(5), later + secs(1), || 5).copied(), None);
     assert_eq!(load(&stats.sessions_refused), 1);
     assert_eq!(load(&stats.sessions_evicted), 1);
     // Session 1, the oldest, lets go of its connection: it is the one evicted next.
     t.close_connection(session(1));
-    assert!(t.admit(session(5), secs(12), || 5).is_some());
+    assert!(t.admit(session(5), later + secs(2), || 5).is_some());
     assert!(t.get_mut(&session(1)).is_none());
     assert!(t.get_mut(&session(2)).is_some() && t.get_mut(&session(4)).is_some());
-    // A lookup ended makes its session idle, at when it was last heard.
+    // A lookup ended makes its session idle, at when it was last heard; session 5 is
+    // young, and goes first.
     t.end_lookup(session(2));
-    assert!(t.admit(session(6), secs(13), || 6).is_some());
-    assert!(t.get_mut(&session(2)).is_none());
+    assert!(t.admit(session(6), later + secs(3), || 6).is_some());
+    assert!(t.get_mut(&session(5)).is_none());
+    assert!(t.get_mut(&session(2)).is_some());
     assert_eq!(load(&stats.sessions_evicted), 3);
 }
 
