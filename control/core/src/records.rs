@@ -113,8 +113,11 @@ impl Reassembly {
         id.copy_from_slice(&header[..8]);
         let (index, count) = (header[8], header[9]);
         let max = MAX_RECORD.div_ceil(FRAGMENT) as u8;
-        let inner_short = index + 1 < count && chunk.len() != FRAGMENT;
-        if count == 0 || count > max || index >= count || chunk.is_empty() || inner_short {
+        // (`index < count` first: an index of 255 plus one would overflow.)
+        if count == 0 || count > max || index >= count || chunk.is_empty() {
+            return Err(Refused::Malformed);
+        }
+        if index + 1 < count && chunk.len() != FRAGMENT {
             return Err(Refused::Malformed);
         }
         if self.recent.contains(&id) {
@@ -252,7 +255,9 @@ mod tests {
             [&da[0][1..9], &[3, 3][..], b"x"].concat(), // index past count
             [&da[0][1..9], &[0, 2][..], b"short"].concat(), // inner fragment not full
             [&da[0][1..9], &[0, 200][..], b"x"].concat(), // more than a record needs
-            da[0][1..11].to_vec(),                      // no bytes
+            [&da[0][1..9], &[255, 3][..], b"x"].concat(), // the last index (found by fuzzing)
+            [&da[0][1..9], &[255, 255][..], b"x"].concat(),
+            da[0][1..11].to_vec(), // no bytes
         ] {
             assert_eq!(r.receive(&bad, Duration::ZERO), Err(Refused::Malformed));
         }
