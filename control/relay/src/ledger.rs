@@ -202,6 +202,7 @@ impl Ledger {
                     dir: dir.clone(),
                     stewards: stewards.clone(),
                     held: None,
+                    records: Vec::new(),
                 };
                 let flag = stop.clone();
                 thread::Builder::new()
@@ -626,6 +627,8 @@ struct Follower {
     stewards: Stewards,
     /// The tree taken last, and its entries.
     held: Option<(pb_ledger::Tree, Vec<Vec<u8>>)>,
+    /// Those entries as records, each checked once.
+    records: Vec<SignedMeasurement>,
 }
 
 impl Follower {
@@ -697,8 +700,10 @@ impl Follower {
                 "refused: the log of {size} records does not extend the one of {old_size} taken before"
             ));
         }
-        let mut records = Vec::with_capacity(entries.len());
-        for (i, entry) in entries.iter().enumerate() {
+        // The first `old_size` entries are the ones checked before (the roots agree): only
+        // the new ones are opened and their signatures checked.
+        let mut records = self.records.clone();
+        for (i, entry) in entries.iter().enumerate().skip(records.len()) {
             let record =
                 SignedMeasurement::open(entry).map_err(|e| format!("refused: entry {i}: {e}"))?;
             if record.measurement().network != self.stewards.network() {
@@ -713,6 +718,7 @@ impl Follower {
         reputation.apply_all(records.iter().map(SignedMeasurement::measurement));
         let table = Table::of(self.stewards.network(), size, &reputation);
         self.held = Some((tree, entries));
+        self.records = records;
         Ok(Followed {
             size,
             root,

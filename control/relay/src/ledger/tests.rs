@@ -94,6 +94,7 @@ fn follower(root: &std::path::Path, file: &'static str) -> Follower {
         dir: TileDir::new(root.join("mirror")),
         stewards: stewards(&steward_pairs()),
         held: None,
+        records: Vec::new(),
     }
 }
 
