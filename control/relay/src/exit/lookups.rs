@@ -26,7 +26,8 @@
 //! honest ones.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    cmp::Reverse,
+    collections::{BTreeSet, HashMap, VecDeque},
     time::Duration,
 };
 
@@ -87,6 +88,17 @@ struct Owner {
     taken: Option<Duration>,
 }
 
+/// What one session holds, kept as lookups come and go: the exit asks for a lookup on
+/// every stream a message opens, and counting them afresh each time cost it more than the
+/// rest of the message (a flood of names slowed it to a few dozen messages a second).
+#[derive(Clone, Copy, Debug, Default)]
+struct Held {
+    /// Waiting or resolving.
+    all: usize,
+    /// Resolving.
+    resolving: usize,
+}
+
 struct Waiting {
     id: LookupId,
     owner: Owner,
@@ -109,6 +121,11 @@ pub struct Lookups {
     cancelled: Vec<LookupId>,
     /// Streams whose lookups gave their place to others, to be answered 0x04.
     preempted: Vec<(SessionId, StreamId)>,
+    /// What each session holding a lookup holds.
+    held: HashMap<SessionId, Held>,
+    /// The same sessions by how many they hold (the largest last; of two holding as many,
+    /// the lower id).
+    ranks: BTreeSet<(usize, Reverse<[u8; 16]>)>,
     /// Jobs handed to the resolver so far.
     sent: u64,
     /// Jobs handed over that the resolver has not been seen to take: (their number among
@@ -129,6 +146,8 @@ impl Lookups {
             resolving: HashMap::new(),
             cancelled: Vec::new(),
             preempted: Vec::new(),
+            held: HashMap::new(),
+            ranks: BTreeSet::new(),
             sent: 0,
             untaken: VecDeque::new(),
         }
@@ -172,6 +191,7 @@ impl Lookups {
         }
         let id = self.next_id;
         self.next_id += 1;
+        self.count(session, 1, 0);
         self.waiting.push_back(Waiting {
             id,
             owner: Owner {
@@ -191,29 +211,21 @@ impl Lookups {
     /// Frees a place for `asker` from the session holding the most, if it holds at least two
     /// more; true if it did.
     fn make_room(&mut self, asker: SessionId) -> bool {
-        let mut held: HashMap<SessionId, usize> = HashMap::new();
-        let owners = self
-            .waiting
-            .iter()
-            .map(|w| &w.owner)
-            .chain(self.resolving.values());
-        for o in owners {
-            *held.entry(o.session).or_default() += 1;
-        }
-        let mine = held.get(&asker).copied().unwrap_or(0);
-        let Some((&largest, _)) = held
-            .iter()
-            .filter(|(_, n)| **n >= mine + 2)
-            .max_by_key(|(id, n)| (**n, std::cmp::Reverse(id.0)))
-        else {
+        let mine = self.held.get(&asker).map_or(0, |h| h.all);
+        let Some(&(most, Reverse(largest))) = self.ranks.last() else {
             return false;
         };
+        if most < mine + 2 {
+            return false;
+        }
+        let largest = SessionId(largest);
         if let Some(at) = self
             .waiting
             .iter()
             .rposition(|w| w.owner.session == largest)
             && let Some(w) = self.waiting.remove(at)
         {
+            self.count(w.owner.session, -1, 0);
             self.preempted.push((w.owner.session, w.owner.stream));
             return true;
         }
@@ -226,11 +238,25 @@ impl Lookups {
         if let Some(id) = oldest
             && let Some(o) = self.resolving.remove(&id)
         {
+            self.count(o.session, -1, -1);
             self.cancelled.push(id);
             self.preempted.push((o.session, o.stream));
             return true;
         }
         false
+    }
+
+    /// Adds `all` to what `session` holds and `resolving` to what it has resolving.
+    fn count(&mut self, session: SessionId, all: isize, resolving: isize) {
+        let held = self.held.entry(session).or_default();
+        self.ranks.remove(&(held.all, Reverse(session.0)));
+        held.all = held.all.saturating_add_signed(all);
+        held.resolving = held.resolving.saturating_add_signed(resolving);
+        if held.all == 0 {
+            self.held.remove(&session);
+        } else {
+            self.ranks.insert((held.all, Reverse(session.0)));
+        }
     }
 
     /// Takes the newest waiting lookup of the youngest session holding one, if that session
@@ -248,6 +274,7 @@ impl Lookups {
         };
         match self.waiting.remove(at) {
             Some(w) => {
+                self.count(w.owner.session, -1, 0);
                 self.preempted.push((w.owner.session, w.owner.stream));
                 true
             }
@@ -273,22 +300,20 @@ impl Lookups {
                 .filter(|(_, taken)| now.saturating_sub(*taken) >= PREEMPT_AFTER)
                 .min_by_key(|(id, taken)| (*taken, **id))?;
             if let Some(o) = self.resolving.remove(&id) {
+                self.count(o.session, -1, -1);
                 self.cancelled.push(id);
                 self.preempted.push((o.session, o.stream));
             }
         }
         let share = (self.slots / 2).max(1);
-        let busy = |session: SessionId| {
-            self.resolving
-                .values()
-                .filter(|o| o.session == session)
-                .count()
-        };
+        let held = &self.held;
+        let busy = |session: &SessionId| held.get(session).map_or(0, |h| h.resolving);
         let at = self
             .waiting
             .iter()
-            .position(|w| busy(w.owner.session) < share)?;
+            .position(|w| busy(&w.owner.session) < share)?;
         let mut w = self.waiting.remove(at)?;
+        self.count(w.owner.session, 0, 1);
         w.owner.started = now;
         self.resolving.insert(w.id, w.owner);
         self.untaken.push_back((self.sent, w.id));
@@ -317,7 +342,9 @@ impl Lookups {
     /// The resolver has answered `id`: the stream to carry on with, or `None` if the lookup
     /// was already answered or abandoned.
     pub fn answered(&mut self, id: LookupId) -> Option<(SessionId, StreamId)> {
-        self.resolving.remove(&id).map(|o| (o.session, o.stream))
+        let o = self.resolving.remove(&id)?;
+        self.count(o.session, -1, -1);
+        Some((o.session, o.stream))
     }
 
     /// The streams whose lookups are past their deadline at `now`, to be answered
@@ -331,6 +358,7 @@ impl Lookups {
             expired.push((w.owner.session, w.owner.stream));
             self.waiting.pop_front();
         }
+        let waited = expired.len();
         let cancelled = &mut self.cancelled;
         self.resolving.retain(|id, o| {
             let late = o.deadline <= now;
@@ -340,6 +368,9 @@ impl Lookups {
             }
             !late
         });
+        for (k, &(session, _)) in expired.iter().enumerate() {
+            self.count(session, -1, if k < waited { 0 } else { -1 });
+        }
         expired
     }
 
@@ -368,22 +399,49 @@ impl Lookups {
     }
 
     fn abandon(&mut self, which: impl Fn(&Owner) -> bool) -> usize {
-        let before = self.waiting.len() + self.resolving.len();
-        self.waiting.retain(|w| !which(&w.owner));
+        let mut gone = Vec::new();
+        self.waiting.retain(|w| {
+            let hit = which(&w.owner);
+            if hit {
+                gone.push((w.owner.session, 0));
+            }
+            !hit
+        });
         let cancelled = &mut self.cancelled;
         self.resolving.retain(|id, o| {
-            let gone = which(o);
-            if gone {
+            let hit = which(o);
+            if hit {
                 cancelled.push(*id);
+                gone.push((o.session, -1));
             }
-            !gone
+            !hit
         });
-        before - self.waiting.len() - self.resolving.len()
+        for &(session, resolving) in &gone {
+            self.count(session, -1, resolving);
+        }
+        gone.len()
     }
 
-    /// Lookups waiting or resolving.
+    /// Lookups waiting or resolving (and, being for tests, checks that the counts kept per
+    /// session are what counting afresh gives).
     #[cfg(test)]
     pub fn len(&self) -> usize {
+        let mut fresh: HashMap<SessionId, (usize, usize)> = HashMap::new();
+        for w in &self.waiting {
+            fresh.entry(w.owner.session).or_default().0 += 1;
+        }
+        for o in self.resolving.values() {
+            let e = fresh.entry(o.session).or_default();
+            e.0 += 1;
+            e.1 += 1;
+        }
+        let kept: HashMap<SessionId, (usize, usize)> = self
+            .held
+            .iter()
+            .map(|(id, h)| (*id, (h.all, h.resolving)))
+            .collect();
+        assert_eq!(kept, fresh, "the counts kept per session");
+        assert_eq!(self.ranks.len(), self.held.len());
         self.waiting.len() + self.resolving.len()
     }
 }
@@ -626,5 +684,54 @@ mod tests {
         let c = l.next_job(secs(0)).unwrap();
         assert_eq!(c.name, "c.example", "b was dropped with its session");
         assert_eq!(l.expire(secs(10)), vec![(session(2), StreamId(1))]);
+    }
+
+    /// The counts kept per session (which choose whose place a full exit takes) stay what
+    /// counting afresh gives, through any mix of asking, resolving, answering, expiring,
+    /// taking back and forgetting (`len` checks them).
+    #[test]
+    fn the_counts_kept_per_session_match_the_lookups_through_every_change() {
+        let mut l = Lookups::new(4, 12, secs(5));
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |below: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % below
+        };
+        let mut jobs = Vec::new();
+        let mut now = Duration::ZERO;
+        for step in 0..20_000u32 {
+            let who = session(next(6) as u8);
+            let stream = StreamId(next(4) as u32);
+            match next(8) {
+                0..=2 => {
+                    let since = Duration::from_millis(next(4_000));
+                    let _ = l.submit_for(who, since, stream, "a.example".into(), 80, now);
+                }
+                3 => jobs.extend(std::iter::from_fn(|| l.next_job(now)).map(|j| j.id)),
+                4 => {
+                    if !jobs.is_empty() {
+                        let k = next(jobs.len() as u64) as usize;
+                        let _ = l.answered(jobs.swap_remove(k));
+                    }
+                }
+                5 => {
+                    let _ = l.expire(now);
+                }
+                6 => {
+                    let _ = l.forget(who, stream);
+                }
+                _ => {
+                    if next(16) == 0 {
+                        l.forget_session(who);
+                    }
+                    l.taken(l.sent, now);
+                }
+            }
+            while l.poll_preempted().is_some() || l.poll_cancelled().is_some() {}
+            now += Duration::from_millis(next(300));
+            assert!(l.len() <= 12, "step {step}");
+        }
     }
 }
