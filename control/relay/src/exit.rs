@@ -3,9 +3,11 @@
 //! loop over the TCP connections; names are resolved by a non-blocking resolver on a thread
 //! of its own ([`resolver`]), each lookup answered by a deadline ([`lookups`]).
 //!
-//! Client messages reach it from the cores' sinks through a bounded queue; its replies go
-//! to the dataplane through [`Handoff::inject`], where they wait for a slot on the link to
-//! their first hop like any forwarded packet, so the link's constant rate is kept.
+//! Client messages reach it from the cores' sinks through a bounded queue, which it empties
+//! each turn into a backlog of its own where established sessions go first ([`backlog`]);
+//! its replies go to the dataplane through [`Handoff::inject`], where they wait for a slot
+//! on the link to their first hop like any forwarded packet, so the link's constant rate
+//! is kept.
 //!
 //! A session is known by the random id in its messages; it holds a reliable channel, its
 //! streams and its SURBs, and is forgotten after [`SESSION_IDLE`] without a message, or
@@ -34,11 +36,13 @@ use pb_sphinx::{Epoch, MESSAGE_LEN, PACKET_LEN, Surb};
 
 use crate::slots::Slots;
 
+mod backlog;
 pub(crate) mod limits;
 pub(crate) mod lookups;
 mod policy;
 pub(crate) mod resolver;
 
+use backlog::Backlog;
 use limits::{Refusal, SessionTable};
 use lookups::{LookupId, Lookups};
 pub use policy::{DEFAULT_REFUSED_PORTS, ExitPolicy, PortRange};
@@ -63,6 +67,9 @@ pub struct ExitStats {
     pub malformed: AtomicU64,
     /// Client messages the cores could not queue.
     pub queue_full: AtomicU64,
+    /// Client messages the exit dropped from its backlog to stay within it: fresh
+    /// sessions' first ([`backlog`]).
+    pub backlog_shed: AtomicU64,
     /// Sessions opened.
     pub sessions: AtomicU64,
     /// Sessions forgotten to make room for a new one (the table was full).
@@ -115,6 +122,7 @@ impl ExitStats {
             ("messages", &self.messages),
             ("malformed", &self.malformed),
             ("queue_full", &self.queue_full),
+            ("backlog_shed", &self.backlog_shed),
             ("sessions", &self.sessions),
             ("sessions_evicted", &self.sessions_evicted),
             ("sessions_refused", &self.sessions_refused),
@@ -209,6 +217,8 @@ pub struct Exit {
     poll: Poll,
     lookups: Lookups,
     resolver: Resolver,
+    /// Messages taken from the cores, not yet answered.
+    backlog: Backlog<Box<[u8; MESSAGE_LEN]>>,
     /// Bytes each stream may hold for its client ([`limits::stream_buffer`]).
     stream_buffer: usize,
     buf: Vec<u8>,
@@ -260,6 +270,7 @@ impl Exit {
                 lookups::LOOKUP_DEADLINE,
             ),
             resolver,
+            backlog: Backlog::new(backlog::MOST, backlog::SESSION_MOST),
             stream_buffer: limits::stream_buffer(allowed),
             buf: vec![0; 16 * 1024],
         })
@@ -272,7 +283,13 @@ impl Exit {
         let mut own_read_at = Instant::now();
         let origin = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(3)));
+            // Messages left from the last turn: look at the connections and carry on.
+            let wait = if self.backlog.is_empty() {
+                Duration::from_millis(3)
+            } else {
+                Duration::ZERO
+            };
+            let _ = self.poll.poll(&mut events, Some(wait));
             let now = origin.elapsed();
             for event in events.iter() {
                 if event.token() != WAKER {
@@ -282,7 +299,11 @@ impl Exit {
             while let Some((id, result)) = self.resolver.try_answer() {
                 self.resolved(id, result, now);
             }
-            while let Some(message) = self.inbox.slots.pop() {
+            self.take_messages(now);
+            for _ in 0..backlog::PER_TURN {
+                let Some(message) = self.backlog.pop() else {
+                    break;
+                };
                 self.message(&message[..], now);
                 self.inbox.slots.give_back(message);
             }
@@ -304,6 +325,21 @@ impl Exit {
 
     fn stats(&self) -> &ExitStats {
         &self.inbox.stats
+    }
+
+    /// Files everything the cores queued into the backlog, settled sessions' apart (see
+    /// [`backlog`]), so that the cores' queue has room again.
+    fn take_messages(&mut self, now: Duration) {
+        while let Some(message) = self.inbox.slots.pop() {
+            let session = ClientMessage::parse(&message[..]).ok().map(|m| m.session);
+            let settled = session
+                .and_then(|id| self.sessions.since(&id))
+                .is_some_and(|since| now.saturating_sub(since) >= limits::YOUNG);
+            if let Some(shed) = self.backlog.push(session, settled, message) {
+                self.stats().backlog_shed.fetch_add(1, Ordering::Relaxed);
+                self.inbox.slots.give_back(shed);
+            }
+        }
     }
 
     /// A client message: its SURBs, then its channel message.
