@@ -110,6 +110,16 @@ impl<'a> ClientMessage<'a> {
         })
     }
 
+    /// The session a delivered message area names, without parsing the rest (the exit
+    /// files every message by it before answering any); `None` where
+    /// [`parse`](Self::parse) would fail on the version or length.
+    pub fn session_of(bytes: &[u8]) -> Option<SessionId> {
+        match bytes.split_first() {
+            Some((&VERSION, rest)) => rest.first_chunk::<16>().map(|s| SessionId(*s)),
+            _ => None,
+        }
+    }
+
     /// SURBs that fit beside a channel message of `channel_len` bytes.
     pub fn surb_room(channel_len: usize) -> usize {
         ((MESSAGE_LEN - CLIENT_PREFIX).saturating_sub(channel_len) / SURB_LEN).min(MAX_SURBS)
@@ -190,6 +200,11 @@ mod tests {
         let bytes = m.encode().unwrap();
         assert!(bytes.len() <= MESSAGE_LEN);
         assert_eq!(ClientMessage::parse(&bytes).unwrap(), m);
+        assert_eq!(ClientMessage::session_of(&bytes), Some(m.session));
+        assert_eq!(ClientMessage::session_of(&bytes[..16]), None, "too short");
+        let mut other = bytes.clone();
+        other[0] = VERSION + 1;
+        assert_eq!(ClientMessage::session_of(&other), None, "another version");
         // Three SURBs only beside a short channel message.
         assert_eq!(ClientMessage::surb_room(CLIENT_CHANNEL_ROOM), 2);
         assert_eq!(ClientMessage::surb_room(18), 3);

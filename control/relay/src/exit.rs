@@ -331,7 +331,7 @@ impl Exit {
     /// [`backlog`]), so that the cores' queue has room again.
     fn take_messages(&mut self, now: Duration) {
         while let Some(message) = self.inbox.slots.pop() {
-            let session = ClientMessage::parse(&message[..]).ok().map(|m| m.session);
+            let session = ClientMessage::session_of(&message[..]);
             let settled = session
                 .and_then(|id| self.sessions.since(&id))
                 .is_some_and(|since| now.saturating_sub(since) >= limits::YOUNG);

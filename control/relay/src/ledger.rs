@@ -701,24 +701,24 @@ impl Follower {
             ));
         }
         // The first `old_size` entries are the ones checked before (the roots agree): only
-        // the new ones are opened and their signatures checked.
-        let mut records = self.records.clone();
-        for (i, entry) in entries.iter().enumerate().skip(records.len()) {
+        // the new ones are opened and their signatures checked, and kept only if all pass.
+        let mut fresh = Vec::with_capacity(entries.len().saturating_sub(self.records.len()));
+        for (i, entry) in entries.iter().enumerate().skip(self.records.len()) {
             let record =
                 SignedMeasurement::open(entry).map_err(|e| format!("refused: entry {i}: {e}"))?;
             if record.measurement().network != self.stewards.network() {
                 return Err(format!("refused: entry {i} is another network's"));
             }
-            records.push(record);
+            fresh.push(record);
         }
         self.dir
             .publish(&tree, &entries, old_size)
             .map_err(|e| format!("mirroring: {e}"))?;
+        self.records.extend(fresh);
         let mut reputation = Reputation::new(Params::default());
-        reputation.apply_all(records.iter().map(SignedMeasurement::measurement));
+        reputation.apply_all(self.records.iter().map(SignedMeasurement::measurement));
         let table = Table::of(self.stewards.network(), size, &reputation);
         self.held = Some((tree, entries));
-        self.records = records;
         Ok(Followed {
             size,
             root,

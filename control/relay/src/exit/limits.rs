@@ -181,6 +181,41 @@ impl<S> Entry<S> {
 /// idle between two of its user's requests.
 pub const YOUNG: Duration = Duration::from_secs(30);
 
+/// The sessions that hold nothing, in the two orders eviction reads: by when each was last
+/// heard, and by when it was first heard (see [`YOUNG`]). One type, so that no change can
+/// update one order and not the other.
+#[derive(Default)]
+struct Idle {
+    by_heard: BTreeSet<(Duration, SessionId)>,
+    by_since: BTreeSet<(Duration, SessionId)>,
+}
+
+impl Idle {
+    fn insert<S>(&mut self, id: SessionId, entry: &Entry<S>) {
+        self.by_heard.insert((entry.last_heard, id));
+        self.by_since.insert((entry.since, id));
+    }
+
+    fn remove<S>(&mut self, id: SessionId, entry: &Entry<S>) {
+        self.by_heard.remove(&(entry.last_heard, id));
+        self.by_since.remove(&(entry.since, id));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_heard.is_empty()
+    }
+
+    /// The one to evict at `now`: the youngest if it was first heard within [`YOUNG`],
+    /// else the one heard from longest ago.
+    fn victim(&self, now: Duration) -> Option<SessionId> {
+        self.by_since
+            .last()
+            .filter(|(since, _)| now.saturating_sub(*since) < YOUNG)
+            .or_else(|| self.by_heard.first())
+            .map(|(_, id)| *id)
+    }
+}
+
 /// The exit's sessions, with what each holds.
 ///
 /// A new session when the table is full evicts, among those with no connection and no
@@ -191,10 +226,8 @@ pub const YOUNG: Duration = Duration::from_secs(30);
 pub struct SessionTable<S> {
     caps: Caps,
     entries: HashMap<SessionId, Entry<S>>,
-    /// The sessions that hold nothing, by when they were last heard: the eviction order.
-    idle: BTreeSet<(Duration, SessionId)>,
-    /// The same, by when they were first heard: young ones go first (see [`YOUNG`]).
-    idle_since: BTreeSet<(Duration, SessionId)>,
+    /// The sessions that hold nothing.
+    idle: Idle,
     connections: usize,
     stats: Arc<ExitStats>,
 }
@@ -205,8 +238,7 @@ impl<S> SessionTable<S> {
         Self {
             caps,
             entries: HashMap::new(),
-            idle: BTreeSet::new(),
-            idle_since: BTreeSet::new(),
+            idle: Idle::default(),
             connections: 0,
             stats,
         }
@@ -225,7 +257,7 @@ impl<S> SessionTable<S> {
     }
 
     /// The session `id`, heard from at `now`: the one held, or a new one from `new`
-    /// (evicting the least recently heard idle session if the table is full). `None`: the
+    /// (evicting an idle session if the table is full: see the type's docs). `None`: the
     /// table is full of sessions that hold connections or lookups.
     pub fn admit(
         &mut self,
@@ -239,23 +271,21 @@ impl<S> SessionTable<S> {
                 return None;
             }
             self.stats.sessions.fetch_add(1, Ordering::Relaxed);
-            self.entries.insert(
-                id,
-                Entry {
-                    value: new(),
-                    since: now,
-                    last_heard: now,
-                    connections: 0,
-                    lookups: 0,
-                },
-            );
-            self.idle.insert((now, id));
-            self.idle_since.insert((now, id));
+            let entry = Entry {
+                value: new(),
+                since: now,
+                last_heard: now,
+                connections: 0,
+                lookups: 0,
+            };
+            self.idle.insert(id, &entry);
+            self.entries.insert(id, entry);
         }
         let entry = self.entries.get_mut(&id)?;
         if !entry.busy() {
-            self.idle.remove(&(entry.last_heard, id));
-            self.idle.insert((now, id));
+            self.idle.remove(id, entry);
+            entry.last_heard = now;
+            self.idle.insert(id, entry);
         }
         entry.last_heard = now;
         Some(&mut entry.value)
@@ -287,19 +317,13 @@ impl<S> SessionTable<S> {
     /// Forgets an idle session: the youngest if it was first heard within [`YOUNG`] of
     /// `now`, else the one heard from longest ago; false if every session is busy.
     fn evict_one(&mut self, now: Duration) -> bool {
-        let young = self
-            .idle_since
-            .last()
-            .filter(|(since, _)| now.saturating_sub(*since) < YOUNG)
-            .map(|(_, id)| *id);
-        let Some(id) = young.or_else(|| self.idle.first().map(|(_, id)| *id)) else {
+        let Some(id) = self.idle.victim(now) else {
             return false;
         };
         let Some(entry) = self.entries.remove(&id) else {
             return false;
         };
-        self.idle.remove(&(entry.last_heard, id));
-        self.idle_since.remove(&(entry.since, id));
+        self.idle.remove(id, &entry);
         self.stats.sessions_evicted.fetch_add(1, Ordering::Relaxed);
         true
     }
@@ -330,8 +354,7 @@ impl<S> SessionTable<S> {
     /// caller closes them).
     pub fn remove(&mut self, id: &SessionId) -> Option<S> {
         let entry = self.entries.remove(id)?;
-        self.idle.remove(&(entry.last_heard, *id));
-        self.idle_since.remove(&(entry.since, *id));
+        self.idle.remove(*id, &entry);
         self.connections -= entry.connections;
         Some(entry.value)
     }
@@ -348,8 +371,7 @@ impl<S> SessionTable<S> {
             return Err(Refusal::Connections);
         }
         if !entry.busy() {
-            self.idle.remove(&(entry.last_heard, id));
-            self.idle_since.remove(&(entry.since, id));
+            self.idle.remove(id, entry);
         }
         entry.connections += 1;
         self.connections += 1;
@@ -390,8 +412,7 @@ impl<S> SessionTable<S> {
         entry.connections -= 1;
         self.connections -= 1;
         if !entry.busy() {
-            self.idle.insert((entry.last_heard, id));
-            self.idle_since.insert((entry.since, id));
+            self.idle.insert(id, entry);
         }
     }
 
@@ -404,8 +425,7 @@ impl<S> SessionTable<S> {
             return Err(Refusal::SessionLookups);
         }
         if !entry.busy() {
-            self.idle.remove(&(entry.last_heard, id));
-            self.idle_since.remove(&(entry.since, id));
+            self.idle.remove(id, entry);
         }
         entry.lookups += 1;
         Ok(())
@@ -422,8 +442,7 @@ impl<S> SessionTable<S> {
         }
         entry.lookups -= 1;
         if !entry.busy() {
-            self.idle.insert((entry.last_heard, id));
-            self.idle_since.insert((entry.since, id));
+            self.idle.insert(id, entry);
         }
     }
 }
