@@ -45,6 +45,16 @@ pub use handoff::Handoff;
 /// What unwrapping a packet is assumed to cost before the first batch is measured: a
 /// serial X25519 and the symmetric work, on a slow core.
 const INITIAL_UNWRAP_NS: u64 = 100_000;
+/// The most one batch's measured time per packet counts for: unwrapping a packet takes tens
+/// of microseconds, and a batch that measured more was interrupted (its thread preempted,
+/// the machine stalled), which says nothing of the next one.
+const MAX_UNWRAP_SAMPLE_NS: u64 = 1_000_000;
+
+/// The moving average of what unwrapping one packet costs (1/8 new), after a batch that
+/// took `sample` nanoseconds a packet (at most [`MAX_UNWRAP_SAMPLE_NS`] of it counts).
+fn unwrap_estimate(old: u64, sample: u64) -> u64 {
+    (old.saturating_mul(7) + sample.min(MAX_UNWRAP_SAMPLE_NS)) / 8
+}
 
 /// One outgoing link: the neighbour's node id and UDP endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -462,6 +472,14 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
         Duration::from_nanos(self.unwrap_ns)
     }
 
+    /// The core had time before a slot but the estimate left room for no packet: it is
+    /// lowered (by 1/16), since only unwrapping measures it again. Without this, an
+    /// estimate above the time between a core's slots would keep the core from ever
+    /// receiving again.
+    pub fn relieve_unwrap_cost(&mut self) {
+        self.unwrap_ns = (self.unwrap_ns - self.unwrap_ns / 16).max(1);
+    }
+
     /// Receives into the batch and unwraps up to `budget` of it, unless it is too small and
     /// its top-up deadline has not passed (then it waits in `rx` for the next turn).
     fn receive(&mut self, now: Time, wait: Duration, budget: usize) -> Result<(), IoError> {
@@ -500,8 +518,8 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             process_batch(payloads, keys, &mut replay, &mut results[..payloads.len()]);
         });
         let per_packet = (started.elapsed().as_nanos() / got as u128) as u64;
-        // A moving average (1/8 new), so that one slow batch does not starve the next.
-        self.unwrap_ns = (self.unwrap_ns * 7 + per_packet) / 8;
+        // A moving average, so that one slow batch does not starve the next.
+        self.unwrap_ns = unwrap_estimate(self.unwrap_ns, per_packet);
         self.stats.replay_filter_full += replay.stats.full;
         self.stats.replay_filter_no_table += replay.stats.no_table;
         let drop = &mut self.spare;
@@ -942,4 +960,22 @@ fn jittered<T>(
 fn phase(index: usize, links: usize, rate: u32) -> u64 {
     let interval = Time::SECOND / u64::from(rate.max(1));
     interval * index as u64 / links.max(1) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_UNWRAP_SAMPLE_NS, unwrap_estimate};
+
+    /// A batch measured across a stall (100 ms a packet) moves the estimate by at most an
+    /// eighth of a millisecond, and ordinary batches bring it back.
+    #[test]
+    fn a_stalled_batch_does_not_blow_the_unwrap_estimate_up() {
+        let mut e = 60_000;
+        e = unwrap_estimate(e, 100_000_000);
+        assert!(e <= 60_000 + MAX_UNWRAP_SAMPLE_NS / 8, "{e}");
+        for _ in 0..64 {
+            e = unwrap_estimate(e, 60_000);
+        }
+        assert!(e < 62_000, "{e}");
+    }
 }
