@@ -675,7 +675,7 @@ mod gpa {
             stats::mann_whitney(&a.rates(la), &b.rates(lb)),
             stats::chi_square_categories(&a.sizes, &b.sizes),
             stats::ks(&ga, &gb),
-            stats::brown_forsythe(&ga, &gb),
+            stats::gap_spread(&ga, &gb),
             stats::autocorrelation(&ga, &gb, 1),
         ]
     }
