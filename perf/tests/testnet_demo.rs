@@ -1,13 +1,15 @@
-//! The main job, run the way a script would. As root (and always in CI) that is literally
-//! `make demo PB_DEMO_EXIT=1`: it builds (with `DEMO_PROFILE=dev`: only pb-client again, with
-//! the demo's network file built in), starts the network in namespaces on AF_XDP, starts
-//! pb-client with no network argument, fetches through it, prints the summary and stops,
-//! leaving no process, namespace, socket or file behind. Without root it runs
-//! `pb-perf testnet --exit-after-summary` (what `make demo` runs after `deploy/setup.sh` and
-//! the build, both of which need root) on loopback.
+//! The main job, run the way a user would. As root (and always in CI) that is literally
+//! `make demo`: it builds (with `DEMO_PROFILE=dev`: only pb-client again, with the demo's
+//! network file built in), starts the network in namespaces on AF_XDP, starts pb-client with
+//! no network argument, fetches through it and prints the summary. Then it stays up: curl
+//! through its SOCKS5 port fetches the page the summary names, and a second run meanwhile
+//! says in one line that one is already up. Ctrl-C (SIGINT) stops it, leaving no process,
+//! namespace, socket or file behind. Without root it runs `pb-perf testnet` (what `make
+//! demo` runs after `deploy/setup.sh` and the build, both of which need root) on loopback.
 //!
-//! Then, on loopback: run interactively it stays up until SIGTERM, and a second run
-//! meanwhile says in one line that one is already up.
+//! (One run for all of it: a second testnet only to test the interactive part took 40 s of
+//! every CI run. `--exit-after-summary`, `PB_DEMO_EXIT=1`, returns where the interactive
+//! run prints how to use the network.)
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use std::{
@@ -24,22 +26,67 @@ fn pb_perf() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pb-perf"))
 }
 
-/// Processes whose command line names `needle`.
-fn processes_naming(needle: &str) -> Vec<String> {
+/// Processes whose command line names `needle`: (pid, command line).
+fn processes_naming(needle: &str) -> Vec<(u32, String)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
         if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
             if cmdline.contains(needle) {
-                found.push(cmdline);
+                found.push((pid, cmdline));
             }
         }
     }
     found
 }
 
+/// The interactive `pb-perf testnet` on `listen` (under `make demo`, or started directly).
+fn testnet_process(listen: &str) -> Option<u32> {
+    processes_naming(&format!("testnet --listen {listen} "))
+        .into_iter()
+        .find(|(_, cmdline)| {
+            cmdline
+                .split(' ')
+                .next()
+                .is_some_and(|a| a.ends_with("pb-perf"))
+                && !cmdline.contains("--write-network-file")
+        })
+        .map(|(pid, _)| pid)
+}
+
+fn signal(pid: u32, name: &str) {
+    Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+/// Stops the testnet on `listen` when dropped, so that a failing test leaves nothing up
+/// (dropping the `make` process would not reach its child).
+struct StopTestnet<'a>(&'a str);
+
+impl Drop for StopTestnet<'_> {
+    fn drop(&mut self) {
+        let start = Instant::now();
+        while let Some(pid) = testnet_process(self.0) {
+            signal(
+                pid,
+                if start.elapsed() < Duration::from_secs(30) {
+                    "INT"
+                } else {
+                    "KILL"
+                },
+            );
+            thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
 #[test]
-fn the_main_job_fetches_through_the_mixnet_and_tears_everything_down() {
+fn the_main_job_fetches_through_the_mixnet_stays_up_and_tears_everything_down() {
     let me = Path::new(env!("CARGO_BIN_EXE_pb-perf"));
     let missing: Vec<_> = ["pb-relay", "pb-client"]
         .iter()
@@ -56,17 +103,16 @@ fn the_main_job_fetches_through_the_mixnet_and_tears_everything_down() {
     let listen = "127.0.0.1:21180";
     let root = pb_testbed::privileged().is_ok();
 
-    // 1. Non-interactive: fetch, summary, stop.
-    let out = if root {
+    // 1. Up: build, network, fetch, summary; then it says how to use it and stays up.
+    let demo = if root {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        Command::new("make")
-            .arg("-C")
+        let mut make = Command::new("make");
+        make.arg("-C")
             .arg(&workspace)
             .args(["--no-print-directory", "demo", "DEMO_PROFILE=dev"])
             .arg(format!("DEMO_ARGS=--listen {listen} --bytes 262144"))
-            .env("PB_DEMO_EXIT", "1")
-            .output()
-            .unwrap()
+            .env_remove("PB_DEMO_EXIT");
+        make
     } else {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -75,72 +121,76 @@ fn the_main_job_fetches_through_the_mixnet_and_tears_everything_down() {
         eprintln!(
             "not root: running pb-perf testnet on loopback instead of `make demo` (its setup step installs packages)"
         );
-        pb_perf()
-            .args(["testnet", "--exit-after-summary", "--listen", listen])
-            .args(["--bytes", "262144"])
-            .output()
-            .unwrap()
+        let mut testnet = pb_perf();
+        testnet.args(["testnet", "--listen", listen, "--bytes", "262144"]);
+        testnet
     };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stderr.contains("[6/6]"), "progress: {stderr}");
+    let stop = StopTestnet(listen);
+    let mut demo = Proc::start(demo).unwrap();
+    let start = Instant::now();
+    while demo.last("Ctrl-C stops everything").is_none() {
+        assert!(
+            demo.child.try_wait().unwrap().is_none(),
+            "it stopped before it was up:\n{}",
+            demo.tail(40)
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "not up after 10 minutes:\n{}",
+            demo.tail(40)
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    let output = demo.output();
+    assert!(output.contains("[6/6]"), "progress: {output}");
     assert!(
-        stdout.contains("delivered 262144 bytes through pb-client"),
-        "{stdout}"
+        output.contains("delivered 262144 bytes through pb-client"),
+        "{output}"
     );
     assert!(
-        stdout.contains("time to first byte over 20 fetches: p50"),
-        "{stdout}"
+        output.contains("time to first byte over 20 fetches: p50"),
+        "{output}"
     );
     assert_eq!(
-        stdout.matches(" links, ").count(),
+        output.matches(" links, ").count(),
         8,
-        "a line per relay: {stdout}"
+        "a line per relay: {output}"
     );
     if root {
         assert!(
-            stdout.contains("8 relays each in a network namespace, AF_XDP"),
-            "{stdout}"
+            output.contains("8 relays each in a network namespace, AF_XDP"),
+            "{output}"
         );
         // `make demo` builds the demo's network file into pb-client, which then needs no
         // network argument (and checks every view against the stewards).
         assert!(
-            stderr.contains("pb-client runs with its built-in network file"),
-            "{stderr}"
+            output.contains("pb-client runs with its built-in network file"),
+            "{output}"
         );
-        // Every namespace gone, and with them the veths and their XDP programs.
-        let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
-        let namespaces = String::from_utf8_lossy(&namespaces.stdout);
-        assert!(!namespaces.contains("-pbdemo-"), "{namespaces}");
     } else {
-        assert!(stdout.contains("on loopback, UDP backend"), "{stdout}");
+        assert!(output.contains("on loopback, UDP backend"), "{output}");
     }
-    // Torn down: no relay or client left, the proxy port free, the scratch directory gone.
-    thread::sleep(Duration::from_millis(300));
-    assert!(
-        processes_naming("pb-testnet-").is_empty(),
-        "{:?}",
-        processes_naming("pb-testnet-")
-    );
-    assert!(processes_naming(listen).is_empty());
-    assert!(TcpListener::bind(listen).is_ok());
 
-    // 2. Interactive: up until SIGTERM; a second run meanwhile refuses.
-    let mut first = pb_perf();
-    first
-        .args(["testnet", "--listen", listen, "--bytes", "65536"])
-        .args(["--backend", "udp"]);
-    let mut first = Proc::start(first).unwrap();
-    let start = Instant::now();
-    while first.last("Ctrl-C stops everything").is_none() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "{}",
-            first.tail(20)
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
+    // 2. While it is up: curl fetches the page the summary names through the proxy.
+    let hint = demo.last("  curl --socks5-hostname").unwrap();
+    let url = hint
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_owned();
+    let fetched = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "120"])
+        .args(["--socks5-hostname", listen, &url, "--output", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        fetched.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    assert_eq!(fetched.stdout.len(), 262_144, "the page the summary names");
+
+    // 3. A second run meanwhile refuses, in one line.
     let second = pb_perf()
         .args(["testnet", "--exit-after-summary", "--listen", listen])
         .output()
@@ -149,11 +199,26 @@ fn the_main_job_fetches_through_the_mixnet_and_tears_everything_down() {
     assert!(!second.status.success());
     assert!(said.contains("already running"), "{said}");
     assert_eq!(said.trim().lines().count(), 1, "one line: {said}");
-    let pid = first.child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = first.child.wait().unwrap();
-    assert!(status.success(), "{status}: {}", first.tail(10));
+
+    // 4. Ctrl-C: everything stops, cleanly.
+    assert!(demo.child.try_wait().unwrap().is_none(), "it stayed up");
+    signal(testnet_process(listen).unwrap(), "INT");
+    let status = demo.wait_output().unwrap();
+    assert!(status.success(), "{status}: {}", demo.tail(10));
+    drop(stop);
+    if root {
+        // Every namespace gone, and with them the veths and their XDP programs.
+        let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        let namespaces = String::from_utf8_lossy(&namespaces.stdout);
+        assert!(!namespaces.contains("-pbdemo-"), "{namespaces}");
+    }
+    // Torn down: no relay or client left, the proxy port free.
     thread::sleep(Duration::from_millis(300));
-    assert!(processes_naming("pb-testnet-").is_empty());
+    assert!(
+        processes_naming("pb-testnet-").is_empty(),
+        "{:?}",
+        processes_naming("pb-testnet-")
+    );
+    assert!(processes_naming(listen).is_empty());
     assert!(TcpListener::bind(listen).is_ok());
 }
