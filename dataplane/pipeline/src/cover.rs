@@ -777,6 +777,22 @@ mod tests {
         assert_eq!(q.len(), 0);
     }
 
+    /// What the builder has put in the queue but not yet counted is not handed out: a
+    /// consumer's pop returns at once. (In that window crossbeam's own `pop` would spin on
+    /// the head slot, were the builder still writing it.)
+    #[test]
+    fn the_ready_queue_hands_out_only_what_the_builder_has_counted() {
+        use std::sync::atomic::Ordering;
+        let q = ReadyQueue::new(4);
+        // The builder's push, stopped between the queue and the count.
+        assert!(q.queue.push(packet(1)).is_ok());
+        assert_eq!(q.len(), 0);
+        assert!(q.pop().is_none());
+        q.published.fetch_add(1, Ordering::Release);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.pop().map(|r| r.1), Some(1));
+    }
+
     /// One builder and two consumers at once: every packet comes out once, whole, and each
     /// consumer sees its share in the order pushed.
     #[test]
