@@ -324,11 +324,9 @@ fn turn<I: PacketIo>(
     let margin = pacer.spin() + MARGIN;
     match plan(left, pipeline.unwrap_cost(), usize::MAX, margin) {
         Plan::Send => {
-            // Room before the slot, and yet no work: the estimate is too high to ever let
-            // a packet be unwrapped again unless it comes down.
-            if left > margin + MARGIN {
-                pipeline.relieve_unwrap_cost();
-            }
+            // No packet fits: where there was ample room, the estimate is too high to
+            // ever let a packet be unwrapped again unless it comes down.
+            pipeline.relieve_unwrap_cost(left.saturating_sub(margin));
             pipeline.prepare(t);
             let _emitting = pacer.emit_at(Instant::now() + left);
             pipeline.send_slots(now())?;

@@ -50,10 +50,27 @@ const INITIAL_UNWRAP_NS: u64 = 100_000;
 /// the machine stalled), which says nothing of the next one.
 const MAX_UNWRAP_SAMPLE_NS: u64 = 1_000_000;
 
+/// Room before a slot in which a core finding that no packet fits means the estimate is
+/// wrong: twice what a packet costs on a slow core. Below it, "no packet fits" is how a
+/// core's work normally ends before its slot, and lowering the estimate there would let
+/// the next batch run into the slot.
+const RELIEF_ROOM_NS: u64 = 2 * INITIAL_UNWRAP_NS;
+
 /// The moving average of what unwrapping one packet costs (1/8 new), after a batch that
 /// took `sample` nanoseconds a packet (at most [`MAX_UNWRAP_SAMPLE_NS`] of it counts).
 fn unwrap_estimate(old: u64, sample: u64) -> u64 {
     (old.saturating_mul(7) + sample.min(MAX_UNWRAP_SAMPLE_NS)) / 8
+}
+
+/// The estimate after a core had `room` nanoseconds before a slot and `estimate` left no
+/// packet to unwrap in it: 1/16 lower if the room was at least [`RELIEF_ROOM_NS`],
+/// unchanged otherwise.
+fn relieved_estimate(estimate: u64, room: u64) -> u64 {
+    if room >= RELIEF_ROOM_NS && estimate > room {
+        (estimate - estimate / 16).max(1)
+    } else {
+        estimate
+    }
 }
 
 /// One outgoing link: the neighbour's node id and UDP endpoint.
@@ -472,12 +489,13 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
         Duration::from_nanos(self.unwrap_ns)
     }
 
-    /// The core had time before a slot but the estimate left room for no packet: it is
-    /// lowered (by 1/16), since only unwrapping measures it again. Without this, an
-    /// estimate above the time between a core's slots would keep the core from ever
-    /// receiving again.
-    pub fn relieve_unwrap_cost(&mut self) {
-        self.unwrap_ns = (self.unwrap_ns - self.unwrap_ns / 16).max(1);
+    /// The core had `room` before a slot and the estimate left no packet to unwrap in it.
+    /// Where that room is ample (twice a slow core's cost a packet) the estimate is lowered
+    /// by 1/16, since only unwrapping measures it again: without this, an estimate above
+    /// the time between a core's slots would keep the core from ever receiving again.
+    pub fn relieve_unwrap_cost(&mut self, room: Duration) {
+        let room = u64::try_from(room.as_nanos()).unwrap_or(u64::MAX);
+        self.unwrap_ns = relieved_estimate(self.unwrap_ns, room);
     }
 
     /// Receives into the batch and unwraps up to `budget` of it, unless it is too small and
@@ -964,7 +982,7 @@ fn phase(index: usize, links: usize, rate: u32) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_UNWRAP_SAMPLE_NS, unwrap_estimate};
+    use super::{MAX_UNWRAP_SAMPLE_NS, RELIEF_ROOM_NS, relieved_estimate, unwrap_estimate};
 
     /// A batch measured across a stall (100 ms a packet) moves the estimate by at most an
     /// eighth of a millisecond, and ordinary batches bring it back.
@@ -977,5 +995,22 @@ mod tests {
             e = unwrap_estimate(e, 60_000);
         }
         assert!(e < 62_000, "{e}");
+    }
+
+    /// An estimate above ample room comes down until a packet fits; near a slot, where a
+    /// core's work normally ends, it stays.
+    #[test]
+    fn only_ample_room_lowers_the_unwrap_estimate() {
+        assert_eq!(relieved_estimate(120_000, 60_000), 120_000);
+        assert_eq!(relieved_estimate(60_000, RELIEF_ROOM_NS), 60_000);
+        let room = 500_000;
+        let mut e = 1_000_000;
+        let mut turns = 0;
+        while e > room {
+            e = relieved_estimate(e, room);
+            turns += 1;
+        }
+        assert!(turns <= 16, "{turns}");
+        assert_eq!(relieved_estimate(e, room), e);
     }
 }
