@@ -111,6 +111,9 @@ struct Phase {
     from: u64,
     to: u64,
     cpu_idle: f64,
+    /// CPU time the hypervisor ran something else while this machine's CPUs had work
+    /// (`/proc/stat`'s steal), in ms summed over the CPUs; 0 on bare metal.
+    steal_ms: f64,
     missed: u64,
 }
 
@@ -150,20 +153,40 @@ fn now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// Idle and total jiffies of every CPU (`/proc/stat`'s `cpu` line).
-fn cpu_times() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let fields: Vec<u64> = text
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
-    (idle, fields.iter().sum())
+/// Idle, stolen and total jiffies of every CPU (`/proc/stat`'s `cpu` line).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct CpuTimes {
+    idle: u64,
+    steal: u64,
+    total: u64,
 }
+
+impl CpuTimes {
+    fn now() -> Self {
+        Self::parse(&std::fs::read_to_string("/proc/stat").unwrap_or_default())
+    }
+
+    /// From `/proc/stat`'s text: `cpu user nice system idle iowait irq softirq steal …`.
+    fn parse(text: &str) -> Self {
+        let fields: Vec<u64> = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        let field = |i: usize| fields.get(i).copied().unwrap_or(0);
+        Self {
+            idle: field(3) + field(4),
+            steal: field(7),
+            total: fields.iter().sum(),
+        }
+    }
+}
+
+/// Milliseconds per jiffy of `/proc/stat` (`USER_HZ`, 100 on every Linux architecture).
+const MS_PER_JIFFY: f64 = 10.0;
 
 /// Slots every relay has reported missed so far (its `window` lines).
 fn missed_slots(net: &Testnet) -> u64 {
@@ -175,16 +198,18 @@ fn missed_slots(net: &Testnet) -> u64 {
 
 /// Runs `during` as a phase: its span and the machine's headroom meanwhile.
 fn phase(net: &Testnet, during: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<Phase> {
-    let (idle0, total0) = cpu_times();
+    let before = CpuTimes::now();
     let missed0 = missed_slots(net);
     let from = now_ns();
     during()?;
     let to = now_ns();
-    let (idle1, total1) = cpu_times();
+    let after = CpuTimes::now();
     Ok(Phase {
         from,
         to,
-        cpu_idle: 100.0 * (idle1 - idle0) as f64 / (total1 - total0).max(1) as f64,
+        cpu_idle: 100.0 * after.idle.saturating_sub(before.idle) as f64
+            / after.total.saturating_sub(before.total).max(1) as f64,
+        steal_ms: MS_PER_JIFFY * after.steal.saturating_sub(before.steal) as f64,
         missed: missed_slots(net).saturating_sub(missed0),
     })
 }
@@ -385,6 +410,13 @@ pub fn run(args: &AnonymityArgs) -> anyhow::Result<Vec<Measurement>> {
             &[("phase", json!(name)), ("scale", scale.clone())],
             p.cpu_idle.round(),
             "%",
+        ));
+        rows.push(row(
+            "headroom.steal",
+            implementation,
+            &[("phase", json!(name)), ("scale", scale.clone())],
+            p.steal_ms,
+            "ms",
         ));
         rows.push(row(
             "headroom.missed_slots",
@@ -968,4 +1000,26 @@ fn entropy_rows(
         ));
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CpuTimes;
+
+    #[test]
+    fn cpu_times_read_idle_steal_and_total_from_proc_stat() {
+        let text = "cpu  6385921 412887 1120899 3208059 51826 0 85160 7975 0 0\n\
+                    cpu0 3137615 203408 551108 1702262 14032 0 41520 3928 0 0\n";
+        assert_eq!(
+            CpuTimes::parse(text),
+            CpuTimes {
+                idle: 3_208_059 + 51_826,
+                steal: 7_975,
+                total: 6_385_921 + 412_887 + 1_120_899 + 3_208_059 + 51_826 + 85_160 + 7_975,
+            }
+        );
+        // A kernel without the steal field (before 2.6.11) or an unreadable file: no steal.
+        assert_eq!(CpuTimes::parse("cpu 1 2 3 4 5").steal, 0);
+        assert_eq!(CpuTimes::parse(""), CpuTimes::default());
+    }
 }
