@@ -32,6 +32,8 @@ use pb_sphinx::{
     CreateError, DelayMs, Epoch, Format, Hop, MailboxId, PACKET_LEN, create_packet_with,
 };
 
+use crate::ready::ReadyQueue;
+
 /// The mailbox of one-hop link cover: a relay drops (and counts) what is delivered to it,
 /// and records no replay entry for it (see pb-sphinx).
 pub use pb_sphinx::COVER_MAILBOX;
@@ -414,70 +416,14 @@ pub struct CoverHandle {
     shared: Arc<Shared>,
 }
 
-/// A queue of ready packets with one producer (the builder) whose consumers (relay cores,
-/// at real-time priority) never wait for it.
-///
-/// crossbeam's `ArrayQueue` lets a consumer see a slot the producer has claimed but not yet
-/// written, and then `pop` spins until the producer finishes. The builder runs at normal
-/// priority: preempted in that window on a busy machine (a CPU hog), it could leave a core
-/// spinning at real-time priority on the same CPU for as long as the scheduler took to move
-/// it, sending nothing. So the builder counts what it has finished pushing (`published`),
-/// and a consumer first reserves one of those (`taken`): the slot at the head is then
-/// always written, and `pop` returns at once.
-struct ReadyQueue {
-    queue: ArrayQueue<Ready>,
-    /// Packets the builder has pushed, counted after each push returns.
-    published: AtomicU64,
-    /// Packets consumers have reserved (each then pops one).
-    taken: AtomicU64,
-}
-
-impl ReadyQueue {
-    fn new(depth: usize) -> Self {
-        Self {
-            queue: ArrayQueue::new(depth.max(1)),
-            published: AtomicU64::new(0),
-            taken: AtomicU64::new(0),
-        }
-    }
-
-    /// Queues `ready` (the builder only); false if the queue is full.
-    fn push(&self, ready: Ready) -> bool {
-        if self.queue.push(ready).is_err() {
-            return false;
-        }
-        self.published.fetch_add(1, Ordering::Release);
-        true
-    }
-
-    fn is_full(&self) -> bool {
-        self.queue.is_full()
-    }
-
-    /// Packets written and not yet taken.
-    fn len(&self) -> usize {
-        let published = self.published.load(Ordering::Acquire);
-        let taken = self.taken.load(Ordering::Acquire);
-        usize::try_from(published.saturating_sub(taken)).unwrap_or(usize::MAX)
-    }
-
-    /// The oldest packet, if one is written: never waits for the builder.
-    fn pop(&self) -> Option<Ready> {
-        self.taken
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
-                (taken < self.published.load(Ordering::Acquire)).then_some(taken + 1)
-            })
-            .ok()?;
-        // Every packet up to the one reserved is written, and no other consumer pops
-        // without a reservation of its own: the head slot is ready.
-        self.queue.pop()
-    }
-}
+/// Ready packets for one link: the builder (normal priority) pushes, relay cores (real
+/// time) pop, and never wait for the builder (see [`ReadyQueue`]).
+type ReadyPackets = ReadyQueue<Ready>;
 
 /// What the builder and the pipelines share.
 struct Shared {
-    cover: Vec<ReadyQueue>,
-    loops: Vec<ReadyQueue>,
+    cover: Vec<ReadyPackets>,
+    loops: Vec<ReadyPackets>,
     /// Tokens of messages delivered to the loop mailbox, and when, for the builder to check.
     returns: ArrayQueue<([u8; LOOP_TOKEN_LEN], Time)>,
     /// Per link: loops sent, returned, lost, then the returned ones' round-trip-time
@@ -569,7 +515,7 @@ impl CoverPool {
             .shared
             .cover
             .get(link)
-            .map_or(0, ReadyQueue::len)
+            .map_or(0, ReadyPackets::len)
     }
 
     /// A handle for one relay core's pipeline; the builder runs as long as the pool lives.
@@ -656,7 +602,7 @@ impl Drop for CoverPool {
 
 impl CoverHandle {
     /// Takes a packet of the current generation from `queue` (older ones are dropped).
-    fn take(&self, queue: Option<&ReadyQueue>, out: &mut [u8; PACKET_LEN]) -> bool {
+    fn take(&self, queue: Option<&ReadyPackets>, out: &mut [u8; PACKET_LEN]) -> bool {
         let Some(queue) = queue else {
             return false;
         };
@@ -676,7 +622,7 @@ impl CoverSource for CoverHandle {
     /// replaced may answer for a slot and then be discarded by `fill`: that slot is missed
     /// and counted, right after a topology change only.)
     fn ready(&mut self, link: usize) -> bool {
-        self.shared.cover.get(link).is_some_and(|q| q.len() > 0)
+        self.shared.cover.get(link).is_some_and(|q| !q.is_empty())
     }
 
     fn fill(&mut self, link: usize, _now: Time, out: &mut [u8; PACKET_LEN]) -> bool {
@@ -684,7 +630,7 @@ impl CoverSource for CoverHandle {
     }
 
     fn loop_due(&mut self, link: usize, _now: Time) -> bool {
-        self.shared.loops.get(link).is_some_and(|q| q.len() > 0)
+        self.shared.loops.get(link).is_some_and(|q| !q.is_empty())
     }
 
     fn take_loop(&mut self, link: usize, _now: Time, out: &mut [u8; PACKET_LEN]) -> bool {
@@ -750,90 +696,8 @@ impl CoverSource for CoverPool {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
-    use super::{PACKET_LEN, ReadyQueue, weighted};
-
-    fn packet(n: u64) -> ([u8; PACKET_LEN], u64) {
-        let mut p = [0u8; PACKET_LEN];
-        p[..8].copy_from_slice(&n.to_le_bytes());
-        (p, n)
-    }
-
-    /// The queue hands out what the builder pushed, in order, counts only what is written
-    /// and not taken, and refuses past its depth.
-    #[test]
-    fn the_ready_queue_hands_out_what_was_pushed_in_order() {
-        let q = ReadyQueue::new(3);
-        assert_eq!(q.len(), 0);
-        assert!(q.pop().is_none());
-        assert!(q.push(packet(1)) && q.push(packet(2)) && q.push(packet(3)));
-        assert!(q.is_full() && !q.push(packet(4)));
-        assert_eq!(q.len(), 3);
-        assert_eq!(q.pop().map(|r| r.1), Some(1));
-        assert!(q.push(packet(5)));
-        let rest: Vec<u64> = std::iter::from_fn(|| q.pop().map(|r| r.1)).collect();
-        assert_eq!(rest, [2, 3, 5]);
-        assert_eq!(q.len(), 0);
-    }
-
-    /// What the builder has put in the queue but not yet counted is not handed out: a
-    /// consumer's pop returns at once. (In that window crossbeam's own `pop` would spin on
-    /// the head slot, were the builder still writing it.)
-    #[test]
-    fn the_ready_queue_hands_out_only_what_the_builder_has_counted() {
-        use std::sync::atomic::Ordering;
-        let q = ReadyQueue::new(4);
-        // The builder's push, stopped between the queue and the count.
-        assert!(q.queue.push(packet(1)).is_ok());
-        assert_eq!(q.len(), 0);
-        assert!(q.pop().is_none());
-        q.published.fetch_add(1, Ordering::Release);
-        assert_eq!(q.len(), 1);
-        assert_eq!(q.pop().map(|r| r.1), Some(1));
-    }
-
-    /// One builder and two consumers at once: every packet comes out once, whole, and each
-    /// consumer sees its share in the order pushed.
-    #[test]
-    fn the_ready_queue_loses_and_repeats_nothing_under_contention() {
-        const N: u64 = 100_000;
-        let q = ReadyQueue::new(16);
-        let seen: Vec<Vec<u64>> = std::thread::scope(|s| {
-            let consumers: Vec<_> = (0..2)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut got = Vec::new();
-                        while got.len() < N as usize {
-                            match q.pop() {
-                                Some((p, n)) => {
-                                    assert_eq!(p[..8], n.to_le_bytes(), "a whole packet");
-                                    got.push(n);
-                                }
-                                None if q.taken.load(std::sync::atomic::Ordering::Acquire) >= N => {
-                                    break;
-                                }
-                                None => std::hint::spin_loop(),
-                            }
-                        }
-                        got
-                    })
-                })
-                .collect();
-            for n in 0..N {
-                while !q.push(packet(n)) {
-                    std::hint::spin_loop();
-                }
-            }
-            consumers.into_iter().map(|c| c.join().unwrap()).collect()
-        });
-        for got in &seen {
-            assert!(got.windows(2).all(|w| w[0] < w[1]), "in order");
-        }
-        let mut all: Vec<u64> = seen.concat();
-        all.sort_unstable();
-        assert_eq!(all, (0..N).collect::<Vec<_>>());
-    }
+    use super::weighted;
 
     #[test]
     fn a_weighted_draw_falls_on_each_candidate_by_its_share() {

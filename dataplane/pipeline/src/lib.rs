@@ -25,6 +25,7 @@
 
 mod cover;
 mod handoff;
+pub mod ready;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
