@@ -10,12 +10,17 @@
 //! by the sending core.
 //!
 //! Packets a relay makes itself for a link (an exit's replies) enter the same way through
-//! [`Handoff::inject`]: any core takes them and passes each to its link's owner. Packets a
+//! [`Handoff::inject`]: any core takes them and passes each to its link's owner. The exit
+//! runs at normal priority, so the cores take its packets from a [`ReadyQueue`], which
+//! never makes them wait for a producer the machine's load has preempted, and the exit
+//! never returns a buffer to the pool the cores take from. Packets a
 //! gateway's clients send over their encrypted link enter through [`Handoff::arrive`]: any
 //! core takes them as if received, and unwraps them with the rest of its batch.
 
 use crossbeam::queue::ArrayQueue;
 use pb_sphinx::{NodeId, PACKET_LEN};
+
+use crate::ready::ReadyQueue;
 
 /// A packet on its way to the core that owns its link.
 pub(crate) struct Crossing {
@@ -29,7 +34,7 @@ pub(crate) struct Crossing {
 /// The inboxes of a relay's cores and the buffers that cross between them.
 pub struct Handoff {
     inboxes: Vec<ArrayQueue<Crossing>>,
-    injected: ArrayQueue<Crossing>,
+    injected: ReadyQueue<Crossing>,
     arrivals: ArrayQueue<Box<[u8; PACKET_LEN]>>,
     free: ArrayQueue<Box<[u8; PACKET_LEN]>>,
 }
@@ -56,7 +61,7 @@ impl Handoff {
         }
         Self {
             inboxes: (0..cores).map(|_| ArrayQueue::new(depth)).collect(),
-            injected: ArrayQueue::new(depth),
+            injected: ReadyQueue::new(depth),
             arrivals: ArrayQueue::new(depth),
             free,
         }
@@ -70,13 +75,21 @@ impl Handoff {
         let Ok(packet) = <&[u8; PACKET_LEN]>::try_from(packet) else {
             return false;
         };
+        // Checked before a buffer is taken, so that a refused push never hands one back
+        // to the pool from here: the cores pop the pool, and its producers must be as
+        // prompt as they are.
+        let mut producer = self.injected.producer();
+        if producer.is_full() {
+            return false;
+        }
         let Some(mut bytes) = self.free.pop() else {
             return false;
         };
         *bytes = *packet;
-        match self.injected.push(Crossing { next, bytes }) {
+        match producer.push(Crossing { next, bytes }) {
             Ok(()) => true,
             Err(refused) => {
+                // Not full a moment ago, and only consumers acted since: unreachable.
                 self.give_back(refused.bytes);
                 false
             }
@@ -187,6 +200,25 @@ mod tests {
             h.give_back(c.bytes);
         }
         assert_eq!(h.free.len(), 12, "every buffer is back");
+    }
+
+    /// The exit (normal priority) never hands a buffer back to the pool the cores take
+    /// from: a full injection queue refuses before a buffer is taken.
+    #[test]
+    fn a_refused_injection_takes_no_buffer() {
+        let h = Handoff::new(1, 2);
+        let n = NodeId([0; 16]);
+        assert!(h.inject(n, &[1; PACKET_LEN]) && h.inject(n, &[2; PACKET_LEN]));
+        let free = h.free.len();
+        assert!(
+            !h.inject(n, &[3; PACKET_LEN]),
+            "the injection queue holds 2"
+        );
+        assert_eq!(h.free.len(), free, "no buffer taken, none given back");
+        let first = h.receive_injected().unwrap();
+        assert_eq!(first.bytes[0], 1);
+        h.give_back(first.bytes);
+        assert!(h.inject(n, &[3; PACKET_LEN]), "room again");
     }
 
     #[test]
