@@ -14,6 +14,8 @@
 //! and nothing is written to disk; nothing about destinations or routes is logged.
 #![forbid(unsafe_code)]
 
+mod apps;
+mod carrier;
 mod directory;
 mod doh;
 mod link_thread;
@@ -25,7 +27,7 @@ mod session;
 
 use std::{
     collections::HashMap,
-    io::{ErrorKind, Read as _, Write as _},
+    io::ErrorKind,
     net::SocketAddr,
     sync::{Arc, atomic::AtomicBool},
     time::{Duration, Instant},
@@ -33,20 +35,15 @@ use std::{
 
 use anyhow::{Context as _, anyhow};
 use clap::Parser;
-use mio::{
-    Events, Interest, Poll, Token,
-    net::{TcpListener, TcpStream},
-};
+use mio::{Events, Interest, Poll, Token, net::TcpListener};
 use pb_control::{Topology, network::GatewayEntry};
-use pb_link::Rates;
-use pb_proto::{
-    Action, Reply, Socks, StreamEvent, StreamId, Target,
-    link::{self, FromGateway},
-};
+use pb_proto::link::{self, FromGateway};
 use pb_sphinx::{MailboxId, NodeId, PACKET_LEN};
-use pb_transport::{ClientCarrier, TransportKind};
+use pb_transport::TransportKind;
 
 use crate::{
+    apps::App,
+    carrier::{TransportSetup, connect, fit_profile, start_link, transports_of},
     directory::Fetch,
     link_thread::{Event, LinkThread},
     loops::Loops,
@@ -165,30 +162,6 @@ const LISTENER: Token = Token(0);
 const CARRIER: Token = Token(1);
 /// Sessions at once (one per SOCKS username/password, plus the default one).
 const MAX_SESSIONS: usize = 16;
-/// A SOCKS connection whose exit has not answered after this long gets reply 0x06.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// An application's SOCKS connection.
-struct App {
-    tcp: TcpStream,
-    socks: Socks,
-    /// The session and stream once connected.
-    stream: Option<(usize, StreamId)>,
-    opened: bool,
-    asked_at: Instant,
-    /// Bytes for the application not yet written.
-    out: Vec<u8>,
-    /// Close once `out` is written.
-    closing: bool,
-    /// The application finished writing.
-    eof: bool,
-    /// The exit finished: shut the application's side down once `out` is written.
-    finished: bool,
-    /// The socket may have bytes: an event came since a read last found none (mio's events
-    /// are edge-triggered), so idle applications cost no read each turn.
-    may_read: bool,
-}
-
 type Isolation = Option<(Vec<u8>, Vec<u8>)>;
 
 struct Client {
@@ -551,192 +524,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         loops.lost
     );
     Ok(())
-}
-
-/// How pb-client speaks obfs4.
-#[derive(Debug, Default)]
-struct TransportSetup {
-    /// A bridge line given for a gateway (by its client-link address): used in place of
-    /// that gateway's own obfs4 offer.
-    bridge: Option<(SocketAddr, obfs4::Bridge)>,
-    /// obfs4proxy as the obfs4 implementation, if asked for.
-    obfs4proxy: Option<obfs4::ManagedClient>,
-    /// The DoH resolver DNS links go through, if one was named.
-    doh: Option<doh::Resolver>,
-}
-
-impl TransportSetup {
-    /// The obfs4 bridge of `gateway`: the bridge line's, else its own offer.
-    fn bridge_of(&self, gateway: &GatewayEntry) -> Option<obfs4::Bridge> {
-        if let Some((addr, bridge)) = &self.bridge
-            && *addr == gateway.addr
-        {
-            return Some(bridge.clone());
-        }
-        let offer = gateway
-            .offers
-            .iter()
-            .find(|o| o.transport == pb_control::Transport::Obfs4)?;
-        Some(obfs4::Bridge {
-            addr: SocketAddr::new(gateway.addr.ip(), offer.port),
-            params: offer.params.clone(),
-        })
-    }
-}
-
-/// The transports to try at `gateway`, in order: `asked` alone if it offers it, else
-/// (auto) plain UDP, then QUIC, WSS and obfs4 where offered.
-fn transports_of(
-    gateway: &GatewayEntry,
-    asked: Option<TransportKind>,
-    setup: &TransportSetup,
-) -> Vec<TransportKind> {
-    let offered = |k: TransportKind| match k {
-        TransportKind::Udp => true,
-        TransportKind::Obfs4 => setup.bridge_of(gateway).is_some(),
-        TransportKind::Doh => setup.doh.is_some() && doh::zone_of(gateway).is_some(),
-        _ => gateway.offers.iter().any(|o| o.transport.code() == k as u8),
-    };
-    let order = match asked {
-        Some(k) => vec![k],
-        None => vec![
-            TransportKind::Udp,
-            TransportKind::Quic,
-            TransportKind::Wss,
-            TransportKind::Obfs4,
-            TransportKind::Doh,
-        ],
-    };
-    order.into_iter().filter(|k| offered(*k)).collect()
-}
-
-/// A carrier of `kind` to `gateway`.
-fn connect(
-    gateway: &GatewayEntry,
-    kind: TransportKind,
-    setup: &TransportSetup,
-) -> anyhow::Result<Box<dyn ClientCarrier>> {
-    if kind == TransportKind::Doh {
-        let resolver = setup
-            .doh
-            .as_ref()
-            .ok_or_else(|| anyhow!("gateway {} over DoH: no --doh-resolver", gateway.addr))?;
-        return resolver.carrier(gateway);
-    }
-    if kind == TransportKind::Obfs4 {
-        let bridge = setup
-            .bridge_of(gateway)
-            .ok_or_else(|| anyhow!("gateway {} over obfs4: not offered", gateway.addr))?;
-        return bridge
-            .carrier(setup.obfs4proxy.as_ref())
-            .with_context(|| format!("gateway {} over obfs4", gateway.addr));
-    }
-    let offer = gateway
-        .offers
-        .iter()
-        .find(|o| o.transport.code() == kind as u8);
-    let pin = offer.and_then(|o| <[u8; 32]>::try_from(&o.params[..]).ok());
-    let context = || format!("gateway {} over {kind}", gateway.addr);
-    let at = |port: u16| SocketAddr::new(gateway.addr.ip(), port);
-    // No SNI: the client connects to an address, as to any server known by its IP.
-    let name = gateway.addr.ip().to_string();
-    Ok(match (kind, offer, pin) {
-        (TransportKind::Udp, _, _) => {
-            Box::new(pb_transport::UdpCarrier::connect(gateway.addr).with_context(context)?)
-        }
-        (TransportKind::Quic, Some(offer), Some(pin)) => {
-            let secret = pb_transport::tls::path_secret(kind, &gateway.link_key, &pin);
-            let config = pb_quic::QuicCarrierConfig::new(
-                at(offer.port),
-                &name,
-                pin,
-                pb_quic::LinkPath::from_secret(&secret),
-            );
-            Box::new(pb_quic::QuicCarrier::connect(&config, Instant::now()).with_context(context)?)
-        }
-        (TransportKind::Wss, Some(offer), Some(pin)) => {
-            let secret = pb_transport::tls::path_secret(kind, &gateway.link_key, &pin);
-            let config = pb_wss::WssClientConfig::new(
-                pin,
-                &name,
-                offer.port,
-                pb_wss::SecretPath::from_random(secret),
-            );
-            Box::new(pb_wss::WssCarrier::connect(at(offer.port), &config).with_context(context)?)
-        }
-        _ => return Err(anyhow!("{}: not offered (or no pin)", context())),
-    })
-}
-
-/// A link thread over `carrier` to `gateway`, waking the poll through `waker`.
-fn start_link(
-    carrier: Box<dyn ClientCarrier>,
-    gateway: &GatewayEntry,
-    profile: &Profile,
-    random: &mut OsRandom,
-    waker: &Arc<mio::Waker>,
-) -> anyhow::Result<LinkThread> {
-    let waker = waker.clone();
-    let mut rates = rates(profile);
-    let cap = |r: Option<u32>| r.map(|r| u16::try_from(r).unwrap_or(u16::MAX));
-    let (down, up) = (
-        cap(carrier.max_record_rate()),
-        cap(carrier.max_upstream_rate()),
-    );
-    if down.is_some_and(|d| rates.down > d) || up.is_some_and(|u| rates.up > u) {
-        tracing::info!(
-            "{} carries at most {} records a second down and {} up: the link asks for no more",
-            carrier.kind(),
-            down.unwrap_or(rates.down),
-            up.unwrap_or(rates.up)
-        );
-    }
-    rates.down = rates.down.min(down.unwrap_or(u16::MAX));
-    rates.up = rates.up.min(up.unwrap_or(u16::MAX));
-    LinkThread::start(
-        carrier,
-        &gateway.link_key,
-        rates,
-        profile.cover,
-        &random.seed(),
-        move || {
-            let _ = waker.wake();
-        },
-    )
-    .context("starting the link's thread")
-}
-
-/// `profile` fitted to what `carrier` carries upstream: where that is less than the
-/// profile's uplink, its packets and loops are spread out in proportion, so that they still
-/// fit the link's slots (a slower but steady flow, rather than a queue without end).
-fn fit_profile(profile: Profile, carrier: &dyn ClientCarrier) -> Profile {
-    let mut fitted = profile;
-    let Some(up) = carrier
-        .max_upstream_rate()
-        .and_then(|u| u16::try_from(u).ok())
-        .filter(|u| *u > 0 && *u < profile.uplink_rate)
-    else {
-        return fitted;
-    };
-    let stretch = f64::from(profile.uplink_rate) / f64::from(up);
-    fitted.mean_gap = profile.mean_gap.mul_f64(stretch);
-    fitted.loop_gap = profile.loop_gap.mul_f64(stretch);
-    fitted.uplink_rate = up;
-    tracing::info!(
-        "{} carries {up} records a second up: packets every {:.0} ms on average rather than {:.0}",
-        carrier.kind(),
-        fitted.mean_gap.as_secs_f64() * 1e3,
-        profile.mean_gap.as_secs_f64() * 1e3
-    );
-    fitted
-}
-
-/// What the link asks its gateway for: the profile's rates.
-fn rates(profile: &Profile) -> Rates {
-    Rates {
-        down: profile.downlink_rate,
-        up: profile.uplink_rate,
-    }
 }
 
 /// Whether `node` is a gateway (layer 0) of `topology`.
@@ -1230,269 +1017,6 @@ impl Client {
                 {
                     app.stream = Some((s - 1, id));
                 }
-            }
-        }
-    }
-
-    fn accept(&mut self) {
-        loop {
-            match self.listener.accept() {
-                Ok((mut tcp, _)) => {
-                    let token = Token(self.next_token);
-                    self.next_token += 1;
-                    if self
-                        .poll
-                        .registry()
-                        .register(&mut tcp, token, Interest::READABLE | Interest::WRITABLE)
-                        .is_ok()
-                    {
-                        self.apps.insert(
-                            token,
-                            App {
-                                tcp,
-                                socks: Socks::new(),
-                                stream: None,
-                                opened: false,
-                                asked_at: Instant::now(),
-                                out: Vec::new(),
-                                closing: false,
-                                eof: false,
-                                finished: false,
-                                may_read: true,
-                            },
-                        );
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(_) => return,
-            }
-        }
-    }
-
-    /// The session for `isolation`, made if needed.
-    fn session_for(&mut self, isolation: Isolation) -> Option<usize> {
-        if let Some(i) = self.sessions.iter().position(|(iso, _)| *iso == isolation) {
-            return Some(i);
-        }
-        if self.sessions.len() >= MAX_SESSIONS {
-            return None;
-        }
-        let topology = self.topology.as_ref()?;
-        let exits = topology.layer(pb_control::LAYERS - 1);
-        let exit = exits.get(self.random.below(exits.len()))?.node;
-        let session = Session::new(&mut self.random, self.mailbox, exit, self.profile);
-        tracing::debug!(
-            sessions = self.sessions.len() + 1,
-            mailbox = ?self.mailbox,
-            "new session"
-        );
-        self.sessions.push((isolation, session));
-        Some(self.sessions.len() - 1)
-    }
-
-    fn app_ready(&mut self, token: Token) {
-        let Some(app) = self.apps.get_mut(&token) else {
-            return;
-        };
-        // Read what the application sent, while there is room for it.
-        loop {
-            if app.eof || app.closing || !app.may_read {
-                break;
-            }
-            let room = match app.stream {
-                Some((s, id)) => self
-                    .sessions
-                    .get(s)
-                    .map_or(0, |(_, session)| session.streams.send_room(id)),
-                None if app.socks.is_done() => 0,
-                None => 1024,
-            };
-            if room == 0 {
-                break;
-            }
-            let want = room.min(self.buf.len());
-            match app.tcp.read(&mut self.buf[..want]) {
-                Ok(0) => {
-                    app.eof = true;
-                    match app.stream {
-                        Some((s, id)) => {
-                            if let Some((_, session)) = self.sessions.get_mut(s) {
-                                session.streams.finish(id);
-                            }
-                        }
-                        None => app.closing = true,
-                    }
-                }
-                Ok(n) => match app.stream {
-                    Some((s, id)) => {
-                        if let Some((_, session)) = self.sessions.get_mut(s) {
-                            session.streams.write(id, &self.buf[..n]);
-                        }
-                    }
-                    None => {
-                        let actions = app.socks.input(&self.buf[..n]);
-                        let mut connect = None;
-                        for action in actions {
-                            match action {
-                                Action::Write(bytes) => app.out.extend_from_slice(&bytes),
-                                Action::Close => app.closing = true,
-                                Action::Connect { target, isolation } => {
-                                    connect = Some((target, isolation));
-                                }
-                            }
-                        }
-                        if let Some((target, isolation)) = connect {
-                            let early = app.socks.take_early_data();
-                            self.connect(token, target, isolation, &early);
-                            return self.app_ready(token);
-                        }
-                    }
-                },
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    app.may_read = false;
-                    break;
-                }
-                Err(_) => {
-                    app.closing = true;
-                    break;
-                }
-            }
-        }
-        self.flush_app(token);
-    }
-
-    fn connect(&mut self, token: Token, target: Target, isolation: Isolation, early: &[u8]) {
-        // The target's Debug is scrubbed; the address itself never reaches a log.
-        tracing::debug!(?target, early = early.len(), "SOCKS CONNECT");
-        let session = self.session_for(isolation);
-        let Some(app) = self.apps.get_mut(&token) else {
-            return;
-        };
-        let opened = session.and_then(|s| {
-            let id = self.sessions[s].1.streams.open(target)?;
-            self.sessions[s].1.streams.write(id, early);
-            Some((s, id))
-        });
-        match opened {
-            Some(stream) => {
-                app.stream = Some(stream);
-                app.asked_at = Instant::now();
-            }
-            None => {
-                // No topology yet, or too many sessions or streams.
-                app.out.extend_from_slice(&Reply::GeneralFailure.message());
-                app.closing = true;
-            }
-        }
-    }
-
-    /// Stream events, data for applications, timeouts, closes.
-    fn serve_apps(&mut self) {
-        for (index, (_, session)) in self.sessions.iter_mut().enumerate() {
-            while let Some(event) = session.streams.poll_event() {
-                let (id, reply, reset) = match event {
-                    StreamEvent::Opened { stream, reply } => (stream, reply, false),
-                    StreamEvent::Reset { stream, reply } => (stream, reply, true),
-                    _ => continue,
-                };
-                let Some(app) = self
-                    .apps
-                    .values_mut()
-                    .find(|a| a.stream == Some((index, id)))
-                else {
-                    continue;
-                };
-                if !app.opened {
-                    // The answer to the SOCKS request: success, or why not.
-                    let reply = if reset && reply == Reply::Succeeded {
-                        Reply::GeneralFailure
-                    } else {
-                        reply
-                    };
-                    app.out.extend_from_slice(&reply.message());
-                    app.opened = true;
-                    if reply == Reply::Succeeded {
-                        continue;
-                    }
-                }
-                app.closing = true;
-                app.stream = None;
-            }
-        }
-        let tokens: Vec<Token> = self.apps.keys().copied().collect();
-        for token in tokens {
-            if let Some(app) = self.apps.get_mut(&token)
-                && let Some((s, id)) = app.stream
-            {
-                if let Some((_, session)) = self.sessions.get_mut(s) {
-                    // Take what the exit sent, up to a bounded buffer toward the app.
-                    while app.out.len() < 256 * 1024 {
-                        let n = session.streams.read(id, &mut self.buf);
-                        if n == 0 {
-                            break;
-                        }
-                        app.out.extend_from_slice(&self.buf[..n]);
-                    }
-                    let drained = session.streams.readable(id) == 0;
-                    if (session.streams.peer_finished(id) && drained)
-                        || (!session.streams.contains(id) && app.opened)
-                    {
-                        app.finished = true;
-                    }
-                } else {
-                    app.closing = true;
-                }
-                if !app.opened && app.asked_at.elapsed() > OPEN_TIMEOUT {
-                    app.out.extend_from_slice(&Reply::TtlExpired.message());
-                    app.closing = true;
-                    if let Some((_, session)) = self.sessions.get_mut(s) {
-                        session.streams.reset(id, Reply::TtlExpired);
-                    }
-                    app.stream = None;
-                }
-            }
-            self.app_ready(token);
-        }
-        self.retire_broken();
-    }
-
-    fn retire_broken(&mut self) {
-        if self.sessions.iter().any(|(_, s)| s.is_broken()) {
-            self.retire_sessions();
-        }
-    }
-
-    /// Writes what waits for the application; closes it when done.
-    fn flush_app(&mut self, token: Token) {
-        let Some(app) = self.apps.get_mut(&token) else {
-            return;
-        };
-        while !app.out.is_empty() {
-            match app.tcp.write(&app.out) {
-                Ok(0) => break,
-                Ok(n) => {
-                    app.out.drain(..n);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    app.closing = true;
-                    app.out.clear();
-                }
-            }
-        }
-        let done = app.closing || (app.finished && app.eof);
-        if app.finished && !app.closing {
-            let _ = app.tcp.shutdown(std::net::Shutdown::Write);
-        }
-        if done {
-            if let Some((s, id)) = app.stream
-                && let Some((_, session)) = self.sessions.get_mut(s)
-                && session.streams.contains(id)
-            {
-                session.streams.finish(id);
-            }
-            if let Some(mut app) = self.apps.remove(&token) {
-                let _ = self.poll.registry().deregister(&mut app.tcp);
             }
         }
     }
