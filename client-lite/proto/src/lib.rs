@@ -2,7 +2,8 @@
 //! (time and randomness are arguments), so every part can be tested deterministically.
 //!
 //! - [`socks`]: SOCKS5 with username/password (RFC 1928, 1929), server side: the client's
-//!   face to applications.
+//!   face to applications; [`socks_udp`]: the header of its UDP relay datagrams (RFC 1928
+//!   section 7).
 //! - [`channel`]: a reliable, ordered channel of messages over the lossy, reordering mixnet
 //!   (sequence numbers, cumulative and selective acknowledgements, retransmission with
 //!   backoff).
@@ -21,6 +22,7 @@ pub mod frame;
 pub mod link;
 pub mod message;
 pub mod socks;
+pub mod socks_udp;
 pub mod streams;
 
 pub use channel::{Channel, ChannelConfig, ChannelError, ChannelStats};

@@ -136,9 +136,9 @@ const METHOD_PASSWORD: u8 = 0x02;
 const NO_ACCEPTABLE_METHOD: u8 = 0xff;
 const AUTH_VERSION: u8 = 1;
 const CMD_CONNECT: u8 = 1;
-const ATYP_V4: u8 = 1;
-const ATYP_NAME: u8 = 3;
-const ATYP_V6: u8 = 4;
+pub(crate) const ATYP_V4: u8 = 1;
+pub(crate) const ATYP_NAME: u8 = 3;
+pub(crate) const ATYP_V6: u8 = 4;
 /// The longest message: an RFC 1929 request (1 + 1 + 255 + 1 + 255).
 const MAX_MESSAGE: usize = 513;
 
