@@ -8,7 +8,7 @@ FUZZ_DIRS := dataplane/sphinx/fuzz control/core/fuzz client-lite/proto/fuzz tran
 	control/ledger/fuzz
 # Each fuzz target as <crate folder>:<target>.
 FUZZ_TARGETS := dataplane/sphinx/fuzz:process dataplane/sphinx/fuzz:surb control/core/fuzz:gossip control/core/fuzz:checkpoint \
-	client-lite/proto/fuzz:socks client-lite/proto/fuzz:socks_udp client-lite/proto/fuzz:session transports/link/fuzz:records \
+	client-lite/proto/fuzz:socks client-lite/proto/fuzz:socks_udp client-lite/proto/fuzz:app_dns client-lite/proto/fuzz:session transports/link/fuzz:records \
 	transports/quic/fuzz:h3 transports/wss/fuzz:server transports/obfs4/fuzz:codec \
 	transports/doh/fuzz:dns control/ledger/fuzz:entries
 # Seconds each fuzz target runs in `make test` (longer runs: make fuzz FUZZ_SECONDS=600):

@@ -12,12 +12,14 @@
 //! - [`message`]: how a channel message travels in a Sphinx payload: the client's with its
 //!   session id and SURBs for the replies, the exit's with its SURB stock.
 //! - [`link`]: the gateway's client link (directory pages, mailbox registration, replies).
+//! - [`dns`]: applications' DNS queries, answered with what the exit resolved.
 //!
 //! Not here: route choice and packet building (the client binary, with `pb-sphinx`), TCP
 //! and name resolution (the exit in `pb-relay`).
 #![forbid(unsafe_code)]
 
 pub mod channel;
+pub mod dns;
 pub mod frame;
 pub mod link;
 pub mod message;
