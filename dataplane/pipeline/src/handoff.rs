@@ -11,9 +11,10 @@
 //!
 //! Packets a relay makes itself for a link (an exit's replies) enter the same way through
 //! [`Handoff::inject`]: any core takes them and passes each to its link's owner. The exit
-//! runs at normal priority, so the cores take its packets from a [`ReadyQueue`], which
-//! never makes them wait for a producer the machine's load has preempted, and the exit
-//! never returns a buffer to the pool the cores take from. Packets a
+//! runs at normal priority, so its packets cross by value in a [`ReadyQueue`], which never
+//! makes a core wait for a producer the machine's load has preempted, and the exit takes
+//! nothing from the buffer pool: a core returning a buffer to it could otherwise find the
+//! slot it lands on still being read by a preempted exit, and wait. Packets a
 //! gateway's clients send over their encrypted link enter through [`Handoff::arrive`]: any
 //! core takes them as if received, and unwraps them with the rest of its batch.
 
@@ -31,10 +32,18 @@ pub(crate) struct Crossing {
     pub(crate) bytes: Box<[u8; PACKET_LEN]>,
 }
 
+/// A packet the relay made itself (an exit's reply), by value.
+pub(crate) struct Injected {
+    /// The next hop.
+    pub(crate) next: NodeId,
+    /// The packet.
+    pub(crate) bytes: [u8; PACKET_LEN],
+}
+
 /// The inboxes of a relay's cores and the buffers that cross between them.
 pub struct Handoff {
     inboxes: Vec<ArrayQueue<Crossing>>,
-    injected: ReadyQueue<Crossing>,
+    injected: ReadyQueue<Injected>,
     arrivals: ArrayQueue<Box<[u8; PACKET_LEN]>>,
     free: ArrayQueue<Box<[u8; PACKET_LEN]>>,
 }
@@ -50,11 +59,11 @@ impl core::fmt::Debug for Handoff {
 
 impl Handoff {
     /// Inboxes for `cores` cores, one for injected packets and one for arrivals, holding
-    /// `depth` packets each, and as many buffers as all of them together hold (allocated
-    /// now, never again).
+    /// `depth` packets each, and as many buffers as the inboxes and arrivals together hold
+    /// (allocated now, never again; injected packets are held in their queue).
     pub fn new(cores: usize, depth: usize) -> Self {
         let (cores, depth) = (cores.max(1), depth.max(1));
-        let buffers = (cores + 2) * depth;
+        let buffers = (cores + 1) * depth;
         let free = ArrayQueue::new(buffers);
         for _ in 0..buffers {
             let _ = free.push(Box::new([0u8; PACKET_LEN]));
@@ -69,31 +78,18 @@ impl Handoff {
 
     /// Queues a packet this relay made (an exit's reply) for its link to `next`: a core
     /// takes it on its next turn and passes it to the link's owner, where it waits for a
-    /// slot like any forwarded packet. `false` (nothing queued) if the queue is full, no
-    /// buffer is free or `packet` has the wrong length.
+    /// slot like any forwarded packet. `false` (nothing queued) if the queue is full or
+    /// `packet` has the wrong length.
     pub fn inject(&self, next: NodeId, packet: &[u8]) -> bool {
         let Ok(packet) = <&[u8; PACKET_LEN]>::try_from(packet) else {
             return false;
         };
-        // Checked before a buffer is taken, so that a refused push never hands one back
-        // to the pool from here: the cores pop the pool, and its producers must be as
-        // prompt as they are.
-        let mut producer = self.injected.producer();
-        if producer.is_full() {
-            return false;
-        }
-        let Some(mut bytes) = self.free.pop() else {
-            return false;
-        };
-        *bytes = *packet;
-        match producer.push(Crossing { next, bytes }) {
-            Ok(()) => true,
-            Err(refused) => {
-                // Not full a moment ago, and only consumers acted since: unreachable.
-                self.give_back(refused.bytes);
-                false
-            }
-        }
+        self.injected
+            .push(Injected {
+                next,
+                bytes: *packet,
+            })
+            .is_ok()
     }
 
     /// Queues a packet a client sent over its link (a gateway's): a core takes it on its
@@ -127,7 +123,7 @@ impl Handoff {
     }
 
     /// The next injected packet.
-    pub(crate) fn receive_injected(&self) -> Option<Crossing> {
+    pub(crate) fn receive_injected(&self) -> Option<Injected> {
         self.injected.pop()
     }
 
@@ -199,25 +195,25 @@ mod tests {
             );
             h.give_back(c.bytes);
         }
-        assert_eq!(h.free.len(), 12, "every buffer is back");
+        assert_eq!(h.free.len(), 9, "every buffer is back");
     }
 
-    /// The exit (normal priority) never hands a buffer back to the pool the cores take
-    /// from: a full injection queue refuses before a buffer is taken.
+    /// The exit (normal priority) takes nothing from the pool the cores return buffers
+    /// to, nor gives anything back: its packets cross by value.
     #[test]
-    fn a_refused_injection_takes_no_buffer() {
+    fn injection_leaves_the_buffer_pool_alone() {
         let h = Handoff::new(1, 2);
         let n = NodeId([0; 16]);
-        assert!(h.inject(n, &[1; PACKET_LEN]) && h.inject(n, &[2; PACKET_LEN]));
         let free = h.free.len();
+        assert!(h.inject(n, &[1; PACKET_LEN]) && h.inject(n, &[2; PACKET_LEN]));
         assert!(
             !h.inject(n, &[3; PACKET_LEN]),
             "the injection queue holds 2"
         );
         assert_eq!(h.free.len(), free, "no buffer taken, none given back");
         let first = h.receive_injected().unwrap();
-        assert_eq!(first.bytes[0], 1);
-        h.give_back(first.bytes);
+        assert_eq!((first.next, first.bytes[0]), (n, 1));
+        assert_eq!(h.free.len(), free);
         assert!(h.inject(n, &[3; PACKET_LEN]), "room again");
     }
 
@@ -227,8 +223,8 @@ mod tests {
         let n = NodeId([0; 16]);
         assert!(!h.send(2, n, &[0; PACKET_LEN]));
         assert!(!h.send(0, n, &[0; 100]));
-        assert_eq!(h.free.len(), 8);
-        // With every buffer out (all inboxes and queues full), nothing more crosses.
+        assert_eq!(h.free.len(), 6);
+        // With every buffer out (the inboxes and arrivals full), nothing more crosses.
         for core in [0, 0, 1, 1] {
             assert!(h.send(core, n, &[1; PACKET_LEN]));
         }

@@ -731,20 +731,18 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
             handoff.give_back(crossing.bytes);
         }
         // Packets the relay made itself: onto the link here, or on to its owner.
-        while let Some(crossing) = handoff.receive_injected() {
-            let Some(&link) = self.link_of.get(&crossing.next) else {
+        while let Some(injected) = handoff.receive_injected() {
+            let Some(&link) = self.link_of.get(&injected.next) else {
                 self.stats.dropped_no_link += 1;
-                handoff.give_back(crossing.bytes);
                 continue;
             };
             self.stats.injected += 1;
             if self.owner[link] != self.core {
-                if handoff.send(self.owner[link], crossing.next, &crossing.bytes[..]) {
+                if handoff.send(self.owner[link], injected.next, &injected.bytes[..]) {
                     self.stats.handed_off += 1;
                 } else {
                     self.stats.dropped_handoff += 1;
                 }
-                handoff.give_back(crossing.bytes);
                 continue;
             }
             match self.io.alloc(self.neighbours[link].addr) {
@@ -752,7 +750,7 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
                     self.io.set_len(&mut packet, PACKET_LEN);
                     self.io
                         .payload_mut(&packet)
-                        .copy_from_slice(&crossing.bytes[..]);
+                        .copy_from_slice(&injected.bytes[..]);
                     if let Err(packet) = self.links[link].push(packet) {
                         self.stats.dropped_link_full += 1;
                         self.spare.push(packet);
@@ -760,7 +758,6 @@ impl<'r, I: PacketIo> Pipeline<'r, I> {
                 }
                 None => self.stats.dropped_handoff += 1,
             }
-            handoff.give_back(crossing.bytes);
         }
         self.io.release(&mut self.spare);
     }
