@@ -16,7 +16,7 @@
 use std::net::IpAddr;
 
 use hickory_proto::{
-    op::{Message, MessageType, OpCode, Query, ResponseCode},
+    op::{Message, MessageType, OpCode, ResponseCode},
     rr::{DNSClass, RData, Record, RecordType, rdata},
 };
 
@@ -95,11 +95,20 @@ pub fn read(datagram: &[u8]) -> Result<Asked, DnsError> {
         RecordType::AAAA => Family::V6,
         _ => return Ok(Asked::Answer(response(&query, ResponseCode::NoError, &[]))),
     };
-    let mut name = question.name.clone();
-    name.set_fqdn(false);
-    let name = name.to_ascii();
-    // The exit takes printable ASCII names of 1-255 bytes (a stream's target).
-    if name.is_empty() || name.len() > 255 || !name.bytes().all(|b| b.is_ascii_graphic()) {
+    // The exit takes printable ASCII names of 1-255 bytes (a stream's target), so every
+    // label's own bytes must be printable and none a dot (hickory's text form would
+    // escape such bytes into printable ones, and the exit would look up the escape).
+    let labels: Vec<&[u8]> = question.name.iter().collect();
+    let printable = |label: &&[u8]| label.iter().all(|b| b.is_ascii_graphic() && *b != b'.');
+    if labels.is_empty() || !labels.iter().all(printable) {
+        return Ok(Asked::Answer(response(&query, ResponseCode::Refused, &[])));
+    }
+    let name = labels
+        .iter()
+        .map(|label| String::from_utf8_lossy(label))
+        .collect::<Vec<_>>()
+        .join(".");
+    if name.len() > 255 {
         return Ok(Asked::Answer(response(&query, ResponseCode::Refused, &[])));
     }
     Ok(Asked::Resolve(Question {
@@ -161,25 +170,26 @@ fn header_only(id: u16, code: ResponseCode) -> Vec<u8> {
     bytes
 }
 
-/// A query for `name`'s `record` records with id `id`: what an application sends (tests,
-/// and pb-perf's probes).
-pub fn query(id: u16, name: &str, record: RecordType) -> Option<Vec<u8>> {
-    let mut message = Message::new(id, MessageType::Query, OpCode::Query);
-    message.metadata.recursion_desired = true;
-    let name = hickory_proto::rr::Name::from_ascii(name).ok()?;
-    message.add_query(Query::query(name, record));
-    message.to_vec().ok()
-}
-
 #[cfg(test)]
 #[expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
 mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
+    use hickory_proto::op::Query;
+
     use super::*;
 
     fn parse(bytes: &[u8]) -> Message {
         Message::from_vec(bytes).unwrap()
+    }
+
+    /// A query for `name`'s `record` records with id `id`, as an application sends it.
+    fn query(id: u16, name: &str, record: RecordType) -> Option<Vec<u8>> {
+        let mut message = Message::new(id, MessageType::Query, OpCode::Query);
+        message.metadata.recursion_desired = true;
+        let name = hickory_proto::rr::Name::from_ascii(name).ok()?;
+        message.add_query(Query::query(name, record));
+        message.to_vec().ok()
     }
 
     #[test]
@@ -248,6 +258,21 @@ mod tests {
         let mut update = Message::from_vec(&query(4, "a.example", RecordType::A).unwrap()).unwrap();
         update.metadata.op_code = OpCode::Update;
         assert_eq!(code(&update.to_vec().unwrap()), ResponseCode::NotImp);
+    }
+
+    /// A label holding a space or a dot is refused, not passed on in hickory's escaped
+    /// text form (which is printable, and would be looked up as written).
+    #[test]
+    fn names_the_exit_cannot_take_are_refused() {
+        for label in [&b"a b"[..], b"a.b", b"\x01"] {
+            let name = hickory_proto::rr::Name::from_labels([label, b"example"]).unwrap();
+            let mut m = Message::new(5, MessageType::Query, OpCode::Query);
+            m.add_query(Query::query(name, RecordType::A));
+            let Asked::Answer(answer) = read(&m.to_vec().unwrap()).unwrap() else {
+                panic!("sent to the exit");
+            };
+            assert_eq!(parse(&answer).metadata.response_code, ResponseCode::Refused);
+        }
     }
 
     #[test]
