@@ -11,12 +11,46 @@
 //! 0x04 fin              stream u32 (the sender writes no more)
 //! 0x05 reset            stream u32, SOCKS reply code u8
 //! 0x06 credit           stream u32, bytes u32 (the receiver may be sent that many more)
+//!
+//! From 0x07 on, a frame's id is followed by the length of its body (u16), and a receiver
+//! skips the types it does not know:
+//! 0x07 resolve          id u32, length u16, family u8 (4: A, 6: AAAA), name (the rest)
+//! 0x08 resolved         id u32, length u16, outcome u8 (0: found, 2: failed, 3: no such
+//!                       name), then for each address its type u8 (1 IPv4, 4 IPv6) and bytes
 //! ```
 //!
-//! Numbers are big-endian. Parsing is bounds-checked and returns [`FrameError`] on anything
-//! malformed; it never panics.
+//! A resolve's id comes from the same numbers as the session's streams. Numbers are
+//! big-endian. Parsing is bounds-checked and returns [`FrameError`] on anything malformed;
+//! it never panics.
 
-use crate::socks::Target;
+use std::net::IpAddr;
+
+use crate::{dns::Family, socks::Target};
+
+/// Most addresses a [`Frame::Resolved`] carries (the exit keeps the first ones).
+pub const MAX_ADDRESSES: usize = 16;
+
+/// What the exit found for a name. `Debug` shows only how many addresses: they are where
+/// a user is going.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// The name's addresses of the family asked for (none: the name has none of them).
+    Found(Vec<IpAddr>),
+    /// The exit could not resolve it (no answer from its servers, or the name refused).
+    Failed,
+    /// The name does not exist (NXDOMAIN).
+    NoSuchName,
+}
+
+impl core::fmt::Debug for Resolution {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Resolution::Found(a) => write!(f, "Found({} addresses)", a.len()),
+            Resolution::Failed => f.write_str("Failed"),
+            Resolution::NoSuchName => f.write_str("NoSuchName"),
+        }
+    }
+}
 
 /// A stream's number within its session (the client picks them, from 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -66,6 +100,22 @@ pub enum Frame<'a> {
         /// How many more bytes.
         bytes: u32,
     },
+    /// Client to exit: resolve `name` (printable ASCII, 1-255 bytes), addresses of `family`.
+    Resolve {
+        /// The lookup's number (from the streams' numbers).
+        id: StreamId,
+        /// A or AAAA.
+        family: Family,
+        /// The name.
+        name: &'a str,
+    },
+    /// Exit to client: what a [`Frame::Resolve`] came to.
+    Resolved {
+        /// The lookup.
+        id: StreamId,
+        /// The outcome.
+        answer: Resolution,
+    },
 }
 
 impl core::fmt::Debug for Frame<'_> {
@@ -97,6 +147,16 @@ impl core::fmt::Debug for Frame<'_> {
                 .field("stream", stream)
                 .field("bytes", bytes)
                 .finish(),
+            Frame::Resolve { id, family, .. } => f
+                .debug_struct("Resolve")
+                .field("id", id)
+                .field("family", family)
+                .finish_non_exhaustive(),
+            Frame::Resolved { id, answer } => f
+                .debug_struct("Resolved")
+                .field("id", id)
+                .field("answer", answer)
+                .finish(),
         }
     }
 }
@@ -123,6 +183,10 @@ const DATA: u8 = 3;
 const FIN: u8 = 4;
 const RESET: u8 = 5;
 const CREDIT: u8 = 6;
+const RESOLVE: u8 = 7;
+const RESOLVED: u8 = 8;
+/// The first type whose frames carry their body's length (and may be skipped).
+const SKIPPABLE: u8 = 7;
 
 /// Bytes a data frame adds to its payload.
 pub const DATA_OVERHEAD: usize = 1 + 4 + 2;
@@ -144,7 +208,26 @@ impl Frame<'_> {
                 Frame::Data { bytes, .. } => 2 + bytes.len(),
                 Frame::Fin { .. } => 0,
                 Frame::Credit { .. } => 4,
+                Frame::Resolve { .. } | Frame::Resolved { .. } => 2 + self.body_len(),
             }
+    }
+
+    /// The body's length of a frame from [`SKIPPABLE`] on.
+    fn body_len(&self) -> usize {
+        match self {
+            Frame::Resolve { name, .. } => 1 + name.len().min(255),
+            Frame::Resolved { answer, .. } => {
+                1 + match answer {
+                    Resolution::Found(a) => a
+                        .iter()
+                        .take(MAX_ADDRESSES)
+                        .map(|ip| if ip.is_ipv4() { 5 } else { 17 })
+                        .sum(),
+                    _ => 0,
+                }
+            }
+            _ => 0,
+        }
     }
 
     /// Never empty (for clippy's `len` rule): a frame has at least a type and a stream.
@@ -161,6 +244,8 @@ impl Frame<'_> {
             Frame::Fin { stream } => (FIN, stream),
             Frame::Reset { stream, .. } => (RESET, stream),
             Frame::Credit { stream, .. } => (CREDIT, stream),
+            Frame::Resolve { id, .. } => (RESOLVE, id),
+            Frame::Resolved { id, .. } => (RESOLVED, id),
         };
         out.push(kind);
         out.extend_from_slice(&stream.0.to_be_bytes());
@@ -192,6 +277,38 @@ impl Frame<'_> {
             }
             Frame::Fin { .. } => {}
             Frame::Credit { bytes, .. } => out.extend_from_slice(&bytes.to_be_bytes()),
+            Frame::Resolve { family, name, .. } => {
+                // At most 1 + 255 + 17 * 16 bytes: the length fits.
+                out.extend_from_slice(&(self.body_len() as u16).to_be_bytes());
+                out.push(match family {
+                    Family::V4 => 4,
+                    Family::V6 => 6,
+                });
+                // Names come from DNS questions (at most 255 bytes).
+                out.extend_from_slice(&name.as_bytes()[..name.len().min(255)]);
+            }
+            Frame::Resolved { answer, .. } => {
+                out.extend_from_slice(&(self.body_len() as u16).to_be_bytes());
+                match answer {
+                    Resolution::Found(addresses) => {
+                        out.push(0);
+                        for ip in addresses.iter().take(MAX_ADDRESSES) {
+                            match ip {
+                                IpAddr::V4(a) => {
+                                    out.push(1);
+                                    out.extend_from_slice(&a.octets());
+                                }
+                                IpAddr::V6(a) => {
+                                    out.push(4);
+                                    out.extend_from_slice(&a.octets());
+                                }
+                            }
+                        }
+                    }
+                    Resolution::Failed => out.push(2),
+                    Resolution::NoSuchName => out.push(3),
+                }
+            }
         }
     }
 }
@@ -268,10 +385,73 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Frame<'_>>, FrameError> {
                 stream,
                 bytes: r.u32()?,
             },
+            SKIPPABLE.. => {
+                let n = r.u16()?;
+                let body = Reader(r.take(usize::from(n))?);
+                match skippable(kind, stream, body)? {
+                    Some(frame) => frame,
+                    // A later version's frame: not for this receiver.
+                    None => continue,
+                }
+            }
             _ => return Err(FrameError::Unknown("frame type")),
         });
     }
     Ok(frames)
+}
+
+/// A frame of type [`SKIPPABLE`] or later from its body (`None` for a type not known
+/// here, which the caller skips).
+fn skippable(
+    kind: u8,
+    id: StreamId,
+    mut body: Reader<'_>,
+) -> Result<Option<Frame<'_>>, FrameError> {
+    Ok(Some(match kind {
+        RESOLVE => {
+            let family = match body.u8()? {
+                4 => Family::V4,
+                6 => Family::V6,
+                _ => return Err(FrameError::Unknown("address family")),
+            };
+            let name = body.0;
+            if name.is_empty() || name.len() > 255 || !name.iter().all(u8::is_ascii_graphic) {
+                return Err(FrameError::BadName);
+            }
+            Frame::Resolve {
+                id,
+                family,
+                // Printable ASCII: valid UTF-8.
+                name: core::str::from_utf8(name).map_err(|_| FrameError::BadName)?,
+            }
+        }
+        RESOLVED => {
+            let answer = match body.u8()? {
+                0 => {
+                    let mut addresses = Vec::new();
+                    while !body.0.is_empty() && addresses.len() < MAX_ADDRESSES {
+                        addresses.push(match body.u8()? {
+                            1 => IpAddr::from(
+                                <[u8; 4]>::try_from(body.take(4)?)
+                                    .map_err(|_| FrameError::Truncated)?,
+                            ),
+                            4 => IpAddr::from(
+                                <[u8; 16]>::try_from(body.take(16)?)
+                                    .map_err(|_| FrameError::Truncated)?,
+                            ),
+                            _ => return Err(FrameError::Unknown("address type")),
+                        });
+                    }
+                    Resolution::Found(addresses)
+                }
+                2 => Resolution::Failed,
+                3 => Resolution::NoSuchName,
+                _ => return Err(FrameError::Unknown("resolve outcome")),
+            };
+            Frame::Resolved { id, answer }
+        }
+        _ => return Ok(None),
+    }))
 }
 
 #[cfg(test)]
@@ -308,6 +488,30 @@ mod tests {
                 stream: s,
                 bytes: 65536,
             },
+            Frame::Resolve {
+                id: s,
+                family: Family::V6,
+                name: "example.org",
+            },
+            Frame::Resolved {
+                id: s,
+                answer: Resolution::Found(vec![
+                    Ipv4Addr::new(198, 19, 0, 1).into(),
+                    "fd00::7".parse().unwrap(),
+                ]),
+            },
+            Frame::Resolved {
+                id: s,
+                answer: Resolution::Found(Vec::new()),
+            },
+            Frame::Resolved {
+                id: s,
+                answer: Resolution::NoSuchName,
+            },
+            Frame::Resolved {
+                id: s,
+                answer: Resolution::Failed,
+            },
         ];
         let mut all = Vec::new();
         for f in &frames {
@@ -323,9 +527,24 @@ mod tests {
         // Padding ends the list.
         all.extend_from_slice(&[0, 9, 9, 9]);
         assert_eq!(parse(&all).unwrap(), frames.to_vec());
+        // A later type is skipped by its length; one without a length is truncated.
+        let mut later = vec![0x2a, 0, 0, 0, 1, 0, 3, 7, 7, 7];
+        Frame::Fin { stream: s }.encode(&mut later);
+        assert_eq!(parse(&later).unwrap(), vec![Frame::Fin { stream: s }]);
+        assert_eq!(parse(&[9, 0, 0, 0, 1]), Err(FrameError::Truncated));
+        // Bad resolve bodies.
         assert_eq!(
-            parse(&[9, 0, 0, 0, 1]),
-            Err(FrameError::Unknown("frame type"))
+            parse(&[7, 0, 0, 0, 1, 0, 2, 5, b'a']),
+            Err(FrameError::Unknown("address family"))
+        );
+        assert_eq!(parse(&[7, 0, 0, 0, 1, 0, 1, 4]), Err(FrameError::BadName));
+        assert_eq!(
+            parse(&[8, 0, 0, 0, 1, 0, 2, 0, 9]),
+            Err(FrameError::Unknown("address type"))
+        );
+        assert_eq!(
+            parse(&[8, 0, 0, 0, 1, 0, 3, 0, 1, 1]),
+            Err(FrameError::Truncated)
         );
         assert_eq!(
             parse(&[1, 0, 0, 0, 1, 3, 1, b' ', 0, 80]),
@@ -337,12 +556,12 @@ mod tests {
         #[test]
         fn any_bytes_parse_or_fail_cleanly(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             if let Ok(frames) = parse(&bytes) {
-                // What parses re-encodes to a prefix of the input.
+                // What parses re-encodes to what parses the same.
                 let mut out = Vec::new();
                 for f in &frames {
                     f.encode(&mut out);
                 }
-                proptest::prop_assert_eq!(&bytes[..out.len()], &out[..]);
+                proptest::prop_assert_eq!(parse(&out), Ok(frames));
             }
         }
     }

@@ -10,7 +10,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::{
-    frame::{DATA_OVERHEAD, Frame, FrameError, StreamId, parse},
+    dns::Family,
+    frame::{DATA_OVERHEAD, Frame, FrameError, Resolution, StreamId, parse},
     socks::{Reply, Target},
 };
 
@@ -20,6 +21,9 @@ pub const INITIAL_CREDIT: u32 = 256 * 1024;
 pub const MAX_STREAMS: usize = 256;
 /// Bytes [`Streams::write`] takes per stream before they are framed.
 pub const SEND_BUFFER: usize = 64 * 1024;
+/// Most names a session has being resolved at once (beside its streams); the exit answers
+/// more with [`Resolution::Failed`].
+pub const MAX_RESOLVES: usize = 64;
 
 /// Which end of the session this is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +63,32 @@ pub enum StreamEvent {
         /// Why.
         reply: Reply,
     },
+    /// (Exit) the client asks for a name's addresses; answer with [`Streams::answer`].
+    Resolve {
+        /// The lookup.
+        id: StreamId,
+        /// A or AAAA.
+        family: Family,
+        /// The name (a user's destination: never logged).
+        name: Name,
+    },
+    /// (Client) what the exit found for [`Streams::resolve`]'s name.
+    Resolved {
+        /// The lookup.
+        id: StreamId,
+        /// The outcome.
+        answer: Resolution,
+    },
+}
+
+/// A name the client asked the exit to resolve. `Debug` prints `[scrubbed]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Name(pub String);
+
+impl core::fmt::Debug for Name {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Name([scrubbed])")
+    }
 }
 
 #[derive(Default)]
@@ -101,6 +131,12 @@ pub struct Streams {
     events: VecDeque<StreamEvent>,
     /// Streams reset by this side whose RESET frame still has to go out.
     resets: Vec<(StreamId, u8)>,
+    /// Lookups asked (client) or being answered (exit), not yet answered.
+    resolving: BTreeMap<StreamId, Family>,
+    /// (Client) lookups whose resolve frame has to go out.
+    to_resolve: VecDeque<(StreamId, Family, String)>,
+    /// (Exit) answers that have to go out.
+    answers: VecDeque<(StreamId, Resolution)>,
 }
 
 impl core::fmt::Debug for Streams {
@@ -122,6 +158,9 @@ impl Streams {
             cursor: StreamId(0),
             events: VecDeque::new(),
             resets: Vec::new(),
+            resolving: BTreeMap::new(),
+            to_resolve: VecDeque::new(),
+            answers: VecDeque::new(),
         }
     }
 
@@ -140,12 +179,55 @@ impl Streams {
         if self.side != Side::Client || self.streams.len() >= MAX_STREAMS {
             return None;
         }
-        let id = StreamId(self.next_id);
-        self.next_id = self.next_id.wrapping_add(1).max(1);
+        let id = self.next_free_id();
         let mut stream = Stream::new();
         stream.open = Some(target);
         self.streams.insert(id, stream);
         Some(id)
+    }
+
+    /// (Client) asks the exit for `name`'s addresses of `family` (its answer comes as
+    /// [`StreamEvent::Resolved`]); `None` when [`MAX_RESOLVES`] are being resolved, or
+    /// `name` is not 1-255 bytes of printable ASCII.
+    pub fn resolve(&mut self, name: &str, family: Family) -> Option<StreamId> {
+        let printable =
+            !name.is_empty() && name.len() <= 255 && name.bytes().all(|b| b.is_ascii_graphic());
+        if self.side != Side::Client || self.resolving.len() >= MAX_RESOLVES || !printable {
+            return None;
+        }
+        let id = self.next_free_id();
+        self.resolving.insert(id, family);
+        self.to_resolve.push_back((id, family, name.to_owned()));
+        Some(id)
+    }
+
+    /// (Client) gives up waiting for lookup `id`: its answer, if it comes, is ignored.
+    pub fn forget_resolve(&mut self, id: StreamId) {
+        self.resolving.remove(&id);
+        self.to_resolve.retain(|(i, ..)| *i != id);
+    }
+
+    /// (Exit) answers lookup `id` (nothing if it is not being resolved).
+    pub fn answer(&mut self, id: StreamId, answer: Resolution) {
+        if self.side == Side::Exit && self.resolving.remove(&id).is_some() {
+            self.answers.push_back((id, answer));
+        }
+    }
+
+    /// The family asked for, if `id` is a lookup not answered yet.
+    pub fn resolving(&self, id: StreamId) -> Option<Family> {
+        self.resolving.get(&id).copied()
+    }
+
+    /// The next number for a stream or lookup, none of the open ones.
+    fn next_free_id(&mut self) -> StreamId {
+        loop {
+            let id = StreamId(self.next_id);
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+            if !self.streams.contains_key(&id) && !self.resolving.contains_key(&id) {
+                return id;
+            }
+        }
     }
 
     /// (Exit) the connection for `stream` is up.
@@ -258,6 +340,8 @@ impl Streams {
     /// Whether [`fill`](Self::fill) has something to write.
     pub fn has_pending(&self) -> bool {
         !self.resets.is_empty()
+            || !self.to_resolve.is_empty()
+            || !self.answers.is_empty()
             || self.streams.values().any(|s| {
                 s.open.is_some()
                     || s.opened.is_some()
@@ -279,6 +363,29 @@ impl Streams {
             }
             frame.encode(out);
             self.resets.pop();
+        }
+        while let Some((id, family, name)) = self.to_resolve.front() {
+            let frame = Frame::Resolve {
+                id: *id,
+                family: *family,
+                name,
+            };
+            if !fits(out, &frame) {
+                return;
+            }
+            frame.encode(out);
+            self.to_resolve.pop_front();
+        }
+        while let Some((id, answer)) = self.answers.pop_front() {
+            let frame = Frame::Resolved { id, answer };
+            if !fits(out, &frame) {
+                let Frame::Resolved { id, answer } = frame else {
+                    unreachable!("built as a resolved frame just above")
+                };
+                self.answers.push_front((id, answer));
+                return;
+            }
+            frame.encode(out);
         }
         for (&stream, s) in self.streams.iter_mut() {
             if let Some(target) = s.open.take() {
@@ -429,6 +536,29 @@ impl Streams {
                     s.credit = s.credit.saturating_add(u64::from(bytes));
                 }
             }
+            Frame::Resolve { id, family, name } => {
+                if self.side != Side::Exit
+                    || self.streams.contains_key(&id)
+                    || self.resolving.contains_key(&id)
+                {
+                    return;
+                }
+                if self.resolving.len() >= MAX_RESOLVES {
+                    self.answers.push_back((id, Resolution::Failed));
+                    return;
+                }
+                self.resolving.insert(id, family);
+                self.events.push_back(StreamEvent::Resolve {
+                    id,
+                    family,
+                    name: Name(name.to_owned()),
+                });
+            }
+            Frame::Resolved { id, answer } => {
+                if self.side == Side::Client && self.resolving.remove(&id).is_some() {
+                    self.events.push_back(StreamEvent::Resolved { id, answer });
+                }
+            }
         }
     }
 }
@@ -443,6 +573,90 @@ mod tests {
         from.fill(&mut out, room);
         to.handle(&out).unwrap();
         out.len()
+    }
+
+    #[test]
+    fn names_resolve_at_the_exit_beside_the_streams() {
+        let mut client = Streams::new(Side::Client);
+        let mut exit = Streams::new(Side::Exit);
+        let stream = client.open(Target::V4([198, 19, 0, 1].into(), 80)).unwrap();
+        let a = client.resolve("files.test", Family::V4).unwrap();
+        let aaaa = client.resolve("files.test", Family::V6).unwrap();
+        assert!(a != stream && aaaa != a && aaaa != stream);
+        assert_eq!(client.resolve("bad name", Family::V4), None);
+        assert_eq!(client.resolve("", Family::V4), None);
+        assert_eq!(
+            exit.resolve("files.test", Family::V4),
+            None,
+            "only clients ask"
+        );
+        exchange(&mut client, &mut exit, 1000);
+        // Lookups go first, like the other control frames.
+        assert_eq!(
+            exit.poll_event(),
+            Some(StreamEvent::Resolve {
+                id: a,
+                family: Family::V4,
+                name: Name("files.test".into())
+            })
+        );
+        assert!(
+            matches!(exit.poll_event(), Some(StreamEvent::Resolve { id, family: Family::V6, .. }) if id == aaaa)
+        );
+        assert!(matches!(exit.poll_event(), Some(StreamEvent::Open { .. })));
+        assert_eq!(exit.resolving(a), Some(Family::V4));
+        let found = Resolution::Found(vec![[198, 19, 0, 1].into()]);
+        exit.answer(a, found.clone());
+        exit.answer(a, Resolution::Failed); // answered already: nothing more
+        exit.answer(aaaa, Resolution::NoSuchName);
+        assert_eq!(exit.resolving(a), None);
+        // The client has given up on the second one: its answer is dropped.
+        client.forget_resolve(aaaa);
+        exchange(&mut exit, &mut client, 1000);
+        assert_eq!(
+            client.poll_event(),
+            Some(StreamEvent::Resolved {
+                id: a,
+                answer: found
+            })
+        );
+        assert_eq!(client.poll_event(), None);
+        assert!(!client.has_pending() && !exit.has_pending());
+    }
+
+    #[test]
+    fn an_exit_fails_lookups_past_its_bound() {
+        let mut client = Streams::new(Side::Client);
+        let mut exit = Streams::new(Side::Exit);
+        let ids: Vec<StreamId> = (0..MAX_RESOLVES)
+            .map(|i| client.resolve(&format!("n{i}.test"), Family::V4).unwrap())
+            .collect();
+        assert_eq!(client.resolve("one.more", Family::V4), None);
+        // Messages of 300 bytes: several go.
+        while client.has_pending() {
+            exchange(&mut client, &mut exit, 300);
+        }
+        let mut asked = 0;
+        while let Some(event) = exit.poll_event() {
+            assert!(matches!(event, StreamEvent::Resolve { .. }));
+            asked += 1;
+        }
+        assert_eq!(asked, MAX_RESOLVES);
+        // A client that does not keep to the bound (here one that forgot its lookups).
+        let mut rogue = Streams::new(Side::Client);
+        rogue.next_id = 1000;
+        rogue.resolve("extra.test", Family::V4).unwrap();
+        exchange(&mut rogue, &mut exit, 300);
+        assert_eq!(exit.poll_event(), None);
+        exchange(&mut exit, &mut rogue, 300);
+        assert!(matches!(
+            rogue.poll_event(),
+            Some(StreamEvent::Resolved {
+                answer: Resolution::Failed,
+                ..
+            })
+        ));
+        assert!(ids.iter().all(|id| exit.resolving(*id).is_some()));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use mio::{Events, Interest, Poll, Token, Waker, net::TcpStream};
 use pb_pipeline::Handoff;
 use pb_proto::{
     Channel, ChannelConfig, ClientMessage, ExitMessage, Reply, SessionId, Side, StreamEvent,
-    StreamId, Streams, Target, message::EXIT_CHANNEL_ROOM,
+    StreamId, Streams, Target, dns::Family, frame::Resolution, message::EXIT_CHANNEL_ROOM,
 };
 use pb_sphinx::{Epoch, MESSAGE_LEN, PACKET_LEN, Surb};
 
@@ -82,6 +82,13 @@ pub struct ExitStats {
     pub refused_policy: AtomicU64,
     /// Streams whose destination did not resolve or answer.
     pub failed: AtomicU64,
+    /// Names resolved for clients' own DNS (`resolve` frames answered with addresses).
+    pub resolved: AtomicU64,
+    /// Names clients asked to resolve that do not exist, or failed to resolve.
+    pub resolve_failed: AtomicU64,
+    /// Addresses left out of clients' DNS answers: the exit policy refuses them, so an
+    /// exit's own networks are not disclosed.
+    pub resolve_addresses_withheld: AtomicU64,
     /// Replies sent into the dataplane.
     pub replies: AtomicU64,
     /// Replies the dataplane could not take (its queue full).
@@ -130,6 +137,12 @@ impl ExitStats {
             ("connected", &self.connected),
             ("refused_policy", &self.refused_policy),
             ("failed", &self.failed),
+            ("resolved", &self.resolved),
+            ("resolve_failed", &self.resolve_failed),
+            (
+                "resolve_addresses_withheld",
+                &self.resolve_addresses_withheld,
+            ),
             ("replies", &self.replies),
             ("inject_full", &self.inject_full),
             ("surbs_dropped", &self.surbs_dropped),
@@ -428,7 +441,12 @@ impl Exit {
                     }
                 }
                 StreamEvent::Reset { stream, .. } => self.close(id, stream),
-                StreamEvent::Opened { .. } => {}
+                StreamEvent::Resolve {
+                    id: lookup, name, ..
+                } => {
+                    self.lookup(id, lookup, name.0, now);
+                }
+                StreamEvent::Opened { .. } | StreamEvent::Resolved { .. } => {}
             }
         }
     }
@@ -457,6 +475,65 @@ impl Exit {
                 }
             }
         }
+    }
+
+    /// A client's own DNS question (`resolve`): looked up like a stream's name, under the
+    /// same caps, and answered with a `resolved` frame.
+    fn lookup(&mut self, session: SessionId, id: StreamId, name: String, now: Duration) {
+        if let Ok(ip) = name.parse::<IpAddr>() {
+            self.answer_lookup(session, id, Ok(vec![SocketAddr::new(ip, 0)]));
+            return;
+        }
+        if let Err(why) = self.sessions.start_lookup(session) {
+            self.refuse_for(session, id, why);
+            return;
+        }
+        let since = self.sessions.since(&session).unwrap_or(now);
+        if let Err(why) = self.lookups.submit_for(session, since, id, name, 0, now) {
+            self.sessions.end_lookup(session);
+            self.refuse_for(session, id, why);
+        }
+    }
+
+    /// Answers lookup `id` with what the resolver found: the addresses of the family asked
+    /// for that the policy allows (others withheld, counted), or no such name, or failed.
+    fn answer_lookup(
+        &mut self,
+        session: SessionId,
+        id: StreamId,
+        result: std::io::Result<Vec<SocketAddr>>,
+    ) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let Some(family) = s.streams.resolving(id) else {
+            return;
+        };
+        let stats = &self.inbox.stats;
+        let answer = match result {
+            Ok(addrs) => {
+                let of_family = addrs.iter().map(SocketAddr::ip).filter(|ip| match family {
+                    Family::V4 => ip.is_ipv4(),
+                    Family::V6 => ip.is_ipv6(),
+                });
+                let (allowed, withheld): (Vec<IpAddr>, Vec<IpAddr>) =
+                    of_family.partition(|ip| self.policy.allows_ip(*ip));
+                stats
+                    .resolve_addresses_withheld
+                    .fetch_add(withheld.len() as u64, Ordering::Relaxed);
+                stats.resolved.fetch_add(1, Ordering::Relaxed);
+                Resolution::Found(allowed)
+            }
+            Err(e) => {
+                stats.resolve_failed.fetch_add(1, Ordering::Relaxed);
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Resolution::NoSuchName
+                } else {
+                    Resolution::Failed
+                }
+            }
+        };
+        s.streams.answer(id, answer);
     }
 
     /// Tells the resolver which lookups to drop (past their deadline, or their streams
@@ -504,11 +581,14 @@ impl Exit {
             return;
         };
         self.sessions.end_lookup(session);
-        if !self
-            .sessions
-            .get_mut(&session)
-            .is_some_and(|s| s.streams.contains(stream))
-        {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if s.streams.resolving(stream).is_some() {
+            self.answer_lookup(session, stream, result);
+            return;
+        }
+        if !s.streams.contains(stream) {
             return;
         }
         match result {
@@ -520,15 +600,29 @@ impl Exit {
         }
     }
 
+    /// Refuses a stream (or fails a client's own lookup).
     fn refuse(&mut self, session: SessionId, stream: StreamId, reply: Reply) {
         if let Some(s) = self.sessions.get_mut(&session) {
-            s.streams.refuse(stream, reply);
+            if s.streams.resolving(stream).is_some() {
+                self.inbox
+                    .stats
+                    .resolve_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                s.streams.answer(stream, Resolution::Failed);
+            } else {
+                s.streams.refuse(stream, reply);
+            }
         }
     }
 
-    /// Refuses a stream over a cap, or past its lookup's deadline: its reply and counter.
+    /// Refuses a stream (or fails a client's own lookup) over a cap, or past its lookup's
+    /// deadline: its reply and counter.
     fn refuse_for(&mut self, session: SessionId, stream: StreamId, why: Refusal) {
         match self.sessions.get_mut(&session) {
+            Some(s) if s.streams.resolving(stream).is_some() => {
+                why.count(&self.inbox.stats);
+                s.streams.answer(stream, Resolution::Failed);
+            }
             Some(s) => limits::refuse_stream(&mut s.streams, stream, why, &self.inbox.stats),
             None => why.count(&self.inbox.stats),
         }

@@ -233,6 +233,8 @@ struct Pending {
     socket: Option<UdpSocket>,
     try_ends: Instant,
     parts: [(Family, Part); 2],
+    /// A server said the name does not exist (NXDOMAIN).
+    no_such_name: bool,
 }
 
 impl Pending {
@@ -386,6 +388,7 @@ impl Thread {
                     (Family::V4, Part::Asked(None)),
                     (Family::V6, Part::Asked(None)),
                 ],
+                no_such_name: false,
             },
         );
         self.next_try(token, now);
@@ -454,7 +457,8 @@ impl Thread {
         }
     }
 
-    /// Answers the lookup with what it found (IPv4 first), or that the name did not resolve.
+    /// Answers the lookup with what it found (IPv4 first): addresses; none, if the name has
+    /// none; `NotFound` if there is no such name; `TimedOut` if no server answered.
     fn finish(&mut self, token: Token) {
         let Some(p) = self.pending.get(&token) else {
             return;
@@ -463,14 +467,18 @@ impl Thread {
             .addresses()
             .map(|ip| SocketAddr::new(ip, p.port))
             .collect();
+        let result = if !addrs.is_empty() {
+            Ok(addrs)
+        } else if p.no_such_name {
+            Err(ErrorKind::NotFound.into())
+        } else if p.parts.iter().all(|(_, part)| part.done()) {
+            Ok(addrs)
+        } else {
+            Err(ErrorKind::TimedOut.into())
+        };
         let id = p.id;
         self.drop_pending(token);
         self.by_id.remove(&id);
-        let result = if addrs.is_empty() {
-            Err(ErrorKind::NotFound.into())
-        } else {
-            Ok(addrs)
-        };
         self.reply(id, result);
     }
 
@@ -539,6 +547,7 @@ fn answer(p: &mut Pending, datagram: &[u8], from: SocketAddr, stats: &ExitStats)
         (Reply::Addresses(addrs), i) => p.parts[i].1 = Part::Done(addrs),
         (Reply::NoSuchName, _) => {
             // No such name: no addresses of either family.
+            p.no_such_name = true;
             for (_, part) in &mut p.parts {
                 if !part.done() {
                     *part = Part::Done(Vec::new());

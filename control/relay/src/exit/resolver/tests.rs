@@ -387,16 +387,16 @@ fn hosts_changes_are_seen_and_bad_names_fail_at_once() {
             assert!(Instant::now() < guard, "no answer");
             if let Some((got, result)) = answers(&r, poll).pop() {
                 assert_eq!(got, id);
-                return result.ok();
+                return result.map_err(|e| e.kind());
             }
         }
     };
-    let one = |a: [u8; 4]| Some(vec![SocketAddr::from((a, 80))]);
+    let one = |a: [u8; 4]| Ok(vec![SocketAddr::from((a, 80))]);
     assert_eq!(ask(1, "ONE.pb.test.", &mut poll), one([192, 0, 2, 1]));
     assert_eq!(
         ask(2, "two.pb.test", &mut poll),
-        None,
-        "not in the file: asks the server"
+        Err(ErrorKind::NotFound),
+        "not in the file: asks the server, which has no such name"
     );
     // Another length, so the change shows even within the file system's time resolution.
     std::fs::write(
@@ -405,6 +405,9 @@ fn hosts_changes_are_seen_and_bad_names_fail_at_once() {
     )
     .unwrap();
     assert_eq!(ask(3, "two.pb.test", &mut poll), one([192, 0, 2, 22]));
-    assert_eq!(ask(4, "bad..name", &mut poll), None);
-    assert_eq!(ask(5, &"x".repeat(300), &mut poll), None);
+    assert_eq!(ask(4, "bad..name", &mut poll), Err(ErrorKind::InvalidInput));
+    assert_eq!(
+        ask(5, &"x".repeat(300), &mut poll),
+        Err(ErrorKind::InvalidInput)
+    );
 }
