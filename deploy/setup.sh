@@ -25,6 +25,7 @@ packages=(
   libcap2-bin passwd systemd                                   # deploy/install.sh and its test
   golang-go golang-golang-x-mod-dev                            # Go's signed-note peer (interop)
   ngtcp2-client tshark python3-websockets                      # transports' real peers
+  python3-socks python3-dnslib bind9-dnsutils                  # SOCKS5 UDP and VPN DNS peers (pb-client)
   obfs4proxy                                                   # obfs4 interop (transports/obfs4)
   unbound                                                      # the DoH resolver (transports/doh)
   nginx-light nsd ngtcp2-server                                # covers for the probe suite (pb-perf probe)

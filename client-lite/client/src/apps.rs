@@ -1,6 +1,7 @@
 //! The applications' SOCKS5 connections: accepted on the listener, each a `Socks` state
 //! machine until its CONNECT, then a mixnet stream of the session its username and password
-//! pick, with the stream's bytes copied both ways and its end or reset passed on.
+//! pick, with the stream's bytes copied both ways and its end or reset passed on. A UDP
+//! ASSOCIATE's connection holds its UDP relay ([`crate::udp_relay`]) open.
 
 use std::{
     io::{ErrorKind, Read as _, Write as _},
@@ -20,14 +21,14 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An application's SOCKS connection.
 pub(crate) struct App {
-    tcp: TcpStream,
+    pub(crate) tcp: TcpStream,
     socks: Socks,
     /// The session and stream once connected.
     pub(crate) stream: Option<(usize, StreamId)>,
     opened: bool,
     asked_at: Instant,
     /// Bytes for the application not yet written.
-    out: Vec<u8>,
+    pub(crate) out: Vec<u8>,
     /// Close once `out` is written.
     pub(crate) closing: bool,
     /// The application finished writing.
@@ -37,6 +38,8 @@ pub(crate) struct App {
     /// The socket may have bytes: an event came since a read last found none (mio's events
     /// are edge-triggered), so idle applications cost no read each turn.
     pub(crate) may_read: bool,
+    /// The UDP relay this connection asked for (UDP ASSOCIATE), which ends with it.
+    pub(crate) association: Option<Token>,
 }
 
 impl Client {
@@ -65,6 +68,7 @@ impl Client {
                                 eof: false,
                                 finished: false,
                                 may_read: true,
+                                association: None,
                             },
                         );
                     }
@@ -110,6 +114,8 @@ impl Client {
                     .sessions
                     .get(s)
                     .map_or(0, |(_, session)| session.streams.send_room(id)),
+                // An association's connection carries nothing more: read to see it close.
+                None if app.association.is_some() => 1024,
                 None if app.socks.is_done() => 0,
                 None => 1024,
             };
@@ -135,9 +141,10 @@ impl Client {
                             session.streams.write(id, &self.buf[..n]);
                         }
                     }
+                    None if app.association.is_some() => {}
                     None => {
                         let actions = app.socks.input(&self.buf[..n]);
-                        let mut connect = None;
+                        let (mut connect, mut associate) = (None, None);
                         for action in actions {
                             match action {
                                 Action::Write(bytes) => app.out.extend_from_slice(&bytes),
@@ -145,11 +152,18 @@ impl Client {
                                 Action::Connect { target, isolation } => {
                                     connect = Some((target, isolation));
                                 }
+                                Action::UdpAssociate { from, isolation } => {
+                                    associate = Some((from, isolation));
+                                }
                             }
                         }
                         if let Some((target, isolation)) = connect {
                             let early = app.socks.take_early_data();
                             self.connect(token, target, isolation, &early);
+                            return self.app_ready(token);
+                        }
+                        if let Some((from, isolation)) = associate {
+                            self.associate(token, &from, isolation);
                             return self.app_ready(token);
                         }
                     }
@@ -200,11 +214,16 @@ impl Client {
 
     /// Stream events, data for applications, timeouts, closes.
     pub(crate) fn serve_apps(&mut self) {
+        let mut resolved = Vec::new();
         for (index, (_, session)) in self.sessions.iter_mut().enumerate() {
             while let Some(event) = session.streams.poll_event() {
                 let (id, reply, reset) = match event {
                     StreamEvent::Opened { stream, reply } => (stream, reply, false),
                     StreamEvent::Reset { stream, reply } => (stream, reply, true),
+                    StreamEvent::Resolved { id, answer } => {
+                        resolved.push((session.id(), id, answer));
+                        continue;
+                    }
                     _ => continue,
                 };
                 let Some(app) = self
@@ -231,6 +250,10 @@ impl Client {
                 app.stream = None;
             }
         }
+        for (session, id, answer) in resolved {
+            self.resolved(session, id, &answer);
+        }
+        self.expire_lookups();
         let tokens: Vec<Token> = self.apps.keys().copied().collect();
         for token in tokens {
             if let Some(app) = self.apps.get_mut(&token)
@@ -305,6 +328,9 @@ impl Client {
             }
             if let Some(mut app) = self.apps.remove(&token) {
                 let _ = self.poll.registry().deregister(&mut app.tcp);
+                if let Some(association) = app.association {
+                    self.dissociate(association);
+                }
             }
         }
     }

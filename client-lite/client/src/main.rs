@@ -24,6 +24,7 @@ mod obfs4;
 mod reputation;
 mod schedule;
 mod session;
+mod udp_relay;
 
 use std::{
     collections::HashMap,
@@ -205,6 +206,9 @@ struct Client {
     fetch: Fetch,
     sessions: Vec<(Isolation, Session)>,
     apps: HashMap<Token, App>,
+    /// SOCKS UDP relays, by their sockets' tokens.
+    associations: HashMap<Token, udp_relay::Association>,
+    udp: udp_relay::UdpCounters,
     next_token: usize,
     origin: Instant,
     schedule: Schedule,
@@ -433,6 +437,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         fetch: Fetch::new(nonce),
         sessions: Vec::new(),
         apps: HashMap::new(),
+        associations: HashMap::new(),
+        udp: udp_relay::UdpCounters::default(),
         next_token: 2,
         origin: Instant::now(),
         schedule,
@@ -475,6 +481,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             match event.token() {
                 LISTENER => client.accept(),
                 CARRIER => {}
+                token if client.associations.contains_key(&token) => client.udp_ready(token),
                 token => {
                     if let Some(app) = client.apps.get_mut(&token) {
                         app.may_read = true;
@@ -523,6 +530,18 @@ fn run(args: Args) -> anyhow::Result<()> {
         loops.returned,
         loops.lost
     );
+    let u = &client.udp;
+    if *u != udp_relay::UdpCounters::default() {
+        tracing::info!(
+            "SOCKS UDP: {} DNS queries answered ({} SERVFAIL), {} datagrams malformed, {} from strangers, {} not DNS, {} answers unsent",
+            u.answered,
+            u.failed,
+            u.malformed,
+            u.strangers,
+            u.not_dns,
+            u.send_failed
+        );
+    }
     Ok(())
 }
 

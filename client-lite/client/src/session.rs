@@ -203,7 +203,12 @@ impl Session {
         self.stats
     }
 
-    /// The exit this session uses.
+    /// The session's id (random, fresh each run).
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The exit the session goes to.
     pub fn exit(&self) -> NodeId {
         self.exit
     }

@@ -1,7 +1,8 @@
 //! SOCKS5 (RFC 1928) with username/password authentication (RFC 1929), server side, sans-IO.
 //!
 //! Feed what the application sent with [`Socks::input`]; it answers with what to write back
-//! and, once a CONNECT request is complete, the [`Target`] to open. Only CONNECT is
+//! and, once a request is complete, the [`Target`] to open (CONNECT) or the UDP relay to set
+//! up (UDP ASSOCIATE; its datagrams' header is [`crate::socks_udp`]'s). BIND is not
 //! supported. A domain name stays a name (it is resolved at the exit, never here).
 //! Username and password are accepted whatever they are and returned as the stream's
 //! isolation key: applications (Tor Browser, curl `--proxy-user`) use them to ask for
@@ -126,8 +127,35 @@ pub enum Action {
         /// credentials must not share a session.
         isolation: Option<(Vec<u8>, Vec<u8>)>,
     },
+    /// Set up a UDP relay (UDP ASSOCIATE, RFC 1928 section 7) for datagrams from `from`
+    /// (the address and port the application will send from; zeros where it does not know
+    /// them); then answer with [`associated`]. The relay lives as long as this connection.
+    UdpAssociate {
+        /// Where the application's datagrams will come from.
+        from: Target,
+        /// As for [`Action::Connect`].
+        isolation: Option<(Vec<u8>, Vec<u8>)>,
+    },
     /// Close the connection (after writing what came before).
     Close,
+}
+
+/// The reply to a UDP ASSOCIATE: success, and the address and port of the relay socket the
+/// application sends its datagrams to.
+pub fn associated(relay: std::net::SocketAddr) -> Vec<u8> {
+    let mut reply = vec![VERSION, Reply::Succeeded as u8, 0];
+    match relay.ip() {
+        std::net::IpAddr::V4(a) => {
+            reply.push(ATYP_V4);
+            reply.extend_from_slice(&a.octets());
+        }
+        std::net::IpAddr::V6(a) => {
+            reply.push(ATYP_V6);
+            reply.extend_from_slice(&a.octets());
+        }
+    }
+    reply.extend_from_slice(&relay.port().to_be_bytes());
+    reply
 }
 
 const VERSION: u8 = 5;
@@ -136,6 +164,7 @@ const METHOD_PASSWORD: u8 = 0x02;
 const NO_ACCEPTABLE_METHOD: u8 = 0xff;
 const AUTH_VERSION: u8 = 1;
 const CMD_CONNECT: u8 = 1;
+const CMD_UDP_ASSOCIATE: u8 = 3;
 pub(crate) const ATYP_V4: u8 = 1;
 pub(crate) const ATYP_NAME: u8 = 3;
 pub(crate) const ATYP_V6: u8 = 4;
@@ -311,7 +340,7 @@ impl Socks {
         if version != VERSION || reserved != 0 {
             return refuse(Reply::GeneralFailure);
         }
-        if command != CMD_CONNECT {
+        if command != CMD_CONNECT && command != CMD_UDP_ASSOCIATE {
             return refuse(Reply::CommandNotSupported);
         }
         let (address_len, at) = match atyp {
@@ -334,13 +363,16 @@ impl Socks {
             return refuse(Reply::GeneralFailure);
         };
         self.state = State::Done;
-        Parsed::Done(
-            Action::Connect {
-                target,
-                isolation: self.isolation.take(),
-            },
-            end,
-        )
+        let isolation = self.isolation.take();
+        let action = if command == CMD_UDP_ASSOCIATE {
+            Action::UdpAssociate {
+                from: target,
+                isolation,
+            }
+        } else {
+            Action::Connect { target, isolation }
+        };
+        Parsed::Done(action, end)
     }
 }
 
@@ -354,6 +386,27 @@ mod tests {
             Action::Connect { target, .. } => Some(target),
             _ => None,
         })
+    }
+
+    #[test]
+    fn udp_associate_names_where_datagrams_come_from() {
+        let mut s = Socks::new();
+        s.input(&[5, 1, 0]);
+        let actions = s.input(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            actions,
+            vec![Action::UdpAssociate {
+                from: Target::V4(Ipv4Addr::UNSPECIFIED, 0),
+                isolation: None,
+            }]
+        );
+        assert!(s.is_done());
+        assert_eq!(
+            associated("127.0.0.1:5353".parse().unwrap()),
+            vec![5, 0, 0, 1, 127, 0, 0, 1, 0x14, 0xe9]
+        );
+        let v6 = associated("[::1]:53".parse().unwrap());
+        assert_eq!((v6[3], v6.len(), &v6[20..]), (4, 22, &[0, 53][..]));
     }
 
     #[test]
@@ -408,17 +461,26 @@ mod tests {
 
     #[test]
     fn refusals_reply_and_close() {
-        let cases: [(&[u8], Option<Vec<u8>>); 8] = [
+        let cases: [(&[u8], Option<Vec<u8>>); 10] = [
             // No acceptable method.
             (&[5, 1, 0x80], Some(vec![5, 0xff])),
-            // BIND and UDP ASSOCIATE.
+            // BIND, and a command that does not exist.
             (
                 &[5, 1, 0, 5, 2, 0, 1, 1, 2, 3, 4, 0, 80],
                 Some(Reply::CommandNotSupported.message().to_vec()),
             ),
             (
-                &[5, 1, 0, 5, 3, 0, 1, 1, 2, 3, 4, 0, 80],
+                &[5, 1, 0, 5, 9, 0, 1, 1, 2, 3, 4, 0, 80],
                 Some(Reply::CommandNotSupported.message().to_vec()),
+            ),
+            // UDP ASSOCIATE with a bad reserved byte, an unknown address type.
+            (
+                &[5, 1, 0, 5, 3, 1, 1, 0, 0, 0, 0, 0, 0],
+                Some(Reply::GeneralFailure.message().to_vec()),
+            ),
+            (
+                &[5, 1, 0, 5, 3, 0, 9, 0, 0, 0, 0, 0, 0],
+                Some(Reply::AddressTypeNotSupported.message().to_vec()),
             ),
             // Unknown address type.
             (

@@ -566,6 +566,53 @@ remote-control:
         Ok((format!("https://{me}/dns-query"), pem))
     }
 
+    /// Starts NSD in `node`, authoritative for `zone` on `at` (UDP and TCP), with `records`
+    /// (zone-file lines relative to the zone, e.g. `www IN A 198.18.0.9`) beside its SOA and
+    /// NS; returns once it answers. Its files are under the testnet's directory (`nsd-<zone>/`).
+    ///
+    /// # Errors
+    /// NSD is missing, or does not answer within 10 s.
+    pub fn start_nsd(
+        &mut self,
+        node: Node,
+        at: SocketAddr,
+        zone: &str,
+        records: &str,
+    ) -> anyhow::Result<()> {
+        let dir = self.dir.join(format!("nsd-{zone}"));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("zone"),
+            format!(
+                "$ORIGIN {zone}.\n$TTL 3600\n\
+                 @ IN SOA ns.{zone}. hostmaster.{zone}. 2026120801 7200 3600 1209600 60\n\
+                 @ IN NS ns.{zone}.\n{records}\n"
+            ),
+        )?;
+        let conf = dir.join("nsd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "server:\n  ip-address: {ip}\n  port: {port}\n  username: \"\"\n  chroot: \"\"\n  \
+                 zonesdir: \"{d}\"\n  database: \"\"\n  pidfile: \"{d}/nsd.pid\"\n  \
+                 xfrdfile: \"{d}/xfrd.state\"\n  zonelistfile: \"{d}/zone.list\"\n  \
+                 logfile: \"{d}/nsd.log\"\n  server-count: 1\n  hide-version: yes\n\
+                 remote-control:\n  control-enable: no\n\
+                 zone:\n  name: {zone}\n  zonefile: zone\n",
+                ip = at.ip(),
+                port = at.port(),
+                d = dir.display(),
+            ),
+        )?;
+        let mut command = self.command(node, "nsd");
+        command.arg("-d").arg("-c").arg(&conf);
+        self.spawn(&format!("nsd-{zone}"), command)?;
+        // NSD answers once it has loaded the zone: over TCP too, which is what is checked.
+        wait_for("nsd to answer", Duration::from_secs(10), || {
+            self.connect(node, at).is_ok()
+        })
+    }
+
     /// GET `path` from relay `i`'s admin endpoint: the body.
     ///
     /// # Errors

@@ -1,0 +1,298 @@
+//! SOCKS5 UDP ASSOCIATE (RFC 1928, section 7): an application's UDP relay. Each association
+//! has a UDP socket of its own on the address the application reached the SOCKS port at, and
+//! lives as long as the TCP connection that asked for it.
+//!
+//! Datagrams to port 53 (any address) are DNS queries: [`pb_proto::dns`] answers them, A and
+//! AAAA questions from what the exit resolves (`resolve` frames), so no DNS packet leaves the
+//! device. Other destinations are dropped and counted: the exit carries no UDP yet.
+//!
+//! Only datagrams from the control connection's address are taken, and, once the first has
+//! come (or the request named it), only from that port. Every malformed datagram, or one from
+//! elsewhere, is dropped and counted, and gets no answer (the RFC's rule).
+
+use std::{
+    collections::HashMap,
+    io::ErrorKind,
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use mio::{Interest, Token, net::UdpSocket};
+use pb_proto::{
+    SessionId, StreamId, Target,
+    dns::{self, Asked, Family, Question},
+    frame::Resolution,
+    socks_udp,
+};
+
+use crate::{Client, Isolation};
+
+/// A lookup the exit has not answered after this long is answered SERVFAIL, and forgotten.
+pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most queries that wait for one lookup (an application's retries of one question join
+/// the lookup already asked for); more get SERVFAIL at once.
+const MAX_WAITERS: usize = 8;
+/// The DNS port: datagrams to it are answered here.
+const DNS_PORT: u16 = 53;
+
+/// What the UDP relays dropped or answered, for the log at exit (never with addresses).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct UdpCounters {
+    /// Datagrams whose SOCKS header or DNS query did not parse.
+    pub(crate) malformed: u64,
+    /// Datagrams from another address or port than the association's application.
+    pub(crate) strangers: u64,
+    /// Datagrams to a destination other than port 53 (the exit carries no UDP yet).
+    pub(crate) not_dns: u64,
+    /// DNS queries answered (from the exit's lookups, at once, or with SERVFAIL).
+    pub(crate) answered: u64,
+    /// Of those, answered SERVFAIL: the exit failed, timed out, or no session could ask.
+    pub(crate) failed: u64,
+    /// Answers the socket could not take.
+    pub(crate) send_failed: u64,
+}
+
+/// One association.
+pub(crate) struct Association {
+    socket: UdpSocket,
+    /// The application's address (the control connection's peer), and its port once known.
+    peer: IpAddr,
+    port: Option<u16>,
+    isolation: Isolation,
+    lookups: HashMap<(SessionId, StreamId), Lookup>,
+}
+
+/// A name being resolved at the exit, and the queries waiting for it.
+struct Lookup {
+    name: String,
+    family: Family,
+    asked_at: Instant,
+    /// Each query, and the destination it was sent to (the answer comes from there).
+    waiters: Vec<(Target, Question)>,
+}
+
+impl Client {
+    /// Sets up the UDP relay that `control` asked for: a socket on the address the
+    /// application reached the SOCKS port at; answers with its address, or fails.
+    pub(crate) fn associate(&mut self, control: Token, from: &Target, isolation: Isolation) {
+        let token = Token(self.next_token);
+        let Some(app) = self.apps.get_mut(&control) else {
+            return;
+        };
+        let addrs = app
+            .tcp
+            .peer_addr()
+            .and_then(|p| Ok((p, app.tcp.local_addr()?)));
+        let bound = addrs.and_then(|(peer, local)| {
+            let mut socket = UdpSocket::bind(SocketAddr::new(local.ip(), 0))?;
+            let bound = socket.local_addr()?;
+            self.poll
+                .registry()
+                .register(&mut socket, token, Interest::READABLE)?;
+            Ok((peer, socket, bound))
+        });
+        let (peer, socket, bound) = match bound {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("SOCKS UDP ASSOCIATE: no relay socket: {e}");
+                app.out
+                    .extend_from_slice(&pb_proto::Reply::GeneralFailure.message());
+                app.closing = true;
+                return;
+            }
+        };
+        self.next_token += 1;
+        // A port named in the request is where datagrams will come from; zero: not known.
+        let port = match from {
+            Target::V4(_, p) | Target::V6(_, p) if *p != 0 => Some(*p),
+            _ => None,
+        };
+        app.association = Some(token);
+        app.out
+            .extend_from_slice(&pb_proto::socks::associated(bound));
+        tracing::debug!("SOCKS UDP ASSOCIATE");
+        self.associations.insert(
+            token,
+            Association {
+                socket,
+                peer: peer.ip(),
+                port,
+                isolation,
+                lookups: HashMap::new(),
+            },
+        );
+    }
+
+    /// Ends an association (its control connection closed): its socket closes, its
+    /// lookups' answers are ignored.
+    pub(crate) fn dissociate(&mut self, token: Token) {
+        let Some(mut a) = self.associations.remove(&token) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut a.socket);
+        for (session, id) in a.lookups.keys() {
+            if let Some((_, s)) = self.sessions.iter_mut().find(|(_, s)| s.id() == *session) {
+                s.streams.forget_resolve(*id);
+            }
+        }
+    }
+
+    /// Datagrams from an application: each one checked, then answered or dropped.
+    pub(crate) fn udp_ready(&mut self, token: Token) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let Some(a) = self.associations.get_mut(&token) else {
+                return;
+            };
+            let (n, from) = match a.socket.recv_from(&mut buf) {
+                Ok(got) => got,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // An ICMP error for an earlier answer, and the like.
+                Err(_) => continue,
+            };
+            if from.ip() != a.peer || a.port.is_some_and(|p| p != from.port()) {
+                self.udp.strangers += 1;
+                pb_log::warn_limited!(
+                    "a datagram from another address than its association's application was dropped"
+                );
+                continue;
+            }
+            a.port = Some(from.port());
+            let Ok((target, data)) = socks_udp::parse(&buf[..n]) else {
+                self.udp.malformed += 1;
+                pb_log::warn_limited!("a malformed SOCKS UDP datagram was dropped");
+                continue;
+            };
+            if target.port() != DNS_PORT {
+                self.udp.not_dns += 1;
+                pb_log::warn_limited!(
+                    "a SOCKS UDP datagram to a port other than 53 was dropped: the exit carries DNS only"
+                );
+                continue;
+            }
+            let asked = match dns::read(data) {
+                Ok(asked) => asked,
+                Err(_) => {
+                    self.udp.malformed += 1;
+                    pb_log::warn_limited!("a datagram to port 53 that is no DNS query was dropped");
+                    continue;
+                }
+            };
+            match asked {
+                Asked::Answer(bytes) => self.send_answer(token, &target, &bytes, false),
+                Asked::Resolve(question) => self.ask(token, target, question),
+            }
+        }
+    }
+
+    /// Joins `question` to the lookup of its name already asked for, or asks the exit.
+    fn ask(&mut self, token: Token, target: Target, question: Question) {
+        let Some(a) = self.associations.get_mut(&token) else {
+            return;
+        };
+        if let Some(lookup) = a
+            .lookups
+            .values_mut()
+            .find(|l| l.name == question.name && l.family == question.family)
+        {
+            if lookup.waiters.len() < MAX_WAITERS {
+                lookup.waiters.push((target, question));
+            } else {
+                let failed = question.failed();
+                self.send_answer(token, &target, &failed, true);
+            }
+            return;
+        }
+        let isolation = a.isolation.clone();
+        let asked = self.session_for(isolation).and_then(|s| {
+            let session = &mut self.sessions[s].1;
+            let id = session.streams.resolve(&question.name, question.family)?;
+            Some((session.id(), id))
+        });
+        let Some(key) = asked else {
+            // No topology yet, or the session has its most lookups.
+            let failed = question.failed();
+            self.send_answer(token, &target, &failed, true);
+            return;
+        };
+        if let Some(a) = self.associations.get_mut(&token) {
+            a.lookups.insert(
+                key,
+                Lookup {
+                    name: question.name.clone(),
+                    family: question.family,
+                    asked_at: Instant::now(),
+                    waiters: vec![(target, question)],
+                },
+            );
+        }
+    }
+
+    /// The exit's answer to lookup `id` of `session`: to every query waiting for it.
+    pub(crate) fn resolved(&mut self, session: SessionId, id: StreamId, answer: &Resolution) {
+        let Some((token, lookup)) = self
+            .associations
+            .iter_mut()
+            .find_map(|(t, a)| Some((*t, a.lookups.remove(&(session, id))?)))
+        else {
+            return;
+        };
+        for (target, question) in lookup.waiters {
+            let (bytes, failed) = match answer {
+                Resolution::Found(addresses) => (question.answer(addresses), false),
+                Resolution::NoSuchName => (question.no_such_name(), false),
+                Resolution::Failed => (question.failed(), true),
+            };
+            self.send_answer(token, &target, &bytes, failed);
+        }
+    }
+
+    /// Answers SERVFAIL to the lookups the exit has not answered in [`LOOKUP_TIMEOUT`].
+    pub(crate) fn expire_lookups(&mut self) {
+        let mut expired = Vec::new();
+        for (token, a) in &mut self.associations {
+            let old: Vec<(SessionId, StreamId)> = a
+                .lookups
+                .iter()
+                .filter(|(_, l)| l.asked_at.elapsed() > LOOKUP_TIMEOUT)
+                .map(|(k, _)| *k)
+                .collect();
+            for key in old {
+                if let Some(lookup) = a.lookups.remove(&key) {
+                    expired.push((*token, key, lookup));
+                }
+            }
+        }
+        for (token, (session, id), lookup) in expired {
+            if let Some((_, s)) = self.sessions.iter_mut().find(|(_, s)| s.id() == session) {
+                s.streams.forget_resolve(id);
+            }
+            for (target, question) in lookup.waiters {
+                let failed = question.failed();
+                self.send_answer(token, &target, &failed, true);
+            }
+        }
+    }
+
+    /// Sends a DNS answer to the association's application, from `target` (as it named it).
+    fn send_answer(&mut self, token: Token, target: &Target, answer: &[u8], failed: bool) {
+        let Some(a) = self.associations.get(&token) else {
+            return;
+        };
+        let Some(port) = a.port else {
+            return;
+        };
+        let mut datagram = Vec::with_capacity(socks_udp::HEADER_MAX + answer.len());
+        let sent = socks_udp::encode(target, answer, &mut datagram).is_ok()
+            && a.socket
+                .send_to(&datagram, SocketAddr::new(a.peer, port))
+                .is_ok();
+        if sent {
+            self.udp.answered += 1;
+            self.udp.failed += u64::from(failed);
+        } else {
+            self.udp.send_failed += 1;
+        }
+    }
+}
