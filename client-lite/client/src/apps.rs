@@ -214,7 +214,7 @@ impl Client {
 
     /// Stream events, data for applications, timeouts, closes.
     pub(crate) fn serve_apps(&mut self) {
-        let mut resolved = Vec::new();
+        let (mut resolved, mut vpn_events) = (Vec::new(), Vec::new());
         for (index, (_, session)) in self.sessions.iter_mut().enumerate() {
             while let Some(event) = session.streams.poll_event() {
                 let (id, reply, reset) = match event {
@@ -231,6 +231,15 @@ impl Client {
                     .values_mut()
                     .find(|a| a.stream == Some((index, id)))
                 else {
+                    vpn_events.push((
+                        session.id(),
+                        id,
+                        if reset && reply == Reply::Succeeded {
+                            Reply::GeneralFailure
+                        } else {
+                            reply
+                        },
+                    ));
                     continue;
                 };
                 if !app.opened {
@@ -252,6 +261,9 @@ impl Client {
         }
         for (session, id, answer) in resolved {
             self.resolved(session, id, &answer);
+        }
+        for (session, id, reply) in vpn_events {
+            self.vpn_stream_event(session, id, reply);
         }
         self.expire_lookups();
         let tokens: Vec<Token> = self.apps.keys().copied().collect();

@@ -19,12 +19,14 @@ mod carrier;
 mod directory;
 mod doh;
 mod link_thread;
+mod lookups;
 mod loops;
 mod obfs4;
 mod reputation;
 mod schedule;
 mod session;
 mod udp_relay;
+mod vpn;
 
 use std::{
     collections::HashMap,
@@ -121,6 +123,19 @@ struct Args {
     /// Stop after this many seconds (for tests); default: until interrupted.
     #[arg(long)]
     seconds: Option<f64>,
+    /// VPN mode: make the TUN device NAME and send all of this machine's traffic, IPv4 and
+    /// IPv6, through it into the mixnet (TCP as streams, DNS answered from the exit's
+    /// lookups, other UDP refused), with a kill switch: a rule and routing table 5042 whose
+    /// `unreachable` default outlives pb-client. Needs root or CAP_NET_ADMIN.
+    #[arg(long, value_name = "NAME", conflicts_with = "tun_fd")]
+    tun: Option<String>,
+    /// VPN mode on a TUN device already open as file descriptor N (Android's VpnService,
+    /// or a helper that set up the device and its routes; nothing else is touched).
+    #[arg(long, value_name = "N")]
+    tun_fd: Option<i32>,
+    /// The TUN device's MTU.
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(1280..=65535))]
+    mtu: u32,
     /// INSECURE, for the anonymity harness's known-bad setup only: no cover packets and no
     /// link padding, so the link shows exactly when you are busy.
     #[arg(long, hide = true)]
@@ -209,6 +224,8 @@ struct Client {
     /// SOCKS UDP relays, by their sockets' tokens.
     associations: HashMap<Token, udp_relay::Association>,
     udp: udp_relay::UdpCounters,
+    /// VPN mode, when asked for.
+    vpn: Option<vpn::Vpn>,
     next_token: usize,
     origin: Instant,
     schedule: Schedule,
@@ -401,6 +418,33 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.transport
         )
     })?;
+    // VPN mode's device and routes, before the link: its route to the gateway must already
+    // go around the device.
+    let device = match (&args.tun, args.tun_fd) {
+        (Some(name), _) => {
+            let addrs: Vec<SocketAddr> = gateways.iter().map(|g| g.addr).collect();
+            let bridge = setup.bridge.as_ref().map(|(addr, _)| *addr);
+            Some(vpn::Device::Make {
+                name: name.clone(),
+                mtu: args.mtu,
+                bypass: vpn::bypass(&addrs, bridge, args.doh_resolver.as_deref())?,
+            })
+        }
+        (None, Some(fd)) => Some(vpn::Device::Fd { fd, mtu: args.mtu }),
+        (None, None) => None,
+    };
+    let vpn = device
+        .map(|d| {
+            let seed = random.seed();
+            vpn::Vpn::start(
+                d,
+                poll.registry(),
+                u64::from_le_bytes([
+                    seed[0], seed[1], seed[2], seed[3], seed[4], seed[5], seed[6], seed[7],
+                ]),
+            )
+        })
+        .transpose()?;
     let carrier = connect(&first, kind, &setup)?;
     let profile = fit_profile(profile, carrier.as_ref());
     let waker = Arc::new(mio::Waker::new(poll.registry(), CARRIER).context("mio waker")?);
@@ -439,6 +483,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         apps: HashMap::new(),
         associations: HashMap::new(),
         udp: udp_relay::UdpCounters::default(),
+        vpn,
         next_token: 2,
         origin: Instant::now(),
         schedule,
@@ -457,6 +502,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         client.link.kind(),
         args.profile
     );
+    match (&args.tun, args.tun_fd) {
+        (Some(name), _) => tracing::info!(
+            "VPN mode on {name}: all traffic into the mixnet (rule {} → table {}; kill switch: an unreachable default there)",
+            pb_tun::routing::RULE_PRIORITY,
+            pb_tun::routing::TABLE
+        ),
+        (None, Some(fd)) => tracing::info!("VPN mode on file descriptor {fd}"),
+        _ => {}
+    }
     let started = Instant::now();
     let mut events = Events::with_capacity(256);
     let mut announced = false;
@@ -464,12 +518,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         && limit.is_none_or(|l| started.elapsed() < l)
     {
         let now = client.origin.elapsed();
-        let wait = client
+        let mut wait = client
             .schedule
             .next()
             .0
             .saturating_sub(now)
             .min(Duration::from_millis(50));
+        if let Some(stack) = client.vpn.as_mut().and_then(vpn::Vpn::wait) {
+            wait = wait.min(stack);
+        }
 
         if let Err(e) = client.poll.poll(&mut events, Some(wait))
             && e.kind() != ErrorKind::Interrupted
@@ -491,9 +548,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         client.pump();
+        client.vpn_turn();
         client.timers();
         client.send_due();
         client.serve_apps();
+        client.vpn_turn();
         if !announced && client.topology.is_some() && client.gateway.is_some() {
             announced = true;
             if let Some(t) = &client.topology {
@@ -530,6 +589,25 @@ fn run(args: Args) -> anyhow::Result<()> {
         loops.returned,
         loops.lost
     );
+    if let Some(v) = &client.vpn {
+        let (c, s) = (&v.counters, v.stack_counters());
+        tracing::info!(
+            "VPN: {} packets in, {} out, {} TCP flows ({} refused), {} DNS queries answered ({} SERVFAIL, {} malformed); dropped: {} UDP not DNS, {} multicast, {} other protocols, {} malformed, {} over the flow limit, {} unwritten",
+            s.packets_in,
+            s.packets_out,
+            s.flows,
+            c.flows_refused,
+            c.dns_answered,
+            c.dns_failed,
+            c.dns_malformed,
+            s.udp,
+            s.multicast,
+            s.other,
+            s.malformed,
+            s.full,
+            c.write_failed
+        );
+    }
     let u = &client.udp;
     if *u != udp_relay::UdpCounters::default() {
         tracing::info!(

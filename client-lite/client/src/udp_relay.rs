@@ -11,27 +11,24 @@
 //! elsewhere, is dropped and counted, and gets no answer (the RFC's rule).
 
 use std::{
-    collections::HashMap,
     io::ErrorKind,
     net::{IpAddr, SocketAddr},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use mio::{Interest, Token, net::UdpSocket};
 use pb_proto::{
     SessionId, StreamId, Target,
-    dns::{self, Asked, Family, Question},
+    dns::{self, Asked, Question},
     frame::Resolution,
     socks_udp,
 };
 
-use crate::{Client, Isolation};
+use crate::{
+    Client, Isolation,
+    lookups::{self, Joined, Pending},
+};
 
-/// A lookup the exit has not answered after this long is answered SERVFAIL, and forgotten.
-pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most queries that wait for one lookup (an application's retries of one question join
-/// the lookup already asked for); more get SERVFAIL at once.
-const MAX_WAITERS: usize = 8;
 /// The DNS port: datagrams to it are answered here.
 const DNS_PORT: u16 = 53;
 
@@ -59,16 +56,8 @@ pub(crate) struct Association {
     peer: IpAddr,
     port: Option<u16>,
     isolation: Isolation,
-    lookups: HashMap<(SessionId, StreamId), Lookup>,
-}
-
-/// A name being resolved at the exit, and the queries waiting for it.
-struct Lookup {
-    name: String,
-    family: Family,
-    asked_at: Instant,
-    /// Each query, and the destination it was sent to (the answer comes from there).
-    waiters: Vec<(Target, Question)>,
+    /// Lookups, each query's answer to come from the destination it was sent to.
+    lookups: Pending<Target>,
 }
 
 impl Client {
@@ -118,7 +107,7 @@ impl Client {
                 peer: peer.ip(),
                 port,
                 isolation,
-                lookups: HashMap::new(),
+                lookups: Pending::default(),
             },
         );
     }
@@ -130,11 +119,29 @@ impl Client {
             return;
         };
         let _ = self.poll.registry().deregister(&mut a.socket);
-        for (session, id) in a.lookups.keys() {
-            if let Some((_, s)) = self.sessions.iter_mut().find(|(_, s)| s.id() == *session) {
-                s.streams.forget_resolve(*id);
-            }
+        for key in a.lookups.keys() {
+            self.forget_resolve(*key);
         }
+    }
+
+    /// Tells lookup `key`'s session not to wait for its answer.
+    pub(crate) fn forget_resolve(&mut self, (session, id): lookups::Key) {
+        if let Some((_, s)) = self.sessions.iter_mut().find(|(_, s)| s.id() == session) {
+            s.streams.forget_resolve(id);
+        }
+    }
+
+    /// Asks the exit (in the session of `isolation`) to resolve `question`'s name: the
+    /// lookup's key, or `None` (no topology yet, or the session has its most lookups).
+    pub(crate) fn ask_exit(
+        &mut self,
+        isolation: Isolation,
+        question: &Question,
+    ) -> Option<lookups::Key> {
+        let s = self.session_for(isolation)?;
+        let session = &mut self.sessions[s].1;
+        let id = session.streams.resolve(&question.name, question.family)?;
+        Some((session.id(), id))
     }
 
     /// Datagrams from an application: each one checked, then answered or dropped.
@@ -191,88 +198,58 @@ impl Client {
         let Some(a) = self.associations.get_mut(&token) else {
             return;
         };
-        if let Some(lookup) = a
-            .lookups
-            .values_mut()
-            .find(|l| l.name == question.name && l.family == question.family)
-        {
-            if lookup.waiters.len() < MAX_WAITERS {
-                lookup.waiters.push((target, question));
-            } else {
+        let (target, question) = match a.lookups.join(target, question) {
+            Joined::Waiting => return,
+            Joined::Ask(target, question) => (target, question),
+            Joined::Full(target, question) => {
                 let failed = question.failed();
-                self.send_answer(token, &target, &failed, true);
+                return self.send_answer(token, &target, &failed, true);
             }
-            return;
-        }
+        };
         let isolation = a.isolation.clone();
-        let asked = self.session_for(isolation).and_then(|s| {
-            let session = &mut self.sessions[s].1;
-            let id = session.streams.resolve(&question.name, question.family)?;
-            Some((session.id(), id))
-        });
-        let Some(key) = asked else {
-            // No topology yet, or the session has its most lookups.
+        let Some(key) = self.ask_exit(isolation, &question) else {
             let failed = question.failed();
-            self.send_answer(token, &target, &failed, true);
-            return;
+            return self.send_answer(token, &target, &failed, true);
         };
         if let Some(a) = self.associations.get_mut(&token) {
-            a.lookups.insert(
-                key,
-                Lookup {
-                    name: question.name.clone(),
-                    family: question.family,
-                    asked_at: Instant::now(),
-                    waiters: vec![(target, question)],
-                },
-            );
+            a.lookups.insert(key, target, question, Instant::now());
         }
     }
 
-    /// The exit's answer to lookup `id` of `session`: to every query waiting for it.
+    /// The exit's answer to lookup `id` of `session`: to every query waiting for it (here,
+    /// or in VPN mode).
     pub(crate) fn resolved(&mut self, session: SessionId, id: StreamId, answer: &Resolution) {
-        let Some((token, lookup)) = self
+        let Some((token, waiters)) = self
             .associations
             .iter_mut()
-            .find_map(|(t, a)| Some((*t, a.lookups.remove(&(session, id))?)))
+            .find_map(|(t, a)| Some((*t, a.lookups.take((session, id))?)))
         else {
+            self.vpn_resolved((session, id), answer);
             return;
         };
-        for (target, question) in lookup.waiters {
-            let (bytes, failed) = match answer {
-                Resolution::Found(addresses) => (question.answer(addresses), false),
-                Resolution::NoSuchName => (question.no_such_name(), false),
-                Resolution::Failed => (question.failed(), true),
-            };
+        for (target, question) in waiters {
+            let (bytes, failed) = lookups::answer(&question, answer);
             self.send_answer(token, &target, &bytes, failed);
         }
     }
 
-    /// Answers SERVFAIL to the lookups the exit has not answered in [`LOOKUP_TIMEOUT`].
+    /// Answers SERVFAIL to the lookups the exit has not answered in time.
     pub(crate) fn expire_lookups(&mut self) {
+        let now = Instant::now();
         let mut expired = Vec::new();
         for (token, a) in &mut self.associations {
-            let old: Vec<(SessionId, StreamId)> = a
-                .lookups
-                .iter()
-                .filter(|(_, l)| l.asked_at.elapsed() > LOOKUP_TIMEOUT)
-                .map(|(k, _)| *k)
-                .collect();
-            for key in old {
-                if let Some(lookup) = a.lookups.remove(&key) {
-                    expired.push((*token, key, lookup));
-                }
+            for (key, waiters) in a.lookups.expired(now) {
+                expired.push((*token, key, waiters));
             }
         }
-        for (token, (session, id), lookup) in expired {
-            if let Some((_, s)) = self.sessions.iter_mut().find(|(_, s)| s.id() == session) {
-                s.streams.forget_resolve(id);
-            }
-            for (target, question) in lookup.waiters {
+        for (token, key, waiters) in expired {
+            self.forget_resolve(key);
+            for (target, question) in waiters {
                 let failed = question.failed();
                 self.send_answer(token, &target, &failed, true);
             }
         }
+        self.vpn_expire_lookups(now);
     }
 
     /// Sends a DNS answer to the association's application, from `target` (as it named it).

@@ -14,8 +14,13 @@ pub struct Capture(Child);
 
 impl Capture {
     pub fn start(ns: &str, file: &Path) -> Option<Self> {
+        Self::start_on(ns, "any", file)
+    }
+
+    /// A capture of one interface of the namespace (`any` for all of them).
+    pub fn start_on(ns: &str, interface: &str, file: &Path) -> Option<Self> {
         let child = Command::new("ip")
-            .args(["netns", "exec", ns, "dumpcap", "-q", "-i", "any", "-w"])
+            .args(["netns", "exec", ns, "dumpcap", "-q", "-i", interface, "-w"])
             .arg(file)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -45,6 +50,21 @@ pub fn tshark_count(file: &Path, filter: &str, decode_as: &[&str]) -> usize {
     let out = command.output().unwrap();
     assert!(out.status.success(), "tshark {filter}: {out:?}");
     String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// The frames of `file` that `filter` matches, as tshark prints them (one line each).
+pub fn tshark_lines(file: &Path, filter: &str) -> Vec<String> {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(file)
+        .args(["-Y", filter])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tshark {filter}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Whether tshark and dumpcap are installed.
