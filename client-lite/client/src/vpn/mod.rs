@@ -276,6 +276,10 @@ impl Client {
                 for query in vpn.stack.dns_queries(flow) {
                     self.vpn_dns(vpn, DnsReply::Tcp(flow), &query);
                 }
+                // The application is done asking: close once the answers are out.
+                if vpn.stack.app_finished(flow) {
+                    vpn.stack.finish(flow);
+                }
                 continue;
             }
             let Some(c) = vpn.carried.get_mut(&flow) else {

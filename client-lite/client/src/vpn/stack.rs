@@ -8,8 +8,10 @@
 //!   refused connection, not a connection that then breaks).
 //! - TCP and UDP to port 53, at any address, are DNS: answered by the caller (never sent
 //!   anywhere as DNS). TCP port 53 is accepted at once, its messages framed by length.
-//! - Other UDP, multicast, ICMP and what does not parse are dropped and counted: nothing
-//!   but the client's own link leaves the device.
+//! - Other UDP is refused with an ICMP port unreachable (the exit carries no UDP yet), so
+//!   that QUIC applications fall back to TCP at once instead of waiting for a timeout.
+//! - Multicast, ICMP and what does not parse are dropped and counted: nothing but the
+//!   client's own link leaves the device.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -19,8 +21,9 @@ use smoltcp::{
     socket::tcp,
     time::Instant,
     wire::{
-        HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, IpProtocol, IpRepr,
-        Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket, UdpRepr,
+        HardwareAddress, Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, Icmpv6DstUnreachable,
+        Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, IpProtocol,
+        IpRepr, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpPacket, UdpPacket, UdpRepr,
     },
 };
 
@@ -62,7 +65,8 @@ pub(crate) enum Drop {
     Malformed,
     /// To a multicast or broadcast address (local chatter: mDNS, SSDP, LLMNR).
     Multicast,
-    /// UDP to a port other than 53: the exit carries no other UDP yet.
+    /// UDP to a port other than 53: the exit carries no other UDP yet (answered with an ICMP
+    /// port unreachable).
     Udp,
     /// ICMP and other protocols.
     Protocol,
@@ -235,6 +239,9 @@ impl Stack {
                     return Input::Dropped(Drop::Malformed);
                 };
                 if udp.dst_port() != DNS_PORT {
+                    if let Some(refusal) = port_unreachable(packet) {
+                        self.device.tx.push_back(refusal);
+                    }
                     return Input::Dropped(Drop::Udp);
                 }
                 Input::Dns {
@@ -497,6 +504,65 @@ fn ip_parts(packet: &[u8]) -> Option<(IpAddress, IpAddress, IpProtocol, &[u8])> 
     }
 }
 
+/// The ICMP (or ICMPv6) port unreachable that refuses `packet` (an IPv4 or IPv6 packet that
+/// parsed): from its destination to its source, quoting its header and first 8 bytes.
+fn port_unreachable(packet: &[u8]) -> Option<Vec<u8>> {
+    let caps = ChecksumCapabilities::default();
+    match packet.first()? >> 4 {
+        4 => {
+            let p = Ipv4Packet::new_checked(packet).ok()?;
+            let header = Ipv4Repr::parse(&p, &caps).ok()?;
+            let payload = p.payload();
+            let icmp = Icmpv4Repr::DstUnreachable {
+                reason: Icmpv4DstUnreachable::PortUnreachable,
+                header,
+                data: &payload[..payload.len().min(8)],
+            };
+            let ip = Ipv4Repr {
+                src_addr: header.dst_addr,
+                dst_addr: header.src_addr,
+                next_header: IpProtocol::Icmp,
+                payload_len: icmp.buffer_len(),
+                hop_limit: 64,
+            };
+            let mut out = vec![0u8; ip.buffer_len() + icmp.buffer_len()];
+            ip.emit(&mut Ipv4Packet::new_unchecked(&mut out[..]), &caps);
+            icmp.emit(
+                &mut Icmpv4Packet::new_unchecked(&mut out[ip.buffer_len()..]),
+                &caps,
+            );
+            Some(out)
+        }
+        6 => {
+            let p = Ipv6Packet::new_checked(packet).ok()?;
+            let header = Ipv6Repr::parse(&p).ok()?;
+            let payload = p.payload();
+            let icmp = Icmpv6Repr::DstUnreachable {
+                reason: Icmpv6DstUnreachable::PortUnreachable,
+                header,
+                data: &payload[..payload.len().min(8)],
+            };
+            let ip = Ipv6Repr {
+                src_addr: header.dst_addr,
+                dst_addr: header.src_addr,
+                next_header: IpProtocol::Icmpv6,
+                payload_len: icmp.buffer_len(),
+                hop_limit: 64,
+            };
+            let mut out = vec![0u8; ip.buffer_len() + icmp.buffer_len()];
+            ip.emit(&mut Ipv6Packet::new_unchecked(&mut out[..]));
+            icmp.emit(
+                &header.dst_addr,
+                &header.src_addr,
+                &mut Icmpv6Packet::new_unchecked(&mut out[ip.buffer_len()..]),
+                &caps,
+            );
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
 /// A UDP packet from `from` to `to` carrying `payload`, checksummed.
 fn udp_packet(from: IpEndpoint, to: IpEndpoint, payload: &[u8]) -> Option<Vec<u8>> {
     let udp_len = 8 + payload.len();
@@ -526,6 +592,8 @@ fn udp_packet(from: IpEndpoint, to: IpEndpoint, payload: &[u8]) -> Option<Vec<u8
 #[cfg(test)]
 #[expect(clippy::unwrap_used, clippy::panic, reason = "tests")]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use smoltcp::wire::{TcpControl, TcpRepr, TcpSeqNumber};
 
     use super::*;
@@ -744,6 +812,43 @@ mod tests {
         let mut s = Stack::new(1500, (4096, 4096), 7, t(0));
         let quic = udp_packet(APP, IpEndpoint::new(SERVER.addr, 443), &[0xc0; 1200]).unwrap();
         assert_eq!(s.input(&quic, t(0)), Input::Dropped(Drop::Udp));
+        // Refused at once, so that QUIC falls back to TCP: an ICMP port unreachable quoting
+        // the datagram's header.
+        let refusal = s.output().unwrap();
+        let p = Ipv4Packet::new_checked(&refusal[..]).unwrap();
+        assert!(p.verify_checksum());
+        assert_eq!(
+            (p.src_addr(), p.dst_addr()),
+            (Ipv4Addr::new(198, 19, 0, 7), Ipv4Addr::new(10, 255, 255, 1))
+        );
+        let icmp = Icmpv4Packet::new_checked(p.payload()).unwrap();
+        assert!(icmp.verify_checksum());
+        assert_eq!(
+            (icmp.msg_type(), icmp.msg_code()),
+            (smoltcp::wire::Icmpv4Message::DstUnreachable, 3)
+        );
+        assert_eq!(
+            &icmp.data()[20..24],
+            &[0x9c, 0x40, 0x01, 0xbb],
+            "the quoted ports"
+        );
+        let app6 = IpEndpoint::new(IpAddress::v6(0xfd7b, 0x5042, 0, 0, 0, 0, 0, 1), 40001);
+        let quic6 = udp_packet(
+            app6,
+            IpEndpoint::new(IpAddress::v6(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7), 443),
+            &[0xc0; 1200],
+        )
+        .unwrap();
+        assert_eq!(s.input(&quic6, t(0)), Input::Dropped(Drop::Udp));
+        let refusal = s.output().unwrap();
+        let p = Ipv6Packet::new_checked(&refusal[..]).unwrap();
+        let icmp = Icmpv6Packet::new_checked(p.payload()).unwrap();
+        assert!(icmp.verify_checksum(&p.src_addr(), &p.dst_addr()));
+        assert_eq!(
+            icmp.msg_type(),
+            smoltcp::wire::Icmpv6Message::DstUnreachable
+        );
+        assert_eq!(icmp.msg_code(), 4, "port unreachable");
         let mdns = udp_packet(
             APP,
             IpEndpoint::new(IpAddress::v4(224, 0, 0, 251), 5353),
@@ -762,7 +867,7 @@ mod tests {
         let c = &s.counters;
         assert_eq!(
             (c.udp, c.multicast, c.malformed, c.packets_in),
-            (1, 1, 3, 5)
+            (2, 1, 3, 6)
         );
         assert!(drain(&mut s).is_empty(), "nothing answers a dropped packet");
     }
