@@ -141,6 +141,10 @@ enum Command {
         /// Packets per second on every relay link.
         #[arg(long, default_value_t = 100)]
         link_rate: u32,
+        /// Also measure VPN mode (`pb-client --tun`, fetches with no proxy), side by side
+        /// with SOCKS; the testnet then runs in network namespaces (root).
+        #[arg(long)]
+        tun: bool,
     },
     /// What an idle relay core costs: 4 links at 100 packets/s of cover under pb-relay's
     /// loop (sleep until the next deadline) against the loop it replaced (1 ms polls), side
@@ -391,12 +395,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             idle_seconds,
             profile,
             link_rate,
+            tun,
         } => e2e_bench::run(&e2e_bench::E2eArgs {
             bytes: (*bytes).max(1),
             fetches: usize::from(*fetches),
             idle_seconds: *idle_seconds,
             profiles: profile.clone(),
             link_rate: (*link_rate).max(1),
+            tun: *tun,
         })?,
         Command::Idle {
             seconds,

@@ -66,3 +66,55 @@ fn pb_perf_e2e_measures_a_fetch_through_the_mixnet_and_the_idle_client() {
     // Through the mixnet is slower than straight to the server.
     assert!(find("e2e.ttfb", "pb-client") > find("e2e.ttfb", "direct"));
 }
+
+#[test]
+fn pb_perf_e2e_tun_measures_vpn_mode_beside_socks() {
+    if !pb_testbed::require_privileged("pb_perf_e2e_tun_measures_vpn_mode_beside_socks") {
+        return;
+    }
+    let me = Path::new(env!("CARGO_BIN_EXE_pb-perf"));
+    if ["pb-relay", "pb-client"]
+        .iter()
+        .any(|b| !me.with_file_name(b).exists())
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI builds every binary"
+        );
+        eprintln!("skipping: pb-relay or pb-client not built");
+        return;
+    }
+    let out = Command::new(me)
+        .args([
+            "--json",
+            "e2e",
+            "--tun",
+            "--bytes",
+            "65536",
+            "--fetches",
+            "1",
+            "--idle-seconds",
+            "1",
+            "--profile",
+            "default",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "pb-perf e2e --tun failed: {stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for mode in ["socks", "tun"] {
+        for bench in ["e2e.ttfb", "e2e.throughput", "e2e.busy_cpu", "e2e.idle_rss"] {
+            let value = rows
+                .iter()
+                .find(|r| r["bench"] == bench && r["params"]["mode"] == mode)
+                .and_then(|r| r["value"].as_f64())
+                .unwrap_or_else(|| panic!("{bench} ({mode}) missing from {stdout}"));
+            assert!(value > 0.0, "{bench} ({mode}): {stdout}");
+        }
+    }
+}
