@@ -31,37 +31,45 @@ pub enum TunError {
     #[error("{0:?} is not a usable interface name (1-15 bytes, no '/' or NUL)")]
     BadName(String),
     /// Neither `/dev/net/tun` nor `/dev/tun` could be opened.
-    #[error("cannot open /dev/net/tun: {0}")]
+    #[error("cannot open /dev/net/tun: {0}{hint}", hint = permission_hint(.0))]
     Open(io::Error),
     /// The kernel refused the device (no CAP_NET_ADMIN, or the name is another kind of
     /// device's).
-    #[error("cannot create TUN device {name}: {source}{hint}")]
+    #[error("cannot create TUN device {name}: {error}{hint}")]
     Create {
         /// The name asked for.
         name: String,
         /// The kernel's answer.
-        source: io::Error,
+        error: io::Error,
         /// What to do about it.
         hint: &'static str,
     },
     /// The descriptor given is not open, or its flags cannot be set.
-    #[error("file descriptor {fd}: {source}")]
+    #[error("file descriptor {fd}: {error}")]
     Fd {
         /// The descriptor.
         fd: RawFd,
         /// Why.
-        source: io::Error,
+        error: io::Error,
     },
     /// A netlink request (bringing the device up, an address, a route, a rule) failed.
-    #[error("{what}: {source}{hint}")]
+    #[error("{what}: {error}{hint}")]
     Netlink {
         /// What was asked.
         what: String,
         /// The kernel's answer.
-        source: io::Error,
+        error: io::Error,
         /// What to do about it.
         hint: &'static str,
     },
+}
+
+/// What to do about a refusal for want of permission.
+fn permission_hint(error: &io::Error) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::PermissionDenied => " (run as root, or give the binary CAP_NET_ADMIN)",
+        _ => "",
+    }
 }
 
 /// A TUN device: whole IP packets in and out, non-blocking, closed on drop (a device this
@@ -106,7 +114,7 @@ impl Tun {
             };
             return Err(TunError::Create {
                 name: name.to_owned(),
-                source,
+                error: source,
                 hint,
             });
         }
@@ -130,7 +138,7 @@ impl Tun {
     /// # Errors
     /// `fd` is not open ([`TunError::Fd`]).
     pub fn from_fd(fd: RawFd) -> Result<Self, TunError> {
-        let fail = |source| TunError::Fd { fd, source };
+        let fail = |source| TunError::Fd { fd, error: source };
         if fd < 0 {
             return Err(fail(io::Error::from_raw_os_error(libc::EBADF)));
         }
@@ -230,6 +238,14 @@ mod tests {
         // A descriptor number far above any open one.
         let e = Tun::from_fd(1 << 20).unwrap_err();
         assert!(e.to_string().contains("Bad file descriptor"), "{e}");
+        // The message says it all: no source for a chain to print again.
+        assert!(std::error::Error::source(&e).is_none());
+        let denied = TunError::Open(io::Error::from(io::ErrorKind::PermissionDenied));
+        assert!(
+            denied
+                .to_string()
+                .ends_with("(run as root, or give the binary CAP_NET_ADMIN)")
+        );
     }
 
     #[test]

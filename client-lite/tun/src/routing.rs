@@ -99,7 +99,9 @@ impl Routing {
             )
             .or_else(|e| match &e {
                 // An address a handed-over device already has.
-                TunError::Netlink { source, .. } if source.raw_os_error() == Some(libc::EEXIST) => {
+                TunError::Netlink { error: source, .. }
+                    if source.raw_os_error() == Some(libc::EEXIST) =>
+                {
                     Ok(())
                 }
                 _ => Err(e),
@@ -127,7 +129,9 @@ impl Routing {
             )
             // The same address twice in the list.
             .or_else(|e| match &e {
-                TunError::Netlink { source, .. } if source.raw_os_error() == Some(libc::EEXIST) => {
+                TunError::Netlink { error: source, .. }
+                    if source.raw_os_error() == Some(libc::EEXIST) =>
+                {
                     Ok(())
                 }
                 _ => Err(e),
@@ -175,7 +179,7 @@ pub fn remove_all() -> Result<(), TunError> {
                 0,
             ) {
                 Ok(()) => {}
-                Err(TunError::Netlink { source, .. })
+                Err(TunError::Netlink { error: source, .. })
                     if matches!(
                         source.raw_os_error(),
                         Some(libc::ENOENT) | Some(libc::EAFNOSUPPORT)
@@ -208,7 +212,7 @@ pub fn remove_all() -> Result<(), TunError> {
                 match request("removing a route", RouteNetlinkMessage::DelRoute(r), 0) {
                     Ok(()) => {}
                     // Gone with its device meanwhile.
-                    Err(TunError::Netlink { source, .. })
+                    Err(TunError::Netlink { error: source, .. })
                         if source.raw_os_error() == Some(libc::ESRCH) => {}
                     Err(e) => return Err(e),
                 }
@@ -244,7 +248,7 @@ fn if_index(name: &str) -> Result<u32, TunError> {
     if index == 0 {
         return Err(TunError::Netlink {
             what: format!("finding device {name}"),
-            source: io::Error::last_os_error(),
+            error: io::Error::last_os_error(),
             hint: "",
         });
     }
@@ -315,7 +319,7 @@ fn rule(family: Family) -> RuleMessage {
 fn socket(what: &str) -> Result<Socket, TunError> {
     let fail = |source| TunError::Netlink {
         what: what.to_owned(),
-        source,
+        error: source,
         hint: "",
     };
     let mut socket = Socket::new(NETLINK_ROUTE).map_err(fail)?;
@@ -341,7 +345,7 @@ fn send(
         .map(|_| ())
         .map_err(|source| TunError::Netlink {
             what: what.to_owned(),
-            source,
+            error: source,
             hint: "",
         })
 }
@@ -368,7 +372,7 @@ fn request(what: &str, message: RouteNetlinkMessage, flags: u16) -> Result<(), T
             };
             return Err(TunError::Netlink {
                 what: what.to_owned(),
-                source,
+                error: source,
                 hint,
             });
         }
@@ -397,7 +401,7 @@ fn receive(
 ) -> Result<Vec<NetlinkPayload<RouteNetlinkMessage>>, TunError> {
     let fail = |detail: &str| TunError::Netlink {
         what: what.to_owned(),
-        source: io::Error::new(io::ErrorKind::InvalidData, detail.to_owned()),
+        error: io::Error::new(io::ErrorKind::InvalidData, detail.to_owned()),
         hint: "",
     };
     let mut out = Vec::new();
@@ -407,7 +411,7 @@ fn receive(
             .recv(&mut &mut rx[..], 0)
             .map_err(|source| TunError::Netlink {
                 what: what.to_owned(),
-                source,
+                error: source,
                 hint: "",
             })?;
         let mut offset = 0;
