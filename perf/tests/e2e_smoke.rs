@@ -10,18 +10,7 @@ use std::{path::Path, process::Command};
 #[test]
 fn pb_perf_e2e_measures_a_fetch_through_the_mixnet_and_the_idle_client() {
     let me = Path::new(env!("CARGO_BIN_EXE_pb-perf"));
-    let missing: Vec<String> = ["pb-relay", "pb-client"]
-        .iter()
-        .map(|b| me.with_file_name(b))
-        .filter(|p| !p.exists())
-        .map(|p| p.display().to_string())
-        .collect();
-    if !missing.is_empty() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI builds every binary: {missing:?} missing"
-        );
-        eprintln!("skipping: {missing:?} not built (cargo build -p pb-relay -p pb-client)");
+    if !binaries_built(me) {
         return;
     }
     let out = Command::new(me)
@@ -73,15 +62,7 @@ fn pb_perf_e2e_tun_measures_vpn_mode_beside_socks() {
         return;
     }
     let me = Path::new(env!("CARGO_BIN_EXE_pb-perf"));
-    if ["pb-relay", "pb-client"]
-        .iter()
-        .any(|b| !me.with_file_name(b).exists())
-    {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI builds every binary"
-        );
-        eprintln!("skipping: pb-relay or pb-client not built");
+    if !binaries_built(me) {
         return;
     }
     let out = Command::new(me)
@@ -117,4 +98,23 @@ fn pb_perf_e2e_tun_measures_vpn_mode_beside_socks() {
             assert!(value > 0.0, "{bench} ({mode}): {stdout}");
         }
     }
+}
+
+/// Whether pb-relay and pb-client are built next to `me` (CI builds them; elsewhere the test
+/// says it skips).
+fn binaries_built(me: &Path) -> bool {
+    let missing: Vec<String> = ["pb-relay", "pb-client"]
+        .iter()
+        .map(|b| me.with_file_name(b))
+        .filter(|p| !p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    if !missing.is_empty() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI builds every binary: {missing:?} missing"
+        );
+        eprintln!("skipping: {missing:?} not built (cargo build -p pb-relay -p pb-client)");
+    }
+    missing.is_empty()
 }

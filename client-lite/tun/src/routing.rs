@@ -92,20 +92,12 @@ impl Routing {
             0,
         )?;
         for (ip, prefix) in [(IpAddr::V4(DEVICE_V4), 32), (IpAddr::V6(DEVICE_V6), 128)] {
-            request(
+            // (The device may have it already.)
+            existing_is_fine(request(
                 "the device's address",
                 RouteNetlinkMessage::NewAddress(address(index, ip, prefix)),
                 NLM_F_CREATE | NLM_F_EXCL,
-            )
-            .or_else(|e| match &e {
-                // An address a handed-over device already has.
-                TunError::Netlink { error: source, .. }
-                    if source.raw_os_error() == Some(libc::EEXIST) =>
-                {
-                    Ok(())
-                }
-                _ => Err(e),
-            })?;
+            ))?;
         }
         let new = NLM_F_CREATE | NLM_F_EXCL;
         for family in [Family::V4, Family::V6] {
@@ -122,20 +114,12 @@ impl Routing {
         }
         for ip in &plan.bypass {
             let family = Family::of(*ip);
-            request(
+            // (The same address may be in the list twice.)
+            existing_is_fine(request(
                 "a route around the device for the client's own link",
                 RouteNetlinkMessage::NewRoute(route(family, Some(*ip), RouteType::Throw, None)),
                 new,
-            )
-            // The same address twice in the list.
-            .or_else(|e| match &e {
-                TunError::Netlink { error: source, .. }
-                    if source.raw_os_error() == Some(libc::EEXIST) =>
-                {
-                    Ok(())
-                }
-                _ => Err(e),
-            })?;
+            ))?;
         }
         for family in [Family::V4, Family::V6] {
             request(
@@ -220,6 +204,16 @@ pub fn remove_all() -> Result<(), TunError> {
         }
     }
     Ok(())
+}
+
+/// `result`, with "it exists already" taken as done.
+fn existing_is_fine(result: Result<(), TunError>) -> Result<(), TunError> {
+    match result {
+        Err(TunError::Netlink { error, .. }) if error.raw_os_error() == Some(libc::EEXIST) => {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
