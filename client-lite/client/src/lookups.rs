@@ -86,17 +86,34 @@ impl<W> Pending<W> {
         self.lookups.remove(&key).map(|l| l.waiters)
     }
 
-    /// The lookups asked over [`LOOKUP_TIMEOUT`] before `now`, forgotten.
-    pub(crate) fn expired(&mut self, now: Instant) -> Vec<(Key, Vec<(W, Question)>)> {
+    /// The lookups asked over [`LOOKUP_TIMEOUT`] before `now`, or whose session is no longer
+    /// `alive` (its gateway or exit went), forgotten.
+    pub(crate) fn expired(
+        &mut self,
+        now: Instant,
+        alive: &[SessionId],
+    ) -> Vec<(Key, Vec<(W, Question)>)> {
         let old: Vec<Key> = self
             .lookups
             .iter()
-            .filter(|(_, l)| now.saturating_duration_since(l.asked_at) > LOOKUP_TIMEOUT)
+            .filter(|((session, _), l)| {
+                now.saturating_duration_since(l.asked_at) > LOOKUP_TIMEOUT
+                    || !alive.contains(session)
+            })
             .map(|(k, _)| *k)
             .collect();
         old.into_iter()
             .filter_map(|k| Some((k, self.take(k)?)))
             .collect()
+    }
+
+    /// Forgets the queries whose answers would go to a place `gone` says is gone (a
+    /// connection that closed: its handle may be another's by the time an answer comes).
+    pub(crate) fn forget_waiters(&mut self, gone: impl Fn(&W) -> bool) {
+        for lookup in self.lookups.values_mut() {
+            lookup.waiters.retain(|(w, _)| !gone(w));
+        }
+        self.lookups.retain(|_, l| !l.waiters.is_empty());
     }
 
     /// Every lookup's key.

@@ -423,7 +423,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let device = match (&args.tun, args.tun_fd) {
         (Some(name), _) => {
             let addrs: Vec<SocketAddr> = gateways.iter().map(|g| g.addr).collect();
-            let bridge = setup.bridge.as_ref().map(|(addr, _)| *addr);
+            let bridge = setup.bridge.as_ref().map(|(_, b)| b.addr);
             Some(vpn::Device::Make {
                 name: name.clone(),
                 mtu: args.mtu,
@@ -568,6 +568,10 @@ fn run(args: Args) -> anyhow::Result<()> {
                 );
             }
         }
+    }
+    // A stop the user asked for: VPN mode's routes go (a crash or an error keeps them).
+    if let Some(vpn) = client.vpn.as_mut() {
+        vpn.release();
     }
     // Counters only: how much was sent and came back, nothing about where.
     for (_, session) in &client.sessions {

@@ -236,9 +236,10 @@ impl Client {
     /// Answers SERVFAIL to the lookups the exit has not answered in time.
     pub(crate) fn expire_lookups(&mut self) {
         let now = Instant::now();
+        let alive: Vec<SessionId> = self.sessions.iter().map(|(_, s)| s.id()).collect();
         let mut expired = Vec::new();
         for (token, a) in &mut self.associations {
-            for (key, waiters) in a.lookups.expired(now) {
+            for (key, waiters) in a.lookups.expired(now, &alive) {
                 expired.push((*token, key, waiters));
             }
         }
@@ -249,7 +250,7 @@ impl Client {
                 self.send_answer(token, &target, &failed, true);
             }
         }
-        self.vpn_expire_lookups(now);
+        self.vpn_expire_lookups(now, &alive);
     }
 
     /// Sends a DNS answer to the association's application, from `target` (as it named it).

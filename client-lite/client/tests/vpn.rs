@@ -297,7 +297,7 @@ fn vpn_mode_and_socks_udp_carry_everything_through_the_exit() {
         dig(&client_ns, NAME, false, 3).is_err(),
         "dig with pb-client dead"
     );
-    drop(routing);
+    routing.release().unwrap();
     drop(capture);
 
     // 5. The capture: the client link to the gateway, and nothing else.

@@ -543,6 +543,11 @@ impl Streams {
                 {
                     return;
                 }
+                // A client far past its bound (answers waiting for SURBs included): dropped,
+                // so that what the exit holds for it stays bounded.
+                if self.resolving.len() + self.answers.len() >= 2 * MAX_RESOLVES {
+                    return;
+                }
                 if self.resolving.len() >= MAX_RESOLVES {
                     self.answers.push_back((id, Resolution::Failed));
                     return;
@@ -657,6 +662,21 @@ mod tests {
             })
         ));
         assert!(ids.iter().all(|id| exit.resolving(*id).is_some()));
+        // A flood while the exit sends nothing (no SURBs): what it holds stays bounded.
+        let mut flood = Streams::new(Side::Client);
+        flood.next_id = 5000;
+        for round in 0..10 {
+            for i in 0..MAX_RESOLVES {
+                flood
+                    .resolve(&format!("f{round}-{i}.test"), Family::V4)
+                    .unwrap();
+            }
+            while flood.has_pending() {
+                exchange(&mut flood, &mut exit, 1000);
+            }
+            flood.resolving.clear();
+        }
+        assert!(exit.resolving.len() + exit.answers.len() <= 2 * MAX_RESOLVES);
     }
 
     #[test]

@@ -44,6 +44,14 @@ pub enum TunError {
         /// What to do about it.
         hint: &'static str,
     },
+    /// The descriptor given is not a TUN device of raw IP packets (it is left open).
+    #[error("file descriptor {fd} is not a TUN device without packet information: {why}")]
+    NotTun {
+        /// The descriptor.
+        fd: RawFd,
+        /// What it is instead.
+        why: String,
+    },
     /// The descriptor given is not open, or its flags cannot be set.
     #[error("file descriptor {fd}: {error}")]
     Fd {
@@ -119,15 +127,9 @@ impl Tun {
             });
         }
         // The kernel's name for it (the same, as no pattern was given).
-        let got: Vec<u8> = ifr
-            .ifr_name
-            .iter()
-            .take_while(|c| **c != 0)
-            .map(|c| *c as u8)
-            .collect();
         Ok(Self {
             fd,
-            name: Some(String::from_utf8_lossy(&got).into_owned()),
+            name: Some(name_of(&ifr)),
         })
     }
 
@@ -136,23 +138,51 @@ impl Tun {
     /// the device or its routes is touched.
     ///
     /// # Errors
-    /// `fd` is not open ([`TunError::Fd`]).
+    /// `fd` is not open ([`TunError::Fd`]), or not a TUN device without packet information
+    /// headers ([`TunError::NotTun`]): then it is left as it was, open, not taken.
     pub fn from_fd(fd: RawFd) -> Result<Self, TunError> {
-        let fail = |source| TunError::Fd { fd, error: source };
         if fd < 0 {
-            return Err(fail(io::Error::from_raw_os_error(libc::EBADF)));
+            return Err(TunError::Fd {
+                fd,
+                error: io::Error::from_raw_os_error(libc::EBADF),
+            });
         }
-        // SAFETY: F_GETFL only reads the descriptor's flags; an fd that is not open gives
-        // EBADF, checked below, before anything takes ownership of it.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if flags < 0 {
+        // SAFETY: `ifreq` is plain data, for which all-zero bytes are a valid value.
+        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+        // SAFETY: TUNGETIFF writes only into `ifr`, valid and initialised for the call; on a
+        // descriptor that is not open, or not a TUN device, it fails and changes nothing.
+        let rc = unsafe { libc::ioctl(fd, libc::TUNGETIFF, &mut ifr) };
+        if rc < 0 {
+            let error = io::Error::last_os_error();
+            return Err(if error.raw_os_error() == Some(libc::EBADF) {
+                TunError::Fd { fd, error }
+            } else {
+                TunError::NotTun {
+                    fd,
+                    why: error.to_string(),
+                }
+            });
+        }
+        // SAFETY: after TUNGETIFF succeeded, the union holds the device's flags.
+        let flags = i32::from(unsafe { ifr.ifr_ifru.ifru_flags });
+        if flags & libc::IFF_TUN == 0 || flags & libc::IFF_NO_PI == 0 {
+            return Err(TunError::NotTun {
+                fd,
+                why: "a TAP device, or one with packet information headers (IFF_NO_PI unset)"
+                    .into(),
+            });
+        }
+        let fail = |error| TunError::Fd { fd, error };
+        // SAFETY: F_GETFL only reads the descriptor's flags (it is open: TUNGETIFF answered).
+        let status = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if status < 0 {
             return Err(fail(io::Error::last_os_error()));
         }
-        // SAFETY: `fd` is open (F_GETFL succeeded) and the caller hands it to us: from here
-        // on this process's only owner of it is the `OwnedFd`.
+        // SAFETY: `fd` is an open TUN descriptor the caller hands over: from here on this
+        // process's only owner of it is the `OwnedFd`.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         // SAFETY: setting the status and descriptor flags of an open descriptor we own.
-        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, status | libc::O_NONBLOCK) } < 0 {
             return Err(fail(io::Error::last_os_error()));
         }
         // SAFETY: as above.
@@ -161,11 +191,11 @@ impl Tun {
         }
         Ok(Self {
             fd: owned,
-            name: None,
+            name: Some(name_of(&ifr)),
         })
     }
 
-    /// The device's name, when this process made it.
+    /// The device's name.
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
     }
@@ -197,6 +227,17 @@ impl AsRawFd for Tun {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+}
+
+/// The interface name in `ifr`.
+fn name_of(ifr: &libc::ifreq) -> String {
+    let name: Vec<u8> = ifr
+        .ifr_name
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    String::from_utf8_lossy(&name).into_owned()
 }
 
 /// Opens the TUN clone device: `/dev/net/tun`, or `/dev/tun` where that is its name
@@ -249,24 +290,19 @@ mod tests {
     }
 
     #[test]
-    fn a_handed_over_descriptor_becomes_non_blocking_and_carries_packets() {
-        // A pipe stands in for the device: from_fd only sets flags and reads and writes.
+    fn a_descriptor_that_is_no_tun_device_is_refused_and_left_open() {
         let mut fds = [0; 2];
         // SAFETY: `fds` has room for the two descriptors pipe writes.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        let (r, w) = (Tun::from_fd(fds[0]).unwrap(), Tun::from_fd(fds[1]).unwrap());
-        let mut buf = [0u8; 16];
-        assert_eq!(
-            r.recv(&mut buf).unwrap_err().kind(),
-            io::ErrorKind::WouldBlock
-        );
-        assert_eq!(w.send(b"packet").unwrap(), 6);
-        assert_eq!(r.recv(&mut buf).unwrap(), 6);
-        assert_eq!(&buf[..6], b"packet");
-        assert_eq!(r.name(), None);
-        // SAFETY: F_GETFD on a descriptor `r` owns.
-        let fd_flags = unsafe { libc::fcntl(r.as_raw_fd(), libc::F_GETFD) };
-        assert_eq!(fd_flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        let e = Tun::from_fd(fds[0]).unwrap_err();
+        assert!(matches!(e, TunError::NotTun { .. }), "{e}");
+        for fd in fds {
+            // SAFETY: F_GETFD reads flags; the pipe's descriptors are ours, and still open.
+            let open = unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
+            assert!(open, "taken and closed");
+            // SAFETY: closing the descriptors this test opened, once.
+            unsafe { libc::close(fd) };
+        }
     }
 
     #[test]
@@ -285,8 +321,22 @@ mod tests {
                 tun.recv(&mut buf).unwrap_err().kind(),
                 io::ErrorKind::WouldBlock
             );
-            drop(tun);
-            // Gone with its descriptor.
+            // Handed over: a copy of its descriptor, taken, non-blocking, close-on-exec.
+            // SAFETY: dup of a descriptor `tun` owns; the copy is handed to from_fd.
+            let copy = unsafe { libc::dup(tun.as_raw_fd()) };
+            let handed = Tun::from_fd(copy).unwrap();
+            assert_eq!(handed.name(), Some("pbtuntest0"));
+            // SAFETY: F_GETFL and F_GETFD read the flags of a descriptor `handed` owns.
+            let (status, fd_flags) = unsafe {
+                (
+                    libc::fcntl(handed.as_raw_fd(), libc::F_GETFL),
+                    libc::fcntl(handed.as_raw_fd(), libc::F_GETFD),
+                )
+            };
+            assert_eq!(status & libc::O_NONBLOCK, libc::O_NONBLOCK);
+            assert_eq!(fd_flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+            drop((tun, handed));
+            // Gone with its descriptors.
             assert!(ns.run(&["link", "show", "pbtuntest0"]).is_err());
         })
         .unwrap();

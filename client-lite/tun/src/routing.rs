@@ -64,88 +64,107 @@ pub struct Plan {
     pub bypass: Vec<IpAddr>,
 }
 
-/// The routing in place; dropping it removes the rules and the table (but see
-/// [`Routing::keep_kill_switch`]).
+/// The routing in place. Dropping it leaves everything as it is: that is the kill switch
+/// (a process that panics or fails keeps it); [`Routing::release`] removes it, on a stop
+/// the user asked for.
 #[derive(Debug)]
+#[must_use = "dropping it keeps the routes (the kill switch); release() removes them"]
 pub struct Routing {
-    installed: bool,
-    keep: bool,
+    _installed: (),
 }
 
 impl Routing {
     /// Removes what an earlier run left (rules and table), then brings `plan.device` up with
-    /// its addresses and MTU and routes through it.
+    /// its addresses and MTU and routes through it (IPv4, and IPv6 where it is enabled).
     ///
     /// # Errors
     /// A request the kernel refused ([`TunError::Netlink`]); what was set up before it is
     /// removed again.
     pub fn install(plan: &Plan) -> Result<Self, TunError> {
         remove_all()?;
-        let mut routing = Self {
-            installed: true,
-            keep: false,
-        };
-        let index = if_index(&plan.device)?;
-        request(
-            "bringing the device up",
-            RouteNetlinkMessage::NewLink(link_up(index, plan.mtu)),
-            0,
-        )?;
-        for (ip, prefix) in [(IpAddr::V4(DEVICE_V4), 32), (IpAddr::V6(DEVICE_V6), 128)] {
-            // (The device may have it already.)
-            existing_is_fine(request(
-                "the device's address",
-                RouteNetlinkMessage::NewAddress(address(index, ip, prefix)),
-                NLM_F_CREATE | NLM_F_EXCL,
-            ))?;
+        match install_all(plan) {
+            Ok(()) => Ok(Self { _installed: () }),
+            Err(e) => {
+                let _ = remove_all();
+                Err(e)
+            }
         }
-        let new = NLM_F_CREATE | NLM_F_EXCL;
-        for family in [Family::V4, Family::V6] {
-            request(
-                "the default route through the device",
-                RouteNetlinkMessage::NewRoute(route(family, None, RouteType::Unicast, Some(index))),
-                new,
-            )?;
-            request(
-                "the kill switch (an unreachable default)",
-                RouteNetlinkMessage::NewRoute(route(family, None, RouteType::Unreachable, None)),
-                new,
-            )?;
-        }
-        for ip in &plan.bypass {
-            let family = Family::of(*ip);
-            // (The same address may be in the list twice.)
-            existing_is_fine(request(
-                "a route around the device for the client's own link",
-                RouteNetlinkMessage::NewRoute(route(family, Some(*ip), RouteType::Throw, None)),
-                new,
-            ))?;
-        }
-        for family in [Family::V4, Family::V6] {
-            request(
-                "the policy rule",
-                RouteNetlinkMessage::NewRule(rule(family)),
-                new,
-            )?;
-        }
-        routing.installed = true;
-        Ok(routing)
     }
 
-    /// Leaves the rules and the `unreachable` routes in place when dropped: nothing goes out
-    /// in clear after pb-client stops until they are removed (by the next start, or
-    /// [`remove_all`]).
-    pub fn keep_kill_switch(&mut self) {
-        self.keep = true;
+    /// Removes the rules and the table: a clean stop.
+    ///
+    /// # Errors
+    /// The kernel refused a removal.
+    pub fn release(self) -> Result<(), TunError> {
+        remove_all()
     }
 }
 
-impl Drop for Routing {
-    fn drop(&mut self) {
-        if self.installed && !self.keep {
-            let _ = remove_all();
-        }
+/// The families routed: IPv4, and IPv6 unless it is disabled here (then nothing of IPv6
+/// can leave anyway).
+fn families() -> Vec<Family> {
+    let v6 = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+        .is_ok_and(|s| s.trim() == "0");
+    if v6 {
+        vec![Family::V4, Family::V6]
+    } else {
+        vec![Family::V4]
     }
+}
+
+fn install_all(plan: &Plan) -> Result<(), TunError> {
+    let families = families();
+    let index = if_index(&plan.device)?;
+    request(
+        "bringing the device up",
+        RouteNetlinkMessage::NewLink(link_up(index, plan.mtu)),
+        0,
+    )?;
+    let addresses = [(IpAddr::V4(DEVICE_V4), 32), (IpAddr::V6(DEVICE_V6), 128)];
+    for (ip, prefix) in addresses {
+        if !families.contains(&Family::of(ip)) {
+            continue;
+        }
+        // (The device may have it already.)
+        existing_is_fine(request(
+            "the device's address",
+            RouteNetlinkMessage::NewAddress(address(index, ip, prefix)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        ))?;
+    }
+    let new = NLM_F_CREATE | NLM_F_EXCL;
+    for &family in &families {
+        request(
+            "the default route through the device",
+            RouteNetlinkMessage::NewRoute(route(family, None, RouteType::Unicast, Some(index))),
+            new,
+        )?;
+        request(
+            "the kill switch (an unreachable default)",
+            RouteNetlinkMessage::NewRoute(route(family, None, RouteType::Unreachable, None)),
+            new,
+        )?;
+    }
+    for ip in &plan.bypass {
+        let family = Family::of(*ip);
+        if !families.contains(&family) {
+            continue;
+        }
+        // (The same address may be in the list twice.)
+        existing_is_fine(request(
+            "a route around the device for the client's own link",
+            RouteNetlinkMessage::NewRoute(route(family, Some(*ip), RouteType::Throw, None)),
+            new,
+        ))?;
+    }
+    for &family in &families {
+        request(
+            "the policy rule",
+            RouteNetlinkMessage::NewRule(rule(family)),
+            new,
+        )?;
+    }
+    Ok(())
 }
 
 /// Removes VPN mode's rules and every route of its table, IPv4 and IPv6 (nothing if there
@@ -493,15 +512,14 @@ mod tests {
                 "{table}"
             );
             // A clean stop removes it all.
-            drop(routing);
+            routing.release().unwrap();
             assert!(!ip(&ns, "rule show").contains("5042"));
             assert!(ip(&ns, "route show table 5042").trim().is_empty());
             assert!(ip(&ns, "-6 route show table 5042").trim().is_empty());
             // And a start removes what a crashed run left.
             let tun = Tun::create("pbtun0").unwrap();
-            let mut kept = Routing::install(&plan).unwrap();
-            kept.keep_kill_switch();
-            drop(kept);
+            // Dropped without release: what a crash leaves.
+            drop(Routing::install(&plan).unwrap());
             assert!(ip(&ns, "rule show").contains("5042"));
             let again = Routing::install(&plan).unwrap();
             assert_eq!(
@@ -509,7 +527,8 @@ mod tests {
                 1,
                 "one rule, not two"
             );
-            drop((again, tun));
+            again.release().unwrap();
+            drop(tun);
         })
         .unwrap();
     }

@@ -64,11 +64,20 @@ pub(crate) enum Device {
     },
 }
 
-/// Where a DNS answer goes.
-#[derive(Clone, Copy, Debug)]
+/// Where a DNS answer goes. `Debug` names only the kind: the rest is a user's.
+#[derive(Clone, Copy)]
 enum DnsReply {
     Udp(UdpReply),
     Tcp(SocketHandle),
+}
+
+impl core::fmt::Debug for DnsReply {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            DnsReply::Udp(_) => "DnsReply::Udp",
+            DnsReply::Tcp(_) => "DnsReply::Tcp",
+        })
+    }
 }
 
 /// A TCP flow's stream.
@@ -104,8 +113,9 @@ pub(crate) struct Vpn {
     stack: Stack,
     carried: HashMap<SocketHandle, Carried>,
     lookups: Pending<DnsReply>,
-    /// Removes the rules and routes at the end (none for a handed-over device).
-    _routing: Option<routing::Routing>,
+    /// The rules and routes (none for a handed-over device): removed by [`Vpn::release`],
+    /// kept otherwise (the kill switch).
+    routing: Option<routing::Routing>,
     origin: Instant,
     buf: Vec<u8>,
     pub(crate) counters: VpnCounters,
@@ -150,7 +160,7 @@ impl Vpn {
             ),
             carried: HashMap::new(),
             lookups: Pending::default(),
-            _routing: routing,
+            routing,
             origin,
             buf: vec![0; MAX_PACKET],
             counters: VpnCounters::default(),
@@ -166,6 +176,18 @@ impl Vpn {
     pub(crate) fn wait(&mut self) -> Option<Duration> {
         let now = self.now();
         self.stack.poll_delay(now)
+    }
+
+    /// A stop the user asked for: the routes go (after a crash or an error they stay, and
+    /// block everything: the kill switch).
+    pub(crate) fn release(&mut self) {
+        if let Some(routing) = self.routing.take()
+            && let Err(e) = routing.release()
+        {
+            tracing::warn!(
+                "VPN mode's routes could not be removed ({e}): remove rule 5000 and table 5042 yourself (docs/user.md)"
+            );
+        }
     }
 
     /// The stack's counters.
@@ -206,7 +228,7 @@ impl Client {
         }
         let now = vpn.now();
         vpn.stack.poll(now);
-        self.vpn_serve(&mut vpn);
+        self.vpn_serve(&mut vpn, now);
         vpn.stack.poll(now);
         while let Some(packet) = vpn.stack.output() {
             if vpn.tun.send(&packet).is_err() {
@@ -268,7 +290,7 @@ impl Client {
     }
 
     /// Each flow: its stream's answer, bytes both ways, ends.
-    fn vpn_serve(&mut self, vpn: &mut Vpn) {
+    fn vpn_serve(&mut self, vpn: &mut Vpn, now: smoltcp::time::Instant) {
         let flows: Vec<(SocketHandle, bool)> = vpn.stack.flows().map(|(h, f)| (h, f.dns)).collect();
         let mut buf = vec![0u8; 64 * 1024];
         for (flow, is_dns) in flows {
@@ -326,7 +348,11 @@ impl Client {
                 vpn.stack.finish(flow);
             }
         }
-        for flow in vpn.stack.reap() {
+        let reaped = vpn.stack.reap(now);
+        // Their handles will be other flows': answers still due to them are dropped.
+        vpn.lookups
+            .forget_waiters(|w| matches!(w, DnsReply::Tcp(h) if reaped.contains(h)));
+        for flow in reaped {
             let Some(c) = vpn.carried.remove(&flow) else {
                 continue;
             };
@@ -375,11 +401,11 @@ impl Client {
     }
 
     /// SERVFAIL to VPN mode's lookups not answered in time.
-    pub(crate) fn vpn_expire_lookups(&mut self, now: Instant) {
+    pub(crate) fn vpn_expire_lookups(&mut self, now: Instant, alive: &[SessionId]) {
         let Some(vpn) = self.vpn.as_mut() else {
             return;
         };
-        let expired = vpn.lookups.expired(now);
+        let expired = vpn.lookups.expired(now, alive);
         let mut keys = Vec::new();
         for (key, waiters) in expired {
             keys.push(key);

@@ -33,9 +33,14 @@ pub(crate) const DNS_PORT: u16 = 53;
 pub(crate) const MAX_FLOWS: usize = 1024;
 /// A DNS-over-TCP connection holds at most this much unread.
 const MAX_DNS_TCP: usize = 4 * 1024;
+/// The stack asks for a turn at most this often: a flow held for the exit's answer would
+/// otherwise ask for one at once, again and again (smoltcp counts its SYN-ACK as due), and
+/// everything that is really due at once is sent in the turn that queued it.
+pub(crate) const MIN_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// What a packet from the device came to.
-#[derive(Debug, PartialEq, Eq)]
+/// What a packet from the device came to. `Debug` shows only the kind and the flow: the
+/// rest is a user's.
+#[derive(PartialEq, Eq)]
 pub(crate) enum Input {
     /// The stack took it (a segment of a known flow, or a handshake in progress).
     Taken,
@@ -58,6 +63,17 @@ pub(crate) enum Input {
     Dropped(Drop),
 }
 
+impl core::fmt::Debug for Input {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Input::Taken => f.write_str("Taken"),
+            Input::Connect { flow, .. } => write!(f, "Connect({flow})"),
+            Input::Dns { .. } => f.write_str("Dns"),
+            Input::Dropped(why) => write!(f, "Dropped({why:?})"),
+        }
+    }
+}
+
 /// Why a packet from the device was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Drop {
@@ -75,7 +91,8 @@ pub(crate) enum Drop {
 }
 
 /// Where a UDP DNS answer goes: back to `app`, from `server` (the address the query went to).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `Debug` prints `[scrubbed]`.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct UdpReply {
     /// The application's address and port.
     pub(crate) app: IpEndpoint,
@@ -83,8 +100,13 @@ pub(crate) struct UdpReply {
     pub(crate) server: IpEndpoint,
 }
 
+impl core::fmt::Debug for UdpReply {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("UdpReply([scrubbed])")
+    }
+}
+
 /// A TCP flow.
-#[derive(Debug)]
 pub(crate) struct Flow {
     /// DNS over TCP (answered here) rather than a stream.
     pub(crate) dns: bool,
@@ -264,6 +286,9 @@ impl Stack {
                     self.device.rx.push_back(packet.to_vec());
                     return Input::Taken;
                 }
+                // What came before is bound to its sockets first: a SYN sent again by a flow
+                // waiting for the exit must not meet the listener made here.
+                self.poll(now);
                 if self.flows.len() >= MAX_FLOWS {
                     // No socket: smoltcp answers the SYN with a reset.
                     self.device.rx.push_back(packet.to_vec());
@@ -314,11 +339,12 @@ impl Stack {
         self.iface.poll(now, &mut self.device, &mut self.sockets);
     }
 
-    /// How soon [`Stack::poll`] has something to do (`None`: not until a packet comes).
+    /// How soon [`Stack::poll`] has something to do (`None`: not until a packet comes), at
+    /// least [`MIN_WAIT`].
     pub(crate) fn poll_delay(&mut self, now: Instant) -> Option<std::time::Duration> {
         self.iface
             .poll_delay(now, &self.sockets)
-            .map(|d| std::time::Duration::from_micros(d.total_micros()))
+            .map(|d| std::time::Duration::from_micros(d.total_micros()).max(MIN_WAIT))
     }
 
     /// The next packet for the device.
@@ -403,8 +429,10 @@ impl Stack {
     }
 
     /// Removes the flows whose connections are over (closed, reset, or a listener whose SYN
-    /// never bound): the caller ends their streams.
-    pub(crate) fn reap(&mut self) -> Vec<SocketHandle> {
+    /// never bound), after a turn that sends their last segments (a reset, above all): the
+    /// caller ends their streams.
+    pub(crate) fn reap(&mut self, now: Instant) -> Vec<SocketHandle> {
+        self.poll(now);
         let over: Vec<SocketHandle> = self
             .flows
             .keys()
@@ -674,6 +702,8 @@ mod tests {
             drain(&mut s).is_empty(),
             "a SYN-ACK before the exit answered"
         );
+        // Held, it asks for no turn sooner than the floor (smoltcp would say "now").
+        assert!(s.poll_delay(t(1)).is_none_or(|d| d >= MIN_WAIT));
         // The application's SYN again: the same flow, no second one.
         assert_eq!(s.input(&syn, t(1000)), Input::Taken);
         assert_eq!(s.flows().count(), 1);
@@ -728,7 +758,7 @@ mod tests {
         );
         s.input(&last_ack, t(1006));
         s.poll(t(1006));
-        assert_eq!(s.reap(), vec![flow]);
+        assert_eq!(s.reap(t(1006)), vec![flow]);
         assert_eq!(s.flows().count(), 0);
     }
 
@@ -740,10 +770,10 @@ mod tests {
             panic!("no connect")
         };
         s.refuse(flow);
-        s.poll(t(1));
+        // Reaped in the same turn: its reset still goes out.
+        assert_eq!(s.reap(t(1)), vec![flow]);
         let out = drain(&mut s);
         assert!(out.iter().any(|p| tcp_of(p).1), "no reset");
-        assert_eq!(s.reap(), vec![flow]);
     }
 
     #[test]
