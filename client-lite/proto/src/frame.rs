@@ -17,6 +17,10 @@
 //! 0x07 resolve          id u32, length u16, family u8 (4: A, 6: AAAA), name (the rest)
 //! 0x08 resolved         id u32, length u16, outcome u8 (0: found, 2: failed, 3: no such
 //!                       name), then for each address its type u8 (1 IPv4, 4 IPv6) and bytes
+//! 0x09 udp-open         flow u32, length u16, address (as in open), port u16: relay this
+//!                       flow's datagrams there; answered by opened, ended by reset
+//! 0x0a datagram         flow u32, length u16, more u8 (1: more fragments of this datagram
+//!                       follow), bytes (the rest)
 //! ```
 //!
 //! A resolve's id comes from the same numbers as the session's streams. Numbers are
@@ -116,6 +120,23 @@ pub enum Frame<'a> {
         /// The outcome.
         answer: Resolution,
     },
+    /// Client to exit: relay the datagrams of flow `id` to `target` (answered by
+    /// [`Frame::Opened`], ended by [`Frame::Reset`]).
+    UdpOpen {
+        /// The flow (from the streams' numbers).
+        id: StreamId,
+        /// Where to.
+        target: Target,
+    },
+    /// A datagram of a flow, or a fragment of one (the channel keeps fragments in order).
+    Datagram {
+        /// The flow.
+        id: StreamId,
+        /// More fragments of this datagram follow.
+        more: bool,
+        /// The bytes.
+        bytes: &'a [u8],
+    },
 }
 
 impl core::fmt::Debug for Frame<'_> {
@@ -157,6 +178,17 @@ impl core::fmt::Debug for Frame<'_> {
                 .field("id", id)
                 .field("answer", answer)
                 .finish(),
+            Frame::UdpOpen { id, target } => f
+                .debug_struct("UdpOpen")
+                .field("id", id)
+                .field("target", target)
+                .finish(),
+            Frame::Datagram { id, more, bytes } => f
+                .debug_struct("Datagram")
+                .field("id", id)
+                .field("more", more)
+                .field("len", &bytes.len())
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -185,30 +217,76 @@ const RESET: u8 = 5;
 const CREDIT: u8 = 6;
 const RESOLVE: u8 = 7;
 const RESOLVED: u8 = 8;
+const UDP_OPEN: u8 = 9;
+const DATAGRAM: u8 = 10;
 /// The first type whose frames carry their body's length (and may be skipped).
 const SKIPPABLE: u8 = 7;
 
 /// Bytes a data frame adds to its payload.
 pub const DATA_OVERHEAD: usize = 1 + 4 + 2;
+/// Bytes a datagram frame adds to its payload (type, flow, length, more).
+pub const DATAGRAM_OVERHEAD: usize = 1 + 4 + 2 + 1;
+
+/// The encoded length of `target`: address type, address (a name with its length), port.
+fn target_len(target: &Target) -> usize {
+    1 + 2
+        + match target {
+            Target::V4(..) => 4,
+            Target::V6(..) => 16,
+            Target::Name(n, _) => 1 + n.len().min(255),
+        }
+}
+
+/// Appends `target`'s encoding (see [`target_len`]).
+fn encode_target(target: &Target, out: &mut Vec<u8>) {
+    match target {
+        Target::V4(a, _) => {
+            out.push(1);
+            out.extend_from_slice(&a.octets());
+        }
+        Target::Name(n, _) => {
+            out.push(3);
+            // Names come from SOCKS (at most 255 bytes) or from parsing.
+            out.push(n.len().min(255) as u8);
+            out.extend_from_slice(&n.as_bytes()[..n.len().min(255)]);
+        }
+        Target::V6(a, _) => {
+            out.push(4);
+            out.extend_from_slice(&a.octets());
+        }
+    }
+    out.extend_from_slice(&target.port().to_be_bytes());
+}
+
+/// A target off the front of `r` (see [`target_len`]).
+fn parse_target(r: &mut Reader<'_>) -> Result<Target, FrameError> {
+    let atyp = r.u8()?;
+    let len = match atyp {
+        1 => 4,
+        4 => 16,
+        3 => usize::from(r.u8()?),
+        _ => return Err(FrameError::Unknown("address type")),
+    };
+    let address = r.take(len)?;
+    let port = r.u16()?;
+    // The lengths are right by construction: only a name can be refused.
+    Target::from_wire(atyp, address, port).ok_or(FrameError::BadName)
+}
 
 impl Frame<'_> {
     /// Encoded length.
     pub fn len(&self) -> usize {
         1 + 4
             + match self {
-                Frame::Open { target, .. } => {
-                    1 + 2
-                        + match target {
-                            Target::V4(..) => 4,
-                            Target::V6(..) => 16,
-                            Target::Name(n, _) => 1 + n.len(),
-                        }
-                }
+                Frame::Open { target, .. } => target_len(target),
                 Frame::Opened { .. } | Frame::Reset { .. } => 1,
                 Frame::Data { bytes, .. } => 2 + bytes.len(),
                 Frame::Fin { .. } => 0,
                 Frame::Credit { .. } => 4,
-                Frame::Resolve { .. } | Frame::Resolved { .. } => 2 + self.body_len(),
+                Frame::Resolve { .. }
+                | Frame::Resolved { .. }
+                | Frame::UdpOpen { .. }
+                | Frame::Datagram { .. } => 2 + self.body_len(),
             }
     }
 
@@ -226,6 +304,8 @@ impl Frame<'_> {
                     _ => 0,
                 }
             }
+            Frame::UdpOpen { target, .. } => target_len(target),
+            Frame::Datagram { bytes, .. } => 1 + bytes.len(),
             _ => 0,
         }
     }
@@ -246,28 +326,24 @@ impl Frame<'_> {
             Frame::Credit { stream, .. } => (CREDIT, stream),
             Frame::Resolve { id, .. } => (RESOLVE, id),
             Frame::Resolved { id, .. } => (RESOLVED, id),
+            Frame::UdpOpen { id, .. } => (UDP_OPEN, id),
+            Frame::Datagram { id, .. } => (DATAGRAM, id),
         };
         out.push(kind);
         out.extend_from_slice(&stream.0.to_be_bytes());
         match self {
-            Frame::Open { target, .. } => {
-                match target {
-                    Target::V4(a, _) => {
-                        out.push(1);
-                        out.extend_from_slice(&a.octets());
-                    }
-                    Target::Name(n, _) => {
-                        out.push(3);
-                        // Names come from SOCKS (at most 255 bytes) or from parsing.
-                        out.push(n.len().min(255) as u8);
-                        out.extend_from_slice(&n.as_bytes()[..n.len().min(255)]);
-                    }
-                    Target::V6(a, _) => {
-                        out.push(4);
-                        out.extend_from_slice(&a.octets());
-                    }
-                }
-                out.extend_from_slice(&target.port().to_be_bytes());
+            Frame::Open { target, .. } => encode_target(target, out),
+            Frame::UdpOpen { target, .. } => {
+                // At most 1 + 1 + 255 + 2 bytes: the length fits.
+                out.extend_from_slice(&(self.body_len() as u16).to_be_bytes());
+                encode_target(target, out);
+            }
+            Frame::Datagram { more, bytes, .. } => {
+                // Callers split datagrams to fit a message (under 1,200 bytes).
+                let n = bytes.len().min(usize::from(u16::MAX) - 1);
+                out.extend_from_slice(&((1 + n) as u16).to_be_bytes());
+                out.push(u8::from(*more));
+                out.extend_from_slice(&bytes[..n]);
             }
             Frame::Opened { code, .. } | Frame::Reset { code, .. } => out.push(*code),
             Frame::Data { bytes, .. } => {
@@ -349,22 +425,10 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Frame<'_>>, FrameError> {
         }
         let stream = StreamId(r.u32()?);
         frames.push(match kind {
-            OPEN => {
-                let atyp = r.u8()?;
-                let len = match atyp {
-                    1 => 4,
-                    4 => 16,
-                    3 => usize::from(r.u8()?),
-                    _ => return Err(FrameError::Unknown("address type")),
-                };
-                let address = r.take(len)?;
-                let port = r.u16()?;
-                Frame::Open {
-                    stream,
-                    // The lengths are right by construction: only a name can be refused.
-                    target: Target::from_wire(atyp, address, port).ok_or(FrameError::BadName)?,
-                }
-            }
+            OPEN => Frame::Open {
+                stream,
+                target: parse_target(&mut r)?,
+            },
             OPENED => Frame::Opened {
                 stream,
                 code: r.u8()?,
@@ -450,6 +514,19 @@ fn skippable(
             };
             Frame::Resolved { id, answer }
         }
+        UDP_OPEN => Frame::UdpOpen {
+            id,
+            target: parse_target(&mut body)?,
+        },
+        DATAGRAM => Frame::Datagram {
+            id,
+            more: match body.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(FrameError::Unknown("fragment flag")),
+            },
+            bytes: body.0,
+        },
         _ => return Ok(None),
     }))
 }
@@ -511,6 +588,20 @@ mod tests {
             Frame::Resolved {
                 id: s,
                 answer: Resolution::Failed,
+            },
+            Frame::UdpOpen {
+                id: s,
+                target: Target::V6("fd00::7".parse().unwrap(), 443),
+            },
+            Frame::Datagram {
+                id: s,
+                more: true,
+                bytes: b"part",
+            },
+            Frame::Datagram {
+                id: s,
+                more: false,
+                bytes: b"",
             },
         ];
         let mut all = Vec::new();

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::{
     dns::Family,
-    frame::{DATA_OVERHEAD, Frame, FrameError, Resolution, StreamId, parse},
+    frame::{DATA_OVERHEAD, DATAGRAM_OVERHEAD, Frame, FrameError, Resolution, StreamId, parse},
     socks::{Reply, Target},
 };
 
@@ -21,6 +21,15 @@ pub const INITIAL_CREDIT: u32 = 256 * 1024;
 pub const MAX_STREAMS: usize = 256;
 /// Bytes [`Streams::write`] takes per stream before they are framed.
 pub const SEND_BUFFER: usize = 64 * 1024;
+/// Most UDP flows a session has open at once; the exit refuses more.
+pub const MAX_FLOWS: usize = 64;
+/// Datagrams a flow holds to send; more are dropped (UDP may lose them).
+pub const FLOW_QUEUE: usize = 32;
+/// The largest datagram carried (the largest UDP payload over IPv4).
+pub const MAX_DATAGRAM: usize = 65_507;
+/// The smallest fragment worth a frame: less room than this waits for the next message.
+const MIN_FRAGMENT: usize = 64;
+
 /// Most names a session has being resolved at once (beside its streams); the exit answers
 /// more with [`Resolution::Failed`].
 pub const MAX_RESOLVES: usize = 64;
@@ -72,6 +81,21 @@ pub enum StreamEvent {
         /// The name (a user's destination: never logged).
         name: Name,
     },
+    /// (Exit) the client asks for a UDP flow to `target`; answer with [`Streams::accept`] or
+    /// [`Streams::refuse`]. (Client: the exit's answer comes as [`StreamEvent::Opened`].)
+    UdpOpen {
+        /// The flow.
+        id: StreamId,
+        /// Where to.
+        target: Target,
+    },
+    /// A whole datagram of flow `id` from the peer.
+    Datagram {
+        /// The flow.
+        id: StreamId,
+        /// Its bytes (a user's payload: never logged).
+        bytes: Vec<u8>,
+    },
     /// (Client) what the exit found for [`Streams::resolve`]'s name.
     Resolved {
         /// The lookup.
@@ -79,6 +103,22 @@ pub enum StreamEvent {
         /// The outcome.
         answer: Resolution,
     },
+}
+
+/// A UDP flow.
+#[derive(Default)]
+struct Flow {
+    /// (Client) the open frame still to send.
+    open: Option<Target>,
+    /// (Exit) the answer still to send.
+    opened: Option<u8>,
+    /// Datagrams to send, the first one's first `sent` bytes sent already as fragments.
+    out: VecDeque<Vec<u8>>,
+    sent: usize,
+    /// The peer's datagram being put together from its fragments.
+    partial: Vec<u8>,
+    /// (Exit) refused: gone once the answer is out.
+    closing: bool,
 }
 
 /// A name the client asked the exit to resolve. `Debug` prints `[scrubbed]`.
@@ -137,6 +177,8 @@ pub struct Streams {
     to_resolve: VecDeque<(StreamId, Family, String)>,
     /// (Exit) answers that have to go out.
     answers: VecDeque<(StreamId, Resolution)>,
+    /// UDP flows.
+    flows: BTreeMap<StreamId, Flow>,
 }
 
 impl core::fmt::Debug for Streams {
@@ -161,6 +203,7 @@ impl Streams {
             resolving: BTreeMap::new(),
             to_resolve: VecDeque::new(),
             answers: VecDeque::new(),
+            flows: BTreeMap::new(),
         }
     }
 
@@ -224,20 +267,26 @@ impl Streams {
         loop {
             let id = StreamId(self.next_id);
             self.next_id = self.next_id.wrapping_add(1).max(1);
-            if !self.streams.contains_key(&id) && !self.resolving.contains_key(&id) {
+            if !self.streams.contains_key(&id)
+                && !self.resolving.contains_key(&id)
+                && !self.flows.contains_key(&id)
+            {
                 return id;
             }
         }
     }
 
-    /// (Exit) the connection for `stream` is up.
+    /// (Exit) the connection (or UDP flow) for `stream` is up.
     pub fn accept(&mut self, stream: StreamId) {
         if let Some(s) = self.streams.get_mut(&stream) {
             s.opened = Some(Reply::Succeeded as u8);
         }
+        if let Some(f) = self.flows.get_mut(&stream) {
+            f.opened = Some(Reply::Succeeded as u8);
+        }
     }
 
-    /// (Exit) the connection for `stream` failed or is not allowed: the stream ends.
+    /// (Exit) the connection (or UDP flow) for `stream` failed or is not allowed: it ends.
     pub fn refuse(&mut self, stream: StreamId, reply: Reply) {
         if let Some(s) = self.streams.get_mut(&stream) {
             s.opened = Some(reply as u8);
@@ -245,6 +294,52 @@ impl Streams {
             s.send.clear();
             s.recv.clear();
         }
+        if let Some(f) = self.flows.get_mut(&stream) {
+            f.opened = Some(reply as u8);
+            f.closing = true;
+            f.out.clear();
+        }
+    }
+
+    /// (Client) opens a UDP flow to `target`; `None` when [`MAX_FLOWS`] are open. Its
+    /// datagrams may be sent at once: the exit takes them once it has connected.
+    pub fn udp_open(&mut self, target: Target) -> Option<StreamId> {
+        if self.side != Side::Client || self.flows.len() >= MAX_FLOWS {
+            return None;
+        }
+        let id = self.next_free_id();
+        self.flows.insert(
+            id,
+            Flow {
+                open: Some(target),
+                ..Flow::default()
+            },
+        );
+        Some(id)
+    }
+
+    /// Queues a datagram on flow `id`; `false` if it is dropped: no such flow, more than
+    /// [`MAX_DATAGRAM`] bytes, or [`FLOW_QUEUE`] waiting already.
+    pub fn send_datagram(&mut self, id: StreamId, bytes: &[u8]) -> bool {
+        match self.flows.get_mut(&id) {
+            Some(f) if !f.closing && bytes.len() <= MAX_DATAGRAM && f.out.len() < FLOW_QUEUE => {
+                f.out.push_back(bytes.to_vec());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Ends flow `id` (the peer hears a reset).
+    pub fn close_flow(&mut self, id: StreamId) {
+        if self.flows.remove(&id).is_some() {
+            self.resets.push((id, Reply::Succeeded as u8));
+        }
+    }
+
+    /// Whether flow `id` is open.
+    pub fn has_flow(&self, id: StreamId) -> bool {
+        self.flows.contains_key(&id)
     }
 
     /// Takes up to [`SEND_BUFFER`] bytes (less what is waiting) to send on `stream`;
@@ -342,6 +437,10 @@ impl Streams {
         !self.resets.is_empty()
             || !self.to_resolve.is_empty()
             || !self.answers.is_empty()
+            || self
+                .flows
+                .values()
+                .any(|f| f.open.is_some() || f.opened.is_some() || !f.out.is_empty())
             || self.streams.values().any(|s| {
                 s.open.is_some()
                     || s.opened.is_some()
@@ -387,6 +486,53 @@ impl Streams {
             }
             frame.encode(out);
         }
+        // UDP flows: their control frames, then datagrams (before stream data: they are few,
+        // bounded, and late ones are worth little), each split to fit what room is left.
+        for (&id, f) in self.flows.iter_mut() {
+            if let Some(target) = f.open.take() {
+                let frame = Frame::UdpOpen { id, target };
+                if !fits(out, &frame) {
+                    let Frame::UdpOpen { target, .. } = frame else {
+                        unreachable!("built as a udp-open frame just above")
+                    };
+                    f.open = Some(target);
+                    return;
+                }
+                frame.encode(out);
+            }
+            if let Some(code) = f.opened {
+                let frame = Frame::Opened { stream: id, code };
+                if !fits(out, &frame) {
+                    return;
+                }
+                frame.encode(out);
+                f.opened = None;
+            }
+        }
+        for (&id, f) in self.flows.iter_mut() {
+            while let Some(datagram) = f.out.front() {
+                let left = &datagram[f.sent..];
+                let room = limit.saturating_sub(out.len());
+                if room < DATAGRAM_OVERHEAD + left.len().min(MIN_FRAGMENT) {
+                    break;
+                }
+                let n = left.len().min(room - DATAGRAM_OVERHEAD);
+                let more = n < left.len();
+                Frame::Datagram {
+                    id,
+                    more,
+                    bytes: &left[..n],
+                }
+                .encode(out);
+                if more {
+                    f.sent += n;
+                } else {
+                    f.sent = 0;
+                    f.out.pop_front();
+                }
+            }
+        }
+        self.flows.retain(|_, f| !(f.closing && f.opened.is_none()));
         for (&stream, s) in self.streams.iter_mut() {
             if let Some(target) = s.open.take() {
                 let frame = Frame::Open { stream, target };
@@ -481,6 +627,16 @@ impl Streams {
                 self.streams.insert(stream, Stream::new());
                 self.events.push_back(StreamEvent::Open { stream, target });
             }
+            Frame::Opened { stream, code } if self.flows.contains_key(&stream) => {
+                if self.side != Side::Client {
+                    return;
+                }
+                let reply = Reply::from_code(code);
+                if reply != Reply::Succeeded {
+                    self.flows.remove(&stream);
+                }
+                self.events.push_back(StreamEvent::Opened { stream, reply });
+            }
             Frame::Opened { stream, code } => {
                 if self.side != Side::Client || !self.streams.contains_key(&stream) {
                     return;
@@ -524,7 +680,7 @@ impl Streams {
                 }
             }
             Frame::Reset { stream, code } => {
-                if self.streams.remove(&stream).is_some() {
+                if self.streams.remove(&stream).is_some() || self.flows.remove(&stream).is_some() {
                     self.events.push_back(StreamEvent::Reset {
                         stream,
                         reply: Reply::from_code(code),
@@ -562,6 +718,43 @@ impl Streams {
             Frame::Resolved { id, answer } => {
                 if self.side == Side::Client && self.resolving.remove(&id).is_some() {
                     self.events.push_back(StreamEvent::Resolved { id, answer });
+                }
+            }
+            Frame::UdpOpen { id, target } => {
+                if self.side != Side::Exit
+                    || self.streams.contains_key(&id)
+                    || self.resolving.contains_key(&id)
+                    || self.flows.contains_key(&id)
+                {
+                    return;
+                }
+                if self.flows.len() >= MAX_FLOWS {
+                    self.resets.push((id, Reply::GeneralFailure as u8));
+                    return;
+                }
+                self.flows.insert(id, Flow::default());
+                self.events.push_back(StreamEvent::UdpOpen { id, target });
+            }
+            Frame::Datagram { id, more, bytes } => {
+                let Some(f) = self.flows.get_mut(&id) else {
+                    return;
+                };
+                if f.closing {
+                    return;
+                }
+                if f.partial.len() + bytes.len() > MAX_DATAGRAM {
+                    // Past the largest datagram: the peer is broken; the flow ends.
+                    self.close_flow(id);
+                    self.events.push_back(StreamEvent::Reset {
+                        stream: id,
+                        reply: Reply::GeneralFailure,
+                    });
+                    return;
+                }
+                f.partial.extend_from_slice(bytes);
+                if !more {
+                    let bytes = std::mem::take(&mut f.partial);
+                    self.events.push_back(StreamEvent::Datagram { id, bytes });
                 }
             }
         }
@@ -627,6 +820,112 @@ mod tests {
         );
         assert_eq!(client.poll_event(), None);
         assert!(!client.has_pending() && !exit.has_pending());
+    }
+
+    #[test]
+    fn udp_flows_carry_datagrams_whole_in_fragments_both_ways() {
+        let mut client = Streams::new(Side::Client);
+        let mut exit = Streams::new(Side::Exit);
+        let target = Target::V4([198, 19, 0, 7].into(), 7777);
+        let flow = client.udp_open(target.clone()).unwrap();
+        let big: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+        assert!(client.send_datagram(flow, b"small"));
+        assert!(client.send_datagram(flow, &big));
+        assert!(client.send_datagram(flow, b""));
+        // Messages of 500 bytes: the large one goes in fragments.
+        let mut messages = 0;
+        while client.has_pending() {
+            exchange(&mut client, &mut exit, 500);
+            messages += 1;
+        }
+        assert!(messages >= 7, "{messages} messages for 3 KB");
+        assert_eq!(
+            exit.poll_event(),
+            Some(StreamEvent::UdpOpen { id: flow, target })
+        );
+        for want in [b"small".to_vec(), big.clone(), Vec::new()] {
+            assert_eq!(
+                exit.poll_event(),
+                Some(StreamEvent::Datagram {
+                    id: flow,
+                    bytes: want
+                })
+            );
+        }
+        exit.accept(flow);
+        assert!(exit.send_datagram(flow, b"echo"));
+        exchange(&mut exit, &mut client, 500);
+        assert_eq!(
+            client.poll_event(),
+            Some(StreamEvent::Opened {
+                stream: flow,
+                reply: Reply::Succeeded
+            })
+        );
+        assert_eq!(
+            client.poll_event(),
+            Some(StreamEvent::Datagram {
+                id: flow,
+                bytes: b"echo".to_vec()
+            })
+        );
+        // Bounded: a full queue drops, a datagram over the limit is refused.
+        for _ in 0..FLOW_QUEUE {
+            assert!(client.send_datagram(flow, b"x"));
+        }
+        assert!(!client.send_datagram(flow, b"x"));
+        assert!(!exit.send_datagram(flow, &vec![0; MAX_DATAGRAM + 1]));
+        // Closed by one side: the other hears a reset, and takes nothing more.
+        client.close_flow(flow);
+        assert!(!client.send_datagram(flow, b"late"));
+        exchange(&mut client, &mut exit, 500);
+        assert!(
+            matches!(exit.poll_event(), Some(StreamEvent::Reset { stream, .. }) if stream == flow)
+        );
+        assert!(!exit.has_flow(flow));
+    }
+
+    #[test]
+    fn a_refused_flow_is_gone_at_both_ends() {
+        let mut client = Streams::new(Side::Client);
+        let mut exit = Streams::new(Side::Exit);
+        let flow = client
+            .udp_open(Target::V4([127, 0, 0, 1].into(), 53))
+            .unwrap();
+        client.send_datagram(flow, b"q");
+        exchange(&mut client, &mut exit, 500);
+        assert!(matches!(
+            exit.poll_event(),
+            Some(StreamEvent::UdpOpen { .. })
+        ));
+        exit.refuse(flow, Reply::NotAllowed);
+        // Its datagram, already parsed, is an event still; nothing more is taken.
+        let _ = exit.poll_event();
+        exchange(&mut exit, &mut client, 500);
+        assert_eq!(
+            client.poll_event(),
+            Some(StreamEvent::Opened {
+                stream: flow,
+                reply: Reply::NotAllowed
+            })
+        );
+        assert!(!client.has_flow(flow) && !exit.has_flow(flow));
+        // Past the bound, the exit refuses new flows.
+        let mut many = Streams::new(Side::Client);
+        let ids: Vec<StreamId> = (0..MAX_FLOWS)
+            .map(|_| {
+                many.udp_open(Target::V4([198, 19, 0, 1].into(), 9))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(many.udp_open(Target::V4([198, 19, 0, 1].into(), 9)), None);
+        while many.has_pending() {
+            exchange(&mut many, &mut exit, 1000);
+        }
+        assert_eq!(
+            ids.iter().filter(|id| exit.has_flow(**id)).count(),
+            MAX_FLOWS
+        );
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub(crate) mod limits;
 pub(crate) mod lookups;
 mod policy;
 pub(crate) mod resolver;
+pub(crate) mod udp;
 
 use backlog::Backlog;
 use limits::{Refusal, SessionTable};
@@ -89,6 +90,18 @@ pub struct ExitStats {
     /// Addresses left out of clients' DNS answers: the exit policy refuses them, so an
     /// exit's own networks are not disclosed.
     pub resolve_addresses_withheld: AtomicU64,
+    /// UDP flows opened.
+    pub udp_flows: AtomicU64,
+    /// UDP flows refused: a name, or the exit policy (address or port).
+    pub udp_refused_policy: AtomicU64,
+    /// UDP flows refused: the session or the exit had its most.
+    pub udp_refused_caps: AtomicU64,
+    /// Datagrams sent to destinations.
+    pub udp_datagrams_out: AtomicU64,
+    /// Datagrams from destinations passed to their clients.
+    pub udp_datagrams_in: AtomicU64,
+    /// Datagrams dropped: a socket that did not take one, or a client's full queue.
+    pub udp_dropped: AtomicU64,
     /// Replies sent into the dataplane.
     pub replies: AtomicU64,
     /// Replies the dataplane could not take (its queue full).
@@ -143,6 +156,12 @@ impl ExitStats {
                 "resolve_addresses_withheld",
                 &self.resolve_addresses_withheld,
             ),
+            ("udp_flows", &self.udp_flows),
+            ("udp_refused_policy", &self.udp_refused_policy),
+            ("udp_refused_caps", &self.udp_refused_caps),
+            ("udp_datagrams_out", &self.udp_datagrams_out),
+            ("udp_datagrams_in", &self.udp_datagrams_in),
+            ("udp_dropped", &self.udp_dropped),
             ("replies", &self.replies),
             ("inject_full", &self.inject_full),
             ("surbs_dropped", &self.surbs_dropped),
@@ -226,6 +245,8 @@ pub struct Exit {
     sessions: SessionTable<Session>,
     conns: HashMap<Token, Conn>,
     by_stream: HashMap<(SessionId, StreamId), Token>,
+    /// UDP flows, under tokens of the same numbers as the connections'.
+    udp: udp::UdpFlows,
     next_token: usize,
     poll: Poll,
     lookups: Lookups,
@@ -275,6 +296,7 @@ impl Exit {
             sessions: SessionTable::new(limits::Caps::with_connections(allowed), stats),
             conns: HashMap::new(),
             by_stream: HashMap::new(),
+            udp: udp::UdpFlows::default(),
             next_token: 1,
             poll,
             lookups: Lookups::new(
@@ -305,8 +327,10 @@ impl Exit {
             let _ = self.poll.poll(&mut events, Some(wait));
             let now = origin.elapsed();
             for event in events.iter() {
-                if event.token() != WAKER {
-                    self.connection_ready(event.token());
+                match event.token() {
+                    WAKER => {}
+                    token if self.udp.contains(token) => self.udp_ready(token, now),
+                    token => self.connection_ready(token),
                 }
             }
             while let Some((id, result)) = self.resolver.try_answer() {
@@ -440,7 +464,19 @@ impl Exit {
                         self.forward_to_destination(token);
                     }
                 }
-                StreamEvent::Reset { stream, .. } => self.close(id, stream),
+                StreamEvent::Reset { stream, .. } => {
+                    self.close(id, stream);
+                    self.udp.close(id, stream, self.poll.registry());
+                }
+                StreamEvent::UdpOpen { id: flow, target } => self.udp_open(id, flow, &target, now),
+                StreamEvent::Datagram { id: flow, bytes } => {
+                    let stats = &self.inbox.stats;
+                    if self.udp.send(id, flow, &bytes, now) {
+                        stats.udp_datagrams_out.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        stats.udp_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 StreamEvent::Resolve {
                     id: lookup, name, ..
                 } => {
@@ -534,6 +570,60 @@ impl Exit {
             }
         };
         s.streams.answer(id, answer);
+    }
+
+    /// A client's UDP flow: opened under the policy and the caps, or refused with a reply.
+    fn udp_open(&mut self, session: SessionId, flow: StreamId, target: &Target, now: Duration) {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        let opened = self.udp.open(
+            session,
+            flow,
+            target,
+            &self.policy,
+            self.poll.registry(),
+            token,
+            now,
+        );
+        let stats = &self.inbox.stats;
+        let Some(s) = self.sessions.get_mut(&session) else {
+            self.udp.close(session, flow, self.poll.registry());
+            return;
+        };
+        match opened {
+            Ok(()) => {
+                stats.udp_flows.fetch_add(1, Ordering::Relaxed);
+                s.streams.accept(flow);
+            }
+            Err(why) => {
+                let counter = match why {
+                    udp::UdpRefusal::Name | udp::UdpRefusal::Policy => &stats.udp_refused_policy,
+                    udp::UdpRefusal::Caps | udp::UdpRefusal::Socket => &stats.udp_refused_caps,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                s.streams.refuse(flow, why.reply());
+            }
+        }
+    }
+
+    /// Datagrams from a flow's destination, to its client (dropped when its queue is full).
+    fn udp_ready(&mut self, token: Token, now: Duration) {
+        let Some((session, flow, datagrams)) = self.udp.receive(token, &mut self.buf, 64, now)
+        else {
+            return;
+        };
+        let stats = &self.inbox.stats;
+        let Some(s) = self.sessions.get_mut(&session) else {
+            self.udp.close(session, flow, self.poll.registry());
+            return;
+        };
+        for d in datagrams {
+            if s.streams.send_datagram(flow, &d) {
+                stats.udp_datagrams_in.fetch_add(1, Ordering::Relaxed);
+            } else {
+                stats.udp_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Tells the resolver which lookups to drop (past their deadline, or their streams
@@ -895,6 +985,7 @@ impl Exit {
     fn forget_session(&mut self, id: SessionId) {
         self.sessions.remove(&id);
         self.lookups.forget_session(id);
+        self.udp.close_session(id, self.poll.registry());
         let tokens: Vec<Token> = self
             .conns
             .iter()
@@ -924,6 +1015,11 @@ impl Exit {
         }
         for id in gone {
             self.forget_session(id);
+        }
+        for (session, flow) in self.udp.close_idle(now, self.poll.registry()) {
+            if let Some(s) = self.sessions.get_mut(&session) {
+                s.streams.close_flow(flow);
+            }
         }
         self.shed_buffered();
     }
