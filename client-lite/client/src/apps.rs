@@ -214,7 +214,7 @@ impl Client {
 
     /// Stream events, data for applications, timeouts, closes.
     pub(crate) fn serve_apps(&mut self) {
-        let (mut resolved, mut vpn_events) = (Vec::new(), Vec::new());
+        let (mut resolved, mut vpn_events, mut datagrams) = (Vec::new(), Vec::new(), Vec::new());
         for (index, (_, session)) in self.sessions.iter_mut().enumerate() {
             while let Some(event) = session.streams.poll_event() {
                 let (id, reply, reset) = match event {
@@ -222,6 +222,10 @@ impl Client {
                     StreamEvent::Reset { stream, reply } => (stream, reply, true),
                     StreamEvent::Resolved { id, answer } => {
                         resolved.push((session.id(), id, answer));
+                        continue;
+                    }
+                    StreamEvent::Datagram { id, bytes } => {
+                        datagrams.push(((session.id(), id), bytes));
                         continue;
                     }
                     _ => continue,
@@ -262,7 +266,14 @@ impl Client {
         for (session, id, answer) in resolved {
             self.resolved(session, id, &answer);
         }
+        for (key, bytes) in datagrams {
+            self.datagram_back(key, &bytes);
+        }
         for (session, id, reply) in vpn_events {
+            // A UDP flow of a SOCKS association, refused or ended: forgotten.
+            if reply != Reply::Succeeded && self.flow_ended((session, id)) {
+                continue;
+            }
             self.vpn_stream_event(session, id, reply);
         }
         self.expire_lookups();

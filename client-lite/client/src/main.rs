@@ -125,7 +125,7 @@ struct Args {
     seconds: Option<f64>,
     /// VPN mode: make the TUN device NAME and send all of this machine's traffic, IPv4 and
     /// IPv6, through it into the mixnet (TCP as streams, DNS answered from the exit's
-    /// lookups, other UDP refused), with a kill switch: a rule and routing table 5042 whose
+    /// lookups, other UDP as datagrams through the exit), with a kill switch: a rule and routing table 5042 whose
     /// `unreachable` default outlives pb-client. Needs root or CAP_NET_ADMIN.
     #[arg(long, value_name = "NAME", conflicts_with = "tun_fd")]
     tun: Option<String>,
@@ -596,7 +596,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(v) = &client.vpn {
         let (c, s) = (&v.counters, v.stack_counters());
         tracing::info!(
-            "VPN: {} packets in, {} out, {} TCP flows ({} refused), {} DNS queries answered ({} SERVFAIL, {} malformed); dropped: {} UDP not DNS, {} multicast, {} other protocols, {} malformed, {} over the flow limit, {} unwritten",
+            "VPN: {} packets in, {} out, {} TCP flows ({} refused), {} DNS queries answered ({} SERVFAIL, {} malformed), {} UDP flows ({} refused), {} datagrams from applications ({} to the exit, {} dropped), {} back; dropped: {} multicast, {} other protocols, {} malformed, {} over the flow limit, {} over the MTU, {} unwritten",
             s.packets_in,
             s.packets_out,
             s.flows,
@@ -604,23 +604,32 @@ fn run(args: Args) -> anyhow::Result<()> {
             c.dns_answered,
             c.dns_failed,
             c.dns_malformed,
+            c.udp_flows,
+            c.udp_refused,
             s.udp,
+            c.datagrams_out,
+            c.datagrams_dropped,
+            c.datagrams_in,
             s.multicast,
             s.other,
             s.malformed,
             s.full,
+            s.too_big,
             c.write_failed
         );
     }
     let u = &client.udp;
     if *u != udp_relay::UdpCounters::default() {
         tracing::info!(
-            "SOCKS UDP: {} DNS queries answered ({} SERVFAIL), {} datagrams malformed, {} from strangers, {} not DNS, {} answers unsent",
+            "SOCKS UDP: {} DNS queries answered ({} SERVFAIL), {} datagrams relayed, {} back, {} dropped, {} malformed, {} from strangers, {} to names, {} answers unsent",
             u.answered,
             u.failed,
+            u.relayed,
+            u.back,
+            u.dropped,
             u.malformed,
             u.strangers,
-            u.not_dns,
+            u.names,
             u.send_failed
         );
     }

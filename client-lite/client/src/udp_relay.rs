@@ -4,13 +4,16 @@
 //!
 //! Datagrams to port 53 (any address) are DNS queries: [`pb_proto::dns`] answers them, A and
 //! AAAA questions from what the exit resolves (`resolve` frames), so no DNS packet leaves the
-//! device. Other destinations are dropped and counted: the exit carries no UDP yet.
+//! device. Datagrams to other ports of an IP address travel to the exit on a flow per
+//! destination (`udp-open`, `datagram` frames), and its answers come back from there; one to
+//! a name is dropped and counted (the exit relays to addresses: look the name up first).
 //!
 //! Only datagrams from the control connection's address are taken, and, once the first has
 //! come (or the request named it), only from that port. Every malformed datagram, or one from
 //! elsewhere, is dropped and counted, and gets no answer (the RFC's rule).
 
 use std::{
+    collections::HashMap,
     io::ErrorKind,
     net::{IpAddr, SocketAddr},
     time::Instant,
@@ -39,8 +42,14 @@ pub(crate) struct UdpCounters {
     pub(crate) malformed: u64,
     /// Datagrams from another address or port than the association's application.
     pub(crate) strangers: u64,
-    /// Datagrams to a destination other than port 53 (the exit carries no UDP yet).
-    pub(crate) not_dns: u64,
+    /// Datagrams to a name, not port 53 (the exit relays to addresses only).
+    pub(crate) names: u64,
+    /// Datagrams relayed to the exit, and its answers back.
+    pub(crate) relayed: u64,
+    pub(crate) back: u64,
+    /// Datagrams dropped: a full flow queue, no session or flow room, or a flow the exit
+    /// refused.
+    pub(crate) dropped: u64,
     /// DNS queries answered (from the exit's lookups, at once, or with SERVFAIL).
     pub(crate) answered: u64,
     /// Of those, answered SERVFAIL: the exit failed, timed out, or no session could ask.
@@ -58,6 +67,8 @@ pub(crate) struct Association {
     isolation: Isolation,
     /// Lookups, each query's answer to come from the destination it was sent to.
     lookups: Pending<Target>,
+    /// UDP flows to the exit, one per destination.
+    flows: HashMap<Target, lookups::Key>,
 }
 
 impl Client {
@@ -108,6 +119,7 @@ impl Client {
                 port,
                 isolation,
                 lookups: Pending::default(),
+                flows: HashMap::new(),
             },
         );
     }
@@ -122,6 +134,101 @@ impl Client {
         for key in a.lookups.keys() {
             self.forget_resolve(*key);
         }
+        for (session, flow) in a.flows.into_values() {
+            if let Some((_, s)) = self.sessions.iter_mut().find(|(_, s)| s.id() == session) {
+                s.streams.close_flow(flow);
+            }
+        }
+    }
+
+    /// Relays a datagram to `target` on the association's flow there (opened at the first).
+    fn relay(&mut self, token: Token, target: Target, data: &[u8]) {
+        let Some(a) = self.associations.get_mut(&token) else {
+            return;
+        };
+        if matches!(target, Target::Name(..)) {
+            self.udp.names += 1;
+            pb_log::warn_limited!(
+                "a SOCKS UDP datagram to a name (not port 53) was dropped: the exit relays to addresses"
+            );
+            return;
+        }
+        let key = match a.flows.get(&target) {
+            Some(key) => *key,
+            None => {
+                let isolation = a.isolation.clone();
+                let opened = self.session_for(isolation).and_then(|s| {
+                    let session = &mut self.sessions[s].1;
+                    Some((session.id(), session.streams.udp_open(target.clone())?))
+                });
+                let Some(key) = opened else {
+                    self.udp.dropped += 1;
+                    return;
+                };
+                if let Some(a) = self.associations.get_mut(&token) {
+                    a.flows.insert(target, key);
+                }
+                key
+            }
+        };
+        let sent = self
+            .sessions
+            .iter_mut()
+            .find(|(_, s)| s.id() == key.0)
+            .is_some_and(|(_, s)| s.streams.send_datagram(key.1, data));
+        if sent {
+            self.udp.relayed += 1;
+        } else {
+            self.udp.dropped += 1;
+        }
+    }
+
+    /// A datagram from the exit on flow `key`: to its association's application, from the
+    /// destination as the application named it (else to VPN mode's flow).
+    pub(crate) fn datagram_back(&mut self, key: lookups::Key, bytes: &[u8]) {
+        let found = self.associations.iter().find_map(|(token, a)| {
+            a.flows
+                .iter()
+                .find(|(_, k)| **k == key)
+                .map(|(target, _)| (*token, target.clone()))
+        });
+        let Some((token, target)) = found else {
+            self.vpn_datagram_back(key, bytes);
+            return;
+        };
+        let Some(a) = self.associations.get(&token) else {
+            return;
+        };
+        let Some(port) = a.port else {
+            return;
+        };
+        let mut datagram = Vec::with_capacity(socks_udp::HEADER_MAX + bytes.len());
+        let sent = socks_udp::encode(&target, bytes, &mut datagram).is_ok()
+            && a.socket
+                .send_to(&datagram, SocketAddr::new(a.peer, port))
+                .is_ok();
+        if sent {
+            self.udp.back += 1;
+        } else {
+            self.udp.send_failed += 1;
+        }
+    }
+
+    /// A flow's end or refusal by the exit: forgotten (the next datagram opens another);
+    /// `false` if it is no association's.
+    pub(crate) fn flow_ended(&mut self, key: lookups::Key) -> bool {
+        for a in self.associations.values_mut() {
+            if let Some(target) = a
+                .flows
+                .iter()
+                .find(|(_, k)| **k == key)
+                .map(|(t, _)| t.clone())
+            {
+                a.flows.remove(&target);
+                return true;
+            }
+        }
+        false
     }
 
     /// Tells lookup `key`'s session not to wait for its answer.
@@ -172,10 +279,8 @@ impl Client {
                 continue;
             };
             if target.port() != DNS_PORT {
-                self.udp.not_dns += 1;
-                pb_log::warn_limited!(
-                    "a SOCKS UDP datagram to a port other than 53 was dropped: the exit carries DNS only"
-                );
+                let data = data.to_vec();
+                self.relay(token, target, &data);
                 continue;
             }
             let asked = match dns::read(data) {

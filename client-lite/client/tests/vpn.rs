@@ -9,6 +9,8 @@
 //! - VPN mode: plain `curl http://files.pb.test:8080/file` (no proxy settings) fetches
 //!   1 MiB byte-identical; `dig` and `dig +tcp` get NSD's answer through the exit; a
 //!   connection to an IPv6 address is carried (and refused by the exit policy), not leaked;
+//!   a UDP echo server on the web node answers through the exit, and NTP (a port exits
+//!   refuse) is refused at once ("connection refused", an ICMP port unreachable);
 //!   pb-client stopped, its rules and routes are gone;
 //! - `--tun-fd`: the static aarch64 pb-client under qemu-aarch64 (qemu-user cannot set
 //!   routing rules, so the test makes the device and its routes with pb-tun and hands the
@@ -19,7 +21,8 @@
 //!   TCP to the server, no IPv6;
 //! - over SOCKS5 UDP ASSOCIATE (RFC 1928 section 7): PySocks (Debian's python3-socks, a
 //!   SOCKS client written elsewhere) sends DNS queries built by dnslib; they are answered
-//!   with what NSD says, through the exit: an A record, NXDOMAIN for a name NSD does not
+//!   with what NSD says, through the exit (and a raw client's datagram to the echo server
+//!   comes back from it): an A record, NXDOMAIN for a name NSD does not
 //!   have, and no AAAA record for one whose only address is one the exit policy refuses
 //!   (withheld); malformed requests get their SOCKS replies (BIND 0x07, an unknown address
 //!   type 0x08, a bad reserved byte 0x01), and malformed datagrams (a fragment, a bad
@@ -67,6 +70,8 @@ const REFUSED_NAME: &str = "inside.pb.test";
 const ANSWER_WITHIN: Duration = Duration::from_secs(60);
 const HTTP_PORT: u16 = 8080;
 const SMALL_PORT: u16 = 8082;
+/// The web node's UDP echo server.
+const ECHO_PORT: u16 = 7777;
 const FILE_LEN: usize = 1 << 20;
 /// What the aarch64 client under qemu fetches (qemu makes it slow).
 const SMALL_LEN: usize = 256 << 10;
@@ -139,6 +144,7 @@ fn vpn_mode_and_socks_udp_carry_everything_through_the_exit() {
     let small = Arc::new(body[..SMALL_LEN].to_vec());
     let _small_server =
         FileServer::start(net.listen(Node::Web, SMALL_PORT).unwrap(), small.clone()).unwrap();
+    let _echo = UdpEcho::start(&net, web);
     if let Err(e) = net.wait_for_agreement(Duration::from_secs(60)) {
         panic!("{e}");
     }
@@ -169,6 +175,26 @@ fn vpn_mode_and_socks_udp_carry_everything_through_the_exit() {
             net.report(20)
         );
     }
+    // UDP goes through the exit and back; a port the exit refuses (NTP) is refused at once
+    // (an ICMP port unreachable: a connected socket reads "connection refused").
+    net.in_node(Node::Client, || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(ANSWER_WITHIN)).unwrap();
+        s.connect((web, ECHO_PORT)).unwrap();
+        s.send(b"over the tun").unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"over the tun");
+        s.connect((web, 123)).unwrap();
+        s.send(b"ntp?").unwrap();
+        let refused = s.recv(&mut buf).unwrap_err();
+        assert_eq!(
+            refused.kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "{refused}"
+        );
+    })
+    .unwrap();
     // IPv6 goes into the device too: the exit refuses this address (documentation space).
     let v6 = curl(
         &client_ns,
@@ -202,9 +228,10 @@ fn vpn_mode_and_socks_udp_carry_everything_through_the_exit() {
     // message" malformed.
     for counted in [
         "6 DNS queries answered (0 SERVFAIL)",
-        "5 datagrams malformed",
+        // To the echo server and back, and to 192.0.2.53:80 (the exit refuses that flow).
+        "2 datagrams relayed, 1 back",
+        "5 malformed",
         "1 from strangers",
-        "1 not DNS",
     ] {
         assert!(summary.contains(counted), "{counted:?} not in {summary:?}");
     }
@@ -216,6 +243,7 @@ fn vpn_mode_and_socks_udp_carry_everything_through_the_exit() {
     // the DNS queries: curl's A and AAAA, and the two digs.
     for counted in [
         "2 TCP flows (0 refused)",
+        "2 UDP flows (1 refused), 2 datagrams from applications (2 to the exit, 0 dropped), 1 back",
         "4 DNS queries answered (0 SERVFAIL",
     ] {
         assert!(
@@ -320,6 +348,46 @@ fn vpn_mode_and_socks_udp_carry_everything_through_the_exit() {
         !tshark_lines(&pcap, &link).is_empty(),
         "the capture saw no client link at all"
     );
+}
+
+/// A UDP echo server on the web node (until dropped).
+struct UdpEcho {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UdpEcho {
+    fn start(net: &Testnet, web: std::net::Ipv4Addr) -> Self {
+        let socket = net
+            .in_node(Node::Web, || UdpSocket::bind((web, ECHO_PORT)).unwrap())
+            .unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(&buf[..n], from);
+                }
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// What the test needs that may be missing: NSD, tshark, dig, PySocks and dnslib.
@@ -602,6 +670,16 @@ fn socks_udp(net: &Testnet, client_ns: &str, web: std::net::Ipv4Addr) {
             stranger.recv_from(&mut buf).is_err(),
             "a stranger was answered"
         );
+        // Other UDP: through the exit to the echo server and back, from where it went.
+        let mut to_echo = vec![0, 0, 0, 1];
+        to_echo.extend_from_slice(&web.octets());
+        to_echo.extend_from_slice(&ECHO_PORT.to_be_bytes());
+        let header = to_echo.clone();
+        to_echo.extend_from_slice(b"echo me");
+        app.send_to(&to_echo, relay).unwrap();
+        let (n, _) = app.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..header.len()], &header[..], "from the echo server");
+        assert_eq!(&buf[header.len()..n], b"echo me");
     })
     .unwrap();
 }

@@ -1,7 +1,8 @@
 //! VPN mode: every application's traffic, through a TUN device. The stack ([`stack`])
 //! terminates each TCP flow and this module carries it as a stream of the default session
 //! (the same sessions, cover and SURBs as SOCKS); DNS queries to port 53 are answered from
-//! the exit's lookups; nothing else leaves.
+//! the exit's lookups; other UDP travels as datagrams of flows the exit relays (a flow it
+//! refuses is answered with an ICMP port unreachable); nothing else leaves.
 //!
 //! The device is made here (`--tun NAME`, with the routing of [`pb_tun::routing`]) or
 //! handed over (`--tun-fd N`: Android's VpnService, or a helper that set up the device and
@@ -36,6 +37,8 @@ use stack::{Input, Stack, UdpReply};
 pub(crate) const TUN: Token = Token(usize::MAX - 1);
 /// A flow whose exit has not answered after this long is reset.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
+/// A UDP flow without a datagram either way for this long is closed.
+const UDP_IDLE: Duration = Duration::from_secs(60);
 /// Packets read from the device in one turn, at most (then the rest of the loop runs).
 const PACKETS_PER_TURN: usize = 256;
 /// Each flow's receive and send buffers: the application is local (its round trip is
@@ -92,6 +95,15 @@ struct Carried {
     exit_finished: bool,
 }
 
+/// A UDP flow: its application and destination's endpoints, its first packet (what a
+/// refusal quotes), and its flow in the session.
+struct UdpFlow {
+    reply: UdpReply,
+    packet: Vec<u8>,
+    key: lookups::Key,
+    last: Instant,
+}
+
 /// What VPN mode dropped and answered, for the log at exit (never addresses).
 #[derive(Debug, Default)]
 pub(crate) struct VpnCounters {
@@ -105,6 +117,13 @@ pub(crate) struct VpnCounters {
     pub(crate) flows_refused: u64,
     /// Packets the device would not take.
     pub(crate) write_failed: u64,
+    /// UDP flows opened, and refused (by the exit, or for want of a session or room).
+    pub(crate) udp_flows: u64,
+    pub(crate) udp_refused: u64,
+    /// Datagrams to the exit, and back; dropped (a full queue).
+    pub(crate) datagrams_out: u64,
+    pub(crate) datagrams_in: u64,
+    pub(crate) datagrams_dropped: u64,
 }
 
 /// VPN mode's state.
@@ -113,6 +132,7 @@ pub(crate) struct Vpn {
     stack: Stack,
     carried: HashMap<SocketHandle, Carried>,
     lookups: Pending<DnsReply>,
+    udp: Vec<UdpFlow>,
     /// The rules and routes (none for a handed-over device): removed by [`Vpn::release`],
     /// kept otherwise (the kill switch).
     routing: Option<routing::Routing>,
@@ -160,6 +180,7 @@ impl Vpn {
             ),
             carried: HashMap::new(),
             lookups: Pending::default(),
+            udp: Vec::new(),
             routing,
             origin,
             buf: vec![0; MAX_PACKET],
@@ -223,6 +244,11 @@ impl Client {
             match vpn.stack.input(&packet, now) {
                 Input::Connect { flow, to } => self.vpn_connect(&mut vpn, flow, target_of(to)),
                 Input::Dns { query, reply } => self.vpn_dns(&mut vpn, DnsReply::Udp(reply), &query),
+                Input::Udp {
+                    data,
+                    reply,
+                    packet,
+                } => self.vpn_datagram(&mut vpn, reply, &data, packet),
                 Input::Taken | Input::Dropped(_) => {}
             }
         }
@@ -262,6 +288,60 @@ impl Client {
                 vpn.counters.flows_refused += 1;
                 vpn.stack.refuse(flow);
             }
+        }
+    }
+
+    /// A datagram not for port 53: on its flow (opened at its first), or refused.
+    fn vpn_datagram(&mut self, vpn: &mut Vpn, reply: UdpReply, data: &[u8], packet: Vec<u8>) {
+        let known = vpn.udp.iter_mut().find(|f| f.reply == reply);
+        let key = match known {
+            Some(flow) => {
+                flow.last = Instant::now();
+                flow.key
+            }
+            None => {
+                let target = target_of(reply.server);
+                let opened = self.session_for(None).and_then(|s| {
+                    let session = &mut self.sessions[s].1;
+                    Some((session.id(), session.streams.udp_open(target)?))
+                });
+                let Some(key) = opened else {
+                    vpn.counters.udp_refused += 1;
+                    vpn.stack.refuse_udp(&packet);
+                    return;
+                };
+                vpn.counters.udp_flows += 1;
+                vpn.udp.push(UdpFlow {
+                    reply,
+                    packet,
+                    key,
+                    last: Instant::now(),
+                });
+                key
+            }
+        };
+        let sent = self
+            .sessions
+            .iter_mut()
+            .find(|(_, s)| s.id() == key.0)
+            .is_some_and(|(_, s)| s.streams.send_datagram(key.1, data));
+        if sent {
+            vpn.counters.datagrams_out += 1;
+        } else {
+            vpn.counters.datagrams_dropped += 1;
+        }
+    }
+
+    /// A datagram from the exit on a flow of VPN mode's: to its application.
+    pub(crate) fn vpn_datagram_back(&mut self, key: lookups::Key, bytes: &[u8]) {
+        let Some(vpn) = self.vpn.as_mut() else {
+            return;
+        };
+        if let Some(flow) = vpn.udp.iter_mut().find(|f| f.key == key) {
+            flow.last = Instant::now();
+            let reply = flow.reply;
+            vpn.stack.answer_udp(reply, bytes);
+            vpn.counters.datagrams_in += 1;
         }
     }
 
@@ -348,6 +428,21 @@ impl Client {
                 vpn.stack.finish(flow);
             }
         }
+        // UDP flows: idle ones closed, those of ended sessions forgotten.
+        let mut idle = Vec::new();
+        vpn.udp.retain(|f| {
+            let alive = self.sessions.iter().any(|(_, s)| s.id() == f.key.0);
+            let keep = alive && f.last.elapsed() < UDP_IDLE;
+            if alive && !keep {
+                idle.push(f.key);
+            }
+            keep
+        });
+        for (session, flow) in idle {
+            if let Some((_, s)) = self.sessions.iter_mut().find(|(_, s)| s.id() == session) {
+                s.streams.close_flow(flow);
+            }
+        }
         let reaped = vpn.stack.reap(now);
         // Their handles will be other flows': answers still due to them are dropped.
         vpn.lookups
@@ -371,6 +466,15 @@ impl Client {
         let Some(vpn) = self.vpn.as_mut() else {
             return;
         };
+        // A UDP flow the exit refused (or ended): the application hears "port unreachable".
+        if let Some(i) = vpn.udp.iter().position(|f| f.key == (session, stream)) {
+            if reply != Reply::Succeeded {
+                let flow = vpn.udp.swap_remove(i);
+                vpn.counters.udp_refused += 1;
+                vpn.stack.refuse_udp(&flow.packet);
+            }
+            return;
+        }
         let Some((&flow, c)) = vpn
             .carried
             .iter_mut()

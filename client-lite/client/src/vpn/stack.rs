@@ -8,8 +8,9 @@
 //!   refused connection, not a connection that then breaks).
 //! - TCP and UDP to port 53, at any address, are DNS: answered by the caller (never sent
 //!   anywhere as DNS). TCP port 53 is accepted at once, its messages framed by length.
-//! - Other UDP is refused with an ICMP port unreachable (the exit carries no UDP yet), so
-//!   that QUIC applications fall back to TCP at once instead of waiting for a timeout.
+//! - Other UDP goes to the caller as datagrams of flows (the exit relays them); a flow the
+//!   exit refuses is answered with an ICMP port unreachable ([`Stack::refuse_udp`]), so that
+//!   QUIC applications fall back to TCP at once instead of waiting for a timeout.
 //! - Multicast, ICMP and what does not parse are dropped and counted: nothing but the
 //!   client's own link leaves the device.
 
@@ -52,6 +53,16 @@ pub(crate) enum Input {
         /// Where the application connects to.
         to: IpEndpoint,
     },
+    /// A UDP datagram to a port other than 53: relay it (answers with
+    /// [`Stack::answer_udp`], a refusal with [`Stack::refuse_udp`] of `packet`).
+    Udp {
+        /// Its payload.
+        data: Vec<u8>,
+        /// Its application and destination.
+        reply: UdpReply,
+        /// The whole packet (what an ICMP refusal quotes).
+        packet: Vec<u8>,
+    },
     /// A DNS query over UDP: answer with [`Stack::answer_udp`] to `reply`.
     Dns {
         /// The query.
@@ -69,6 +80,7 @@ impl core::fmt::Debug for Input {
             Input::Taken => f.write_str("Taken"),
             Input::Connect { flow, .. } => write!(f, "Connect({flow})"),
             Input::Dns { .. } => f.write_str("Dns"),
+            Input::Udp { data, .. } => write!(f, "Udp({} bytes)", data.len()),
             Input::Dropped(why) => write!(f, "Dropped({why:?})"),
         }
     }
@@ -81,9 +93,6 @@ pub(crate) enum Drop {
     Malformed,
     /// To a multicast or broadcast address (local chatter: mDNS, SSDP, LLMNR).
     Multicast,
-    /// UDP to a port other than 53: the exit carries no other UDP yet (answered with an ICMP
-    /// port unreachable).
-    Udp,
     /// ICMP and other protocols.
     Protocol,
     /// A SYN with [`MAX_FLOWS`] flows open (answered with a reset).
@@ -127,8 +136,10 @@ pub(crate) struct StackCounters {
     pub(crate) malformed: u64,
     /// Dropped: multicast or broadcast.
     pub(crate) multicast: u64,
-    /// Dropped: UDP not to port 53.
+    /// UDP datagrams not to port 53 (relayed as flows).
     pub(crate) udp: u64,
+    /// Datagrams for the device larger than its MTU, dropped.
+    pub(crate) too_big: u64,
     /// Dropped: ICMP and other protocols.
     pub(crate) other: u64,
     /// SYNs reset: too many flows.
@@ -237,12 +248,12 @@ impl Stack {
                 *match why {
                     Drop::Malformed => &mut c.malformed,
                     Drop::Multicast => &mut c.multicast,
-                    Drop::Udp => &mut c.udp,
                     Drop::Protocol => &mut c.other,
                     Drop::Full => &mut c.full,
                 } += 1;
             }
             Input::Connect { .. } => self.counters.flows += 1,
+            Input::Udp { .. } => self.counters.udp += 1,
             _ => {}
         }
         input
@@ -260,18 +271,20 @@ impl Stack {
                 let Ok(udp) = UdpPacket::new_checked(payload) else {
                     return Input::Dropped(Drop::Malformed);
                 };
+                let reply = UdpReply {
+                    app: IpEndpoint::new(src, udp.src_port()),
+                    server: IpEndpoint::new(dst, udp.dst_port()),
+                };
                 if udp.dst_port() != DNS_PORT {
-                    if let Some(refusal) = port_unreachable(packet) {
-                        self.device.tx.push_back(refusal);
-                    }
-                    return Input::Dropped(Drop::Udp);
+                    return Input::Udp {
+                        data: udp.payload().to_vec(),
+                        reply,
+                        packet: packet.to_vec(),
+                    };
                 }
                 Input::Dns {
                     query: udp.payload().to_vec(),
-                    reply: UdpReply {
-                        app: IpEndpoint::new(src, udp.src_port()),
-                        server: IpEndpoint::new(dst, udp.dst_port()),
-                    },
+                    reply,
                 }
             }
             IpProtocol::Tcp => {
@@ -492,10 +505,19 @@ impl Stack {
         }
     }
 
-    /// Queues a UDP DNS answer for the device: from the address the query went to.
+    /// Queues a UDP answer (DNS, or a flow's datagram) for the device: from the address the
+    /// application sent to. One larger than the device's MTU is dropped (counted).
     pub(crate) fn answer_udp(&mut self, reply: UdpReply, answer: &[u8]) {
-        if let Some(packet) = udp_packet(reply.server, reply.app, answer) {
-            self.device.tx.push_back(packet);
+        match udp_packet(reply.server, reply.app, answer) {
+            Some(packet) if packet.len() <= self.device.mtu => self.device.tx.push_back(packet),
+            _ => self.counters.too_big += 1,
+        }
+    }
+
+    /// Refuses the UDP `packet` (an [`Input::Udp`]'s) with an ICMP port unreachable.
+    pub(crate) fn refuse_udp(&mut self, packet: &[u8]) {
+        if let Some(refusal) = port_unreachable(packet) {
+            self.device.tx.push_back(refusal);
         }
     }
 }
@@ -838,12 +860,28 @@ mod tests {
     }
 
     #[test]
-    fn what_is_not_carried_is_dropped_and_counted() {
+    fn udp_goes_to_the_caller_and_the_rest_is_dropped_and_counted() {
         let mut s = Stack::new(1500, (4096, 4096), 7, t(0));
         let quic = udp_packet(APP, IpEndpoint::new(SERVER.addr, 443), &[0xc0; 1200]).unwrap();
-        assert_eq!(s.input(&quic, t(0)), Input::Dropped(Drop::Udp));
-        // Refused at once, so that QUIC falls back to TCP: an ICMP port unreachable quoting
-        // the datagram's header.
+        let Input::Udp {
+            data,
+            reply,
+            packet,
+        } = s.input(&quic, t(0))
+        else {
+            panic!("not a datagram")
+        };
+        assert_eq!((data.len(), reply.app, reply.server.port), (1200, APP, 443));
+        assert!(drain(&mut s).is_empty());
+        // Answers come from where it went; one over the MTU is dropped.
+        s.answer_udp(reply, b"back");
+        s.answer_udp(reply, &[0; 1500]);
+        let out = drain(&mut s);
+        assert_eq!(out.len(), 1);
+        assert_eq!(s.counters.too_big, 1);
+        // Refused (the exit would not relay it), so that QUIC falls back to TCP: an ICMP
+        // port unreachable quoting the datagram's header.
+        s.refuse_udp(&packet);
         let refusal = s.output().unwrap();
         let p = Ipv4Packet::new_checked(&refusal[..]).unwrap();
         assert!(p.verify_checksum());
@@ -869,7 +907,10 @@ mod tests {
             &[0xc0; 1200],
         )
         .unwrap();
-        assert_eq!(s.input(&quic6, t(0)), Input::Dropped(Drop::Udp));
+        let Input::Udp { packet, .. } = s.input(&quic6, t(0)) else {
+            panic!("not a datagram")
+        };
+        s.refuse_udp(&packet);
         let refusal = s.output().unwrap();
         let p = Ipv6Packet::new_checked(&refusal[..]).unwrap();
         let icmp = Icmpv6Packet::new_checked(p.payload()).unwrap();
