@@ -9,7 +9,7 @@ use std::{
 };
 
 use mio::{Interest, Token, net::TcpStream};
-use pb_proto::{Action, Reply, Socks, StreamEvent, StreamId, Target};
+use pb_proto::{Action, Reply, SessionId, Socks, StreamEvent, StreamId, Streams, Target};
 
 use crate::{
     Client, Isolation, MAX_SESSIONS,
@@ -77,6 +77,25 @@ impl Client {
                 Err(_) => return,
             }
         }
+    }
+
+    /// The streams of session `id`, if it still runs (lookups and UDP flows name their
+    /// session by id: indexes move when a session ends).
+    pub(crate) fn streams_of(&mut self, id: SessionId) -> Option<&mut Streams> {
+        self.sessions
+            .iter_mut()
+            .find(|(_, s)| s.id() == id)
+            .map(|(_, s)| &mut s.streams)
+    }
+
+    /// Queues a datagram on UDP flow `key`: whether it was taken.
+    pub(crate) fn send_datagram_on(
+        &mut self,
+        (session, flow): (SessionId, StreamId),
+        data: &[u8],
+    ) -> bool {
+        self.streams_of(session)
+            .is_some_and(|s| s.send_datagram(flow, data))
     }
 
     /// The session for `isolation`, made if needed.

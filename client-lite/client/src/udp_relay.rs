@@ -135,8 +135,8 @@ impl Client {
             self.forget_resolve(*key);
         }
         for (session, flow) in a.flows.into_values() {
-            if let Some((_, s)) = self.sessions.iter_mut().find(|(_, s)| s.id() == session) {
-                s.streams.close_flow(flow);
+            if let Some(s) = self.streams_of(session) {
+                s.close_flow(flow);
             }
         }
     }
@@ -157,10 +157,7 @@ impl Client {
             Some(key) => *key,
             None => {
                 let isolation = a.isolation.clone();
-                let opened = self.session_for(isolation).and_then(|s| {
-                    let session = &mut self.sessions[s].1;
-                    Some((session.id(), session.streams.udp_open(target.clone())?))
-                });
+                let opened = self.open_flow(isolation, target.clone());
                 let Some(key) = opened else {
                     self.udp.dropped += 1;
                     return;
@@ -171,11 +168,7 @@ impl Client {
                 key
             }
         };
-        let sent = self
-            .sessions
-            .iter_mut()
-            .find(|(_, s)| s.id() == key.0)
-            .is_some_and(|(_, s)| s.streams.send_datagram(key.1, data));
+        let sent = self.send_datagram_on(key, data);
         if sent {
             self.udp.relayed += 1;
         } else {
@@ -233,9 +226,21 @@ impl Client {
 
     /// Tells lookup `key`'s session not to wait for its answer.
     pub(crate) fn forget_resolve(&mut self, (session, id): lookups::Key) {
-        if let Some((_, s)) = self.sessions.iter_mut().find(|(_, s)| s.id() == session) {
-            s.streams.forget_resolve(id);
+        if let Some(s) = self.streams_of(session) {
+            s.forget_resolve(id);
         }
+    }
+
+    /// Opens a UDP flow to `target` in the session of `isolation`: its key, or `None` (no
+    /// topology yet, or the session has its most flows).
+    pub(crate) fn open_flow(
+        &mut self,
+        isolation: Isolation,
+        target: Target,
+    ) -> Option<lookups::Key> {
+        let s = self.session_for(isolation)?;
+        let session = &mut self.sessions[s].1;
+        Some((session.id(), session.streams.udp_open(target)?))
     }
 
     /// Asks the exit (in the session of `isolation`) to resolve `question`'s name: the

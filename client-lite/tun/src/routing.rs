@@ -365,29 +365,39 @@ fn send(
 
 /// Sends one request and waits for its acknowledgement.
 fn request(what: &str, message: RouteNetlinkMessage, flags: u16) -> Result<(), TunError> {
-    let is_rule = matches!(message, RouteNetlinkMessage::NewRule(_));
+    let is_rule = matches!(
+        message,
+        RouteNetlinkMessage::NewRule(_) | RouteNetlinkMessage::DelRule(_)
+    );
+    // What to do about a refusal, whether the send (qemu-user refuses to translate a rule
+    // message there) or the kernel's answer says it.
+    let with_hint = |error: io::Error| {
+        let hint = match error.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => {
+                " (run as root, or give the binary CAP_NET_ADMIN)"
+            }
+            Some(libc::EOPNOTSUPP) if is_rule => {
+                " (routing rules cannot be set here, e.g. under qemu-user: set the routes up outside and use --tun-fd)"
+            }
+            _ => "",
+        };
+        TunError::Netlink {
+            what: what.to_owned(),
+            error,
+            hint,
+        }
+    };
     let socket = socket(what)?;
-    send(&socket, what, message, NLM_F_ACK | flags)?;
+    send(&socket, what, message, NLM_F_ACK | flags).map_err(|e| match e {
+        TunError::Netlink { error, .. } => with_hint(error),
+        other => other,
+    })?;
     let replies = receive(&socket, what, false)?;
     for reply in replies {
         if let NetlinkPayload::Error(e) = reply
             && let Some(code) = e.code
         {
-            let source = io::Error::from_raw_os_error(-code.get());
-            let hint = match source.raw_os_error() {
-                Some(libc::EPERM) | Some(libc::EACCES) => {
-                    " (run as root, or give the binary CAP_NET_ADMIN)"
-                }
-                Some(libc::EOPNOTSUPP) if is_rule => {
-                    " (routing rules cannot be set here, e.g. under qemu-user: set the routes up outside and use --tun-fd)"
-                }
-                _ => "",
-            };
-            return Err(TunError::Netlink {
-                what: what.to_owned(),
-                error: source,
-                hint,
-            });
+            return Err(with_hint(io::Error::from_raw_os_error(-code.get())));
         }
     }
     Ok(())

@@ -301,10 +301,7 @@ impl Client {
             }
             None => {
                 let target = target_of(reply.server);
-                let opened = self.session_for(None).and_then(|s| {
-                    let session = &mut self.sessions[s].1;
-                    Some((session.id(), session.streams.udp_open(target)?))
-                });
+                let opened = self.open_flow(None, target);
                 let Some(key) = opened else {
                     vpn.counters.udp_refused += 1;
                     vpn.stack.refuse_udp(&packet);
@@ -320,11 +317,7 @@ impl Client {
                 key
             }
         };
-        let sent = self
-            .sessions
-            .iter_mut()
-            .find(|(_, s)| s.id() == key.0)
-            .is_some_and(|(_, s)| s.streams.send_datagram(key.1, data));
+        let sent = self.send_datagram_on(key, data);
         if sent {
             vpn.counters.datagrams_out += 1;
         } else {
@@ -387,13 +380,11 @@ impl Client {
             let Some(c) = vpn.carried.get_mut(&flow) else {
                 continue;
             };
-            let Some((_, session)) = self.sessions.iter_mut().find(|(_, s)| s.id() == c.session)
-            else {
+            let Some(streams) = self.streams_of(c.session) else {
                 // The session ended (its gateway or exit went).
                 vpn.stack.refuse(flow);
                 continue;
             };
-            let streams = &mut session.streams;
             if !c.opened {
                 if c.asked_at.elapsed() > OPEN_TIMEOUT {
                     streams.reset(c.stream, Reply::TtlExpired);
@@ -439,8 +430,8 @@ impl Client {
             keep
         });
         for (session, flow) in idle {
-            if let Some((_, s)) = self.sessions.iter_mut().find(|(_, s)| s.id() == session) {
-                s.streams.close_flow(flow);
+            if let Some(s) = self.streams_of(session) {
+                s.close_flow(flow);
             }
         }
         let reaped = vpn.stack.reap(now);
@@ -453,10 +444,10 @@ impl Client {
             };
             // Reset by the application (or never connected): the stream ends too.
             if !(c.app_finished && c.exit_finished)
-                && let Some((_, s)) = self.sessions.iter_mut().find(|(_, s)| s.id() == c.session)
-                && s.streams.contains(c.stream)
+                && let Some(streams) = self.streams_of(c.session)
+                && streams.contains(c.stream)
             {
-                s.streams.reset(c.stream, Reply::GeneralFailure);
+                streams.reset(c.stream, Reply::GeneralFailure);
             }
         }
     }
